@@ -1,0 +1,200 @@
+"""The differentiable image sampler (paper §3.3).
+
+``V_i^c = Σ_n Σ_m U_nm^c · k(x_i^s − m) · k(y_i^s − n)`` in pixel coordinates, with
+
+* bilinear kernel ``k(d) = max(0, 1 − |d|)``;
+* integer (nearest) kernel ``δ(⌊x + 0.5⌋ − m)``.
+
+Two backends sit side by side, like torchvision's ops:
+
+* ``"reference"`` — the paper's kernel sums written out (only the ≤ 4 non-zero terms are
+  visited) with a hand-written backward implementing the paper's gradients:
+  ``∂V/∂U_nm = Σ k(x − m) k(y − n)`` and ``∂V/∂x = Σ U_nm k(y − n) g(m, x)`` with
+  ``g = 0 if |m − x| ≥ 1, +1 if m ≥ x, −1 if m < x`` (the paper's sub-gradient choice at
+  the kinks: at an exactly integer x the term m = x contributes +U, where
+  ``grid_sample`` takes the one-sided difference ``U[x+1] − U[x]``; everywhere else the
+  two agree). The nearest kernel's gradient w.r.t. the coordinates is zero.
+* ``"fast"`` — ``torch.nn.functional.grid_sample`` (CPU and CUDA kernels).
+
+Grids follow the package convention: normalised [-1, 1], ``align_corners=False``, so the
+pixel coordinate is ``x = ((x_norm + 1) · W − 1) / 2``. Nearest ties (x exactly at a
+half-pixel) round up in the reference (⌊x + 0.5⌋, as the paper writes) and to even in
+``grid_sample``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+MODES = ("bilinear", "nearest")
+BACKENDS = ("fast", "reference")
+PADDINGS = ("zeros", "border")
+
+
+def _check_inputs(u: torch.Tensor, grid: torch.Tensor, mode: str, backend: str, padding: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    if u.dim() != 4:
+        raise ValueError(f"U must have shape (N, C, H, W), got {tuple(u.shape)}")
+    if grid.dim() != 4 or grid.shape[-1] != 2:
+        raise ValueError(f"grid must have shape (N, H', W', 2), got {tuple(grid.shape)}")
+    if grid.shape[0] != u.shape[0]:
+        raise ValueError(f"U has batch {u.shape[0]} but grid has batch {grid.shape[0]}")
+    if grid.dtype != u.dtype or grid.device != u.device:
+        raise ValueError(f"U and grid must share dtype and device, got {u.dtype}/{u.device} "
+                         f"and {grid.dtype}/{grid.device}")
+
+
+def to_pixel(grid: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised grid ``(N, H', W', 2)`` → pixel coordinates ``x, y`` each ``(N, H', W')``."""
+    x = ((grid[..., 0] + 1) * width - 1) / 2
+    y = ((grid[..., 1] + 1) * height - 1) / 2
+    return x, y
+
+
+def _corner_terms(x: torch.Tensor, y: torch.Tensor, height: int, width: int):
+    """The ≤ 4 non-zero terms of the bilinear kernel sum for each output point.
+
+    x, y: pixel coordinates ``(N, P)``. Yields per corner: flat index ``(N, P)`` (clamped to
+    a valid pixel), validity mask, k(x − m), k(y − n), g(m, x), g(n, y).
+    """
+    x0 = torch.floor(x)
+    y0 = torch.floor(y)
+    fx = x - x0
+    fy = y - y0
+    on_x = fx == 0  # exactly on an integer: the paper's g picks +1 for m = x, 0 for m = x + 1
+    on_y = fy == 0
+    one = torch.ones_like(x)
+    for dy in (0, 1):
+        ky = (1 - fy) if dy == 0 else fy
+        gy = torch.where(on_y, one, -one) if dy == 0 else torch.where(on_y, 0 * one, one)
+        n = y0 + dy
+        for dx in (0, 1):
+            kx = (1 - fx) if dx == 0 else fx
+            gx = torch.where(on_x, one, -one) if dx == 0 else torch.where(on_x, 0 * one, one)
+            m = x0 + dx
+            valid = (m >= 0) & (m <= width - 1) & (n >= 0) & (n <= height - 1)
+            idx = (n.clamp(0, height - 1) * width + m.clamp(0, width - 1)).long()
+            yield idx, valid, kx, ky, gx, gy
+
+
+def _gather(u_flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """u_flat ``(N, C, HW)``, idx ``(N, P)`` → ``(N, C, P)``."""
+    return torch.gather(u_flat, 2, idx.unsqueeze(1).expand(-1, u_flat.shape[1], -1))
+
+
+def _scatter(values: torch.Tensor, idx: torch.Tensor, hw: int) -> torch.Tensor:
+    """values ``(N, C, P)`` summed into ``(N, C, HW)`` at idx ``(N, P)``."""
+    out = values.new_zeros(values.shape[0], values.shape[1], hw)
+    return out.scatter_add_(2, idx.unsqueeze(1).expand(-1, values.shape[1], -1), values)
+
+
+class _BilinearSampler(torch.autograd.Function):
+    """Reference bilinear sampler with the paper's hand-written gradients."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = u.shape
+        ho, wo = grid.shape[1:3]
+        x, y = to_pixel(grid.reshape(n, ho * wo, 2), h, w)
+        u_flat = u.reshape(n, c, h * w)
+        out = u.new_zeros(n, c, ho * wo)
+        for idx, valid, kx, ky, _, _ in _corner_terms(x, y, h, w):
+            out += _gather(u_flat, idx) * (kx * ky * valid).unsqueeze(1)
+        ctx.save_for_backward(u, grid)
+        return out.view(n, c, ho, wo)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        u, grid = ctx.saved_tensors
+        n, c, h, w = u.shape
+        ho, wo = grid.shape[1:3]
+        x, y = to_pixel(grid.reshape(n, ho * wo, 2), h, w)
+        u_flat = u.reshape(n, c, h * w)
+        g = grad_out.reshape(n, c, ho * wo)
+        grad_u = torch.zeros_like(u_flat) if ctx.needs_input_grad[0] else None
+        dx = torch.zeros_like(x)
+        dy = torch.zeros_like(y)
+        for idx, valid, kx, ky, gx, gy in _corner_terms(x, y, h, w):
+            vf = valid.to(u.dtype)
+            if grad_u is not None:
+                # ∂V_i/∂U_nm = k(x_i − m) k(y_i − n)
+                grad_u += _scatter(g * (kx * ky * vf).unsqueeze(1), idx, h * w)
+            if ctx.needs_input_grad[1]:
+                # Σ_c grad_c · U_nm^c, then ∂V/∂x = U k(y − n) g(m, x), ∂V/∂y = U k(x − m) g(n, y)
+                gu = (g * _gather(u_flat, idx)).sum(1) * vf
+                dx += gu * ky * gx
+                dy += gu * kx * gy
+        grad_grid = None
+        if ctx.needs_input_grad[1]:
+            # chain rule through x = ((x_norm + 1) W − 1) / 2
+            grad_grid = torch.stack([dx * (w / 2), dy * (h / 2)], -1).view(n, ho, wo, 2)
+        grad_u = grad_u.view(n, c, h, w) if grad_u is not None else None
+        return grad_u, grad_grid
+
+
+class _NearestSampler(torch.autograd.Function):
+    """Reference integer-kernel sampler: V_i = U at (⌊y + 0.5⌋, ⌊x + 0.5⌋); zero gradient to the grid."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = u.shape
+        ho, wo = grid.shape[1:3]
+        idx, valid = _nearest_index(grid.reshape(n, ho * wo, 2), h, w)
+        out = _gather(u.reshape(n, c, h * w), idx) * valid.unsqueeze(1)
+        ctx.save_for_backward(idx, valid)
+        ctx.shape = (n, c, h, w)
+        return out.view(n, c, ho, wo)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        idx, valid = ctx.saved_tensors
+        n, c, h, w = ctx.shape
+        grad_u = None
+        if ctx.needs_input_grad[0]:
+            g = grad_out.reshape(n, c, -1) * valid.unsqueeze(1)
+            grad_u = _scatter(g, idx, h * w).view(n, c, h, w)
+        # δ(⌊x + 0.5⌋ − m) is piecewise constant in x: its derivative is zero almost everywhere.
+        grad_grid = torch.zeros(n, *grad_out.shape[2:], 2, dtype=grad_out.dtype, device=grad_out.device)
+        return grad_u, (grad_grid if ctx.needs_input_grad[1] else None)
+
+
+def _nearest_index(grid: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = to_pixel(grid, height, width)
+    m = torch.floor(x + 0.5)
+    nn_ = torch.floor(y + 0.5)
+    valid = ((m >= 0) & (m <= width - 1) & (nn_ >= 0) & (nn_ <= height - 1)).to(grid.dtype)
+    idx = (nn_.clamp(0, height - 1) * width + m.clamp(0, width - 1)).long()
+    return idx, valid
+
+
+def _clamp_to_border(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Clamp a normalised grid to the centres of the outer pixels (border padding)."""
+    lo_x, hi_x = -1 + 1 / width, 1 - 1 / width
+    lo_y, hi_y = -1 + 1 / height, 1 - 1 / height
+    return torch.stack([grid[..., 0].clamp(lo_x, hi_x), grid[..., 1].clamp(lo_y, hi_y)], -1)
+
+
+def sample(u: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", backend: str = "fast",
+           padding: str = "zeros") -> torch.Tensor:
+    """Sample ``U (N, C, H, W)`` at ``grid (N, H', W', 2)`` → ``V (N, C, H', W')``.
+
+    mode: ``"bilinear"`` or ``"nearest"``; backend: ``"fast"`` (``grid_sample``) or
+    ``"reference"`` (the paper's sums and gradients); padding: ``"zeros"`` (the paper) or
+    ``"border"`` (repeat the outer pixels).
+    """
+    _check_inputs(u, grid, mode, backend, padding)
+    if backend == "fast":
+        return F.grid_sample(u, grid, mode=mode, padding_mode=padding, align_corners=False)
+    if padding == "border":
+        grid = _clamp_to_border(grid, u.shape[2], u.shape[3])
+    fn = _BilinearSampler if mode == "bilinear" else _NearestSampler
+    return fn.apply(u, grid)

@@ -1,0 +1,118 @@
+"""The spatial transformer module: localisation net → grid generator → sampler."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .sampling import sample
+from .transforms import identity_params, make_grid, num_params, params_to_theta, tps_lattice
+
+
+def conv_localisation(in_channels: int, in_size: Sequence[int], filters: int = 20, hidden: int = 20) -> nn.Sequential:
+    """The paper's ST-CNN localisation net body (before the regression layer).
+
+    2× down-sampling (max-pool), conv 5×5 (``filters``) → ReLU → max-pool 2×2 →
+    conv 5×5 (``filters``) → ReLU → FC ``hidden`` → ReLU. Input ``(N, C, H, W)`` →
+    ``(N, hidden)``.
+    """
+    body = nn.Sequential(
+        nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, filters, 5), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(filters, filters, 5), nn.ReLU(inplace=True),
+        nn.Flatten(),
+    )
+    with torch.no_grad():
+        flat = body(torch.zeros(1, in_channels, *in_size)).shape[1]
+    return nn.Sequential(*body, nn.Linear(flat, hidden), nn.ReLU(inplace=True))
+
+
+def fc_localisation(in_channels: int, in_size: Sequence[int], hidden: int = 32) -> nn.Sequential:
+    """The paper's ST-FCN localisation net body: two fully-connected layers of ``hidden`` units.
+
+    Input ``(N, C, H, W)`` → ``(N, hidden)``.
+    """
+    d = in_channels * int(in_size[0]) * int(in_size[1])
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+
+
+class SpatialTransformer(nn.Module):
+    """A spatial transformer: ``V = sample(U, T_θ(G))`` with ``θ = f_loc(U)``.
+
+    Args:
+        transform: ``"affine"`` (6), ``"attention"`` (3 = s, tx, ty), ``"projective"`` (8) or
+            ``"tps"`` (2K).
+        out_size: ``(H', W')`` of the output V.
+        localisation: body of the localisation net mapping ``U (N, C, H, W)`` to
+            ``(N, loc_features)``; default: :func:`conv_localisation` (needs ``in_channels``
+            and ``in_size``).
+        loc_features: width of the localisation body's output (inferred when possible).
+        tps_points: K for ``"tps"`` (a square number; the 4×4 lattice by default).
+        mode / backend / padding: passed to :func:`stn_core.sample`.
+        init_params: flat ``(P,)`` initial θ (default: the identity transform).
+
+    The regression layer starts with zero weights and ``init_params`` as bias, so at
+    initialisation the module outputs the identity warp. After ``forward`` the module keeps
+    ``last_theta`` (the kind's natural form, detached) and ``last_grid`` ``(N, H', W', 2)``.
+    """
+
+    def __init__(self, transform: str = "affine", out_size: Sequence[int] = (28, 28),
+                 localisation: nn.Module | None = None, loc_features: int | None = None,
+                 in_channels: int | None = None, in_size: Sequence[int] | None = None,
+                 tps_points: int = 16, mode: str = "bilinear", backend: str = "fast",
+                 padding: str = "zeros", init_params: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.transform = transform
+        self.out_size = (int(out_size[0]), int(out_size[1]))
+        self.tps_points = tps_points
+        self.mode, self.backend, self.padding = mode, backend, padding
+        n_params = num_params(transform, tps_points)
+        if localisation is None:
+            if in_channels is None or in_size is None:
+                raise ValueError("SpatialTransformer needs in_channels and in_size to build its "
+                                 "default localisation net, or a localisation module")
+            localisation = conv_localisation(in_channels, in_size)
+        self.localisation = localisation
+        if loc_features is None:
+            loc_features = _infer_out_features(localisation)
+        self.regression = nn.Linear(loc_features, n_params)
+        init = identity_params(transform, tps_points) if init_params is None else init_params
+        if init.numel() != n_params:
+            raise ValueError(f"init_params must have {n_params} values for {transform!r}, got {init.numel()}")
+        nn.init.zeros_(self.regression.weight)
+        with torch.no_grad():
+            self.regression.bias.copy_(init.reshape(-1).to(self.regression.bias.dtype))
+        if transform == "tps":
+            self.register_buffer("ctrl_out", tps_lattice(tps_points), persistent=False)
+        else:
+            self.ctrl_out = None
+        self.last_theta: torch.Tensor | None = None
+        self.last_grid: torch.Tensor | None = None
+
+    def predict_params(self, u: torch.Tensor) -> torch.Tensor:
+        """Flat θ ``(N, P)`` for ``U (N, C, H, W)``."""
+        return self.regression(self.localisation(u))
+
+    def forward(self, u: torch.Tensor, loc_input: torch.Tensor | None = None) -> torch.Tensor:
+        """``U (N, C, H, W)`` → ``V (N, C, H', W')``.
+
+        ``loc_input`` lets the localisation net see a different tensor than the one sampled
+        (e.g. a down-sampled copy, or backbone features).
+        """
+        params = self.predict_params(u if loc_input is None else loc_input)
+        ctrl = self.ctrl_out.to(u.dtype) if self.ctrl_out is not None else None
+        grid = make_grid(self.transform, params, self.out_size, ctrl_out=ctrl)
+        self.last_theta = params_to_theta(self.transform, params).detach()
+        self.last_grid = grid.detach()
+        return sample(u, grid, mode=self.mode, backend=self.backend, padding=self.padding)
+
+
+def _infer_out_features(module: nn.Module) -> int:
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("cannot infer the localisation net's output width: pass loc_features")
+    return linears[-1].out_features
