@@ -1,0 +1,16 @@
+"""STN Lab: an interactive lab for spatial transformer networks (Jaderberg et al., NIPS 2015).
+
+Run with ``streamlit run app.py``. To add a page, append an ``st.Page`` to ``PAGES``.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="STN Lab", page_icon="🧭", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/playground.py", title="Transform playground", icon=":material/transform:",
+            url_path="playground"),
+]
+
+st.navigation(PAGES).run()

@@ -1,0 +1,203 @@
+"""Streamlit UI helpers shared by the STN Lab pages: sample images, the image picker,
+query-parameter sync and message display. No maths here (see stn_core)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import streamlit as st
+
+from stn_core import playground as pg
+
+SOURCE_LABELS = {"mnist": "MNIST digit", "bird": "Bird photo (CUB)", "upload": "Your upload"}
+
+
+# --------------------------------------------------------------------------- samples
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the shipped samples offer: digit labels, bird names, and whether they are generated stand-ins."""
+
+    digit_labels: tuple[int, ...]
+    bird_names: tuple[str, ...]
+    note: str  # non-empty when shipped samples were missing and stand-ins are used
+
+
+@st.cache_data(show_spinner=False)
+def _mnist() -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        from stn_core.data.samples import load_mnist_sample
+        images, labels = load_mnist_sample()
+        return images, labels
+    except Exception:  # samples not shipped / unreadable: the page uses a stand-in
+        return None
+
+
+@st.cache_data(show_spinner=False)
+def _birds() -> list[tuple[str, np.ndarray]] | None:
+    try:
+        from stn_core.data.samples import load_cub_sample
+        recs = load_cub_sample(load_images=True)
+        return [(str(r["class_name"]).replace("_", " "), pg.as_rgb(r["image"])) for r in recs] or None
+    except Exception:
+        return None
+
+
+@st.cache_data(show_spinner=False)
+def catalog() -> Catalog:
+    """Digit labels and bird names of the shipped samples (stand-ins when missing)."""
+    mn, birds = _mnist(), _birds()
+    missing = [name for name, v in (("MNIST digits", mn), ("CUB birds", birds)) if v is None]
+    note = ""
+    if missing:
+        note = (f"Shipped samples not found ({', '.join(missing)} in data/samples/): "
+                "showing generated test images instead.")
+    labels = tuple(int(v) for v in mn[1]) if mn is not None else (-1,)
+    names = tuple(n for n, _ in birds) if birds is not None else ("generated test picture",)
+    return Catalog(labels, names, note)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def sample_image(source: str, index: int) -> np.ndarray:
+    """A shipped sample as float32 (H, W, 3) in [0, 1] (a generated stand-in if missing)."""
+    if source == "mnist":
+        mn = _mnist()
+        if mn is None:
+            return pg.fallback_digit()
+        return pg.as_rgb(mn[0][int(index) % len(mn[0])])
+    birds = _birds()
+    if birds is None:
+        return pg.fallback_photo()
+    return birds[int(index) % len(birds)][1]
+
+
+# --------------------------------------------------------------------------- messages, query params
+
+def show_messages(messages: Iterable[pg.Message], where=st) -> None:
+    """Show messages with st.error / st.warning / st.info (never raises)."""
+    for m in messages:
+        fn = {"error": where.error, "warning": where.warning}.get(m.level, where.info)
+        fn(m.text)
+
+
+def query_dict() -> dict[str, str]:
+    """The current URL query parameters as a plain dict (last value wins)."""
+    return {k: st.query_params.get(k, "") for k in st.query_params.keys()}
+
+
+def sync_query_params(params: dict[str, str]) -> None:
+    """Make the URL query string equal ``params`` (only writes when something changed)."""
+    if query_dict() != params:
+        st.query_params.from_dict(params)
+
+
+# --------------------------------------------------------------------------- upload
+
+def handle_upload(uploaded, session_key: str = "upload") -> tuple[np.ndarray | None, str, list[pg.Message]]:
+    """Decode an ``st.file_uploader`` file once per file id and remember the last good one.
+
+    Returns (image or None, its name, messages). A bad file gives an error message and the
+    previously uploaded good image (if any) stays in use.
+    """
+    store = st.session_state.setdefault(session_key, {"id": None, "name": "", "image": None, "warnings": [],
+                                                       "error": None})
+    msgs: list[pg.Message] = []
+    if uploaded is not None and uploaded.file_id != store["id"]:
+        res = pg.decode_upload(uploaded.getvalue(), uploaded.name)
+        store["id"] = uploaded.file_id
+        if res.error is None:
+            store.update(name=uploaded.name, image=res.image, warnings=res.warnings, error=None)
+        else:
+            store["error"] = res.error
+    if uploaded is not None and store["error"]:
+        keep = f" Still showing {store['name']!r}." if store["image"] is not None else ""
+        msgs.append(pg.Message("error", store["error"] + keep))
+    msgs += [pg.Message("info", f"{store['name']}: {w}.") for w in store["warnings"]]
+    return store["image"], store["name"], msgs
+
+
+# --------------------------------------------------------------------------- image picker
+
+def clamp_image_key(key: str) -> tuple[str, list[pg.Message]]:
+    """Check an image key against the shipped samples; out-of-range indices fall back with a warning."""
+    parsed = pg.parse_image_key(key)
+    if parsed is None:
+        return "mnist-0", [pg.Message("warning", f"Unknown image {key!r}; showing the default digit.")]
+    source, index = parsed
+    cat = catalog()
+    n = len(cat.digit_labels) if source == "mnist" else len(cat.bird_names) if source == "bird" else 1
+    if index >= n:
+        return pg.image_key(source, 0), [pg.Message("warning", f"Image {key!r} does not exist (there are {n}); "
+                                                               f"showing {pg.image_key(source, 0)!r}.")]
+    return key, []
+
+
+def seed_picker(prefix: str, key: str) -> None:
+    """Put an image key into the picker's widget keys (only those not set yet)."""
+    source, index = pg.parse_image_key(key) or ("mnist", 0)
+    st.session_state.setdefault(f"{prefix}src", source)
+    if source == "mnist":
+        st.session_state.setdefault(f"{prefix}digit", index)
+    elif source == "bird":
+        st.session_state.setdefault(f"{prefix}bird", index)
+
+
+def image_picker(prefix: str, where=None) -> tuple[str, np.ndarray, str, list[pg.Message]]:
+    """Sidebar image picker: shipped MNIST digit by index, shipped bird, or an upload.
+
+    Returns (image key, image float32 (H, W, 3), caption, messages). Widget keys start with ``prefix``.
+    """
+    where = st.sidebar if where is None else where
+    cat = catalog()
+    msgs: list[pg.Message] = []
+    if cat.note:
+        msgs.append(pg.Message("info", cat.note))
+    source = where.radio("Image", options=list(SOURCE_LABELS), format_func=SOURCE_LABELS.get,
+                         key=f"{prefix}src", horizontal=True)
+    if source == "mnist":
+        n = len(cat.digit_labels)
+        index = int(where.number_input(f"Digit index (0–{n - 1})", min_value=0, max_value=n - 1, step=1,
+                                       key=f"{prefix}digit"))
+        label = cat.digit_labels[index]
+        caption = f"MNIST test digit #{index}" + (f" (a {label})" if label >= 0 else " (generated stand-in)")
+        return pg.image_key("mnist", index), sample_image("mnist", index), caption, msgs
+    if source == "bird":
+        names = cat.bird_names
+        index = int(where.selectbox("Bird", options=list(range(len(names))),
+                                    format_func=lambda i: f"{i}: {names[i]}", key=f"{prefix}bird"))
+        return pg.image_key("bird", index), sample_image("bird", index), f"CUB-200-2011: {names[index]}", msgs
+    uploaded = where.file_uploader("Upload an image (PNG, JPEG, WebP, …; larger than 512 px is downscaled)",
+                                   type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
+                                   key=f"{prefix}upload")
+    image, name, up_msgs = handle_upload(uploaded, f"{prefix}upload_store")
+    msgs += up_msgs
+    if image is None:
+        msgs.append(pg.Message("info", "Upload a picture in the sidebar; until then the default digit is shown."))
+        return "upload", sample_image("mnist", 0), "default digit (no upload yet)", msgs
+    return "upload", image, f"your upload: {name}", msgs
+
+
+# --------------------------------------------------------------------------- navigation guard
+
+def ensure_navigation() -> None:
+    """Make sure the app runs through ``app.py``'s ``st.navigation``.
+
+    Streamlit treats a ``pages/`` folder next to the entry point as a legacy multipage app
+    until some session has executed ``st.navigation``. On a freshly started server, the first
+    visit straight to a sub-page (``/playground``) would therefore run that page alone: no
+    ``app.py`` (no wide layout, wrong sidebar). Calling this at the top of every page switches
+    the process to ``st.navigation`` mode and reruns, which then goes through ``app.py``.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - internal API moved
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+if __name__ == "__main__":  # executed as a legacy page (/common): just route through app.py
+    ensure_navigation()
