@@ -3,6 +3,11 @@
 Coordinate convention: normalised [-1, 1], ``align_corners=False``; θ maps output → input.
 """
 
+from .checkpoints import CheckpointError, load_model, save_checkpoint
+from .datasets import TASKS, fixed_test_set
+from .distortions import KINDS as DISTORTIONS
+from .distortions import distort
+from .models import MODEL_NAMES, build_model, count_params
 from .sampling import sample
 from .stn import SpatialTransformer, conv_localisation, fc_localisation
 from .transforms import (
@@ -25,6 +30,8 @@ from .transforms import (
 )
 
 __all__ = [
+    "CheckpointError", "DISTORTIONS", "MODEL_NAMES", "TASKS", "build_model", "count_params", "distort",
+    "fixed_test_set", "load_model", "save_checkpoint",
     "TRANSFORM_KINDS", "SpatialTransformer", "affine_grid", "attention_grid", "base_grid",
     "compose_affine", "conv_localisation", "fc_localisation", "identity_grid", "identity_params",
     "make_grid", "num_params", "params_to_theta", "projective_denominator", "projective_grid",
