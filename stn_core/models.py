@@ -1,0 +1,216 @@
+"""The distorted-MNIST models of the paper (Table 1): FCN, CNN, ST-FCN, ST-CNN.
+
+Paper (appendix): all models have about the same number of parameters and three weight
+layers in the classifier, ReLU, softmax (here: logits; the loss applies the softmax).
+
+* FCN: FC → ReLU → FC → ReLU → FC (two hidden layers of ``width`` units).
+* CNN: conv 9×9 (``width`` filters) → max-pool 2×2 → ReLU → conv 7×7 (``width``) → max-pool
+  2×2 → ReLU → FC. (Pool-then-ReLU equals ReLU-then-pool exactly — both are monotone —
+  and is 4× cheaper.) Convolutions are 'valid'; when the input is smaller than 28×28
+  (the 21×21 ST output of RTS) conv 1 gets padding 4 ('same'), so the conv 2 map is still
+  at least 4×4 [ours].
+* ST-FCN: a spatial transformer at the input whose localisation net is FC 32 → FC 32
+  (:func:`stn_core.fc_localisation`) [notes], then the FCN.
+* ST-CNN: a spatial transformer whose localisation net is 2× max-pool → conv 5×5 (20) →
+  max-pool → conv 5×5 (20) → FC 20 (:func:`stn_core.conv_localisation`) [paper], then the CNN.
+
+The transformer's output has the input's size; for inputs of 42×42 or more (RTS) it is
+2× down-sampled by average pooling before the classifier (42 → 21) [paper]. The width of
+each classifier is solved so that the *whole* model has about ``target_params`` weights
+(default 400k [notes]), so parameter counts agree to well under 1 %.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .stn import SpatialTransformer, conv_localisation, fc_localisation
+
+MODEL_NAMES = ("fcn", "cnn", "st-fcn", "st-cnn")
+ST_TRANSFORMS = ("affine", "projective", "tps")
+DEFAULT_TARGET_PARAMS = 400_000
+TPS_POINTS = 16
+ST_FCN_HIDDEN = 32
+ST_CNN_FILTERS, ST_CNN_HIDDEN = 20, 20
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable weights."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def default_downsample(input_size: int) -> int:
+    """ST output down-sampling factor: 2 for inputs of 42×42 or more (RTS, TC), else 1."""
+    return 2 if input_size >= 42 else 1
+
+
+def _cnn_padding(side: int) -> int:
+    """Padding of conv 1: 0 ('valid') unless the conv 2 map would be smaller than 4×4."""
+    for pad in range(0, 5):
+        if (side + 2 * pad - 8) // 2 - 6 >= 4:
+            return pad
+    return 4
+
+
+def fcn_classifier(side: int, width: int, num_classes: int) -> nn.Sequential:
+    """FCN: ``(N, 1, side, side)`` → logits ``(N, num_classes)``."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(side * side, width), nn.ReLU(inplace=True),
+                         nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, num_classes))
+
+
+def cnn_classifier(side: int, width: int, num_classes: int) -> nn.Sequential:
+    """CNN: ``(N, 1, side, side)`` → logits ``(N, num_classes)``."""
+    pad = _cnn_padding(side)
+    s = ((side + 2 * pad - 8) // 2 - 6) // 2
+    if s < 1:
+        raise ValueError(f"input {side}×{side} is too small for the CNN (conv 9×9, pool, conv 7×7, pool)")
+    return nn.Sequential(
+        nn.Conv2d(1, width, 9, padding=pad), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 7), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+        nn.Flatten(), nn.Linear(width * s * s, num_classes))
+
+
+class DistortedMNISTNet(nn.Module):
+    """[spatial transformer] → [2× average pooling] → classifier.
+
+    ``forward(x (N, 1, S, S))`` → logits ``(N, num_classes)``. ``.transformer`` is the
+    :class:`~stn_core.SpatialTransformer` (or None), so callers can read ``last_theta`` /
+    ``last_grid`` after a forward pass; ``.config`` holds the arguments of :func:`build_model`.
+    """
+
+    def __init__(self, classifier: nn.Module, transformer: SpatialTransformer | None,
+                 downsample: int, config: dict) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.classifier = classifier
+        self.downsample = int(downsample)
+        self.config = dict(config)
+        self.channels_last = False
+
+    def transformed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the classifier sees: ``(N, 1, S', S')`` (S' = S / downsample)."""
+        if self.transformer is not None:
+            x = self.transformer(x)
+        if self.downsample > 1:
+            x = F.avg_pool2d(x, self.downsample)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.transformed(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.classifier(x)
+
+    def use_channels_last(self, on: bool = True) -> "DistortedMNISTNet":
+        """Run the classifier's convolutions in channels-last memory format (faster on CPU)."""
+        self.channels_last = bool(on)
+        fmt = torch.channels_last if on else torch.contiguous_format
+        self.classifier.to(memory_format=fmt)
+        return self
+
+
+def _normalise_transform(name: str, transform: str | None) -> str | None:
+    if name in ("fcn", "cnn"):
+        if transform not in (None, "", "none"):
+            raise ValueError(f"model {name!r} has no spatial transformer; transform must be None, got {transform!r}")
+        return None
+    if transform not in ST_TRANSFORMS:
+        raise ValueError(f"model {name!r} needs transform one of {', '.join(ST_TRANSFORMS)}, got {transform!r}")
+    return transform
+
+
+def _make(name: str, transform: str | None, input_size: int, num_classes: int, width: int,
+          downsample: int) -> DistortedMNISTNet:
+    side_in = input_size
+    side_cls = side_in // downsample
+    base = "fcn" if name.endswith("fcn") else "cnn"
+    classifier = (fcn_classifier if base == "fcn" else cnn_classifier)(side_cls, width, num_classes)
+    st = None
+    if transform is not None:
+        if base == "fcn":
+            loc = fc_localisation(1, (side_in, side_in), hidden=ST_FCN_HIDDEN)
+        else:
+            loc = conv_localisation(1, (side_in, side_in), filters=ST_CNN_FILTERS, hidden=ST_CNN_HIDDEN)
+        st = SpatialTransformer(transform, out_size=(side_in, side_in), localisation=loc,
+                                tps_points=TPS_POINTS)
+    config = {"name": name, "transform": transform, "input_size": input_size, "num_classes": num_classes,
+              "width": width, "downsample": downsample}
+    return DistortedMNISTNet(classifier, st, downsample, config)
+
+
+def _classifier_count(base: str, side_cls: int, num_classes: int, width: int) -> int:
+    """Parameter count of a classifier, closed form (checked against the modules by the tests)."""
+    if base == "fcn":
+        return side_cls * side_cls * width + width + width * width + width + width * num_classes + num_classes
+    pad = _cnn_padding(side_cls)
+    s = ((side_cls + 2 * pad - 8) // 2 - 6) // 2
+    return 81 * width + width + 49 * width * width + width + width * s * s * num_classes + num_classes
+
+
+def _transformer_count(name: str, transform: str | None, input_size: int, num_classes: int,
+                       downsample: int) -> int:
+    if transform is None:
+        return 0
+    return count_params(_make(name, transform, input_size, num_classes, 1, downsample).transformer)
+
+
+def solve_width(name: str, transform: str | None, input_size: int, num_classes: int = 10,
+                target_params: int = DEFAULT_TARGET_PARAMS, downsample: int | None = None) -> int:
+    """Classifier width whose model has the parameter count closest to ``target_params``."""
+    ds = default_downsample(input_size) if downsample is None else downsample
+    base = "fcn" if name.endswith("fcn") else "cnn"
+    st = _transformer_count(name, transform, input_size, num_classes, ds)
+
+    def total(w: int) -> int:
+        return st + _classifier_count(base, input_size // ds, num_classes, w)
+
+    lo, hi = 1, 1 << 14
+    while lo < hi:  # counts grow with the width: binary search the first width reaching the target
+        mid = (lo + hi) // 2
+        if total(mid) < target_params:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo > 1 and abs(total(lo - 1) - target_params) <= abs(total(lo) - target_params):
+        return lo - 1
+    return lo
+
+
+def build_model(name: str, transform: str | None = None, input_size: int = 28, num_classes: int = 10,
+                target_params: int = DEFAULT_TARGET_PARAMS, width: int | None = None,
+                downsample: int | None = None) -> DistortedMNISTNet:
+    """Registry: ``name`` in fcn, cnn, st-fcn, st-cnn; ``transform`` affine | projective | tps
+    for the ST models (None for fcn/cnn); ``input_size`` the side of the square input (28 or
+    42). ``width`` overrides the solved classifier width; ``downsample`` the ST output
+    down-sampling (default :func:`default_downsample`)."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    transform = _normalise_transform(name, transform)
+    input_size = int(input_size)
+    if input_size < 16:
+        raise ValueError(f"input_size must be at least 16, got {input_size}")
+    ds = default_downsample(input_size) if downsample is None else int(downsample)
+    if ds < 1 or input_size % ds:
+        raise ValueError(f"downsample must be a positive divisor of input_size {input_size}, got {ds}")
+    if transform is None and ds != 1 and downsample is not None:
+        raise ValueError("downsample only applies to the ST models (it acts on the transformer output)")
+    if transform is None:
+        ds = 1
+    if width is None:
+        width = solve_width(name, transform, input_size, num_classes, target_params, ds)
+    model = _make(name, transform, input_size, num_classes, int(width), ds)
+    model.config["target_params"] = int(target_params)
+    return model
+
+
+#: Registry: name → constructor ``(transform, input_size, num_classes, **kw)``.
+MODELS: dict[str, Callable[..., DistortedMNISTNet]] = {n: partial(build_model, n) for n in MODEL_NAMES}
+
+__all__ = ["DEFAULT_TARGET_PARAMS", "DistortedMNISTNet", "MODELS", "MODEL_NAMES", "ST_TRANSFORMS",
+           "build_model", "cnn_classifier", "count_params", "default_downsample", "fcn_classifier",
+           "solve_width"]

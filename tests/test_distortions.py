@@ -1,0 +1,150 @@
+"""Distorted-MNIST data: canvas sizes, parameter ranges, determinism, streams, test sets."""
+
+import numpy as np
+import pytest
+import torch
+
+from stn_core import datasets as ds
+from stn_core import distortions as D
+from stn_core.data.mnist import write_idx
+from stn_core.data.samples import load_mnist_sample
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_mnist_sample()
+    return torch.from_numpy(x[:256].copy()), torch.from_numpy(y[:256].copy())
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """The 500 shipped test digits written as a tiny MNIST (train = all 500, test = first 200)."""
+    root = tmp_path_factory.mktemp("mnist")
+    x, y = load_mnist_sample()
+    names = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 500),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 200)}
+    for img, lab, n in names.values():
+        write_idx(root / img, x[:n].astype(np.uint8))
+        write_idx(root / lab, y[:n].astype(np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("kind,side", [("R", 28), ("RTS", 42), ("P", 28), ("E", 28)])
+def test_canvas_size_range_and_determinism(digits, kind, side):
+    x, _ = digits
+    a = D.distort(x, kind, D.make_generator(3))
+    b = D.distort(x, kind, D.make_generator(3))
+    c = D.distort(x, kind, D.make_generator(4))
+    assert a.shape == (x.shape[0], 1, side, side) and a.dtype == torch.float32
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_parameter_ranges():
+    g = D.make_generator(0)
+    r = D.sample_params("R", 20000, g)["angle"]
+    assert -90 <= float(r.min()) < -85 and 85 < float(r.max()) <= 90
+    p = D.sample_params("RTS", 20000, g)
+    assert -45 <= float(p["angle"].min()) < -44 and 44 < float(p["angle"].max()) <= 45
+    assert 0.7 <= float(p["scale"].min()) < 0.71 and 1.19 < float(p["scale"].max()) <= 1.2
+    for kind, sigma, k in (("P", 5.0, 4), ("E", 1.5, 16)):
+        q = D.sample_params(kind, 5000, g)
+        assert q["noise"].shape == (5000, k, 2)
+        assert abs(float(q["noise"].std()) - sigma) < 0.05 * sigma
+        assert 0.75 <= float(q["scale"].min()) and float(q["scale"].max()) <= 1.0
+
+
+def test_rotation_preserves_mass_and_turns_counter_clockwise(digits):
+    x, _ = digits
+    out = D.distort(x, "R", D.make_generator(0))
+    m_in = x.double().sum((1, 2)) / 255
+    m_out = out.double().sum((1, 2, 3))
+    ratio = m_out / m_in
+    assert abs(float(ratio.mean()) - 1) < 0.02 and float((ratio - 1).abs().max()) < 0.1
+    # exactly +90°: a counter-clockwise quarter turn on screen = np.rot90
+    q = D.warp(x[:4], "R", {"angle": torch.full((4,), 90.0, dtype=torch.float64)})
+    expect = torch.rot90(x[:4].float() / 255, 1, (1, 2))
+    torch.testing.assert_close(q[:, 0], expect, atol=1e-5, rtol=0)
+
+
+def test_rts_digit_inside_canvas_position_varies_and_scales(digits):
+    x, _ = digits
+    params = D.sample_params("RTS", x.shape[0], D.make_generator(1))
+    out = D.warp(x, "RTS", params)[:, 0].double()
+    ring = out[:, 0, :].sum() + out[:, -1, :].sum() + out[:, :, 0].sum() + out[:, :, -1].sum()
+    assert float(ring) == 0.0  # the whole digit lies inside the 42×42 canvas
+    mass = out.sum((1, 2))
+    ratio = mass / (x.double().sum((1, 2)) / 255) / params["scale"] ** 2
+    assert abs(float(ratio.mean()) - 1) < 0.05  # ink area grows with scale²
+    ys, xs = torch.meshgrid(torch.arange(42.0, dtype=torch.float64), torch.arange(42.0, dtype=torch.float64),
+                            indexing="ij")
+    cx = (out * xs).sum((1, 2)) / mass
+    cy = (out * ys).sum((1, 2)) / mass
+    assert float(cx.std()) > 3 and float(cy.std()) > 3  # random placement
+    assert float(cx.min()) < 17 and float(cx.max()) > 24
+
+
+def test_zero_noise_projective_and_elastic_are_identity(digits):
+    x, _ = digits
+    n = 8
+    one = torch.ones(n, dtype=torch.float64)
+    ref = x[:n].float().unsqueeze(1) / 255
+    p = D.warp(x[:n], "P", {"scale": one, "noise": torch.zeros(n, 4, 2, dtype=torch.float64)})
+    e = D.warp(x[:n], "E", {"scale": one, "noise": torch.zeros(n, 16, 2, dtype=torch.float64)})
+    torch.testing.assert_close(p, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(e, ref, atol=1e-4, rtol=0)
+
+
+def test_fit_homography_maps_the_four_points():
+    g = D.make_generator(0)
+    src = torch.rand(5, 4, 2, generator=g, dtype=torch.float64) * 0.2 + torch.tensor(
+        [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
+    dst = src + 0.1 * torch.randn(5, 4, 2, generator=g, dtype=torch.float64)
+    h = D.fit_homography(src, dst)
+    hom = torch.cat([src, torch.ones(5, 4, 1, dtype=torch.float64)], 2) @ h.transpose(1, 2)
+    torch.testing.assert_close(hom[..., :2] / hom[..., 2:], dst, atol=1e-9, rtol=0)
+
+
+def test_train_stream_is_a_function_of_seed_and_step_and_shards(digits):
+    x, y = digits
+    s = ds.TrainStream(x, y, "mnist-rts", seed=5, batch_size=32)
+    a1, b1 = s.batch(7)
+    a2, b2 = ds.TrainStream(x, y, "mnist-rts", seed=5, batch_size=32).batch(7)
+    assert torch.equal(a1, a2) and torch.equal(b1, b2)
+    assert not torch.equal(s.batch(8)[0], a1)
+    parts = [ds.TrainStream(x, y, "mnist-rts", seed=5, batch_size=32, rank=r, world=2).batch(7) for r in range(2)]
+    torch.testing.assert_close(torch.cat([p[0] for p in parts]), a1, atol=1e-6, rtol=0)
+    assert torch.equal(torch.cat([p[1] for p in parts]), b1)
+    # one epoch visits every digit exactly once
+    seen = torch.cat([s.indices(t) for t in range(x.shape[0] // 32)])
+    assert len(set(seen.tolist())) == seen.numel()
+
+
+def test_fixed_test_set_is_cached_and_round_trips_through_npz(data_root, tmp_path):
+    x1, y1 = ds.fixed_test_set("mnist-rts", root=data_root, verify=False, cache_dir=tmp_path)
+    assert x1.shape == (200, 1, 42, 42) and y1.shape == (200,)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    with np.load(files[0], allow_pickle=False) as d:
+        np.testing.assert_array_equal(d["images"], x1.numpy())
+    ds._TEST_CACHE.clear()
+    x2, y2 = ds.fixed_test_set("mnist-rts", root=data_root, verify=False, cache_dir=tmp_path)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    x3, _ = ds.fixed_test_set("mnist-rts", root=data_root, verify=False, limit=50)
+    assert torch.equal(x3, x1[:50])
+    # a different seed gives a different set; the chunking does not matter
+    x4, _ = ds.fixed_test_set("mnist-rts", seed=1, root=data_root, verify=False)
+    assert not torch.equal(x4, x1)
+    images, labels = ds.load_split("test", data_root, verify=False)
+    x5, _ = ds.make_test_set(images, labels, "mnist-rts", chunk=7)
+    torch.testing.assert_close(x5, x1, atol=1e-6, rtol=0)
+
+
+def test_unknown_kind_and_bad_shapes_raise():
+    with pytest.raises(ValueError, match="unknown distortion"):
+        D.sample_params("Q", 3)
+    with pytest.raises(ValueError, match="28, 28"):
+        D.warp(torch.zeros(2, 30, 30), "R", D.sample_params("R", 2))
+    with pytest.raises(ValueError, match="unknown task"):
+        ds.input_size("svhn")

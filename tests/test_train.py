@@ -1,0 +1,118 @@
+"""The training CLI: learning, exact resume, data-parallel torchrun, bookkeeping.
+
+Runs on a tiny MNIST made from the 500 shipped test digits (train = all 500, test = the
+first 200), so it needs no data import and stays fast.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stn_core import datasets as ds
+from stn_core import train as T
+from stn_core.checkpoints import load_model, read_safetensors
+from stn_core.data.mnist import write_idx
+from stn_core.data.samples import load_mnist_sample
+from stn_core.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mnist")
+    x, y = load_mnist_sample()
+    for img, lab, n in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 500),
+                        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 200)):
+        write_idx(root / img, x[:n].astype(np.uint8))
+        write_idx(root / lab, y[:n].astype(np.uint8))
+    return root
+
+
+def _args(data_root, out, *extra):
+    return ["--data-root", str(data_root), "--no-verify", "--out", str(out), "--threads", "1", "--no-progress",
+            *extra]
+
+
+def test_lr_schedule_is_the_papers_scaled():
+    assert [T.lr_at(s, 150_000, 0.01) for s in (0, 49_999, 50_000, 99_999, 100_000, 149_999)] == \
+        pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
+    assert T.lr_at(10, 30, 1.0) == pytest.approx(0.1)
+
+
+def test_tiny_run_learns_and_writes_a_checkpoint(data_root, tmp_path):
+    out = tmp_path / "fcn"
+    meta = T.main(_args(data_root, out, "--task", "mnist", "--model", "st-fcn", "--transform", "affine",
+                        "--steps", "30", "--batch", "32", "--lr", "0.1", "--momentum", "0.9", "--seed", "3"))
+    # the test loss fell well below that of the untrained model
+    x, y = ds.fixed_test_set("mnist", root=data_root, verify=False)
+    torch.manual_seed(3)
+    untrained = build_model("st-fcn", "affine", 28)
+    _, loss0 = T.evaluate(untrained, x, y, torch.device("cpu"))
+    assert meta["history"][-1]["test_loss"] < loss0 - 0.2
+    assert meta["test_error"] < 70  # chance is 90 %
+    m, saved = load_model(out)
+    assert saved["test_error"] == meta["test_error"] and saved["final"] is True
+    assert saved["steps"] == 30 and saved["seed"] == 3 and saved["command"].startswith("python -m stn_core.train ")
+    assert saved["paper_error"] is None and saved["test_set"]["size"] == 200
+    err, _ = T.evaluate(m, x, y, torch.device("cpu"))
+    assert err == pytest.approx(saved["test_error"], abs=1e-3)
+
+
+def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
+    common = ["--task", "mnist-rts", "--model", "st-cnn", "--transform", "affine", "--steps", "8", "--batch", "16",
+              "--lr", "0.05", "--momentum", "0.9", "--seed", "1", "--ckpt-every", "3", "--test-limit", "20"]
+    T.main(_args(data_root, tmp_path / "full", *common))
+    part = T.main(_args(data_root, tmp_path / "part", *common, "--stop-at", "4"))
+    assert part["steps"] == 4 and part["final"] is False
+    T.main(_args(data_root, tmp_path / "part", *common, "--resume"))
+    a, _ = read_safetensors(tmp_path / "full.safetensors")
+    b, _ = read_safetensors(tmp_path / "part.safetensors")
+    for k in a:
+        assert torch.equal(b[k], a[k]), k  # bitwise: same data, same ops, same thread count
+    full = json.loads((tmp_path / "full.json").read_text())
+    again = json.loads((tmp_path / "part.json").read_text())
+    assert again["test_error"] == full["test_error"] and again["steps"] == 8
+    assert again["command"] == full["command"].replace("full", "part")  # no --stop-at / --resume
+
+
+def test_refuses_to_clobber_or_to_resume_with_other_settings(data_root, tmp_path):
+    common = ["--task", "mnist", "--model", "fcn", "--steps", "2", "--batch", "8", "--test-limit", "10"]
+    T.main(_args(data_root, tmp_path / "r", *common))
+    with pytest.raises(SystemExit, match="exists"):
+        T.main(_args(data_root, tmp_path / "r", *common))
+    with pytest.raises(SystemExit, match="different settings"):
+        T.main(_args(data_root, tmp_path / "r", *common[:-4], "--batch", "4", "--test-limit", "10", "--resume"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_on_cpu(data_root, tmp_path):
+    common = ["--task", "mnist-p", "--model", "st-cnn", "--transform", "tps", "--steps", "6", "--batch", "16",
+              "--lr", "0.05", "--seed", "2", "--test-limit", "40"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "stn_core.train",
+           *_args(data_root, tmp_path / "ddp", *common)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    meta = json.loads((tmp_path / "ddp.json").read_text())
+    assert meta["world_size"] == 2 and meta["steps"] == 6 and meta["command"].startswith("torchrun --nproc_per_node 2")
+    # same semantics as one process with the whole batch (up to float summation order)
+    single = T.main(_args(data_root, tmp_path / "one", *common))
+    a, _ = read_safetensors(tmp_path / "ddp.safetensors")
+    b, _ = read_safetensors(tmp_path / "one.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    assert meta["test_error"] == pytest.approx(single["test_error"], abs=2.5)
