@@ -11,6 +11,8 @@ PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/playground.py", title="Transform playground", icon=":material/transform:",
             url_path="playground"),
+    st.Page("pages/tps.py", title="Thin-plate spline", icon=":material/grid_on:", url_path="tps"),
+    st.Page("pages/sampler.py", title="Nearest vs bilinear", icon=":material/blur_on:", url_path="sampler"),
 ]
 
 st.navigation(PAGES).run()

@@ -54,7 +54,7 @@ with c2:
 with c3:
     st.markdown("**3 · Sampler** — reads U at the (generally fractional) source points with a kernel k, "
                 "e.g. bilinear $k(d) = \\max(0, 1 - |d|)$; the result is the output V.")
-    st.latex(r"V_i = \textstyle\sum_{n}\sum_{m} U_{nm}\, k(x_i^s - m)\, k(y_i^s - n)")
+    st.latex(r"\begin{aligned} V_i = \sum_{n}\sum_{m} U_{nm}\, & k(x_i^s - m) \\ \cdot\, & k(y_i^s - n) \end{aligned}")
 
 st.divider()
 st.subheader("Try it")

@@ -371,3 +371,244 @@ def svg_img_tag(svg: str, alt: str = "") -> str:
     data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
     return (f'<img src="data:image/svg+xml;base64,{data}" alt="{html.escape(alt, quote=True)}" '
             'style="width:100%;max-width:1200px;height:auto"/>')
+
+
+# --------------------------------------------------------------------------- thin-plate spline page
+
+LATTICE_COLOUR = "#ffd400"
+AFFINE_COLOUR = "#ff4b2b"
+
+
+def _numbered_points(px: np.ndarray, name: str, colour: str = LATTICE_COLOUR, size: int = 22,
+                     symbol: str = "circle") -> go.Scatter:
+    """Numbered markers (1, 2, …) at pixel positions ``px (K, 2)``."""
+    return go.Scatter(x=px[:, 0], y=px[:, 1], mode="markers+text", name=name, hoverinfo="skip",
+                      text=[str(i + 1) for i in range(px.shape[0])], textposition="middle center",
+                      textfont=dict(size=FONT_SIZE - 4, color="black"),
+                      marker=dict(color=colour, size=size, symbol=symbol, line=dict(color="black", width=1.5)))
+
+
+def lattice_output_figure(output: np.ndarray, ctrl_out: np.ndarray, title: str = "Output V",
+                          n_lines: int = 9, height: int | None = None) -> go.Figure:
+    """The output V with the regular grid G and the numbered output control points ``ctrl_out
+    (K, 2)`` (normalised): output point k is read from input point k."""
+    h, w = output.shape[:2]
+    ys = (np.arange(h) + 0.5) / h * 2 - 1
+    xs = (np.arange(w) + 0.5) / w * 2 - 1
+    g = np.stack(np.meshgrid(xs, ys), -1)
+    traces = [_image_trace(output, name="V"),
+              _lines(norm_to_pixel(grid_polylines(g, None, n_lines), (h, w)), "regular grid G", GRID_COLOUR, 1.2,
+                     opacity=0.6),
+              _numbered_points(norm_to_pixel(np.asarray(ctrl_out), (h, w)), "output control points")]
+    xr, yr = view_range((h, w), np.zeros((0, 2)), margin=0.07)
+    return _figure(traces, title, xr, yr, height)
+
+
+def affine_fit_figure(image: np.ndarray, grid: np.ndarray, mapped: np.ndarray, ctrl_in: np.ndarray,
+                      title: str = "Best affine fit on U", n_lines: int = 9,
+                      height: int | None = None) -> go.Figure:
+    """The input U with the affine fit's sampling grid, where the affine map sends the lattice
+    (``mapped (K, 2)``, numbered diamonds) and the dragged points ``ctrl_in (K, 2)`` (hollow circles):
+    the gaps are what an affine map cannot follow. All coordinates normalised."""
+    h, w = image.shape[:2]
+    lines = norm_to_pixel(grid_polylines(grid, None, n_lines), (h, w))
+    m_px = norm_to_pixel(np.asarray(mapped), (h, w))
+    c_px = norm_to_pixel(np.asarray(ctrl_in), (h, w))
+    gaps = np.full((3 * len(m_px), 2), np.nan)
+    gaps[0::3], gaps[1::3] = m_px, c_px
+    traces = [_image_trace(image, name="U"), _lines(lines, "affine sampling grid", GRID_COLOUR, 1.6),
+              _lines(gaps, "miss", AFFINE_COLOUR, 2.5),
+              go.Scatter(x=c_px[:, 0], y=c_px[:, 1], mode="markers", name="your points", hoverinfo="skip",
+                         marker=dict(color="rgba(0,0,0,0)", size=18, line=dict(color=LATTICE_COLOUR, width=3))),
+              _numbered_points(m_px, "where the affine fit puts them", AFFINE_COLOUR, size=20, symbol="diamond")]
+    xr, yr = view_range((h, w), np.concatenate([lines, m_px, c_px], 0), max_extra=0.3, margin=0.05)
+    return _figure(traces, title, xr, yr, height)
+
+
+# --------------------------------------------------------------------------- sampler page
+
+NEAREST_COLOUR = "#e8590c"
+BILINEAR_COLOUR = "#1c7ed6"
+
+
+def _plain_layout(title: str, height: int, **extra) -> dict:
+    return dict(title=dict(text=title, font=dict(size=FONT_SIZE + 2), x=0.0, xanchor="left"), height=height,
+                margin=dict(l=10, r=10, t=50, b=10), font=dict(size=FONT_SIZE), plot_bgcolor="#f3f3f3", **extra)
+
+
+def image_panel(image: np.ndarray, title: str, height: int | None = None) -> go.Figure:
+    """Just an image (crisp pixels, no legend, no axes): ``(H, W[, 3])`` float in [0, 1]."""
+    h, w = image.shape[:2]
+    xr, yr = view_range((h, w), np.zeros((0, 2)), margin=0.01)
+    height = auto_height(xr, yr, plot_width=420, lo=220, hi=460, chrome=60) if height is None else height
+    axis = dict(showgrid=False, zeroline=False, showticklabels=False, ticks="", constrain="domain")
+    layout = go.Layout(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
+                       xaxis=dict(range=list(xr), **axis), yaxis=dict(range=[yr[1], yr[0]], scaleanchor="x", **axis))
+    return go.Figure(data=[_image_trace(image, name=title)], layout=layout)
+
+
+DIFF_SCALE = [[0.0, "#ffffff"], [0.15, "#ffd8a8"], [0.5, "#f76707"], [1.0, "#5c0a0a"]]
+
+
+def heatmap_panel(values: np.ndarray, title: str, colorscale: str | list = DIFF_SCALE, zmin: float | None = None,
+                  zmax: float | None = None, colorbar_title: str = "", height: int | None = None) -> go.Figure:
+    """A heat map of ``values (H, W)`` drawn like an image (row 0 at the top, square pixels, colour bar)."""
+    v = np.asarray(values, dtype=np.float64)
+    h, w = v.shape
+    xr, yr = view_range((h, w), np.zeros((0, 2)), margin=0.01)
+    height = auto_height(xr, yr, plot_width=400, lo=220, hi=460, chrome=60) if height is None else height
+    axis = dict(showgrid=False, zeroline=False, showticklabels=False, ticks="", constrain="domain")
+    trace = go.Heatmap(z=v, zmin=zmin, zmax=zmax, colorscale=colorscale, zsmooth=False,
+                       colorbar=dict(title=dict(text=colorbar_title), thickness=14, len=0.9),
+                       hovertemplate="row %{y}, column %{x}: %{z:.3g}<extra></extra>")
+    layout = go.Layout(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
+                       xaxis=dict(range=list(xr), **axis), yaxis=dict(range=[yr[1], yr[0]], scaleanchor="x", **axis))
+    return go.Figure(data=[trace], layout=layout)
+
+
+def gradient_pair_figure(gx: np.ndarray, gy: np.ndarray, title: str, height: int = 430) -> go.Figure:
+    """∂V/∂x^s and ∂V/∂y^s side by side as heat maps with one symmetric colour scale (red +, blue −)."""
+    from plotly.subplots import make_subplots
+
+    lim = float(max(np.abs(gx).max(), np.abs(gy).max(), 1e-12))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06,
+                        subplot_titles=("∂V/∂x<sup>s</sup>", "∂V/∂y<sup>s</sup>"))
+    for c, v in enumerate((gx, gy), start=1):
+        fig.add_trace(go.Heatmap(z=v, zmin=-lim, zmax=lim, colorscale="RdBu_r", zsmooth=False, showscale=c == 2,
+                                 colorbar=dict(title=dict(text="per pixel"), thickness=14),
+                                 hovertemplate="row %{y}, column %{x}: %{z:.3g}<extra></extra>"), row=1, col=c)
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain", row=1, col=c)
+        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
+                         scaleanchor=f"x{'' if c == 1 else c}", constrain="domain", row=1, col=c)
+    fig.update_annotations(font=dict(size=FONT_SIZE + 2))
+    fig.update_layout(**_plain_layout(title, height, showlegend=False))
+    fig.update_layout(margin=dict(l=10, r=10, t=80, b=10))
+    return fig
+
+
+def kernel_figure(curves: dict, height: int = 380) -> go.Figure:
+    """The two sampling kernels k(d) (left) and their (sub)gradients dk/dx (right), d = x − m.
+    ``curves``: :func:`stn_core.sampler_lab.kernel_curves`. Filled dots: the value the formula
+    takes at a jump; hollow: the other side."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
+                        subplot_titles=("kernel k(d)", "its (sub)gradient ∂k(x − m)/∂x"))
+    spec = [("bilinear", "bilinear: max(0, 1 − |d|)", BILINEAR_COLOUR, 1, "solid"),
+            ("nearest", "nearest: δ(⌊x + ½⌋ − m)", NEAREST_COLOUR, 1, "dash"),
+            ("bilinear_grad", "bilinear: the paper's g", BILINEAR_COLOUR, 2, "solid"),
+            ("nearest_grad", "nearest: 0 everywhere", NEAREST_COLOUR, 2, "dash")]
+    for key, name, colour, col, dash in spec:
+        c = curves[key]
+        fig.add_trace(go.Scatter(x=c.x, y=c.y, mode="lines", name=name, line=dict(color=colour, width=4, dash=dash),
+                                 connectgaps=False, hoverinfo="skip", legendgroup=key), row=1, col=col)
+        for x, y, taken in c.dots:
+            fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", showlegend=False, hoverinfo="skip",
+                                     marker=dict(size=11, color=colour if taken else "white",
+                                                 line=dict(color=colour, width=2.5))), row=1, col=col)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="d = x − m (pixels)", zeroline=True, zerolinecolor="#999", dtick=0.5,
+                         row=1, col=col)
+        fig.update_yaxes(zeroline=True, zerolinecolor="#999", row=1, col=col)
+    fig.update_yaxes(range=[-0.15, 1.15], row=1, col=1)
+    fig.update_yaxes(range=[-1.3, 1.3], row=1, col=2)
+    fig.update_annotations(font=dict(size=FONT_SIZE + 2))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), font=dict(size=FONT_SIZE),
+                      plot_bgcolor="#fafafa",
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0.0, font=dict(size=FONT_SIZE - 1)))
+    return fig
+
+
+def zoom_figure(z, title: str | None = None, height: int = 640) -> go.Figure:
+    """The zoom onto one output pixel (``stn_core.sampler_lab.Zoom``): the input pixels around its
+    source point (values written in), the 4 pixels bilinear reads (blue, with weights), the one
+    nearest reads (orange), the source point (×) and those of the 8 neighbouring output pixels (dots).
+    Axes in input pixel indices (m: column, n: row)."""
+    size = z.patch.shape[0]
+    uri, k = display_uri(z.patch)
+    traces: list = [go.Image(source=uri, x0=z.m0 - 0.5 + 0.5 / k, y0=z.n0 - 0.5 + 0.5 / k, dx=1.0 / k, dy=1.0 / k,
+                             hoverinfo="skip", name="U")]
+    grey = z.patch.mean(-1)
+    xs, ys, texts, colours = [], [], [], []
+    for a in range(size):
+        for b in range(size):
+            xs.append(z.m0 + b)
+            ys.append(z.n0 + a + 0.27)
+            texts.append(f"{grey[a, b]:.2f}")
+            colours.append("black" if grey[a, b] > 0.55 else "white")
+    traces.append(go.Scatter(x=xs, y=ys, mode="text", text=texts, textfont=dict(size=FONT_SIZE - 3, color=colours),
+                             hoverinfo="skip", showlegend=False))
+
+    def square(m: int, n: int, inset: float) -> tuple[list[float], list[float]]:
+        lo, hi = -0.5 + inset, 0.5 - inset
+        return [m + lo, m + hi, m + hi, m + lo, m + lo, None], [n + lo, n + lo, n + hi, n + hi, n + lo, None]
+
+    bx, by = [], []
+    for r in z.bilinear:
+        sx, sy = square(r.m, r.n, 0.06)
+        bx += sx
+        by += sy
+    traces.append(go.Scatter(x=bx, y=by, mode="lines", name="bilinear reads (weight)",
+                             line=dict(color=BILINEAR_COLOUR, width=5), hoverinfo="skip"))
+    # weight labels (boxed, readable on any pixel) on the side of each pixel away from the source point
+    labels = [dict(x=r.m + 0.1 * (1.0 if r.m >= z.x else -1.0), y=r.n - 0.2 if r.n <= z.y else r.n - 0.02,
+                   text=f"<b>{r.weight:.2f}</b>", showarrow=False, bgcolor="rgba(255,255,255,0.9)",
+                   bordercolor=BILINEAR_COLOUR, borderwidth=1.5, borderpad=2,
+                   font=dict(size=FONT_SIZE, color=BILINEAR_COLOUR)) for r in z.bilinear]
+    nx, ny = square(z.nearest.m, z.nearest.n, 0.16)
+    traces.append(go.Scatter(x=nx, y=ny, mode="lines", name="nearest reads (weight 1)",
+                             line=dict(color=NEAREST_COLOUR, width=4, dash="dot"), hoverinfo="skip"))
+    nb = z.sources.reshape(-1, 2)
+    traces.append(go.Scatter(x=nb[:, 0], y=nb[:, 1], mode="markers", name="source points of the 3×3 output pixels",
+                             marker=dict(size=9, color="#00d8ff", line=dict(color="black", width=1)), hoverinfo="skip"))
+    traces.append(go.Scatter(x=[z.x], y=[z.y], mode="markers", name=f"(x<sup>s</sup>, y<sup>s</sup>) of pixel "
+                             f"({z.i}, {z.j})", hoverinfo="skip", opacity=0.9,
+                             marker=dict(size=15, symbol="x", color=CORNER_COLOUR, line=dict(color="black", width=1.5))))
+    axis = dict(showgrid=False, zeroline=False, dtick=1, ticks="outside", constrain="domain")
+    lo_x, lo_y = z.m0 - 0.5, z.n0 - 0.5
+    layout = go.Layout(**_plain_layout(title or f"Output pixel (row {z.i}, column {z.j}) reads from the input",
+                                       height, showlegend=True, dragmode=False),
+                       legend=dict(orientation="v", yanchor="top", y=-0.1, x=0.0, font=dict(size=FONT_SIZE - 2)),
+                       xaxis=dict(range=[lo_x, lo_x + size], title=dict(text="column m"), **axis),
+                       yaxis=dict(range=[lo_y + size, lo_y], scaleanchor="x", title=dict(text="row n"), **axis))
+    layout.margin = dict(l=60, r=10, t=50, b=10)
+    layout.annotations = labels
+    return go.Figure(data=traces, layout=layout)
+
+
+def loss_figure(runs: dict, height: int = 360) -> go.Figure:
+    """Loss per step for each run (``{mode: AlignRun}``), log scale."""
+    traces = []
+    for mode, run in runs.items():
+        colour = BILINEAR_COLOUR if mode == "bilinear" else NEAREST_COLOUR
+        traces.append(go.Scatter(x=np.arange(len(run.losses)), y=np.maximum(run.losses, 1e-12), mode="lines",
+                                 name=mode, line=dict(color=colour, width=4, dash="solid" if mode == "bilinear" else "dash")))
+    layout = go.Layout(**_plain_layout("Loss (MSE to the template)", height, showlegend=True),
+                       xaxis=dict(title=dict(text="step")),
+                       yaxis=dict(type="log", dtick=1, exponentformat="power", title=dict(text="loss")),
+                       legend=dict(orientation="v", yanchor="top", y=0.98, x=0.98, xanchor="right",
+                                   bgcolor="rgba(255,255,255,0.8)"))
+    return go.Figure(data=traces, layout=layout)
+
+
+def theta_figure(runs: dict, target: np.ndarray, height: int = 420) -> go.Figure:
+    """θ11 … θ23 per step for each run, with the θ that undoes the motion dotted."""
+    from plotly.subplots import make_subplots
+
+    names = ["θ11", "θ12", "θ13", "θ21", "θ22", "θ23"]
+    fig = make_subplots(rows=2, cols=3, subplot_titles=names, horizontal_spacing=0.07, vertical_spacing=0.16)
+    for p in range(6):
+        r, c = p // 3 + 1, p % 3 + 1
+        for mode, run in runs.items():
+            colour = BILINEAR_COLOUR if mode == "bilinear" else NEAREST_COLOUR
+            fig.add_trace(go.Scatter(x=np.arange(run.thetas.shape[0]), y=run.thetas[:, p], mode="lines", name=mode,
+                                     legendgroup=mode, showlegend=p == 0,
+                                     line=dict(color=colour, width=3.5, dash="solid" if mode == "bilinear" else "dash")),
+                          row=r, col=c)
+        fig.add_trace(go.Scatter(x=[0, run.thetas.shape[0] - 1], y=[target[p]] * 2, mode="lines", name="θ that undoes it",
+                                 legendgroup="target", showlegend=p == 0, line=dict(color="#2b8a3e", width=2, dash="dot")),
+                      row=r, col=c)
+    fig.update_annotations(font=dict(size=FONT_SIZE))
+    fig.update_layout(**_plain_layout("θ during the optimisation", height, showlegend=True),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.06, x=1.0, xanchor="right"))
+    return fig

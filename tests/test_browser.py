@@ -2,7 +2,9 @@
 
 Every page in PAGES is opened by URL, must finish its run without an exception box or
 error alert, and is saved as a full-page screenshot in results/screenshots/<name>.png.
-The playground must react to a control and reopen the same view from a shared link.
+The playground must react to a control and reopen the same view from a shared link. The
+thin-plate-spline page must react to a preset and to a control point dragged with real mouse
+events; the sampler page to its rotation slider and its experiment button.
 
 To cover a new page, add one AppPage line to PAGES (test_navigation_matches_tested_pages
 fails until every page in the app's navigation is listed here).
@@ -52,6 +54,8 @@ MAIN = '[data-testid="stMainBlockContainer"]'
 PAGES = (
     AppPage("home", "/", ready=f"{MAIN} h1"),
     AppPage("playground", "/playground", ready=f'{MAIN} [data-testid="stPlotlyChart"] .main-svg'),
+    AppPage("tps", "/tps", ready=f'{MAIN} [data-testid="point-drag"] .pd-handle'),
+    AppPage("sampler", "/sampler", ready=f'{MAIN} [data-testid="stPlotlyChart"] .main-svg'),
 )
 
 # Playground specifics (see the docstring of pages/playground.py).
@@ -80,20 +84,21 @@ def _assert_clean(page, what: str) -> None:
     assert not page.js_errors, f"{what}: uncaught JavaScript errors: {page.js_errors}"
 
 
-def _output_chart(page):
-    chart = page.locator(OUTPUT_CHART).filter(has_text=OUTPUT_TITLE)
+def _output_chart(page, title: str = OUTPUT_TITLE):
+    chart = page.locator(OUTPUT_CHART).filter(has_text=title)
     chart.locator(".main-svg").first.wait_for(state="visible", timeout=30_000)
     return chart.first
 
 
-def _settled_pixels(page, timeout_s: float = 20.0):
-    """Pixels of the output chart once two screenshots in a row are identical."""
+def _settled_pixels(page, timeout_s: float = 20.0, title: str = OUTPUT_TITLE):
+    """Pixels of the output chart (the plotly chart whose text contains `title`) once two
+    screenshots in a row are identical."""
     page.mouse.move(1, 1)  # keep the plotly mode bar (shown on hover) out of the picture
     deadline = time.monotonic() + timeout_s
-    prev = element_pixels(_output_chart(page))
+    prev = element_pixels(_output_chart(page, title))
     while True:
         page.wait_for_timeout(250)
-        cur = element_pixels(_output_chart(page))
+        cur = element_pixels(_output_chart(page, title))
         if mean_abs_diff(prev, cur) == 0.0 or time.monotonic() > deadline:
             return cur
         prev = cur
@@ -103,14 +108,14 @@ def _query(page) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(page.url).query))
 
 
-def _wait_for_change(page, before, timeout_s: float = 30.0):
+def _wait_for_change(page, before, timeout_s: float = 30.0, title: str = OUTPUT_TITLE):
     """Poll (bounded) until the output differs from `before` by more than CHANGED_MIN."""
     deadline = time.monotonic() + timeout_s
     diff = 0.0
     while time.monotonic() < deadline:
         page.wait_for_timeout(300)
         wait_idle(page)
-        after = _settled_pixels(page)
+        after = _settled_pixels(page, title=title)
         diff = mean_abs_diff(before, after)
         if diff > CHANGED_MIN:
             return after, diff
@@ -232,3 +237,80 @@ def test_deep_link_on_fresh_server(browser):
         f"first visit via /playground shows navigation {first}, later visits {later}: "
         "Streamlit ran the legacy pages/ directory mode (rename pages/ so st.navigation owns routing)"
     )
+
+
+# --------------------------------------------------------------------------- thin-plate spline
+
+TPS_OUTPUT_TITLE = "Output V: thin-plate spline"  # the TPS output chart (pages/tps.py)
+HANDLE = '[data-testid="point-drag"] .pd-handle[data-index="{}"]'  # a control point (inside a shadow root)
+
+
+def _centre(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    assert box is not None, "control point not visible"
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def _metric_value(page, label: str) -> str:
+    m = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return m.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_tps_preset_and_drag_change_output(app_server, page):
+    open_page(page, app_server.url, "/tps")
+    page.locator(HANDLE.format(5)).wait_for(state="visible", timeout=30_000)
+    _assert_clean(page, "/tps")
+    start = _settled_pixels(page, title=TPS_OUTPUT_TITLE)
+    assert _metric_value(page, "Bending energy") == "0"
+
+    # a control: the Twist preset
+    page.get_by_role("button", name="Twist").click()
+    twisted, diff = _wait_for_change(page, start, title=TPS_OUTPUT_TITLE)
+    assert twisted is not None, f"the Twist preset did not change the TPS output (mean abs diff {diff:.2f})"
+    page.get_by_role("button", name="Undo").click()
+    wait_idle(page)
+    back = _settled_pixels(page, title=TPS_OUTPUT_TITLE)
+    assert mean_abs_diff(start, back) <= SAME_VIEW_MAX, "Undo did not restore the identity output"
+
+    # drag control point 6 (index 5, an inner point) with real mouse events
+    handle = page.locator(HANDLE.format(5))
+    x0, y0 = _centre(handle)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + 70, y0 + 45, steps=12)
+    page.mouse.up()
+    dragged, diff = _wait_for_change(page, back, title=TPS_OUTPUT_TITLE)
+    assert dragged is not None, f"dragging a control point did not change the TPS output (diff {diff:.2f})"
+    _assert_clean(page, "/tps after dragging a control point")
+    x1, y1 = _centre(page.locator(HANDLE.format(5)))  # redrawn from the server's state
+    assert (x1 - x0, y1 - y0) == (pytest.approx(70, abs=3), pytest.approx(45, abs=3)), (x1 - x0, y1 - y0)
+    assert float(_metric_value(page, "Bending energy")) > 0
+    save_full_page(page, SCREENSHOT_DIR / "tps-dragged.png")
+
+
+# --------------------------------------------------------------------------- nearest vs bilinear
+
+SAMPLER_OUTPUT_TITLE = "Bilinear ("  # the bilinear output chart (pages/sampler.py)
+
+
+def test_sampler_slider_and_experiment(app_server, page):
+    open_page(page, app_server.url, "/sampler")
+    before = _settled_pixels(page, title=SAMPLER_OUTPUT_TITLE)
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text=ROTATION_LABEL).first
+    thumb = slider.get_by_role("slider").first
+    thumb.focus()
+    start = float(thumb.input_value())
+    thumb.press("PageUp")
+    page.wait_for_function(
+        "([el, v]) => parseFloat(el.value) !== v", arg=[thumb.element_handle(), start], timeout=10_000
+    )
+    after, diff = _wait_for_change(page, before, title=SAMPLER_OUTPUT_TITLE)
+    assert after is not None, f"the rotation slider did not change the bilinear output (diff {diff:.2f})"
+    assert float(_query(page).get("rot", "nan")) == pytest.approx(float(thumb.input_value()))
+    _assert_clean(page, "/sampler after moving the rotation slider")
+
+    page.get_by_role("button", name="Run the experiment").click()
+    page.locator(OUTPUT_CHART).filter(has_text="Loss (MSE").first.wait_for(state="visible", timeout=60_000)
+    wait_idle(page)
+    _assert_clean(page, "/sampler after the experiment")
+    save_full_page(page, SCREENSHOT_DIR / "sampler-experiment.png")
