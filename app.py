@@ -4,6 +4,11 @@ Run with ``streamlit run app.py``. To add a page, append an ``st.Page`` to ``PAG
 """
 
 import streamlit as st
+import torch
+
+# Page-sized tensors: one intra-op thread is faster than a thread pool that concurrent
+# sessions (and a 2-core laptop) contend for.
+torch.set_num_threads(1)
 
 st.set_page_config(page_title="STN Lab", page_icon="🧭", layout="wide")
 

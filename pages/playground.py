@@ -23,6 +23,7 @@ buttons ``preset_zoom``, ``preset_rotate45``, ``preset_mirror``, ``preset_tilt``
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import replace
 
 import streamlit as st
@@ -227,3 +228,6 @@ with c4:
 ss[_k("state")] = state
 ss[_k("last_query")] = pg.state_to_query(state)
 common.sync_query_params(ss[_k("last_query")])
+with c3:
+    st.markdown(f"[Compare nearest and bilinear sampling for this θ](/sampler?"
+                f"{urllib.parse.urlencode(ss[_k('last_query')])})")
