@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import median_ms  # noqa: E402
 from stn_core import playground as pg  # noqa: E402
 from stn_core import viz  # noqa: E402
 
@@ -33,18 +32,6 @@ CASES = [  # (label, kind, intuitive controls, sampling)
     ("projective: tilt p_y 0.5", "projective", dict(sx=0.9, sy=0.9, py=0.5), "bilinear"),
     ("projective past the horizon", "projective", dict(px=0.5, py=1.0), "bilinear"),
 ]
-
-
-def _median_ms(fn, repeats: int) -> float:
-    """Median wall time of fn() in milliseconds (after 3 warm-up calls)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def redraw(image: np.ndarray, state: pg.PlaygroundState) -> tuple[str, str]:
@@ -79,10 +66,10 @@ def main() -> None:
         params, _, _ = pg.resolve_params(kind, pg.current_params(state, in_size))
         out_size = pg.output_size(state.out, in_size)
         res = pg.warp(image, kind, params, out_size, sampling)
-        t_warp = _median_ms(lambda: pg.warp(image, kind, params, out_size, sampling), args.repeats)
-        t_figs = _median_ms(lambda: (viz.input_figure(image, res.grid, pg.outline(kind, params), res.valid),
+        t_warp = median_ms(lambda: pg.warp(image, kind, params, out_size, sampling), args.repeats)
+        t_figs = median_ms(lambda: (viz.input_figure(image, res.grid, pg.outline(kind, params), res.valid),
                                      viz.output_figure(res.output, res.valid)), args.repeats)
-        t_total = _median_ms(lambda: redraw(image, state), args.repeats)
+        t_total = median_ms(lambda: redraw(image, state), args.repeats)
         kb = sum(len(j) for j in redraw(image, state)) / 1024
         rows.append((label, t_warp, t_figs, t_total, kb))
         print(f"{label}: warp {t_warp:.2f} ms, figures {t_figs:.2f} ms, redraw total {t_total:.2f} ms, "

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import median_ms  # noqa: E402
 import stn_core as S  # noqa: E402
 
 CASES = [  # (N, C, H, W) input, output size
@@ -26,22 +25,6 @@ CASES = [  # (N, C, H, W) input, output size
     ((1, 3, 256, 256), (256, 256)),   # one playground image
     ((8, 3, 224, 224), (224, 224)),   # a CUB mini-batch
 ]
-
-
-def _time(fn, repeats: int, device: torch.device) -> float:
-    """Median wall time of fn() in milliseconds (after 3 warm-up calls)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def _fwd_bwd(sampler, u: torch.Tensor, theta: torch.Tensor, out_size):
@@ -96,12 +79,14 @@ def main() -> None:
     for shape, out_size in CASES:
         u = torch.rand(*shape, generator=gen).to(device)
         theta = (S.compose_affine(20, (0.8, 0.9), 0.1, (0.1, -0.05)).float().expand(shape[0], 2, 3)).to(device)
-        t_gs = _time(_fwd_bwd(lambda a, g: F.grid_sample(a, g, align_corners=False), u, theta, out_size),
-                     args.repeats, device)
-        t_fast = _time(_fwd_bwd(lambda a, g: S.sample(a, g, backend="fast"), u, theta, out_size), args.repeats, device)
-        t_ref = _time(_fwd_bwd(lambda a, g: S.sample(a, g, backend="reference"), u, theta, out_size),
-                      args.repeats, device)
-        t_k = _time(kornia(u, theta, out_size), args.repeats, device) if kornia and device.type == "cpu" else None
+        def timed(sampler):
+            return median_ms(_fwd_bwd(sampler, u, theta, out_size), args.repeats, device=device)
+
+        t_gs = timed(lambda a, g: F.grid_sample(a, g, align_corners=False))
+        t_fast = timed(lambda a, g: S.sample(a, g, backend="fast"))
+        t_ref = timed(lambda a, g: S.sample(a, g, backend="reference"))
+        t_k = (median_ms(kornia(u, theta, out_size), args.repeats, device=device)
+               if kornia and device.type == "cpu" else None)
         rows.append((shape, out_size, t_gs, t_fast, t_ref, t_k))
         print(f"{shape} -> {out_size}: grid_sample {t_gs:.2f} ms, fast {t_fast:.2f} ms, reference {t_ref:.2f} ms"
               + (f", kornia {t_k:.2f} ms" if t_k else ""), flush=True)

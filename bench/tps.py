@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import median_ms  # noqa: E402
 from components.point_drag import payload  # noqa: E402
 from stn_core import tps_editor as te  # noqa: E402
 from stn_core import transforms  # noqa: E402
@@ -38,18 +38,6 @@ CASES = [  # (label, lattice side, preset or None, reg)
     ("5×5 random", 5, "random", 0.0),
     ("5×5 random, reg 0.1", 5, "random", 0.1),
 ]
-
-
-def _median_ms(fn, repeats: int) -> float:
-    """Median wall time of fn() in milliseconds (after 3 warm-up calls)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def drawing(image: np.ndarray, res: te.TpsResult, points) -> int:
@@ -84,10 +72,10 @@ def main() -> None:
         t = time.perf_counter()
         res = te.compute(image, points, size, reg=reg)
         cold = (time.perf_counter() - t) * 1e3
-        t_compute = _median_ms(lambda: te.compute(image, points, size, reg=reg), args.repeats)
-        t_draw = _median_ms(lambda: drawing(image, res, points), args.repeats)
+        t_compute = median_ms(lambda: te.compute(image, points, size, reg=reg), args.repeats)
+        t_draw = median_ms(lambda: drawing(image, res, points), args.repeats)
         viz._URI_CACHE_SIZE = 16  # as on the page: U's PNG is encoded once and reused
-        t_page = _median_ms(lambda: drawing(image, res, points), args.repeats)
+        t_page = median_ms(lambda: drawing(image, res, points), args.repeats)
         viz._URI_CACHE_SIZE = 0
         kib = drawing(image, res, points) / 1024
         rows.append((label, cold, t_compute, t_draw, t_page, t_compute + t_draw, kib))

@@ -20,7 +20,6 @@ import datetime as _dt
 import json
 import os
 import struct
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from .fileio import write_tmp_beside
 
 FORMAT = "stn-lab-checkpoint"
 FORMAT_VERSION = 1
@@ -61,27 +62,6 @@ def checkpoint_paths(path: str | os.PathLike) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------- writing
-
-def _tmp_file(dest: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    os.chmod(name, 0o644)
-    return Path(name)
-
-
-def _write_tmp(dest: Path, data: bytes) -> Path:
-    """Write ``data`` fully into a new temporary file beside ``dest``; return its path."""
-    tmp = _tmp_file(dest)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
 
 def _jsonable(meta: dict) -> dict:
     try:
@@ -127,11 +107,11 @@ def save_checkpoint(path_stem: str | os.PathLike, model: torch.nn.Module, meta: 
         if optimizer_state is not None:
             info = {**header, "kind": "train", **{k: str(v) for k, v in (train_info or {}).items()}}
             data = st_save(_cpu_tensors(optimizer_state), metadata=info)
-            staged.append((_write_tmp(paths["train"], data), paths["train"]))
+            staged.append((write_tmp_beside(paths["train"], data), paths["train"]))
         data = st_save(_cpu_tensors(model.state_dict()), metadata={**header, "kind": "weights"})
-        staged.append((_write_tmp(paths["weights"], data), paths["weights"]))
+        staged.append((write_tmp_beside(paths["weights"], data), paths["weights"]))
         text = json.dumps(_jsonable(meta), indent=2, sort_keys=True) + "\n"
-        staged.append((_write_tmp(paths["meta"], text.encode()), paths["meta"]))
+        staged.append((write_tmp_beside(paths["meta"], text.encode()), paths["meta"]))
         for tmp, dest in staged:  # commit: JSON last
             os.replace(tmp, dest)
     finally:

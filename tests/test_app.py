@@ -5,36 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
+from apptest_util import app, assert_no_exception, open_page
+
 PLAYGROUND = "pages/playground.py"
-TIMEOUT = 30
-
-
-def _app() -> AppTest:
-    return AppTest.from_file(APP, default_timeout=TIMEOUT)
 
 
 def _playground(query: dict[str, str] | None = None) -> AppTest:
     """The playground page, opened (like a shared link) with ``query``."""
-    at = _app().run()
-    assert not at.exception
-    if query:
-        at.query_params = dict(query)
-    at.switch_page(PLAYGROUND).run()
-    _no_exception(at)
-    return at
-
-
-def _no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
+    return open_page(PLAYGROUND, query)
 
 
 def _fig_title(at: AppTest, i: int) -> str:
@@ -48,8 +32,8 @@ def _theta(at: AppTest) -> str:
 
 
 def test_home_page_runs() -> None:
-    at = _app().run()
-    _no_exception(at)
+    at = app().run()
+    assert_no_exception(at)
     assert at.title[0].value == "STN Lab"
     assert any("data:image/svg+xml;base64," in h.proto.body for h in at.html)  # the pipeline picture
     formulas = " ".join(x.value for x in at.latex)
@@ -72,12 +56,12 @@ def test_preset_changes_theta() -> None:
     at = _playground()
     before = _theta(at)
     at.button(key="preset_rotate45").click().run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert _theta(at) != before and "0.707" in _theta(at)
     assert at.slider(key="pg_rot").value == 45.0
     assert at.query_params["rot"] == "45"
     at.button(key="reset").click().run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert _theta(at) == before
 
 
@@ -85,7 +69,7 @@ def test_slider_changes_theta_and_url() -> None:
     at = _playground()
     before = _theta(at)
     at.slider(key="pg_sx").set_value(0.5).run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert _theta(at) != before and "0.500" in _theta(at)
     assert at.query_params["sx"] == "0.5" and at.query_params["theta"].startswith("0.5,")
     assert at.number_input(key="pg_raw_0").value == pytest.approx(0.5)  # raw follows intuitive
@@ -94,13 +78,13 @@ def test_slider_changes_theta_and_url() -> None:
 def test_editing_raw_switches_to_raw_mode() -> None:
     at = _playground()
     at.number_input(key="pg_raw_2").set_value(0.25).run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert at.radio(key="pg_mode").value == "raw"
     assert "0.250" in _theta(at)
     assert at.query_params["mode"] == "raw" and at.query_params["theta"] == "1,0,0.25,0,1,0"
     # moving a slider goes back to intuitive mode and recomputes θ from the sliders
     at.slider(key="pg_rot").set_value(10.0).run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert at.radio(key="pg_mode").value == "intuitive" and "0.250" not in _theta(at)
 
 
@@ -145,7 +129,7 @@ def test_singular_theta_gives_an_error_and_keeps_drawing() -> None:
     at = _playground({"mode": "raw", "theta": "0.5,0,0,0,0.5,0"})
     at.number_input(key="pg_raw_0").set_value(0.0).run()
     at.number_input(key="pg_raw_4").set_value(0.0).run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert "last valid" in at.error[0].value
 
 
@@ -158,11 +142,11 @@ def test_projective_points_at_infinity_warn() -> None:
 def test_kind_change_in_raw_mode_converts_parameters() -> None:
     at = _playground({"mode": "raw", "theta": "0.5,0.1,0.2,-0.1,0.5,0.3"})
     at.radio(key="pg_kind").set_value("projective").run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert at.radio(key="pg_mode").value == "raw"
     assert at.query_params["theta"] == "0.5,0.1,0.2,-0.1,0.5,0.3,0,0"
     at.radio(key="pg_kind").set_value("attention").run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert at.query_params["theta"].split(",")[1:] == ["0.2", "0.3"]
 
 
@@ -177,9 +161,9 @@ def test_state_survives_a_visit_to_home() -> None:
     at = _playground()
     at.slider(key="pg_rot").set_value(20.0).run()
     at.switch_page("pages/home.py").run()
-    _no_exception(at)
+    assert_no_exception(at)
     at.switch_page(PLAYGROUND).run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert at.slider(key="pg_rot").value == 20.0
 
 
@@ -192,13 +176,13 @@ def _png_bytes() -> bytes:
 def test_upload_good_then_bad_file() -> None:
     at = _playground()
     at.radio(key="pg_src").set_value("upload").run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert any("Upload a picture" in i.value for i in at.info)
     at.file_uploader(key="pg_upload").upload("photo.png", _png_bytes(), "image/png").run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert "(40×60)" in _fig_title(at, 0) and not at.error
     assert at.query_params["image"] == "upload"
     at.file_uploader(key="pg_upload").clear().upload("broken.png", b"this is not a png", "image/png").run()
-    _no_exception(at)
+    assert_no_exception(at)
     assert at.error and "broken.png" in at.error[0].value and "photo.png" in at.error[0].value
     assert "(40×60)" in _fig_title(at, 0)  # still the previous good upload

@@ -7,34 +7,17 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from apptest_util import assert_no_exception, open_page
 from stn_core import tps_editor as te
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 TPS = "pages/tps.py"
 SAMPLER = "pages/sampler.py"
-TIMEOUT = 60
-
-
-def _open(page: str, query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception
-    if query:
-        at.query_params = dict(query)
-    at.switch_page(page).run()
-    _ok(at)
-    return at
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
 
 
 def _metric(at: AppTest, label_start: str) -> str:
@@ -60,7 +43,7 @@ def _image_source(at: AppTest, key: str) -> str:
 # --------------------------------------------------------------------------- thin-plate spline
 
 def test_tps_page_starts_at_the_identity() -> None:
-    at = _open(TPS)
+    at = open_page(TPS)
     assert at.title[0].value == "Thin-plate spline"
     assert not at.error and not at.warning
     assert _metric(at, "Bending energy") == "0" and _metric(at, "Affine fit error") == "0"
@@ -70,72 +53,72 @@ def test_tps_page_starts_at_the_identity() -> None:
 
 
 def test_tps_preset_undo_reset() -> None:
-    at = _open(TPS)
+    at = open_page(TPS)
     before = _image_source(at, "tps_fig_output")
     at.button(key="tps_preset_twist").click().run()
-    _ok(at)
+    assert_no_exception(at)
     assert float(_metric(at, "Bending energy")) > 0.01
     assert _image_source(at, "tps_fig_output") != before
     assert not at.button(key="tps_undo").disabled
     at.button(key="tps_undo").click().run()
-    _ok(at)
+    assert_no_exception(at)
     assert _metric(at, "Bending energy") == "0" and _image_source(at, "tps_fig_output") == before
     at.button(key="tps_preset_random").click().run()
     at.button(key="tps_reset").click().run()
-    _ok(at)
+    assert_no_exception(at)
     assert _metric(at, "Bending energy") == "0"
     assert at.session_state["tps_state"].points == te.lattice_points(4)
 
 
 def test_tps_lattice_size_and_undo_across_sizes() -> None:
-    at = _open(TPS)
+    at = open_page(TPS)
     at.button(key="tps_preset_bend").click().run()
     at.radio(key="tps_side").set_value(5).run()
-    _ok(at)
+    assert_no_exception(at)
     assert len(at.dataframe[1].value) == 25 and _metric(at, "Bending energy") == "0"
     at.button(key="tps_undo").click().run()
-    _ok(at)
+    assert_no_exception(at)
     assert at.radio(key="tps_side").value == 4 and len(at.dataframe[1].value) == 16
     assert float(_metric(at, "Bending energy")) > 0
 
 
 def test_tps_move_a_point_by_numbers_and_fold_warning() -> None:
-    at = _open(TPS)
+    at = open_page(TPS)
     at.selectbox(key="tps_pick").set_value(6).run()
     assert at.number_input(key="tps_px").value == pytest.approx(-1 / 3)
     at.number_input(key="tps_px").set_value(0.2).run()
     at.button(key="tps_move").click().run()
-    _ok(at)
+    assert_no_exception(at)
     assert at.session_state["tps_state"].points[5] == pytest.approx((0.2, -1 / 3))
     assert float(_metric(at, "Bending energy")) > 0
     # past its neighbour (point 7 at x = 1/3): the grid folds
     at.number_input(key="tps_px").set_value(0.9).run()
     at.button(key="tps_move").click().run()
-    _ok(at)
+    assert_no_exception(at)
     assert any("folds over itself" in w.value for w in at.warning)
 
 
 def test_tps_regularisation_and_affine_marks() -> None:
-    at = _open(TPS)
+    at = open_page(TPS)
     at.button(key="tps_preset_twist").click().run()
     exact = float(_metric(at, "Bending energy"))
     at.select_slider(key="tps_reg").set_value(0.1).run()
     at.checkbox(key="tps_show_affine").check().run()
-    _ok(at)
+    assert_no_exception(at)
     assert float(_metric(at, "Bending energy")) < exact
     assert "white dots" in " ".join(c.value for c in at.caption)
 
 
 def test_tps_state_survives_a_visit_to_home() -> None:
-    at = _open(TPS)
+    at = open_page(TPS)
     at.button(key="tps_preset_pinch").click().run()
     at.select_slider(key="tps_reg").set_value(0.01).run()
     at.selectbox(key="tps_out").set_value("64").run()
     energy = _metric(at, "Bending energy")
     at.switch_page("pages/home.py").run()
-    _ok(at)
+    assert_no_exception(at)
     at.switch_page(TPS).run()
-    _ok(at)
+    assert_no_exception(at)
     assert at.select_slider(key="tps_reg").value == 0.01 and at.selectbox(key="tps_out").value == "64"
     assert _metric(at, "Bending energy") == energy
 
@@ -145,10 +128,10 @@ def test_tps_state_survives_a_visit_to_home() -> None:
     [(x, x) for x, _ in te.lattice_points(4)],              # on a line
 ])
 def test_tps_degenerate_placements_warn_not_crash(points) -> None:
-    at = _open(TPS)
+    at = open_page(TPS)
     at.session_state["tps_state"] = te.EditorState(points=tuple(points))
     at.run()
-    _ok(at)
+    assert_no_exception(at)
     assert at.warning and not at.error
     assert len(at.get("plotly_chart")) == 3
 
@@ -160,23 +143,23 @@ def _png(h: int = 30, w: int = 50) -> bytes:
 
 
 def test_tps_bird_and_upload() -> None:
-    at = _open(TPS)
+    at = open_page(TPS)
     at.radio(key="tps_src").set_value("bird").run()
-    _ok(at)
+    assert_no_exception(at)
     assert "CUB" in " ".join(c.value for c in at.caption)
     at.radio(key="tps_src").set_value("upload").run()
     at.file_uploader(key="tps_upload").upload("photo.png", _png(), "image/png").run()
-    _ok(at)
+    assert_no_exception(at)
     assert "30×50" in _figure(at, "tps_fig_output")["layout"]["title"]["text"]
     at.file_uploader(key="tps_upload").clear().upload("bad.png", b"not a png", "image/png").run()
-    _ok(at)
+    assert_no_exception(at)
     assert at.error and "bad.png" in at.error[0].value
 
 
 # --------------------------------------------------------------------------- nearest vs bilinear
 
 def test_sampler_page_runs_with_its_default_view() -> None:
-    at = _open(SAMPLER)
+    at = open_page(SAMPLER)
     assert at.title[0].value == "Nearest vs bilinear sampling"
     assert not at.error and not at.warning
     q = at.query_params
@@ -191,29 +174,29 @@ def test_sampler_page_runs_with_its_default_view() -> None:
 
 
 def test_sampler_slider_changes_outputs_and_url() -> None:
-    at = _open(SAMPLER)
+    at = open_page(SAMPLER)
     before = _image_source(at, "sp_fig_bilinear")
     at.slider(key="sp_rot").set_value(45.0).run()
-    _ok(at)
+    assert_no_exception(at)
     assert at.query_params["rot"] == "45"
     assert _image_source(at, "sp_fig_bilinear") != before
     at.slider(key="sp_zi").set_value(3).run()
     at.button(key="sp_zmax").click().run()
-    _ok(at)
+    assert_no_exception(at)
     assert at.slider(key="sp_zi").value == at.session_state["sp_maxdiff"][0]
 
 
 def test_sampler_opens_playground_links() -> None:
-    at = _open(SAMPLER, {"image": "mnist-3", "kind": "attention", "sx": "0.5", "tx": "0.2", "out": "64"})
+    at = open_page(SAMPLER, {"image": "mnist-3", "kind": "attention", "sx": "0.5", "tx": "0.2", "out": "64"})
     assert at.radio(key="sp_kind").value == "attention"
     assert at.slider(key="sp_sx").value == 0.5 and at.number_input(key="sp_digit").value == 3
     assert "64×64" in _figure(at, "sp_fig_bilinear")["layout"]["title"]["text"]
     assert not at.warning
-    raw = _open(SAMPLER, {"mode": "raw", "theta": "0.5,0,0.1,0,0.5,0"})
+    raw = open_page(SAMPLER, {"mode": "raw", "theta": "0.5,0,0.1,0,0.5,0"})
     assert any("from the link" in i.value for i in raw.info)
     assert raw.query_params["theta"] == "0.5,0,0.1,0,0.5,0" and raw.query_params["mode"] == "raw"
     raw.button(key="sp_use_sliders").click().run()
-    _ok(raw)
+    assert_no_exception(raw)
     assert raw.query_params["mode"] == "intuitive"
 
 
@@ -222,17 +205,17 @@ def test_sampler_opens_playground_links() -> None:
     {"mode": "raw", "theta": "0,0,0,0,0,0"},
 ])
 def test_sampler_bad_links_warn_not_crash(query) -> None:
-    at = _open(SAMPLER, query)
+    at = open_page(SAMPLER, query)
     assert at.warning or at.error
     assert len(at.get("plotly_chart")) >= 6
 
 
 def test_sampler_experiment_and_aliasing() -> None:
-    at = _open(SAMPLER)
+    at = open_page(SAMPLER)
     assert any("Run the experiment" in i.value for i in at.info)
     assert len(at.get("image")) == 4  # the aliasing demo (zone plate)
     at.button(key="sp_ex_run").click().run()
-    _ok(at)
+    assert_no_exception(at)
     ex = at.session_state["sp_ex_result"]
     assert ex.runs["bilinear"].losses[-1] < 0.5 * ex.runs["bilinear"].losses[0]
     assert (ex.runs["nearest"].thetas == ex.runs["nearest"].thetas[0]).all()
@@ -241,12 +224,12 @@ def test_sampler_experiment_and_aliasing() -> None:
     _figure(at, "sp_fig_loss")
     _figure(at, "sp_fig_theta")
     at.radio(key="sp_alias").set_value("image").run()
-    _ok(at)
+    assert_no_exception(at)
     captions = [im.proto.imgs[0].caption for im in at.get("image")]
     assert "input (28×28)" in captions and "nearest ↓4 (7×7)" in captions
 
 
 def test_sampler_bird_photo() -> None:
-    at = _open(SAMPLER, {"image": "bird-2"})
+    at = open_page(SAMPLER, {"image": "bird-2"})
     assert at.radio(key="sp_src").value == "bird" and not at.error
     assert at.query_params["image"] == "bird-2"

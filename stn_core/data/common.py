@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
+
+from ..fileio import atomic_write_bytes, tmp_path_beside  # noqa: F401  (re-exported)
 
 Progress = Optional[Callable[[str], None]]
 
@@ -55,34 +56,11 @@ def md5_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _tmp_path_for(dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    os.chmod(name, 0o644)  # mkstemp creates 0600; data files should be world-readable like normal files
-    return Path(name)
-
-
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` via a temporary file in the same folder and ``os.replace``."""
-    dest = Path(dest)
-    tmp = _tmp_path_for(dest)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def atomic_copy(src: Path, dest: Path, expected_md5: Optional[str] = None) -> None:
     """Copy ``src`` to ``dest`` atomically; if ``expected_md5`` is given the copy is checked
     before it replaces ``dest`` (DataError on mismatch, ``dest`` untouched)."""
     dest = Path(dest)
-    tmp = _tmp_path_for(dest)
+    tmp = tmp_path_beside(dest)
     try:
         shutil.copyfile(src, tmp)
         if expected_md5 is not None:
@@ -118,7 +96,7 @@ def download(
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https", "file"):
         raise DataError(f"{url}: only http://, https:// and file:// URLs are supported")
-    tmp = _tmp_path_for(dest)
+    tmp = tmp_path_beside(dest)
     h = hashlib.md5()
     try:
         try:

@@ -1,0 +1,28 @@
+"""Shared timing helper of the benchmarks."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, device: torch.device | None = None) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls after ``warmup`` calls.
+
+    On CUDA the device is synchronised around every call so the time covers the kernels."""
+    cuda = device is not None and device.type == "cuda"
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)

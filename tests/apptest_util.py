@@ -1,0 +1,30 @@
+"""Shared helpers of the Streamlit AppTest suites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 60  # s per run: a cold torch import plus a page on a busy 2-core machine
+
+
+def app() -> AppTest:
+    """A fresh AppTest of the whole app (``app.py`` with its navigation)."""
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def assert_no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def open_page(page: str, query: dict[str, str] | None = None) -> AppTest:
+    """``page`` (e.g. ``"pages/tps.py"``) opened like a shared link with ``query``."""
+    at = app().run()
+    assert_no_exception(at)
+    if query:
+        at.query_params = dict(query)
+    at.switch_page(page).run()
+    assert_no_exception(at)
+    return at
