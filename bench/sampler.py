@@ -8,6 +8,7 @@ Every ratio in the output table comes from this one run, on this machine.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import median_ms  # noqa: E402
+from timing import interleaved_median_ms  # noqa: E402
 import stn_core as S  # noqa: E402
 
 CASES = [  # (N, C, H, W) input, output size
@@ -79,14 +80,15 @@ def main() -> None:
     for shape, out_size in CASES:
         u = torch.rand(*shape, generator=gen).to(device)
         theta = (S.compose_affine(20, (0.8, 0.9), 0.1, (0.1, -0.05)).float().expand(shape[0], 2, 3)).to(device)
-        def timed(sampler):
-            return median_ms(_fwd_bwd(sampler, u, theta, out_size), args.repeats, device=device)
-
-        t_gs = timed(lambda a, g: F.grid_sample(a, g, align_corners=False))
-        t_fast = timed(lambda a, g: S.sample(a, g, backend="fast"))
-        t_ref = timed(lambda a, g: S.sample(a, g, backend="reference"))
-        t_k = (median_ms(kornia(u, theta, out_size), args.repeats, device=device)
-               if kornia and device.type == "cpu" else None)
+        fns = {
+            "grid_sample": _fwd_bwd(lambda a, g: F.grid_sample(a, g, align_corners=False), u, theta, out_size),
+            "fast": _fwd_bwd(lambda a, g: S.sample(a, g, backend="fast"), u, theta, out_size),
+            "reference": _fwd_bwd(lambda a, g: S.sample(a, g, backend="reference"), u, theta, out_size),
+        }
+        if kornia and device.type == "cpu":
+            fns["kornia"] = kornia(u, theta, out_size)
+        t = interleaved_median_ms(fns, args.repeats, device=device)
+        t_gs, t_fast, t_ref, t_k = t["grid_sample"], t["fast"], t["reference"], t.get("kornia")
         rows.append((shape, out_size, t_gs, t_fast, t_ref, t_k))
         print(f"{shape} -> {out_size}: grid_sample {t_gs:.2f} ms, fast {t_fast:.2f} ms, reference {t_ref:.2f} ms"
               + (f", kornia {t_k:.2f} ms" if t_k else ""), flush=True)
@@ -97,7 +99,9 @@ def main() -> None:
         "",
         f"Command: `{cmd.strip()}`  ",
         f"Device: {device} ({platform.processor() or platform.machine()}, {args.threads} threads), "
-        f"torch {torch.__version__}; median of {args.repeats} runs after 3 warm-ups; float32; "
+        f"torch {torch.__version__}; load average at start {os.getloadavg()[0]:.2f} (other work on the "
+        "machine inflates all columns alike; compare ratios); "
+        f"median of {args.repeats} rounds after 3 warm-up rounds, the variants timed round-robin; float32; "
         "an affine grid (rotation 20°, scale 0.8/0.9, shear 0.1) is generated inside each timed call; "
         "backward = `.sum().backward()` to U and θ.",
         "",

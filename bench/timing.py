@@ -26,3 +26,16 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, device: t
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+def interleaved_median_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3,
+                          device: torch.device | None = None) -> dict[str, float]:
+    """Median ms of each function, timed round-robin (one call of each per round) so that
+    load from other processes falls on all of them alike and their ratios stay fair."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(warmup + repeats):
+        for k, fn in fns.items():
+            t = median_ms(fn, 1, warmup=0, device=device)
+            if r >= warmup:
+                times[k].append(t)
+    return {k: statistics.median(v) for k, v in times.items()}
