@@ -18,6 +18,8 @@ PAGES = [
             url_path="playground"),
     st.Page("pages/tps.py", title="Thin-plate spline", icon=":material/grid_on:", url_path="tps"),
     st.Page("pages/sampler.py", title="Nearest vs bilinear", icon=":material/blur_on:", url_path="sampler"),
+    st.Page("pages/explorer.py", title="Trained model explorer", icon=":material/model_training:",
+            url_path="explorer"),
 ]
 
 st.navigation(PAGES).run()

@@ -612,3 +612,145 @@ def theta_figure(runs: dict, target: np.ndarray, height: int = 420) -> go.Figure
     fig.update_layout(**_plain_layout("θ during the optimisation", height, showlegend=True),
                       legend=dict(orientation="h", yanchor="bottom", y=1.06, x=1.0, xanchor="right"))
     return fig
+
+
+# --------------------------------------------------------------------------- trained model explorer
+
+CORRECT_COLOUR = "#2b8a3e"
+WRONG_COLOUR = "#c92a2a"
+MODEL_COLOUR = "#1c7ed6"
+CONTRAST_COLOUR = "#adb5bd"
+
+
+def region_figure(image: np.ndarray, region: np.ndarray | None, grid: np.ndarray | None = None,
+                  ctrl: np.ndarray | None = None, title: str = "Sampled region", n_lines: int = 7,
+                  height: int | None = None) -> go.Figure:
+    """Figure 1(b) of the paper: the input ``(S, S[, 3])`` with the region a spatial transformer
+    samples. ``region (M, 2)``: the output square's border mapped into the input (normalised, NaN
+    breaks; the quadrilateral for affine/projective); ``grid (S', S', 2)``: optional sampling grid
+    drawn as ``n_lines`` warped lines (TPS); ``ctrl (K, 2)``: optional TPS control points."""
+    h, w = image.shape[:2]
+    traces: list = [_image_trace(image, name="input")]
+    pts = [np.zeros((0, 2))]
+    if grid is not None:
+        lines = norm_to_pixel(grid_polylines(grid, None, n_lines), (h, w))
+        traces.append(_lines(lines, "sampling grid", GRID_COLOUR, 1.6))
+        pts.append(lines)
+    if region is not None:
+        ol = norm_to_pixel(region, (h, w))
+        traces.append(_lines(ol, "sampled region", OUTLINE_COLOUR, 4))
+        pts.append(ol)
+        if np.isfinite(ol[0]).all():
+            traces.append(_corner(float(ol[0, 0]), float(ol[0, 1]), "output's top-left corner"))
+    if ctrl is not None:
+        c = norm_to_pixel(np.asarray(ctrl), (h, w))
+        traces.append(go.Scatter(x=c[:, 0], y=c[:, 1], mode="markers", name="control points", hoverinfo="skip",
+                                 marker=dict(color=LATTICE_COLOUR, size=9, line=dict(color="black", width=1))))
+    xr, yr = view_range((h, w), np.concatenate(pts, 0), max_extra=0.35, margin=0.01)
+    height = auto_height(xr, yr, plot_width=330, lo=220, hi=420, chrome=60) if height is None else height
+    axis = dict(showgrid=False, zeroline=False, showticklabels=False, ticks="", constrain="domain")
+    layout = go.Layout(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
+                       xaxis=dict(range=list(xr), **axis), yaxis=dict(range=[yr[1], yr[0]], scaleanchor="x", **axis))
+    return go.Figure(data=traces, layout=layout)
+
+
+def probability_figure(series: list[tuple[str, np.ndarray]], classes: list[str] | None = None,
+                       true_label: int | None = None, title: str = "Class probabilities",
+                       height: int = 360) -> go.Figure:
+    """Grouped bars of class probabilities: ``series`` = [(name, probs (C,)), ...]; the first is
+    drawn in blue, the others in grey. Each series' top class is labelled with its percentage;
+    the true class (if known) is marked under the axis."""
+    n = len(series[0][1]) if series else 10
+    classes = [str(i) for i in range(n)] if classes is None else list(classes)
+    traces = []
+    for i, (name, probs) in enumerate(series):
+        p = np.asarray(probs, dtype=np.float64)
+        top = int(p.argmax())
+        text = [f"{100 * v:.0f}%" if j == top else "" for j, v in enumerate(p)]
+        traces.append(go.Bar(x=classes, y=p, name=name, text=text, textposition="outside", cliponaxis=False,
+                             constraintext="none",
+                             textfont=dict(size=FONT_SIZE, color="#222"),
+                             marker=dict(color=MODEL_COLOUR if i == 0 else CONTRAST_COLOUR),
+                             hovertemplate=f"{name}<br>class %{{x}}: %{{y:.3f}}<extra></extra>"))
+    ticks = [f"<b>{c}</b>" if true_label is not None and j == true_label else c for j, c in enumerate(classes)]
+    layout = go.Layout(**_plain_layout(title, height, showlegend=len(series) > 1, barmode="group", bargap=0.25),
+                       xaxis=dict(type="category", tickmode="array", tickvals=classes, ticktext=ticks,
+                                  tickfont=dict(size=FONT_SIZE + 2), title=dict(text="class")),
+                       yaxis=dict(range=[0, 1.12], tickformat=".0%", dtick=0.25, title=dict(text="probability")),
+                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0,
+                                   font=dict(size=FONT_SIZE - 1)))
+    layout.plot_bgcolor = "#ffffff"
+    if true_label is not None:
+        layout.annotations = [dict(x=classes[true_label], y=-0.02, yref="paper", yanchor="top", yshift=-30,
+                                   text="true", showarrow=False, font=dict(size=FONT_SIZE - 2, color=CORRECT_COLOUR))]
+    return go.Figure(data=traces, layout=layout)
+
+
+def figure1_gallery_svg(inputs: list[np.ndarray], preds: list[int], confidences: list[float],
+                        labels: list[int | None], regions: list[np.ndarray | None] | None = None,
+                        outputs: list[np.ndarray | None] | None = None, grids: list[np.ndarray | None] | None = None,
+                        captions: list[str] | None = None, cell: float = 118.0) -> str:
+    """The paper's Figure 1 for a batch of digits as one SVG: one column per digit, rows
+    (a) input, (b) the sampled region drawn on the input, (c) the transformer's output, (d) the
+    prediction (green if right, red if wrong, with its probability and the true class).
+    ``regions``/``outputs`` None (no transformer): rows (a) and (d) only. Images are grey ``(S, S)``
+    in [0, 1]; regions ``(M, 2)`` and grids ``(S, S, 2)`` normalised (grids: TPS warped lines)."""
+    n = len(inputs)
+    with_st = regions is not None and outputs is not None
+    row_names = (["(a) input", "(b) region", "(c) output", "(d) prediction"] if with_st
+                 else ["(a) input", "(d) prediction"])
+    gap, left, top = 10.0, 128.0, 30.0 if captions else 8.0
+    pitch = cell + gap
+    width = left + n * pitch + gap
+    height = top + len(row_names) * pitch + 4
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" '
+             f'height="{height:.0f}" font-family="Source Sans Pro, Helvetica, Arial, sans-serif">',
+             f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>']
+    for r, name in enumerate(row_names):
+        y = top + r * pitch + cell / 2
+        label, part = name.split(" ", 1)
+        parts.append(f'<text x="{left - 12}" y="{y - 4}" text-anchor="end" font-size="22" font-weight="bold" '
+                     f'fill="#222">{label}</text><text x="{left - 12}" y="{y + 20}" text-anchor="end" font-size="18" '
+                     f'fill="#444">{html.escape(part)}</text>')
+    for i in range(n):
+        x0 = left + i * pitch
+        img = np.asarray(inputs[i])
+        hh, ww = img.shape[:2]
+        if captions:
+            parts.append(f'<text x="{x0 + cell / 2}" y="{top - 9}" text-anchor="middle" font-size="19" '
+                         f'fill="#555">{html.escape(captions[i])}</text>')
+        rows = [("img", img)]
+        if with_st:
+            rows += [("region", img), ("img", outputs[i])]
+        for r, (what, im) in enumerate(rows):
+            y0 = top + r * pitch
+            if im is None:
+                continue
+            parts.append(_svg_thumb(im, x0, y0, cell))
+            if what == "region":
+                def to_cell(points: np.ndarray) -> np.ndarray:
+                    p = norm_to_pixel(points, (hh, ww))
+                    return np.stack([x0 + (p[:, 0] + 0.5) * cell / ww, y0 + (p[:, 1] + 0.5) * cell / hh], 1)
+                parts.append(f'<clipPath id="clip{i}"><rect x="{x0}" y="{y0}" width="{cell}" height="{cell}"/>'
+                             f'</clipPath><g clip-path="url(#clip{i})">')
+                if grids is not None and grids[i] is not None:
+                    parts.append(_svg_polyline(to_cell(grid_polylines(grids[i], None, 5)), GRID_COLOUR, 1.2))
+                if regions[i] is not None:
+                    parts.append(_svg_polyline(to_cell(regions[i]), OUTLINE_COLOUR, 3.0))
+                parts.append("</g>")
+        y0 = top + (len(row_names) - 1) * pitch
+        lab = labels[i]
+        ok = lab is None or int(lab) == int(preds[i])
+        colour = CORRECT_COLOUR if lab is not None and ok else (WRONG_COLOUR if not ok else "#222")
+        parts.append(f'<rect x="{x0}" y="{y0}" width="{cell}" height="{cell}" rx="8" fill="'
+                     f'{"#ebfbee" if lab is not None and ok else ("#fff5f5" if not ok else "#f8f9fa")}" '
+                     f'stroke="{colour}" stroke-width="2"/>'
+                     f'<text x="{x0 + cell / 2}" y="{y0 + 0.5 * cell}" text-anchor="middle" font-size="52" '
+                     f'font-weight="bold" fill="{colour}">{int(preds[i])}</text>'
+                     f'<text x="{x0 + cell / 2}" y="{y0 + 0.5 * cell + 27}" text-anchor="middle" font-size="21" '
+                     f'fill="#333">{100 * float(confidences[i]):.0f} %</text>')
+        if lab is not None:
+            parts.append(f'<text x="{x0 + cell / 2}" y="{y0 + 0.5 * cell + 50}" text-anchor="middle" font-size="19" '
+                         f'fill="#555">true {int(lab)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -56,6 +56,7 @@ PAGES = (
     AppPage("playground", "/playground", ready=f'{MAIN} [data-testid="stPlotlyChart"] .main-svg'),
     AppPage("tps", "/tps", ready=f'{MAIN} [data-testid="point-drag"] .pd-handle'),
     AppPage("sampler", "/sampler", ready=f'{MAIN} [data-testid="stPlotlyChart"] .main-svg'),
+    AppPage("explorer", "/explorer", ready=f"{MAIN} h1"),  # with whatever checkpoints/ holds (maybe none)
 )
 
 # Playground specifics (see the docstring of pages/playground.py).
@@ -314,3 +315,59 @@ def test_sampler_slider_and_experiment(app_server, page):
     wait_idle(page)
     _assert_clean(page, "/sampler after the experiment")
     save_full_page(page, SCREENSHOT_DIR / "sampler-experiment.png")
+
+
+# --------------------------------------------------------------------------- trained model explorer
+
+EXPLORER_INPUT_TITLE = "(a) input"  # the Figure 1 input chart (pages/explorer.py)
+PAD = '[data-testid="draw-digit"] canvas'  # the drawing pad (custom component)
+
+
+def test_explorer_controls_and_drawing(browser, tmp_path, monkeypatch):
+    """The explorer on its own server with a tiny untrained checkpoint ($STN_LAB_CHECKPOINTS): the
+    rotation slider changes the input of Figure 1, and a stroke drawn on the pad becomes the input."""
+    from test_explorer import make_tiny_checkpoint  # tests/ is on sys.path (like browser_util)
+
+    make_tiny_checkpoint(tmp_path, "e", "st-cnn-tps")
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))
+    with streamlit_server() as server:
+        ctx = browser.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
+        try:
+            page = ctx.new_page()
+            page.js_errors = []
+            page.set_default_timeout(60_000)
+            open_page(page, server.url, "/explorer")
+            _assert_clean(page, "/explorer (tiny checkpoint)")
+            before = _settled_pixels(page, title=EXPLORER_INPUT_TITLE)
+
+            slider = page.locator('[data-testid="stSlider"]').filter(has_text=ROTATION_LABEL).first
+            thumb = slider.get_by_role("slider").first
+            thumb.focus()
+            start = float(thumb.input_value())
+            thumb.press("PageUp")
+            page.wait_for_function(
+                "([el, v]) => parseFloat(el.value) !== v", arg=[thumb.element_handle(), start], timeout=10_000
+            )
+            rotated, diff = _wait_for_change(page, before, title=EXPLORER_INPUT_TITLE)
+            assert rotated is not None, f"the rotation slider did not change the explorer's input (diff {diff:.2f})"
+            _assert_clean(page, "/explorer after moving the rotation slider")
+
+            # draw a stroke (a "1") on the pad with real mouse events
+            page.get_by_text("Draw one", exact=True).click()
+            pad = page.locator(PAD)
+            pad.wait_for(state="visible", timeout=30_000)
+            wait_idle(page)
+            blank = _settled_pixels(page, title=EXPLORER_INPUT_TITLE)
+            box = pad.bounding_box()
+            assert box is not None, "drawing pad not visible"
+            x = box["x"] + box["width"] * 0.5
+            page.mouse.move(x, box["y"] + box["height"] * 0.2)
+            page.mouse.down()
+            page.mouse.move(x + 10, box["y"] + box["height"] * 0.8, steps=15)
+            page.mouse.up()
+            drawn, diff = _wait_for_change(page, blank, title=EXPLORER_INPUT_TITLE)
+            assert drawn is not None, f"drawing on the pad did not change the explorer's input (diff {diff:.2f})"
+            _assert_clean(page, "/explorer after drawing")
+            save_full_page(page, SCREENSHOT_DIR / "explorer-drawn.png")
+        finally:
+            ctx.close()

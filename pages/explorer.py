@@ -1,0 +1,398 @@
+"""Trained model explorer: the distorted-MNIST models of Table 1 on single digits (paper Figure 1).
+
+URL path: ``/explorer``. Checkpoints are read from ``checkpoints/`` (or ``$STN_LAB_CHECKPOINTS``)
+by their names, ``mnist_{r,rts,p,e}_{fcn,cnn,st-fcn-aff,…,st-cnn-tps}`` (.safetensors + .json);
+see :mod:`stn_core.explorer`. Every number shown comes from a checkpoint's JSON or is computed live.
+
+Widget keys (for AppTest): ``ex_dist`` (distortion), ``ex_model`` (model key), ``ex_src`` (test |
+draw | upload), ``ex_index`` (test digit), ``ex_upload``, ``ex_rot`` … ``ex_py`` (the playground's
+controls), ``ex_gal_start`` (gallery), ``ex_scan`` (how many test digits to search for mistakes),
+``ex_open`` (open a mistake); buttons ``ex_prev``, ``ex_next``, ``ex_reset``, ``ex_gal_prev``,
+``ex_gal_next``, ``ex_open_btn``. The drawing pad (custom component) has key ``ex_pad``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from components.draw_digit import draw_digit, read_drawing
+from pages import common
+from stn_core import explorer as ex
+from stn_core import playground as pg
+from stn_core import viz
+from stn_core.checkpoints import CheckpointError, load_model
+
+common.ensure_navigation()
+
+P = "ex_"
+ss = st.session_state
+PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False}
+SRC_LABELS = {"test": "Test digit", "draw": "Draw one", "upload": "Upload"}
+SCAN_CHOICES = (500, 1000, 2000, 10_000)
+GALLERY_N = 10
+MISTAKES_N = 10
+FIG_H = 290  # height of the Figure 1 panels (px)
+
+
+def _k(name: str) -> str:
+    return P + name
+
+
+# --------------------------------------------------------------------------- cached work
+
+@st.cache_resource(show_spinner="Loading the model …", max_entries=16)
+def _load(stem: str, version: tuple[int, int]):
+    """(model, meta) of a checkpoint; ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
+    return load_model(stem)
+
+
+@st.cache_resource(show_spinner="Distorting the test digits …", max_entries=8)
+def _digits(task: str) -> ex.TestDigits:
+    return ex.test_digits(task)
+
+
+@st.cache_data(show_spinner="Running the model on the test digits …", max_entries=32)
+def _probs(stem: str, version: tuple[int, int], task: str, n: int) -> np.ndarray:
+    model, _ = _load(stem, version)
+    return ex.predict_probs(model, _digits(task).x[:n])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _gallery_svg(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> str:
+    """Figure 1 layout for test digits ``indices``."""
+    model, _ = _load(stem, version)
+    td = _digits(task)
+    idx = list(indices)
+    preds = ex.predict(model, td.x[idx])
+    has_st = preds[0].output is not None if preds else False
+    return viz.figure1_gallery_svg(
+        [td.x[i, 0].numpy() for i in idx], [p.pred for p in preds], [p.confidence for p in preds],
+        [int(td.y[i]) for i in idx],
+        regions=[p.region for p in preds] if has_st else None,
+        outputs=[p.output for p in preds] if has_st else None,
+        grids=[p.grid if p.kind == "tps" else None for p in preds] if has_st else None,
+        captions=[f"#{i}" for i in idx])
+
+
+# --------------------------------------------------------------------------- callbacks
+
+def _shift_index(delta: int, n: int) -> None:
+    ss[_k("index")] = int(min(max(0, int(ss.get(_k("index"), 0)) + delta), n - 1))
+
+
+def _shift_gallery(delta: int, n: int) -> None:
+    ss[_k("gal_start")] = int(min(max(0, int(ss.get(_k("gal_start"), 0)) + delta), max(0, n - GALLERY_N)))
+
+
+def _reset_controls() -> None:
+    for name, v in ex.controls_identity().items():
+        ss[_k(name)] = v
+
+
+def _on_drawn() -> None:
+    ss[_k("drawing")] = read_drawing(_k("pad"))
+
+
+def _open_mistake() -> None:
+    pick = ss.get(_k("open"))
+    if pick is not None:
+        ss[_k("src")] = "test"
+        ss[_k("index")] = int(pick)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f} %"
+
+
+def _model_option(entry: ex.Entry) -> str:
+    if not entry.usable:
+        return f"{entry.label} (unreadable checkpoint)"
+    err, note = ex.training_status(entry.meta)
+    if err is None:
+        return f"{entry.label}: training"
+    return f"{entry.label}: {err:.2f} %" + (" (training)" if note else "")
+
+
+def _summary(entry: ex.Entry, meta: dict) -> str:
+    """One line about the checkpoint, from its JSON only."""
+    parts = [f"**{entry.label}** on {ex.DIST_LABELS[entry.dist]}"]
+    if isinstance(meta.get("params"), int):
+        parts.append(f"{meta['params']:,} weights")
+    err, note = ex.training_status(meta)
+    ts = (meta.get("test_set") or {}).get("size")
+    on = f" on {ts:,} fixed test digits" if isinstance(ts, int) else ""
+    if err is not None:
+        parts.append(f"test error **{err:.2f} %**{on}" + (f" ({note})" if note else ""))
+    else:
+        parts.append(note)
+    paper = ex.paper_error(entry.dist, entry.key)
+    if paper is not None:
+        parts.append(f"paper: {paper:g} %")
+    args = meta.get("train_args") or {}
+    if isinstance(meta.get("steps"), int) and isinstance(args.get("batch"), int):
+        parts.append(f"{meta['steps']:,} steps × batch {args['batch']}")
+    return " · ".join(parts)
+
+
+def _verdict(name: str, p: ex.Prediction, label: int | None) -> str:
+    mark = "" if label is None else (" :green[✓]" if p.pred == label else " :red[✗]")
+    return f"{name}: **{p.pred}** ({100 * p.confidence:.0f} %){mark}"
+
+
+def _no_checkpoints(folder) -> None:
+    st.info(f"No trained checkpoints in `{folder}` yet. Train one with the paper's schedule, e.g.\n\n"
+            f"`{ex.train_command('rts', 'st-cnn-aff')}`\n\n"
+            "(add `--steps 20000` for a shorter run; the file names must follow "
+            "`mnist_{r,rts,p,e}_{fcn,cnn,st-fcn-aff,…,st-cnn-tps}`), then reload this page.")
+
+
+def _table1(found) -> None:
+    st.header("Table 1: ours beside the paper's")
+    cells = ex.table1_cells(found=found)
+    st.caption("Test error (%) on the fixed seeded test set of each distortion. \"ours\" comes from the "
+               "checkpoints' JSON files (bold: training finished; \"(step a/b)\": still training, the error of "
+               "its last evaluation), \"paper\" from Jaderberg et al. (2015), mean of 3 runs. "
+               "`python scripts/make_table1.py` writes the same table to results/table1.md.")
+    st.markdown(ex.table1_markdown(cells))
+    with st.expander("Checkpoints, the commands that made them, and how our schedule differs from the paper's"):
+        st.markdown(ex.table1_details(cells))
+        st.markdown(ex.schedule_markdown(cells))
+
+
+# --------------------------------------------------------------------------- page
+
+def main() -> None:
+    st.title("Trained model explorer")
+    st.markdown("The distorted-MNIST classifiers of the paper's Table 1, trained here. Pick a model, give it a "
+                "digit (a test digit, your drawing or an upload), distort it further, and see the paper's "
+                "**Figure 1** live: (a) the input, (b) the region the spatial transformer samples, (c) what it "
+                "hands the classifier, (d) the prediction.")
+    folder = ex.checkpoint_dir()
+    found = ex.discover(folder)
+    if not found:
+        _no_checkpoints(folder)
+        _table1(found)
+        return
+
+    # ---------------------------------------------------------------- sidebar: model
+    first = ex.default_choice(found) or next(iter(found))
+    ss.setdefault(_k("dist"), first[0])
+    counts = {d: sum(1 for (dd, _) in found if dd == d) for d in ex.DISTORTIONS}
+    with st.sidebar:
+        st.header("1 · Model")
+        dist = st.radio("Distortion", ex.DISTORTIONS, key=_k("dist"), horizontal=True,
+                        format_func=lambda d: f"{ex.DIST_SHORT[d]} ({counts[d]})",
+                        help="R: rotation ±90°; RTS: rotation ±45°, scale 0.7–1.2, anywhere in 42×42; P: projective; "
+                             "E: elastic (16-point TPS). In brackets: how many models are trained.")
+        options = [k for k in ex.MODEL_KEYS if (dist, k) in found]
+        if not options:
+            st.info(f"No checkpoint for {ex.DIST_LABELS[dist]} yet.")
+    if not options:
+        st.info(f"No model has been trained on {ex.DIST_LABELS[dist]} yet. Train one with\n\n"
+                f"`{ex.train_command(dist, 'st-cnn-aff')}`\n\nor pick another distortion in the sidebar.")
+        _table1(found)
+        return
+    if ss.get(_k("model")) not in options:
+        ss[_k("model")] = next(k for k in ex.PREFERRED if k in options)
+    with st.sidebar:
+        key = st.selectbox("Model", options, key=_k("model"), format_func=lambda k: _model_option(found[(dist, k)]),
+                           help="With its test error from the checkpoint's JSON file.")
+    entry = found[(dist, key)]
+    task = entry.task
+
+    # ---------------------------------------------------------------- load
+    if not entry.usable:
+        st.error(f"This checkpoint cannot be used: {entry.error} Retrain it with\n\n"
+                 f"`{ex.train_command(dist, key)}`")
+        _table1(found)
+        return
+    try:
+        model, meta = _load(str(entry.stem), entry.version)
+    except CheckpointError as e:
+        st.error(f"This checkpoint cannot be loaded: {e}. Retrain it with\n\n`{ex.train_command(dist, key)}`")
+        _table1(found)
+        return
+    size = int(meta["input_size"])
+    td = _digits(task)
+    n_test = int(td.x.shape[0])
+
+    # ---------------------------------------------------------------- sidebar: digit + controls
+    ss.setdefault(_k("src"), "test")
+    ss.setdefault(_k("index"), 0)
+    if int(ss[_k("index")]) > n_test - 1:
+        ss[_k("index")] = n_test - 1
+    for name, v in ex.controls_identity().items():
+        ss.setdefault(_k(name), v)
+    msgs: list[pg.Message] = []
+    with st.sidebar:
+        st.header("2 · Digit")
+        src = st.radio("Digit", list(SRC_LABELS), format_func=SRC_LABELS.get, key=_k("src"), horizontal=True,
+                       label_visibility="collapsed")
+        label: int | None = None
+        if src == "test":
+            index = int(st.number_input(f"Test digit (0–{n_test - 1})", min_value=0, max_value=n_test - 1, step=1,
+                                        key=_k("index")))
+            c1, c2 = st.columns(2)
+            c1.button("◀ Previous", key=_k("prev"), on_click=_shift_index, args=(-1, n_test), width="stretch")
+            c2.button("Next ▶", key=_k("next"), on_click=_shift_index, args=(1, n_test), width="stretch")
+            base = td.x[index, 0].numpy()
+            label = int(td.y[index])
+            what = f"test digit #{index} (a {label}), already {ex.DIST_SHORT[dist]}-distorted"
+        elif src == "upload":
+            uploaded = st.file_uploader("A picture of one digit (PNG, JPEG, …)",
+                                        type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
+                                        key=_k("upload"))
+            image, name, up_msgs = common.handle_upload(uploaded, _k("upload_store"))
+            msgs += up_msgs
+            if image is None:
+                msgs.append(pg.Message("info", "Upload a picture of a digit in the sidebar; until then test digit #0 "
+                                               "is shown (undistorted)."))
+                image, name = common.sample_image("mnist", 0), "test digit #0"
+            digit, notes = ex.prepare_digit(image)
+            msgs += [pg.Message("info", f"{name}: {n}.") for n in notes]
+            base = ex.to_canvas(digit, size)
+            what = f"your upload {name!r}, centred like an MNIST digit"
+        else:
+            drawing = ss.get(_k("drawing"))
+            if drawing is None or float(np.max(drawing)) <= 0.0:
+                base = np.zeros((size, size), np.float32)
+                what = "your drawing (empty so far)"
+                msgs.append(pg.Message("info", "Draw a digit on the black pad below with the mouse (or a finger); "
+                                               "the figures update when you release it."))
+            else:
+                digit, notes = ex.prepare_digit(drawing)
+                base = ex.to_canvas(digit, size)
+                what = "your drawing, centred like an MNIST digit"
+
+        st.header("3 · Distort it")
+        st.caption("The playground's controls: they place the sampling window on the digit.")
+        for name in ex.CONTROL_NAMES:
+            spec = pg.SLIDERS[name]
+            st.slider(spec.label, min_value=spec.lo, max_value=spec.hi, step=spec.step, key=_k(name), help=spec.help)
+        st.button("Reset the distortion", key=_k("reset"), on_click=_reset_controls, width="stretch", type="primary")
+
+    controls = {name: float(ss[_k(name)]) for name in ex.CONTROL_NAMES}
+    x, dmsgs = ex.distort(base, controls)
+    msgs += dmsgs
+    if controls != ex.controls_identity():
+        what += ", distorted further by the sidebar controls"
+
+    # ---------------------------------------------------------------- inference
+    pred = ex.predict(model, x)[0]
+    contrast = None
+    cnn = found.get((dist, "cnn"))
+    if key != "cnn" and cnn is not None and cnn.usable:
+        try:
+            contrast = ex.predict(_load(str(cnn.stem), cnn.version)[0], x)[0]
+        except CheckpointError as e:
+            msgs.append(pg.Message("warning", f"The plain CNN for contrast could not be loaded: {e}"))
+
+    # ---------------------------------------------------------------- main: Figure 1
+    st.markdown(_summary(entry, meta))
+    st.caption(td.caption + ".")
+    common.show_messages(msgs)
+    if src == "draw":
+        pad, note = st.columns([1, 2], gap="large")
+        with pad:
+            try:
+                draw_digit(key=_k("pad"), on_drawn=_on_drawn, size=280)
+            except Exception as e:  # the pad must never take the page down
+                st.error(f"The drawing pad could not be shown ({type(e).__name__}: {e}). Upload a picture instead.")
+        with note:
+            st.markdown("Draw a digit on the black pad (light ink on black, like MNIST). When you release the "
+                        "mouse it is averaged down to 28×28, its ink box scaled to 20 pixels and centred by its "
+                        "centre of mass (how MNIST was made)" + (f", then put in the middle of the {size}×{size} "
+                                                                 "canvas" if size != 28 else "") + ".")
+
+    st.subheader("Figure 1 for this digit")
+    c_a, c_b, c_c, c_d = st.columns([1, 1, 1, 1.55], gap="small")
+    with c_a:
+        st.plotly_chart(viz.image_panel(x, f"(a) input {size}×{size}", height=FIG_H), config=PLOT_CONFIG,
+                        key="ex_fig_a")
+    if pred.output is not None:
+        with c_b:
+            st.plotly_chart(viz.region_figure(x, pred.region, pred.grid if pred.kind == "tps" else None, pred.ctrl,
+                                              title="(b) sampled region", height=FIG_H),
+                            config=PLOT_CONFIG, key="ex_fig_b")
+        with c_c:
+            st.plotly_chart(viz.image_panel(pred.output, "(c) transformer output", height=FIG_H), config=PLOT_CONFIG,
+                            key="ex_fig_c")
+    else:
+        with c_b:
+            st.info(f"(b), (c): the {entry.label} has no spatial transformer; its classifier sees the input as it is.")
+    with c_d:
+        series = [(entry.label, pred.probs)] + ([("CNN", contrast.probs)] if contrast is not None else [])
+        fig_d = viz.probability_figure(series, meta.get("classes"), label, title="(d) prediction", height=FIG_H)
+        st.plotly_chart(fig_d, config=PLOT_CONFIG, key="ex_fig_d")
+    verdicts = [_verdict(entry.label, pred, label)]
+    if contrast is not None:
+        verdicts.append(_verdict("the plain CNN", contrast, label))
+    elif key != "cnn":
+        verdicts.append(f"(no plain CNN trained on {ex.DIST_SHORT[dist]} yet, so no contrast)")
+    if label is not None:
+        verdicts.append(f"true class **{label}**")
+    st.markdown(" · ".join(verdicts))
+    kind_text = {"affine": "the quadrilateral (an affine map: a parallelogram)", "projective": "the quadrilateral",
+                 "tps": "the warped grid and its border, with the 16 control points"}.get(pred.kind or "", "")
+    st.caption(f"(a) {what}. " + (f"(b) red: {kind_text} the transformer samples from, θ predicted by its "
+                                  "localisation net; yellow dot: the output's top-left corner. (c) its output V"
+                                  + (f", which the classifier sees 2× average-pooled to {size // 2}×{size // 2}"
+                                     if getattr(model, "downsample", 1) > 1 else "") + ". " if pred.output is not None
+                                  else "") + "(d) class probabilities" +
+               (" (grey: the plain CNN on the same input)" if contrast is not None else "") + ".")
+
+    # ---------------------------------------------------------------- gallery
+    st.header("Gallery: test digits in the Figure 1 layout")
+    ss.setdefault(_k("gal_start"), 0)
+    if int(ss[_k("gal_start")]) > max(0, n_test - GALLERY_N):
+        ss[_k("gal_start")] = max(0, n_test - GALLERY_N)
+    g1, g2, g3, _ = st.columns([1.3, 0.7, 0.7, 2.3], vertical_alignment="bottom")
+    start = int(g1.number_input("First test digit", min_value=0, max_value=max(0, n_test - GALLERY_N),
+                                step=GALLERY_N, key=_k("gal_start")))
+    g2.button("◀ Previous 10", key=_k("gal_prev"), on_click=_shift_gallery, args=(-GALLERY_N, n_test), width="stretch")
+    g3.button("Next 10 ▶", key=_k("gal_next"), on_click=_shift_gallery, args=(GALLERY_N, n_test), width="stretch")
+    indices = tuple(range(start, min(n_test, start + GALLERY_N)))
+    st.html(viz.svg_img_tag(_gallery_svg(str(entry.stem), entry.version, task, indices),
+                            alt=f"Figure 1 layout for test digits {indices[0]} to {indices[-1]}"))
+    st.caption("Columns: test digits (number on top). Rows: (a) the distorted test digit" +
+               (", (b) the region the transformer samples (red), (c) its output" if pred.output is not None else "") +
+               ", (d) the prediction and its probability: green when right, red when wrong.")
+
+    # ---------------------------------------------------------------- mistakes
+    st.header("Mistakes")
+    choices = [n for n in SCAN_CHOICES if n < n_test] + [n_test]
+    ss.setdefault(_k("scan"), choices[0])
+    if ss[_k("scan")] not in choices:
+        ss[_k("scan")] = choices[0]
+    m1, _ = st.columns([1.3, 3.7])
+    n_scan = int(m1.selectbox("Search the first … test digits", choices, key=_k("scan"),
+                              format_func=lambda n: f"{n:,}" + (" (all)" if n == n_test else ""),
+                              help="Larger searches take a few seconds on a CPU (once per model)."))
+    probs = _probs(str(entry.stem), entry.version, task, n_scan)
+    mk = ex.find_mistakes(probs, td.y[:n_scan].numpy())
+    json_err, note = ex.training_status(meta)
+    line = f"**{mk.count}** mistakes in the first {n_scan:,} test digits: **{mk.error:.2f} %** (computed now)"
+    if json_err is not None:
+        line += f"; the checkpoint's JSON says {json_err:.2f} % on its whole test set" + (f" ({note})" if note else "")
+    st.markdown(line + ".")
+    if mk.count:
+        shown = tuple(int(i) for i in mk.indices[:MISTAKES_N])
+        st.html(viz.svg_img_tag(_gallery_svg(str(entry.stem), entry.version, task, shown),
+                                alt="The model's most confident mistakes in the Figure 1 layout"))
+        st.caption(f"The {len(shown)} most confident mistakes, most confident first.")
+        if ss.get(_k("open")) not in shown:
+            ss.pop(_k("open"), None)
+        o1, o2, _ = st.columns([1.3, 0.9, 2.8], vertical_alignment="bottom")
+        o1.selectbox("Open a mistake in Figure 1 above", shown, key=_k("open"),
+                     format_func=lambda i: f"#{i}: a {int(td.y[i])} read as {int(mk.preds[i])}")
+        o2.button("Open", key=_k("open_btn"), on_click=_open_mistake, width="stretch")
+    else:
+        st.success(f"No mistakes in the first {n_scan:,} test digits.")
+
+    _table1(found)
+
+
+main()

@@ -1,0 +1,89 @@
+"""Train the Table 1 models one after another (skips finished runs, resumes unfinished ones).
+
+    python scripts/train_table1.py [--tasks rts r p e] [--families fcn cnn] [--time-limit 3600]
+
+Each run is one `python -m stn_core.train` command, written to checkpoints/ under the issue's
+names (mnist_<task>_<model>.safetensors + .json); the command is recorded in the JSON. The
+schedule is shortened from the paper's 150k steps to fit a 2-core CPU (see SCHEDULES); the
+JSONs and results/table1.md say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Model name in the checkpoint file → (--model, --transform).
+MODELS = {
+    "fcn": ("fcn", None), "cnn": ("cnn", None),
+    "st-fcn-aff": ("st-fcn", "affine"), "st-fcn-proj": ("st-fcn", "projective"), "st-fcn-tps": ("st-fcn", "tps"),
+    "st-cnn-aff": ("st-cnn", "affine"), "st-cnn-proj": ("st-cnn", "projective"), "st-cnn-tps": ("st-cnn", "tps"),
+}
+
+#: Reduced schedules for this CPU (paper: 150k steps, batch 256, lr 0.01, plain SGD).
+SCHEDULES = {
+    "fcn": ["--steps", "20000", "--lr", "0.05", "--momentum", "0.9", "--eval-every", "5000"],
+    "cnn": ["--steps", "3000", "--lr", "0.01", "--momentum", "0.9", "--eval-every", "1000"],
+}
+
+
+def family(name: str) -> str:
+    return "cnn" if MODELS[name][0] in ("cnn", "st-cnn") else "fcn"
+
+
+def is_final(stem: Path) -> bool:
+    meta = stem.with_suffix(".json")
+    try:
+        return bool(json.loads(meta.read_text()).get("final"))
+    except (OSError, ValueError):
+        return False
+
+
+def command(task: str, name: str, stem: Path, threads: int) -> list[str]:
+    model, transform = MODELS[name]
+    cmd = [sys.executable, "-m", "stn_core.train", "--task", f"mnist-{task}", "--model", model]
+    if transform:
+        cmd += ["--transform", transform]
+    cmd += SCHEDULES[family(name)] + ["--seed", "0", "--threads", str(threads), "--out", str(stem.relative_to(ROOT)),
+                                       "--no-progress"]
+    if stem.with_suffix(".json").exists():
+        cmd.append("--resume")
+    return cmd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=["rts", "r", "p", "e"], choices=["r", "rts", "p", "e"])
+    ap.add_argument("--families", nargs="+", default=["fcn", "cnn"], choices=["fcn", "cnn"])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
+    args = ap.parse_args()
+    start = time.time()
+    for task in args.tasks:
+        for name in args.models:
+            if family(name) not in args.families:
+                continue
+            stem = ROOT / "checkpoints" / f"mnist_{task}_{name}"
+            if is_final(stem):
+                print(f"done already: {stem.name}", flush=True)
+                continue
+            cmd = command(task, name, stem, args.threads)
+            if args.time_limit is not None:
+                left = args.time_limit - (time.time() - start)
+                if left < 60:
+                    print("time limit reached", flush=True)
+                    return
+                cmd += ["--time-limit", str(int(left))]
+            print("$", " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Streamlit AppTest of the Trained model explorer page (pages/explorer.py).
+
+The page reads its checkpoints from $STN_LAB_CHECKPOINTS: an empty folder (the friendly "train one"
+message), and a folder of tiny untrained checkpoints saved by the tests (no training)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from stn_core import explorer as ex
+from test_explorer import make_tiny_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PAGE = "pages/explorer.py"
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def ckdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("explorer_checkpoints")
+    make_tiny_checkpoint(d, "rts", "st-cnn-aff", test_error=0.61)
+    make_tiny_checkpoint(d, "rts", "cnn", test_error=1.02)
+    make_tiny_checkpoint(d, "e", "st-fcn-tps", test_error=2.2)
+    return d
+
+
+def _open(monkeypatch, folder: Path) -> AppTest:
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(folder))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page(PAGE).run()
+    _ok(at)
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _values(v) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array {"dtype", "bdata"}."""
+    if isinstance(v, dict):
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+    return np.asarray(v, dtype=float)
+
+
+def _fig(at: AppTest, i: int) -> dict:
+    return json.loads(at.get("plotly_chart")[i].proto.spec)
+
+
+def _markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_no_checkpoints_says_how_to_train(monkeypatch, tmp_path):
+    at = _open(monkeypatch, tmp_path)
+    assert at.title[0].value == "Trained model explorer"
+    info = " ".join(i.value for i in at.info)
+    assert "No trained checkpoints" in info and "python -m stn_core.train --task mnist-rts --model st-cnn" in info
+    assert not at.error and not at.get("plotly_chart")
+    md = _markdown(at)
+    assert md.count("not trained yet") == 32 and "| | paper | 0.7 | 0.5 | 0.8 | 1.2 |" in md
+
+
+def test_figure1_with_tiny_checkpoints(monkeypatch, ckdir):
+    at = _open(monkeypatch, ckdir)
+    assert at.radio(key="ex_dist").value == "rts" and at.selectbox(key="ex_model").value == "st-cnn-aff"
+    assert not at.error and not at.warning
+    md = _markdown(at)
+    assert "**ST-CNN Aff** on RTS" in md and "test error **0.61 %** on 10,000 fixed test digits" in md
+    assert "paper: 0.5 %" in md and "the plain CNN:" in md and "true class" in md
+    charts = at.get("plotly_chart")
+    assert len(charts) == 4  # (a) input, (b) region, (c) output, (d) probabilities
+    titles = [_fig(at, i)["layout"]["title"]["text"] for i in range(4)]
+    assert titles == ["(a) input 42×42", "(b) sampled region", "(c) transformer output", "(d) prediction"]
+    bars = _fig(at, 3)["data"]
+    assert [b["name"] for b in bars] == ["ST-CNN Aff", "CNN"]
+    assert _values(bars[0]["y"]).sum() == pytest.approx(1.0, abs=1e-4)
+    assert len(at.html) == 2  # the gallery and the mistakes gallery (SVG images)
+    assert all("data:image/svg+xml;base64," in h.proto.body for h in at.html)
+    assert "mistakes in the first 500 test digits" in md and "| ST-CNN Aff | ours | not trained yet | **0.61** |" in md
+
+
+def test_controls_change_the_input(monkeypatch, ckdir):
+    at = _open(monkeypatch, ckdir)
+    before = _fig(at, 0)["data"][0]["source"]
+    at.slider(key="ex_rot").set_value(30.0).run()
+    _ok(at)
+    assert _fig(at, 0)["data"][0]["source"] != before
+    at.button(key="ex_reset").click().run()
+    _ok(at)
+    assert at.slider(key="ex_rot").value == 0.0 and _fig(at, 0)["data"][0]["source"] == before
+    at.button(key="ex_next").click().run()
+    _ok(at)
+    assert at.number_input(key="ex_index").value == 1 and _fig(at, 0)["data"][0]["source"] != before
+
+
+def test_switch_distortion_and_model(monkeypatch, ckdir):
+    at = _open(monkeypatch, ckdir)
+    at.radio(key="ex_dist").set_value("e").run()
+    _ok(at)
+    assert at.selectbox(key="ex_model").value == "st-fcn-tps"
+    assert "(a) input 28×28" in _fig(at, 0)["layout"]["title"]["text"]
+    names = [t.get("name") for t in _fig(at, 1)["data"]]
+    assert "sampling grid" in names and "control points" in names  # TPS: the warped grid
+    assert "no plain CNN trained on E yet" in _markdown(at)
+    at.radio(key="ex_dist").set_value("r").run()
+    _ok(at)
+    assert any("No model has been trained on R" in i.value for i in at.info)
+    at.radio(key="ex_dist").set_value("rts").run()
+    at.selectbox(key="ex_model").set_value("cnn").run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 2 and any("no spatial transformer" in i.value for i in at.info)
+
+
+def test_open_a_mistake(monkeypatch, ckdir):
+    at = _open(monkeypatch, ckdir)
+    first = at.selectbox(key="ex_open").options[0]
+    at.button(key="ex_open_btn").click().run()
+    _ok(at)
+    index = int(first.split(":")[0].lstrip("#"))
+    assert at.number_input(key="ex_index").value == index and at.radio(key="ex_src").value == "test"
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_upload_and_draw(monkeypatch, ckdir):
+    at = _open(monkeypatch, ckdir)
+    at.radio(key="ex_src").set_value("upload").run()
+    _ok(at)
+    assert any("Upload a picture" in i.value for i in at.info)
+    img = np.full((60, 40), 255, np.uint8)
+    img[10:50, 18:24] = 0  # a dark "1" on white paper
+    at.file_uploader(key="ex_upload").upload("one.png", _png(img), "image/png").run()
+    _ok(at)
+    assert any("inverted" in i.value for i in at.info) and not at.error
+    assert "true class" not in _markdown(at)  # an upload has no label
+    at.file_uploader(key="ex_upload").clear().upload("bad.png", b"not a png", "image/png").run()
+    _ok(at)
+    assert at.error and "bad.png" in at.error[0].value
+    at.radio(key="ex_src").set_value("draw").run()
+    _ok(at)
+    assert "Draw a digit on the black pad" in _markdown(at)
+
+
+def test_corrupt_checkpoint_gives_an_error_not_a_traceback(monkeypatch, tmp_path, ckdir):
+    for f in ckdir.glob("mnist_rts_st-cnn-aff.*"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    weights = tmp_path / "mnist_rts_st-cnn-aff.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # truncated
+    at = _open(monkeypatch, tmp_path)
+    assert at.error and "cannot be loaded" in at.error[0].value and "python -m stn_core.train" in at.error[0].value
+    assert "| ST-CNN Aff | ours |" in _markdown(at)  # Table 1 still shows
+    (tmp_path / "mnist_rts_st-cnn-aff.json").write_text("{broken")
+    at = _open(monkeypatch, tmp_path)
+    assert at.error and "cannot be used" in at.error[0].value and "not valid JSON" in at.error[0].value
+
+
+def test_without_full_mnist_the_shipped_digits_are_used(monkeypatch, ckdir):
+    import streamlit as st
+
+    from stn_core import datasets as ds
+    from stn_core.data.common import DataError
+
+    def missing(*a, **k):
+        raise DataError("MNIST test files not found in /nowhere")
+
+    monkeypatch.setattr(ds, "fixed_test_set", missing)
+    st.cache_resource.clear()  # the page caches the test digits per task
+    st.cache_data.clear()
+    try:
+        at = _open(monkeypatch, ckdir)
+        assert "Test digit (0–499)" in at.number_input(key="ex_index").label
+        assert any("500 shipped test digits" in c.value for c in at.caption)
+        assert at.selectbox(key="ex_scan").options == ["500 (all)"]
+        assert not at.error
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()

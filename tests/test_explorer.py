@@ -1,0 +1,314 @@
+"""Trained model explorer logic (stn_core.explorer): checkpoint discovery, test digits, own digits,
+inference with the transformer's view, mistakes, Table 1; its figures; the drawing pad's parser.
+
+Checkpoints are tiny models (build_model with a small parameter budget) saved into tmp_path with
+save_checkpoint: nothing is trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from components.draw_digit import parse_drawing, read_drawing
+from stn_core import datasets as ds
+from stn_core import explorer as ex
+from stn_core import viz
+from stn_core.checkpoints import load_model, save_checkpoint
+from stn_core.models import build_model
+from stn_core.train import PAPER_TABLE1, lr_at
+
+TINY = 30_000  # parameter budget of the test models
+
+
+def make_tiny_checkpoint(folder: Path, dist: str, key: str, seed: int = 0, **meta) -> Path:
+    """Save an untrained small model as ``folder/mnist_<dist>_<key>`` (its transformer moved off the
+    identity so θ, the grid and the region are not trivial). ``meta`` overrides the JSON fields."""
+    name, transform = ex.model_spec(key)
+    size = ds.input_size(ex.DIST_TASK[dist])
+    torch.manual_seed(seed)
+    model = build_model(name, transform, size, target_params=TINY)
+    if model.transformer is not None:
+        with torch.no_grad():
+            model.transformer.regression.weight.normal_(0.0, 0.05)
+    fields = {"task": ex.DIST_TASK[dist], "test_error": 12.34, "final": True, "steps": 50,
+              "command": f"python -m stn_core.train --task {ex.DIST_TASK[dist]} --model {name} --steps 50",
+              "train_args": {"steps": 50, "batch": 32, "lr": 0.01, "momentum": 0.0, "loc_lr_mult": 1.0},
+              "test_set": {"seed": ds.TEST_SEED, "size": 10_000}, "train_seconds": 3.0, "device": "cpu"}
+    fields.update(meta)
+    return save_checkpoint(folder / ex.stem_name(dist, key), model, fields)
+
+
+@pytest.fixture(scope="module")
+def ckdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("checkpoints")
+    make_tiny_checkpoint(d, "rts", "st-cnn-aff", test_error=1.23)
+    make_tiny_checkpoint(d, "rts", "cnn", test_error=4.56)
+    make_tiny_checkpoint(d, "e", "st-fcn-tps")
+    make_tiny_checkpoint(d, "p", "st-cnn-proj", final=False, steps=20, test_error=7.5,
+                         history=[{"step": 10, "test_error": 7.5, "test_loss": 1.0, "train_loss": 1.0}])
+    (d / "notes.json").write_text("{}")  # not of the naming scheme: ignored
+    (d / "mnist_x_cnn.json").write_text("{}")
+    return d
+
+
+# --------------------------------------------------------------------------- names
+
+def test_stem_names_round_trip_and_paper_numbers():
+    stems = {ex.stem_name(d, k) for d in ex.DISTORTIONS for k in ex.MODEL_KEYS}
+    assert len(stems) == 32 and "mnist_rts_st-cnn-aff" in stems and "mnist_e_st-fcn-tps" in stems
+    for d in ex.DISTORTIONS:
+        for k in ex.MODEL_KEYS:
+            assert ex.parse_stem(ex.stem_name(d, k)) == (d, k)
+            assert ex.model_key(*ex.model_spec(k)) == k
+            assert ex.paper_error(d, k) == PAPER_TABLE1[ex.model_spec(k)][ex.DIST_TASK[d]]
+    assert ex.model_spec("st-fcn-proj") == ("st-fcn", "projective") and ex.model_spec("fcn") == ("fcn", None)
+    assert ex.parse_stem("mnist_rts_st-cnn-aff.train") is None and ex.parse_stem("rts-st-cnn-aff") is None
+    with pytest.raises(ValueError, match="unknown model key"):
+        ex.stem_name("r", "st-cnn-affine")
+    assert ex.train_command("rts", "st-cnn-aff") == ("python -m stn_core.train --task mnist-rts --model st-cnn "
+                                                     "--transform affine --out checkpoints/mnist_rts_st-cnn-aff")
+
+
+def test_checkpoint_dir_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    assert ex.checkpoint_dir() == tmp_path
+    monkeypatch.delenv(ex.ENV_CHECKPOINTS)
+    assert ex.checkpoint_dir() == Path(ex.__file__).resolve().parents[1] / "checkpoints"
+
+
+# --------------------------------------------------------------------------- discovery
+
+def test_discover_finds_the_naming_scheme_only(ckdir, tmp_path):
+    found = ex.discover(ckdir)
+    assert list(found) == [("rts", "cnn"), ("rts", "st-cnn-aff"), ("p", "st-cnn-proj"), ("e", "st-fcn-tps")]
+    assert all(e.usable for e in found.values())
+    e = found[("rts", "st-cnn-aff")]
+    assert e.label == "ST-CNN Aff" and e.task == "mnist-rts" and e.meta["test_error"] == 1.23
+    assert e.version[0] > 0 and e.version[1] > 0
+    assert ex.discover(tmp_path / "nope") == {} and ex.discover(tmp_path) == {}
+
+
+def test_default_choice_prefers_st_cnn_of_the_fullest_distortion(ckdir):
+    assert ex.default_choice(ex.discover(ckdir)) == ("rts", "st-cnn-aff")
+    assert ex.default_choice({}) is None
+
+
+def test_broken_checkpoints_are_listed_with_a_reason(tmp_path, ckdir):
+    (tmp_path / "mnist_r_fcn.json").write_text("{not json")
+    (tmp_path / "mnist_r_fcn.safetensors").write_bytes(b"x")
+    (tmp_path / "mnist_r_cnn.safetensors").write_bytes(b"x")  # weights without JSON
+    make_tiny_checkpoint(tmp_path, "p", "cnn")
+    (tmp_path / "mnist_p_cnn.safetensors").unlink()  # JSON without weights
+    meta = json.loads((ckdir / "mnist_rts_cnn.json").read_text())
+    (tmp_path / "mnist_r_st-cnn-aff.json").write_text(json.dumps(meta))  # a RTS CNN under another name
+    (tmp_path / "mnist_r_st-cnn-aff.safetensors").write_bytes((ckdir / "mnist_rts_cnn.safetensors").read_bytes())
+    found = ex.discover(tmp_path)
+    assert not any(e.usable for e in found.values())
+    assert "not valid JSON" in found[("r", "fcn")].error
+    assert "metadata missing" in found[("r", "cnn")].error
+    assert "weights missing" in found[("p", "cnn")].error
+    assert "file name says mnist-r / ST-CNN Aff" in found[("r", "st-cnn-aff")].error
+    cells = ex.table1_cells(found=found)
+    assert cells[0][0].status == "broken" and cells[0][0].ours_text() == "unreadable checkpoint"
+
+
+def test_training_status():
+    assert ex.training_status({"test_error": 0.61, "final": True}) == (0.61, "")
+    assert ex.training_status({"test_error": 0.61}) == (0.61, "")  # older JSON without "final"
+    err, note = ex.training_status({"test_error": None, "final": False, "steps": 2000,
+                                    "train_args": {"steps": 20000}})
+    assert err is None and note == "training, step 2,000 of 20,000, no test error yet"
+    err, note = ex.training_status({"test_error": 14.5, "final": False, "steps": 9000, "train_args": {"steps": 20000},
+                                    "history": [{"step": 5000, "test_error": 14.5}]})
+    assert err == 14.5 and note == "measured at step 5,000; still training, step 9,000 of 20,000"
+
+
+# --------------------------------------------------------------------------- test digits
+
+def test_sample_stand_in_equals_the_first_digits_of_the_fixed_test_set():
+    try:
+        x_full, y_full = ds.fixed_test_set("mnist-rts", limit=500)
+    except Exception as e:  # full MNIST absent: nothing to compare against
+        pytest.skip(f"full MNIST not available: {e}")
+    x, y = ex.sample_test_set("mnist-rts")
+    assert x.shape == (500, 1, 42, 42) and torch.equal(y, y_full)
+    assert torch.allclose(x, x_full, atol=1e-6)
+
+
+def test_test_digits_fall_back_to_the_shipped_sample(tmp_path):
+    td = ex.test_digits("mnist-e", root=tmp_path)  # no MNIST files there
+    assert td.source == "sample" and td.x.shape == (500, 1, 28, 28) and td.y.shape == (500,)
+    assert "500 shipped test digits" in td.caption and "same seeded parameters" in td.caption
+    assert 0.0 <= float(td.x.min()) and float(td.x.max()) <= 1.0
+
+
+# --------------------------------------------------------------------------- own digits
+
+def test_prepare_digit_inverts_crops_and_centres():
+    img = np.ones((90, 60, 3), np.float32)  # white paper
+    img[10:70, 5:15] = 0.0  # a dark vertical bar near the left edge
+    d, notes = ex.prepare_digit(img)
+    assert d.shape == (28, 28) and d.dtype == np.float32 and 0.0 <= d.min() and d.max() <= 1.0
+    assert any("inverted" in n for n in notes)
+    rows, cols = np.nonzero(d > 0.5)
+    assert rows.max() - rows.min() + 1 in (19, 20, 21)  # longer side scaled to 20 px
+    yy, xx = np.mgrid[0:28, 0:28]
+    assert abs((yy * d).sum() / d.sum() - 13.5) < 1.0 and abs((xx * d).sum() / d.sum() - 13.5) < 1.0
+    blank, notes = ex.prepare_digit(np.zeros((28, 28), np.float32))
+    assert not blank.any() and any("blank" in n for n in notes)
+    light, notes = ex.prepare_digit(np.pad(np.ones((10, 4)), 9))  # light on black: not inverted
+    assert not notes and light.max() == pytest.approx(1.0)
+
+
+def test_to_canvas_centres_or_shrinks():
+    a = np.ones((28, 28), np.float32)
+    c = ex.to_canvas(a, 42)
+    assert c.shape == (42, 42) and c[7:35, 7:35].all() and c.sum() == 28 * 28
+    assert ex.to_canvas(np.ones((84, 84), np.float32), 42).shape == (42, 42)
+    assert ex.to_canvas(a, 28) is not a and np.array_equal(ex.to_canvas(a, 28), a)
+
+
+def test_distort_with_the_playground_controls():
+    rng = np.random.default_rng(0)
+    a = rng.random((28, 28)).astype(np.float32)
+    same, msgs = ex.distort(a, ex.controls_identity())
+    assert np.array_equal(same, a) and not msgs
+    turned, msgs = ex.distort(a, {"rot": 90.0})
+    assert not msgs and np.allclose(turned, np.rot90(a, -1), atol=1e-4)  # window turns left, content right
+    flat, msgs = ex.distort(a, {"sx": 0.0})
+    assert np.array_equal(flat, a) and msgs[0].level == "error" and "singular" in msgs[0].text
+    shifted, _ = ex.distort(a, {"tx": 1.0})  # the window moves right by half the width
+    assert np.allclose(shifted[:, :14], a[:, 14:], atol=1e-5) and not shifted[:, 15:].any()
+
+
+# --------------------------------------------------------------------------- inference
+
+@pytest.mark.parametrize("dist,key", [("rts", "st-cnn-aff"), ("p", "st-cnn-proj"), ("e", "st-fcn-tps"),
+                                      ("rts", "cnn")])
+def test_predict_gives_the_transformers_view(ckdir, dist, key):
+    model, meta = load_model(ckdir / ex.stem_name(dist, key))
+    size = meta["input_size"]
+    x = torch.rand(3, 1, size, size, generator=torch.Generator().manual_seed(0))
+    preds = ex.predict(model, x)
+    grids = None if model.transformer is None else model.transformer.last_grid.clone()
+    with torch.no_grad():
+        probs = torch.softmax(model(x), 1).numpy()
+    assert np.allclose(np.stack([p.probs for p in preds]), probs, atol=1e-6)
+    assert [p.pred for p in preds] == list(probs.argmax(1))
+    assert np.allclose(ex.predict_probs(model, x, chunk=2), probs, atol=1e-6)
+    if model.transformer is None:
+        assert preds[0].output is None and preds[0].region is None
+        return
+    p = preds[2]
+    assert p.kind == meta["transform"] and p.output.shape == (size, size) and p.grid.shape == (size, size, 2)
+    assert np.array_equal(p.grid, grids[2].numpy())  # the transformer's own last_grid
+    assert p.region.shape == (129, 2) and np.isfinite(p.region).all()
+    # the region's corners are where the output's corners (±1) are read from: beyond the outermost
+    # pixel centres of the grid (±(1 - 1/S)) by half a pixel
+    g = p.grid.astype(np.float64)
+    corner_centre = g[0, 0]
+    direction = corner_centre - g[1, 1]
+    assert np.linalg.norm(p.region[0] - corner_centre) < 1.5 * np.linalg.norm(direction)
+    if p.kind == "tps":
+        # the TPS evaluated at the grid's pixel centres reproduces the transformer's grid
+        s = (np.arange(size) + 0.5) / size * 2 - 1
+        pts = np.stack(np.meshgrid(s, s), -1).reshape(-1, 2)
+        assert np.allclose(ex.tps_map_points(p.ctrl, pts), g.reshape(-1, 2), atol=1e-4)
+
+
+def test_predict_one_digit_and_wrong_size(ckdir):
+    model, _ = load_model(ckdir / "mnist_e_st-fcn-tps")
+    one = ex.predict(model, np.zeros((28, 28), np.float32))
+    assert len(one) == 1 and one[0].probs.sum() == pytest.approx(1.0, abs=1e-5) and one[0].ctrl.shape == (16, 2)
+    with pytest.raises(ValueError, match="takes 28×28"):
+        ex.predict(model, np.zeros((42, 42), np.float32))
+
+
+def test_region_outline_of_known_transforms():
+    ident = ex.region_outline("affine", np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    assert np.allclose(ident[0], [-1, -1]) and np.abs(ident).max() == pytest.approx(1.0)
+    half = ex.region_outline("projective", 2.0 * np.array([[0.5, 0, 0.2], [0, 0.5, 0], [0, 0, 1]]))
+    assert np.allclose(half[0], [-0.3, -0.5])  # h33 normalised to 1
+    from stn_core.transforms import tps_lattice
+    lat = tps_lattice(16, torch.float64).numpy()
+    assert np.allclose(ex.region_outline("tps", lat * 0.5), ident * 0.5, atol=1e-9)
+
+
+def test_find_mistakes_most_confident_first():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    mk = ex.find_mistakes(probs, np.array([0, 0, 0, 1]))
+    assert list(mk.indices) == [1, 3, 2] and mk.count == 3 and mk.n == 4 and mk.error == 75.0
+
+
+# --------------------------------------------------------------------------- Table 1
+
+def test_table1_uses_only_json_numbers(ckdir):
+    cells = ex.table1_cells(ckdir)
+    assert len(cells) == 8 and all(len(r) == 4 for r in cells)
+    by = {(c.dist, c.key): c for row in cells for c in row}
+    assert by[("rts", "st-cnn-aff")].ours == 1.23 and by[("rts", "st-cnn-aff")].status == "done"
+    assert by[("p", "st-cnn-proj")].status == "training"
+    assert by[("p", "st-cnn-proj")].ours_text() == "7.50 (step 10/50)"
+    assert by[("r", "fcn")].ours is None and by[("r", "fcn")].ours_text() == "not trained yet"
+    md = ex.table1_markdown(cells)
+    assert md.count("not trained yet") == 32 - 4
+    assert "| ST-CNN Aff | ours | not trained yet | **1.23** | not trained yet | not trained yet |" in md
+    assert "| | paper | 0.7 | 0.5 | 0.8 | 1.2 |" in md
+    assert md.count("| ours |") == 8 and md.count("| paper |") == 8
+
+
+def test_table1_report_details_and_schedule(ckdir):
+    text = ex.table1_report(ckdir, command="python scripts/make_table1.py --x")
+    assert text.startswith("# Table 1") and "Generated by `python scripts/make_table1.py --x`" in text
+    assert "3 of 32 cells trained, 1 still training" in text
+    assert "`python -m stn_core.train --task mnist-rts --model st-cnn --steps 50`" in text
+    assert "| mnist_rts_st-cnn-aff | 1.23 | 0.5 | 50 / 50 × 32 | 10,000 | 0 min (cpu) |" in text
+    assert "150,000 steps of batch 256" in text
+    assert "50 steps × batch 32 = 1,600 digits (0.0042 % of the paper's), lr 0.01 ÷10 at steps 17 and 34" in text
+    assert "batch 32 (paper: 256)" in text
+    empty = ex.table1_report(ckdir / "none")
+    assert "0 of 32 cells trained" in empty and empty.count("not trained yet") >= 32
+    assert "nothing to compare" in empty
+
+
+@pytest.mark.parametrize("steps", [3, 50, 20_000, 150_000])
+def test_lr_drop_steps_match_the_trainer(steps):
+    drops = ex.lr_drop_steps(steps)
+    changes = [s for s in range(1, steps) if lr_at(s, steps, 1.0) < lr_at(s - 1, steps, 1.0)]
+    assert drops == changes
+
+
+# --------------------------------------------------------------------------- figures, drawing pad
+
+def test_figures(ckdir):
+    model, _ = load_model(ckdir / "mnist_e_st-fcn-tps")
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    preds = ex.predict(model, x)
+    imgs = [x[i, 0].numpy() for i in range(4)]
+    svg = viz.figure1_gallery_svg(imgs, [p.pred for p in preds], [p.confidence for p in preds], [1, 2, None, 4],
+                                  regions=[p.region for p in preds], outputs=[p.output for p in preds],
+                                  grids=[p.grid for p in preds], captions=["#0", "#1", "#2", "#3"])
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert svg.count("<image") == 12 and "(b)" in svg and "true 4" in svg and "#3" in svg
+    plain = viz.figure1_gallery_svg(imgs, [0, 0, 0, 0], [0.5] * 4, [0, 1, 2, 3])
+    assert plain.count("<image") == 4 and "(b)" not in plain
+    fig = viz.region_figure(imgs[0], preds[0].region, preds[0].grid, preds[0].ctrl)
+    assert [t.name for t in fig.data][1:] == ["sampling grid", "sampled region", "output's top-left corner",
+                                              "control points"]
+    bars = viz.probability_figure([("ST", preds[0].probs), ("CNN", preds[1].probs)], true_label=3)
+    assert len(bars.data) == 2 and bars.layout.annotations[0].text == "true"
+
+
+def test_parse_drawing():
+    px = [0] * 784
+    px[28 * 14 + 14] = 255
+    a = parse_drawing({"pixels": px, "strokes": 1})
+    assert a.shape == (28, 28) and a.dtype == np.float32 and a[14, 14] == 1.0 and a.sum() == 1.0
+    for bad in (None, {}, {"pixels": [0] * 10}, {"pixels": ["x"] * 784}, {"pixels": [float("nan")] * 784}, [1, 2]):
+        assert parse_drawing(bad) is None
+    assert read_drawing("pad", {"pad": {"drawn": {"pixels": px}}})[14, 14] == 1.0
+    assert read_drawing("pad", {}) is None
