@@ -73,7 +73,7 @@ chromium:
 	  echo "WARNING: could not install chromium: browser tests will be skipped" >&2; fi
 
 test: install-dev chromium
-	@rc=0; $(PY) -m pytest tests -rs $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(PY) -m pytest tests -rfEs $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests (exit 5): treating as failure" >&2; exit 1; fi; \
 	exit $$rc
 

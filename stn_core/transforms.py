@@ -194,6 +194,13 @@ def _check_tps_control_points(ctrl_out: torch.Tensor, reg: float) -> None:
 
 @lru_cache(maxsize=32)
 def _tps_inverse_cached(ctrl_key: tuple[float, ...], reg: float) -> torch.Tensor:
+    # Cached tensors outlive the call: build them as normal tensors even when the first call
+    # comes from torch.inference_mode(), or later autograd use of the cache would fail.
+    with torch.inference_mode(False):
+        return _tps_inverse(ctrl_key, reg)
+
+
+def _tps_inverse(ctrl_key: tuple[float, ...], reg: float) -> torch.Tensor:
     ctrl = torch.tensor(ctrl_key, dtype=torch.float64).view(-1, 2)
     _check_tps_control_points(ctrl, reg)
     k = ctrl.shape[0]
@@ -255,6 +262,11 @@ def tps_bending_energy(ctrl_in: torch.Tensor, ctrl_out: torch.Tensor | None = No
 @lru_cache(maxsize=32)
 def _tps_design_cached(ctrl_key: tuple[float, ...], h: int, w: int, device: str) -> torch.Tensor:
     """Design matrix ``(H'W', K+3)`` = [U(|g − c_k|)..., x, y, 1] of the output grid, float64."""
+    with torch.inference_mode(False):  # a normal tensor, see _tps_inverse_cached
+        return _tps_design(ctrl_key, h, w, device)
+
+
+def _tps_design(ctrl_key: tuple[float, ...], h: int, w: int, device: str) -> torch.Tensor:
     ctrl = torch.tensor(ctrl_key, dtype=torch.float64).view(-1, 2)
     g = base_grid((h, w), torch.float64).view(h * w, 3)
     d2 = _sq_dist(g[:, :2], ctrl)

@@ -182,3 +182,13 @@ def test_grids_on_cuda_match_cpu(kind):
     gpu = S.make_grid(kind, params.cuda(), (8, 9))
     assert gpu.is_cuda
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_tps_cache_filled_in_inference_mode_still_supports_autograd():
+    S.transforms._tps_inverse_cached.cache_clear()
+    S.transforms._tps_design_cached.cache_clear()
+    with torch.inference_mode():
+        S.tps_grid(S.tps_lattice(9).unsqueeze(0), (5, 5))
+    ctrl = (S.tps_lattice(9) + 0.05).unsqueeze(0).requires_grad_()
+    S.tps_grid(ctrl, (5, 5)).sum().backward()
+    assert ctrl.grad is not None and torch.isfinite(ctrl.grad).all()
