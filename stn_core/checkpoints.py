@@ -91,7 +91,7 @@ def save_checkpoint(path_stem: str | os.PathLike, model: torch.nn.Module, meta: 
         if key not in meta and ckey in cfg:
             meta[key] = cfg[ckey]
     if "arch" not in meta and cfg:
-        meta["arch"] = {k: cfg[k] for k in ("width", "downsample", "target_params") if k in cfg}
+        meta["arch"] = {k: cfg[k] for k in ("width", "downsample", "target_params", "modulated") if k in cfg}
     meta.setdefault("classes", [str(i) for i in range(int(meta.get("num_classes", 10)))])
     meta.setdefault("torch_version", torch.__version__)
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -132,10 +132,10 @@ def _check_meta(meta: Any, where: Path) -> None:
     if unknown:
         raise CheckpointError(f"{where}: unknown metadata key(s) {', '.join(unknown)} "
                               f"(put free-form data under 'extra')")
-    from .models import MODEL_NAMES, ST_TRANSFORMS
+    from .models import ALL_MODEL_NAMES, ST_TRANSFORMS
 
-    if meta["model"] not in MODEL_NAMES:
-        raise CheckpointError(f"{where}: unknown model {meta['model']!r}; known: {', '.join(MODEL_NAMES)}")
+    if meta["model"] not in ALL_MODEL_NAMES:
+        raise CheckpointError(f"{where}: unknown model {meta['model']!r}; known: {', '.join(ALL_MODEL_NAMES)}")
     if meta["transform"] is not None and meta["transform"] not in ST_TRANSFORMS:
         raise CheckpointError(f"{where}: unknown transform {meta['transform']!r}; known: "
                               f"{', '.join(ST_TRANSFORMS)} or null")
@@ -210,7 +210,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     try:
         model = build_model(meta["model"], meta["transform"], meta["input_size"], meta["num_classes"],
                             width=arch.get("width"), downsample=arch.get("downsample"),
-                            **({"target_params": arch["target_params"]} if "target_params" in arch else {}))
+                            **({"target_params": arch["target_params"]} if "target_params" in arch else {}),
+                            **({"modulated": arch["modulated"]} if "modulated" in arch else {}))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{paths['meta']}: cannot rebuild the model ({e})") from None
     expected = model.state_dict()

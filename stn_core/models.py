@@ -1,4 +1,4 @@
-"""The distorted-MNIST models of the paper (Table 1): FCN, CNN, ST-FCN, ST-CNN.
+"""The distorted-MNIST models of the paper (Table 1): FCN, CNN, ST-FCN, ST-CNN; and DCN.
 
 Paper (appendix): all models have about the same number of parameters and three weight
 layers in the classifier, ReLU, softmax (here: logits; the loss applies the softmax).
@@ -13,6 +13,15 @@ layers in the classifier, ReLU, softmax (here: logits; the loss applies the soft
   (:func:`stn_core.fc_localisation`) [notes], then the FCN.
 * ST-CNN: a spatial transformer whose localisation net is 2× max-pool → conv 5×5 (20) →
   max-pool → conv 5×5 (20) → FC 20 (:func:`stn_core.conv_localisation`) [paper], then the CNN.
+
+* DCN [ours, issue 7]: the CNN with both convolutions deformable (:class:`stn_core.dcn.DeformConv2d`,
+  DCNv1 by default, DCNv2 modulation with ``modulated=True``): conv 9×9 → max-pool → ReLU →
+  conv 7×7 → max-pool → ReLU → FC. Each offset predictor is a zero-initialised 3×3
+  convolution dilated over its layer's window, so at initialisation the DCN *is* the CNN
+  (same layout, same init). Deforming both layers (rather than only the second, as DCN
+  does for the top of deep nets) is the counterpart of the ST-CNN: there the transformer
+  resamples the input image before conv 1; here conv 1 resamples the image and conv 2 the
+  pooled features, with offsets free at every position instead of a global warp.
 
 The transformer's output has the input's size; for inputs of 42×42 or more (RTS) it is
 2× down-sampled by average pooling before the classifier (42 → 21) [paper]. The width of
@@ -29,9 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dcn import DeformConv2d
 from .stn import SpatialTransformer, conv_localisation, fc_localisation
 
+#: The models of the paper's Table 1.
 MODEL_NAMES = ("fcn", "cnn", "st-fcn", "st-cnn")
+#: Models beyond Table 1 (issue 7: deformable convolution).
+EXTRA_MODEL_NAMES = ("dcn",)
+#: Every name :func:`build_model` accepts.
+ALL_MODEL_NAMES = MODEL_NAMES + EXTRA_MODEL_NAMES
 ST_TRANSFORMS = ("affine", "projective", "tps")
 DEFAULT_TARGET_PARAMS = 400_000
 TPS_POINTS = 16
@@ -75,6 +90,18 @@ def cnn_classifier(side: int, width: int, num_classes: int) -> nn.Sequential:
         nn.Flatten(), nn.Linear(width * s * s, num_classes))
 
 
+def dcn_classifier(side: int, width: int, num_classes: int, modulated: bool = False) -> nn.Sequential:
+    """DCN: the CNN with both convolutions deformable; ``(N, 1, side, side)`` → logits."""
+    pad = _cnn_padding(side)
+    s = ((side + 2 * pad - 8) // 2 - 6) // 2
+    if s < 1:
+        raise ValueError(f"input {side}×{side} is too small for the DCN (conv 9×9, pool, conv 7×7, pool)")
+    return nn.Sequential(
+        DeformConv2d(1, width, 9, padding=pad, modulated=modulated), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+        DeformConv2d(width, width, 7, modulated=modulated), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+        nn.Flatten(), nn.Linear(width * s * s, num_classes))
+
+
 class DistortedMNISTNet(nn.Module):
     """[spatial transformer] → [2× average pooling] → classifier.
 
@@ -114,8 +141,22 @@ class DistortedMNISTNet(nn.Module):
         return self
 
 
+class DeformableCNN(DistortedMNISTNet):
+    """The DCN model: no transformer; ``deform_layers`` are its :class:`DeformConv2d` layers
+    (conv 1, conv 2), whose ``last_offset (N, 2·k·k, H', W')`` / ``last_mask (N, k·k, H', W')``
+    hold the values of the last forward pass, detached."""
+
+    @property
+    def deform_layers(self) -> list[DeformConv2d]:
+        return [m for m in self.classifier if isinstance(m, DeformConv2d)]
+
+    def offset_parameters(self) -> list[nn.Parameter]:
+        """Weights of the offset (and mask) predictors — the DCN's 'localisation' weights."""
+        return [p for layer in self.deform_layers for p in layer.offset_conv.parameters()]
+
+
 def _normalise_transform(name: str, transform: str | None) -> str | None:
-    if name in ("fcn", "cnn"):
+    if name in ("fcn", "cnn", "dcn"):
         if transform not in (None, "", "none"):
             raise ValueError(f"model {name!r} has no spatial transformer; transform must be None, got {transform!r}")
         return None
@@ -125,7 +166,11 @@ def _normalise_transform(name: str, transform: str | None) -> str | None:
 
 
 def _make(name: str, transform: str | None, input_size: int, num_classes: int, width: int,
-          downsample: int) -> DistortedMNISTNet:
+          downsample: int, modulated: bool = False) -> DistortedMNISTNet:
+    if name == "dcn":
+        config = {"name": name, "transform": None, "input_size": input_size, "num_classes": num_classes,
+                  "width": width, "downsample": 1, "modulated": bool(modulated)}
+        return DeformableCNN(dcn_classifier(input_size, width, num_classes, modulated), None, 1, config)
     side_in = input_size
     side_cls = side_in // downsample
     base = "fcn" if name.endswith("fcn") else "cnn"
@@ -143,8 +188,12 @@ def _make(name: str, transform: str | None, input_size: int, num_classes: int, w
     return DistortedMNISTNet(classifier, st, downsample, config)
 
 
-def _classifier_count(base: str, side_cls: int, num_classes: int, width: int) -> int:
-    """Parameter count of a classifier, closed form (checked against the modules by the tests)."""
+def _classifier_count(base: str, side_cls: int, num_classes: int, width: int, modulated: bool = False) -> int:
+    """Parameter count of a classifier (``base`` fcn | cnn | dcn), closed form (checked against
+    the modules by the tests)."""
+    if base == "dcn":  # the CNN + two 3×3 offset predictors with 2kk (+kk modulated) outputs each
+        c1, c2 = (3 if modulated else 2) * 81, (3 if modulated else 2) * 49
+        return _classifier_count("cnn", side_cls, num_classes, width) + (9 * c1 + c1) + (9 * width * c2 + c2)
     if base == "fcn":
         return side_cls * side_cls * width + width + width * width + width + width * num_classes + num_classes
     pad = _cnn_padding(side_cls)
@@ -160,14 +209,18 @@ def _transformer_count(name: str, transform: str | None, input_size: int, num_cl
 
 
 def solve_width(name: str, transform: str | None, input_size: int, num_classes: int = 10,
-                target_params: int = DEFAULT_TARGET_PARAMS, downsample: int | None = None) -> int:
+                target_params: int = DEFAULT_TARGET_PARAMS, downsample: int | None = None,
+                modulated: bool = False) -> int:
     """Classifier width whose model has the parameter count closest to ``target_params``."""
     ds = default_downsample(input_size) if downsample is None else downsample
-    base = "fcn" if name.endswith("fcn") else "cnn"
+    if name == "dcn":
+        base, ds = "dcn", 1
+    else:
+        base = "fcn" if name.endswith("fcn") else "cnn"
     st = _transformer_count(name, transform, input_size, num_classes, ds)
 
     def total(w: int) -> int:
-        return st + _classifier_count(base, input_size // ds, num_classes, w)
+        return st + _classifier_count(base, input_size // ds, num_classes, w, modulated)
 
     lo, hi = 1, 1 << 14
     while lo < hi:  # counts grow with the width: binary search the first width reaching the target
@@ -183,13 +236,17 @@ def solve_width(name: str, transform: str | None, input_size: int, num_classes: 
 
 def build_model(name: str, transform: str | None = None, input_size: int = 28, num_classes: int = 10,
                 target_params: int = DEFAULT_TARGET_PARAMS, width: int | None = None,
-                downsample: int | None = None) -> DistortedMNISTNet:
-    """Registry: ``name`` in fcn, cnn, st-fcn, st-cnn; ``transform`` affine | projective | tps
-    for the ST models (None for fcn/cnn); ``input_size`` the side of the square input (28 or
-    42). ``width`` overrides the solved classifier width; ``downsample`` the ST output
-    down-sampling (default :func:`default_downsample`)."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+                downsample: int | None = None, modulated: bool | None = None) -> DistortedMNISTNet:
+    """Registry: ``name`` in fcn, cnn, st-fcn, st-cnn, dcn; ``transform`` affine | projective |
+    tps for the ST models (None for fcn/cnn/dcn); ``input_size`` the side of the square input
+    (28 or 42). ``width`` overrides the solved classifier width; ``downsample`` the ST output
+    down-sampling (default :func:`default_downsample`); ``modulated`` DCNv2 masks (dcn only,
+    default False: DCNv1)."""
+    if name not in ALL_MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ALL_MODEL_NAMES)}")
+    if modulated and name != "dcn":
+        raise ValueError(f"modulated applies to the deformable model dcn only, not {name!r}")
+    modulated = bool(modulated)
     transform = _normalise_transform(name, transform)
     input_size = int(input_size)
     if input_size < 16:
@@ -202,15 +259,15 @@ def build_model(name: str, transform: str | None = None, input_size: int = 28, n
     if transform is None:
         ds = 1
     if width is None:
-        width = solve_width(name, transform, input_size, num_classes, target_params, ds)
-    model = _make(name, transform, input_size, num_classes, int(width), ds)
+        width = solve_width(name, transform, input_size, num_classes, target_params, ds, modulated)
+    model = _make(name, transform, input_size, num_classes, int(width), ds, modulated)
     model.config["target_params"] = int(target_params)
     return model
 
 
 #: Registry: name → constructor ``(transform, input_size, num_classes, **kw)``.
-MODELS: dict[str, Callable[..., DistortedMNISTNet]] = {n: partial(build_model, n) for n in MODEL_NAMES}
+MODELS: dict[str, Callable[..., DistortedMNISTNet]] = {n: partial(build_model, n) for n in ALL_MODEL_NAMES}
 
-__all__ = ["DEFAULT_TARGET_PARAMS", "DistortedMNISTNet", "MODELS", "MODEL_NAMES", "ST_TRANSFORMS",
-           "build_model", "cnn_classifier", "count_params", "default_downsample", "fcn_classifier",
-           "solve_width"]
+__all__ = ["ALL_MODEL_NAMES", "DEFAULT_TARGET_PARAMS", "DeformableCNN", "DistortedMNISTNet", "EXTRA_MODEL_NAMES",
+           "MODELS", "MODEL_NAMES", "ST_TRANSFORMS", "build_model", "cnn_classifier", "count_params",
+           "dcn_classifier", "default_downsample", "fcn_classifier", "solve_width"]

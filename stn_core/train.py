@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from . import datasets as ds
 from .checkpoints import (CheckpointError, checkpoint_paths, load_meta, load_optimizer_tensors,
                           load_train_state, optimizer_tensors, read_safetensors, save_checkpoint)
-from .models import MODEL_NAMES, ST_TRANSFORMS, build_model
+from .models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
 
 #: Published test errors (%) of Table 1, keyed by (model, transform) then task.
 PAPER_TABLE1: dict[tuple[str, str | None], dict[str, float]] = {
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m stn_core.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", required=True, choices=list(ds.TASKS))
-    p.add_argument("--model", required=True, choices=list(MODEL_NAMES))
+    p.add_argument("--model", required=True, choices=list(ALL_MODEL_NAMES))
     p.add_argument("--transform", default=None, choices=list(ST_TRANSFORMS) + ["none"],
                    help="spatial transform of the ST models (affine by default for st-*)")
     p.add_argument("--steps", type=int, default=150_000, help="total SGD steps (paper: 150k)")
@@ -68,7 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.01, help="initial learning rate (paper: 0.01)")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (paper: plain SGD)")
     p.add_argument("--loc-lr-mult", type=float, default=1.0,
-                   help="learning-rate multiplier of the localisation net (paper's MNIST runs: 1)")
+                   help="learning-rate multiplier of the localisation net, or of the dcn's offset "
+                        "predictors (paper's MNIST runs: 1)")
+    p.add_argument("--modulated", action=argparse.BooleanOptionalAction, default=False,
+                   help="dcn only: DCNv2 modulation masks (default: DCNv1, offsets only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the training stream")
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/rts-st-cnn-aff")
     p.add_argument("--resume", action="store_true", help="continue from <out> if it exists")
@@ -96,7 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=10, help="progress-bar update interval (steps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    if a.model in ("fcn", "cnn"):
+    if a.modulated and a.model != "dcn":
+        p.error(f"--modulated applies to --model dcn only, not {a.model}")
+    if a.model in ("fcn", "cnn", "dcn"):
         if a.transform not in (None, "none"):
             p.error(f"--transform does not apply to {a.model}")
         a.transform = None
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     say = print if main_proc else (lambda *x, **k: None)
     paths = checkpoint_paths(a.out)
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
+    if a.model == "dcn":  # only dcn runs record it, so older checkpoints resume as before
+        train_args["modulated"] = a.modulated
 
     # ---- data
     verify = not a.no_verify
@@ -223,10 +230,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- model and optimizer
     torch.manual_seed(a.seed)
-    model = build_model(a.model, a.transform, size, 10, target_params=a.target_params).to(device)
+    model = build_model(a.model, a.transform, size, 10, target_params=a.target_params,
+                        **({"modulated": a.modulated} if a.model == "dcn" else {})).to(device)
     if a.channels_last:
         model.use_channels_last()
-    loc = list(model.transformer.parameters()) if model.transformer is not None else []
+    if model.transformer is not None:
+        loc = list(model.transformer.parameters())
+    else:  # the dcn's offset predictors play the localisation net's part
+        loc = list(model.offset_parameters()) if hasattr(model, "offset_parameters") else []
     loc_ids = {id(p) for p in loc}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
     groups = [{"params": rest, "lr_mult": 1.0}] + ([{"params": loc, "lr_mult": a.loc_lr_mult}] if loc else [])
@@ -240,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.resume and exists:
         meta = load_meta(paths["meta"])
         old = meta.get("train_args", {})
-        diff = {k: (old.get(k), train_args[k]) for k in RESUME_FIXED if old.get(k) != train_args[k]}
+        diff = {k: (old.get(k), train_args[k]) for k in train_args if old.get(k) != train_args[k]}
         if diff:
             raise SystemExit(f"error: cannot resume {a.out} with different settings: " +
                              ", ".join(f"{k} was {o!r}, now {n!r}" for k, (o, n) in diff.items()))

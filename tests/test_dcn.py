@@ -1,0 +1,199 @@
+"""Deformable convolution (issue 7): the layer, the dcn model, checkpoints and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stn_core import train as T
+from stn_core.checkpoints import load_model, save_checkpoint
+from stn_core.data.mnist import write_idx
+from stn_core.data.samples import load_mnist_sample
+from stn_core.dcn import DeformConv2d, sampling_positions
+from stn_core.models import (ALL_MODEL_NAMES, MODELS, DeformableCNN, _classifier_count, build_model,
+                             count_params)
+
+
+def _x(n, c, side, seed=0):
+    return torch.rand(n, c, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def _conv_twin(layer: DeformConv2d) -> torch.nn.Conv2d:
+    conv = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=layer.padding)
+    with torch.no_grad():
+        conv.weight.copy_(layer.weight)
+        conv.bias.copy_(layer.bias)
+    return conv
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("k,pad,cin", [(9, 0, 1), (7, 0, 5), (9, 4, 1), (3, 1, 4)])
+def test_at_init_it_is_the_plain_convolution(k, pad, cin, modulated):
+    torch.manual_seed(0)
+    layer = DeformConv2d(cin, 6, k, padding=pad, modulated=modulated)
+    x = _x(2, cin, 20)
+    y = layer(x)
+    torch.testing.assert_close(y, _conv_twin(layer)(x), atol=1e-5, rtol=1e-5)
+    ho = 20 + 2 * pad - k + 1
+    assert layer.last_offset.shape == (2, 2 * k * k, ho, ho) and not layer.last_offset.requires_grad
+    assert torch.count_nonzero(layer.last_offset) == 0
+    if modulated:
+        assert layer.last_mask.shape == (2, k * k, ho, ho)
+        torch.testing.assert_close(layer.last_mask, torch.ones_like(layer.last_mask))  # 2·sigmoid(0) = 1
+    else:
+        assert layer.last_mask is None
+
+
+def _with_uniform_offset(layer: DeformConv2d, dx: float, dy: float) -> DeformConv2d:
+    with torch.no_grad():
+        layer.offset_conv.bias[0:2 * layer.taps:2] = dy  # channel 2t: y (rows)
+        layer.offset_conv.bias[1:2 * layer.taps:2] = dx  # channel 2t + 1: x (columns)
+    return layer
+
+
+def test_a_uniform_offset_shifts_the_sampling():
+    torch.manual_seed(1)
+    x = _x(2, 3, 16)
+    layer = _with_uniform_offset(DeformConv2d(3, 4, 5), dx=1.0, dy=0.0)
+    conv = _conv_twin(layer)
+    y = layer(x)
+    # +1 px in x reads column c+1: the conv of the image moved one pixel to the left
+    shifted = torch.zeros_like(x)
+    shifted[..., :-1] = x[..., 1:]
+    ref = conv(shifted)
+    torch.testing.assert_close(y[..., :-1], ref[..., :-1], atol=1e-5, rtol=1e-5)  # away from the right border
+    torch.testing.assert_close(y[..., :-1], conv(x)[..., 1:], atol=1e-5, rtol=1e-5)
+    # +2 px in y: rows move up by two
+    layer = _with_uniform_offset(layer, dx=0.0, dy=2.0)
+    torch.testing.assert_close(layer(x)[..., :-2, :], conv(x)[..., 2:, :], atol=1e-5, rtol=1e-5)
+    # half a pixel in x: bilinear, the mean of the two neighbouring convolutions
+    layer = _with_uniform_offset(layer, dx=0.5, dy=0.0)
+    y = layer(x)
+    torch.testing.assert_close(y[..., :-1], 0.5 * (conv(x)[..., :-1] + conv(x)[..., 1:]), atol=1e-5, rtol=1e-5)
+    # where the taps land, in input pixels
+    pos = sampling_positions(layer)
+    assert pos.shape == (2, 12, 12, 25, 2)
+    torch.testing.assert_close(pos[0, 3, 7, 0], torch.tensor([7.5, 3.0]))  # tap (0, 0) of output (row 3, col 7)
+    torch.testing.assert_close(pos[0, 3, 7, 24], torch.tensor([11.5, 7.0]))  # tap (4, 4)
+
+
+def test_modulation_scales_the_taps():
+    torch.manual_seed(2)
+    layer = DeformConv2d(2, 3, 3, padding=1, modulated=True)
+    x = _x(1, 2, 8)
+    with torch.no_grad():
+        layer.offset_conv.bias[2 * layer.taps:] = -1e4  # mask 2·sigmoid(−∞) = 0: only the bias is left
+    y = layer(x)
+    torch.testing.assert_close(y, layer.bias.view(1, 3, 1, 1).expand_as(y).detach(), atol=1e-6, rtol=0)
+
+
+def test_gradient_reaches_the_offset_predictor():
+    torch.manual_seed(3)
+    for modulated in (False, True):
+        m = build_model("dcn", None, 28, modulated=modulated)
+        x = _x(8, 1, 28)
+        F.cross_entropy(m(x), torch.arange(8)).backward()
+        for layer in m.deform_layers:
+            assert layer.offset_conv.weight.grad.abs().sum() > 0
+            assert layer.offset_conv.bias.grad.abs().sum() > 0
+        assert len(m.offset_parameters()) == 4
+
+
+def test_bad_offset_kernel():
+    with pytest.raises(ValueError, match="cannot span"):
+        DeformConv2d(1, 1, 7, offset_kernel=5)  # 6 is not divisible by 4
+    assert DeformConv2d(1, 1, 7, offset_kernel=None).offset_conv.kernel_size == (7, 7)
+    assert DeformConv2d(1, 1, 9).offset_conv.dilation == (4, 4)
+
+
+@pytest.mark.parametrize("side", [28, 42])
+def test_dcn_model_shapes_and_budget(side):
+    cnn = count_params(build_model("cnn", None, side))
+    for modulated in (False, True):
+        m = build_model("dcn", None, side, modulated=modulated)
+        assert isinstance(m, DeformableCNN) and m.transformer is None
+        assert m.config["modulated"] is modulated and m.config["downsample"] == 1
+        n = count_params(m)
+        assert abs(n - cnn) <= 0.15 * cnn, (n, cnn)
+        assert abs(n - 400_000) < 0.02 * 400_000
+        assert _classifier_count("dcn", side, 10, m.config["width"], modulated) == n
+        x = _x(3, 1, side)
+        assert m(x).shape == (3, 10)
+        l1, l2 = m.deform_layers
+        k = 3 if modulated else 2
+        assert l1.last_offset.shape[:2] == (3, 2 * 81) and l2.last_offset.shape[:2] == (3, 2 * 49)
+        assert l1.offset_conv.out_channels == k * 81 and l2.offset_conv.out_channels == k * 49
+        # at init the dcn is the cnn with the same weights
+        cnn_m = build_model("cnn", None, side, width=m.config["width"])
+        cnn_m.load_state_dict({k: v for k, v in m.state_dict().items() if "offset_conv" not in k})
+        torch.testing.assert_close(m(x), cnn_m(x), atol=1e-5, rtol=1e-5)
+        ref = m(x)
+        m.use_channels_last()
+        torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_registry_and_errors():
+    assert "dcn" in ALL_MODEL_NAMES and "dcn" in MODELS
+    assert MODELS["dcn"](None, 28).config["name"] == "dcn"
+    with pytest.raises(ValueError, match="no spatial transformer"):
+        build_model("dcn", "affine", 28)
+    with pytest.raises(ValueError, match="dcn only"):
+        build_model("cnn", None, 28, modulated=True)
+
+
+def _perturbed(modulated, side, seed=0):
+    torch.manual_seed(seed)
+    m = build_model("dcn", None, side, modulated=modulated)
+    with torch.no_grad():  # non-zero offsets and masks, so the predictors matter
+        for p in m.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return m.eval()
+
+
+@pytest.mark.parametrize("modulated,side", [(False, 28), (True, 42)])
+def test_checkpoint_round_trip(tmp_path, modulated, side):
+    m = _perturbed(modulated, side)
+    x = _x(4, 1, side, seed=5)
+    ref = m(x)
+    assert m.deform_layers[0].last_offset.abs().max() > 0
+    save_checkpoint(tmp_path / "ck", m, {"task": "mnist-rts" if side == 42 else "mnist-r", "steps": 1})
+    meta = json.loads((tmp_path / "ck.json").read_text())
+    assert meta["model"] == "dcn" and meta["transform"] is None and meta["arch"]["modulated"] is modulated
+    m2, meta2 = load_model(tmp_path / "ck")
+    assert isinstance(m2, DeformableCNN) and m2.config["modulated"] is modulated
+    assert torch.equal(m2(x), ref)
+
+
+# --------------------------------------------------------------------------- CLI
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mnist")
+    x, y = load_mnist_sample()
+    for img, lab, n in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 500),
+                        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 200)):
+        write_idx(root / img, x[:n].astype(np.uint8))
+        write_idx(root / lab, y[:n].astype(np.uint8))
+    return root
+
+
+def test_cli_trains_a_dcn(data_root, tmp_path):
+    out = tmp_path / "mnist_r_dcn"
+    common = ["--data-root", str(data_root), "--no-verify", "--threads", "1", "--no-progress", "--task", "mnist-r",
+              "--model", "dcn", "--batch", "8", "--lr", "0.01", "--momentum", "0.9", "--test-limit", "40"]
+    meta = T.main([*common, "--steps", "20", "--out", str(out)])
+    assert meta["final"] and meta["steps"] == 20 and meta["model"] == "dcn" and meta["transform"] is None
+    assert meta["train_args"]["modulated"] is False and meta["paper_error"] is None
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["model"] == "dcn" and saved["arch"]["modulated"] is False
+    m, _ = load_model(out)
+    assert any(layer.offset_conv.weight.abs().sum() > 0 for layer in m.deform_layers)  # offsets learned
+    # resuming with the other modulation is refused; --modulated is for dcn only
+    with pytest.raises(SystemExit, match="different settings"):
+        T.main([*common, "--steps", "20", "--out", str(out), "--modulated", "--resume"])
+    with pytest.raises(SystemExit):
+        T.parse_args(["--task", "mnist-r", "--model", "cnn", "--modulated", "--out", "x"])
+    with pytest.raises(SystemExit):
+        T.parse_args(["--task", "mnist-r", "--model", "dcn", "--transform", "tps", "--out", "x"])
