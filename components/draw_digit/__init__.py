@@ -26,30 +26,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-ASSET_DIR = Path(__file__).resolve().parent
-JS_PATH = ASSET_DIR / "draw_digit.js"
-CSS_PATH = ASSET_DIR / "draw_digit.css"
+from components import BundledComponent
+
 COMPONENT_NAME = "stn_lab.draw_digit"
 #: Name of the trigger the component sends after a stroke or a clear.
 EVENT = "drawn"
 SIDE = 28
 
-_renderer: Callable[..., Any] | None = None
-
-
-def assets() -> tuple[str, str]:
-    """The component's JavaScript and CSS source (read from the bundled files)."""
-    return JS_PATH.read_text(encoding="utf-8"), CSS_PATH.read_text(encoding="utf-8")
-
-
-def _mount() -> Callable[..., Any]:
-    global _renderer
-    if _renderer is None:
-        import streamlit as st
-
-        js, css = assets()
-        _renderer = st.components.v2.component(COMPONENT_NAME, js=js, css=css, isolate_styles=True)
-    return _renderer
+_COMPONENT = BundledComponent(COMPONENT_NAME, Path(__file__).resolve().parent, "draw_digit")
+#: The component's JavaScript and CSS source (read from the bundled files).
+assets = _COMPONENT.assets
 
 
 def parse_drawing(value: Any) -> np.ndarray | None:
@@ -88,6 +74,6 @@ def draw_digit(*, key: str, on_drawn: Callable[[], None] | None = None, size: in
     """Mount the drawing pad (``size`` CSS px square, strokes ``stroke`` × the side wide); a new
     ``clear_token`` wipes it. Returns the drawing sent just before this run, if any."""
     data = {"size": int(size), "stroke": float(stroke), "clear_token": clear_token}
-    result = _mount()(key=key, data=data, on_drawn_change=on_drawn or (lambda: None))
+    result = _COMPONENT.mount()(key=key, data=data, on_drawn_change=on_drawn or (lambda: None))
     getter = getattr(result, "get", None)
     return parse_drawing(getter(EVENT) if getter else None)

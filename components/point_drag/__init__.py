@@ -33,9 +33,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-ASSET_DIR = Path(__file__).resolve().parent
-JS_PATH = ASSET_DIR / "point_drag.js"
-CSS_PATH = ASSET_DIR / "point_drag.css"
+from components import BundledComponent
+
 COMPONENT_NAME = "stn_lab.point_drag"
 #: Name of the trigger the component sends on release.
 EVENT = "drop"
@@ -43,23 +42,9 @@ MARK_KINDS = ("landed", "affine")
 
 Point = tuple[float, float]
 
-_renderer: Callable[..., Any] | None = None
-
-
-def assets() -> tuple[str, str]:
-    """The component's JavaScript and CSS source (read from the bundled files)."""
-    return JS_PATH.read_text(encoding="utf-8"), CSS_PATH.read_text(encoding="utf-8")
-
-
-def _mount() -> Callable[..., Any]:
-    """Register the component once per process and return its mounting command."""
-    global _renderer
-    if _renderer is None:
-        import streamlit as st
-
-        js, css = assets()
-        _renderer = st.components.v2.component(COMPONENT_NAME, js=js, css=css, isolate_styles=True)
-    return _renderer
+_COMPONENT = BundledComponent(COMPONENT_NAME, Path(__file__).resolve().parent, "point_drag")
+#: The component's JavaScript and CSS source (read from the bundled files).
+assets = _COMPONENT.assets
 
 
 def _finite_pair(p: Sequence[float], what: str, digits: int | None = None) -> list[float]:
@@ -153,6 +138,6 @@ def point_drag(image_uri: str, image_size: Sequence[int], points: Iterable[Seque
     to :func:`payload`."""
     pts = list(points)
     data = payload(image_uri, image_size, pts, **kwargs)
-    result = _mount()(key=key, data=data, on_drop_change=on_drop or (lambda: None))
+    result = _COMPONENT.mount()(key=key, data=data, on_drop_change=on_drop or (lambda: None))
     getter = getattr(result, "get", None)
     return parse_drop(getter(EVENT) if getter else None, len(pts))
