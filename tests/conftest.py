@@ -1,6 +1,6 @@
 """Shared pytest fixtures: a Streamlit server and a headless Chromium.
 
-Only the browser tests use these fixtures; nothing here runs for other tests.
+Browser fixtures (server, Chromium, page) and the tiny-MNIST fixture of the training-CLI tests.
 """
 from __future__ import annotations
 
@@ -48,3 +48,21 @@ def page(browser):
         yield pg
     finally:
         context.close()
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """A tiny MNIST in the official idx layout, cut from the shipped sample (500 train, 200 test
+    digits), for training-CLI tests that must not need the full dataset."""
+    import numpy as np
+
+    from stn_core.data.mnist import write_idx
+    from stn_core.data.samples import load_mnist_sample
+
+    root = tmp_path_factory.mktemp("mnist")
+    x, y = load_mnist_sample()
+    for img, lab, n in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 500),
+                        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 200)):
+        write_idx(root / img, x[:n].astype(np.uint8))
+        write_idx(root / lab, y[:n].astype(np.uint8))
+    return root

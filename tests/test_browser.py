@@ -148,21 +148,29 @@ def test_navigation_matches_tested_pages(app_server, page):
 
 # --------------------------------------------------------------------------- playground
 
+
+def _rotate_one_step(page):
+    """Press PageUp on the Rotation slider and wait until its value moved; returns the thumb.
+
+    One PageUp = one tenth of the range (36°) and a single rerun. (Many quick ArrowRight
+    presses race with the reruns they trigger and get partly lost.)"""
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text=ROTATION_LABEL).first
+    thumb = slider.get_by_role("slider").first  # react-aria: a visually hidden <input type=range>
+    thumb.focus()
+    start = float(thumb.input_value())
+    thumb.press("PageUp")
+    page.wait_for_function(
+        "([el, v]) => parseFloat(el.value) !== v", arg=[thumb.element_handle(), start], timeout=10_000
+    )
+    return thumb, start
+
+
 def test_playground_slider_changes_output(app_server, page, browser):
     open_page(page, app_server.url, "/playground")
     before = _settled_pixels(page)
     assert mean_abs_diff(before, _settled_pixels(page)) <= SAME_VIEW_MAX, "output not stable without input"
 
-    slider = page.locator('[data-testid="stSlider"]').filter(has_text=ROTATION_LABEL).first
-    thumb = slider.get_by_role("slider").first  # react-aria: a visually hidden <input type=range>
-    thumb.focus()
-    start = float(thumb.input_value())
-    # One PageUp = one tenth of the range (36°) and a single rerun. (Many quick
-    # ArrowRight presses race with the reruns they trigger and get partly lost.)
-    thumb.press("PageUp")
-    page.wait_for_function(
-        "([el, v]) => parseFloat(el.value) !== v", arg=[thumb.element_handle(), start], timeout=10_000
-    )
+    thumb, start = _rotate_one_step(page)
     value = float(thumb.input_value())
     after, diff = _wait_for_change(page, before)
     assert after is not None, (
@@ -297,14 +305,7 @@ SAMPLER_OUTPUT_TITLE = "Bilinear ("  # the bilinear output chart (pages/sampler.
 def test_sampler_slider_and_experiment(app_server, page):
     open_page(page, app_server.url, "/sampler")
     before = _settled_pixels(page, title=SAMPLER_OUTPUT_TITLE)
-    slider = page.locator('[data-testid="stSlider"]').filter(has_text=ROTATION_LABEL).first
-    thumb = slider.get_by_role("slider").first
-    thumb.focus()
-    start = float(thumb.input_value())
-    thumb.press("PageUp")
-    page.wait_for_function(
-        "([el, v]) => parseFloat(el.value) !== v", arg=[thumb.element_handle(), start], timeout=10_000
-    )
+    thumb, _ = _rotate_one_step(page)
     after, diff = _wait_for_change(page, before, title=SAMPLER_OUTPUT_TITLE)
     assert after is not None, f"the rotation slider did not change the bilinear output (diff {diff:.2f})"
     assert float(_query(page).get("rot", "nan")) == pytest.approx(float(thumb.input_value()))
@@ -340,14 +341,7 @@ def test_explorer_controls_and_drawing(browser, tmp_path, monkeypatch):
             _assert_clean(page, "/explorer (tiny checkpoint)")
             before = _settled_pixels(page, title=EXPLORER_INPUT_TITLE)
 
-            slider = page.locator('[data-testid="stSlider"]').filter(has_text=ROTATION_LABEL).first
-            thumb = slider.get_by_role("slider").first
-            thumb.focus()
-            start = float(thumb.input_value())
-            thumb.press("PageUp")
-            page.wait_for_function(
-                "([el, v]) => parseFloat(el.value) !== v", arg=[thumb.element_handle(), start], timeout=10_000
-            )
+            _rotate_one_step(page)
             rotated, diff = _wait_for_change(page, before, title=EXPLORER_INPUT_TITLE)
             assert rotated is not None, f"the rotation slider did not change the explorer's input (diff {diff:.2f})"
             _assert_clean(page, "/explorer after moving the rotation slider")

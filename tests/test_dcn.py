@@ -2,15 +2,12 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from stn_core import train as T
 from stn_core.checkpoints import load_model, save_checkpoint
-from stn_core.data.mnist import write_idx
-from stn_core.data.samples import load_mnist_sample
 from stn_core.dcn import DeformConv2d, sampling_positions
 from stn_core.models import (ALL_MODEL_NAMES, MODELS, DeformableCNN, _classifier_count, build_model,
                              count_params)
@@ -167,17 +164,6 @@ def test_checkpoint_round_trip(tmp_path, modulated, side):
 
 
 # --------------------------------------------------------------------------- CLI
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnist")
-    x, y = load_mnist_sample()
-    for img, lab, n in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 500),
-                        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 200)):
-        write_idx(root / img, x[:n].astype(np.uint8))
-        write_idx(root / lab, y[:n].astype(np.uint8))
-    return root
-
 
 def test_cli_trains_a_dcn(data_root, tmp_path):
     out = tmp_path / "mnist_r_dcn"

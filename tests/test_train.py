@@ -11,29 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from stn_core import datasets as ds
 from stn_core import train as T
 from stn_core.checkpoints import load_model, read_safetensors
-from stn_core.data.mnist import write_idx
-from stn_core.data.samples import load_mnist_sample
 from stn_core.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnist")
-    x, y = load_mnist_sample()
-    for img, lab, n in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 500),
-                        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 200)):
-        write_idx(root / img, x[:n].astype(np.uint8))
-        write_idx(root / lab, y[:n].astype(np.uint8))
-    return root
 
 
 def _args(data_root, out, *extra):
