@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import median_ms  # noqa: E402
+from timing import median_ms, write_report  # noqa: E402
 from stn_core import playground as pg  # noqa: E402
 from stn_core import viz  # noqa: E402
 
@@ -98,12 +98,7 @@ def main() -> None:
     lines += [f"| {label} | {w:.2f} | {f:.2f} | {t:.2f} | {kb:.0f} |" for label, w, f, t, kb in rows]
     worst = max(r[3] for r in rows)
     lines += ["", f"Slowest case: {worst:.1f} ms per redraw on this machine."]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import interleaved_median_ms  # noqa: E402
+from timing import interleaved_median_ms, write_report  # noqa: E402
 import stn_core as S  # noqa: E402
 
 CASES = [  # (N, C, H, W) input, output size
@@ -116,9 +116,7 @@ def main() -> None:
     lines += ["", "The fast backend is `grid_sample` plus argument checks; the reference backend is the paper's "
               "kernel sum (4 gathers) with a hand-written backward in Python, kept for clarity and for checking "
               "the paper's gradients, not for speed."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stn_core.fileio import atomic_write_bytes  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, device: torch.device | None = None) -> float:
@@ -39,3 +44,9 @@ def interleaved_median_ms(fns: dict[str, Callable[[], object]], repeats: int, wa
             if r >= warmup:
                 times[k].append(t)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def write_report(path: str | Path, lines: list[str]) -> None:
+    """Write a results table atomically (``stn_core.fileio``) and say where it went."""
+    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
+    print(f"wrote {path}")

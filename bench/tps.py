@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import median_ms  # noqa: E402
+from timing import median_ms, write_report  # noqa: E402
 from components.point_drag import payload  # noqa: E402
 from stn_core import tps_editor as te  # noqa: E402
 from stn_core import transforms  # noqa: E402
@@ -111,12 +111,7 @@ def main() -> None:
     verdict = "meets" if worst < 100 else "misses"
     lines += ["", f"Slowest compute: {worst:.1f} ms per update ({verdict} the 100 ms target); slowest total "
                   f"with drawing: {worst_total:.1f} ms."]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,17 @@ class BundledComponent:
             js, css = self.assets()
             self._renderer = st.components.v2.component(self.name, js=js, css=css, isolate_styles=True)
         return self._renderer
+
+
+def event_value(key: str, event: str, session_state: Any = None) -> Any:
+    """Inside a component callback: the value of trigger ``event`` of component ``key`` (or None)."""
+    if session_state is None:
+        import streamlit as st
+
+        session_state = st.session_state
+    try:
+        value = session_state[key]
+    except (KeyError, AttributeError):
+        return None
+    getter = getattr(value, "get", None)
+    return getter(event) if getter else None

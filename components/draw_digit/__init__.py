@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from components import BundledComponent
+from components import BundledComponent, event_value
 
 COMPONENT_NAME = "stn_lab.draw_digit"
 #: Name of the trigger the component sends after a stroke or a clear.
@@ -57,16 +57,7 @@ def parse_drawing(value: Any) -> np.ndarray | None:
 
 def read_drawing(key: str, session_state: Any = None) -> np.ndarray | None:
     """Inside an ``on_drawn`` callback: the drawing of component ``key`` (or None)."""
-    if session_state is None:
-        import streamlit as st
-
-        session_state = st.session_state
-    try:
-        value = session_state[key]
-    except (KeyError, AttributeError):
-        return None
-    getter = getattr(value, "get", None)
-    return parse_drawing(getter(EVENT) if getter else None)
+    return parse_drawing(event_value(key, EVENT, session_state))
 
 
 def draw_digit(*, key: str, on_drawn: Callable[[], None] | None = None, size: int = 280,

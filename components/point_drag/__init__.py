@@ -33,7 +33,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from components import BundledComponent
+from components import BundledComponent, event_value
 
 COMPONENT_NAME = "stn_lab.point_drag"
 #: Name of the trigger the component sends on release.
@@ -119,16 +119,7 @@ def parse_drop(value: Any, k: int) -> list[Point] | None:
 
 def read_drop(key: str, k: int, session_state: Any = None) -> list[Point] | None:
     """Inside an ``on_drop`` callback: the dropped points of component ``key`` (or None)."""
-    if session_state is None:
-        import streamlit as st
-
-        session_state = st.session_state
-    try:
-        value = session_state[key]
-    except (KeyError, AttributeError):
-        return None
-    getter = getattr(value, "get", None)
-    return parse_drop(getter(EVENT) if getter else None, k)
+    return parse_drop(event_value(key, EVENT, session_state), k)
 
 
 def point_drag(image_uri: str, image_size: Sequence[int], points: Iterable[Sequence[float]], *, key: str,
