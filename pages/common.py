@@ -179,6 +179,46 @@ def image_picker(prefix: str, where=None) -> tuple[str, np.ndarray, str, list[pg
     return "upload", image, f"your upload: {name}", msgs
 
 
+# --------------------------------------------------------------------------- export and links
+
+#: plotly config for every figure: the modebar's camera button downloads the figure as a PNG
+#: at 2× resolution (rendered in the browser, no server-side dependency).
+PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False, "displayModeBar": True,
+               "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def plot_config(filename: str) -> dict:
+    """``PLOT_CONFIG`` with the PNG download named ``filename`` (no extension)."""
+    return {**PLOT_CONFIG, "toImageButtonOptions": {"format": "png", "scale": 2, "filename": filename}}
+
+
+def view_url(params: dict[str, str] | None = None) -> str:
+    """The absolute URL of this page with ``params`` (default: the current query string)."""
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    base = str(getattr(st.context, "url", "") or "")
+    parts = urlsplit(base)
+    query = urlencode(query_dict() if params is None else params)
+    if not parts.scheme:  # no browser context (tests): a relative link
+        return "?" + query if query else "./"
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def copy_link(where=None, params: dict[str, str] | None = None) -> None:
+    """A "Link to this view" box with a copy button (``st.code``'s clipboard icon)."""
+    where = st.sidebar if where is None else where
+    with where.expander(":material/link: Link to this view", expanded=False):
+        st.code(view_url(params), language=None, wrap_lines=True)
+        st.caption("Copy with the icon at the right; the link reopens this page with these settings.")
+
+
+def png_download(image_png: bytes, filename: str, label: str = "Download PNG", where=st, key: str | None = None
+                 ) -> None:
+    """A download button for an already encoded PNG (``viz.png_bytes``)."""
+    where.download_button(label, data=image_png, file_name=filename, mime="image/png",
+                          icon=":material/download:", key=key)
+
+
 # --------------------------------------------------------------------------- navigation guard
 
 def ensure_navigation() -> None:

@@ -73,11 +73,20 @@ def display_image(image: np.ndarray, empty: np.ndarray | None = None, target: in
     return big, k
 
 
+def png_bytes(image: np.ndarray, upscale: int = 1) -> bytes:
+    """(H, W) or (H, W, 3) image, float in [0, 1] or uint8 → PNG file bytes, optionally
+    enlarged ``upscale``× with nearest neighbour (crisp pixels for small digits)."""
+    rgb = to_uint8(image)
+    if upscale > 1:
+        rgb = upscale_nearest(rgb, int(upscale))
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def png_data_uri(rgb: np.ndarray) -> str:
     """uint8 (H, W, 3) → "data:image/png;base64,..." (fast compression)."""
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(rgb)).save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode("ascii")
 
 
 _URI_CACHE: OrderedDict[bytes, tuple[str, int]] = OrderedDict()

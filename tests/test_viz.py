@@ -142,3 +142,12 @@ def test_pipeline_svg_is_valid_and_has_three_thumbnails() -> None:
     tag = viz.svg_img_tag(svg, alt='a "quoted" alt')
     assert tag.startswith('<img src="data:image/svg+xml;base64,') and "&quot;quoted&quot;" in tag
     assert base64.b64decode(tag.split("base64,", 1)[1].split('"', 1)[0]).decode() == svg
+
+
+def test_png_bytes_decodes_to_the_image_enlarged_with_crisp_pixels() -> None:
+    img = np.zeros((3, 4), np.float32)
+    img[1, 2] = 1.0
+    data = viz.png_bytes(img, upscale=5)
+    back = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert back.shape == (15, 20, 3)
+    assert (back[5:10, 10:15] == 255).all() and back[:5].max() == 0 and back[:, :10].max() == 0
