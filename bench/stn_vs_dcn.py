@@ -2,7 +2,9 @@
 
 Usage: python bench/stn_vs_dcn.py [--repeats 5] [--batch 256] [--threads 1] [--out results/bench-stn-vs-dcn.md]
 
-For cnn, st-cnn affine, st-cnn tps, dcn and dcn modulated at 28×28 and 42×42 inputs: the
+For cnn, st-cnn affine, st-cnn tps, dcn and dcn modulated (each DCN with both backends of
+stn_core.dcn: torchvision's deform_conv2d and the sampled grid_sample + matmul path) at 28×28
+and 42×42 inputs: the
 parameter count, how many numbers the sampling machinery predicts per image (6 for affine,
 2K = 32 for TPS, 2·k·k·H'·W' offsets per deformable layer, plus k·k·H'·W' masks when
 modulated), how many bilinear reads it makes per image, and the forward (no_grad, eval) and
@@ -27,14 +29,17 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import interleaved_median_ms  # noqa: E402
 import stn_core as S  # noqa: E402
+from stn_core.dcn import set_backend  # noqa: E402
 from stn_core.models import TPS_POINTS, build_model, count_params  # noqa: E402
 
-MODELS = [  # (label, name, transform, modulated)
-    ("cnn", "cnn", None, False),
-    ("st-cnn affine", "st-cnn", "affine", False),
-    ("st-cnn tps", "st-cnn", "tps", False),
-    ("dcn", "dcn", None, False),
-    ("dcn modulated", "dcn", None, True),
+MODELS = [  # (label, name, transform, modulated, DeformConv2d backend)
+    ("cnn", "cnn", None, False, None),
+    ("st-cnn affine", "st-cnn", "affine", False, None),
+    ("st-cnn tps", "st-cnn", "tps", False, None),
+    ("dcn (torchvision)", "dcn", None, False, "torchvision"),
+    ("dcn (sampled)", "dcn", None, False, "sampled"),
+    ("dcn modulated (torchvision)", "dcn", None, True, "torchvision"),
+    ("dcn modulated (sampled)", "dcn", None, True, "sampled"),
 ]
 SIZES = (28, 42)
 
@@ -105,8 +110,9 @@ def main() -> None:
         "# Spatial transformer vs deformable convolution: size and CPU cost",
         "",
         f"Command: `{command.strip()}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared with "
-        f"training runs), {args.threads} torch thread(s), torch {torch.__version__}. Batch {args.batch}, "
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, shared with "
+        f"other jobs (training runs) while this ran, so absolute times are noisy; the ratios, measured "
+        f"round-robin in the same rounds, are the numbers to read. {args.threads} torch thread(s), torch {torch.__version__}. Batch {args.batch}, "
         f"median of {args.repeats} round-robin repeats after {args.warmup} warm-up(s); models channels-last "
         f"as in training. Ratios are to the plain CNN of the same input size, measured in the same rounds.",
         "",
@@ -114,15 +120,22 @@ def main() -> None:
         "offsets and masks); *reads/img*: bilinear reads per image (an ST warps the one-channel image once; a "
         "deformable conv reads k·k taps per output position and input channel).",
         "",
+        "DCN backends (stn_core.dcn): *torchvision* = `torchvision.ops.deform_conv2d` (the reference); "
+        "*sampled* = the k·k·H'·W' taps read with one `grid_sample` into columns, then one matmul (batch "
+        "chunked, backward recomputes each chunk's columns). Same weights, same function; `backend=\"auto\"` "
+        "uses *sampled* on CPU and torchvision on CUDA.",
+        "",
     ]
     for side in SIZES:
         g = torch.Generator().manual_seed(side)
         x = torch.rand(args.batch, 1, side, side, generator=g)
         y = torch.randint(0, 10, (args.batch,), generator=g)
         models, info = {}, {}
-        for label, name, tr, mod in MODELS:
+        for label, name, tr, mod, backend in MODELS:
             torch.manual_seed(0)
             m = build_model(name, tr, side, **({"modulated": True} if mod else {}))
+            if backend is not None:
+                set_backend(m, backend)
             info[label] = (count_params(m), m.config["width"], *sampling_numbers(m, side))
             models[label] = m.use_channels_last()
         print(f"{side}×{side}: timing forward ...", flush=True)
@@ -140,6 +153,11 @@ def main() -> None:
             n, width, pred, reads, how = info[label]
             lines.append(f"| {label} | {n:,} | {width} | {pred:,} | {reads:,} | {fwd[label]:.1f} | "
                          f"{fwd[label] / fwd['cnn']:.2f} | {fb[label]:.1f} | {fb[label] / fb['cnn']:.2f} | {how} |")
+        lines.append("")
+        for kind in ("dcn", "dcn modulated"):
+            tv, sa = f"{kind} (torchvision)", f"{kind} (sampled)"
+            lines.append(f"- {kind}: the sampled backend is {fwd[tv] / fwd[sa]:.1f}× faster than torchvision's "
+                         f"forward and {fb[tv] / fb[sa]:.1f}× faster forward+backward.")
         lines.append("")
 
     lines += ["## Grid generation: TPS vs affine",

@@ -11,11 +11,10 @@ JSONs and results/table1.md say so.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from train_queue import run_queue  # scripts/ is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,14 +34,6 @@ SCHEDULES = {
 
 def family(name: str) -> str:
     return "cnn" if MODELS[name][0] in ("cnn", "st-cnn") else "fcn"
-
-
-def is_final(stem: Path) -> bool:
-    meta = stem.with_suffix(".json")
-    try:
-        return bool(json.loads(meta.read_text()).get("final"))
-    except (OSError, ValueError):
-        return False
 
 
 def command(task: str, name: str, stem: Path, threads: int) -> list[str]:
@@ -65,24 +56,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
     args = ap.parse_args()
-    start = time.time()
-    for task in args.tasks:
-        for name in args.models:
-            if family(name) not in args.families:
-                continue
-            stem = ROOT / "checkpoints" / f"mnist_{task}_{name}"
-            if is_final(stem):
-                print(f"done already: {stem.name}", flush=True)
-                continue
-            cmd = command(task, name, stem, args.threads)
-            if args.time_limit is not None:
-                left = args.time_limit - (time.time() - start)
-                if left < 60:
-                    print("time limit reached", flush=True)
-                    return
-                cmd += ["--time-limit", str(int(left))]
-            print("$", " ".join(cmd[1:]), flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
+    jobs = [(stem, lambda task=task, name=name, stem=stem: command(task, name, stem, args.threads))
+            for task in args.tasks for name in args.models if family(name) in args.families
+            for stem in [ROOT / "checkpoints" / f"mnist_{task}_{name}"]]
+    run_queue(jobs, args.time_limit)
 
 
 if __name__ == "__main__":

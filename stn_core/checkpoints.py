@@ -91,7 +91,8 @@ def save_checkpoint(path_stem: str | os.PathLike, model: torch.nn.Module, meta: 
         if key not in meta and ckey in cfg:
             meta[key] = cfg[ckey]
     if "arch" not in meta and cfg:
-        meta["arch"] = {k: cfg[k] for k in ("width", "downsample", "target_params", "modulated") if k in cfg}
+        meta["arch"] = {k: cfg[k] for k in ("width", "downsample", "target_params", "modulated", "in_channels")
+                        if k in cfg}
     meta.setdefault("classes", [str(i) for i in range(int(meta.get("num_classes", 10)))])
     meta.setdefault("torch_version", torch.__version__)
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -132,11 +133,16 @@ def _check_meta(meta: Any, where: Path) -> None:
     if unknown:
         raise CheckpointError(f"{where}: unknown metadata key(s) {', '.join(unknown)} "
                               f"(put free-form data under 'extra')")
+    from .cub_models import CUB_MODEL_NAMES
     from .models import ALL_MODEL_NAMES, ST_TRANSFORMS
 
-    if meta["model"] not in ALL_MODEL_NAMES:
+    if meta["model"] in CUB_MODEL_NAMES:  # CUB birds (stn_core.cub_models): attention boxes or none
+        if meta["transform"] not in (None, "attention"):
+            raise CheckpointError(f"{where}: CUB model transform must be 'attention' or null, "
+                                  f"got {meta['transform']!r}")
+    elif meta["model"] not in ALL_MODEL_NAMES:
         raise CheckpointError(f"{where}: unknown model {meta['model']!r}; known: {', '.join(ALL_MODEL_NAMES)}")
-    if meta["transform"] is not None and meta["transform"] not in ST_TRANSFORMS:
+    elif meta["transform"] is not None and meta["transform"] not in ST_TRANSFORMS:
         raise CheckpointError(f"{where}: unknown transform {meta['transform']!r}; known: "
                               f"{', '.join(ST_TRANSFORMS)} or null")
     for k in ("input_size", "num_classes"):
@@ -208,10 +214,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
                               f"(an interrupted or mixed-up copy?)")
     arch = meta.get("arch") or {}
     try:
-        model = build_model(meta["model"], meta["transform"], meta["input_size"], meta["num_classes"],
+        if meta["model"].startswith("cub-"):  # CUB birds: rebuilt from meta (classes, extra.arch)
+            from .cub_models import model_from_meta
+
+            model = model_from_meta(meta)
+        else:
+            model = build_model(meta["model"], meta["transform"], meta["input_size"], meta["num_classes"],
                             width=arch.get("width"), downsample=arch.get("downsample"),
                             **({"target_params": arch["target_params"]} if "target_params" in arch else {}),
-                            **({"modulated": arch["modulated"]} if "modulated" in arch else {}))
+                            **({"modulated": arch["modulated"]} if "modulated" in arch else {}),
+                            **({"in_channels": arch["in_channels"]} if "in_channels" in arch else {}))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{paths['meta']}: cannot rebuild the model ({e})") from None
     expected = model.state_dict()

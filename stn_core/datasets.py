@@ -25,7 +25,11 @@ from torch.utils.data import Dataset, IterableDataset
 from . import distortions as D
 
 #: task name → distortion kind (None: plain MNIST).
-TASKS: dict[str, str | None] = {"mnist-r": "R", "mnist-rts": "RTS", "mnist-p": "P", "mnist-e": "E", "mnist": None}
+TASKS: dict[str, str | None] = {"mnist-r": "R", "mnist-rts": "RTS", "mnist-p": "P", "mnist-e": "E", "mnist": None,
+                                "mnist-addition": "RTS"}
+#: Tasks whose input is a *pair* of digits in two channels and whose label is their sum
+#: (paper appendix, MNIST addition): x ``(N, 2, 42, 42)``, y = label₁ + label₂ in 0..18.
+PAIR_TASKS = ("mnist-addition",)
 #: Seed of the fixed test sets.
 TEST_SEED = 20150605
 #: Bump when the distortion code changes what a seed produces (invalidates disk caches).
@@ -37,6 +41,26 @@ def check_task(task: str) -> str:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return task
+
+
+def is_pair_task(task: str) -> bool:
+    """True for the two-digit tasks (:data:`PAIR_TASKS`)."""
+    return check_task(task) in PAIR_TASKS
+
+
+def in_channels(task: str) -> int:
+    """Input channels of a task: 2 for the pair tasks, else 1."""
+    return 2 if is_pair_task(task) else 1
+
+
+def num_classes(task: str) -> int:
+    """Number of classes: 19 (sums 0..18) for MNIST addition, else 10."""
+    return 19 if is_pair_task(task) else 10
+
+
+def classes(task: str) -> list[str]:
+    """Class names of a task: ``"0"``..``"18"`` for MNIST addition, else the ten digits."""
+    return [str(i) for i in range(num_classes(task))]
 
 
 def task_kind(task: str) -> str | None:
@@ -112,29 +136,46 @@ class TrainStream:
         self.batch_size = int(batch_size)
         self.lo = rank * (batch_size // world)
         self.hi = self.lo + batch_size // world
-        self._perms: dict[int, torch.Tensor] = {}
+        self._perms: dict[tuple[int, int], torch.Tensor] = {}
+        self.pair = is_pair_task(task)
         # RTS placement needs each digit's ink box: compute it once for the whole set
         self.bbox = D.ink_bbox(self.images) if self.kind == "RTS" else None
 
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            if len(self._perms) > 2:
-                self._perms.pop(min(self._perms))
-            g = D.make_generator(derive_seed(self.seed, 1, epoch))
-            self._perms[epoch] = torch.randperm(self.n, generator=g)
-        return self._perms[epoch]
+    def _perm(self, epoch: int, which: int = 0) -> torch.Tensor:
+        key = (int(which), int(epoch))
+        if key not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.pop(min(self._perms, key=lambda k: k[1]))
+            # which 0: the (first) digit, seed key 1 as before; which 1: the pair tasks' second digit
+            g = D.make_generator(derive_seed(self.seed, 1, epoch) if which == 0 else derive_seed(self.seed, 3, epoch))
+            self._perms[key] = torch.randperm(self.n, generator=g)
+        return self._perms[key]
 
-    def indices(self, step: int) -> torch.Tensor:
-        """Training-digit indices ``(batch_size,)`` of global batch ``step`` (CPU)."""
+    def indices(self, step: int, which: int = 0) -> torch.Tensor:
+        """Training-digit indices ``(batch_size,)`` of global batch ``step`` (CPU); ``which=1``:
+        the second digits of the pair tasks (an independent permutation per epoch)."""
         pos = step * self.batch_size + torch.arange(self.batch_size)
         epoch, off = pos // self.n, pos % self.n
         out = torch.empty(self.batch_size, dtype=torch.long)
         for e in torch.unique(epoch).tolist():
             m = epoch == e
-            out[m] = self._perm(int(e))[off[m]]
+            out[m] = self._perm(int(e), which)[off[m]]
         return out
 
+    def _pair_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """MNIST addition: two independent digits, each RTS-distorted with its own parameters."""
+        i1 = self.indices(step, 0)[self.lo:self.hi].to(self.device)
+        i2 = self.indices(step, 1)[self.lo:self.hi].to(self.device)
+        g = D.make_generator(derive_seed(self.seed, 2, step))
+        params = D.sample_params("RTS", 2 * self.batch_size, g)  # rows [0, B): digit 1, [B, 2B): digit 2
+        b = self.batch_size
+        x = warp_pair(self.images[i1], self.images[i2], D.slice_params(params, self.lo, self.hi),
+                      D.slice_params(params, b + self.lo, b + self.hi), self.bbox[i1], self.bbox[i2])
+        return x, self.labels[i1] + self.labels[i2]
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pair:
+            return self._pair_batch(step)
         idx = self.indices(step)[self.lo:self.hi].to(self.device)
         imgs, y = self.images[idx], self.labels[idx]
         if self.kind is None:
@@ -161,6 +202,41 @@ class DistortedBatches(IterableDataset):
         return self.stream.iterate(self.start, self.stop)
 
 
+# --------------------------------------------------------------------------- digit pairs (MNIST addition)
+
+def warp_pair(images1: torch.Tensor, images2: torch.Tensor, params1: dict[str, torch.Tensor],
+              params2: dict[str, torch.Tensor], bbox1: torch.Tensor | None = None,
+              bbox2: torch.Tensor | None = None) -> torch.Tensor:
+    """Two digits per sample, each RTS-distorted with its own parameters, one per channel.
+
+    images1, images2: ``(n, 28, 28)`` uint8 or float; params: :func:`stn_core.distortions.sample_params`
+    ``("RTS", n)`` dicts. Returns ``(n, 2, 42, 42)`` float32 in [0, 1].
+    """
+    return torch.cat([D.warp(images1, "RTS", params1, bbox=bbox1),
+                      D.warp(images2, "RTS", params2, bbox=bbox2)], 1)
+
+
+def pair_test_plan(n: int, seed: int = TEST_SEED) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """How the fixed MNIST-addition test set is drawn from ``n`` test digits: pair i is test
+    digit i (channel 1) with test digit ``partner[i]`` (channel 2), a seeded permutation;
+    returns ``(partner (n,), params1, params2)`` (RTS parameters of the two channels)."""
+    g = D.make_generator(derive_seed(seed, 10, 1))
+    partner = torch.randperm(n, generator=g)
+    params = D.sample_params("RTS", 2 * n, g)
+    return partner, D.slice_params(params, 0, n), D.slice_params(params, n, 2 * n)
+
+
+def make_pair_test_set(images: torch.Tensor, labels: torch.Tensor, seed: int = TEST_SEED,
+                       chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed MNIST-addition test set: one pair per test digit (:func:`pair_test_plan`):
+    ``x (n, 2, 42, 42)`` float32, ``y (n,)`` = label₁ + label₂ (CPU)."""
+    n = images.shape[0]
+    partner, p1, p2 = pair_test_plan(n, seed)
+    parts = [warp_pair(images[i:i + chunk], images[partner[i:i + chunk]], D.slice_params(p1, i, i + chunk),
+                       D.slice_params(p2, i, i + chunk)) for i in range(0, n, chunk)]
+    return torch.cat(parts), labels + labels[partner]
+
+
 # --------------------------------------------------------------------------- fixed test sets
 
 _TEST_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -168,12 +244,15 @@ _TEST_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 def make_test_set(images: torch.Tensor, labels: torch.Tensor, task: str, seed: int = TEST_SEED,
                   chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distort every image once: ``(N, 1, S, S)`` float32, labels ``(N,)`` (CPU).
+    """Distort every image once: ``(N, 1, S, S)`` float32, labels ``(N,)`` (CPU); for MNIST
+    addition ``(N, 2, 42, 42)`` pairs and their sums (:func:`make_pair_test_set`).
 
     All parameters are drawn up front from one generator (seeded by ``(seed, kind)``), so the
     result does not depend on ``chunk``.
     """
     kind = task_kind(task)
+    if is_pair_task(task):
+        return make_pair_test_set(images, labels, seed, chunk)
     if kind is None:
         return images.unsqueeze(1).float() / 255.0, labels.clone()
     g = D.make_generator(derive_seed(seed, D.KINDS.index(kind)))
@@ -255,6 +334,7 @@ class FixedTestSet(Dataset):
         return self.x[i], self.y[i]
 
 
-__all__ = ["CLASSES", "DistortedBatches", "FixedTestSet", "TASKS", "TEST_SEED", "TrainStream",
-           "derive_seed", "fixed_test_set", "input_size", "load_split", "make_test_set", "mnist_md5",
-           "task_kind", "test_set_md5"]
+__all__ = ["CLASSES", "DistortedBatches", "FixedTestSet", "PAIR_TASKS", "TASKS", "TEST_SEED", "TrainStream",
+           "classes", "derive_seed", "fixed_test_set", "in_channels", "input_size", "is_pair_task", "load_split",
+           "make_pair_test_set", "make_test_set", "mnist_md5", "num_classes", "pair_test_plan", "task_kind",
+           "test_set_md5", "warp_pair"]

@@ -24,6 +24,27 @@ layer's output grid. DCN's predictor is a full k×k convolution (the same thing 
 3×3 kernels); for a 7×7 kernel on many channels a full predictor would cost 2·49/9 ≈ 5.4×
 more weights than this one and, on a fixed budget, take them from the classifier.
 ``offset_kernel=None`` gives DCN's full k×k predictor.
+
+Two backends compute the same function (``DeformConv2d(backend=...)``):
+
+* ``"torchvision"`` — ``torchvision.ops.deform_conv2d``, the reference (its CPU kernel is a
+  plain loop: slow, especially backward).
+* ``"sampled"`` — :func:`deform_conv2d_sampled`: the k·k·H'·W' sampling positions
+  ``p0 + p_k + Δp_k`` are converted to normalised coordinates (``x_n = (2x + 1)/W − 1``,
+  align_corners=False) and read with one ``F.grid_sample`` (bilinear, zero padding), giving
+  the columns ``(N, C_in·k·k, H'·W')`` (times the mask when modulated); one matmul with the
+  weight finishes the convolution. (The input is read transposed, so a grid of (y, x) pairs —
+  the offsets' own (dy, dx) order — needs no reordering.) Batches are processed in chunks
+  whose columns stay under ``max_column_bytes`` (16 MiB); backward recomputes each chunk's
+  columns instead of keeping them (one extra grid_sample per chunk), so the extra memory is
+  one chunk's columns whatever the batch.
+* ``"auto"`` (default) — torchvision on CUDA, the sampled path on CPU (there it is several
+  times faster: bench/stn_vs_dcn.py, results/bench-stn-vs-dcn.md).
+
+The two agree to float32 rounding in the output and in the gradients w.r.t. input, offsets,
+mask, weight and bias (tests/test_dcn.py). Where a tap lands *exactly* on an integer pixel
+coordinate the bilinear kernel has a kink and the two may pick different one-sided
+sub-gradients w.r.t. the offset there; the tests compare them away from integer positions.
 """
 
 from __future__ import annotations
@@ -32,7 +53,136 @@ import math
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
+
+BACKENDS = ("auto", "torchvision", "sampled")
+#: Default budget of one chunk's columns (N_chunk · C_in·k·k · H'·W' floats) on the sampled path.
+MAX_COLUMN_BYTES = 16 * 2 ** 20
+
+
+def _base_grid(k: int, padding: int, out_hw: tuple[int, int], in_hw: tuple[int, int],
+               dtype: torch.dtype, device: torch.device, position_major: bool) -> torch.Tensor:
+    """Normalised **(y, x)** of the regular taps ``p0 + p_k`` (taps row-major): ``(H'·W', k·k, 2)``
+    when ``position_major``, else ``(k·k, H'·W', 2)``. (y, x) because the sampled path reads the
+    *transposed* input, so the offsets' own (dy, dx) order needs no reordering.)"""
+    (ho, wo), (h, w) = out_hw, in_hw
+    ar = lambda n: torch.arange(n, dtype=torch.float64, device=device)  # noqa: E731
+    ty, tx = torch.meshgrid(ar(k), ar(k), indexing="ij")
+    oy, ox = torch.meshgrid(ar(ho) - padding, ar(wo) - padding, indexing="ij")
+    x = tx.reshape(-1, 1) + ox.reshape(1, -1)
+    y = ty.reshape(-1, 1) + oy.reshape(1, -1)
+    g = torch.stack([(2 * y + 1) / h - 1, (2 * x + 1) / w - 1], -1)  # (kk, hw, 2)
+    return (g.transpose(0, 1) if position_major else g).contiguous().to(dtype)
+
+
+def _sampled_chunk(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   mask: torch.Tensor | None, base: torch.Tensor) -> torch.Tensor:
+    """One chunk of the sampled path (plain autograd ops): ``(n, C_out, H', W')``.
+
+    ``grid_sample`` reads ``x`` transposed (``(n, C, W, H)``), so a grid of (y, x) pairs — the
+    offsets' (dy, dx) order — samples ``x[y, x]``. One input channel: position-major grid
+    ``(n, H'W', kk, 2)`` (a free view of channels-last offsets), columns ``(n·H'W', kk)``, one mm,
+    channels-last output. Several channels: tap-major grid ``(n, kk, H'W', 2)``, columns
+    ``(n, C·kk, H'W')``, one batched matmul with the weight."""
+    n, c, h, w = x.shape
+    co, _, k, _ = weight.shape
+    ho, wo = offset.shape[2:]
+    kk, hw = k * k, ho * wo
+    scale = torch.tensor([2.0 / h, 2.0 / w], dtype=x.dtype, device=x.device)  # pixels → normalised (y, x)
+    xt = x.transpose(2, 3)
+    if c == 1:
+        off = offset.permute(0, 2, 3, 1).reshape(n, hw, kk, 2)
+        grid = torch.addcmul(base, off, scale).contiguous()
+        cols = F.grid_sample(xt, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (n, 1, hw, kk)
+        if mask is not None:
+            cols = cols * mask.permute(0, 2, 3, 1).reshape(n, 1, hw, kk)
+        w2 = weight.reshape(co, kk).t()
+        cols = cols.reshape(n * hw, kk)
+        out = torch.addmm(bias, cols, w2) if bias is not None else cols @ w2
+        return out.view(n, ho, wo, co).permute(0, 3, 1, 2)
+    off = offset.reshape(n, kk, 2, hw).transpose(2, 3)
+    grid = torch.addcmul(base, off, scale).contiguous()
+    cols = F.grid_sample(xt, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (n, C, kk, hw)
+    if mask is not None:
+        cols = cols * mask.reshape(n, 1, kk, hw)
+    out = torch.matmul(weight.reshape(co, c * kk), cols.reshape(n, c * kk, hw))
+    if bias is not None:
+        out = out + bias.view(1, co, 1)
+    return out.view(n, co, ho, wo)
+
+
+def _grid_base(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    return _base_grid(weight.shape[-1], padding, tuple(offset.shape[2:]), tuple(x.shape[2:]), x.dtype, x.device,
+                      position_major=x.shape[1] == 1)
+
+
+class _SampledDeformConv(torch.autograd.Function):
+    """Chunked sampled deformable convolution; backward recomputes each chunk's columns."""
+
+    @staticmethod
+    def forward(ctx, x, offset, weight, bias, mask, padding, chunk):  # noqa: D102
+        base = _grid_base(x, offset, weight, padding)
+        ctx.save_for_backward(x, offset, weight, bias, mask)
+        ctx.padding, ctx.chunk = padding, chunk
+        if chunk >= x.shape[0]:
+            return _sampled_chunk(x, offset, weight, bias, mask, base)
+        return torch.cat([_sampled_chunk(x[i:i + chunk], offset[i:i + chunk], weight, bias,
+                                         None if mask is None else mask[i:i + chunk], base)
+                          for i in range(0, x.shape[0], chunk)])
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, offset, weight, bias, mask = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        base = _grid_base(x, offset, weight, ctx.padding)
+        gb = grad.sum((0, 2, 3)) if bias is not None and need[3] else None
+        want_m = mask is not None and need[4]
+        parts: dict[int, list[torch.Tensor]] = {0: [], 1: [], 4: []}
+        gw = None
+        if need[0] or need[1] or need[2] or want_m:
+            for i in range(0, x.shape[0], ctx.chunk):
+                sl = slice(i, i + ctx.chunk)
+                with torch.enable_grad():
+                    xc = x[sl].detach().requires_grad_(need[0])
+                    oc = offset[sl].detach().requires_grad_(need[1])
+                    wc = weight.detach().requires_grad_(need[2])
+                    mc = None if mask is None else mask[sl].detach().requires_grad_(want_m)
+                    out = _sampled_chunk(xc, oc, wc, None, mc, base)
+                    wanted = [(j, t) for j, t, on in ((0, xc, need[0]), (1, oc, need[1]), (2, wc, need[2]),
+                                                      (4, mc, want_m)) if on]
+                    grads = torch.autograd.grad(out, [t for _, t in wanted], grad[sl])
+                for (j, _), g in zip(wanted, grads):
+                    if j == 2:
+                        gw = g if gw is None else gw + g
+                    else:
+                        parts[j].append(g)
+        cat = lambda j: (parts[j][0] if len(parts[j]) == 1 else torch.cat(parts[j])) if parts[j] else None  # noqa: E731
+        return cat(0), cat(1), gw, gb, cat(4), None, None
+
+
+def deform_conv2d_sampled(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor | None = None, padding: int = 0, mask: torch.Tensor | None = None,
+                          max_column_bytes: int = MAX_COLUMN_BYTES) -> torch.Tensor:
+    """Deformable convolution (stride 1, dilation 1, one offset group) by ``grid_sample`` + matmul.
+
+    ``x (N, C_in, H, W)``, ``offset (N, 2·k·k, H', W')`` (torchvision's layout: dy, dx per tap),
+    ``weight (C_out, C_in, k, k)``, ``bias (C_out,)``, ``mask (N, k·k, H', W')`` or None →
+    ``(N, C_out, H', W')``, equal to ``torchvision.ops.deform_conv2d(x, offset, weight, bias,
+    padding=padding, mask=mask)``. The batch is split into chunks of at most
+    ``max_column_bytes`` of columns."""
+    n, c, h, w = x.shape
+    co, ci, k, k2 = weight.shape
+    ho, wo = h + 2 * padding - k + 1, w + 2 * padding - k + 1
+    if ci != c or k != k2:
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit an input with {c} channels and a square kernel")
+    if tuple(offset.shape) != (n, 2 * k * k, ho, wo):
+        raise ValueError(f"offset has shape {tuple(offset.shape)}, expected {(n, 2 * k * k, ho, wo)}")
+    if mask is not None and tuple(mask.shape) != (n, k * k, ho, wo):
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {(n, k * k, ho, wo)}")
+    per_image = c * k * k * ho * wo * x.element_size()
+    chunk = max(1, min(n, int(max_column_bytes) // max(1, per_image)))
+    return _SampledDeformConv.apply(x, offset, weight, bias, mask, int(padding), chunk)
 
 
 class DeformConv2d(nn.Module):
@@ -47,7 +197,8 @@ class DeformConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
-                 bias: bool = True, modulated: bool = False, offset_kernel: int | None = 3) -> None:
+                 bias: bool = True, modulated: bool = False, offset_kernel: int | None = 3,
+                 backend: str = "auto") -> None:
         super().__init__()
         k = int(kernel_size)
         if k < 1:
@@ -65,7 +216,26 @@ class DeformConv2d(nn.Module):
                                      dilation=dilation)
         self.last_offset: torch.Tensor | None = None
         self.last_mask: torch.Tensor | None = None
+        self.backend = backend  # validated by the setter; not part of the state_dict
+        self.max_column_bytes = MAX_COLUMN_BYTES
         self.reset_parameters()
+
+    @property
+    def backend(self) -> str:
+        """``"auto"`` (torchvision on CUDA, sampled on CPU), ``"torchvision"`` or ``"sampled"``."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {value!r}")
+        self._backend = value
+
+    def resolved_backend(self, x: torch.Tensor) -> str:
+        """The backend a forward pass on ``x`` uses."""
+        if self._backend != "auto":
+            return self._backend
+        return "torchvision" if x.is_cuda else "sampled"
 
     def reset_parameters(self) -> None:
         """``nn.Conv2d``'s initialisation for the convolution; zeros for the predictor."""
@@ -93,12 +263,15 @@ class DeformConv2d(nn.Module):
         offset, mask = self.offsets_and_mask(x)
         self.last_offset = offset.detach()
         self.last_mask = None if mask is None else mask.detach()
+        if self.resolved_backend(x) == "sampled":
+            return deform_conv2d_sampled(x, offset, self.weight, self.bias, self.padding, mask,
+                                         self.max_column_bytes)
         return deform_conv2d(x, offset.contiguous(), self.weight, self.bias, padding=self.padding,
                              mask=None if mask is None else mask.contiguous())
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"padding={self.padding}, modulated={self.modulated}")
+                f"padding={self.padding}, modulated={self.modulated}, backend={self.backend!r}")
 
 
 def sampling_positions(layer: DeformConv2d, offset: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,4 +295,13 @@ def sampling_positions(layer: DeformConv2d, offset: torch.Tensor | None = None) 
     return torch.stack([x, y], -1).permute(0, 2, 3, 1, 4)
 
 
-__all__ = ["DeformConv2d", "sampling_positions"]
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Set ``backend`` on every :class:`DeformConv2d` of ``model`` (returns the model)."""
+    for m in model.modules():
+        if isinstance(m, DeformConv2d):
+            m.backend = backend
+    return model
+
+
+__all__ = ["BACKENDS", "DeformConv2d", "MAX_COLUMN_BYTES", "deform_conv2d_sampled", "sampling_positions",
+           "set_backend"]

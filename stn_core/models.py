@@ -23,6 +23,13 @@ layers in the classifier, ReLU, softmax (here: logits; the loss applies the soft
   resamples the input image before conv 1; here conv 1 resamples the image and conv 2 the
   pooled features, with offsets free at every position instead of a global warp.
 
+MNIST addition [paper appendix, issue 8]: every model takes ``in_channels=2`` (one digit per
+channel) and has ``num_classes=19``; the FCN/CNN's first layer and the localisation nets see both
+channels. ``st-fcn`` warps both channels with one θ. ``2st-fcn`` (:class:`ParallelSTNet`) has two
+transformers in parallel, each with its own FC localisation net on both channels, each warping
+both channels; their 2-channel outputs are concatenated (4 channels) and 2× average-pooled for the
+FCN. Parameter counts are equalised with the same width solver.
+
 The transformer's output has the input's size; for inputs of 42×42 or more (RTS) it is
 2× down-sampled by average pooling before the classifier (42 → 21) [paper]. The width of
 each classifier is solved so that the *whole* model has about ``target_params`` weights
@@ -43,8 +50,10 @@ from .stn import SpatialTransformer, conv_localisation, fc_localisation
 
 #: The models of the paper's Table 1.
 MODEL_NAMES = ("fcn", "cnn", "st-fcn", "st-cnn")
-#: Models beyond Table 1 (issue 7: deformable convolution).
-EXTRA_MODEL_NAMES = ("dcn",)
+#: Models beyond Table 1 (issue 7: deformable convolution; issue 8: MNIST addition's 2×ST-FCN).
+EXTRA_MODEL_NAMES = ("dcn", "2st-fcn")
+#: Parallel transformers of the "2st-fcn" model.
+N_PARALLEL_ST = 2
 #: Every name :func:`build_model` accepts.
 ALL_MODEL_NAMES = MODEL_NAMES + EXTRA_MODEL_NAMES
 ST_TRANSFORMS = ("affine", "projective", "tps")
@@ -72,20 +81,20 @@ def _cnn_padding(side: int) -> int:
     return 4
 
 
-def fcn_classifier(side: int, width: int, num_classes: int) -> nn.Sequential:
-    """FCN: ``(N, 1, side, side)`` → logits ``(N, num_classes)``."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(side * side, width), nn.ReLU(inplace=True),
+def fcn_classifier(side: int, width: int, num_classes: int, in_channels: int = 1) -> nn.Sequential:
+    """FCN: ``(N, in_channels, side, side)`` → logits ``(N, num_classes)``."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, width), nn.ReLU(inplace=True),
                          nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, num_classes))
 
 
-def cnn_classifier(side: int, width: int, num_classes: int) -> nn.Sequential:
-    """CNN: ``(N, 1, side, side)`` → logits ``(N, num_classes)``."""
+def cnn_classifier(side: int, width: int, num_classes: int, in_channels: int = 1) -> nn.Sequential:
+    """CNN: ``(N, in_channels, side, side)`` → logits ``(N, num_classes)``."""
     pad = _cnn_padding(side)
     s = ((side + 2 * pad - 8) // 2 - 6) // 2
     if s < 1:
         raise ValueError(f"input {side}×{side} is too small for the CNN (conv 9×9, pool, conv 7×7, pool)")
     return nn.Sequential(
-        nn.Conv2d(1, width, 9, padding=pad), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, width, 9, padding=pad), nn.MaxPool2d(2), nn.ReLU(inplace=True),
         nn.Conv2d(width, width, 7), nn.MaxPool2d(2), nn.ReLU(inplace=True),
         nn.Flatten(), nn.Linear(width * s * s, num_classes))
 
@@ -155,6 +164,50 @@ class DeformableCNN(DistortedMNISTNet):
         return [p for layer in self.deform_layers for p in layer.offset_conv.parameters()]
 
 
+class ParallelSTNet(DistortedMNISTNet):
+    """2×ST-FCN of the paper's MNIST addition (appendix): ``N_PARALLEL_ST`` spatial transformers
+    side by side → their outputs concatenated along channels → [2× average pooling] → FCN.
+
+    Choices [ours, following the paper's description]: each transformer has its own FC
+    localisation net (FC 32 → FC 32, like the ST-FCN) that sees *all* input channels, and
+    warps *all* channels with its θ, so with a 2-channel input each transformer outputs a
+    2-channel image and the classifier sees ``2·C`` channels (4 for addition). Nothing tells a
+    transformer which digit to take; the paper reports that each learns to attend to one.
+
+    ``.transformer`` is None; ``.transformers`` the :class:`~stn_core.SpatialTransformer` list.
+    After a forward pass ``last_theta`` is ``(N, K, 2, 3)`` and ``last_grid`` ``(N, K, H, W, 2)``
+    (K transformers, detached).
+    """
+
+    def __init__(self, classifier: nn.Module, transformers: list[SpatialTransformer], downsample: int,
+                 config: dict) -> None:
+        super().__init__(classifier, None, downsample, config)
+        self.transformers = nn.ModuleList(transformers)
+
+    def transformer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each transformer's output ``(N, C, H, W)`` for ``x (N, C, H, W)`` (before pooling)."""
+        return [st(x) for st in self.transformers]
+
+    def transformed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the classifier sees: ``(N, K·C, S', S')``."""
+        x = torch.cat(self.transformer_outputs(x), 1)
+        if self.downsample > 1:
+            x = F.avg_pool2d(x, self.downsample)
+        return x
+
+    @property
+    def last_theta(self) -> torch.Tensor | None:
+        if any(st.last_theta is None for st in self.transformers):
+            return None
+        return torch.stack([st.last_theta for st in self.transformers], 1)
+
+    @property
+    def last_grid(self) -> torch.Tensor | None:
+        if any(st.last_grid is None for st in self.transformers):
+            return None
+        return torch.stack([st.last_grid for st in self.transformers], 1)
+
+
 def _normalise_transform(name: str, transform: str | None) -> str | None:
     if name in ("fcn", "cnn", "dcn"):
         if transform not in (None, "", "none"):
@@ -166,7 +219,18 @@ def _normalise_transform(name: str, transform: str | None) -> str | None:
 
 
 def _make(name: str, transform: str | None, input_size: int, num_classes: int, width: int,
-          downsample: int, modulated: bool = False) -> DistortedMNISTNet:
+          downsample: int, modulated: bool = False, in_channels: int = 1) -> DistortedMNISTNet:
+    if name == "2st-fcn":
+        sts = [SpatialTransformer(transform, out_size=(input_size, input_size),
+                                  localisation=fc_localisation(in_channels, (input_size, input_size),
+                                                               hidden=ST_FCN_HIDDEN), tps_points=TPS_POINTS)
+               for _ in range(N_PARALLEL_ST)]
+        classifier = fcn_classifier(input_size // downsample, width, num_classes, N_PARALLEL_ST * in_channels)
+        config = {"name": name, "transform": transform, "input_size": input_size, "num_classes": num_classes,
+                  "width": width, "downsample": downsample, "in_channels": in_channels}
+        return ParallelSTNet(classifier, sts, downsample, config)
+    if in_channels != 1 and name == "dcn":
+        raise ValueError("the dcn model takes one input channel")
     if name == "dcn":
         config = {"name": name, "transform": None, "input_size": input_size, "num_classes": num_classes,
                   "width": width, "downsample": 1, "modulated": bool(modulated)}
@@ -174,53 +238,60 @@ def _make(name: str, transform: str | None, input_size: int, num_classes: int, w
     side_in = input_size
     side_cls = side_in // downsample
     base = "fcn" if name.endswith("fcn") else "cnn"
-    classifier = (fcn_classifier if base == "fcn" else cnn_classifier)(side_cls, width, num_classes)
+    classifier = (fcn_classifier if base == "fcn" else cnn_classifier)(side_cls, width, num_classes, in_channels)
     st = None
     if transform is not None:
         if base == "fcn":
-            loc = fc_localisation(1, (side_in, side_in), hidden=ST_FCN_HIDDEN)
+            loc = fc_localisation(in_channels, (side_in, side_in), hidden=ST_FCN_HIDDEN)
         else:
-            loc = conv_localisation(1, (side_in, side_in), filters=ST_CNN_FILTERS, hidden=ST_CNN_HIDDEN)
+            loc = conv_localisation(in_channels, (side_in, side_in), filters=ST_CNN_FILTERS, hidden=ST_CNN_HIDDEN)
         st = SpatialTransformer(transform, out_size=(side_in, side_in), localisation=loc,
                                 tps_points=TPS_POINTS)
     config = {"name": name, "transform": transform, "input_size": input_size, "num_classes": num_classes,
               "width": width, "downsample": downsample}
+    if in_channels != 1:  # only recorded when not 1, so Table 1 configs stay as they were
+        config["in_channels"] = in_channels
     return DistortedMNISTNet(classifier, st, downsample, config)
 
 
-def _classifier_count(base: str, side_cls: int, num_classes: int, width: int, modulated: bool = False) -> int:
+def _classifier_count(base: str, side_cls: int, num_classes: int, width: int, modulated: bool = False,
+                      in_channels: int = 1) -> int:
     """Parameter count of a classifier (``base`` fcn | cnn | dcn), closed form (checked against
     the modules by the tests)."""
     if base == "dcn":  # the CNN + two 3×3 offset predictors with 2kk (+kk modulated) outputs each
         c1, c2 = (3 if modulated else 2) * 81, (3 if modulated else 2) * 49
         return _classifier_count("cnn", side_cls, num_classes, width) + (9 * c1 + c1) + (9 * width * c2 + c2)
     if base == "fcn":
-        return side_cls * side_cls * width + width + width * width + width + width * num_classes + num_classes
+        return (in_channels * side_cls * side_cls * width + width + width * width + width + width * num_classes
+                + num_classes)
     pad = _cnn_padding(side_cls)
     s = ((side_cls + 2 * pad - 8) // 2 - 6) // 2
-    return 81 * width + width + 49 * width * width + width + width * s * s * num_classes + num_classes
+    return 81 * in_channels * width + width + 49 * width * width + width + width * s * s * num_classes + num_classes
 
 
 def _transformer_count(name: str, transform: str | None, input_size: int, num_classes: int,
-                       downsample: int) -> int:
+                       downsample: int, in_channels: int = 1) -> int:
+    """Weights outside the classifier (the transformer(s)), counted on a width-1 model."""
     if transform is None:
         return 0
-    return count_params(_make(name, transform, input_size, num_classes, 1, downsample).transformer)
+    m = _make(name, transform, input_size, num_classes, 1, downsample, in_channels=in_channels)
+    return count_params(m) - count_params(m.classifier)
 
 
 def solve_width(name: str, transform: str | None, input_size: int, num_classes: int = 10,
                 target_params: int = DEFAULT_TARGET_PARAMS, downsample: int | None = None,
-                modulated: bool = False) -> int:
+                modulated: bool = False, in_channels: int = 1) -> int:
     """Classifier width whose model has the parameter count closest to ``target_params``."""
     ds = default_downsample(input_size) if downsample is None else downsample
     if name == "dcn":
         base, ds = "dcn", 1
     else:
         base = "fcn" if name.endswith("fcn") else "cnn"
-    st = _transformer_count(name, transform, input_size, num_classes, ds)
+    st = _transformer_count(name, transform, input_size, num_classes, ds, in_channels)
+    cls_in = in_channels * (N_PARALLEL_ST if name == "2st-fcn" else 1)
 
     def total(w: int) -> int:
-        return st + _classifier_count(base, input_size // ds, num_classes, w, modulated)
+        return st + _classifier_count(base, input_size // ds, num_classes, w, modulated, cls_in)
 
     lo, hi = 1, 1 << 14
     while lo < hi:  # counts grow with the width: binary search the first width reaching the target
@@ -236,12 +307,14 @@ def solve_width(name: str, transform: str | None, input_size: int, num_classes: 
 
 def build_model(name: str, transform: str | None = None, input_size: int = 28, num_classes: int = 10,
                 target_params: int = DEFAULT_TARGET_PARAMS, width: int | None = None,
-                downsample: int | None = None, modulated: bool | None = None) -> DistortedMNISTNet:
+                downsample: int | None = None, modulated: bool | None = None,
+                in_channels: int = 1) -> DistortedMNISTNet:
     """Registry: ``name`` in fcn, cnn, st-fcn, st-cnn, dcn; ``transform`` affine | projective |
     tps for the ST models (None for fcn/cnn/dcn); ``input_size`` the side of the square input
     (28 or 42). ``width`` overrides the solved classifier width; ``downsample`` the ST output
     down-sampling (default :func:`default_downsample`); ``modulated`` DCNv2 masks (dcn only,
-    default False: DCNv1)."""
+    default False: DCNv1). ``in_channels``: 2 for MNIST addition (the two digit channels);
+    ``"2st-fcn"`` is :class:`ParallelSTNet` (two transformers, then the FCN)."""
     if name not in ALL_MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ALL_MODEL_NAMES)}")
     if modulated and name != "dcn":
@@ -258,9 +331,12 @@ def build_model(name: str, transform: str | None = None, input_size: int = 28, n
         raise ValueError("downsample only applies to the ST models (it acts on the transformer output)")
     if transform is None:
         ds = 1
+    in_channels = int(in_channels)
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels}")
     if width is None:
-        width = solve_width(name, transform, input_size, num_classes, target_params, ds, modulated)
-    model = _make(name, transform, input_size, num_classes, int(width), ds, modulated)
+        width = solve_width(name, transform, input_size, num_classes, target_params, ds, modulated, in_channels)
+    model = _make(name, transform, input_size, num_classes, int(width), ds, modulated, in_channels)
     model.config["target_params"] = int(target_params)
     return model
 
@@ -269,5 +345,5 @@ def build_model(name: str, transform: str | None = None, input_size: int = 28, n
 MODELS: dict[str, Callable[..., DistortedMNISTNet]] = {n: partial(build_model, n) for n in ALL_MODEL_NAMES}
 
 __all__ = ["ALL_MODEL_NAMES", "DEFAULT_TARGET_PARAMS", "DeformableCNN", "DistortedMNISTNet", "EXTRA_MODEL_NAMES",
-           "MODELS", "MODEL_NAMES", "ST_TRANSFORMS", "build_model", "cnn_classifier", "count_params",
+           "MODELS", "MODEL_NAMES", "N_PARALLEL_ST", "ParallelSTNet", "ST_TRANSFORMS", "build_model", "cnn_classifier", "count_params",
            "dcn_classifier", "default_downsample", "fcn_classifier", "solve_width"]

@@ -20,6 +20,8 @@ import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,13 +43,21 @@ PAPER_TABLE1: dict[tuple[str, str | None], dict[str, float]] = {
     ("st-cnn", "tps"): {"mnist-r": 0.7, "mnist-rts": 0.5, "mnist-p": 0.8, "mnist-e": 1.1},
 }
 
+#: Published test errors (%) of the MNIST addition experiment (paper appendix), keyed by
+#: (model, transform); task "mnist-addition".
+PAPER_ADDITION: dict[tuple[str, str | None], float] = {
+    ("fcn", None): 47.7, ("cnn", None): 14.7, ("st-fcn", "affine"): 18.5, ("2st-fcn", "affine"): 5.8,
+}
+
 #: Arguments that must not change when a run is resumed.
 RESUME_FIXED = ("task", "model", "transform", "steps", "batch", "lr", "momentum", "loc_lr_mult", "seed",
                 "target_params", "test_seed")
 
 
 def paper_error(model: str, transform: str | None, task: str) -> float | None:
-    """Published Table 1 test error (%) or None."""
+    """Published test error (%) (Table 1, or the MNIST addition experiment) or None."""
+    if task == "mnist-addition":
+        return PAPER_ADDITION.get((model, transform))
     return PAPER_TABLE1.get((model, transform), {}).get(task)
 
 
@@ -72,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "predictors (paper's MNIST runs: 1)")
     p.add_argument("--modulated", action=argparse.BooleanOptionalAction, default=False,
                    help="dcn only: DCNv2 modulation masks (default: DCNv1, offsets only)")
+    p.add_argument("--dcn-backend", default="auto", choices=["auto", "torchvision", "sampled"],
+                   help="dcn only: deformable-conv kernel (auto: torchvision on CUDA, the faster grid_sample "
+                        "path on CPU; same function, see stn_core/dcn.py)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the training stream")
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/rts-st-cnn-aff")
     p.add_argument("--resume", action="store_true", help="continue from <out> if it exists")
@@ -99,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=10, help="progress-bar update interval (steps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    if a.dcn_backend != "auto" and a.model != "dcn":
+        p.error(f"--dcn-backend applies to --model dcn only, not {a.model}")
     if a.modulated and a.model != "dcn":
         p.error(f"--modulated applies to --model dcn only, not {a.model}")
     if a.model in ("fcn", "cnn", "dcn"):
@@ -130,6 +145,19 @@ def setup_distributed(device: str) -> tuple[int, int, int, torch.device]:
 
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return rank, world, local, dev
+
+
+def start_process(device: str, batch: int, threads: int | None) -> tuple[int, int, torch.device, int]:
+    """(rank, world, device, threads) of this training process: sets up torch.distributed, checks that
+    the global batch splits evenly over the processes, and sets torch's CPU threads (default: the
+    cores shared evenly by the processes on this machine)."""
+    rank, world, _local, dev = setup_distributed(device)
+    if batch % world:
+        raise SystemExit(f"error: --batch {batch} must be divisible by the {world} processes")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    threads = threads or max(1, (os.cpu_count() or 1) // local_world)
+    torch.set_num_threads(threads)
+    return rank, world, dev, threads
 
 
 def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
@@ -188,6 +216,38 @@ def _restore_rng(tensors: dict[str, torch.Tensor], device: torch.device) -> None
 _SESSION_FLAGS = {"--resume": 0, "--overwrite": 0, "--stop-at": 1, "--time-limit": 1}
 
 
+def resume_state(paths: dict[str, Path], meta: dict[str, Any], model: torch.nn.Module,
+                 opt: torch.optim.Optimizer, device: torch.device) -> tuple[int, list, float]:
+    """Load a partial run's weights, optimiser state and RNG state (in place) from the checkpoint
+    ``paths``; returns (step to continue at, eval history so far, training seconds so far)."""
+    weights, winfo = read_safetensors(paths["weights"])
+    if meta.get("checkpoint_id") and winfo.get("checkpoint_id") != meta["checkpoint_id"]:
+        raise CheckpointError(f"{paths['weights']} does not belong to {paths['meta']}")
+    model.load_state_dict({k: v.to(device) for k, v in weights.items()})
+    state, info = load_train_state(paths["train"], meta)
+    load_optimizer_tensors(opt, state)
+    _restore_rng(state, device)
+    return int(info["step"]), list(meta.get("history", [])), float(meta.get("train_seconds", 0.0))
+
+
+def check_same_settings(out: str, meta: dict[str, Any], train_args: dict[str, Any]) -> None:
+    """SystemExit naming every setting that differs from the run being resumed (meta["train_args"])."""
+    old = meta.get("train_args", {})
+    diff = {k: (old.get(k), train_args[k]) for k in train_args if old.get(k) != train_args[k]}
+    if diff:
+        raise SystemExit(f"error: cannot resume {out} with different settings: " +
+                         ", ".join(f"{k} was {o!r}, now {n!r}" for k, (o, n) in diff.items()))
+
+
+def wrap_ddp(model: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
+    """The module to train: ``model`` itself, or under torchrun (world > 1) a DistributedDataParallel of it."""
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
 def _command(argv: list[str], world: int) -> str:
     """The command that reproduces this run in one go (session-only flags removed)."""
     kept, i = [], 0
@@ -207,13 +267,14 @@ def _command(argv: list[str], world: int) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .cub_train import is_cub_task
+
+    if is_cub_task(argv):  # CUB birds (--task cub50 / cub200 / cub): see stn_core/cub_train.py
+        from .cub_train import main as cub_main
+
+        return cub_main(argv)
     a = parse_args(argv)
-    rank, world, local, device = setup_distributed(a.device)
-    if a.batch % world:
-        raise SystemExit(f"error: --batch {a.batch} must be divisible by the {world} processes")
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    threads = a.threads or max(1, (os.cpu_count() or 1) // local_world)
-    torch.set_num_threads(threads)
+    rank, world, device, threads = start_process(a.device, a.batch, a.threads)
     main_proc = rank == 0
     say = print if main_proc else (lambda *x, **k: None)
     paths = checkpoint_paths(a.out)
@@ -230,11 +291,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- model and optimizer
     torch.manual_seed(a.seed)
-    model = build_model(a.model, a.transform, size, 10, target_params=a.target_params,
+    n_classes = ds.num_classes(a.task)
+    model = build_model(a.model, a.transform, size, n_classes, target_params=a.target_params,
+                        in_channels=ds.in_channels(a.task),
                         **({"modulated": a.modulated} if a.model == "dcn" else {})).to(device)
+    if a.model == "dcn":
+        from .dcn import set_backend
+
+        set_backend(model, a.dcn_backend)
     if a.channels_last:
         model.use_channels_last()
-    if model.transformer is not None:
+    if getattr(model, "transformers", None) is not None:  # 2st-fcn: all parallel transformers
+        loc = [p for st in model.transformers for p in st.parameters()]
+    elif model.transformer is not None:
         loc = list(model.transformer.parameters())
     else:  # the dcn's offset predictors play the localisation net's part
         loc = list(model.offset_parameters()) if hasattr(model, "offset_parameters") else []
@@ -250,37 +319,20 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")
     if a.resume and exists:
         meta = load_meta(paths["meta"])
-        old = meta.get("train_args", {})
-        diff = {k: (old.get(k), train_args[k]) for k in train_args if old.get(k) != train_args[k]}
-        if diff:
-            raise SystemExit(f"error: cannot resume {a.out} with different settings: " +
-                             ", ".join(f"{k} was {o!r}, now {n!r}" for k, (o, n) in diff.items()))
-        weights, winfo = read_safetensors(paths["weights"])
-        if meta.get("checkpoint_id") and winfo.get("checkpoint_id") != meta["checkpoint_id"]:
-            raise CheckpointError(f"{paths['weights']} does not belong to {paths['meta']}")
-        model.load_state_dict({k: v.to(device) for k, v in weights.items()})
-        state, info = load_train_state(paths["train"], meta)
-        load_optimizer_tensors(opt, state)
-        _restore_rng(state, device)
-        start = int(info["step"])
-        history = list(meta.get("history", []))
-        train_seconds = float(meta.get("train_seconds", 0.0))
+        check_same_settings(a.out, meta, train_args)
+        start, history, train_seconds = resume_state(paths, meta, model, opt, device)
         say(f"resuming {a.out} at step {start}/{a.steps}")
     elif a.resume:
         say(f"no checkpoint at {paths['meta']}: starting afresh")
 
-    net: torch.nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = wrap_ddp(model, world, device)
     if a.compile:
         model.classifier.compile()  # in place: state_dict keys stay the same
 
     def meta_now(step: int, test_err: float | None, final: bool) -> dict:
         return {
-            "task": a.task, "model": a.model, "transform": a.transform, "input_size": size, "num_classes": 10,
-            "classes": ds.CLASSES, "test_error": test_err, "paper_error": paper_error(a.model, a.transform, a.task),
+            "task": a.task, "model": a.model, "transform": a.transform, "input_size": size, "num_classes": n_classes,
+            "classes": ds.classes(a.task), "test_error": test_err, "paper_error": paper_error(a.model, a.transform, a.task),
             "command": command, "steps": step, "seed": a.seed, "data_md5": data_md5,
             "torch_version": torch.__version__, "train_args": train_args, "final": final,
             "test_set": {"seed": a.test_seed, "size": int(x_test.shape[0]), "md5": test_md5},

@@ -232,3 +232,44 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
         return 255.0
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
+
+
+def require_browser(hint: str = "") -> None:
+    """Call at module level of a browser-test file: skip the module when Debian's Chromium or
+    playwright is missing, but fail collection (RuntimeError) under CI=true without Chromium."""
+    import pytest
+
+    if not os.access(CHROMIUM_PATH, os.X_OK):
+        reason = f"{CHROMIUM_PATH} is missing: the browser tests need Debian's Chromium{hint}"
+        if in_ci():
+            raise RuntimeError(f"CI=true but {reason}")  # collection error: CI must not pass without them
+        pytest.skip(reason, allow_module_level=True)
+    pytest.importorskip("playwright.sync_api",
+                        reason="playwright is not installed (pip install -r requirements-dev.txt)")
+
+
+def assert_clean(page, what: str) -> None:
+    """Fail when the page shows an error box or recorded an uncaught JS error (page.js_errors)."""
+    errors = error_texts(page)
+    assert not errors, f"{what}: the app shows errors:\n" + "\n".join(errors)
+    assert not page.js_errors, f"{what}: uncaught JavaScript errors: {page.js_errors}"
+
+
+def query_params(page) -> dict[str, str]:
+    """The page URL's query string as a dict."""
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(page.url).query))
+
+
+@contextlib.contextmanager
+def fresh_page(browser, width: int = 1440, height: int = 900):
+    """A page in its own browser context (closed on exit) that records uncaught JS errors in
+    page.js_errors and waits at most 60 s by default."""
+    ctx = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
+    try:
+        page = ctx.new_page()
+        page.js_errors = []
+        page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+        page.set_default_timeout(60_000)
+        yield page
+    finally:
+        ctx.close()

@@ -183,3 +183,112 @@ def test_cli_trains_a_dcn(data_root, tmp_path):
         T.parse_args(["--task", "mnist-r", "--model", "cnn", "--modulated", "--out", "x"])
     with pytest.raises(SystemExit):
         T.parse_args(["--task", "mnist-r", "--model", "dcn", "--transform", "tps", "--out", "x"])
+
+
+# --------------------------------------------------------------------------- sampled (fast CPU) backend
+
+from torchvision.ops import deform_conv2d as tv_deform_conv2d  # noqa: E402
+
+from stn_core.dcn import BACKENDS, deform_conv2d_sampled, set_backend  # noqa: E402
+
+
+def _case(n, cin, cout, side, k, pad, modulated, seed, integer=False, spread=4.0, dtype=torch.float32):
+    """Inputs for both backends: offsets reach outside the map; non-integer positions keep their
+    fractional part in [0.1, 0.9] (away from the bilinear kernel's kinks) unless ``integer``."""
+    g = torch.Generator().manual_seed(seed)
+    ho = side + 2 * pad - k + 1
+    x = torch.rand(n, cin, side, side, generator=g, dtype=dtype)
+    r = (torch.rand(n, 2 * k * k, ho, ho, generator=g, dtype=dtype) * 2 - 1) * spread
+    off = r.round() if integer else r.floor() + 0.1 + 0.8 * (r - r.floor())
+    w = torch.randn(cout, cin, k, k, generator=g, dtype=dtype) / k
+    b = torch.randn(cout, generator=g, dtype=dtype)
+    mask = torch.rand(n, k * k, ho, ho, generator=g, dtype=dtype) * 2 if modulated else None
+    return x, off, w, b, mask
+
+
+def _run(fn, x, off, w, b, mask, pad, seed=9, **kw):
+    ins = [t.clone().requires_grad_() for t in (x, off, w, b)] + ([mask.clone().requires_grad_()] if mask is not None else [])
+    y = fn(ins[0], ins[1], ins[2], ins[3], padding=pad, mask=ins[4] if mask is not None else None, **kw)
+    up = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=y.dtype)
+    (y * up).sum().backward()
+    return y.detach(), [t.grad for t in ins]
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("n,cin,cout,side,k,pad", [(3, 1, 5, 14, 9, 0), (2, 4, 3, 9, 7, 0), (2, 3, 4, 8, 3, 1),
+                                                    (2, 1, 2, 10, 9, 4)])
+def test_sampled_backend_matches_torchvision(n, cin, cout, side, k, pad, modulated):
+    x, off, w, b, mask = _case(n, cin, cout, side, k, pad, modulated, seed=k + cin)
+    assert (off.abs() > 1.5).any()
+    y_ref, g_ref = _run(tv_deform_conv2d, x, off, w, b, mask, pad)
+    for budget in (1, 10 ** 9):  # one image per chunk, and the whole batch at once
+        y, grads = _run(deform_conv2d_sampled, x, off, w, b, mask, pad, max_column_bytes=budget)
+        torch.testing.assert_close(y, y_ref, atol=1e-4, rtol=1e-4)
+        for name, got, ref in zip(("input", "offset", "weight", "bias", "mask"), grads, g_ref):
+            torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4, msg=lambda m: f"grad {name}: {m}")
+    # channels-last input and offsets (as in training) give the same numbers
+    cl = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
+    y, grads = _run(deform_conv2d_sampled, cl(x), cl(off), w, b, None if mask is None else cl(mask), pad)
+    torch.testing.assert_close(y, y_ref, atol=1e-4, rtol=1e-4)
+    for got, ref in zip(grads, g_ref):
+        torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)
+
+
+def test_sampled_backend_integer_positions_and_outside_the_map():
+    # exact integer taps (the bilinear kink): the forward pass agrees exactly; offsets up to ±12 px
+    # put many taps outside the 12×12 map, where both read zeros
+    x, off, w, b, _ = _case(2, 2, 3, 12, 3, 1, False, seed=4, integer=True, spread=12.0)
+    ref = tv_deform_conv2d(x, off, w, b, padding=1)
+    torch.testing.assert_close(deform_conv2d_sampled(x, off, w, b, padding=1), ref, atol=1e-5, rtol=1e-5)
+    far = torch.full_like(off, 40.0)  # every tap outside: only the bias is left
+    torch.testing.assert_close(deform_conv2d_sampled(x, far, w, b, padding=1),
+                               b.view(1, -1, 1, 1).expand_as(ref), atol=1e-6, rtol=0)
+
+
+def test_sampled_backend_gradcheck_float64():
+    x, off, w, b, mask = _case(2, 2, 2, 6, 3, 1, True, seed=5, spread=2.0, dtype=torch.float64)
+    ins = tuple(t.requires_grad_() for t in (x, off, w, b, mask))
+    f = lambda x, o, w, b, m: deform_conv2d_sampled(x, o, w, b, 1, m, max_column_bytes=1)  # noqa: E731
+    assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-6)
+
+
+def test_chunking_does_not_change_results():
+    x, off, w, b, mask = _case(7, 3, 4, 10, 5, 2, True, seed=6)
+    y1, g1 = _run(deform_conv2d_sampled, x, off, w, b, mask, 2, max_column_bytes=1)
+    per_image = 3 * 25 * 100 * 4
+    for budget in (2 * per_image, 3 * per_image, 10 ** 9):  # chunks of 2, 3 (7 = 3+3+1) and all
+        y, g = _run(deform_conv2d_sampled, x, off, w, b, mask, 2, max_column_bytes=budget)
+        torch.testing.assert_close(y, y1, atol=1e-5, rtol=1e-5)
+        for a, c in zip(g, g1):
+            torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # inference path
+        torch.testing.assert_close(deform_conv2d_sampled(x, off, w, b, 2, mask, max_column_bytes=1), y1)
+    with pytest.raises(ValueError, match="offset has shape"):
+        deform_conv2d_sampled(x, off[:, :4], w, b, 2, mask)
+
+
+def test_backend_selection_and_state_dict():
+    assert BACKENDS == ("auto", "torchvision", "sampled")
+    layer = DeformConv2d(1, 2, 3, padding=1)
+    assert layer.backend == "auto" and layer.resolved_backend(torch.zeros(1)) == "sampled"
+    assert DeformConv2d(1, 2, 3, backend="torchvision").resolved_backend(torch.zeros(1)) == "torchvision"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DeformConv2d(1, 2, 3, backend="cuda")
+    m = _perturbed(True, 28, seed=3)
+    keys = list(m.state_dict())
+    x = _x(5, 1, 28, seed=2)
+    outs = {}
+    for backend in ("torchvision", "sampled"):
+        set_backend(m, backend)
+        assert list(m.state_dict()) == keys and all(l.backend == backend for l in m.deform_layers)
+        outs[backend] = m(x)
+    torch.testing.assert_close(outs["sampled"], outs["torchvision"], atol=1e-4, rtol=1e-4)
+    assert not any("backend" in k for k in keys)
+
+
+def test_cli_dcn_backend_flag():
+    a = T.parse_args(["--task", "mnist-r", "--model", "dcn", "--dcn-backend", "torchvision", "--out", "x"])
+    assert a.dcn_backend == "torchvision"
+    assert T.parse_args(["--task", "mnist-r", "--model", "dcn", "--out", "x"]).dcn_backend == "auto"
+    with pytest.raises(SystemExit):
+        T.parse_args(["--task", "mnist-r", "--model", "cnn", "--dcn-backend", "sampled", "--out", "x"])
