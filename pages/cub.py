@@ -1,0 +1,282 @@
+"""CUB attention: where do the attention transformers of a bird classifier look? (paper Table 3, Fig. 4)
+
+URL path: ``/cub``; query parameters ``src`` (sample | dataset | upload), ``cls`` (class id, 0 =
+all), ``i`` (bird index within the class filter), ``parts`` / ``bbox`` (0/1 overlays), ``st``
+(2st | 4st: model of the gallery and replay tabs). Checkpoints: ``checkpoints/cub50_{baseline,2st,4st}``
+(or ``$STN_LAB_CHECKPOINTS``). Logic in :mod:`stn_core.cub_attention`.
+
+Widget keys (for AppTest): ``cub_src``, ``cub_cls``, ``cub_i``, ``cub_parts``, ``cub_bbox``, ``cub_st``,
+``cub_step``; button ``cub_random``; upload ``cub_upload``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from pages import common
+from stn_core import cub_attention as ca
+from stn_core import viz
+from stn_core.checkpoints import CheckpointError, load_model
+
+common.ensure_navigation()
+
+P = "cub_"
+ss = st.session_state
+TRAIN_CMD = "python scripts/train_cub.py --threads 1"
+
+
+@st.cache_resource(show_spinner="Loading the bird model …", max_entries=6)
+def _load(stem: str, version: tuple[int, int]):
+    """(model, meta); ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
+    return load_model(stem)
+
+
+@st.cache_data(show_spinner=False)
+def _sample_birds() -> list[dict]:
+    return ca.sample_birds()
+
+
+@st.cache_data(show_spinner=False)
+def _dataset_birds(classes: tuple[int, ...]) -> list[dict] | None:
+    try:
+        return ca.dataset_birds(classes)
+    except Exception:  # no full copy here: the page offers the shipped birds only
+        return None
+
+
+@st.cache_data(show_spinner="Running the model on the gallery …", max_entries=8)
+def _gallery(stem: str, version: tuple[int, int], src: str, ids: tuple[int, ...]) -> list[np.ndarray]:
+    model, _ = _load(stem, version)
+    birds = {b["image_id"]: b for b in (_sample_birds() if src == "sample" else _dataset_birds(tuple(model.classes)))}
+    images = [ca.load_bird_image(birds[i]) for i in ids]
+    _, boxes = ca.predict_batch(model, images)
+    return [ca.draw_boxes(im, ca.norm_to_pixels(b, im.shape[1], im.shape[0])) for im, b in zip(images, boxes)]
+
+
+def _random_bird() -> None:
+    n = ss.get(P + "n_filtered", 1)
+    ss[P + "i"] = int(np.random.default_rng().integers(0, max(1, n)))
+
+
+# --------------------------------------------------------------------------- models
+
+status = {k: ca.checkpoint_status(k) for k in ca.MODEL_KEYS}
+models: dict[str, tuple] = {}
+load_errors: dict[str, str] = {}
+for k, s in status.items():
+    if s["exists"]:
+        try:
+            models[k] = _load(str(ca.checkpoint_stem(k)), s["version"])
+        except CheckpointError as e:
+            load_errors[k] = str(e)
+any_meta = next((m for _, m in models.values()), None)
+classes = tuple(int(c) for c in any_meta["classes"]) if any_meta else tuple(range(1, 51))
+dataset = _dataset_birds(classes)
+
+# --------------------------------------------------------------------------- state
+
+if P + "init" not in ss:
+    s0, warns = ca.parse_state(common.query_dict(), dataset is not None)
+    ss[P + "src"], ss[P + "cls"], ss[P + "i"] = s0.src, s0.cls, s0.i
+    ss[P + "parts"], ss[P + "bbox"], ss[P + "st"] = s0.parts, s0.bbox, s0.st_model
+    ss[P + "warns"] = warns
+    ss[P + "init"] = True
+
+st.title("CUB birds: where do the attention transformers look?")
+st.markdown(
+    "A bird classifier with **N attention transformers in parallel** (paper, Table 3): a localisation net looks "
+    "at the whole photo and places N fixed-size boxes; each box is cropped and classified by the same ImageNet "
+    "backbone, and the crops' features together decide the species. Nobody tells the boxes where the head or the "
+    "body is — in the paper, one box of the 2×ST-CNN ends up on the **head** (red) and one on the **body** (green). "
+    "Here: *reduced scale* (50 species, MobileNetV2, 224-px input, 2 epochs on a CPU); the numbers are in "
+    "`results/cub.md`.")
+for w in ss.get(P + "warns", []):
+    st.warning(w)
+
+sb = st.sidebar
+sb.subheader("The bird")
+src_opts = [s for s in ca.SOURCES if s != "dataset" or dataset is not None]
+if ss[P + "src"] not in src_opts:
+    ss[P + "src"] = "sample"
+sb.radio("Birds", src_opts, format_func=ca.SOURCE_LABELS.get, key=P + "src")
+src = ss[P + "src"]
+image = None
+bird: dict | None = None
+caption = ""
+if src == "upload":
+    up = sb.file_uploader("Upload a bird photo (JPEG, PNG, WebP, …)", type=["png", "jpg", "jpeg", "bmp", "webp", "tif",
+                                                                          "tiff", "gif"], key=P + "upload")
+    image, name, msgs = common.handle_upload(up, P + "upload_store")
+    common.show_messages(msgs)
+    if image is None:
+        st.info("Upload a bird photo in the sidebar; until then the first shipped bird is shown.")
+    else:
+        caption = f"your photo: {name}"
+birds = dataset if src == "dataset" else _sample_birds()
+if src != "upload" or image is None:
+    present = sorted({b["class_id"]: b["class_name"] for b in birds}.items())
+    cls_ids = [0] + [c for c, _ in present]
+    if ss[P + "cls"] not in cls_ids:
+        ss[P + "warns"] = ss.get(P + "warns", []) + [f"Class {ss[P + 'cls']} has no birds here; showing all."]
+        ss[P + "cls"] = 0
+    names = dict(present)
+    if src != "upload":
+        sb.selectbox("Species", cls_ids, key=P + "cls",
+                     format_func=lambda c: "all species" if c == 0 else f"{c:03d} {names.get(c, '')}")
+    filtered = ca.filter_birds(birds, int(ss[P + "cls"]) if src != "upload" else 0)
+    ss[P + "n_filtered"] = len(filtered)
+    if ss[P + "i"] >= len(filtered):
+        ss[P + "i"] = 0
+    if src != "upload":
+        sb.number_input(f"Bird (0–{len(filtered) - 1})", 0, len(filtered) - 1, step=1, key=P + "i")
+        sb.button("Random bird", key=P + "random", on_click=_random_bird, icon=":material/casino:")
+    bird = filtered[int(ss[P + "i"]) if src != "upload" else 0]
+    image = ca.load_bird_image(bird)
+    caption = f"{bird['class_name']} (CUB image {bird['image_id']}, {bird['source']})"
+sb.subheader("Overlays")
+sb.toggle("Annotated parts (head white, body yellow)", key=P + "parts", disabled=src == "upload")
+sb.toggle("Annotated bird box (dashed)", key=P + "bbox", disabled=src == "upload")
+state = ca.PageState(src, int(ss[P + "cls"]), int(ss[P + "i"]), bool(ss[P + "parts"]), bool(ss[P + "bbox"]),
+                     ss[P + "st"])
+common.sync_query_params(state.query())
+common.copy_link(sb, state.query())
+
+if not models:
+    st.info("No CUB checkpoints yet. Train the baseline, 2×ST-CNN and 4×ST-CNN (same protocol, about an hour "
+            f"on one CPU thread) with\n\n`{TRAIN_CMD}`\n\nThe birds below are shown without boxes until then.")
+for k, e in load_errors.items():
+    st.warning(f"{ca.MODEL_LABELS[k]}: the checkpoint could not be loaded ({e}).")
+missing = [ca.MODEL_LABELS[k] for k in ca.MODEL_KEYS if k not in models and k not in load_errors]
+if models and missing:
+    st.info(f"Not trained yet: {', '.join(missing)}. Train with `{TRAIN_CMD}`.")
+for k, (_, meta) in models.items():
+    if not meta.get("final"):
+        st.warning(f"{ca.MODEL_LABELS[k]}: training in progress (step {meta.get('steps')} of "
+                   f"{(meta.get('train_args') or {}).get('steps')}); boxes and predictions are provisional.")
+
+# --------------------------------------------------------------------------- bird tab
+
+tab_bird, tab_gallery, tab_parts, tab_replay = st.tabs(["This bird", "Gallery", "Part analysis", "Box replay"])
+overlay_parts = bird["parts"] if bird is not None and state.parts else None
+overlay_bbox = bird["bbox"] if bird is not None and state.bbox else None
+part_names = bird["part_names"] if bird is not None else None
+
+with tab_bird:
+    st.caption(caption + (f" — true species: **{bird['class_name']}**" if bird is not None else ""))
+    panels = []
+    cols = st.columns(len(ca.MODEL_KEYS), gap="medium")  # one column per model, fixed widths
+    if not models:
+        drawn = ca.draw_boxes(image, np.zeros((0, 4)), overlay_parts, overlay_bbox, part_names)
+        cols[0].image(drawn, caption="the bird", width="stretch")
+        panels.append(drawn)
+    for col, k in zip(cols, ca.MODEL_KEYS):
+        if k not in models:
+            if models:
+                col.markdown(f"**{ca.MODEL_LABELS[k]}**")
+                col.caption("not trained yet")
+            continue
+        model, meta = models[k]
+        pred = ca.predict_bird(model, meta, image)
+        drawn = ca.draw_boxes(image, pred.boxes, overlay_parts, overlay_bbox, part_names)
+        panels.append(drawn)
+        with col:
+            st.markdown(f"**{ca.MODEL_LABELS[k]}**")
+            st.image(drawn, width="stretch",
+                     caption="whole image" if not len(pred.boxes) else
+                     ", ".join(f"box {j + 1} {ca.COLOUR_NAMES[j]}" for j in range(len(pred.boxes))))
+            if pred.crops:
+                ccols = st.columns(len(pred.crops))
+                for j, (cc, crop) in enumerate(zip(ccols, pred.crops)):
+                    cc.image(crop, caption=ca.COLOUR_NAMES[j], width="stretch")
+            truth = bird["class_id"] if bird is not None else None
+            rows = [{"species": f"{cid:03d} {name}" + (" ✓" if cid == truth else ""), "probability": round(p, 3)}
+                    for cid, name, p in pred.top5]
+            st.dataframe(rows, hide_index=True, width="stretch")
+    fig_png = viz.png_bytes(ca.side_by_side(panels, 320))
+    common.png_download(fig_png, f"cub-bird-{bird['image_id'] if bird else 'upload'}.png",
+                        label="Download these boxes (PNG)", key=P + "png_main")
+
+# --------------------------------------------------------------------------- gallery
+
+st_models = [k for k in ("2st", "4st") if k in models]
+with tab_gallery:
+    if not st_models:
+        st.info(f"The gallery needs a trained 2×ST-CNN or 4×ST-CNN: `{TRAIN_CMD}`")
+    else:
+        if ss[P + "st"] not in st_models:
+            ss[P + "st"] = st_models[0]
+        st.radio("Model", st_models, format_func=ca.MODEL_LABELS.get, key=P + "st", horizontal=True)
+        k = ss[P + "st"]
+        gal_src = "dataset" if src == "dataset" else "sample"
+        pool = ca.filter_birds(birds if src != "upload" else _sample_birds(), 0)
+        # one bird per species first, then the rest, at most 16
+        seen, ids = set(), []
+        for b in pool:
+            if b["class_id"] not in seen:
+                seen.add(b["class_id"])
+                ids.append(b["image_id"])
+        ids += [b["image_id"] for b in pool if b["image_id"] not in ids]
+        ids = tuple(ids[:16])
+        tiles = _gallery(str(ca.checkpoint_stem(k)), status[k]["version"], gal_src, ids)
+        by_id = {b["image_id"]: b for b in pool}
+        gcols = st.columns(4)
+        for n, (iid, tile) in enumerate(zip(ids, tiles)):
+            gcols[n % 4].image(tile, caption=by_id[iid]["class_name"], width="stretch")
+        common.png_download(viz.png_bytes(ca.side_by_side(tiles[:8], 200)), f"cub-gallery-{k}.png",
+                            label="Download the first 8 (PNG)", key=P + "png_gallery")
+
+# --------------------------------------------------------------------------- part analysis
+
+with tab_parts:
+    data = ca.read_part_table()
+    rows = ca.part_table_rows(data) if data else []
+    if not rows:
+        st.info("No part analysis yet. After training, run `python scripts/make_cub_results.py` "
+                "(writes results/cub.md and results/cub.json).")
+    else:
+        st.markdown("Fraction of test birds whose box contains at least half of the visible **head** parts (beak, "
+                    "crown, forehead, eyes, nape, throat) or **body** parts (back, breast, belly, wings). The *tiled "
+                    "start* columns are the boxes before training: a head detector must beat them. The *mean box* column gives "
+                    "every bird the transformer's average box: if the learned boxes do no better, the transformer "
+                    "found where heads usually are, not each bird's head.")
+        st.dataframe(rows, hide_index=True, width="stretch")
+        for k in ("2st", "4st"):
+            m = (data.get("models") or {}).get(k) or {}
+            v = m.get("head_detector")
+            if v:
+                st.markdown(f"**{ca.MODEL_LABELS[k]}: one transformer becomes a head detector: "
+                            f"{'yes' if v['holds'] else 'no'}** (head-hit difference {100 * v['diff']:.1f} points, "
+                            f"95% CI [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}]; mean union IoU with the bird "
+                            f"box {m.get('mean_union_iou', float('nan')):.3f}).")
+        st.caption(f"Source: results/cub.json, made by `{data.get('command')}`.")
+
+# --------------------------------------------------------------------------- replay
+
+with tab_replay:
+    if not st_models:
+        st.info(f"The replay needs a trained 2×ST-CNN or 4×ST-CNN: `{TRAIN_CMD}`")
+    else:
+        k = ss[P + "st"] if ss[P + "st"] in st_models else st_models[0]
+        steps, hist, hbirds = ca.history_frames(models[k][1])
+        sample_by_id = {b["image_id"]: b for b in _sample_birds()}
+        if dataset is not None:
+            sample_by_id.update({b["image_id"]: b for b in dataset if b["image_id"] not in sample_by_id})
+        if not steps:
+            st.info("This checkpoint has no box history.")
+        else:
+            st.markdown(f"Boxes of the {ca.MODEL_LABELS[k]} on {len(hbirds)} fixed test birds, recorded during training "
+                        "(the model for the gallery/replay is chosen in the Gallery tab).")
+            if not isinstance(ss.get(P + "step"), int) or not 0 <= ss[P + "step"] < len(steps):
+                ss[P + "step"] = len(steps) - 1
+            t = st.select_slider("Training step", options=list(range(len(steps))), key=P + "step",
+                                 format_func=lambda j: str(steps[j]))
+            rcols = st.columns(3)
+            for n, hb in enumerate(hbirds):
+                b = sample_by_id.get(hb["image_id"])
+                if b is None:
+                    rcols[n % 3].caption(f"{hb['class_name']} (image {hb['image_id']}): image not available here")
+                    continue
+                im = ca.load_bird_image(b)
+                rcols[n % 3].image(ca.draw_boxes(im, ca.norm_to_pixels(hist[t, n], im.shape[1], im.shape[0])),
+                                   caption=f"{hb['class_name']} — step {steps[t]}", width="stretch")

@@ -1,0 +1,278 @@
+"""CUB-200-2011 bird classifiers: a fine-tuned ImageNet backbone and N×ST-CNN (paper Table 3).
+
+Reduced-scale analogue of the paper's birds experiment (which used Inception-BN at 448 px):
+
+* backbone: torchvision MobileNetV2 (1280-d pooled features), ImageNet weights loaded from a
+  local float state_dict (default ``<repo>/../shared/data/weights/mobilenet_v2_imagenet_float.pth``,
+  or ``$STN_LAB_MOBILENET``), or torchvision's own weight enum (``"torchvision"``; needs internet),
+  or random init (``None``, for tests).
+* ``n_st = 0`` (``cub-baseline``): backbone on the whole image + a new linear classifier.
+* ``n_st = 2 / 4`` (``cub-2st`` / ``cub-4st``): a localisation net on backbone features of the
+  whole image predicts one translation (tx, ty) per transformer; the scale is FIXED at
+  ``crop_scale`` (default 0.5: each box is half the image width and height, a quarter of its
+  area, like the paper's fixed-scale attention). Translations are bounded,
+  ``t = (1 - s/2) · tanh(raw)``, so at most half of a box can leave the image. The last layer
+  starts with zero weights and a bias that TILES the boxes over the image (2: left / right
+  halves, centred vertically; 4: the 2×2 quadrants), as in the paper. Each crop is sampled
+  bilinearly (stn_core ``attention_grid`` + ``sample``, zero padding, in [0, 1] before
+  normalisation) at ``crop_size`` (default 112 = native resolution of a half-scale crop of a
+  224 image, like the paper's 448 → 224) and goes through the SAME backbone (weights shared
+  across branches and with the localisation features: the paper used separate Inception
+  branches, too slow on a CPU). Branch features are concatenated for the classifier and
+  scaled by 1/√N, so the classifier input has the baseline's norm and one learning rate suits
+  baseline, 2×ST and 4×ST alike.
+  The localisation features are computed without gradient (``detach_loc_features``): the
+  backbone learns from the crops, the localisation head learns where to put them.
+* BatchNorm layers of the backbone always stay in eval mode (running statistics frozen), also
+  while training: the CPU batches are small (16), so batch statistics would be noisy.
+
+``model(x)``: x RGB float (N, 3, H, W) in [0, 1] at ``input_size``; ImageNet mean/std are
+applied inside. Returns logits over ``classes`` (official class ids, in order).
+``model.last_boxes``: (N, n_st, 4) boxes (x0, y0, x1, y1) in normalised [-1, 1] input
+coordinates (align_corners=False convention) of the last forward; None for the baseline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .sampling import sample
+from .transforms import attention_grid
+
+CUB_MODEL_NAMES = ("cub-baseline", "cub-2st", "cub-4st")
+N_ST = {"cub-baseline": 0, "cub-2st": 2, "cub-4st": 4}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS_FILE = "mobilenet_v2_imagenet_float.pth"
+ENV_WEIGHTS = "STN_LAB_MOBILENET"
+FEAT_DIM = 1280
+BOX_COLOURS = ("red", "green", "blue", "orange")
+
+
+class WeightsError(ValueError):
+    """The ImageNet backbone weights are missing or do not fit MobileNetV2."""
+
+
+def default_weights_path() -> Path:
+    """``$STN_LAB_MOBILENET`` or ``<repo>/../shared/data/weights/mobilenet_v2_imagenet_float.pth``."""
+    env = os.environ.get(ENV_WEIGHTS, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "weights" / WEIGHTS_FILE
+
+
+def mobilenet_v2_features(weights: str | os.PathLike | None = "default") -> nn.Module:
+    """MobileNetV2 ``features`` (conv trunk, 1280 channels at stride 32).
+
+    weights: ``"default"`` (the local float file, see :func:`default_weights_path`), a path to a
+    float state_dict, ``"torchvision"`` (``MobileNet_V2_Weights.IMAGENET1K_V1``, downloads), or
+    None (random init, for tests)."""
+    from torchvision.models import mobilenet_v2
+
+    if weights == "torchvision":
+        from torchvision.models import MobileNet_V2_Weights
+
+        return mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1).features
+    net = mobilenet_v2()
+    if weights is None:
+        return net.features
+    path = default_weights_path() if weights == "default" else Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"{path}: ImageNet MobileNetV2 weights not found. Put the float state_dict there (see "
+            f"../shared/data/weights/SOURCE.md), set ${ENV_WEIGHTS}, pass --backbone-weights PATH, or "
+            f"use --backbone-weights torchvision (downloads torchvision's IMAGENET1K_V1 weights).")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling/format problem
+        raise WeightsError(f"{path}: not a loadable float state_dict ({type(e).__name__}: {e})") from None
+    if not isinstance(sd, dict):
+        raise WeightsError(f"{path}: expected a state_dict (dict of tensors), got {type(sd).__name__}")
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{path}: weights do not fit torchvision's mobilenet_v2 ({str(e)[:300]})") from None
+    return net.features
+
+
+def tiled_translations(n_st: int) -> list[tuple[float, float]]:
+    """Initial box centres (tx, ty) in [-1, 1]: 1 → centre, 2 → left/right halves, 4 → 2×2 quadrants."""
+    if n_st == 1:
+        return [(0.0, 0.0)]
+    if n_st == 2:
+        return [(-0.5, 0.0), (0.5, 0.0)]
+    if n_st == 4:
+        return [(-0.5, -0.5), (0.5, -0.5), (-0.5, 0.5), (0.5, 0.5)]
+    raise ValueError(f"n_st must be 1, 2 or 4 for a tiled start, got {n_st}")
+
+
+class CubNet(nn.Module):
+    """Backbone classifier (``n_st = 0``) or N×ST-CNN with N parallel attention transformers."""
+
+    def __init__(self, classes: Sequence[int], n_st: int = 0, input_size: int = 224, crop_size: int = 112,
+                 crop_scale: float = 0.5, loc_hidden: int = 128, dropout: float = 0.2,
+                 backbone_weights: str | os.PathLike | None = "default", backbone: str = "mobilenet_v2",
+                 detach_loc_features: bool = True) -> None:
+        super().__init__()
+        if backbone != "mobilenet_v2":
+            raise ValueError(f"unknown backbone {backbone!r}; available: mobilenet_v2")
+        if n_st not in (0, 1, 2, 4):
+            raise ValueError(f"n_st must be 0 (baseline), 1, 2 or 4, got {n_st}")
+        if not 0.05 <= crop_scale <= 1.0:
+            raise ValueError(f"crop_scale must be in [0.05, 1], got {crop_scale}")
+        if input_size < 32 or (n_st and crop_size < 32):
+            raise ValueError(f"input_size and crop_size must be at least 32 px, got {input_size}, {crop_size}")
+        self.classes = [int(c) for c in classes]
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must be a non-empty list of distinct class ids")
+        self.n_st = n_st
+        self.input_size, self.crop_size, self.crop_scale = int(input_size), int(crop_size), float(crop_scale)
+        self.detach_loc_features = detach_loc_features
+        self.features = mobilenet_v2_features(backbone_weights)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        n_branch = max(1, n_st)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEAT_DIM * n_branch, len(self.classes)))
+        nn.init.normal_(self.classifier[1].weight, 0.0, 0.01)
+        nn.init.zeros_(self.classifier[1].bias)
+        self.loc: Optional[nn.Sequential] = None
+        if n_st:
+            # localisation net: 1x1 conv on the 1280-channel map, 4x4 spatial pooling, 2-layer MLP
+            self.loc = nn.Sequential(
+                nn.Conv2d(FEAT_DIM, 64, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                nn.Linear(64 * 16, loc_hidden), nn.ReLU(inplace=True), nn.Linear(loc_hidden, 2 * n_st))
+            self.reset_localisation()
+        self.last_boxes: Optional[torch.Tensor] = None
+        self.last_params: Optional[torch.Tensor] = None
+        self.config = {"name": {0: "cub-baseline", 1: "cub-1st", 2: "cub-2st", 4: "cub-4st"}[n_st],
+                       "transform": "attention" if n_st else None, "input_size": self.input_size,
+                       "num_classes": len(self.classes)}
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def t_bound(self) -> float:
+        """Largest |tx|, |ty|: a box may leave the image by at most half its size."""
+        return 1.0 - self.crop_scale / 2
+
+    def reset_localisation(self) -> None:
+        """Zero last-layer weights, bias = tiled start (see :func:`tiled_translations`)."""
+        last = self.loc[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            t = torch.tensor(tiled_translations(self.n_st), dtype=torch.float32).flatten() / self.t_bound
+            last.bias.copy_(torch.atanh(t.clamp(-0.999, 0.999)))
+
+    def localisation_parameters(self) -> list[nn.Parameter]:
+        return list(self.loc.parameters()) if self.loc is not None else []
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The new (not pretrained) layers: classifier + localisation net."""
+        return list(self.classifier.parameters()) + self.localisation_parameters()
+
+    def train(self, mode: bool = True) -> "CubNet":
+        """As nn.Module.train, but the backbone's BatchNorm layers always stay in eval mode."""
+        super().train(mode)
+        for m in self.features.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _embed(self, x01: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) in [0, 1] → pooled features (N, 1280)."""
+        f = self.features((x01 - self.mean) / self.std)
+        return F.adaptive_avg_pool2d(f, 1).flatten(1)
+
+    def attention_params(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] → (N, n_st, 3) attention parameters (s, tx, ty)."""
+        xn = (x - self.mean) / self.std
+        if self.detach_loc_features:
+            with torch.no_grad():
+                fmap = self.features(xn)
+        else:
+            fmap = self.features(xn)
+        t = self.t_bound * torch.tanh(self.loc(fmap)).view(-1, self.n_st, 2)
+        s = torch.full_like(t[..., :1], self.crop_scale)
+        return torch.cat([s, t], -1)
+
+    @staticmethod
+    def params_to_boxes(params: torch.Tensor) -> torch.Tensor:
+        """(…, 3) (s, tx, ty) → (…, 4) boxes (x0, y0, x1, y1) in normalised input coords."""
+        s, tx, ty = params[..., 0], params[..., 1], params[..., 2]
+        return torch.stack([tx - s, ty - s, tx + s, ty + s], -1)
+
+    def crops(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Crops (N, n_st, 3, c, c) of x (N, 3, H, W) in [0, 1] for params (N, n_st, 3)."""
+        n, k = params.shape[:2]
+        grid = attention_grid(params.reshape(n * k, 3), (self.crop_size, self.crop_size))
+        xr = x.unsqueeze(1).expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])
+        return sample(xr, grid, mode="bilinear").view(n, k, x.shape[1], self.crop_size, self.crop_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, 3, H, W) RGB in [0, 1] → logits (N, len(classes))."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected RGB images (N, 3, H, W), got {tuple(x.shape)}")
+        if self.n_st == 0:
+            self.last_boxes = self.last_params = None
+            return self.classifier(self._embed(x))
+        params = self.attention_params(x)
+        self.last_params = params.detach()
+        self.last_boxes = self.params_to_boxes(params).detach()
+        n = x.shape[0]
+        v = self.crops(x, params).flatten(0, 1)  # (N·n_st, 3, c, c)
+        feats = self._embed(v).view(n, self.n_st * FEAT_DIM) * self.n_st ** -0.5
+        return self.classifier(feats)
+
+    def use_channels_last(self) -> None:
+        self.to(memory_format=torch.channels_last)
+
+
+def build_cub_model(name: str, classes: Sequence[int], input_size: int = 224, crop_size: int = 112,
+                    crop_scale: float = 0.5, backbone_weights: str | os.PathLike | None = "default",
+                    **kw: Any) -> CubNet:
+    """``cub-baseline`` / ``cub-2st`` / ``cub-4st`` → :class:`CubNet`."""
+    if name not in N_ST:
+        raise ValueError(f"unknown CUB model {name!r}; choose one of {', '.join(CUB_MODEL_NAMES)}")
+    return CubNet(classes, N_ST[name], input_size=input_size, crop_size=crop_size, crop_scale=crop_scale,
+                  backbone_weights=backbone_weights, **kw)
+
+
+def arch_of(model: CubNet) -> dict[str, Any]:
+    """The JSON-able architecture description stored as meta["extra"]["arch"]."""
+    return {"backbone": "mobilenet_v2", "n_st": model.n_st, "crop_size": model.crop_size,
+            "crop_scale": model.crop_scale, "loc_hidden": model.loc[-1].in_features if model.loc is not None else None,
+            "input_size": model.input_size}
+
+
+def model_from_meta(meta: dict[str, Any]) -> CubNet:
+    """Rebuild an (untrained, random-init) CubNet described by checkpoint metadata."""
+    extra = meta.get("extra") or {}
+    arch = extra.get("arch") or {}
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) != meta["num_classes"]:
+        raise ValueError("a CUB checkpoint needs 'classes' (list of official class ids) of length num_classes")
+    kw = {}
+    if arch.get("loc_hidden"):
+        kw["loc_hidden"] = int(arch["loc_hidden"])
+    return build_cub_model(meta["model"], [int(c) for c in classes], input_size=int(meta["input_size"]),
+                           crop_size=int(arch.get("crop_size", 112)), crop_scale=float(arch.get("crop_scale", 0.5)),
+                           backbone_weights=None, **kw)
+
+
+def boxes_to_pixels(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Normalised (…, 4) boxes (align_corners=False) → pixel coords (x0, y0, x1, y1) of a W×H image."""
+    b = boxes.clone().double() if isinstance(boxes, torch.Tensor) else torch.as_tensor(boxes, dtype=torch.float64)
+    b[..., 0::2] = (b[..., 0::2] + 1) * width / 2
+    b[..., 1::2] = (b[..., 1::2] + 1) * height / 2
+    return b
+
+
+__all__ = ["BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
+           "build_cub_model", "default_weights_path", "mobilenet_v2_features", "model_from_meta",
+           "tiled_translations"]

@@ -1,0 +1,103 @@
+"""Streamlit AppTest of the CUB attention page (pages/cub.py).
+
+Checkpoints come from $STN_LAB_CHECKPOINTS: an empty folder (the "train them" message, no crash)
+and a folder of tiny untrained checkpoints (random-init backbone, 64-px input) saved here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from apptest_util import assert_no_exception, open_page
+from stn_core.checkpoints import save_checkpoint
+from stn_core.cub_models import arch_of, build_cub_model
+
+PAGE = "pages/cub.py"
+CLASSES = [1, 12, 14, 17, 36, 42, 47, 50]
+
+
+def make_tiny_cub_checkpoint(folder: Path, key: str, final: bool = True) -> Path:
+    """An untrained tiny CUB model saved as ``folder/cub50_<key>`` with a fake box history."""
+    name = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}[key]
+    torch.manual_seed(0)
+    m = build_cub_model(name, CLASSES, input_size=64, crop_size=32, backbone_weights=None)
+    extra = {"arch": arch_of(m), "class_names": {"1": "Black footed Albatross", "12": "Yellow headed Blackbird"},
+             "box_history": None}
+    if m.n_st:
+        b0 = np.array([[-1, -0.5, 0, 0.5], [0, -0.5, 1, 0.5]])[: m.n_st]
+        if m.n_st == 4:
+            b0 = np.array([[-1, -1, 0, 0], [0, -1, 1, 0], [-1, 0, 0, 1], [0, 0, 1, 1]])
+        extra["box_history"] = {"birds": [{"image_id": 1, "class_id": 1, "class_name": "Black footed Albatross"},
+                                          {"image_id": 99999, "class_id": 2, "class_name": "Missing bird"}],
+                                "steps": [0, 10], "boxes": [[b0.tolist()] * 2, [(b0 * 0.9).tolist()] * 2]}
+    meta = {"task": "cub50", "model": name, "transform": "attention" if m.n_st else None, "input_size": 64,
+            "num_classes": len(CLASSES), "classes": CLASSES, "final": final, "steps": 10, "test_error": 50.0,
+            "command": f"python -m stn_core.train --task cub50 --model {name}", "train_args": {"steps": 20},
+            "extra": extra}
+    return save_checkpoint(folder / f"cub50_{key}", m, meta)
+
+
+@pytest.fixture(scope="module")
+def ckdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cub_checkpoints")
+    make_tiny_cub_checkpoint(d, "baseline")
+    make_tiny_cub_checkpoint(d, "2st")
+    make_tiny_cub_checkpoint(d, "4st", final=False)
+    return d
+
+
+def _q(at, key):
+    v = at.query_params.get(key)
+    return v[0] if isinstance(v, list) else v
+
+
+def test_no_checkpoints_gives_the_training_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))
+    at = open_page(PAGE)
+    infos = " ".join(i.value for i in at.info)
+    assert "scripts/train_cub.py" in infos
+    assert len(at.get("image")) >= 1, "the bird is shown even without a model"
+
+
+def test_page_with_models(monkeypatch, ckdir):
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(ckdir))
+    at = open_page(PAGE, {"src": "sample", "cls": "0", "i": "2", "parts": "1", "bbox": "1"})
+    assert_no_exception(at)
+    assert _q(at, "i") == "2" and _q(at, "parts") == "1"
+    assert any("training in progress" in w.value for w in at.warning), "the unfinished 4st is flagged"
+    assert len(at.dataframe) >= 3  # top-5 tables of the three models
+    # pick another bird: the URL follows
+    at.number_input(key="cub_i").set_value(5).run()
+    assert_no_exception(at)
+    assert _q(at, "i") == "5"
+    # one species only
+    at.selectbox(key="cub_cls").set_value(17).run()
+    assert_no_exception(at)
+    assert _q(at, "cls") == "17"
+    at.button(key="cub_random").click().run()
+    assert_no_exception(at)
+    # gallery model and replay slider
+    at.radio(key="cub_st").set_value("4st").run()
+    assert_no_exception(at)
+    assert _q(at, "st") == "4st"
+    at.select_slider(key="cub_step").set_value(0).run()
+    assert_no_exception(at)
+    assert any("not available here" in c.value for c in at.caption)
+
+
+def test_bad_link_warns(monkeypatch, ckdir):
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(ckdir))
+    at = open_page(PAGE, {"src": "nowhere", "cls": "999", "i": "-4", "st": "7st"})
+    assert_no_exception(at)
+    assert len(at.warning) >= 2
+    assert _q(at, "src") == "sample" and _q(at, "cls") == "0"
+
+
+def test_upload_mode_without_file(monkeypatch, ckdir):
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(ckdir))
+    at = open_page(PAGE, {"src": "upload"})
+    assert_no_exception(at)
+    assert any("Upload a bird photo" in i.value for i in at.info)

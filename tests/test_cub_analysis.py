@@ -1,0 +1,182 @@
+"""Part analysis (stn_core.cub_analysis) and the CUB page logic (stn_core.cub_attention)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stn_core import cub_analysis as an
+from stn_core import cub_attention as ca
+from stn_core.cub_models import build_cub_model
+
+torch.set_num_threads(1)
+NAMES = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
+         "right eye", "right leg", "right wing", "tail", "throat")
+
+
+def bird(head_xy, body_xy, bbox=(-0.8, -0.8, 0.8, 0.8)) -> an.Bird:
+    """A synthetic bird in normalised coords: all head parts at head_xy, body parts at body_xy."""
+    parts = np.zeros((15, 3))
+    for i, n in enumerate(NAMES):
+        if n in an.HEAD_PARTS:
+            parts[i] = (*head_xy, 1)
+        elif n in an.BODY_PARTS:
+            parts[i] = (*body_xy, 1)
+    return an.Bird(parts, np.array(bbox, dtype=float), NAMES)
+
+
+def test_geometry():
+    assert np.allclose(an.to_normalised([[0, 0], [100, 50]], 100, 50), [[-1, -1], [1, 1]])
+    assert np.allclose(an.bbox_to_normalised((25, 0, 50, 25), 100, 50), [-0.5, -1, 0.5, 0])
+    box = np.array([-1, -1, 0, 0])
+    assert an.box_contains(box, np.array([[-0.5, -0.5], [0.5, 0.5]])).tolist() == [True, False]
+    assert an.group_hit(box, np.zeros((0, 2))) is None
+    assert an.group_hit(box, np.array([[-0.5, -0.5], [0.5, 0.5]])) is True  # half is enough
+    assert an.union_iou(np.array([[-0.5, -0.5, 0.5, 0.5]]), np.array([-0.5, -0.5, 0.5, 0.5])) == pytest.approx(1.0)
+    assert an.union_iou(np.array([[-1, -1, -0.5, -0.5]]), np.array([0.5, 0.5, 1, 1])) == 0.0
+    # union of two halves = the whole image
+    assert an.union_iou(np.array([[-1, -1, 0, 1], [0, -1, 1, 1]]), np.array([-1, -1, 1, 1])) == pytest.approx(1.0)
+
+
+def test_part_stats_and_verdict():
+    rng = np.random.default_rng(0)
+    birds, boxes = [], []
+    for _ in range(60):
+        hx, hy = rng.uniform(-0.7, 0.7, 2)
+        bx, by = -hx * 0.8, -hy * 0.8
+        birds.append(bird((hx, hy), (bx, by)))
+        # transformer 0 follows the head, transformer 1 sits on the body
+        boxes.append([[hx - 0.2, hy - 0.2, hx + 0.2, hy + 0.2], [bx - 0.2, by - 0.2, bx + 0.2, by + 0.2]])
+    st = an.part_stats(np.array(boxes), birds)
+    r = st.rates()
+    assert r[0]["head_hit"] == 1.0 and r[1]["body_hit"] == 1.0 and r[1]["head_hit"] < 0.2
+    v = an.head_detector_verdict(st)
+    assert v["holds"] and v["best"] == 0 and v["ci"][0] > 0
+    same = an.part_stats(np.array([[b[0], b[0]] for b in boxes]), birds)
+    assert not an.head_detector_verdict(same)["holds"]
+    with pytest.raises(ValueError):
+        an.part_stats(np.zeros((3, 2, 4)), birds)
+
+
+def test_invisible_parts_are_left_out():
+    b = bird((0.5, 0.5), (-0.5, -0.5))
+    b.parts[:, 2] = 0
+    st = an.part_stats(np.array([[[-1, -1, 1, 1]]]), [b])
+    assert st.rates()[0]["head_hit"] is None and st.rates()[0]["n_head"] == 0
+
+
+def test_tiled_boxes_and_ci():
+    t = an.tiled_boxes(2, 3)
+    assert t.shape == (3, 2, 4) and np.allclose(t[0], [[-1, -0.5, 0, 0.5], [0, -0.5, 1, 0.5]])
+    d, lo, hi = an.paired_diff_ci(np.ones(50), np.zeros(50))
+    assert d == 1 and lo == 1 and hi == 1
+    assert np.isnan(an.paired_diff_ci(np.full(3, np.nan), np.ones(3))[0])
+
+
+# --------------------------------------------------------------------------- page logic
+
+def tiny_model():
+    torch.manual_seed(0)
+    m = build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None).eval()
+    meta = {"input_size": 64, "classes": [1, 12, 14], "extra": {"class_names": {"1": "Albatross", "12": "Blackbird"}}}
+    return m, meta
+
+
+def test_predict_bird_api():
+    m, meta = tiny_model()
+    img = np.random.default_rng(0).random((80, 120, 3)).astype(np.float32)
+    p = ca.predict_bird(m, meta, img)
+    assert p.boxes.shape == (2, 4)
+    # tiled start: left and right halves, vertically centred, in pixels of the 120x80 image
+    assert np.allclose(p.boxes, [[0, 20, 60, 60], [60, 20, 120, 60]], atol=0.3)
+    assert len(p.crops) == 2 and p.crops[0].shape == (32, 32, 3)
+    assert len(p.top5) == 3 and abs(sum(q for _, _, q in p.top5) - 1) < 1e-5
+    assert [q for _, _, q in p.top5] == sorted([q for _, _, q in p.top5], reverse=True)
+    assert {c for c, _, _ in p.top5} == {1, 12, 14} and dict((c, n) for c, n, _ in p.top5)[14] == "class 14"
+    base = build_cub_model("cub-baseline", [1, 12, 14], input_size=64, backbone_weights=None).eval()
+    pb = ca.predict_bird(base, meta, img)
+    assert pb.boxes.shape == (0, 4) and pb.crops == []
+
+
+def test_draw_boxes_colours():
+    img = np.zeros((40, 60, 3), np.float32)
+    out = ca.draw_boxes(img, np.array([[0, 0, 30, 40], [30, 0, 60, 40]]), width=1)
+    assert out.dtype == np.uint8 and out.shape == (40, 60, 3)
+    assert tuple(out[10, 0]) == ca.COLOURS[0] and tuple(out[10, 59]) == ca.COLOURS[1]
+    assert tuple(out[20, 15]) == (0, 0, 0)
+    parts = np.zeros((15, 3))
+    parts[1] = (45, 20, 1)  # beak: a head part, white
+    out2 = ca.draw_boxes(img, np.zeros((0, 4)), parts=parts, bbox=(5, 5, 20, 20), part_names=NAMES)
+    assert tuple(out2[20, 45]) == (255, 255, 255) and out2[5, 6].sum() > 0
+
+
+def test_page_state_and_helpers():
+    s, w = ca.parse_state({"src": "dataset", "cls": "x", "i": "3", "parts": "1", "st": "9st"}, False)
+    assert s.src == "sample" and s.i == 3 and s.parts and s.st_model == "2st" and len(w) == 3
+    assert ca.parse_state(s.query(), False)[0] == s
+    birds = [{"class_id": 1}, {"class_id": 2}, {"class_id": 1}]
+    assert len(ca.filter_birds(birds, 1)) == 2 and len(ca.filter_birds(birds, 0)) == 3
+    sbs = ca.side_by_side([np.zeros((10, 20, 3)), np.ones((20, 20, 3))], height=30)
+    assert sbs.shape == (30, 60 + 30 + 8, 3)
+    assert ca.history_frames({"extra": {}})[0] == []
+    meta = {"extra": {"box_history": {"steps": [0, 5], "boxes": np.zeros((2, 1, 2, 4)).tolist(),
+                                      "birds": [{"image_id": 1}]}}}
+    steps, boxes, birds_h = ca.history_frames(meta)
+    assert steps == [0, 5] and boxes.shape == (2, 1, 2, 4) and birds_h[0]["image_id"] == 1
+    rows = ca.part_table_rows({"models": {"2st": {"transformers": [
+        {"transformer": 0, "colour": "red", "head_hit": 0.5, "body_hit": 0.25, "tiled_head_hit": 0.4,
+         "tiled_body_hit": None}]}}})
+    assert rows[0]["head-hit %"] == 50.0 and rows[0]["tiled start body-hit %"] is None
+
+
+def test_sample_birds_and_status(tmp_path):
+    birds = ca.sample_birds()
+    assert len(birds) >= 30 and birds[0]["parts"].shape == (15, 3) and birds[0]["image"].ndim == 3
+    assert ca.checkpoint_status("2st", tmp_path)["exists"] is False
+
+
+def test_make_cub_results_on_tiny_checkpoints(tmp_path):
+    """scripts/make_cub_results.py end to end: tiny untrained checkpoints on a CUB-layout folder."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from cub_fixture import make_tiny_cub
+
+    from stn_core.checkpoints import save_checkpoint
+    from stn_core.cub_models import arch_of
+
+    root = make_tiny_cub(tmp_path / "cub")
+    ck = tmp_path / "ck"
+    for key, name in (("baseline", "cub-baseline"), ("2st", "cub-2st"), ("4st", "cub-4st")):
+        torch.manual_seed(0)
+        m = build_cub_model(name, [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None)
+        save_checkpoint(ck / f"cub50_{key}", m, {
+            "task": "cub", "model": name, "transform": "attention" if m.n_st else None, "input_size": 64,
+            "num_classes": 3, "classes": [1, 12, 14], "final": key != "4st", "steps": 3,
+            "command": f"python -m stn_core.train --task cub --model {name}", "extra": {"arch": arch_of(m)}})
+    spec = importlib.util.spec_from_file_location("make_cub_results",
+                                                  Path(__file__).parents[1] / "scripts" / "make_cub_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "cub.md"
+    mod.main(["--data-root", str(root), "--checkpoints", str(ck), "--out", str(out)])
+    text = out.read_text()
+    assert "## Test accuracy" in text and "unfinished run" in text  # the 4st is not final: not reported
+    assert "One transformer becomes a head detector:" in text and "paper" in text.lower()
+    assert "python -m stn_core.train --task cub --model cub-2st" in text
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert set(data["models"]) == {"baseline", "2st"}
+    assert len(data["models"]["2st"]["transformers"]) == 2 and 0 <= data["models"]["2st"]["accuracy"] <= 100
+    assert ca.part_table_rows(data)
+
+
+def test_mean_box_control_and_spread():
+    boxes = np.array([[[-1, -1, 0, 0]], [[0, 0, 1, 1]]], dtype=float)
+    mb = an.mean_boxes(boxes)
+    assert mb.shape == (2, 1, 4) and np.allclose(mb[0, 0], [-0.5, -0.5, 0.5, 0.5]) and np.allclose(mb[0], mb[1])
+    assert np.allclose(an.centre_spread(boxes), [[0.5, 0.5]])
+    assert np.allclose(an.centre_spread(mb), 0)

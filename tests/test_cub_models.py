@@ -1,0 +1,208 @@
+"""CUB bird models (stn_core.cub_models) and their training CLI (stn_core.cub_train).
+
+Tiny, random-init backbones (``backbone_weights=None``) and 64-px inputs keep this fast; the
+CLI runs on a CUB-layout folder built from the shipped birds (tests/cub_fixture.py), so nothing
+here needs ../shared. Only the test of the real ImageNet weights file is skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cub_fixture import make_tiny_cub
+from stn_core import load_model, save_checkpoint
+from stn_core.checkpoints import CheckpointError, load_meta
+from stn_core.cub_models import (CubNet, WeightsError, arch_of, build_cub_model, default_weights_path,
+                                 mobilenet_v2_features, model_from_meta, tiled_translations)
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+def tiny(name: str, classes=(1, 12, 14), size: int = 64, crop: int = 32) -> CubNet:
+    torch.manual_seed(0)
+    return build_cub_model(name, list(classes), input_size=size, crop_size=crop, backbone_weights=None)
+
+
+@pytest.mark.parametrize("name,n_st", [("cub-baseline", 0), ("cub-2st", 2), ("cub-4st", 4)])
+def test_shapes_and_boxes(name, n_st):
+    m = tiny(name).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        y = m(x)
+    assert y.shape == (2, 3)
+    if n_st == 0:
+        assert m.last_boxes is None
+    else:
+        assert m.last_boxes.shape == (2, n_st, 4)
+        assert m.config["transform"] == "attention"
+
+
+def test_tiled_start():
+    m2, m4 = tiny("cub-2st").eval(), tiny("cub-4st").eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        m2(x)
+        m4(x)
+    exp2 = torch.tensor([[-1.0, -0.5, 0.0, 0.5], [0.0, -0.5, 1.0, 0.5]])
+    assert torch.allclose(m2.last_boxes, exp2.expand(3, 2, 4), atol=2e-3)
+    exp4 = torch.tensor([[-1.0, -1.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    assert torch.allclose(m4.last_boxes, exp4.expand(3, 4, 4), atol=2e-3)
+    assert torch.count_nonzero(m2.loc[-1].weight) == 0
+    assert tiled_translations(2) == [(-0.5, 0.0), (0.5, 0.0)]
+    with pytest.raises(ValueError):
+        tiled_translations(3)
+
+
+def test_crop_is_the_boxed_region():
+    """A half-scale crop at native resolution samples exactly the pixels inside its box."""
+    m = tiny("cub-2st")
+    x = torch.rand(1, 3, 64, 64)
+    params = torch.tensor([[[0.5, -0.5, 0.0], [0.5, 0.5, 0.0]]])
+    c = m.crops(x, params)
+    assert c.shape == (1, 2, 3, 32, 32)
+    assert torch.allclose(c[0, 0], x[0, :, 16:48, 0:32], atol=1e-5)
+    assert torch.allclose(c[0, 1], x[0, :, 16:48, 32:64], atol=1e-5)
+
+
+def test_translations_stay_bounded_and_bn_frozen():
+    m = tiny("cub-2st")
+    with torch.no_grad():
+        m.loc[-1].bias.fill_(50.0)
+    m.train()
+    assert not any(b.training for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d))
+    assert m.classifier.training
+    with torch.no_grad():
+        m(torch.rand(1, 3, 64, 64))
+    assert m.last_boxes[..., [0, 2]].mean(-1).abs().max() <= m.t_bound + 1e-6
+
+
+def test_gradients_reach_localisation():
+    m = tiny("cub-2st").train()
+    m(torch.rand(2, 3, 64, 64)).logsumexp(1).sum().backward()
+    assert m.loc[-1].bias.grad is not None and m.loc[-1].bias.grad.abs().sum() > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        build_cub_model("cub-3st", [1])
+    with pytest.raises(ValueError):
+        CubNet([1, 1], 2, backbone_weights=None)
+    with pytest.raises(ValueError):
+        tiny("cub-2st")(torch.rand(1, 1, 64, 64))
+
+
+def test_missing_weights_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        mobilenet_v2_features(tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    torch.save({"w": torch.zeros(2)}, bad)
+    with pytest.raises(WeightsError, match="do not fit"):
+        mobilenet_v2_features(bad)
+
+
+@pytest.mark.skipif(not default_weights_path().is_file(),
+                    reason="needs ../shared/data/weights/mobilenet_v2_imagenet_float.pth (ImageNet weights)")
+def test_default_weights_load():
+    f = mobilenet_v2_features("default")
+    assert sum(p.numel() for p in f.parameters()) > 2_000_000
+
+
+def test_load_model_round_trip(tmp_path):
+    m = tiny("cub-2st").eval()
+    meta = {"task": "cub", "model": "cub-2st", "transform": "attention", "input_size": 64, "num_classes": 3,
+            "classes": [1, 12, 14], "final": True, "extra": {"arch": arch_of(m), "class_names": {"1": "A"}}}
+    save_checkpoint(tmp_path / "c", m, meta)
+    m2, meta2 = load_model(tmp_path / "c")
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(m(x), m2(x), atol=1e-6)
+    assert meta2["classes"] == [1, 12, 14]
+    assert isinstance(model_from_meta(meta2), CubNet)
+    bad = dict(meta, transform="affine")
+    (tmp_path / "c.json").write_text(json.dumps({**json.loads((tmp_path / "c.json").read_text()), **bad}))
+    with pytest.raises(CheckpointError, match="attention"):
+        load_meta(tmp_path / "c")
+
+
+# --------------------------------------------------------------------------- CLI
+
+TINY = ["--task", "cub", "--classes", "1,12,14", "--backbone-weights", "none", "--input-size", "64",
+        "--crop-size", "32", "--batch", "2", "--steps", "4", "--threads", "1", "--no-progress",
+        "--ckpt-every", "2", "--box-every", "1"]
+
+
+def test_cli_tiny_run_and_resume(tmp_path):
+    """In-process through stn_core.train.main (the CUB dispatch): stop at step 2, resume, compare
+    with an uninterrupted run."""
+    from stn_core.train import main
+
+    root = make_tiny_cub(tmp_path / "cub")
+    common = TINY + ["--data-root", str(root), "--model", "cub-2st"]
+    meta = main(common + ["--out", str(tmp_path / "a"), "--stop-at", "2"])
+    assert meta["final"] is False and json.loads((tmp_path / "a.json").read_text())["final"] is False
+    ma = main(common + ["--out", str(tmp_path / "a"), "--resume"])
+    mb = main(common + ["--out", str(tmp_path / "b")])
+    assert ma["final"] and ma["steps"] == 4 and ma["classes"] == [1, 12, 14]
+    assert ma["test_error"] == mb["test_error"]
+    assert "--stop-at" not in ma["command"] and ma["command"].startswith("python -m stn_core.train --task cub")
+    hist = json.loads((tmp_path / "a.json").read_text())["extra"]["box_history"]
+    assert hist["steps"] == [0, 1, 2, 3, 4] and len(hist["boxes"]) == 5
+    assert len(hist["boxes"][0][0]) == 2
+    m_a, _ = load_model(tmp_path / "a")
+    m_b, _ = load_model(tmp_path / "b")
+    for (k, va), vb in zip(m_a.state_dict().items(), m_b.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-6), k
+    # refusing to overwrite / to resume with other settings
+    with pytest.raises(SystemExit, match="exists"):
+        main(common + ["--out", str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match="different settings"):
+        main(common + ["--out", str(tmp_path / "a"), "--resume", "--lr", "0.1"])
+
+
+def test_cli_help_and_dispatch(capsys):
+    from stn_core.cub_train import is_cub_task, parse_args
+
+    assert is_cub_task(["--task", "cub50"]) and is_cub_task(["--task=cub200"]) and not is_cub_task(["--task", "mnist-r"])
+    with pytest.raises(SystemExit):
+        parse_args(["--task", "cub50", "--model", "cub-2st", "--help"])
+    out = capsys.readouterr().out
+    assert "--loc-lr-mult" in out and "--classes" in out
+    with pytest.raises(SystemExit):
+        parse_args(["--task", "cub", "--model", "cub-2st", "--out", "x"])  # cub needs --classes
+
+
+def test_cli_torchrun_two_processes(tmp_path):
+    root = make_tiny_cub(tmp_path / "cub")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port),
+           "-m", "stn_core.train", *TINY, "--data-root", str(root), "--model", "cub-baseline",
+           "--out", str(tmp_path / "d")]
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((tmp_path / "d.json").read_text())
+    assert meta["final"] and meta["world_size"] == 2 and meta["command"].startswith("torchrun --nproc_per_node 2")
+
+
+def test_cli_clear_errors(tmp_path):
+    from stn_core.train import main
+
+    root = make_tiny_cub(tmp_path / "cub")
+    with pytest.raises(SystemExit, match="weights not found"):
+        main([*TINY, "--data-root", str(root), "--model", "cub-2st", "--out", str(tmp_path / "e"),
+              "--backbone-weights", str(tmp_path / "missing.pth")])
+    with pytest.raises(SystemExit, match="not found"):
+        main([*TINY, "--data-root", str(tmp_path / "nowhere"), "--model", "cub-2st", "--out", str(tmp_path / "e")])
