@@ -1,0 +1,161 @@
+"""MNIST addition (paper appendix): two RTS-distorted digits in two channels, their sum predicted.
+
+URL path: ``/addition``; query parameters ``a``, ``b`` (shipped test-digit indices), ``seed``
+(distortion seed) and ``model`` (fcn | cnn | st-fcn | 2st-fcn). Checkpoints are read from
+``checkpoints/`` (or ``$STN_LAB_CHECKPOINTS``): ``mnist_addition_<model>.safetensors`` + ``.json``.
+Logic in :mod:`stn_core.addition`.
+
+Widget keys (for AppTest): ``add_a``, ``add_b``, ``add_seed``, ``add_model``; button ``add_random``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from pages import common
+from stn_core import addition as ad
+from stn_core import explorer as ex
+from stn_core import viz
+from stn_core.checkpoints import CheckpointError, load_model
+
+common.ensure_navigation()
+
+P = "add_"
+ss = st.session_state
+
+
+@st.cache_resource(show_spinner="Loading the model …", max_entries=8)
+def _load(stem: str, version: tuple[int, int]):
+    """(model, meta); ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
+    return load_model(stem)
+
+
+def _random_pair() -> None:
+    n = len(common.catalog().digit_labels)
+    r = ad.random_state(np.random.default_rng(), n, ss[P + "model"])
+    ss[P + "a"], ss[P + "b"], ss[P + "seed"] = r.a, r.b, r.seed
+
+
+# --------------------------------------------------------------------------- state
+
+cat = common.catalog()
+n_digits = len(cat.digit_labels)
+if P + "init" not in ss:
+    state0, warns = ad.parse_state(common.query_dict(), n_digits)
+    ss[P + "a"], ss[P + "b"], ss[P + "seed"], ss[P + "model"] = state0.a, state0.b, state0.seed, state0.model
+    ss[P + "warns"] = warns
+    ss[P + "init"] = True
+
+st.title("MNIST addition: two digits, two transformers")
+st.markdown(
+    "Each of the two 42×42 channels holds a digit that was independently rotated (±45°), scaled (0.7–1.2) "
+    "and moved. The network must output their **sum** (19 classes). In the **2×ST-FCN** two spatial "
+    "transformers work side by side; each sees both channels and warps both, and their outputs go on to "
+    "one fully-connected classifier. Nobody tells a transformer which digit is its job — in the paper "
+    "each learns to take one.")
+for w in ss.get(P + "warns", []):
+    st.warning(w)
+if cat.note:
+    st.info(cat.note)
+
+sb = st.sidebar
+sb.subheader("The pair")
+sb.number_input(f"Digit 1: shipped test digit (0–{n_digits - 1})", 0, n_digits - 1, step=1, key=P + "a")
+sb.number_input(f"Digit 2: shipped test digit (0–{n_digits - 1})", 0, n_digits - 1, step=1, key=P + "b")
+sb.number_input("Distortion seed", 0, ad.MAX_SEED, step=1, key=P + "seed",
+                help="Draws each digit's rotation, scale and position (independently per channel).")
+sb.button("Random pair", key=P + "random", on_click=_random_pair, icon=":material/casino:")
+sb.radio("Model", list(ad.MODEL_KEYS), format_func=ad.MODEL_LABELS.get, key=P + "model")
+state = ad.PageState(int(ss[P + "a"]), int(ss[P + "b"]), int(ss[P + "seed"]), ss[P + "model"])
+common.sync_query_params(state.query())
+common.copy_link(sb, state.query())
+
+# --------------------------------------------------------------------------- data and models
+
+d1 = common.sample_image("mnist", state.a)
+d2 = common.sample_image("mnist", state.b)
+x = ad.make_pair(d1[..., 0], d2[..., 0], state.seed)
+l1, l2 = cat.digit_labels[state.a], cat.digit_labels[state.b]
+true_sum = l1 + l2 if l1 >= 0 and l2 >= 0 else None
+
+entries = ad.find_checkpoints(ex.checkpoint_dir())
+views: dict[str, ad.PairView] = {}
+for key, e in entries.items():
+    if e.meta is None:
+        continue
+    try:
+        model, _ = _load(str(e.stem), e.version)
+        views[key] = ad.view_pair(model, x)
+    except CheckpointError as err:
+        e.meta, e.error = None, str(err)
+
+# --------------------------------------------------------------------------- main view
+
+label = ad.MODEL_LABELS[state.model]
+view = views.get(state.model)
+entry = entries.get(state.model)
+if not entries:
+    st.info("No MNIST-addition checkpoints yet. Train all four models (about an hour on one CPU thread) with\n\n"
+            "`python scripts/train_addition.py --threads 1`")
+elif view is None:
+    why = "is not trained yet" if entry is None else f"could not be loaded ({entry.error})"
+    st.info(f"The {label} {why}. Train it with `{ad.train_command(state.model)}`")
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    theta = None if view is None else view.theta
+    fig = ad.pair_figure(x[0].numpy(), theta,
+                         title=f"Input pair: {l1} + {l2}" + ("" if theta is None else f" — {label}'s boxes"))
+    st.plotly_chart(fig, config=common.plot_config("addition-input"), key=P + "pair_fig")
+    common.png_download(viz.png_bytes(ad.pair_image(x[0].numpy()), 8), "addition-pair.png",
+                        label="Download the pair (PNG)", key=P + "png_pair")
+with right:
+    if view is not None:
+        verdict = "" if true_sum is None else (" ✓ correct" if view.pred == true_sum else f" ✗ (true sum {true_sum})")
+        st.metric(f"{label} predicts", f"{view.pred}", help="the class with the highest probability")
+        st.markdown(f"**Predicted sum {view.pred}** with probability {100 * view.confidence:.0f} %{verdict}")
+    elif true_sum is not None:
+        st.metric("True sum", f"{true_sum}")
+    if entries:
+        st.caption("Test error on the 10,000 fixed test pairs (ours, from the checkpoint JSONs, vs the paper):")
+        for key in ad.MODEL_KEYS:
+            e = entries.get(key)
+            err = None if e is None or e.meta is None else e.meta.get("test_error")
+            ours = "not trained" if err is None else f"{err:.1f} %" + ("" if e.final else " (training)")
+            st.markdown(f"- {ad.MODEL_LABELS[key]}: {ours} · paper {ad.paper_error(key)} %")
+if view is not None:
+    st.plotly_chart(viz.probability_figure([(label, view.probs)], [str(i) for i in range(19)], true_sum,
+                                           title="Probability of each sum", height=300),
+                    config=common.plot_config("addition-probabilities"), key=P + "prob_fig")
+
+if view is not None and view.outputs is not None:
+    k = view.outputs.shape[0]
+    if k >= 2:
+        takes = ["no digit" if view.ink[i] < ad.EMPTY_INK else "digit 1" if s > 0.5 else "digit 2"
+                 for i, s in enumerate(view.shares)]
+        msg = ("each transformer has taken a different digit" if len(set(takes)) == len(takes) and "no digit" not in takes
+               else "they have not split the pair here")
+        st.markdown("On this pair: " + ", ".join(
+            f"<span style='color:{ad.TRANSFORMER_COLOURS[i % 2]}'>**transformer {i + 1}**</span> takes {t}"
+            + ("" if t == "no digit" else f" ({100 * max(view.shares[i], 1 - view.shares[i]):.0f} % of its output ink)")
+            for i, t in enumerate(takes)) + f" — {msg}.", unsafe_allow_html=True)
+    st.plotly_chart(ad.outputs_figure(view.outputs, view.shares), config=common.plot_config("addition-outputs"),
+                    key=P + "out_fig")
+    cov = view.coverage
+    st.caption("Box coverage (share of each input digit's ink inside each transformer's box): " + "; ".join(
+        f"transformer {i + 1}: digit 1 {100 * cov[i][0]:.0f} %, digit 2 {100 * cov[i][1]:.0f} %"
+        for i in range(k)) + ". Whole-test-set numbers: results/mnist-addition.md "
+        "(`python scripts/make_addition_results.py`).")
+elif view is not None:
+    st.caption(f"The {label} has no spatial transformer: it must find both digits with its own layers.")
+
+st.subheader("The same pair through the other models")
+rows = ad.comparison_rows(views, entries, true_sum)
+st.dataframe(rows, hide_index=True, key=P + "table")
+missing = [k for k in ad.MODEL_KEYS if k not in views]
+if missing and entries:
+    st.info("Not available yet: " + "; ".join(f"{ad.MODEL_LABELS[k]} — `{ad.train_command(k)}`" for k in missing))
+st.caption("Test errors come from each checkpoint's JSON (its command is recorded there and in "
+           "results/mnist-addition.md); paper numbers are the paper's appendix. Our schedules are much "
+           "shorter than the paper's 150k steps.")

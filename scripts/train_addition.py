@@ -1,0 +1,86 @@
+"""Train the four MNIST-addition models one after another (skips finished runs, resumes unfinished ones).
+
+    python scripts/train_addition.py [--models fcn st-fcn 2st-fcn cnn] [--threads 1] [--time-limit 4800]
+
+Paper appendix (MNIST addition): two 42×42 channels, each an independently RTS-distorted
+digit, label = their sum (19 classes); FCN, CNN, ST-FCN and 2×ST-FCN, all ≈400k weights.
+Each run is one ``python -m stn_core.train --task mnist-addition ...`` command writing
+``checkpoints/mnist_addition_<model>.safetensors`` + ``.json`` (the command is recorded in the
+JSON). The FCN-family runs go first, the slow CNN last.
+
+Schedules (reduced to fit ≈60 CPU-minutes on one thread of this 2-core CPU; the paper trains
+150k steps of batch 256 with lr 0.01, ÷10 every 50k, plain SGD):
+
+* FCN, ST-FCN, 2×ST-FCN share one schedule: 12,000 steps × 128, lr 0.05, momentum 0.9 (as
+  ``scripts/train_table1.py``'s FCN family; lr ÷10 at 1/3 and 2/3 of the steps). Measured
+  here: ≈2,600 / 1,800 / 1,300 samples/s → ≈10 / 14 / 20 minutes.
+* CNN: only 800 steps × 128 (lr 0.01, momentum 0.9, as train_table1's CNN family), because a
+  paper-sized CNN on 2×42×42 runs at only ≈90 samples/s on one thread (≈19 minutes). Its
+  error is therefore *not* comparable with the FCN family's: it has seen 15× fewer samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from train_queue import run_queue  # scripts/ is sys.path[0]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Checkpoint name → (--model, --transform), in queue order (FCN family first, the CNN last).
+MODELS = {"fcn": ("fcn", None), "st-fcn": ("st-fcn", "affine"), "2st-fcn": ("2st-fcn", "affine"),
+          "cnn": ("cnn", None)}
+
+#: Reduced schedules for this CPU (see the module docstring).
+SCHEDULES = {
+    "fcn": ["--steps", "12000", "--batch", "128", "--lr", "0.05", "--momentum", "0.9", "--eval-every", "3000"],
+    "cnn": ["--steps", "800", "--batch", "128", "--lr", "0.01", "--momentum", "0.9", "--eval-every", "400"],
+}
+
+
+def family(name: str) -> str:
+    """Schedule family of a model: "cnn" for the CNN, "fcn" for FCN, ST-FCN and 2×ST-FCN."""
+    return "cnn" if name == "cnn" else "fcn"
+
+
+def stem(name: str, folder: Path | None = None) -> Path:
+    """Checkpoint stem ``checkpoints/mnist_addition_<name>``."""
+    return (ROOT / "checkpoints" if folder is None else Path(folder)) / f"mnist_addition_{name}"
+
+
+def command(name: str, out: Path, threads: int, extra: list[str] | None = None) -> list[str]:
+    """The training command of one model (``--resume`` when a partial checkpoint exists)."""
+    model, transform = MODELS[name]
+    cmd = [sys.executable, "-m", "stn_core.train", "--task", "mnist-addition", "--model", model]
+    if transform:
+        cmd += ["--transform", transform]
+    try:
+        out_arg = str(out.relative_to(ROOT))
+    except ValueError:
+        out_arg = str(out)
+    cmd += SCHEDULES[family(name)] + ["--seed", "0", "--threads", str(threads), "--out", out_arg, "--no-progress"]
+    cmd += list(extra or [])
+    if out.with_suffix(".json").exists():
+        cmd.append("--resume")
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
+    ap.add_argument("--checkpoints", default=None, help="output folder (default: <repo>/checkpoints)")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                    help="further arguments for every stn_core.train run (tests: --steps 2 ...)")
+    a = ap.parse_args(argv)
+    folder = Path(a.checkpoints) if a.checkpoints else None
+    jobs = [(out, lambda name=name, out=out: command(name, out, a.threads, a.extra))
+            for name in MODELS if name in a.models for out in [stem(name, folder)]]
+    run_queue(jobs, a.time_limit)
+
+
+if __name__ == "__main__":
+    main()

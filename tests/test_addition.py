@@ -1,0 +1,253 @@
+"""MNIST addition (paper appendix): data, the four models, the training CLI, the measures of
+"each transformer has taken one digit", the results script and the training queue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stn_core import addition as ad
+from stn_core import datasets as ds
+from stn_core import distortions as D
+from stn_core import train as T
+from stn_core.checkpoints import load_model
+from stn_core.models import ParallelSTNet, build_model, count_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- data
+
+def _tiny_split(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    from stn_core.data.samples import load_mnist_sample
+
+    x, y = load_mnist_sample()
+    return torch.from_numpy(x[:n].astype(np.uint8)), torch.from_numpy(y[:n].astype(np.int64))
+
+
+def test_task_metadata():
+    assert ds.is_pair_task("mnist-addition") and not ds.is_pair_task("mnist-rts")
+    assert ds.in_channels("mnist-addition") == 2 and ds.in_channels("mnist-rts") == 1
+    assert ds.num_classes("mnist-addition") == 19 and ds.classes("mnist-addition") == [str(i) for i in range(19)]
+    assert ds.input_size("mnist-addition") == 42
+    assert T.paper_error("2st-fcn", "affine", "mnist-addition") == 5.8
+    assert T.paper_error("fcn", None, "mnist-addition") == 47.7 and T.paper_error("cnn", None, "mnist-rts") == 0.8
+
+
+def test_train_stream_pairs_are_sums_of_independent_digits():
+    imgs, labs = _tiny_split()
+    s = ds.TrainStream(imgs, labs, "mnist-addition", seed=4, batch_size=16)
+    x, y = s.batch(3)
+    assert x.shape == (16, 2, 42, 42) and x.dtype == torch.float32 and y.shape == (16,)
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    i1, i2 = s.indices(3, 0), s.indices(3, 1)
+    assert torch.equal(y, labs[i1] + labs[i2])
+    assert not torch.equal(i1, i2)  # two independent permutations
+    # each channel is the RTS warp of its own digit with its own parameters
+    g = D.make_generator(ds.derive_seed(4, 2, 3))
+    p = D.sample_params("RTS", 32, g)
+    ch2 = D.warp(imgs[i2], "RTS", D.slice_params(p, 16, 32))
+    torch.testing.assert_close(x[:, 1:2], ch2)
+    # deterministic from (seed, step); a rank's slice of the global batch
+    x2, y2 = ds.TrainStream(imgs, labs, "mnist-addition", seed=4, batch_size=16).batch(3)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    xr, yr = ds.TrainStream(imgs, labs, "mnist-addition", seed=4, batch_size=16, rank=1, world=2).batch(3)
+    torch.testing.assert_close(xr, x[8:]) and torch.equal(yr, y[8:])
+    assert not torch.equal(ds.TrainStream(imgs, labs, "mnist-addition", seed=5, batch_size=16).batch(3)[0], x)
+
+
+def test_single_digit_streams_unchanged_by_the_pair_code():
+    imgs, labs = _tiny_split()
+    s = ds.TrainStream(imgs, labs, "mnist-rts", seed=1, batch_size=8)
+    g = D.make_generator(ds.derive_seed(1, 1, 0))
+    assert torch.equal(s.indices(0), torch.randperm(40, generator=g)[:8])
+    assert s.batch(0)[0].shape == (8, 1, 42, 42)
+
+
+def test_fixed_pair_test_set(data_root):
+    x, y = ds.fixed_test_set("mnist-addition", root=data_root, verify=False)
+    assert x.shape == (200, 2, 42, 42) and y.shape == (200,)
+    assert int(y.min()) >= 0 and int(y.max()) <= 18
+    imgs, labs = ds.load_split("test", data_root, verify=False)
+    partner, p1, p2 = ds.pair_test_plan(200)
+    assert torch.equal(y, labs + labs[partner])
+    torch.testing.assert_close(x[:, :1], D.warp(imgs, "RTS", p1))
+    x2, y2 = ds.make_test_set(imgs, labs, "mnist-addition", chunk=64)  # chunking changes nothing
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    xl, _ = ds.fixed_test_set("mnist-addition", root=data_root, verify=False, limit=10)
+    assert torch.equal(xl, x[:10])
+
+
+# --------------------------------------------------------------------------- models
+
+@pytest.mark.parametrize("key", ad.MODEL_KEYS)
+def test_models_take_two_channels_and_have_about_equal_size(key):
+    name, transform = ad.MODEL_SPECS[key]
+    m = build_model(name, transform, 42, 19, in_channels=2)
+    n = count_params(m)
+    assert abs(n - 400_000) / 400_000 < 0.01, (key, n)
+    x = torch.rand(3, 2, 42, 42)
+    assert m(x).shape == (3, 19)
+
+
+def test_two_transformers_each_see_both_channels():
+    torch.manual_seed(0)
+    m = build_model("2st-fcn", "affine", 42, 19, in_channels=2)
+    assert isinstance(m, ParallelSTNet) and m.transformer is None and len(m.transformers) == 2
+    for st in m.transformers:
+        assert st.localisation[1].in_features == 2 * 42 * 42
+    assert m.classifier[1].in_features == 4 * 21 * 21  # two 2-channel outputs, 2× average-pooled
+    x = torch.rand(5, 2, 42, 42)
+    logits = m(x)
+    assert m.last_theta.shape == (5, 2, 2, 3) and m.last_grid.shape == (5, 2, 42, 42, 2)
+    ident = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    torch.testing.assert_close(m.last_theta, ident.expand(5, 2, 2, 3))  # identity at initialisation
+    lg, theta, outs = ad.forward_views(m, x)
+    torch.testing.assert_close(lg, logits)
+    assert outs.shape == (5, 2, 2, 42, 42)
+    torch.testing.assert_close(outs[:, 0], x, atol=1e-5, rtol=0)
+    # the parallel transformers get gradients
+    m(x).logsumexp(1).sum().backward()
+    assert all(st.localisation[1].weight.grad is not None for st in m.transformers)
+    assert all(st.regression.weight.grad.abs().sum() > 0 for st in m.transformers)
+
+
+def test_single_st_fcn_warps_both_channels_with_one_theta():
+    m = build_model("st-fcn", "affine", 42, 19, in_channels=2)
+    x = torch.rand(2, 2, 42, 42)
+    m(x)
+    assert m.transformer.last_theta.shape == (2, 2, 3)
+    assert m.classifier[1].in_features == 2 * 21 * 21
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _args(data_root, out, *extra):
+    return ["--data-root", str(data_root), "--no-verify", "--out", str(out), "--threads", "1", "--no-progress",
+            *extra]
+
+
+def test_cli_tiny_run_and_load_model_round_trip(data_root, tmp_path):
+    out = tmp_path / "add2st"
+    meta = T.main(_args(data_root, out, "--task", "mnist-addition", "--model", "2st-fcn", "--steps", "4",
+                        "--batch", "16", "--lr", "0.05", "--momentum", "0.9", "--test-limit", "50",
+                        "--target-params", "60000"))
+    assert meta["num_classes"] == 19 and meta["classes"] == [str(i) for i in range(19)]
+    assert meta["paper_error"] == 5.8 and meta["final"] and meta["test_set"]["size"] == 50
+    m, saved = load_model(out)
+    assert isinstance(m, ParallelSTNet) and saved["arch"]["in_channels"] == 2 and saved["model"] == "2st-fcn"
+    x, y = ds.fixed_test_set("mnist-addition", root=data_root, verify=False, limit=50)
+    err, _ = T.evaluate(m, x, y, torch.device("cpu"))
+    assert err == pytest.approx(saved["test_error"], abs=1e-3)
+    # resume of a finished run changes nothing; a CNN on the pair task also builds and reloads
+    meta_c = T.main(_args(data_root, tmp_path / "addcnn", "--task", "mnist-addition", "--model", "cnn", "--steps",
+                          "1", "--batch", "8", "--test-limit", "8", "--target-params", "60000"))
+    mc, _ = load_model(tmp_path / "addcnn")
+    assert mc(torch.rand(1, 2, 42, 42)).shape == (1, 19) and meta_c["paper_error"] == 14.7
+
+
+def test_queue_script_skips_finished_and_resumes(data_root, tmp_path):
+    cmd = [sys.executable, "scripts/train_addition.py", "--models", "fcn", "--checkpoints", str(tmp_path),
+           "--extra", "--steps", "2", "--batch", "8", "--test-limit", "8", "--eval-every", "0",
+           "--data-root", str(data_root), "--no-verify", "--target-params", "30000"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    meta = json.loads((tmp_path / "mnist_addition_fcn.json").read_text())
+    assert meta["final"] and meta["task"] == "mnist-addition" and "--task mnist-addition" in meta["command"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "done already: mnist_addition_fcn" in p.stdout
+
+
+# --------------------------------------------------------------------------- measures
+
+def test_ink_shares():
+    out = torch.zeros(3, 2, 2, 4, 4)
+    out[0, 0, 0] = 1.0                       # transformer 1 sees only channel 1
+    out[0, 1, 1] = 1.0                       # transformer 2 only channel 2
+    out[1, :, 0, :2] = 1.0
+    out[1, :, 1] = 1.0                       # 8 vs 16 pixels → 1/3
+    s = ad.ink_shares(out)
+    torch.testing.assert_close(s[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(s[1], torch.tensor([1 / 3, 1 / 3], dtype=torch.float64))
+    torch.testing.assert_close(s[2], torch.tensor([0.5, 0.5], dtype=torch.float64))  # empty: no preference
+
+
+def test_box_coverage():
+    x = torch.zeros(1, 2, 8, 8)
+    x[0, 0, 1, 1] = 1.0                      # channel 1: ink at the top-left
+    x[0, 1, 6, 6] = 1.0                      # channel 2: ink at the bottom-right
+    ident = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    top_left = torch.tensor([[0.5, 0, -0.5], [0, 0.5, -0.5]])      # the top-left quarter
+    singular = torch.zeros(2, 3)
+    cov = ad.box_coverage(x, torch.stack([ident, top_left, singular])[None])
+    torch.testing.assert_close(cov[0], torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype=torch.float64))
+
+
+def test_specialisation_of_a_hand_made_splitting_model():
+    """Transformer 1 zooms on the left half, transformer 2 on the right; digit 1 sits left and
+    digit 2 right: each transformer takes one digit on every pair."""
+    m = build_model("2st-fcn", "affine", 42, 19, in_channels=2, target_params=30_000)
+    with torch.no_grad():
+        m.transformers[0].regression.bias.copy_(torch.tensor([0.5, 0, -0.5, 0, 1.0, 0]))
+        m.transformers[1].regression.bias.copy_(torch.tensor([0.5, 0, 0.5, 0, 1.0, 0]))
+    x = torch.zeros(6, 2, 42, 42)
+    x[:, 0, 10:30, 3:15] = 1.0
+    x[:, 1, 10:30, 27:39] = 1.0
+    s = ad.specialisation(m, x, chunk=4)
+    assert s.n == 6 and s.split == 1.0 and s.strong_split == 1.0
+    assert s.takes_ch1 == [1.0, 0.0] and s.takes_ch2 == [0.0, 1.0] and s.empty == [0.0, 0.0]
+    assert s.coverage[0][0] == pytest.approx(1.0) and s.coverage[0][1] == pytest.approx(0.0)
+    assert s.coverage[1][1] == pytest.approx(1.0)
+    # at the identity both take the same digit (the one with more ink) on every pair
+    ident = build_model("2st-fcn", "affine", 42, 19, in_channels=2, target_params=30_000)
+    assert ad.specialisation(ident, x).split == 0.0
+    # a transformer looking at an empty corner takes neither digit: no split
+    with torch.no_grad():
+        m.transformers[1].regression.bias.copy_(torch.tensor([0.05, 0, 0.95, 0, 0.05, 0.95]))
+    s = ad.specialisation(m, x)
+    assert s.empty == [0.0, 1.0] and s.takes_ch2 == [0.0, 0.0] and s.split == 0.0
+    with pytest.raises(ValueError, match="no spatial transformer"):
+        ad.specialisation(build_model("fcn", None, 42, 19, in_channels=2, target_params=30_000), x)
+
+
+# --------------------------------------------------------------------------- page logic and report
+
+def test_make_pair_and_page_state():
+    d = np.zeros((28, 28), np.uint8)
+    d[10:18, 12:16] = 255
+    x = ad.make_pair(d, np.full((28, 28, 3), 0.0, np.float32), seed=3)
+    assert x.shape == (1, 2, 42, 42) and float(x[0, 0].sum()) > 0 and float(x[0, 1].sum()) == 0
+    assert torch.equal(x, ad.make_pair(d, np.zeros((28, 28)), seed=3))
+    assert not torch.equal(x, ad.make_pair(d, np.zeros((28, 28)), seed=4))
+    with pytest.raises(ValueError, match="28×28"):
+        ad.make_pair(np.zeros((5, 5)), d, 0)
+    st, warns = ad.parse_state({"a": "4", "b": "600", "seed": "-1", "model": "2st-fcn"}, 500)
+    assert (st.a, st.b, st.seed, st.model) == (4, 1, 0, "2st-fcn") and len(warns) == 2
+    assert ad.parse_state(st.query(), 500) == (st, [])
+    r = ad.random_state(np.random.default_rng(0), 500, "cnn")
+    assert 0 <= r.a < 500 and r.model == "cnn"
+    assert ad.pair_image(x[0].numpy()).shape == (42, 86)
+
+
+def test_results_report(tmp_path, data_root):
+    from test_app_addition import make_tiny_addition_checkpoint
+
+    make_tiny_addition_checkpoint(tmp_path, "2st-fcn", test_error=7.25)
+    make_tiny_addition_checkpoint(tmp_path, "cnn", test_error=30.0, final=False, steps=4)
+    out = tmp_path / "r.md"
+    p = subprocess.run([sys.executable, "scripts/make_addition_results.py", "--checkpoints", str(tmp_path),
+                        "--out", str(out), "--data-root", str(data_root), "--no-verify", "--limit", "50"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    text = out.read_text()
+    assert "| 2×ST-FCN | 7.25 | 5.8 (paper) |" in text
+    assert "| FCN | — | 47.7 (paper) |" in text and "not trained yet" in text
+    assert "training (last evaluated error)" in text
+    assert "on 50 test pairs" in text and "take **different** digits" in text
+    assert "python scripts/make_addition_results.py --checkpoints" in text

@@ -1,0 +1,105 @@
+"""Streamlit AppTest of the MNIST addition page (pages/addition.py).
+
+Checkpoints come from $STN_LAB_CHECKPOINTS: an empty folder (the "train them" message, no crash)
+and a folder of tiny untrained checkpoints saved here (no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from apptest_util import assert_no_exception, open_page
+from stn_core import addition as ad
+from stn_core import explorer as ex
+from stn_core.checkpoints import save_checkpoint
+from stn_core.models import build_model
+
+PAGE = "pages/addition.py"
+TINY = 30_000
+
+
+def make_tiny_addition_checkpoint(folder: Path, key: str, seed: int = 0, **meta) -> Path:
+    """An untrained small MNIST-addition model saved as ``folder/mnist_addition_<key>`` (its
+    transformers moved off the identity so their boxes are not trivial)."""
+    name, transform = ad.MODEL_SPECS[key]
+    torch.manual_seed(seed)
+    model = build_model(name, transform, 42, 19, target_params=TINY, in_channels=2)
+    with torch.no_grad():
+        for st in ad.transformers_of(model):
+            st.regression.weight.normal_(0.0, 0.02)
+            st.regression.bias.copy_(torch.tensor([0.6, 0.0, -0.3, 0.0, 0.6, 0.2]))
+    fields = {"task": ad.TASK, "test_error": 33.3, "final": True, "steps": 10,
+              "command": f"python -m stn_core.train --task mnist-addition --model {name} --steps 10",
+              "train_args": {"steps": 10, "batch": 8, "lr": 0.01, "momentum": 0.0},
+              "test_set": {"seed": 20150605, "size": 10_000}, "train_seconds": 1.0}
+    fields.update(meta)
+    return save_checkpoint(folder / ad.stem_name(key), model, fields)
+
+
+@pytest.fixture(scope="module")
+def ckdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("addition_checkpoints")
+    make_tiny_addition_checkpoint(d, "2st-fcn", test_error=5.5)
+    make_tiny_addition_checkpoint(d, "fcn", test_error=60.0, final=False, steps=5)
+    return d
+
+
+def _figs(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_no_checkpoints_gives_the_training_command(monkeypatch, tmp_path):
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    at = open_page(PAGE)
+    infos = " ".join(i.value for i in at.info)
+    assert "scripts/train_addition.py" in infos
+    assert at.get("plotly_chart"), "the input pair is shown even without a model"
+    assert at.query_params["model"] in ("2st-fcn", ["2st-fcn"])
+
+
+def test_two_transformers_boxes_outputs_and_prediction(monkeypatch, ckdir):
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    at = open_page(PAGE, {"a": "3", "b": "7", "seed": "42", "model": "2st-fcn"})
+    assert at.number_input(key="add_a").value == 3 and at.number_input(key="add_seed").value == 42
+    figs = _figs(at)
+    pair = figs[0]
+    boxes = [t for t in pair["data"] if t.get("type") == "scatter"]
+    assert {t["name"] for t in boxes} == {"transformer 1", "transformer 2"}
+    assert len(boxes) == 4  # each box over both channels
+    assert any("Probability of each sum" in json.dumps(f["layout"].get("title", "")) for f in figs)
+    outputs = figs[-1]
+    assert sum(t.get("type") == "heatmap" for t in outputs["data"]) == 4  # 2 transformers × 2 channels
+    md = " ".join(m.value for m in at.markdown)
+    assert "Predicted sum" in md and "transformer 1" in md
+    # the comparison table lists all four models; the missing ones get their command
+    table = at.dataframe[0].value
+    assert list(table["model"]) == [ad.MODEL_LABELS[k] for k in ad.MODEL_KEYS]
+    infos = " ".join(i.value for i in at.info)
+    assert "--models cnn" in infos and "--models st-fcn" in infos
+
+
+def test_controls_random_pair_and_missing_model(monkeypatch, ckdir):
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    at = open_page(PAGE, {"a": "0", "b": "1", "seed": "0"})
+    at.number_input(key="add_seed").set_value(5).run()
+    assert_no_exception(at)
+    assert at.query_params["seed"] in ("5", ["5"])
+    at.button(key="add_random").click().run()
+    assert_no_exception(at)
+    at.radio(key="add_model").set_value("cnn").run()
+    assert_no_exception(at)
+    assert "--models cnn" in " ".join(i.value for i in at.info)
+    at.radio(key="add_model").set_value("fcn").run()
+    assert_no_exception(at)
+    assert "has no spatial transformer" in " ".join(c.value for c in at.caption)
+
+
+def test_bad_query_values_warn(monkeypatch, ckdir):
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    at = open_page(PAGE, {"a": "99999", "seed": "x", "model": "nope"})
+    warns = " ".join(w.value for w in at.warning)
+    assert "a='99999'" in warns and "seed='x'" in warns and "model='nope'" in warns
+    assert at.number_input(key="add_a").value == 0
