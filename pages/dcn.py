@@ -1,0 +1,276 @@
+"""STN vs deformable convolution (issue 7): one digit through an ST-CNN and a DCN trained on the same task.
+
+URL path: ``/dcn``. Checkpoints ``mnist_{task}_dcn``, ``mnist_{task}_st-cnn-aff`` / ``-tps`` are read
+from ``checkpoints/`` (or ``$STN_LAB_CHECKPOINTS``); a missing one gets its training command. All
+maths lives in :mod:`stn_core.dcn_lab` (and :mod:`stn_core.explorer` for the ST side).
+
+Widget keys (for AppTest): ``dcn_dist`` (r | rts | p | e), ``dcn_st`` (aff | tps), ``dcn_src``
+(test | draw), ``dcn_index``, ``dcn_rot`` … ``dcn_py`` (the playground's controls), ``dcn_row`` /
+``dcn_col`` (output location of the DCN's last deformable layer), chart ``dcn_click`` (click a
+location); buttons ``dcn_prev``, ``dcn_next``, ``dcn_reset``; drawing pad ``dcn_pad``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from components.draw_digit import draw_digit, read_drawing
+from pages import common
+from stn_core import dcn_lab as L
+from stn_core import explorer as ex
+from stn_core import playground as pg
+from stn_core import viz
+from stn_core.checkpoints import CheckpointError, checkpoint_paths, load_model
+
+common.ensure_navigation()
+
+P = "dcn_"
+ss = st.session_state
+ST_KEYS = {"aff": "st-cnn-aff", "tps": "st-cnn-tps"}
+SRC_LABELS = {"test": "Test digit", "draw": "Draw one"}
+FIG_H = 300
+
+
+def _k(name: str) -> str:
+    return P + name
+
+
+@st.cache_resource(show_spinner="Loading the model …", max_entries=12)
+def _load(stem: str, version: tuple[int, int]):
+    """(model, meta); ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
+    return load_model(stem)
+
+
+@st.cache_resource(show_spinner="Distorting the test digits …", max_entries=4)
+def _digits(task: str) -> ex.TestDigits:
+    return ex.test_digits(task)
+
+
+def _version(stem) -> tuple[int, int]:
+    try:
+        s = checkpoint_paths(stem)["weights"].stat()
+        return (s.st_mtime_ns, s.st_size)
+    except OSError:
+        return (0, 0)
+
+
+def _model(dist: str, key: str, msgs: list[pg.Message]):
+    """(model, meta) of ``mnist_<dist>_<key>``, or None with an info/error message."""
+    meta, why = L.read_meta(dist, key)
+    label = L.COMPARE_LABELS[key]
+    if meta is None:
+        if why == "not trained yet":
+            msgs.append(pg.Message("info", f"No {label} trained on {ex.DIST_SHORT[dist]} yet. Train it with "
+                                           f"`{L.train_command(dist, key)}`"))
+        else:
+            msgs.append(pg.Message("error", f"The {label} checkpoint cannot be used: {why}. Retrain it with "
+                                            f"`{L.train_command(dist, key)}`"))
+        return None
+    stem = L.stem(dist, key)
+    try:
+        return _load(str(stem), _version(stem))
+    except CheckpointError as e:
+        msgs.append(pg.Message("error", f"The {label} checkpoint cannot be loaded: {e}. Retrain it with "
+                                        f"`{L.train_command(dist, key)}`"))
+        return None
+
+
+# --------------------------------------------------------------------------- callbacks
+
+def _shift_index(delta: int, n: int) -> None:
+    ss[_k("index")] = int(min(max(0, int(ss.get(_k("index"), 0)) + delta), n - 1))
+
+
+def _on_drawn() -> None:
+    ss[_k("drawing")] = read_drawing(_k("pad"))
+
+
+def _verdict(name: str, probs: np.ndarray, label: int | None) -> str:
+    pred = int(np.argmax(probs))
+    mark = "" if label is None else (" ✓" if pred == label else " ✗")
+    return f"{name}: **{pred}** ({100 * float(probs[pred]):.0f} %){mark}"
+
+
+def _int_param(q: dict, name: str, lo: int, hi: int, default: int) -> int:
+    try:
+        return int(min(max(lo, int(q.get(name, default))), hi))
+    except (TypeError, ValueError):
+        return default
+
+
+# --------------------------------------------------------------------------- page
+
+def main() -> None:
+    st.title("Spatial transformer vs deformable convolution")
+    st.markdown("Both learn **where to sample** from the data. The ST-CNN predicts a few numbers per image (6 for "
+                "an affine θ, 32 for a 16-point TPS) and warps the whole image once, before the classifier. The "
+                "DCN predicts an offset for every kernel tap at every output position of its deformable "
+                "convolutions, and the sampling is folded into the convolution: no warped image is ever made. "
+                "One digit, both models, trained on the same task.")
+    q = common.query_dict()
+    if not ss.get(_k("init")):  # first run: restore the view from the link
+        ss[_k("init")] = True
+        if q.get("dist") in ex.DISTORTIONS:
+            ss[_k("dist")] = q["dist"]
+        if q.get("st") in ST_KEYS:
+            ss[_k("st")] = q["st"]
+        if q.get("src") in SRC_LABELS:
+            ss[_k("src")] = q["src"]
+        if "index" in q:
+            ss[_k("index")] = _int_param(q, "index", 0, 10_000, 0)
+        for name in ("row", "col"):
+            if name in q:
+                ss[_k(name)] = _int_param(q, name, 0, 1000, 0)
+    ss.setdefault(_k("dist"), "rts")
+    ss.setdefault(_k("st"), "aff")
+    ss.setdefault(_k("src"), "test")
+    ss.setdefault(_k("index"), 0)
+    for name, v in ex.controls_identity().items():
+        ss.setdefault(_k(name), v)
+
+    msgs: list[pg.Message] = []
+    with st.sidebar:
+        st.header("1 · Task and models")
+        dist = st.radio("Distortion", ex.DISTORTIONS, key=_k("dist"), horizontal=True,
+                        format_func=lambda d: ex.DIST_SHORT[d], help="The task both models were trained on.")
+        st_short = st.radio("Spatial transformer", list(ST_KEYS), key=_k("st"), horizontal=True,
+                            format_func=lambda s: {"aff": "ST-CNN Aff", "tps": "ST-CNN TPS"}[s])
+    task = ex.DIST_TASK[dist]
+    st_loaded = _model(dist, ST_KEYS[st_short], msgs)
+    dcn_loaded = _model(dist, "dcn", msgs)
+    td = _digits(task)
+    n_test = int(td.x.shape[0])
+    size = int(td.x.shape[-1])
+    if int(ss[_k("index")]) > n_test - 1:
+        ss[_k("index")] = n_test - 1
+
+    with st.sidebar:
+        st.header("2 · Digit")
+        src = st.radio("Digit", list(SRC_LABELS), format_func=SRC_LABELS.get, key=_k("src"), horizontal=True,
+                       label_visibility="collapsed")
+        label: int | None = None
+        if src == "test":
+            index = int(st.number_input(f"Test digit (0–{n_test - 1})", min_value=0, max_value=n_test - 1, step=1,
+                                        key=_k("index")))
+            c1, c2 = st.columns(2)
+            c1.button("◀ Previous", key=_k("prev"), on_click=_shift_index, args=(-1, n_test), width="stretch")
+            c2.button("Next ▶", key=_k("next"), on_click=_shift_index, args=(1, n_test), width="stretch")
+            base = td.x[index, 0].numpy()
+            label = int(td.y[index])
+            what = f"test digit #{index} (a {label}), already {ex.DIST_SHORT[dist]}-distorted"
+        else:
+            index = int(ss[_k("index")])
+            drawing = ss.get(_k("drawing"))
+            if drawing is None or float(np.max(drawing)) <= 0.0:
+                base = np.zeros((size, size), np.float32)
+                what = "your drawing (empty so far)"
+                msgs.append(pg.Message("info", "Draw a digit on the black pad below; the figures update when you "
+                                               "release the mouse."))
+            else:
+                digit, _notes = ex.prepare_digit(drawing)
+                base = ex.to_canvas(digit, size)
+                what = "your drawing, centred like an MNIST digit"
+        controls = common.distortion_controls(P)
+
+    x, dmsgs = ex.distort(base, controls)
+    msgs += dmsgs
+    if controls != ex.controls_identity():
+        what += ", distorted further by the sidebar controls"
+
+    st.caption(td.caption + f". Input: {what}.")
+    common.show_messages(msgs)
+    if src == "draw":
+        try:
+            draw_digit(key=_k("pad"), on_drawn=_on_drawn, size=240)
+        except Exception as e:  # the pad must never take the page down
+            st.error(f"The drawing pad could not be shown ({type(e).__name__}: {e}).")
+
+    left, right = st.columns(2, gap="large")
+    # ---------------------------------------------------------------- STN side
+    with left:
+        st.subheader("Spatial transformer: one global warp")
+        if st_loaded is None:
+            st.info(f"Nothing to show until the {L.COMPARE_LABELS[ST_KEYS[st_short]]} is trained (see above).")
+        else:
+            model, meta = st_loaded
+            pred = L.stn_view(model, x)
+            a, b = st.columns(2)
+            a.plotly_chart(viz.region_figure(x, pred.region, pred.grid if pred.kind == "tps" else None, pred.ctrl,
+                                             title="sampled region over the input", height=FIG_H),
+                           config=common.plot_config(f"stn-region-{dist}"), key=_k("fig_region"))
+            b.plotly_chart(viz.image_panel(pred.output, "canonical output V", height=FIG_H),
+                           config=common.plot_config(f"stn-output-{dist}"), key=_k("fig_out"))
+            st.markdown(_verdict(L.COMPARE_LABELS[ST_KEYS[st_short]], pred.probs, label))
+            rows = L.theta_rows(pred)
+            cap = ("θ (2×3, maps output → input coordinates, normalised)" if pred.kind == "affine" else
+                   f"the {len(rows)} TPS control points in the input (x, y), normalised")
+            with st.expander(cap, expanded=pred.kind == "affine"):
+                st.dataframe(rows, hide_index=True)
+            st.caption("Red: the border of the region the transformer samples (the output square mapped into the "
+                       "input); " + ("cyan: its warped sampling grid; yellow dots: the TPS control points. "
+                                     if pred.kind == "tps" else "yellow: the output's top-left corner. ") +
+                       "The classifier only ever sees V.")
+
+    # ---------------------------------------------------------------- DCN side
+    with right:
+        st.subheader("Deformable convolution: offsets everywhere")
+        if dcn_loaded is None:
+            st.info("Nothing to show until the DCN is trained (see above).")
+        else:
+            model, meta = dcn_loaded
+            view = L.dcn_view(model, x)
+            names = L.layer_names(view)
+            ho, wo = view.stages[view.deform_stages[-1]].out_hw
+            clicked = L.clicked_location(ss.get(_k("click")) or {}, view)
+            if clicked is not None and clicked != ss.get(_k("last_click")):
+                ss[_k("last_click")] = clicked
+                ss[_k("row")], ss[_k("col")] = clicked
+            for name, hi in (("row", ho - 1), ("col", wo - 1)):
+                ss.setdefault(_k(name), hi // 2)
+                if int(ss[_k(name)]) > hi:
+                    ss[_k(name)] = hi
+            r1, r2 = st.columns(2)
+            row = int(r1.slider(f"Output row of {names[-1]}", 0, ho - 1, key=_k("row")))
+            col = int(r2.slider(f"Output column of {names[-1]}", 0, wo - 1, key=_k("col")))
+            fig = L.sampling_figure(x, view, (row, col), f"taps for {names[-1]} output ({row}, {col})",
+                                    height=FIG_H + 140)
+            st.plotly_chart(fig, config=common.plot_config(f"dcn-taps-{dist}"), key=_k("click"), on_select="rerun",
+                            selection_mode="points")
+            st.markdown(_verdict("DCN", view.probs, label))
+            st.caption(f"Click a white square (an output location of {names[-1]}) or use the sliders. Filled dots: "
+                       f"where each layer's taps read, p0 + p_k + Δp_k; hollow grey: the regular k×k grid p0 + p_k "
+                       f"of a plain convolution; thin lines join them. {names[-1]}'s taps live in the pooled map; "
+                       f"they are drawn at the centres of their pool windows. {names[0]}'s 81 taps are those at the "
+                       "position that the centre tap of the next layer reads.")
+    if dcn_loaded is not None:
+        c1, c2 = st.columns([1.2, 1])
+        c1.plotly_chart(L.receptive_figure(x, view, (row, col), f"stacked: the receptive field of output ({row}, {col})",
+                                           height=FIG_H + 140),
+                        config=common.plot_config(f"dcn-receptive-{dist}"), key=_k("fig_field"))
+        with c2:
+            for n, name in enumerate(names):
+                st.plotly_chart(L.offset_figure(view, n, f"{name}: mean |Δp| per output position", height=FIG_H),
+                                config=common.plot_config(f"dcn-offsets-{n + 1}-{dist}"), key=_k(f"fig_off{n}"))
+        st.caption("Left: every tap of the last layer traced back through the pool (to its window centre) and the "
+                   "first deformable layer (offsets read bilinearly at that position), in orange; grey: the same "
+                   "construction with all offsets zero, the plain CNN's receptive field. Right: how far the taps "
+                   "move, averaged over the k·k taps, in pixels of each layer's input.")
+
+    # ---------------------------------------------------------------- comparison
+    st.subheader(f"Side by side on {ex.DIST_LABELS[dist]}")
+    results = L.load_results()
+    st.dataframe(L.comparison_rows(dist, results), hide_index=True)
+    cmd = (results or {}).get("command", "python scripts/make_stn_vs_dcn.py")
+    st.caption(f"Numbers per image: computed from the models (stn_core.dcn_lab.predicted_numbers); test errors: the "
+               f"checkpoint JSONs; cost: forward+backward time per batch of 256 on this CPU relative to the plain "
+               f"CNN, from `{cmd}` (results/stn-vs-dcn.md" + ("" if results else ", not run yet") + ").")
+
+    params = {"dist": dist, "st": st_short, "src": src, "index": str(index)}
+    if dcn_loaded is not None:
+        params.update(row=str(row), col=str(col))
+    common.sync_query_params(params)
+    common.copy_link(st.sidebar, params)
+
+
+main()

@@ -1,0 +1,194 @@
+"""Write results/stn-vs-dcn.md (+ .json for the app): spatial transformer vs deformable convolution.
+
+Usage: python scripts/make_stn_vs_dcn.py [--repeats 3] [--batch 256] [--threads 1] [--checkpoints DIR]
+                                         [--out results/stn-vs-dcn.md] [--no-cuda]
+
+For each distortion (R, RTS, P, E): the test error of the CNN, ST-CNN Aff, ST-CNN TPS and DCN read
+from the checkpoint JSONs (``not trained yet`` where a checkpoint is missing; the command that
+trained each one is its JSON's "command"); each model's parameter count and how many numbers its
+sampling machinery predicts per image (stn_core.dcn_lab.predicted_numbers); forward and
+forward+backward time of one batch, all four models timed round-robin in one run at the task's
+input size, as ratios to the plain CNN, on this CPU (the DCN with backend "auto": the sampled
+grid_sample path) and on CUDA when available (the DCN on torchvision's kernel); and the cost of
+TPS grid generation against affine. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from stn_vs_dcn import grid_costs  # noqa: E402
+from timing import interleaved_median_ms  # noqa: E402
+
+from stn_core import dcn_lab as L  # noqa: E402
+from stn_core import explorer as ex  # noqa: E402
+from stn_core.datasets import input_size  # noqa: E402
+from stn_core.fileio import atomic_write_bytes  # noqa: E402
+from stn_core.models import count_params  # noqa: E402
+
+
+def _fwd(model, x):
+    def run():
+        with torch.no_grad():
+            model(x)
+    return run
+
+
+def _fwd_bwd(model, x, y):
+    def run():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+    return run
+
+
+def time_models(side: int, batch: int, repeats: int, device: torch.device) -> dict[str, dict[str, float]]:
+    """{key: {"fwd_ms", "fwd_bwd_ms"}} for the models of COMPARE_KEYS at input ``side`` on ``device``."""
+    g = torch.Generator().manual_seed(side)
+    x = torch.rand(batch, 1, side, side, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    dist = next(d for d in ex.DISTORTIONS if input_size(ex.DIST_TASK[d]) == side)
+    models = {}
+    for key in L.COMPARE_KEYS:
+        torch.manual_seed(0)
+        m = L.compare_model(dist, key).to(device)
+        models[key] = m.use_channels_last() if device.type == "cpu" else m
+    fwd = interleaved_median_ms({k: _fwd(m.eval(), x) for k, m in models.items()}, repeats, warmup=1, device=device)
+    fb = interleaved_median_ms({k: _fwd_bwd(m.train(), x, y) for k, m in models.items()}, repeats, warmup=1,
+                               device=device)
+    return {k: {"fwd_ms": fwd[k], "fwd_bwd_ms": fb[k]} for k in models}
+
+
+def _err_cell(meta: dict | None, why: str | None) -> tuple[str, float | None]:
+    if meta is None:
+        return (why or "not trained yet"), None
+    err, note = ex.training_status(meta)
+    if err is None:
+        return note or "no test error yet", None
+    return f"{err:.2f}" + (f" ({note})" if note else ""), err
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--checkpoints", default=None,
+                    help=f"checkpoint folder (default: ${ex.ENV_CHECKPOINTS} or <repo>/checkpoints)")
+    ap.add_argument("--out", default=str(ROOT / "results" / "stn-vs-dcn.md"))
+    ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA timings even when a GPU is present")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    folder = Path(a.checkpoints) if a.checkpoints else ex.checkpoint_dir()
+    command = "python scripts/make_stn_vs_dcn.py" + (" " + shlex.join(argv) if argv else "")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() and not a.no_cuda else [])
+
+    sides = sorted({input_size(ex.DIST_TASK[d]) for d in ex.DISTORTIONS})
+    timings: dict[str, dict[int, dict]] = {}
+    for dev in devices:
+        timings[dev.type] = {}
+        for side in sides:
+            print(f"timing {side}×{side} on {dev.type} …", flush=True)
+            timings[dev.type][side] = time_models(side, a.batch, a.repeats, dev)
+    print("timing the grid generators …", flush=True)
+    grids = {side: grid_costs(a.batch, side, max(10, 4 * a.repeats)) for side in sides}
+
+    data: dict = {"command": command, "batch": a.batch, "repeats": a.repeats, "threads": a.threads,
+                  "devices": [d.type for d in devices], "tasks": {}, "grid": {}}
+    lines = [
+        "# Spatial transformer vs deformable convolution on distorted MNIST",
+        "",
+        f"Generated by `{command}` (every number below comes from this command unless its own "
+        "command is given beside it). Test errors are read from the checkpoint JSONs in "
+        f"`{ex._display_dir(folder)}`; the command that trained each checkpoint is in its JSON (\"command\").",
+        "",
+        f"Timing: batch {a.batch}, median of {a.repeats} round-robin repeats after 1 warm-up, the four models of "
+        f"one input size timed in the same rounds; ratios are to the plain CNN. CPU: {platform.machine()}, "
+        f"{os.cpu_count()} cores shared with training runs (absolute times are noisy, the ratios are the numbers "
+        f"to read), {a.threads} torch thread(s), torch {torch.__version__}; the DCN uses backend \"auto\" (CPU: the "
+        "sampled grid_sample path of stn_core.dcn; CUDA: torchvision's deform_conv2d)."
+        + ("" if "cuda" in data["devices"] else " No CUDA device was available for this run."),
+        "",
+        "Reading the ratios: R, P and E share the 28×28 timings (same models, same input size). At 42×42 (RTS) the "
+        "ST-CNNs' classifier sees the transformer output average-pooled to 21×21 (paper), so they are cheaper than "
+        "the CNN, which sees all 42×42; the DCN, like the CNN, convolves the full 42×42 input. The few-ms grid "
+        "timings at the end are the noisiest numbers here.",
+        "",
+    ]
+    for dist in ex.DISTORTIONS:
+        side = input_size(ex.DIST_TASK[dist])
+        cols = [f"{dev} fwd ×cnn | {dev} fwd+bwd ×cnn" for dev in timings]
+        lines += [f"## {ex.DIST_LABELS[dist]} ({side}×{side} input)", "",
+                  "| model | test error % | params | numbers predicted / image | what is predicted | warped map? | "
+                  + " | ".join(cols) + " |",
+                  "|---|---:|---:|---:|---|---|" + "---:|---:|" * len(timings)]
+        data["tasks"][dist] = {}
+        for key in L.COMPARE_KEYS:
+            meta, why = L.read_meta(dist, key, folder)
+            cell, err = _err_cell(meta, why)
+            model = L.compare_model(dist, key)
+            n_pred, how = L.predicted_numbers(model)
+            rec = {"test_error": err, "test_error_text": cell, "params": count_params(model),
+                   "predicted_per_image": n_pred, "predicted_how": how,
+                   "checkpoint_command": (meta or {}).get("command")}
+            ratios = []
+            for dev, per_side in timings.items():
+                t, c = per_side[side][key], per_side[side]["cnn"]
+                rf, rb = t["fwd_ms"] / c["fwd_ms"], t["fwd_bwd_ms"] / c["fwd_bwd_ms"]
+                rec.update({f"fwd_ms_{dev}": t["fwd_ms"], f"fwd_bwd_ms_{dev}": t["fwd_bwd_ms"],
+                            f"fwd_ratio_{dev}": rf, f"fwd_bwd_ratio_{dev}": rb})
+                ratios.append(f"{rf:.2f} | {rb:.2f}")
+            data["tasks"][dist][key] = rec
+            lines.append(f"| {L.COMPARE_LABELS[key]} | {cell} | {rec['params']:,} | {n_pred:,} | {how} | "
+                         f"{L.WARPED_MAP[key]} | " + " | ".join(ratios) + " |")
+        lines.append("")
+    lines += ["## Where the test errors come from", "",
+              "| checkpoint | the command that trained it (its JSON's \"command\") |", "|---|---|"]
+    for dist in ex.DISTORTIONS:
+        for key in L.COMPARE_KEYS:
+            rec = data["tasks"][dist][key]
+            cmd = rec["checkpoint_command"]
+            name = L.stem(dist, key, folder).name
+            lines.append(f"| {name} | " + (f"`{cmd}`" if cmd else f"not trained yet — train it with "
+                                                                  f"`{L.train_command(dist, key)}`") + " |")
+    lines += ["", "## Time per batch (ms)", "",
+              "| device | input | " + " | ".join(f"{L.COMPARE_LABELS[k]} fwd / fwd+bwd" for k in L.COMPARE_KEYS) + " |",
+              "|---|---|" + "---|" * len(L.COMPARE_KEYS)]
+    for dev, per_side in timings.items():
+        for side, t in per_side.items():
+            lines.append(f"| {dev} | {side}×{side} | " + " | ".join(
+                f"{t[k]['fwd_ms']:.1f} / {t[k]['fwd_bwd_ms']:.1f}" for k in L.COMPARE_KEYS) + " |")
+    lines += ["", "## Grid generation: TPS vs affine (CPU)", "",
+              f"One batch of {a.batch}, output = input size, K = 16 (the lattice system solved once and cached, as "
+              "in training); the bilinear sampling of the same batch for scale.", "",
+              "| input | affine grid ms | TPS grid ms | TPS / affine | bilinear sampling ms |", "|---|---:|---:|---:|---:|"]
+    for side, c in grids.items():
+        lines.append(f"| {side}×{side} | {c['affine grid']:.2f} | {c['tps grid']:.2f} | "
+                     f"{c['tps grid'] / c['affine grid']:.1f} | {c['bilinear sampling']:.2f} |")
+        data["grid"][str(side)] = {"affine_ms": c["affine grid"], "tps_ms": c["tps grid"],
+                                   "tps_over_affine": c["tps grid"] / c["affine grid"],
+                                   "sampling_ms": c["bilinear sampling"]}
+    lines.append("")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, "\n".join(lines).encode("utf-8"))
+    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    print("\n".join(lines))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
