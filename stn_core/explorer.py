@@ -61,6 +61,14 @@ ENV_CHECKPOINTS = "STN_LAB_CHECKPOINTS"
 PAPER_STEPS, PAPER_BATCH, PAPER_LR = 150_000, 256, 0.01
 
 _STEM_RE = re.compile(rf"^mnist_({'|'.join(DISTORTIONS)})_({'|'.join(MODEL_KEYS)})$")
+#: Runs saved by the Live training page live in ``<checkpoint folder>/live/NAME``; their model
+#: keys are ``"live:NAME"`` (:func:`discover_live`). They are not part of Table 1.
+LIVE_SUBDIR, LIVE_PREFIX = "live", "live:"
+
+
+def is_live(key: str) -> bool:
+    """True for the key of a checkpoint saved by the Live training page (``"live:NAME"``)."""
+    return str(key).startswith(LIVE_PREFIX)
 
 
 def model_spec(key: str) -> tuple[str, str | None]:
@@ -103,12 +111,17 @@ def checkpoint_dir() -> Path:
 
 
 def paper_error(dist: str, key: str) -> float | None:
-    """The paper's Table 1 test error (%) of a model on a distortion."""
+    """The paper's Table 1 test error (%) of a model on a distortion (None for live runs:
+    a small model trained for minutes is not the paper's setup)."""
+    if is_live(key):
+        return None
     return PAPER_TABLE1.get(model_spec(key), {}).get(DIST_TASK[dist])
 
 
 def train_command(dist: str, key: str, folder: str = "checkpoints") -> str:
     """The command that trains a checkpoint with the paper's schedule (the CLI's defaults)."""
+    if is_live(key):
+        return f"python -m stn_core.live --steps 1500 --out {folder}/{LIVE_SUBDIR}/{key[len(LIVE_PREFIX):]} --overwrite"
     model, transform = model_spec(key)
     tr = f" --transform {transform}" if transform else ""
     return (f"python -m stn_core.train --task {DIST_TASK[dist]} --model {model}{tr} "
@@ -135,6 +148,11 @@ class Entry:
 
     @property
     def label(self) -> str:
+        if is_live(self.key):
+            m = self.meta or {}
+            t = m.get("transform")
+            base = MODEL_LABELS.get(model_key(str(m.get("model")), t)) if t is None or t in TRANSFORM_SHORT else None
+            return f"Live run {self.key[len(LIVE_PREFIX):]!r}" + (f" ({base})" if base else "")
         return MODEL_LABELS[self.key]
 
     @property
@@ -191,6 +209,44 @@ def discover(directory: str | os.PathLike | None = None) -> dict[tuple[str, str]
     return found
 
 
+def discover_live(directory: str | os.PathLike | None = None) -> dict[tuple[str, str], Entry]:
+    """Checkpoints saved by the Live training page in ``<directory>/live/`` (default
+    :func:`checkpoint_dir`), keyed by ``(dist, "live:NAME")``, sorted by name; never raises."""
+    folder = (checkpoint_dir() if directory is None else Path(directory)) / LIVE_SUBDIR
+    found: dict[tuple[str, str], Entry] = {}
+    if not folder.is_dir():
+        return found
+    names = sorted({p.name[:-len(".json")] for p in folder.glob("*.json")} |
+                   {p.name[:-len(".safetensors")] for p in folder.glob("*.safetensors")
+                    if not p.name.endswith(".train.safetensors")})
+    for name in names:
+        if name.startswith("."):
+            continue  # a temporary file of an atomic write
+        paths = checkpoint_paths(folder / name)
+        meta, error, dist = None, None, "rts"
+        try:
+            meta = load_meta(paths["meta"])
+        except CheckpointError as e:
+            error = str(e)
+        if meta is not None:
+            task = meta.get("task")
+            dists = [d for d, t in DIST_TASK.items() if t == task]
+            if not dists:
+                error = f"{paths['meta']}: task {task!r} is not one of the distorted-MNIST tasks"
+            else:
+                dist = dists[0]
+            if not paths["weights"].is_file():
+                error = f"{paths['weights']}: weights missing (only the JSON is there)"
+        found[(dist, LIVE_PREFIX + name)] = Entry(dist, LIVE_PREFIX + name, folder / name, meta, error,
+                                                  paths["weights"].is_file(), _version(paths["weights"]))
+    return found
+
+
+def model_options(found: Mapping[tuple[str, str], Entry], dist: str) -> list[str]:
+    """Model keys found for ``dist``: the Table 1 models in table order, then live runs by name."""
+    return [k for k in MODEL_KEYS if (dist, k) in found] + sorted(k for d, k in found if d == dist and is_live(k))
+
+
 def default_choice(found: Mapping[tuple[str, str], Entry]) -> tuple[str, str] | None:
     """The (dist, key) to open first: the preferred model of the distortion with most usable
     checkpoints (ties: table order); None when nothing is usable."""
@@ -199,7 +255,7 @@ def default_choice(found: Mapping[tuple[str, str], Entry]) -> tuple[str, str] | 
         return None
     counts = {d: sum(1 for dd, _ in usable if dd == d) for d in DISTORTIONS}
     dist = max(DISTORTIONS, key=lambda d: (counts[d], -DISTORTIONS.index(d)))
-    return dist, next(k for k in PREFERRED if (dist, k) in usable)
+    return dist, next((k for k in PREFERRED if (dist, k) in usable), next(k for d, k in usable if d == dist))
 
 
 def _eval_step(meta: Mapping, err: float) -> int | None:
@@ -722,7 +778,7 @@ def _display_dir(directory: Path) -> str:
 __all__ = [
     "CONTROL_NAMES", "Cell", "DISTORTIONS", "DIST_LABELS", "DIST_SHORT", "DIST_TASK", "ENV_CHECKPOINTS", "Entry",
     "MODEL_KEYS", "MODEL_LABELS", "Mistakes", "Prediction", "TestDigits", "checkpoint_dir", "controls_identity",
-    "default_choice", "discover", "distort", "find_mistakes", "forward_views", "lr_drop_steps", "model_key",
+    "default_choice", "discover", "discover_live", "distort", "is_live", "model_options", "find_mistakes", "forward_views", "lr_drop_steps", "model_key",
     "model_spec", "paper_error", "parse_stem", "predict", "predict_probs", "prepare_digit", "read_entry",
     "region_outline", "sample_test_set", "schedule_markdown", "stem_name", "table1_cells", "table1_details", "table1_markdown",
     "table1_report", "test_digits", "to_canvas", "tps_map_points", "train_command", "training_status",

@@ -1,0 +1,73 @@
+"""AppTest of the Live training page (pages/live.py): it renders, and Start / Pause / Reset work
+through their on_click callbacks without an exception (the training itself: tests/test_live.py)."""
+
+from __future__ import annotations
+
+import time
+
+from apptest_util import assert_no_exception, open_page
+
+from stn_core import live
+
+
+def test_live_page_start_pause_save_reset(tmp_path, monkeypatch):
+    from stn_core import explorer as ex
+
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    at = open_page("pages/live.py", {"seed": "3"})
+    assert at.title[0].value == "Live training"
+    assert not at.button(key="lv_start").disabled and at.button(key="lv_pause").disabled
+    assert at.number_input(key="lv_seed").value == 3
+    try:
+        at.button(key="lv_start").click().run()
+        assert_no_exception(at)
+        run = at.session_state["lv_run"]
+        assert run.config.seed == 3 and run.state in ("preparing", "running")
+        deadline = time.monotonic() + 60
+        while run.snapshot().step < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run.snapshot().step >= 1, "no training step within 60 s"
+        at.run()
+        assert_no_exception(at)
+        assert at.button(key="lv_start").disabled and not at.button(key="lv_pause").disabled
+        at.button(key="lv_pause").click().run()
+        assert_no_exception(at)
+        assert run.state == "paused" and not at.button(key="lv_resume").disabled
+        # save, then save again under the same name: asks before overwriting
+        at.text_input(key="lv_name").input("lecture 1").run()
+        at.button(key="lv_save").click().run()
+        assert_no_exception(at)
+        assert any("Saved" in m.value for m in at.success), [m.value for m in at.error]
+        assert (tmp_path / "live" / "lecture-1.json").is_file()
+        at.button(key="lv_save").click().run()
+        assert any("already exists" in w.value for w in at.warning)
+        at.button(key="lv_overwrite").click().run()
+        assert_no_exception(at)
+        assert any("Saved" in m.value for m in at.success)
+        at.button(key="lv_reset").click().run()
+        assert_no_exception(at)
+        assert run.state == "ready" and live.active_runs() == 0
+    finally:
+        run = at.session_state["lv_run"] if "lv_run" in at.session_state else None
+        if run is not None:
+            run.reset()
+
+
+def test_explorer_opens_a_saved_live_run(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from stn_core import explorer as ex
+
+    cfg = replace(live.LiveConfig(), batch=8, eval_size=24, eval_every=2, source="sample", max_steps=2)
+    run = live.LiveRun(cfg)
+    run.start()
+    deadline = time.monotonic() + 60
+    while run.state != "finished" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.state == "finished"
+    run.save(tmp_path / ex.LIVE_SUBDIR / "lecture")
+    run.reset()
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    at = open_page("pages/explorer.py")
+    assert at.selectbox(key="ex_model").value == "live:lecture"
+    assert any("Live run 'lecture'" in m.value for m in at.markdown)
