@@ -1,0 +1,141 @@
+"""AppTest of the Guided tour page: every step renders from a link, Next / Previous move the
+step and the URL, a bad step number falls back to step 1 with a warning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apptest_util import assert_no_exception, open_page
+from stn_core import tour
+
+TOUR = "pages/tour.py"
+
+
+def _step(at) -> int:
+    return int(at.selectbox(key="tour_sel").value)
+
+
+@pytest.mark.parametrize("n", range(1, tour.N_STEPS + 1))
+def test_every_step_renders_from_a_link(n):
+    at = open_page(TOUR, {"step": str(n)})
+    assert _step(at) == n
+    assert at.query_params["step"] == [str(n)] or at.query_params["step"] == str(n)
+    assert not at.error, [e.value for e in at.error]
+    assert not at.warning, [w.value for w in at.warning]
+    assert any(f"Step {n} of {tour.N_STEPS}" in p.proto.text for p in at.get("progress"))
+
+
+def _q(at, name: str) -> str:
+    v = at.query_params[name]
+    return v[-1] if isinstance(v, list) else v
+
+
+def test_next_and_previous_change_the_step_and_the_url():
+    at = open_page(TOUR, {"step": "2"})
+    at.button(key="tour_next").click().run()
+    assert_no_exception(at)
+    assert _step(at) == 3 and _q(at, "step") == "3"
+    at.button(key="tour_prev").click().run()
+    at.button(key="tour_prev").click().run()
+    assert_no_exception(at)
+    assert _step(at) == 1 and _q(at, "step") == "1"
+    assert at.button(key="tour_prev").disabled
+
+
+def test_selector_jumps_and_last_step_disables_next():
+    at = open_page(TOUR)
+    at.selectbox(key="tour_sel").set_value(tour.N_STEPS).run()
+    assert_no_exception(at)
+    assert _q(at, "step") == str(tour.N_STEPS) and at.button(key="tour_next").disabled
+
+
+@pytest.mark.parametrize("bad", ["0", "99", "three"])
+def test_invalid_step_falls_back_with_a_warning(bad):
+    at = open_page(TOUR, {"step": bad})
+    assert _step(at) == 1 and _q(at, "step") == "1"
+    assert any("step 1" in w.value for w in at.warning)
+
+
+def test_step_one_keeps_angle_and_digit_in_the_url():
+    at = open_page(TOUR, {"step": "1", "angle": "-30", "digit": "7"})
+    if not at.slider:  # no pair of checkpoints in this checkout
+        pytest.skip("no distorted-MNIST checkpoints")
+    assert at.slider(key="tour_angle").value == -30
+    assert _q(at, "angle") == "-30" and _q(at, "digit") == "7"
+    at.slider(key="tour_angle").set_value(60).run()
+    assert_no_exception(at)
+    assert _q(at, "angle") == "60"
+
+
+def test_presentation_mode_toggle_runs():
+    at = open_page(TOUR, {"step": "3"})
+    at.toggle(key="tour_present").set_value(True).run()
+    assert_no_exception(at)
+    assert any("stSidebar" in h.proto.body for h in at.html)
+
+
+def test_step_one_mean_curve_toggle():
+    at = open_page(TOUR, {"step": "1"})
+    if not at.slider:
+        pytest.skip("no distorted-MNIST checkpoints")
+    at.toggle(key="tour_mean").set_value(True).run()
+    assert_no_exception(at)
+    assert not at.error
+    assert "Mean confidence" in at.get("plotly_chart")[0].proto.spec
+
+
+def test_step_survives_a_visit_to_another_page():
+    at = open_page(TOUR, {"step": "4"})
+    at.switch_page("pages/home.py").run()
+    at.query_params.clear()
+    at.switch_page(TOUR).run()
+    assert_no_exception(at)
+    assert _step(at) == 4
+
+
+def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp_path):
+    """Tiny untrained checkpoints in $STN_LAB_CHECKPOINTS: step 1 falls back to the RTS pair, step 8 shows a
+    deformable CNN's own taps (the other helper's stn_core.dcn_lab)."""
+    import torch
+
+    from stn_core import explorer as ex
+    from stn_core.checkpoints import save_checkpoint
+    from stn_core.models import build_model
+    from test_explorer import TINY, make_tiny_checkpoint
+
+    make_tiny_checkpoint(tmp_path, "rts", "st-cnn-aff")
+    make_tiny_checkpoint(tmp_path, "rts", "cnn")
+    torch.manual_seed(0)
+    dcn = build_model("dcn", None, 42, target_params=TINY)
+    with torch.no_grad():
+        for layer in dcn.deform_layers:
+            layer.offset_conv.weight.normal_(0.0, 0.05)
+    save_checkpoint(tmp_path / "mnist_rts_dcn", dcn, {"task": "mnist-rts", "final": True})
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    for n in (1, 5, 6, 8):
+        at = open_page(TOUR, {"step": str(n)})
+        assert not at.error, (n, [e.value for e in at.error])
+        infos = " ".join(i.value for i in at.info)
+        assert "not available yet" not in infos, infos
+    assert any("deformable" in str(c.proto.spec).lower() for c in at.get("plotly_chart"))
+
+
+CUB_BASELINE = Path(__file__).resolve().parents[1] / "checkpoints" / "cub50_baseline"
+
+
+@pytest.mark.skipif(not CUB_BASELINE.with_suffix(".json").is_file(), reason="no CUB checkpoint in checkpoints/")
+def test_cub_step_with_a_bird_model(monkeypatch, tmp_path):
+    """Step 7 runs the bird model through stn_core.cub_attention (here the baseline copied as cub50_2st: no boxes)."""
+    import shutil
+
+    from stn_core import explorer as ex
+
+    for name in ("cub50_2st", "cub50_baseline"):
+        for ext in (".json", ".safetensors"):
+            shutil.copy(CUB_BASELINE.with_suffix(ext), tmp_path / f"{name}{ext}")
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    at = open_page(TOUR, {"step": "7"})
+    assert not at.error and not at.info, ([e.value for e in at.error], [i.value for i in at.info])
+    assert any("Top 5" in m.value for m in at.markdown)
