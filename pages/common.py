@@ -181,10 +181,33 @@ def image_picker(prefix: str, where=None) -> tuple[str, np.ndarray, str, list[pg
 
 # --------------------------------------------------------------------------- export and links
 
-#: plotly config for every figure: the modebar's camera button downloads the figure as a PNG
-#: at 2× resolution (rendered in the browser, no server-side dependency).
-PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False, "displayModeBar": True,
+#: plotly config for every figure: the modebar's camera button (shown on hover, so it never
+#: hides a title) downloads the figure as a PNG at 2× resolution (rendered in the browser).
+PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False, "displayModeBar": "hover",
                "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def _reset_distortion(prefix: str) -> None:
+    from stn_core import explorer as ex
+
+    for name, v in ex.controls_identity().items():
+        st.session_state[prefix + name] = v
+
+
+def distortion_controls(prefix: str, primary: bool = False) -> dict[str, float]:
+    """The "3 · Distort it" sidebar section of the explorer-style pages: one slider per
+    ``stn_core.explorer.CONTROL_NAMES`` (session keys ``prefix + name``, already initialised by the
+    page) and a reset button; returns the current controls {name: value}."""
+    from stn_core import explorer as ex
+
+    st.header("3 · Distort it")
+    st.caption("The playground's controls: they place the sampling window on the digit.")
+    for name in ex.CONTROL_NAMES:
+        spec = pg.SLIDERS[name]
+        st.slider(spec.label, min_value=spec.lo, max_value=spec.hi, step=spec.step, key=prefix + name, help=spec.help)
+    st.button("Reset the distortion", key=prefix + "reset", on_click=_reset_distortion, args=(prefix,),
+              width="stretch", type="primary" if primary else "secondary")
+    return {name: float(st.session_state[prefix + name]) for name in ex.CONTROL_NAMES}
 
 
 def plot_config(filename: str) -> dict:

@@ -17,8 +17,9 @@ import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
-from pages import common
+from pages import common, export_ui
 from stn_core import explorer as ex
+from stn_core import export as E
 from stn_core import playground as pg
 from stn_core import viz
 from stn_core.checkpoints import CheckpointError, load_model
@@ -27,7 +28,6 @@ common.ensure_navigation()
 
 P = "ex_"
 ss = st.session_state
-PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False}
 SRC_LABELS = {"test": "Test digit", "draw": "Draw one", "upload": "Upload"}
 SCAN_CHOICES = (500, 1000, 2000, 10_000)
 GALLERY_N = 10
@@ -83,11 +83,6 @@ def _shift_index(delta: int, n: int) -> None:
 
 def _shift_gallery(delta: int, n: int) -> None:
     ss[_k("gal_start")] = int(min(max(0, int(ss.get(_k("gal_start"), 0)) + delta), max(0, n - GALLERY_N)))
-
-
-def _reset_controls() -> None:
-    for name, v in ex.controls_identity().items():
-        ss[_k(name)] = v
 
 
 def _on_drawn() -> None:
@@ -171,13 +166,22 @@ def main() -> None:
                 "**Figure 1** live: (a) the input, (b) the region the spatial transformer samples, (c) what it "
                 "hands the classifier, (d) the prediction.")
     folder = ex.checkpoint_dir()
-    found = ex.discover(folder)
+    found = {**ex.discover(folder), **ex.discover_live(folder)}  # Table 1 models, then live-page runs
     if not found:
         _no_checkpoints(folder)
         _table1(found)
         return
 
     # ---------------------------------------------------------------- sidebar: model
+    _link = common.query_dict()
+    if _link and _link != ss.get(_k("last_query")):  # arrival through a shared link: dist, model, digit
+        ss[_k("last_query")] = _link
+        if _link.get("dist") in ex.DISTORTIONS:
+            ss[_k("dist")] = _link["dist"]
+        if "model" in _link:
+            ss[_k("model")] = _link["model"]  # checked against the options below
+        if _link.get("digit", "").isdigit():
+            ss[_k("src")], ss[_k("index")] = "test", int(_link["digit"])
     first = ex.default_choice(found) or next(iter(found))
     ss.setdefault(_k("dist"), first[0])
     counts = {d: sum(1 for (dd, _) in found if dd == d) for d in ex.DISTORTIONS}
@@ -187,7 +191,7 @@ def main() -> None:
                         format_func=lambda d: f"{ex.DIST_SHORT[d]} ({counts[d]})",
                         help="R: rotation ±90°; RTS: rotation ±45°, scale 0.7–1.2, anywhere in 42×42; P: projective; "
                              "E: elastic (16-point TPS). In brackets: how many models are trained.")
-        options = [k for k in ex.MODEL_KEYS if (dist, k) in found]
+        options = ex.model_options(found, dist)
         if not options:
             st.info(f"No checkpoint for {ex.DIST_LABELS[dist]} yet.")
     if not options:
@@ -196,7 +200,7 @@ def main() -> None:
         _table1(found)
         return
     if ss.get(_k("model")) not in options:
-        ss[_k("model")] = next(k for k in ex.PREFERRED if k in options)
+        ss[_k("model")] = next((k for k in ex.PREFERRED if k in options), options[0])
     with st.sidebar:
         key = st.selectbox("Model", options, key=_k("model"), format_func=lambda k: _model_option(found[(dist, k)]),
                            help="With its test error from the checkpoint's JSON file.")
@@ -267,14 +271,8 @@ def main() -> None:
                 base = ex.to_canvas(digit, size)
                 what = "your drawing, centred like an MNIST digit"
 
-        st.header("3 · Distort it")
-        st.caption("The playground's controls: they place the sampling window on the digit.")
-        for name in ex.CONTROL_NAMES:
-            spec = pg.SLIDERS[name]
-            st.slider(spec.label, min_value=spec.lo, max_value=spec.hi, step=spec.step, key=_k(name), help=spec.help)
-        st.button("Reset the distortion", key=_k("reset"), on_click=_reset_controls, width="stretch", type="primary")
+        controls = common.distortion_controls(P, primary=True)
 
-    controls = {name: float(ss[_k(name)]) for name in ex.CONTROL_NAMES}
     x, dmsgs = ex.distort(base, controls)
     msgs += dmsgs
     if controls != ex.controls_identity():
@@ -310,23 +308,23 @@ def main() -> None:
     st.subheader("Figure 1 for this digit")
     c_a, c_b, c_c, c_d = st.columns([1, 1, 1, 1.55], gap="small")
     with c_a:
-        st.plotly_chart(viz.image_panel(x, f"(a) input {size}×{size}", height=FIG_H), config=PLOT_CONFIG,
-                        key="ex_fig_a")
+        st.plotly_chart(viz.image_panel(x, f"(a) input {size}×{size}", height=FIG_H),
+                        config=common.plot_config("explorer-a-input"), key="ex_fig_a")
     if pred.output is not None:
         with c_b:
             st.plotly_chart(viz.region_figure(x, pred.region, pred.grid if pred.kind == "tps" else None, pred.ctrl,
                                               title="(b) sampled region", height=FIG_H),
-                            config=PLOT_CONFIG, key="ex_fig_b")
+                            config=common.plot_config("explorer-b-region"), key="ex_fig_b")
         with c_c:
-            st.plotly_chart(viz.image_panel(pred.output, "(c) transformer output", height=FIG_H), config=PLOT_CONFIG,
-                            key="ex_fig_c")
+            st.plotly_chart(viz.image_panel(pred.output, "(c) transformer output", height=FIG_H),
+                            config=common.plot_config("explorer-c-output"), key="ex_fig_c")
     else:
         with c_b:
             st.info(f"(b), (c): the {entry.label} has no spatial transformer; its classifier sees the input as it is.")
     with c_d:
         series = [(entry.label, pred.probs)] + ([("CNN", contrast.probs)] if contrast is not None else [])
         fig_d = viz.probability_figure(series, meta.get("classes"), label, title="(d) prediction", height=FIG_H)
-        st.plotly_chart(fig_d, config=PLOT_CONFIG, key="ex_fig_d")
+        st.plotly_chart(fig_d, config=common.plot_config("explorer-d-prediction"), key="ex_fig_d")
     verdicts = [_verdict(entry.label, pred, label)]
     if contrast is not None:
         verdicts.append(_verdict("the plain CNN", contrast, label))
@@ -343,6 +341,20 @@ def main() -> None:
                                      if getattr(model, "downsample", 1) > 1 else "") + ". " if pred.output is not None
                                   else "") + "(d) class probabilities" +
                (" (grey: the plain CNN on the same input)" if contrast is not None else "") + ".")
+    if pred.output is not None and pred.theta is not None:
+        try:
+            learned = E.params_from_theta(pred.kind, pred.theta)
+            export_ui.warp_export(P, x, pred.kind, learned, f"explorer-{entry.stem.name}-learned-warp",
+                                  label="identity → the learned θ of this digit")
+        except E.ExportError as e:
+            st.caption(f"This θ cannot be exported as an animation: {e}")
+    if src == "test":  # a link reopens this model on this test digit
+        _view = {"dist": dist, "model": key, "digit": str(index)}
+        ss[_k("last_query")] = _view
+        common.sync_query_params(_view)
+        common.copy_link(params=_view)
+    else:
+        common.copy_link(params={"dist": dist, "model": key})
 
     # ---------------------------------------------------------------- gallery
     st.header("Gallery: test digits in the Figure 1 layout")

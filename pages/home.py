@@ -35,6 +35,8 @@ st.markdown(
 svg, what = _schematic()
 st.html(viz.svg_img_tag(svg, alt="The spatial transformer: input U, localisation net, grid generator "
                                         "with the sampling grid drawn over U, sampler, output V"))
+st.download_button("Download the picture (SVG)", data=svg.encode("utf-8"), file_name="stn-pipeline.svg",
+                   mime="image/svg+xml", icon=":material/download:", key="home_svg")
 st.caption(f"Real thumbnails, computed live from {what}: U is the digit rotated, shrunk and moved; θ is the affine "
            "map that undoes this (what a trained localisation net would predict). Cyan: the sampling grid "
            "$T_\\theta(G)$ drawn over U; red: the border of the output window. The sampler reads U at the grid points, "
@@ -66,3 +68,6 @@ links[1].page_link("pages/playground.py", label="… rotate a bird by 45°", ico
                    query_params={"image": "bird-0", "kind": "affine", "rot": "45"})
 links[2].page_link("pages/playground.py", label="… tilt the view (projective)", icon=":material/view_in_ar:",
                    query_params={"image": "bird-0", "kind": "projective", "sx": "0.9", "sy": "0.9", "py": "0.5"})
+links2 = st.columns(3)
+links2[0].page_link("pages/tour.py", label="Guided tour (for a lecture)", icon=":material/school:")
+common.copy_link()

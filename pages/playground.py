@@ -18,7 +18,9 @@ Example: ``/playground?image=mnist-7&kind=affine&mode=raw&theta=0.5,0,0,0,0.5,0`
 
 Widget keys (for AppTest): ``pg_src``, ``pg_digit``, ``pg_bird``, ``pg_upload``, ``pg_kind``,
 ``pg_mode``, ``pg_rot`` … ``pg_py``, ``pg_raw_0`` … ``pg_raw_7``, ``pg_sampling``, ``pg_out``;
-buttons ``preset_zoom``, ``preset_rotate45``, ``preset_mirror``, ``preset_tilt``, ``reset``.
+buttons ``preset_zoom``, ``preset_rotate45``, ``preset_mirror``, ``preset_tilt``, ``reset``;
+export (GIF / MP4 from the identity to the current θ): ``pg_exp_frames``, ``pg_exp_side``, ``pg_exp_fps``,
+``pg_exp_fmt``, button ``pg_exp_make``, then the download button ``pg_exp_download``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from pages import common
+from pages import common, export_ui
 from stn_core import playground as pg
 from stn_core import viz
 
@@ -36,7 +38,6 @@ common.ensure_navigation()
 
 P = "pg_"
 ss = st.session_state
-PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False}
 MODE_LABELS = {"intuitive": "Intuitive controls", "raw": "Raw θ numbers"}
 OUT_LABELS = {"same": "same as input", "64": "64 × 64", "128": "128 × 128", "256": "256 × 256"}
 
@@ -199,10 +200,10 @@ fig_out.update_layout(height=max(fig_in.layout.height, fig_out.layout.height))
 fig_in.update_layout(height=fig_out.layout.height)  # side by side: same height
 c1, c2 = st.columns(2, gap="large")
 with c1:
-    st.plotly_chart(fig_in, config=PLOT_CONFIG, key="fig_input")
+    st.plotly_chart(fig_in, config=common.plot_config("playground-input"), key="fig_input")
     st.caption(caption)
 with c2:
-    st.plotly_chart(fig_out, config=PLOT_CONFIG, key="fig_output")
+    st.plotly_chart(fig_out, config=common.plot_config("playground-output"), key="fig_output")
     st.caption("The faint lines are the regular grid G; each crossing is read from the matching crossing on the left.")
 
 c3, c4 = st.columns([1, 1], gap="large")
@@ -231,3 +232,7 @@ common.sync_query_params(ss[_k("last_query")])
 with c3:
     st.markdown(f"[Compare nearest and bilinear sampling for this θ](/sampler?"
                 f"{urllib.parse.urlencode(ss[_k('last_query')])})")
+export_ui.warp_export(P, U, state.kind, params, "playground-warp",
+                      controls=state.intuitive() if state.mode == "intuitive" and ok else None,
+                      out_size=out_size, sampling=state.sampling, label="identity → the current θ")
+common.copy_link(params=ss[_k("last_query")])

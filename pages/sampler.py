@@ -29,7 +29,6 @@ common.ensure_navigation()
 
 P = "sp_"
 ss = st.session_state
-PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False}
 OUT_LABELS = {"same": "same as input", "64": "64 × 64", "128": "128 × 128", "256": "256 × 256"}
 PANEL_HEIGHT = 400
 ALIAS_LABELS = {"zone": "Zone plate (test pattern)", "image": "The current image"}
@@ -138,11 +137,11 @@ fig_b = viz.image_panel(res_b.output, f"Bilinear ({out_size[0]}×{out_size[1]})"
 fig_d = viz.heatmap_panel(diff, "|bilinear − nearest|", zmin=0.0, zmax=max(float(diff.max()), 1e-6),
                           height=PANEL_HEIGHT)
 with c1:
-    st.plotly_chart(fig_n, config=PLOT_CONFIG, key="sp_fig_nearest")
+    st.plotly_chart(fig_n, config=common.plot_config("sampler-nearest"), key="sp_fig_nearest")
 with c2:
-    st.plotly_chart(fig_b, config=PLOT_CONFIG, key="sp_fig_bilinear")
+    st.plotly_chart(fig_b, config=common.plot_config("sampler-bilinear"), key="sp_fig_bilinear")
 with c3:
-    st.plotly_chart(fig_d, config=PLOT_CONFIG, key="sp_fig_diff")
+    st.plotly_chart(fig_d, config=common.plot_config("sampler-difference"), key="sp_fig_diff")
 query = pg.state_to_query(state)
 st.caption(f"{caption}. Largest difference {diff.max():.3f}, mean {diff.mean():.4f} (intensities in [0, 1]). "
            f"[Open this θ in the transform playground](/playground?{urllib.parse.urlencode(query)})")
@@ -160,7 +159,7 @@ z3.button("Largest difference", help="Show the output pixel where the two kernel
 zm = sl.zoom(U, res_b.grid, int(ss[_k("zi")]), int(ss[_k("zj")]))
 zc1, zc2 = st.columns([1.25, 1], gap="large")
 with zc1:
-    st.plotly_chart(viz.zoom_figure(zm), config=PLOT_CONFIG, key="sp_fig_zoom")
+    st.plotly_chart(viz.zoom_figure(zm), config=common.plot_config("sampler-zoom"), key="sp_fig_zoom")
 with zc2:
     st.markdown(f"Output pixel **(row {zm.i}, column {zm.j})** has its source point at "
                 f"**x<sup>s</sup> = {zm.x:.3f}, y<sup>s</sup> = {zm.y:.3f}** (input pixels; pixel m has its "
@@ -178,7 +177,8 @@ with zc2:
                "8 neighbouring output pixels: nearest gives all of those that share a pixel the same value.")
 
 st.header("3 · The kernels and their (sub)gradients")
-st.plotly_chart(viz.kernel_figure(sl.kernel_curves()), config=PLOT_CONFIG, key="sp_fig_kernels")
+st.plotly_chart(viz.kernel_figure(sl.kernel_curves()), config=common.plot_config("sampler-kernels"),
+                key="sp_fig_kernels")
 kc1, kc2 = st.columns(2)
 kc1.latex(r"V_i = \sum_n \sum_m U_{nm}\, k(x_i^s - m)\, k(y_i^s - n)")
 kc2.latex(r"\frac{\partial V_i}{\partial x_i^s} = \sum_n \sum_m U_{nm}\, k(y_i^s - n)\, g(m, x_i^s)")
@@ -193,7 +193,7 @@ st.header("4 · Gradient fields of the bilinear sampler")
 gf = sl.gradient_fields(U, res_b.grid)
 st.plotly_chart(viz.gradient_pair_figure(gf.gx, gf.gy, "How V changes when each source point moves by one "
                                                          "input pixel (autograd through grid_sample)"),
-                config=PLOT_CONFIG, key="sp_fig_grad")
+                config=common.plot_config("sampler-gradient-fields"), key="sp_fig_grad")
 g1, g2, g3 = st.columns(3)
 g1.metric("max |autograd − paper's formulas|", f"{gf.max_diff:.2g}",
           help="Over output pixels whose source point is not exactly on a pixel row or column (float64).")
@@ -229,14 +229,20 @@ if ex is None:
 else:
     lc1, lc2 = st.columns([1, 1.6], gap="large")
     with lc1:
-        st.plotly_chart(viz.loss_figure(ex.runs), config=PLOT_CONFIG, key="sp_fig_loss")
+        st.plotly_chart(viz.loss_figure(ex.runs), config=common.plot_config("sampler-experiment-loss"),
+                        key="sp_fig_loss")
     with lc2:
-        st.plotly_chart(viz.theta_figure(ex.runs, ex.target), config=PLOT_CONFIG, key="sp_fig_theta")
+        st.plotly_chart(viz.theta_figure(ex.runs, ex.target), config=common.plot_config("sampler-experiment-theta"),
+                        key="sp_fig_theta")
     ic = st.columns(4)
-    for col, (img, label) in zip(ic, ((ex.template, "template (upright)"), (ex.moved, "input U (turned, moved)"),
-                                      (ex.runs["bilinear"].final, "after 60 steps: bilinear"),
-                                      (ex.runs["nearest"].final, "after 60 steps: nearest"))):
-        col.image(viz.display_image(img, target=224)[0], caption=label, width="stretch")
+    for i, (col, (img, label)) in enumerate(zip(ic, ((ex.template, "template (upright)"),
+                                                     (ex.moved, "input U (turned, moved)"),
+                                                     (ex.runs["bilinear"].final, "after 60 steps: bilinear"),
+                                                     (ex.runs["nearest"].final, "after 60 steps: nearest")))):
+        shown = viz.display_image(img, target=224)[0]
+        col.image(shown, caption=label, width="stretch")
+        common.png_download(viz.png_bytes(shown), f"sampler-experiment-{i + 1}.png", where=col,
+                            key=_k(f"ex_png_{i}"))
     b, n = ex.runs["bilinear"], ex.runs["nearest"]
     st.caption(f"{ex.steps} Adam steps, lr {ex.lr:g}, {ex.seconds * 1000:.0f} ms. Bilinear: loss "
                f"{b.losses[0]:.4f} → {b.losses[-1]:.4f}. Nearest: loss {n.losses[0]:.4f} → {n.losses[-1]:.4f}; "
@@ -251,10 +257,13 @@ except ValueError as e:
 else:
     ac = st.columns(4)
     hs, ws = ds.nearest.shape[:2]
-    for col, (img, label) in zip(ac, ((ds.original, f"input ({ds.original.shape[0]}×{ds.original.shape[1]})"),
-                                      (ds.nearest, f"nearest ↓4 ({hs}×{ws})"), (ds.bilinear, f"bilinear ↓4 ({hs}×{ws})"),
-                                      (ds.area, f"area average ↓4 ({hs}×{ws})"))):
-        col.image(viz.display_image(img, target=256)[0], caption=label, width="stretch")
+    for i, (col, (img, label)) in enumerate(zip(ac, (
+            (ds.original, f"input ({ds.original.shape[0]}×{ds.original.shape[1]})"),
+            (ds.nearest, f"nearest ↓4 ({hs}×{ws})"), (ds.bilinear, f"bilinear ↓4 ({hs}×{ws})"),
+            (ds.area, f"area average ↓4 ({hs}×{ws})")))):
+        shown = viz.display_image(img, target=256)[0]
+        col.image(shown, caption=label, width="stretch")
+        common.png_download(viz.png_bytes(shown), f"sampler-aliasing-{i + 1}.png", where=col, key=_k(f"alias_png_{i}"))
     f_n, f_b = sl.read_fraction(4)
     st.markdown(f"The attention θ with s = 1 on a grid 4× smaller puts one source point in each 4 × 4 block. "
                 f"Nearest reads **{f_n:.0%}** of the input pixels, bilinear **{f_b:.0%}** (the 2 × 2 around each "
@@ -270,3 +279,4 @@ else:
 ss[_k("state")] = state
 ss[_k("last_query")] = query
 common.sync_query_params(query)
+common.copy_link(params=query)

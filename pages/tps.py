@@ -27,7 +27,6 @@ common.ensure_navigation()
 
 P = "tps_"
 ss = st.session_state
-PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False}
 OUT_LABELS = {"same": "same as input", "64": "64 × 64", "128": "128 × 128", "256": "256 × 256"}
 SIDE_LABELS = {s: f"{s} × {s} = {s * s} points" for s in te.LATTICE_SIDES}
 EDITOR_KEY = "tps_editor"
@@ -107,6 +106,55 @@ def _on_move() -> None:
 
 # --------------------------------------------------------------------------- state
 
+def _from_link(q: dict[str, str]) -> list[pg.Message]:
+    """Apply a shared link (``image``, ``pts`` = x1,y1,x2,y2,… of K = 9, 16 or 25 points, ``reg``, ``out``)
+    to the session; unusable parts are ignored with a warning."""
+    msgs: list[pg.Message] = []
+    if "pts" in q:
+        try:
+            vals = [float(v) for v in q["pts"].split(",")]
+            pairs = [vals[i:i + 2] for i in range(0, len(vals), 2)]
+            if len(vals) % 2 or len(pairs) not in [n * n for n in te.LATTICE_SIDES]:
+                raise ValueError
+            clean, bad = te.sanitize_points(pairs, len(pairs))
+        except ValueError:
+            clean, bad = None, []
+        if clean is None:
+            msgs.append(pg.Message("warning", f"Link parameter pts={q['pts'][:40]!r} is not 9, 16 or 25 pairs of "
+                                              "numbers; starting from the identity lattice."))
+        else:
+            side = te.side_of(clean)
+            ss[_k("state")] = te.with_points(te.EditorState(points=te.lattice_points(side)), clean)
+            ss[_k("side")] = side
+            ss.pop(_k("pick"), None)
+        msgs += [m for m in bad if m.level != "error"]
+    settings = dict(ss.get(_k("settings"), {"reg": 0.0, "out": "same", "show_affine": False}))
+    try:
+        if "reg" in q and float(q["reg"]) in te.REG_CHOICES:
+            settings["reg"] = float(q["reg"])
+            ss[_k("reg")] = settings["reg"]
+        elif "reg" in q:
+            raise ValueError
+    except ValueError:
+        msgs.append(pg.Message("warning", f"Link parameter reg={q['reg'][:20]!r} is not one of "
+                                          f"{', '.join(f'{v:g}' for v in te.REG_CHOICES)}; using {settings['reg']:g}."))
+    if q.get("out") in OUT_LABELS:
+        settings["out"] = q["out"]
+        ss[_k("out")] = q["out"]
+    ss[_k("settings")] = settings
+    if "image" in q:
+        key, more = common.clamp_image_key(q["image"])
+        msgs += more
+        for name in ("src", "digit", "bird"):
+            ss.pop(_k(name), None)
+        common.seed_picker(P, key)
+    return msgs
+
+
+_url = common.query_dict()
+link_msgs: list[pg.Message] = []
+if _url and _url != ss.get(_k("last_query")):
+    link_msgs = _from_link(_url)
 if _k("state") not in ss:
     ss[_k("state")] = te.EditorState()
 state: te.EditorState = ss[_k("state")]
@@ -163,7 +211,7 @@ st.title("Thin-plate spline")
 st.markdown("Drag the **yellow points** on the input. Point *k* is where output lattice point *k* reads from "
             "(θ = the K positions, 2K numbers); the spline carries every other output pixel along smoothly. "
             "The bottom row does the same with the **best affine map**: the gaps are what 6 numbers cannot do.")
-common.show_messages(cb_msgs + pick_msgs + res.messages)
+common.show_messages(link_msgs + cb_msgs + pick_msgs + res.messages)
 
 marks = []
 if reg > 0 and res.ok:
@@ -190,7 +238,7 @@ with c1:
 with c2:
     fig_tps = viz.lattice_output_figure(res.output, res.ctrl_out,
                                         title=f"Output V: thin-plate spline ({out_size[0]}×{out_size[1]})")
-    st.plotly_chart(fig_tps, config=PLOT_CONFIG, key="tps_fig_output")
+    st.plotly_chart(fig_tps, config=common.plot_config("tps-output"), key="tps_fig_output")
     st.caption("Numbered: the fixed output lattice. Every output pixel is read from the matching point of the "
                "cyan grid on the left.")
 
@@ -202,10 +250,10 @@ fig_fit_out = viz.lattice_output_figure(res.affine_output, res.ctrl_out,
 fig_fit_out.update_layout(height=max(fig_fit_in.layout.height, fig_fit_out.layout.height))
 fig_fit_in.update_layout(height=fig_fit_out.layout.height)
 with c3:
-    st.plotly_chart(fig_fit_in, config=PLOT_CONFIG, key="tps_fig_fit_input")
+    st.plotly_chart(fig_fit_in, config=common.plot_config("tps-affine-fit-input"), key="tps_fig_fit_input")
     st.caption("Red lines: how far each of your points is from where the best affine map sends its lattice point.")
 with c4:
-    st.plotly_chart(fig_fit_out, config=PLOT_CONFIG, key="tps_fig_fit_output")
+    st.plotly_chart(fig_fit_out, config=common.plot_config("tps-affine-fit-output"), key="tps_fig_fit_output")
 
 st.subheader("The spline's parameters")
 m1, m2, m3 = st.columns(3)
@@ -237,3 +285,11 @@ with st.expander("Move a point by numbers (keyboard alternative to dragging)"):
     f3.number_input("y (−1 top … 1 bottom)", min_value=-te.POINT_LIMIT, max_value=te.POINT_LIMIT, step=0.05,
                     format="%.3f", key=_k("py"))
     f4.button("Move the point", key=_k("move"), on_click=_on_move, width="stretch")
+
+# --------------------------------------------------------------------------- URL
+
+_query = {"image": image_key, "pts": ",".join(f"{v:.4g}" for pt in state.points for v in pt), "reg": f"{reg:g}",
+          "out": str(ss[_k("out")])}
+ss[_k("last_query")] = _query
+common.sync_query_params(_query)
+common.copy_link(params=_query)

@@ -186,3 +186,16 @@ def test_upload_good_then_bad_file() -> None:
     assert_no_exception(at)
     assert at.error and "broken.png" in at.error[0].value and "photo.png" in at.error[0].value
     assert "(40×60)" in _fig_title(at, 0)  # still the previous good upload
+
+
+# --------------------------------------------------------------------------- export (issue 8)
+
+def test_playground_exports_a_gif_of_the_current_theta() -> None:
+    at = _playground({"image": "mnist-0", "kind": "affine", "rot": "30"})
+    at.slider(key="pg_exp_frames").set_value(4).run()
+    at.button(key="pg_exp_make").click().run()
+    assert_no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    buttons = at.get("download_button")
+    assert any("playground-warp.gif" in str(b.proto) for b in buttons), [str(b.proto)[:200] for b in buttons]
+    assert any("Link to this view" in e.label for e in at.expander)

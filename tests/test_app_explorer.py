@@ -189,3 +189,23 @@ def test_without_full_mnist_the_shipped_digits_are_used(monkeypatch, ckdir):
     finally:
         st.cache_resource.clear()
         st.cache_data.clear()
+
+
+def test_export_of_the_learned_theta_and_link(monkeypatch, ckdir):
+    at = _open(monkeypatch, ckdir)
+    assert at.query_params["dist"] in ex.DISTORTIONS and "model" in at.query_params
+    at.slider(key="ex_exp_frames").set_value(3).run()
+    at.button(key="ex_exp_make").click().run()
+    _ok(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("learned-warp.gif" in str(b.proto) for b in at.get("download_button"))
+
+
+def test_shared_link_reopens_model_and_digit(monkeypatch, ckdir):
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.query_params["dist"], at.query_params["model"], at.query_params["digit"] = "rts", "cnn", "7"
+    at.switch_page(PAGE).run()
+    _ok(at)
+    assert at.radio(key="ex_dist").value == "rts" and at.selectbox(key="ex_model").value == "cnn"
+    assert at.number_input(key="ex_index").value == 7

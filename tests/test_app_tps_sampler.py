@@ -233,3 +233,15 @@ def test_sampler_bird_photo() -> None:
     at = open_page(SAMPLER, {"image": "bird-2"})
     assert at.radio(key="sp_src").value == "bird" and not at.error
     assert at.query_params["image"] == "bird-2"
+
+
+def test_tps_link_reopens_the_points() -> None:
+    pts = [(-0.67, -0.67), (0.0, -0.9), (0.67, -0.67), (-0.67, 0.0), (0.2, 0.1), (0.67, 0.0),
+           (-0.67, 0.67), (0.0, 0.67), (0.67, 0.67)]
+    q = {"image": "mnist-3", "pts": ",".join(f"{v:g}" for p in pts for v in p), "reg": "0.01", "out": "64"}
+    at = open_page(TPS, q)
+    assert not at.warning and not at.error
+    assert at.session_state["tps_state"].points == tuple(tuple(p) for p in pts)
+    assert at.query_params["pts"] == q["pts"] and at.query_params["reg"] == "0.01"
+    bad = open_page(TPS, {"pts": "1,2,3"})
+    assert any("pts=" in w.value for w in bad.warning)

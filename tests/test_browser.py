@@ -57,6 +57,11 @@ PAGES = (
     AppPage("tps", "/tps", ready=f'{MAIN} [data-testid="point-drag"] .pd-handle'),
     AppPage("sampler", "/sampler", ready=f'{MAIN} [data-testid="stPlotlyChart"] .main-svg'),
     AppPage("explorer", "/explorer", ready=f"{MAIN} h1"),  # with whatever checkpoints/ holds (maybe none)
+    AppPage("live", "/live", ready=f'{MAIN} [data-testid="stButton"]'),
+    AppPage("tour", "/tour", ready=f'{MAIN} [data-testid="stPlotlyChart"] .main-svg'),
+    AppPage("addition", "/addition", ready=f'{MAIN} [data-testid="stPlotlyChart"] .main-svg'),
+    AppPage("dcn", "/dcn", ready=f'{MAIN} [data-testid="stDataFrame"]'),  # with whatever checkpoints/ holds
+    AppPage("cub", "/cub", ready=f'{MAIN} [data-testid="stImage"] img'),  # birds shown with or without checkpoints
 )
 
 # Playground specifics (see the docstring of pages/playground.py).

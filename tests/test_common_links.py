@@ -11,7 +11,7 @@ from pages import common  # noqa: E402
 
 def test_plot_config_names_the_png_and_keeps_the_camera_button() -> None:
     cfg = common.plot_config("playground-output")
-    assert cfg["displayModeBar"] is True
+    assert cfg["displayModeBar"] == "hover"  # camera button on hover, never over a title
     assert cfg["toImageButtonOptions"] == {"format": "png", "scale": 2, "filename": "playground-output"}
     assert common.PLOT_CONFIG["toImageButtonOptions"].get("filename") is None  # the shared default is untouched
 
