@@ -118,6 +118,78 @@ def handle_upload(uploaded, session_key: str = "upload") -> tuple[np.ndarray | N
     return store["image"], store["name"], msgs
 
 
+# --------------------------------------------------------------------------- digit picker (trained-model pages)
+
+DIGIT_SOURCES = {"test": "Test digit", "draw": "Draw one", "upload": "Upload"}
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"]
+
+
+@dataclass(frozen=True)
+class PickedDigit:
+    """The digit a sidebar picker chose: ``base (S, S)`` float32 in [0, 1] on the model's canvas,
+    its label (test digits only), a phrase naming it, the source and the test index."""
+
+    base: np.ndarray
+    label: int | None
+    what: str
+    src: str
+    index: int
+
+
+def _shift_digit(key: str, delta: int, n: int) -> None:
+    st.session_state[key] = int(min(max(0, int(st.session_state.get(key, 0)) + delta), n - 1))
+
+
+def digit_picker(prefix: str, x_test, y_test, dist_short: str, size: int, sources: Iterable[str],
+                 msgs: list[pg.Message], draw_hint: str) -> PickedDigit:
+    """Sidebar "2 · Digit": a test digit by index (◀/▶), a drawing, or an upload (``sources`` ⊆
+    :data:`DIGIT_SOURCES`). Session keys ``<prefix>src`` / ``index`` / ``drawing`` (the page's
+    pad stores its drawing there) / ``upload``. ``x_test (N, 1, S, S)``, ``y_test (N,)``; info
+    and error texts go to ``msgs``. Call inside ``with st.sidebar``."""
+    from stn_core import explorer as ex
+
+    ss = st.session_state
+    n = int(x_test.shape[0])
+    ss.setdefault(prefix + "src", "test")
+    ss.setdefault(prefix + "index", 0)
+    if int(ss[prefix + "index"]) > n - 1:
+        ss[prefix + "index"] = n - 1
+    options = [s for s in DIGIT_SOURCES if s in set(sources)]
+    st.header("2 · Digit")
+    src = st.radio("Digit", options, format_func=DIGIT_SOURCES.get, key=prefix + "src", horizontal=True,
+                   label_visibility="collapsed")
+    index = int(ss[prefix + "index"])
+    if src == "test":
+        index = int(st.number_input(f"Test digit (0–{n - 1})", min_value=0, max_value=n - 1, step=1,
+                                    key=prefix + "index"))
+        c1, c2 = st.columns(2)
+        c1.button("◀ Previous", key=prefix + "prev", on_click=_shift_digit, args=(prefix + "index", -1, n),
+                  width="stretch")
+        c2.button("Next ▶", key=prefix + "next", on_click=_shift_digit, args=(prefix + "index", 1, n),
+                  width="stretch")
+        label = int(y_test[index])
+        return PickedDigit(x_test[index, 0].numpy(), label,
+                           f"test digit #{index} (a {label}), already {dist_short}-distorted", src, index)
+    if src == "upload":
+        uploaded = st.file_uploader("A picture of one digit (PNG, JPEG, …)", type=UPLOAD_TYPES, key=prefix + "upload")
+        image, name, up_msgs = handle_upload(uploaded, prefix + "upload_store")
+        msgs += up_msgs
+        if image is None:
+            msgs.append(pg.Message("info", "Upload a picture of a digit in the sidebar; until then test digit #0 "
+                                           "is shown (undistorted)."))
+            image, name = sample_image("mnist", 0), "test digit #0"
+        digit, notes = ex.prepare_digit(image)
+        msgs += [pg.Message("info", f"{name}: {note}.") for note in notes]
+        return PickedDigit(ex.to_canvas(digit, size), None, f"your upload {name!r}, centred like an MNIST digit",
+                           src, index)
+    drawing = ss.get(prefix + "drawing")
+    if drawing is None or float(np.max(drawing)) <= 0.0:
+        msgs.append(pg.Message("info", draw_hint))
+        return PickedDigit(np.zeros((size, size), np.float32), None, "your drawing (empty so far)", src, index)
+    digit, _notes = ex.prepare_digit(drawing)
+    return PickedDigit(ex.to_canvas(digit, size), None, "your drawing, centred like an MNIST digit", src, index)
+
+
 # --------------------------------------------------------------------------- image picker
 
 def clamp_image_key(key: str) -> tuple[str, list[pg.Message]]:

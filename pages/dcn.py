@@ -28,7 +28,7 @@ common.ensure_navigation()
 P = "dcn_"
 ss = st.session_state
 ST_KEYS = {"aff": "st-cnn-aff", "tps": "st-cnn-tps"}
-SRC_LABELS = {"test": "Test digit", "draw": "Draw one"}
+SRC_LABELS = ("test", "draw")  # digit sources (common.DIGIT_SOURCES)
 FIG_H = 300
 
 
@@ -77,10 +77,6 @@ def _model(dist: str, key: str, msgs: list[pg.Message]):
 
 
 # --------------------------------------------------------------------------- callbacks
-
-def _shift_index(delta: int, n: int) -> None:
-    ss[_k("index")] = int(min(max(0, int(ss.get(_k("index"), 0)) + delta), n - 1))
-
 
 def _on_drawn() -> None:
     ss[_k("drawing")] = read_drawing(_k("pad"))
@@ -142,35 +138,11 @@ def main() -> None:
     td = _digits(task)
     n_test = int(td.x.shape[0])
     size = int(td.x.shape[-1])
-    if int(ss[_k("index")]) > n_test - 1:
-        ss[_k("index")] = n_test - 1
-
     with st.sidebar:
-        st.header("2 · Digit")
-        src = st.radio("Digit", list(SRC_LABELS), format_func=SRC_LABELS.get, key=_k("src"), horizontal=True,
-                       label_visibility="collapsed")
-        label: int | None = None
-        if src == "test":
-            index = int(st.number_input(f"Test digit (0–{n_test - 1})", min_value=0, max_value=n_test - 1, step=1,
-                                        key=_k("index")))
-            c1, c2 = st.columns(2)
-            c1.button("◀ Previous", key=_k("prev"), on_click=_shift_index, args=(-1, n_test), width="stretch")
-            c2.button("Next ▶", key=_k("next"), on_click=_shift_index, args=(1, n_test), width="stretch")
-            base = td.x[index, 0].numpy()
-            label = int(td.y[index])
-            what = f"test digit #{index} (a {label}), already {ex.DIST_SHORT[dist]}-distorted"
-        else:
-            index = int(ss[_k("index")])
-            drawing = ss.get(_k("drawing"))
-            if drawing is None or float(np.max(drawing)) <= 0.0:
-                base = np.zeros((size, size), np.float32)
-                what = "your drawing (empty so far)"
-                msgs.append(pg.Message("info", "Draw a digit on the black pad below; the figures update when you "
-                                               "release the mouse."))
-            else:
-                digit, _notes = ex.prepare_digit(drawing)
-                base = ex.to_canvas(digit, size)
-                what = "your drawing, centred like an MNIST digit"
+        picked = common.digit_picker(P, td.x, td.y, ex.DIST_SHORT[dist], size, SRC_LABELS, msgs,
+                                     "Draw a digit on the black pad below; the figures update when you release "
+                                     "the mouse.")
+        src, index, base, label, what = picked.src, picked.index, picked.base, picked.label, picked.what
         controls = common.distortion_controls(P)
 
     x, dmsgs = ex.distort(base, controls)

@@ -28,7 +28,7 @@ common.ensure_navigation()
 
 P = "ex_"
 ss = st.session_state
-SRC_LABELS = {"test": "Test digit", "draw": "Draw one", "upload": "Upload"}
+SRC_LABELS = ("test", "draw", "upload")  # digit sources (common.DIGIT_SOURCES)
 SCAN_CHOICES = (500, 1000, 2000, 10_000)
 GALLERY_N = 10
 MISTAKES_N = 10
@@ -76,10 +76,6 @@ def _gallery_svg(stem: str, version: tuple[int, int], task: str, indices: tuple[
 
 
 # --------------------------------------------------------------------------- callbacks
-
-def _shift_index(delta: int, n: int) -> None:
-    ss[_k("index")] = int(min(max(0, int(ss.get(_k("index"), 0)) + delta), n - 1))
-
 
 def _shift_gallery(delta: int, n: int) -> None:
     ss[_k("gal_start")] = int(min(max(0, int(ss.get(_k("gal_start"), 0)) + delta), max(0, n - GALLERY_N)))
@@ -224,52 +220,14 @@ def main() -> None:
     n_test = int(td.x.shape[0])
 
     # ---------------------------------------------------------------- sidebar: digit + controls
-    ss.setdefault(_k("src"), "test")
-    ss.setdefault(_k("index"), 0)
-    if int(ss[_k("index")]) > n_test - 1:
-        ss[_k("index")] = n_test - 1
     for name, v in ex.controls_identity().items():
         ss.setdefault(_k(name), v)
     msgs: list[pg.Message] = []
     with st.sidebar:
-        st.header("2 · Digit")
-        src = st.radio("Digit", list(SRC_LABELS), format_func=SRC_LABELS.get, key=_k("src"), horizontal=True,
-                       label_visibility="collapsed")
-        label: int | None = None
-        if src == "test":
-            index = int(st.number_input(f"Test digit (0–{n_test - 1})", min_value=0, max_value=n_test - 1, step=1,
-                                        key=_k("index")))
-            c1, c2 = st.columns(2)
-            c1.button("◀ Previous", key=_k("prev"), on_click=_shift_index, args=(-1, n_test), width="stretch")
-            c2.button("Next ▶", key=_k("next"), on_click=_shift_index, args=(1, n_test), width="stretch")
-            base = td.x[index, 0].numpy()
-            label = int(td.y[index])
-            what = f"test digit #{index} (a {label}), already {ex.DIST_SHORT[dist]}-distorted"
-        elif src == "upload":
-            uploaded = st.file_uploader("A picture of one digit (PNG, JPEG, …)",
-                                        type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
-                                        key=_k("upload"))
-            image, name, up_msgs = common.handle_upload(uploaded, _k("upload_store"))
-            msgs += up_msgs
-            if image is None:
-                msgs.append(pg.Message("info", "Upload a picture of a digit in the sidebar; until then test digit #0 "
-                                               "is shown (undistorted)."))
-                image, name = common.sample_image("mnist", 0), "test digit #0"
-            digit, notes = ex.prepare_digit(image)
-            msgs += [pg.Message("info", f"{name}: {n}.") for n in notes]
-            base = ex.to_canvas(digit, size)
-            what = f"your upload {name!r}, centred like an MNIST digit"
-        else:
-            drawing = ss.get(_k("drawing"))
-            if drawing is None or float(np.max(drawing)) <= 0.0:
-                base = np.zeros((size, size), np.float32)
-                what = "your drawing (empty so far)"
-                msgs.append(pg.Message("info", "Draw a digit on the black pad below with the mouse (or a finger); "
-                                               "the figures update when you release it."))
-            else:
-                digit, notes = ex.prepare_digit(drawing)
-                base = ex.to_canvas(digit, size)
-                what = "your drawing, centred like an MNIST digit"
+        picked = common.digit_picker(P, td.x, td.y, ex.DIST_SHORT[dist], size, SRC_LABELS, msgs,
+                                     "Draw a digit on the black pad below with the mouse (or a finger); the "
+                                     "figures update when you release it.")
+        src, index, base, label, what = picked.src, picked.index, picked.base, picked.label, picked.what
 
         controls = common.distortion_controls(P, primary=True)
 

@@ -53,6 +53,9 @@ PAPER_ADDITION: dict[tuple[str, str | None], float] = {
 RESUME_FIXED = ("task", "model", "transform", "steps", "batch", "lr", "momentum", "loc_lr_mult", "seed",
                 "target_params", "test_seed")
 
+#: Settings recorded only when they differ from these defaults (older checkpoints lack them).
+OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False}
+
 
 def paper_error(model: str, transform: str | None, task: str) -> float | None:
     """Published test error (%) (Table 1, or the MNIST addition experiment) or None."""
@@ -77,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=256, help="global batch size (paper: 256)")
     p.add_argument("--lr", type=float, default=0.01, help="initial learning rate (paper: 0.01)")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (paper: plain SGD)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="sgd (the paper's) or adam (betas 0.9, 0.999; --momentum must stay 0); the lr "
+                        "schedule is the same for both")
     p.add_argument("--loc-lr-mult", type=float, default=1.0,
                    help="learning-rate multiplier of the localisation net, or of the dcn's offset "
                         "predictors (paper's MNIST runs: 1)")
@@ -124,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.transform = a.transform if a.transform not in (None, "none") else "affine"
     if a.steps < 1 or a.batch < 1:
         p.error("--steps and --batch must be positive")
+    if a.optimizer == "adam" and a.momentum:
+        p.error("--momentum applies to --optimizer sgd only")
     return a
 
 
@@ -232,8 +240,9 @@ def resume_state(paths: dict[str, Path], meta: dict[str, Any], model: torch.nn.M
 
 def check_same_settings(out: str, meta: dict[str, Any], train_args: dict[str, Any]) -> None:
     """SystemExit naming every setting that differs from the run being resumed (meta["train_args"])."""
-    old = meta.get("train_args", {})
-    diff = {k: (old.get(k), train_args[k]) for k in train_args if old.get(k) != train_args[k]}
+    old = {**OPTIONAL_TRAIN_ARGS, **meta.get("train_args", {})}
+    new = {**OPTIONAL_TRAIN_ARGS, **train_args}
+    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
     if diff:
         raise SystemExit(f"error: cannot resume {out} with different settings: " +
                          ", ".join(f"{k} was {o!r}, now {n!r}" for k, (o, n) in diff.items()))
@@ -281,6 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
     if a.model == "dcn":  # only dcn runs record it, so older checkpoints resume as before
         train_args["modulated"] = a.modulated
+    if a.optimizer != "sgd":  # only adam runs record it, so older (SGD) checkpoints resume as before
+        train_args["optimizer"] = a.optimizer
 
     # ---- data
     verify = not a.no_verify
@@ -310,7 +321,8 @@ def main(argv: list[str] | None = None) -> dict:
     loc_ids = {id(p) for p in loc}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
     groups = [{"params": rest, "lr_mult": 1.0}] + ([{"params": loc, "lr_mult": a.loc_lr_mult}] if loc else [])
-    opt = torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum)
+    opt = (torch.optim.Adam(groups, lr=a.lr) if a.optimizer == "adam"
+           else torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum))
 
     start, history, train_seconds = 0, [], 0.0
     command = _command(argv, world)

@@ -69,6 +69,24 @@ def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     assert again["command"] == full["command"].replace("full", "part")  # no --stop-at / --resume
 
 
+def test_adam_run_resumes_bit_exactly_and_records_its_optimizer(data_root, tmp_path):
+    common = ["--task", "mnist-addition", "--model", "2st-fcn", "--steps", "6", "--batch", "8",
+              "--optimizer", "adam", "--lr", "0.001", "--seed", "4", "--ckpt-every", "2", "--test-limit", "16"]
+    full = T.main(_args(data_root, tmp_path / "full", *common))
+    T.main(_args(data_root, tmp_path / "part", *common, "--stop-at", "3"))
+    T.main(_args(data_root, tmp_path / "part", *common, "--resume"))
+    a, _ = read_safetensors(tmp_path / "full.safetensors")
+    b, _ = read_safetensors(tmp_path / "part.safetensors")
+    for k in a:  # Adam's moments and step counts came back from the checkpoint
+        assert torch.equal(b[k], a[k]), k
+    assert full["train_args"]["optimizer"] == "adam" and "--optimizer adam" in full["command"]
+    with pytest.raises(SystemExit, match="different settings"):  # resuming it with SGD is refused
+        T.main(_args(data_root, tmp_path / "part", *[c for c in common if c not in ("--optimizer", "adam")],
+                     "--resume"))
+    with pytest.raises(SystemExit):  # momentum is an SGD setting
+        T.parse_args(["--task", "mnist", "--model", "fcn", "--out", "x", "--optimizer", "adam", "--momentum", "0.9"])
+
+
 def test_refuses_to_clobber_or_to_resume_with_other_settings(data_root, tmp_path):
     common = ["--task", "mnist", "--model", "fcn", "--steps", "2", "--batch", "8", "--test-limit", "10"]
     T.main(_args(data_root, tmp_path / "r", *common))
