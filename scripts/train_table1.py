@@ -23,6 +23,7 @@ MODELS = {
     "fcn": ("fcn", None), "cnn": ("cnn", None),
     "st-fcn-aff": ("st-fcn", "affine"), "st-fcn-proj": ("st-fcn", "projective"), "st-fcn-tps": ("st-fcn", "tps"),
     "st-cnn-aff": ("st-cnn", "affine"), "st-cnn-proj": ("st-cnn", "projective"), "st-cnn-tps": ("st-cnn", "tps"),
+    "dcn": ("dcn", None),  # issue 7's deformable CNN: same schedule as the CNN family (not in Table 1)
 }
 
 #: Reduced schedules for this CPU (paper: 150k steps, batch 256, lr 0.01, plain SGD).
@@ -33,7 +34,7 @@ SCHEDULES = {
 
 
 def family(name: str) -> str:
-    return "cnn" if MODELS[name][0] in ("cnn", "st-cnn") else "fcn"
+    return "cnn" if MODELS[name][0] in ("cnn", "st-cnn", "dcn") else "fcn"
 
 
 def command(task: str, name: str, stem: Path, threads: int) -> list[str]:

@@ -258,7 +258,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from tqdm import tqdm
 
     from .train import (_all_reduce, _barrier, _command, _rng_tensors, check_same_settings, resume_state,
-                        start_process, wrap_ddp)
+                        start_process, train_step, wrap_ddp)
 
     a = parse_args(argv)
     rank, world, device, threads = start_process(a.device, a.batch, a.threads)
@@ -404,16 +404,12 @@ def main(argv: list[str]) -> dict[str, Any]:
         xb, yb = xb.to(device), y_tr[idx].to(device)
         if a.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        logits = net(xb)
-        loss = F.cross_entropy(logits, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        logits, loss = train_step(net, opt, xb, yb)
         step += 1
         n_win += 1
-        loss_win += float(loss.detach())
-        acc_win += float((logits.detach().argmax(1) == yb).float().mean())
-        if not math.isfinite(float(loss.detach())):
+        loss_win += float(loss)
+        acc_win += float((logits.argmax(1) == yb).float().mean())
+        if not math.isfinite(float(loss)):
             raise SystemExit(f"error: training diverged at step {step} (loss {float(loss)}); try a smaller --lr")
         if n_win >= a.log_every or step == stop_at:
             dt = time.perf_counter() - t_win

@@ -257,6 +257,18 @@ def wrap_ddp(model: torch.nn.Module, world: int, device: torch.device) -> torch.
     return model
 
 
+def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the cross-entropy of batch ``x``, labels ``y (N,)``; returns the
+    detached logits ``(N, K)`` and loss ``()``."""
+    logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return logits.detach(), loss.detach()
+
+
 def _command(argv: list[str], world: int) -> str:
     """The command that reproduces this run in one go (session-only flags removed)."""
     kept, i = [], 0
@@ -394,15 +406,11 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             xb, yb = stream.batch(step)
         data_time += time.perf_counter() - t0  # with prefetch: time spent waiting for data
-        logits = net(xb)
-        loss = F.cross_entropy(logits, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        logits, loss = train_step(net, opt, xb, yb)
         step += 1
         n_win += 1
-        loss_sum += loss.detach()
-        err_sum += (logits.detach().argmax(1) != yb).float().mean()
+        loss_sum += loss
+        err_sum += (logits.argmax(1) != yb).float().mean()
         if n_win >= a.log_every or step == stop_at:
             dt = time.perf_counter() - t_win
             lval = float(loss_sum) / n_win
