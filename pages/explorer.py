@@ -59,20 +59,29 @@ def _probs(stem: str, version: tuple[int, int], task: str, n: int) -> np.ndarray
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _gallery_svg(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> str:
-    """Figure 1 layout for test digits ``indices``."""
+def _gallery(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, bytes]:
+    """Figure 1 layout for test digits ``indices`` as SVG and as PNG (the same picture)."""
     model, _ = _load(stem, version)
     td = _digits(task)
     idx = list(indices)
     preds = ex.predict(model, td.x[idx])
     has_st = preds[0].output is not None if preds else False
-    return viz.figure1_gallery_svg(
+    scene = viz.figure1_gallery_scene(
         [td.x[i, 0].numpy() for i in idx], [p.pred for p in preds], [p.confidence for p in preds],
         [int(td.y[i]) for i in idx],
         regions=[p.region for p in preds] if has_st else None,
         outputs=[p.output for p in preds] if has_st else None,
         grids=[p.grid if p.kind == "tps" else None for p in preds] if has_st else None,
         captions=[f"#{i}" for i in idx])
+    return viz.scene_svg(scene), viz.scene_png(scene)
+
+
+def _picture_downloads(svg: str, png: bytes, name: str) -> None:
+    """"Download PNG" and "Download SVG" buttons side by side for a gallery picture."""
+    downloads = st.container(horizontal=True)
+    common.png_download(png, f"{name}.png", where=downloads, key=_k(f"{name}_png"))
+    downloads.download_button("Download SVG", data=svg.encode("utf-8"), file_name=f"{name}.svg",
+                              mime="image/svg+xml", icon=":material/download:", key=_k(f"{name}_svg"))
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -325,8 +334,9 @@ def main() -> None:
     g2.button("◀ Previous 10", key=_k("gal_prev"), on_click=_shift_gallery, args=(-GALLERY_N, n_test), width="stretch")
     g3.button("Next 10 ▶", key=_k("gal_next"), on_click=_shift_gallery, args=(GALLERY_N, n_test), width="stretch")
     indices = tuple(range(start, min(n_test, start + GALLERY_N)))
-    st.html(viz.svg_img_tag(_gallery_svg(str(entry.stem), entry.version, task, indices),
-                            alt=f"Figure 1 layout for test digits {indices[0]} to {indices[-1]}"))
+    gal_svg, gal_png = _gallery(str(entry.stem), entry.version, task, indices)
+    st.html(viz.svg_img_tag(gal_svg, alt=f"Figure 1 layout for test digits {indices[0]} to {indices[-1]}"))
+    _picture_downloads(gal_svg, gal_png, "figure1-gallery")
     st.caption("Columns: test digits (number on top). Rows: (a) the distorted test digit" +
                (", (b) the region the transformer samples (red), (c) its output" if pred.output is not None else "") +
                ", (d) the prediction and its probability: green when right, red when wrong.")
@@ -350,8 +360,9 @@ def main() -> None:
     st.markdown(line + ".")
     if mk.count:
         shown = tuple(int(i) for i in mk.indices[:MISTAKES_N])
-        st.html(viz.svg_img_tag(_gallery_svg(str(entry.stem), entry.version, task, shown),
-                                alt="The model's most confident mistakes in the Figure 1 layout"))
+        mis_svg, mis_png = _gallery(str(entry.stem), entry.version, task, shown)
+        st.html(viz.svg_img_tag(mis_svg, alt="The model's most confident mistakes in the Figure 1 layout"))
+        _picture_downloads(mis_svg, mis_png, "figure1-mistakes")
         st.caption(f"The {len(shown)} most confident mistakes, most confident first.")
         if ss.get(_k("open")) not in shown:
             ss.pop(_k("open"), None)

@@ -12,14 +12,14 @@ from stn_core import viz
 common.ensure_navigation()
 
 @st.cache_data(show_spinner=False)
-def _schematic() -> tuple[str, str]:
-    """The pipeline SVG and a caption naming the digit used."""
+def _schematic() -> tuple[str, bytes, str]:
+    """The pipeline picture as SVG and as PNG (the same layout), and a caption naming the digit used."""
     labels = common.catalog().digit_labels
     index = labels.index(4) if 4 in labels else 0
     ex = pg.pipeline_example(common.sample_image("mnist", index))
-    svg = viz.pipeline_svg(ex.u, ex.grid, ex.v, ex.outline)
+    scene = viz.pipeline_scene(ex.u, ex.grid, ex.v, ex.outline)
     what = f"MNIST test digit #{index}" if labels[index] >= 0 else "a generated stand-in digit"
-    return svg, what
+    return viz.scene_svg(scene), viz.scene_png(scene), what
 
 
 st.title("STN Lab")
@@ -32,11 +32,13 @@ st.markdown(
     "is differentiable, so it learns where to look from the task's loss alone, without being told."
 )
 
-svg, what = _schematic()
+svg, png, what = _schematic()
 st.html(viz.svg_img_tag(svg, alt="The spatial transformer: input U, localisation net, grid generator "
                                         "with the sampling grid drawn over U, sampler, output V"))
-st.download_button("Download the picture (SVG)", data=svg.encode("utf-8"), file_name="stn-pipeline.svg",
-                   mime="image/svg+xml", icon=":material/download:", key="home_svg")
+downloads = st.container(horizontal=True)
+common.png_download(png, "stn-pipeline.png", where=downloads, key="home_png")
+downloads.download_button("Download SVG", data=svg.encode("utf-8"), file_name="stn-pipeline.svg",
+                          mime="image/svg+xml", icon=":material/download:", key="home_svg")
 st.caption(f"Real thumbnails, computed live from {what}: U is the digit rotated, shrunk and moved; θ is the affine "
            "map that undoes this (what a trained localisation net would predict). Cyan: the sampling grid "
            "$T_\\theta(G)$ drawn over U; red: the border of the output window. The sampler reads U at the grid points, "

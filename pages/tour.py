@@ -81,11 +81,22 @@ def _mean_curves(plain: str, pv: tuple[int, int], st_stem: str, sv: tuple[int, i
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _figure1_svg(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> str:
+def _figure1(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, bytes]:
+    """Figure 1 for test digits ``indices`` as SVG and as PNG (the same layout)."""
     td = _digits(task)
     idx = list(indices)
-    return tour.figure1_row_svg(_load(stem, version)[0], td.x[idx], [int(td.y[i]) for i in idx],
-                                [f"#{i}" for i in idx])
+    scene = tour.figure1_row_scene(_load(stem, version)[0], td.x[idx], [int(td.y[i]) for i in idx],
+                                   [f"#{i}" for i in idx])
+    return viz.scene_svg(scene), viz.scene_png(scene)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _pipeline(rotation_deg: int) -> tuple[str, bytes]:
+    """Step 2's pipeline picture (shipped digit turned by ``rotation_deg``) as SVG and as PNG."""
+    ex_ = pg.pipeline_example(common.sample_image("mnist", 4 if len(common.catalog().digit_labels) > 4 else 0),
+                              rotation_deg=float(rotation_deg))
+    scene = viz.pipeline_scene(ex_.u, ex_.grid, ex_.v, ex_.outline)
+    return viz.scene_svg(scene), viz.scene_png(scene)
 
 
 def _digit(index: int) -> tuple[np.ndarray, int]:
@@ -251,12 +262,12 @@ def step_module() -> dict[str, str]:
     st.markdown("A spatial transformer is a small, differentiable module you can put anywhere in a network. "
                 "For each input it **predicts θ**, builds a **sampling grid** from it and **resamples** the input.")
     rot = st.slider("How much the digit U is turned (°)", -60, 60, 35, step=5, key=_k("m_rot"))
-    ex_ = pg.pipeline_example(common.sample_image("mnist", 4 if len(common.catalog().digit_labels) > 4 else 0),
-                              rotation_deg=float(rot))
-    svg = viz.pipeline_svg(ex_.u, ex_.grid, ex_.v, ex_.outline)
+    svg, png = _pipeline(int(rot))
     st.html(viz.svg_img_tag(svg, alt="Input U, localisation net, grid generator, sampler, output V"))
-    st.download_button("Download the picture (SVG)", data=svg.encode("utf-8"), file_name="tour-pipeline.svg",
-                       mime="image/svg+xml", icon=":material/download:", key=_k("m_svg"))
+    downloads = st.container(horizontal=True)
+    common.png_download(png, "tour-pipeline.png", where=downloads, key=_k("m_png"))
+    downloads.download_button("Download SVG", data=svg.encode("utf-8"), file_name="tour-pipeline.svg",
+                              mime="image/svg+xml", icon=":material/download:", key=_k("m_svg"))
     c1, c2, c3 = st.columns(3, gap="large")
     c1.markdown("**Localisation net**: any small network regressing θ from U; its last layer starts at the identity.")
     c1.latex(r"\theta = f_{\mathrm{loc}}(U)")
@@ -391,13 +402,14 @@ def step_results() -> dict[str, str]:
         indices = tuple(range(start, min(n, start + 8)))
         with f2:
             try:
-                svg = _figure1_svg(str(entry.stem), entry.version, entry.task, indices)
+                svg, png = _figure1(str(entry.stem), entry.version, entry.task, indices)
                 st.html(viz.svg_img_tag(svg, alt="Figure 1: inputs, sampled regions, outputs, predictions"))
             except CheckpointError as e:
                 svg = ""
                 st.error(f"The checkpoint could not be loaded: {e}")
         if svg:
-            f1.download_button("Download Figure 1 (SVG)", data=svg.encode("utf-8"), file_name="tour-figure1.svg",
+            common.png_download(png, "tour-figure1.png", where=f1, key=_k("r_png"))
+            f1.download_button("Download SVG", data=svg.encode("utf-8"), file_name="tour-figure1.svg",
                                mime="image/svg+xml", icon=":material/download:", key=_k("r_svg"))
     st.subheader("Table 1: test error (%)")
     st.markdown("**ours** from the checkpoints' JSON files (bold: finished), **paper** from Table 1 (mean of 3 runs). "

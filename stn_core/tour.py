@@ -277,21 +277,30 @@ def image_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], cell: int = 112
 
 # --------------------------------------------------------------------------- step 6: Figure 1 row
 
-def figure1_row_svg(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[int],
-                    captions: Sequence[str] | None = None) -> str:
-    """The paper's Figure 1 for digits ``x (N, 1, S, S)`` through ``model`` as one SVG
-    (:func:`stn_core.viz.figure1_gallery_svg`)."""
-    from .viz import figure1_gallery_svg
+def figure1_row_scene(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[int],
+                      captions: Sequence[str] | None = None):
+    """The paper's Figure 1 for digits ``x (N, 1, S, S)`` through ``model`` as a
+    :class:`stn_core.viz.Scene` (:func:`stn_core.viz.figure1_gallery_scene`); write it with
+    ``viz.scene_svg`` / ``viz.scene_png``."""
+    from .viz import figure1_gallery_scene
 
     preds = ex.predict(model, x)
     has_st = bool(preds) and preds[0].output is not None
-    return figure1_gallery_svg(
+    return figure1_gallery_scene(
         [x[i, 0].numpy() for i in range(x.shape[0])], [p.pred for p in preds], [p.confidence for p in preds],
         [int(v) for v in labels],
         regions=[p.region for p in preds] if has_st else None,
         outputs=[p.output for p in preds] if has_st else None,
         grids=[p.grid if p.kind == "tps" else None for p in preds] if has_st else None,
         captions=list(captions) if captions is not None else None)
+
+
+def figure1_row_svg(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[int],
+                    captions: Sequence[str] | None = None) -> str:
+    """:func:`figure1_row_scene` as one SVG string."""
+    from .viz import scene_svg
+
+    return scene_svg(figure1_row_scene(model, x, labels, captions))
 
 
 def best_st_entry(found: Mapping[tuple[str, str], ex.Entry],
@@ -377,7 +386,8 @@ def version(name: str, directory: str | os.PathLike | None = None) -> tuple[int,
 __all__ = [
     "ANGLE_LIMIT", "History", "ModelPair", "N_STEPS", "PAIR_CANDIDATES", "STEPS", "SWEEP_ANGLES", "Step",
     "best_st_entry", "checkpoint_ready", "checkpoint_stem", "choose_pair", "clamp_step", "confidence_curve",
-    "figure1_row_svg", "grid_view", "history", "identity_view", "image_rows", "mean_confidence_curve",
+    "figure1_row_scene", "figure1_row_svg", "grid_view", "history", "identity_view", "image_rows",
+    "mean_confidence_curve",
     "nearest_output", "parse_step", "pixel_to_norm", "place_digit",
     "progress", "regular_taps", "rotate_digits", "rotation_params", "st_taps", "version",
 ]

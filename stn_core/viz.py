@@ -13,10 +13,12 @@ import html
 import io
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 GRID_COLOUR = "#00d8ff"
 OUTLINE_COLOUR = "#ff4b2b"
@@ -263,115 +265,370 @@ def output_figure(output: np.ndarray, valid: np.ndarray | None = None, n_lines: 
     return _figure(traces, title, xr, yr, height)
 
 
-# --------------------------------------------------------------------------- home-page schematic
+# --------------------------------------------------------------------------- vector pictures: one layout, SVG and PNG
+#
+# The pipeline picture and the Figure-1 gallery are built once as a :class:`Scene` (a list of
+# shapes in SVG user units, origin top-left, y down); :func:`scene_svg` writes it as SVG and
+# :func:`scene_png` paints the same shapes with Pillow (supersampled, then box-filtered), so the
+# PNG download shows the same picture without an SVG rasteriser.
 
-def _svg_polyline(points: np.ndarray, colour: str, width: float, dash: str = "") -> str:
-    """SVG polylines for points (M, 2) with NaN breaks."""
+ARROW_COLOUR = "#333"
+FONT_FAMILY = "Source Sans Pro, Helvetica, Arial, sans-serif"
+PNG_SCALE = 2  # PNG pixels per SVG user unit
+ARROW_HEAD = 7.0  # arrow-head length in stroke widths (the SVG marker's markerWidth)
+ARROW_REF = 0.9  # fraction of the head that lies before the line's end point (marker refX / 10)
+SUB_SIZE = 15.0  # font size of subscripts ("f_loc")
+SUB_SHIFT = 0.56  # subscript baseline drop, in subscript font sizes (as Chromium draws baseline-shift="sub")
+FRAME_COLOUR, FRAME_WIDTH = "#444", 1.5  # thin frame around every thumbnail
+THUMB_TARGET = 256  # thumbnails are nearest-upscaled to about this many pixels before stretching
+
+Spans = tuple[tuple[str, bool], ...]  # text pieces and whether each is a subscript
+
+
+@dataclass(frozen=True, eq=False)
+class Rect:
+    """Rectangle (x, y, w, h) with corner radius rx; ``dash`` is the SVG stroke-dasharray."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    fill: str | None = None
+    stroke: str | None = None
+    stroke_width: float = 0.0
+    rx: float = 0.0
+    dash: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Label:
+    """Text whose baseline starts / is centred / ends at (x, y) (anchor "start" | "middle" | "end")."""
+
+    x: float
+    y: float
+    spans: Spans
+    size: float
+    fill: str = "#222"
+    anchor: str = "middle"
+    bold: bool = False
+    italic: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(s for s, _ in self.spans)
+
+
+@dataclass(frozen=True, eq=False)
+class Lines:
+    """Open polylines through ``points (M, 2)``, NaN rows break them; ``arrow``: a head at the end."""
+
+    points: np.ndarray
+    stroke: str
+    width: float
+    dash: tuple[float, ...] = ()
+    arrow: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Thumb:
+    """Image (H, W) / (H, W, 3) stretched into the square (x, y, size), framed; ``empty (H, W)``
+    pixels shown as a checkerboard."""
+
+    image: np.ndarray
+    x: float
+    y: float
+    size: float
+    empty: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """Shapes drawn only inside the rectangle (x, y, w, h)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    items: tuple
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """A picture ``width`` × ``height`` user units on white, drawn in ``items`` order."""
+
+    width: float
+    height: float
+    items: tuple
+
+
+def _text(s: str) -> Spans:
+    return ((s, False),)
+
+
+def _walk(items) -> list:
+    """All shapes, clips opened (drawing order)."""
+    out = []
+    for it in items:
+        out += _walk(it.items) if isinstance(it, Clip) else [it]
+    return out
+
+
+def scene_thumbs(scene: Scene) -> list[Thumb]:
+    """The thumbnails of a scene (where the images sit), in drawing order."""
+    return [it for it in _walk(scene.items) if isinstance(it, Thumb)]
+
+
+def scene_texts(scene: Scene) -> list[str]:
+    """The plain text of every label, in drawing order."""
+    return [it.text for it in _walk(scene.items) if isinstance(it, Label)]
+
+
+def _n(v: float) -> str:
+    return f"{float(v):.6g}"
+
+
+def _thumb_pixels(t: Thumb) -> np.ndarray:
+    return display_image(t.image, t.empty, target=THUMB_TARGET)[0]
+
+
+# ---- SVG writer
+
+def _svg_stroke(stroke: str | None, width: float, dash: tuple[float, ...]) -> str:
+    if not stroke:
+        return ""
+    out = f' stroke="{stroke}" stroke-width="{_n(width)}"'
+    return out + (f' stroke-dasharray="{" ".join(_n(d) for d in dash)}"' if dash else "")
+
+
+def _svg_rect(r: Rect) -> str:
+    rx = f' rx="{_n(r.rx)}"' if r.rx else ""
+    return (f'<rect x="{_n(r.x)}" y="{_n(r.y)}" width="{_n(r.w)}" height="{_n(r.h)}"{rx} fill="{r.fill or "none"}"'
+            f'{_svg_stroke(r.stroke, r.stroke_width, r.dash)}/>')
+
+
+def _svg_lines(a: Lines) -> str:
     out, run = [], []
-    for x, y in list(points) + [(math.nan, math.nan)]:
+    marker = ' marker-end="url(#stnarrow)"' if a.arrow else ""
+    for x, y in list(np.asarray(a.points, dtype=float)) + [(math.nan, math.nan)]:
         if math.isfinite(x) and math.isfinite(y):
             run.append(f"{x:.1f},{y:.1f}")
-        elif run:
-            if len(run) > 1:
-                extra = f' stroke-dasharray="{dash}"' if dash else ""
-                out.append(f'<polyline points="{" ".join(run)}" fill="none" stroke="{colour}" '
-                           f'stroke-width="{width}"{extra}/>')
-            run = []
+            continue
+        if len(run) > 1:
+            out.append(f'<polyline points="{" ".join(run)}" fill="none"{_svg_stroke(a.stroke, a.width, a.dash)}'
+                       f'{marker}/>')
+        run = []
     return "".join(out)
 
 
-def _svg_thumb(image: np.ndarray, x: float, y: float, size: float, empty: np.ndarray | None = None) -> str:
-    big, _ = display_image(image, empty, target=256)
-    return (f'<image x="{x}" y="{y}" width="{size}" height="{size}" preserveAspectRatio="none" '
-            f'href="{png_data_uri(big)}"/>'
-            f'<rect x="{x}" y="{y}" width="{size}" height="{size}" fill="none" stroke="#444" stroke-width="1.5"/>')
+def _svg_label(t: Label) -> str:
+    style = (' font-weight="bold"' if t.bold else "") + (' font-style="italic"' if t.italic else "")
+    body = "".join(f'<tspan baseline-shift="sub" font-size="{_n(SUB_SIZE)}">{html.escape(s)}</tspan>' if sub
+                   else html.escape(s) for s, sub in t.spans)
+    return (f'<text x="{_n(t.x)}" y="{_n(t.y)}" text-anchor="{t.anchor}" font-size="{_n(t.size)}"{style} '
+            f'fill="{t.fill}">{body}</text>')
 
 
-def pipeline_svg(u: np.ndarray, grid: np.ndarray, v: np.ndarray, outline_pts: np.ndarray | None = None,
-                 theta_text: str = "θ = f<tspan baseline-shift='sub' font-size='15'>loc</tspan>(U)",
-                 n_lines: int = 7) -> str:
-    """The spatial transformer as a picture (paper Fig. 2): U → [localisation net → grid
-    generator → sampler] → V, with real thumbnails: U, T_θ(G) drawn over U, and V.
+def _svg_items(items, clip_ids: list[int]) -> str:
+    out = []
+    for it in items:
+        if isinstance(it, Rect):
+            out.append(_svg_rect(it))
+        elif isinstance(it, Label):
+            out.append(_svg_label(it))
+        elif isinstance(it, Lines):
+            out.append(_svg_lines(it))
+        elif isinstance(it, Thumb):
+            out.append(f'<image x="{_n(it.x)}" y="{_n(it.y)}" width="{_n(it.size)}" height="{_n(it.size)}" '
+                       f'preserveAspectRatio="none" href="{png_data_uri(_thumb_pixels(it))}"/>'
+                       + _svg_rect(Rect(it.x, it.y, it.size, it.size, None, FRAME_COLOUR, FRAME_WIDTH)))
+        elif isinstance(it, Clip):
+            clip_ids.append(len(clip_ids))
+            cid = f"stnclip{clip_ids[-1]}"
+            out.append(f'<clipPath id="{cid}"><rect x="{_n(it.x)}" y="{_n(it.y)}" width="{_n(it.w)}" '
+                       f'height="{_n(it.h)}"/></clipPath><g clip-path="url(#{cid})">'
+                       + _svg_items(it.items, clip_ids) + "</g>")
+        else:
+            raise TypeError(f"Cannot draw a {type(it).__name__} in a scene.")
+    return "".join(out)
 
-    u ``(H, W, 3)`` square-ish thumbnail source, grid ``(H', W', 2)`` normalised, v ``(H', W', 3)``;
-    theta_text is SVG text content (may hold <tspan>; escape user text yourself).
-    Returns a self-contained ``<svg>`` string (1200×370 user units); see :func:`svg_img_tag`."""
-    t = 190.0  # thumbnail size
-    ty = 95.0  # thumbnail top
-    xu, xl, xg, xv = 20.0, 285.0, 590.0, 990.0
-    xs = 818.0  # sampler box
-    hh, ww = u.shape[:2]
 
-    def to_thumb(points: np.ndarray) -> np.ndarray:
-        p = norm_to_pixel(points, (hh, ww))
-        return np.stack([xg + (p[:, 0] + 0.5) * t / ww, ty + (p[:, 1] + 0.5) * t / hh], 1)
+def scene_svg(scene: Scene) -> str:
+    """The scene as a self-contained ``<svg>`` document string (see :func:`svg_img_tag`)."""
+    w, h = _n(scene.width), _n(scene.height)
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" '
+            f'font-family="{FONT_FAMILY}">')
+    if any(isinstance(it, Lines) and it.arrow for it in _walk(scene.items)):
+        head += ('<defs><marker id="stnarrow" viewBox="0 0 10 10" '
+                 f'refX="{_n(10 * ARROW_REF)}" refY="5" markerWidth="{_n(ARROW_HEAD)}" '
+                 f'markerHeight="{_n(ARROW_HEAD)}" orient="auto-start-reverse">'
+                 f'<path d="M 0 0 L 10 5 L 0 10 z" fill="{ARROW_COLOUR}"/></marker></defs>')
+    head += f'<rect width="{w}" height="{h}" fill="#ffffff"/>'
+    return head + _svg_items(scene.items, []) + "</svg>"
 
-    grid_pts = to_thumb(grid_polylines(grid, None, n_lines))
-    parts = [
-        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1200 370" width="1200" height="370" '
-        'font-family="Source Sans Pro, Helvetica, Arial, sans-serif">',
-        '<defs><marker id="stnarrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#333"/></marker></defs>',
-        '<rect width="1200" height="370" fill="#ffffff"/>',
-        # spatial transformer box
-        '<rect x="255" y="20" width="705" height="335" rx="14" fill="#f5f8ff" stroke="#5b7bd5" '
-        'stroke-width="2" stroke-dasharray="8 5"/>',
-        '<text x="607" y="50" text-anchor="middle" font-size="24" font-weight="bold" fill="#2f4fa8">'
-        'Spatial transformer</text>',
-        # U
-        _svg_thumb(u, xu, ty, t),
-        f'<text x="{xu + t / 2}" y="{ty + t + 32}" text-anchor="middle" font-size="22" font-weight="bold" '
-        'fill="#222">U (input)</text>',
-        # localisation net
-        f'<rect x="{xl}" y="{ty + 35}" width="240" height="120" rx="10" fill="#ffffff" stroke="#333" '
-        'stroke-width="2"/>',
-        # sampler
-        f'<rect x="{xs}" y="{ty + t / 2 - 30}" width="118" height="60" rx="10" fill="#ffffff" stroke="#333" '
-        'stroke-width="2"/>',
-        f'<text x="{xs + 59}" y="{ty + t / 2 + 7}" text-anchor="middle" font-size="21" fill="#222">Sampler</text>',
-    ]
-    for i, hgt in enumerate((90, 66, 44, 22)):  # shrinking layers icon
-        cx = xl + 18 + i * 20
-        parts.append(f'<rect x="{cx}" y="{ty + 95 - hgt / 2}" width="12" height="{hgt}" rx="2" '
-                     'fill="#b7c7f0" stroke="#5b7bd5"/>')
-    parts += [
-        f'<text x="{xl + 165}" y="{ty + 90}" text-anchor="middle" font-size="21" fill="#222">Localisation</text>',
-        f'<text x="{xl + 165}" y="{ty + 115}" text-anchor="middle" font-size="21" fill="#222">'
-        'net f<tspan baseline-shift="sub" font-size="15">loc</tspan></text>',
-        f'<text x="{xl + 120}" y="{ty + t + 32}" text-anchor="middle" font-size="20" fill="#222">'
-        f'{theta_text}</text>',
-        # grid generator + sampler thumbnail
-        _svg_thumb(u, xg, ty, t),
-        f'<clipPath id="stnclip"><rect x="{xg}" y="{ty}" width="{t}" height="{t}"/></clipPath>',
-        '<g clip-path="url(#stnclip)">',
-        _svg_polyline(grid_pts, "#00d8ff", 1.6),
-    ]
-    if outline_pts is not None:
-        parts.append(_svg_polyline(to_thumb(outline_pts), "#ff4b2b", 3.5))
-    parts += [
-        '</g>',
-        f'<text x="{xg + t / 2}" y="{ty + t + 32}" text-anchor="middle" font-size="20" fill="#222">'
-        'Grid generator: T<tspan baseline-shift="sub" font-size="15">θ</tspan>(G) on U</text>',
-        # V
-        _svg_thumb(v, xv, ty, t),
-        f'<text x="{xv + t / 2}" y="{ty + t + 32}" text-anchor="middle" font-size="22" font-weight="bold" '
-        'fill="#222">V (output)</text>',
-        # arrows: U → loc net, loc net → grid, grid/sampler → V, U → sampler (under the box)
-        f'<line x1="{xu + t + 4}" y1="{ty + 95}" x2="{xl - 4}" y2="{ty + 95}" stroke="#333" stroke-width="2.5" '
-        'marker-end="url(#stnarrow)"/>',
-        f'<line x1="{xl + 244}" y1="{ty + 95}" x2="{xg - 6}" y2="{ty + 95}" stroke="#333" stroke-width="2.5" '
-        'marker-end="url(#stnarrow)"/>',
-        f'<text x="{(xl + 244 + xg) / 2}" y="{ty + 85}" text-anchor="middle" font-size="24" font-style="italic" '
-        'fill="#333">θ</text>',
-        f'<line x1="{xg + t + 4}" y1="{ty + t / 2}" x2="{xs - 4}" y2="{ty + t / 2}" stroke="#333" '
-        'stroke-width="2.5" marker-end="url(#stnarrow)"/>',
-        f'<line x1="{xs + 122}" y1="{ty + t / 2}" x2="{xv - 6}" y2="{ty + t / 2}" stroke="#333" '
-        'stroke-width="2.5" marker-end="url(#stnarrow)"/>',
-        f'<path d="M {xu + t / 2} {ty + t + 44} L {xu + t / 2} 342 L {xs + 59} 342 L {xs + 59} {ty + t / 2 + 34}" '
-        'fill="none" stroke="#888" stroke-width="2" stroke-dasharray="6 4" marker-end="url(#stnarrow)"/>',
-        '</svg>',
-    ]
-    return "".join(parts)
+
+# ---- PNG painter (Pillow)
+
+_FONT_FILES = {  # metric-compatible stand-ins for Helvetica / Arial first, then anything common
+    (False, False): ("LiberationSans-Regular.ttf", "Arial.ttf", "arial.ttf", "Helvetica.ttc", "DejaVuSans.ttf"),
+    (True, False): ("LiberationSans-Bold.ttf", "Arial Bold.ttf", "arialbd.ttf", "DejaVuSans-Bold.ttf"),
+    (False, True): ("LiberationSans-Italic.ttf", "Arial Italic.ttf", "ariali.ttf", "DejaVuSans-Oblique.ttf"),
+    (True, True): ("LiberationSans-BoldItalic.ttf", "Arial Bold Italic.ttf", "arialbi.ttf",
+                   "DejaVuSans-BoldOblique.ttf"),
+}
+
+
+@lru_cache(maxsize=64)
+def _font(px: int, bold: bool = False, italic: bool = False):
+    """A TrueType font of ``px`` pixels (Liberation Sans / Arial / DejaVu Sans, else Pillow's own)."""
+    for name in _FONT_FILES[(bold, italic)] + _FONT_FILES[(False, False)]:
+        try:
+            return ImageFont.truetype(name, px)
+        except OSError:
+            continue
+    try:
+        return ImageFont.load_default(px)  # Pillow ≥ 10.1 with FreeType: a scalable font
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _dash_runs(points: np.ndarray, dash: tuple[float, ...]) -> list[np.ndarray]:
+    """Split a polyline (M, 2) into its painted dashes (SVG stroke-dasharray, offset 0)."""
+    pattern = list(dash) * (2 if len(dash) % 2 else 1)
+    if not pattern or sum(pattern) <= 0:
+        return [points]
+    runs, cur, k, left, on = [], [points[0]], 0, pattern[0], True
+    for p, q in zip(points[:-1], points[1:]):
+        seg = float(np.hypot(*(q - p)))
+        pos = 0.0
+        while seg - pos > left:
+            pos += left
+            pt = p + (q - p) * (pos / seg)
+            if on:
+                runs.append(np.array(cur + [pt]))
+            cur = [pt]
+            on, k = not on, (k + 1) % len(pattern)
+            left = pattern[k]
+        left -= seg - pos
+        cur.append(q)
+    if on and len(cur) > 1:
+        runs.append(np.array(cur))
+    return runs
+
+
+def _rect_outline(r: Rect, steps: int = 8) -> np.ndarray:
+    """Closed outline of a (rounded) rectangle as points (M, 2), starting at the top edge's left end
+    and running clockwise like an SVG rect's stroke."""
+    rx = min(r.rx, r.w / 2, r.h / 2)
+    x0, y0, x1, y1 = r.x, r.y, r.x + r.w, r.y + r.h
+    pts = []
+    for cx, cy, a0 in ((x1 - rx, y0 + rx, -90), (x1 - rx, y1 - rx, 0), (x0 + rx, y1 - rx, 90), (x0 + rx, y0 + rx, 180)):
+        for a in np.radians(np.linspace(a0, a0 + 90, steps + 1 if rx > 0 else 1)):
+            pts.append((cx + rx * math.cos(a), cy + rx * math.sin(a)))
+    pts = [(x0 + rx, y0)] + pts + [(x0 + rx, y0)]
+    return np.array(pts, dtype=float)
+
+
+_SHAPES = (Rect, Label, Lines, Thumb, Clip)
+
+
+class _Painter:
+    """Paints scene shapes on a Pillow image whose pixel (0, 0) sits at user point (ox, oy) / s."""
+
+    def __init__(self, img: Image.Image, s: float, ox: float = 0.0, oy: float = 0.0) -> None:
+        self.img, self.s, self.ox, self.oy = img, s, ox, oy
+        self.draw = ImageDraw.Draw(img)
+
+    def px(self, x: float, y: float) -> tuple[float, float]:
+        return x * self.s - self.ox, y * self.s - self.oy
+
+    def box(self, x: float, y: float, w: float, h: float, grow: float = 0.0) -> list[int]:
+        """Pillow's inclusive pixel box covering [x, x + w) × [y, y + h) grown by ``grow`` px."""
+        (a, b), (c, d) = self.px(x, y), self.px(x + w, y + h)
+        return [round(a - grow), round(b - grow), round(c + grow) - 1, round(d + grow) - 1]
+
+    def items(self, items) -> None:
+        for it in items:
+            paint = getattr(self, type(it).__name__.lower(), None) if isinstance(it, _SHAPES) else None
+            if paint is None:
+                raise TypeError(f"Cannot draw a {type(it).__name__} in a scene.")
+            paint(it)
+
+    def rect(self, r: Rect) -> None:
+        rad = r.rx * self.s
+        if r.fill and r.fill != "none":
+            self.draw.rounded_rectangle(self.box(r.x, r.y, r.w, r.h), radius=rad, fill=r.fill)
+        if not r.stroke or r.stroke_width <= 0:
+            return
+        if r.dash:
+            self.lines(Lines(_rect_outline(r), r.stroke, r.stroke_width, r.dash))
+            return
+        half = r.stroke_width * self.s / 2
+        self.draw.rounded_rectangle(self.box(r.x, r.y, r.w, r.h, grow=half), radius=rad + half,
+                                    outline=r.stroke, width=max(1, round(2 * half)))
+
+    def lines(self, a: Lines) -> None:
+        pts = np.asarray(a.points, dtype=float)
+        ok = np.isfinite(pts).all(axis=1)
+        width = max(1, round(a.width * self.s))
+        breaks = np.flatnonzero(~ok)
+        for run in np.split(pts, breaks):
+            run = run[np.isfinite(run).all(axis=1)]
+            if len(run) < 2:
+                continue
+            for piece in (_dash_runs(run, a.dash) if a.dash else [run]):
+                self.draw.line([self.px(x, y) for x, y in piece], fill=a.stroke, width=width, joint="curve")
+        if a.arrow and ok.all() and len(pts) >= 2:
+            end, d = pts[-1], pts[-1] - pts[-2]
+            d = d / max(float(np.hypot(*d)), 1e-9)
+            n = np.array([-d[1], d[0]])
+            length = ARROW_HEAD * a.width
+            tip, base = end + d * (1 - ARROW_REF) * length, end - d * ARROW_REF * length
+            head = [tip, base + n * length / 2, base - n * length / 2]
+            self.draw.polygon([self.px(x, y) for x, y in head], fill=ARROW_COLOUR)
+
+    def label(self, t: Label) -> None:
+        fonts = [_font(max(1, round(self.s * (SUB_SIZE if sub else t.size))), t.bold, t.italic) for _, sub in t.spans]
+        widths = [f.getlength(s) for f, (s, _) in zip(fonts, t.spans)]
+        x, y = self.px(t.x, t.y)
+        x -= {"start": 0.0, "middle": 0.5, "end": 1.0}[t.anchor] * sum(widths)
+        for f, w, (s, sub) in zip(fonts, widths, t.spans):
+            self.draw.text((x, y + (SUB_SHIFT * SUB_SIZE * self.s if sub else 0.0)), s, fill=t.fill, font=f,
+                           anchor="ls")
+            x += w
+
+    def thumb(self, t: Thumb) -> None:
+        a, b, c, d = self.box(t.x, t.y, t.size, t.size)
+        pic = Image.fromarray(_thumb_pixels(t)).resize((c - a + 1, d - b + 1), Image.Resampling.BILINEAR)
+        self.img.paste(pic, (a, b))
+        self.rect(Rect(t.x, t.y, t.size, t.size, None, FRAME_COLOUR, FRAME_WIDTH))
+
+    def clip(self, c: Clip) -> None:
+        a, b, r, d = self.box(c.x, c.y, c.w, c.h)
+        a, b = max(a, 0), max(b, 0)
+        r, d = min(r, self.img.width - 1), min(d, self.img.height - 1)
+        if r < a or d < b:
+            return
+        sub = self.img.crop((a, b, r + 1, d + 1))
+        _Painter(sub, self.s, self.ox + a, self.oy + b).items(c.items)
+        self.img.paste(sub, (a, b))
+
+
+def scene_image(scene: Scene, scale: float = PNG_SCALE, supersample: int = 3) -> np.ndarray:
+    """The scene painted with Pillow: uint8 (round(height·scale), round(width·scale), 3).
+    Shapes are drawn ``supersample``× larger and box-filtered down (smooth edges)."""
+    if scale <= 0 or supersample < 1:
+        raise ValueError(f"scale must be > 0 and supersample ≥ 1 (got {scale}, {supersample}).")
+    w, h = max(1, round(scene.width * scale)), max(1, round(scene.height * scale))
+    big = Image.new("RGB", (w * supersample, h * supersample), "#ffffff")
+    _Painter(big, scale * supersample).items(scene.items)
+    return np.asarray(big.reduce(supersample) if supersample > 1 else big)
+
+
+def scene_png(scene: Scene, scale: float = PNG_SCALE, supersample: int = 3) -> bytes:
+    """The scene as PNG file bytes, ``scale`` pixels per user unit (see :func:`scene_image`)."""
+    buf = io.BytesIO()
+    Image.fromarray(scene_image(scene, scale, supersample)).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
 
 
 def svg_img_tag(svg: str, alt: str = "") -> str:
@@ -380,6 +637,79 @@ def svg_img_tag(svg: str, alt: str = "") -> str:
     data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
     return (f'<img src="data:image/svg+xml;base64,{data}" alt="{html.escape(alt, quote=True)}" '
             'style="width:100%;max-width:1200px;height:auto"/>')
+
+
+# --------------------------------------------------------------------------- home-page schematic
+
+THETA_LABEL: Spans = (("θ = f", False), ("loc", True), ("(U)", False))
+
+
+def pipeline_scene(u: np.ndarray, grid: np.ndarray, v: np.ndarray, outline_pts: np.ndarray | None = None,
+                   theta_label: Spans = THETA_LABEL, n_lines: int = 7) -> Scene:
+    """The spatial transformer as a picture (paper Fig. 2): U → [localisation net → grid
+    generator → sampler] → V, with real thumbnails: U, T_θ(G) drawn over U, and V.
+
+    u ``(H, W, 3)`` square-ish thumbnail source, grid ``(H', W', 2)`` normalised, v ``(H', W', 3)``,
+    outline_pts ``(M, 2)`` normalised; 1200×370 user units."""
+    t = 190.0  # thumbnail size
+    ty = 95.0  # thumbnail top
+    xu, xl, xg, xv = 20.0, 285.0, 590.0, 990.0  # U, localisation net, grid generator, V
+    xs = 818.0  # sampler box
+    mid, below = ty + t / 2, ty + t + 32  # arrow height, caption baseline
+    hh, ww = u.shape[:2]
+
+    def to_thumb(points: np.ndarray) -> np.ndarray:
+        p = norm_to_pixel(points, (hh, ww))
+        return np.stack([xg + (p[:, 0] + 0.5) * t / ww, ty + (p[:, 1] + 0.5) * t / hh], 1)
+
+    over_u: list = [Lines(to_thumb(grid_polylines(grid, None, n_lines)), GRID_COLOUR, 1.6)]
+    if outline_pts is not None:
+        over_u.append(Lines(to_thumb(outline_pts), OUTLINE_COLOUR, 3.5))
+    layers = [Rect(xl + 18 + i * 20, ty + 95 - hgt / 2, 12, hgt, "#b7c7f0", "#5b7bd5", 1.0, rx=2)
+              for i, hgt in enumerate((90, 66, 44, 22))]  # shrinking layers icon
+
+    def arrow(*pts: tuple[float, float], colour: str = ARROW_COLOUR, width: float = 2.5,
+              dash: tuple[float, ...] = ()) -> Lines:
+        return Lines(np.array(pts, dtype=float), colour, width, dash, arrow=True)
+
+    items = [
+        Rect(255, 20, 705, 335, "#f5f8ff", "#5b7bd5", 2, rx=14, dash=(8, 5)),  # the spatial transformer
+        Label(607, 50, _text("Spatial transformer"), 24, fill="#2f4fa8", bold=True),
+        Thumb(u, xu, ty, t),
+        Label(xu + t / 2, below, _text("U (input)"), 22, bold=True),
+        Rect(xl, ty + 35, 240, 120, "#ffffff", "#333", 2, rx=10),  # localisation net
+        Rect(xs, mid - 30, 118, 60, "#ffffff", "#333", 2, rx=10),  # sampler
+        Label(xs + 59, mid + 7, _text("Sampler"), 21),
+        *layers,
+        Label(xl + 165, ty + 90, _text("Localisation"), 21),
+        Label(xl + 165, ty + 115, (("net f", False), ("loc", True)), 21),
+        Label(xl + 120, below, tuple(theta_label), 20),
+        Thumb(u, xg, ty, t),  # grid generator: T_θ(G) over U
+        Clip(xg, ty, t, t, tuple(over_u)),
+        Label(xg + t / 2, below, (("Grid generator: T", False), ("θ", True), ("(G) on U", False)), 20),
+        Thumb(v, xv, ty, t),
+        Label(xv + t / 2, below, _text("V (output)"), 22, bold=True),
+        arrow((xu + t + 4, ty + 95), (xl - 4, ty + 95)),  # U → localisation net
+        arrow((xl + 244, ty + 95), (xg - 6, ty + 95)),  # θ → grid generator
+        Label((xl + 244 + xg) / 2, ty + 85, _text("θ"), 24, fill="#333", italic=True),
+        arrow((xg + t + 4, mid), (xs - 4, mid)),  # grid → sampler
+        arrow((xs + 122, mid), (xv - 6, mid)),  # sampler → V
+        arrow((xu + t / 2, ty + t + 44), (xu + t / 2, 342), (xs + 59, 342), (xs + 59, mid + 34),
+              colour="#888", width=2, dash=(6, 4)),  # U → sampler, under the box
+    ]
+    return Scene(1200, 370, tuple(items))
+
+
+def pipeline_svg(u: np.ndarray, grid: np.ndarray, v: np.ndarray, outline_pts: np.ndarray | None = None,
+                 theta_label: Spans = THETA_LABEL, n_lines: int = 7) -> str:
+    """:func:`pipeline_scene` as a self-contained ``<svg>`` string (1200×370); see :func:`svg_img_tag`."""
+    return scene_svg(pipeline_scene(u, grid, v, outline_pts, theta_label, n_lines))
+
+
+def pipeline_png(u: np.ndarray, grid: np.ndarray, v: np.ndarray, outline_pts: np.ndarray | None = None,
+                 theta_label: Spans = THETA_LABEL, n_lines: int = 7, scale: float = PNG_SCALE) -> bytes:
+    """:func:`pipeline_scene` as PNG bytes (1200·scale × 370·scale pixels), the same picture as the SVG."""
+    return scene_png(pipeline_scene(u, grid, v, outline_pts, theta_label, n_lines), scale)
 
 
 # --------------------------------------------------------------------------- thin-plate spline page
@@ -695,13 +1025,14 @@ def probability_figure(series: list[tuple[str, np.ndarray]], classes: list[str] 
     return go.Figure(data=traces, layout=layout)
 
 
-def figure1_gallery_svg(inputs: list[np.ndarray], preds: list[int], confidences: list[float],
-                        labels: list[int | None], regions: list[np.ndarray | None] | None = None,
-                        outputs: list[np.ndarray | None] | None = None, grids: list[np.ndarray | None] | None = None,
-                        captions: list[str] | None = None, cell: float = 118.0) -> str:
-    """The paper's Figure 1 for a batch of digits as one SVG: one column per digit, rows
-    (a) input, (b) the sampled region drawn on the input, (c) the transformer's output, (d) the
-    prediction (green if right, red if wrong, with its probability and the true class).
+def figure1_gallery_scene(inputs: list[np.ndarray], preds: list[int], confidences: list[float],
+                          labels: list[int | None], regions: list[np.ndarray | None] | None = None,
+                          outputs: list[np.ndarray | None] | None = None,
+                          grids: list[np.ndarray | None] | None = None,
+                          captions: list[str] | None = None, cell: float = 118.0) -> Scene:
+    """The paper's Figure 1 for a batch of digits: one column per digit, rows (a) input,
+    (b) the sampled region drawn on the input, (c) the transformer's output, (d) the prediction
+    (green if right, red if wrong, with its probability and the true class).
     ``regions``/``outputs`` None (no transformer): rows (a) and (d) only. Images are grey ``(S, S)``
     in [0, 1]; regions ``(M, 2)`` and grids ``(S, S, 2)`` normalised (grids: TPS warped lines)."""
     n = len(inputs)
@@ -710,24 +1041,18 @@ def figure1_gallery_svg(inputs: list[np.ndarray], preds: list[int], confidences:
                  else ["(a) input", "(d) prediction"])
     gap, left, top = 10.0, 128.0, 30.0 if captions else 8.0
     pitch = cell + gap
-    width = left + n * pitch + gap
-    height = top + len(row_names) * pitch + 4
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" '
-             f'height="{height:.0f}" font-family="Source Sans Pro, Helvetica, Arial, sans-serif">',
-             f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>']
+    items: list = []
     for r, name in enumerate(row_names):
         y = top + r * pitch + cell / 2
         label, part = name.split(" ", 1)
-        parts.append(f'<text x="{left - 12}" y="{y - 4}" text-anchor="end" font-size="22" font-weight="bold" '
-                     f'fill="#222">{label}</text><text x="{left - 12}" y="{y + 20}" text-anchor="end" font-size="18" '
-                     f'fill="#444">{html.escape(part)}</text>')
+        items += [Label(left - 12, y - 4, _text(label), 22, anchor="end", bold=True),
+                  Label(left - 12, y + 20, _text(part), 18, fill="#444", anchor="end")]
     for i in range(n):
         x0 = left + i * pitch
         img = np.asarray(inputs[i])
         hh, ww = img.shape[:2]
         if captions:
-            parts.append(f'<text x="{x0 + cell / 2}" y="{top - 9}" text-anchor="middle" font-size="19" '
-                         f'fill="#555">{html.escape(captions[i])}</text>')
+            items.append(Label(x0 + cell / 2, top - 9, _text(str(captions[i])), 19, fill="#555"))
         rows = [("img", img)]
         if with_st:
             rows += [("region", img), ("img", outputs[i])]
@@ -735,31 +1060,36 @@ def figure1_gallery_svg(inputs: list[np.ndarray], preds: list[int], confidences:
             y0 = top + r * pitch
             if im is None:
                 continue
-            parts.append(_svg_thumb(im, x0, y0, cell))
+            items.append(Thumb(np.asarray(im), x0, y0, cell))
             if what == "region":
                 def to_cell(points: np.ndarray) -> np.ndarray:
                     p = norm_to_pixel(points, (hh, ww))
                     return np.stack([x0 + (p[:, 0] + 0.5) * cell / ww, y0 + (p[:, 1] + 0.5) * cell / hh], 1)
-                parts.append(f'<clipPath id="clip{i}"><rect x="{x0}" y="{y0}" width="{cell}" height="{cell}"/>'
-                             f'</clipPath><g clip-path="url(#clip{i})">')
+                drawn = []
                 if grids is not None and grids[i] is not None:
-                    parts.append(_svg_polyline(to_cell(grid_polylines(grids[i], None, 5)), GRID_COLOUR, 1.2))
+                    drawn.append(Lines(to_cell(grid_polylines(grids[i], None, 5)), GRID_COLOUR, 1.2))
                 if regions[i] is not None:
-                    parts.append(_svg_polyline(to_cell(regions[i]), OUTLINE_COLOUR, 3.0))
-                parts.append("</g>")
+                    drawn.append(Lines(to_cell(regions[i]), OUTLINE_COLOUR, 3.0))
+                items.append(Clip(x0, y0, cell, cell, tuple(drawn)))
         y0 = top + (len(row_names) - 1) * pitch
         lab = labels[i]
         ok = lab is None or int(lab) == int(preds[i])
         colour = CORRECT_COLOUR if lab is not None and ok else (WRONG_COLOUR if not ok else "#222")
-        parts.append(f'<rect x="{x0}" y="{y0}" width="{cell}" height="{cell}" rx="8" fill="'
-                     f'{"#ebfbee" if lab is not None and ok else ("#fff5f5" if not ok else "#f8f9fa")}" '
-                     f'stroke="{colour}" stroke-width="2"/>'
-                     f'<text x="{x0 + cell / 2}" y="{y0 + 0.5 * cell}" text-anchor="middle" font-size="52" '
-                     f'font-weight="bold" fill="{colour}">{int(preds[i])}</text>'
-                     f'<text x="{x0 + cell / 2}" y="{y0 + 0.5 * cell + 27}" text-anchor="middle" font-size="21" '
-                     f'fill="#333">{100 * float(confidences[i]):.0f} %</text>')
+        fill = "#ebfbee" if lab is not None and ok else ("#fff5f5" if not ok else "#f8f9fa")
+        items += [Rect(x0, y0, cell, cell, fill, colour, 2, rx=8),
+                  Label(x0 + cell / 2, y0 + 0.5 * cell, _text(str(int(preds[i]))), 52, fill=colour, bold=True),
+                  Label(x0 + cell / 2, y0 + 0.5 * cell + 27, _text(f"{100 * float(confidences[i]):.0f} %"), 21,
+                        fill="#333")]
         if lab is not None:
-            parts.append(f'<text x="{x0 + cell / 2}" y="{y0 + 0.5 * cell + 50}" text-anchor="middle" font-size="19" '
-                         f'fill="#555">true {int(lab)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+            items.append(Label(x0 + cell / 2, y0 + 0.5 * cell + 50, _text(f"true {int(lab)}"), 19, fill="#555"))
+    return Scene(left + n * pitch + gap, top + len(row_names) * pitch + 4, tuple(items))
+
+
+def figure1_gallery_svg(*args, **kwargs) -> str:
+    """:func:`figure1_gallery_scene` (same arguments) as a self-contained ``<svg>`` string."""
+    return scene_svg(figure1_gallery_scene(*args, **kwargs))
+
+
+def figure1_gallery_png(*args, scale: float = PNG_SCALE, **kwargs) -> bytes:
+    """:func:`figure1_gallery_scene` (same arguments) as PNG bytes, the same picture as the SVG."""
+    return scene_png(figure1_gallery_scene(*args, **kwargs), scale)

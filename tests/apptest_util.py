@@ -28,3 +28,25 @@ def open_page(page: str, query: dict[str, str] | None = None) -> AppTest:
     at.switch_page(page).run()
     assert_no_exception(at)
     return at
+
+
+def record_downloads(monkeypatch) -> dict[str, bytes]:
+    """Data of every file the pages hand to ``st.download_button``, by media file id (the URL's
+    stem); AppTest's download-button element does not expose its data."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    seen: dict[str, bytes] = {}
+    load = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, data, mimetype, kind, filename=None):
+        file_id = load(self, data, mimetype, kind, filename)
+        seen[file_id] = data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    return seen
+
+
+def downloads(at: AppTest, seen: dict[str, bytes], label: str) -> list[bytes]:
+    """Data of the download buttons labelled ``label`` (see :func:`record_downloads`)."""
+    return [seen[b.proto.url.rsplit("/", 1)[1].split(".")[0]] for b in at.get("download_button") if b.label == label]

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from apptest_util import app, assert_no_exception, open_page
+from apptest_util import app, assert_no_exception, downloads, open_page, record_downloads
 
 PLAYGROUND = "pages/playground.py"
 
@@ -39,6 +39,16 @@ def test_home_page_runs() -> None:
     formulas = " ".join(x.value for x in at.latex)
     assert r"f_{\mathrm{loc}}" in formulas and "A_\\theta" in formulas and "k(x_i^s - m)" in formulas
     assert not at.error and not at.warning
+
+
+
+
+def test_home_page_offers_the_picture_as_png_and_svg(monkeypatch) -> None:
+    seen = record_downloads(monkeypatch)
+    at = app().run()
+    assert_no_exception(at)
+    assert downloads(at, seen, "Download PNG")[0].startswith(b"\x89PNG\r\n\x1a\n")
+    assert downloads(at, seen, "Download SVG")[0].startswith(b"<svg")
 
 
 def test_playground_runs_and_writes_the_url() -> None:

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from stn_core import explorer as ex
 from test_explorer import make_tiny_checkpoint
+from apptest_util import downloads, record_downloads
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -70,7 +71,10 @@ def test_no_checkpoints_says_how_to_train(monkeypatch, tmp_path):
     assert md.count("not trained yet") == 32 and "| | paper | 0.7 | 0.5 | 0.8 | 1.2 |" in md
 
 
+
+
 def test_figure1_with_tiny_checkpoints(monkeypatch, ckdir):
+    seen = record_downloads(monkeypatch)
     at = _open(monkeypatch, ckdir)
     assert at.radio(key="ex_dist").value == "rts" and at.selectbox(key="ex_model").value == "st-cnn-aff"
     assert not at.error and not at.warning
@@ -86,6 +90,9 @@ def test_figure1_with_tiny_checkpoints(monkeypatch, ckdir):
     assert _values(bars[0]["y"]).sum() == pytest.approx(1.0, abs=1e-4)
     assert len(at.html) == 2  # the gallery and the mistakes gallery (SVG images)
     assert all("data:image/svg+xml;base64," in h.proto.body for h in at.html)
+    pngs, svgs = downloads(at, seen, "Download PNG"), downloads(at, seen, "Download SVG")
+    assert len(pngs) == len(svgs) == 2  # one of each per gallery
+    assert all(d.startswith(b"\x89PNG\r\n\x1a\n") for d in pngs) and all(d.startswith(b"<svg") for d in svgs)
     assert "mistakes in the first 500 test digits" in md and "| ST-CNN Aff | ours | not trained yet | **0.61** |" in md
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from apptest_util import assert_no_exception, open_page
+from apptest_util import assert_no_exception, downloads, open_page, record_downloads
 from stn_core import tour
 
 TOUR = "pages/tour.py"
@@ -114,12 +114,26 @@ def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp
             layer.offset_conv.weight.normal_(0.0, 0.05)
     save_checkpoint(tmp_path / "mnist_rts_dcn", dcn, {"task": "mnist-rts", "final": True})
     monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    seen = record_downloads(monkeypatch)
     for n in (1, 5, 6, 8):
         at = open_page(TOUR, {"step": str(n)})
         assert not at.error, (n, [e.value for e in at.error])
+        if n == 6:  # Figure 1 row: PNG and SVG downloads
+            assert downloads(at, seen, "Download PNG")[0].startswith(b"\x89PNG\r\n\x1a\n")
+            assert downloads(at, seen, "Download SVG")[0].startswith(b"<svg")
         infos = " ".join(i.value for i in at.info)
         assert "not available yet" not in infos, infos
     assert any("deformable" in str(c.proto.spec).lower() for c in at.get("plotly_chart"))
+
+
+
+
+def test_pipeline_picture_downloads_as_png_and_svg(monkeypatch):
+    seen = record_downloads(monkeypatch)
+    at = open_page(TOUR, {"step": "2"})
+    [png] = downloads(at, seen, "Download PNG")
+    [svg] = downloads(at, seen, "Download SVG")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and svg.startswith(b"<svg")
 
 
 CUB_BASELINE = Path(__file__).resolve().parents[1] / "checkpoints" / "cub50_baseline"
