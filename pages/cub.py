@@ -6,7 +6,8 @@ all), ``i`` (bird index within the class filter), ``parts`` / ``bbox`` (0/1 over
 (or ``$STN_LAB_CHECKPOINTS``). Logic in :mod:`stn_core.cub_attention`.
 
 Widget keys (for AppTest): ``cub_src``, ``cub_cls``, ``cub_i``, ``cub_parts``, ``cub_bbox``, ``cub_st``,
-``cub_step``; button ``cub_random``; upload ``cub_upload``.
+``cub_step``, ``cub_gif_bird``; button ``cub_random``; upload ``cub_upload``; download ``cub_gif``
+(box replay GIF).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pages import common
 from stn_core import cub_attention as ca
 from stn_core import viz
 from stn_core.checkpoints import CheckpointError, load_model
+from stn_core.export import MAX_FRAMES
 
 common.ensure_navigation()
 
@@ -30,6 +32,15 @@ TRAIN_CMD = "python scripts/train_cub.py --threads 1"
 def _load(stem: str, version: tuple[int, int]):
     """(model, meta); ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
     return load_model(stem)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _box_replay_gif(stem: str, version: tuple[int, int], image_id: int, _image: np.ndarray) -> bytes:
+    """GIF of one history bird's boxes (``_image``: that bird, identified by ``image_id``)."""
+    _, meta = _load(stem, version)
+    steps, hist, hbirds = ca.history_frames(meta)
+    n = [hb["image_id"] for hb in hbirds].index(image_id)
+    return ca.box_replay_gif(_image, steps, hist[:, n], ca.steps_per_epoch(meta))
 
 
 @st.cache_data(show_spinner=False)
@@ -280,3 +291,26 @@ with tab_replay:
                 im = ca.load_bird_image(b)
                 rcols[n % 3].image(ca.draw_boxes(im, ca.norm_to_pixels(hist[t, n], im.shape[1], im.shape[0])),
                                    caption=f"{hb['class_name']} — step {steps[t]}", width="stretch")
+            # the replay of one bird as an animated GIF (the bird shown in the sidebar when it is one of these)
+            gif_ids = [hb["image_id"] for hb in hbirds if hb["image_id"] in sample_by_id]
+            if len(steps) >= 2 and gif_ids:
+                shown = bird["image_id"] if bird is not None else None
+                if ss.get(P + "gif_bird") not in gif_ids or (shown in gif_ids and ss.get(P + "gif_shown") != shown):
+                    ss[P + "gif_bird"] = shown if shown in gif_ids else gif_ids[0]
+                ss[P + "gif_shown"] = shown
+                gif_names = {hb["image_id"]: hb["class_name"] for hb in hbirds}
+                g1, g2 = st.columns([2, 1], vertical_alignment="bottom")
+                g1.selectbox("Bird of the GIF", gif_ids, key=P + "gif_bird",
+                             format_func=lambda i: f"{gif_names.get(i, '')} (CUB image {i})")
+                gid = ss[P + "gif_bird"]
+
+                def _make_gif(stem=str(ca.checkpoint_stem(k)), version=status[k]["version"], gid=gid,
+                              b=sample_by_id[gid]) -> bytes:
+                    return _box_replay_gif(stem, version, gid, ca.load_bird_image(b))
+
+                # made on click (deferred; cached per model and bird): no cost for a page that is only looked at
+                g2.download_button("Box replay (GIF)", data=_make_gif, file_name=f"cub-{k}-replay-image{gid}.gif",
+                                   mime="image/gif", key=P + "gif", icon=":material/movie:", on_click="ignore",
+                                   help=f"The {ca.MODEL_LABELS[k]}'s boxes on this bird at "
+                                        f"{min(len(steps), MAX_FRAMES)} recorded points of training, captioned "
+                                        "with the step and epoch.")

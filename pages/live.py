@@ -7,7 +7,7 @@ fragment that redraws every second while the run trains. All logic is in ``stn_c
 
 Widget keys (for AppTest): ``lv_compare``, ``lv_seed``, ``lv_transform``; buttons ``lv_start``,
 ``lv_pause``, ``lv_resume``, ``lv_reset``; saving: ``lv_name``, ``lv_save``, ``lv_overwrite``,
-``lv_cancel``.
+``lv_cancel``; downloads (while still): ``lv_dl_in``, ``lv_dl_out``, ``lv_dl_gif`` (training replay).
 """
 
 from __future__ import annotations
@@ -175,8 +175,17 @@ def _batch(snap: live.Snapshot) -> None:
                             key="lv_dl_in")
         common.png_download(viz.png_bytes(right), f"live-outputs-step{snap.step}.png", "Download (c) PNG", where=c,
                             key="lv_dl_out")
+        if len(snap.replay) >= 2:
+            run = _run()
+            # made on click (deferred: about a second for 60 frames), then kept by the run
+            c.download_button("Training replay (GIF)", data=lambda: run.replay_gif(snap), mime="image/gif",
+                              file_name=f"live-replay-step{snap.replay[-1].step}.gif", key="lv_dl_gif",
+                              icon=":material/movie:", on_click="ignore",
+                              help=f"(a)+(b) and (c) as they changed during training: {len(snap.replay)} frames "
+                                   f"from step 0 to step {snap.replay[-1].step:,}, each captioned with its step "
+                                   "and the latest measured test error.")
     else:
-        c.caption("Pause to download these pictures as PNG.")
+        c.caption("Pause to download these pictures as PNG, or the training replay as an animated GIF.")
 
 
 def _live_view(polling: bool) -> None:

@@ -12,6 +12,8 @@ Public API (stable, used by pages/cub.py and pages/tour.py):
   drawn in the fixed colours red, green, blue, orange (transformer 1, 2, 3, 4); optional CUB
   parts (15, 3) rows (x, y, visible) as dots (head parts white, body parts yellow, others grey)
   and the annotated bird box (x, y, w, h) dashed in white.
+* ``box_replay_gif(image, steps, boxes (T, n_st, 4) normalised, per_epoch) -> bytes``: one bird's
+  boxes through training (the checkpoint's ``extra.box_history``) as an animated GIF.
 """
 
 from __future__ import annotations
@@ -191,6 +193,56 @@ def history_frames(meta: dict[str, Any]) -> tuple[list[int], np.ndarray, list[di
     return steps, boxes, list(hist.get("birds", []))
 
 
+def steps_per_epoch(meta: dict[str, Any]) -> Optional[int]:
+    """Training steps per epoch recorded in a CUB checkpoint (``extra.steps_per_epoch``), or None."""
+    v = (meta.get("extra") or {}).get("steps_per_epoch")
+    try:
+        return int(v) if v and int(v) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def box_replay_frames(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray,
+                      per_epoch: Optional[int] = None, side: int = 320) -> tuple[list[np.ndarray], list[str]]:
+    """Frames of one bird's box replay: ``image`` float/uint8 (H, W, 3) scaled so its longer side
+    is ``side`` px, with the boxes ``boxes (T, n_st, 4)`` (normalised [-1, 1], as in
+    :func:`history_frames` for one bird) at each of ``steps`` (T,) drawn by :func:`draw_boxes`.
+    Longer histories are thinned evenly to :data:`stn_core.export.MAX_FRAMES` (first and last
+    kept). Returns (uint8 frames, captions "step N · epoch E")."""
+    from PIL import Image
+
+    from .export import subsample
+
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim != 3 or b.shape[-1] != 4 or b.shape[0] != len(steps):
+        raise ValueError(f"expected boxes (T, n_st, 4) for {len(steps)} steps, got shape {b.shape}")
+    if len(steps) < 1:
+        raise ValueError("this checkpoint has no box history to replay")
+    u8 = _to_uint8(image)
+    h, w = u8.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    base = Image.fromarray(u8).resize(size, Image.BILINEAR)
+    # one shared palette of 224 colours (room left for the box colours and the caption): the GIF
+    # encoder's per-frame colour reduction is then about 3x faster, and the photo looks the same
+    base = np.asarray(base.quantize(224, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).convert("RGB"))
+    frames, captions = [], []
+    for t in subsample(len(steps)):
+        frames.append(draw_boxes(base, norm_to_pixels(b[t], size[0], size[1])))
+        step = int(steps[t])
+        captions.append(f"step {step}" + (f" · epoch {step / per_epoch:.2f}" if per_epoch else ""))
+    return frames, captions
+
+
+def box_replay_gif(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray, per_epoch: Optional[int] = None,
+                   fps: float = 4.0, side: int = 320) -> bytes:
+    """Animated GIF of :func:`box_replay_frames` (one bird, its boxes through training)."""
+    from .export import training_replay_gif
+
+    frames, captions = box_replay_frames(image, steps, boxes, per_epoch, side)
+    return training_replay_gif(frames, fps=fps, captions=captions, side=side)
+
+
 def read_part_table(path: Optional[Path] = None) -> Optional[dict[str, Any]]:
     """``results/cub.json`` (written by scripts/make_cub_results.py) or None when absent/unreadable."""
     p = path or Path(__file__).resolve().parents[1] / "results" / "cub.json"
@@ -333,4 +385,5 @@ def side_by_side(images: Sequence[np.ndarray], height: int = 240, gap: int = 8) 
 __all__ = ["BirdPrediction", "COLOURS", "PageState", "SOURCES", "SOURCE_LABELS", "filter_birds", "parse_state", "side_by_side", "COLOUR_NAMES", "MODEL_KEYS", "MODEL_LABELS", "checkpoint_dir",
            "checkpoint_stem", "checkpoint_status", "class_names", "dataset_birds", "draw_boxes", "history_frames",
            "load_bird_image", "norm_to_pixels", "part_table_rows", "predict_batch", "predict_bird",
-           "read_part_table", "sample_birds", "to_model_input"]
+           "read_part_table", "sample_birds", "to_model_input", "box_replay_frames", "box_replay_gif",
+           "steps_per_epoch"]

@@ -8,7 +8,9 @@ Live training page (``pages/live.py``); no Streamlit here.
   nothing in what is learned; with ``compare=True`` a plain CNN of the same size trains on the
   very same batches in its own thread.
 * Memory is bounded: curves are :class:`Series` that halve their resolution when they reach
-  ``history_cap`` points; the fixed display batch is a few small arrays, replaced in place.
+  ``history_cap`` points; the fixed display batch is a few small arrays, replaced in place;
+  the training replay (:class:`FrameHistory`, the displayed batch through training as uint8,
+  for :func:`replay_gif`) keeps at most ``export.MAX_FRAMES`` frames, thinned evenly.
 * Independence: every run has its own models and thread(s); the data (MNIST, the held-out
   digits) is shared read-only. A run whose page is gone stops by itself: the page calls
   :meth:`LiveRun.touch` on every redraw, and the workers stop when nobody touched the run for
@@ -259,6 +261,60 @@ class Series:
         return len(self.values)
 
 
+# --------------------------------------------------------------------------- training replay
+
+@dataclass(frozen=True)
+class ReplayFrame:
+    """The displayed batch at one point of training, for the training replay (GIF). Its arrays
+    are never modified after creation (frames share them with snapshots, no copies)."""
+
+    step: int
+    error: float | None  # test error % of the latest evaluation, measured at ``error_step`` ≤ ``step``
+    error_step: int | None
+    outputs: np.ndarray  # (n, S, S) uint8: the transformer's output V
+    thetas: np.ndarray | None  # (n, 2, 3) affine / (n, 3, 3) projective / (n, K, 2) TPS
+    pred: np.ndarray | None  # (n,) the ST-CNN's predicted classes
+    serial: int  # unique within its run (never reused, not even after a reset)
+
+
+class FrameHistory:
+    """At most ``cap`` :class:`ReplayFrame` s spread evenly over the whole run: frames are kept
+    every ``stride``-th :meth:`add`; when ``cap − 1`` are kept every other one is dropped (the
+    first, step 0, stays) and the stride doubles, so the spacing stays even. The latest frame
+    added is always the last of :meth:`frames`."""
+
+    def __init__(self, cap: int | None = None) -> None:
+        from .export import MAX_FRAMES
+
+        self.cap = MAX_FRAMES if cap is None else int(cap)
+        if self.cap < 3:
+            raise ValueError(f"a frame history needs room for at least 3 frames, got {self.cap}")
+        self.stride = 1
+        self._added = 0
+        self._kept: list[ReplayFrame] = []
+        self._latest: ReplayFrame | None = None
+
+    def add(self, frame: ReplayFrame) -> None:
+        if self._added % self.stride == 0:
+            self._kept.append(frame)
+            if len(self._kept) > self.cap - 1:  # one place stays free for the latest frame
+                self._kept = self._kept[::2]
+                self.stride *= 2
+        self._latest = frame
+        self._added += 1
+
+    def frames(self) -> tuple[ReplayFrame, ...]:
+        """The kept frames in order, ending with the latest one (at most ``cap``; no array copies)."""
+        if self._latest is None:
+            return ()
+        if self._kept and self._kept[-1] is self._latest:
+            return tuple(self._kept)
+        return (*self._kept, self._latest)
+
+    def __len__(self) -> int:
+        return len(self.frames())
+
+
 # --------------------------------------------------------------------------- snapshot
 
 @dataclass(frozen=True)
@@ -301,6 +357,7 @@ class Snapshot:
     labels: np.ndarray | None  # (display_n,)
     outputs: np.ndarray | None  # (display_n, S, S) float32: the transformer's output V
     thetas: np.ndarray | None  # (display_n, 2, 3) affine / (n, 3, 3) projective / (n, K, 2) TPS
+    replay: tuple[ReplayFrame, ...] = ()  # the displayed batch through training (≤ export.MAX_FRAMES)
 
     @property
     def active(self) -> bool:
@@ -398,6 +455,9 @@ class LiveRun:
         self._stream: ds.TrainStream | None = None
         self._stream_lock = threading.Lock()
         self._display: dict | None = None
+        self._replay = FrameHistory()
+        self._serial = 0  # numbers the replay frames (never reset)
+        self._gif: tuple[tuple, bytes] | None = None  # (key, GIF) of the last replay_gif
         self._threads: list[threading.Thread] = []
         self._last_touch = time.monotonic()
 
@@ -473,6 +533,7 @@ class LiveRun:
                 self.config = config
             self._state, self._message = "ready", ""
             self._lanes, self._stream, self._display = [], None, None
+            self._replay, self._gif = FrameHistory(), None
             self._paused, self._error, self._stop_reason = False, None, None
 
     def close(self) -> None:
@@ -641,11 +702,18 @@ class LiveRun:
             probs = torch.softmax(lane.model(x), 1)
             lane.model.train()
         conf, pred = probs.max(1)
+        outputs, thetas = v[:, 0].numpy().copy(), theta.numpy().copy()
+        out_u8 = np.rint(np.clip(np.nan_to_num(outputs), 0.0, 1.0) * 255.0).astype(np.uint8)  # replay frame
         with self._lock:
             if not self._current(gen):
                 return
             lane.display_pred, lane.display_conf = pred.numpy(), conf.numpy()
-            self._display.update(step=lane.step, outputs=v[:, 0].numpy().copy(), thetas=theta.numpy().copy())
+            self._display.update(step=lane.step, outputs=outputs, thetas=thetas)
+            self._serial += 1
+            self._replay.add(ReplayFrame(
+                step=lane.step, error=lane.err.values[-1] if len(lane.err) else None,
+                error_step=lane.err.steps[-1] if len(lane.err) else None, outputs=out_u8, thetas=thetas,
+                pred=lane.display_pred, serial=self._serial))
 
     def _finish(self, gen: int) -> None:
         with self._lock:
@@ -690,7 +758,19 @@ class LiveRun:
                 data_description="" if data is None else data.description,
                 eval_size=0 if data is None else int(data.eval_x.shape[0]),
                 display_step=d.get("step"), inputs=d.get("inputs"), labels=d.get("labels"),
-                outputs=d.get("outputs"), thetas=d.get("thetas"))
+                outputs=d.get("outputs"), thetas=d.get("thetas"), replay=self._replay.frames())
+
+    def replay_gif(self, snap: Snapshot | None = None, fps: float = 4.0) -> bytes:
+        """:func:`replay_gif` of ``snap`` (default: a fresh snapshot); the last GIF is kept, so
+        redrawing a still page does not encode it again."""
+        snap = self.snapshot() if snap is None else snap
+        key = (tuple(f.serial for f in snap.replay), snap.config.transform, float(fps))
+        memo = self._gif
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        data = replay_gif(snap, fps)
+        self._gif = (key, data)
+        return data
 
     def evaluate_now(self, lane: int = 0) -> tuple[int, float]:
         """(step, test error %) of lane ``lane``'s current weights on the held-out digits."""
@@ -875,18 +955,61 @@ def batch_pictures(snap: Snapshot, cols: int = 4, scale: int = 3) -> tuple[np.nd
     prediction) as uint8 RGB mosaics; None before the first display update."""
     if snap.inputs is None:
         return None
-    n, s = snap.inputs.shape[0], snap.inputs.shape[1]
-    regions = None
-    if snap.thetas is not None:
-        regions = [region_pixels(snap.config.transform, snap.thetas[i], s, scale) for i in range(n)]
-    borders = None
     st = snap.lanes[0] if snap.lanes else None
-    if st is not None and st.display_pred is not None and snap.labels is not None:
-        borders = [GOOD if int(p) == int(y) else BAD for p, y in zip(st.display_pred, snap.labels)]
-    left = mosaic(snap.inputs, cols, scale, regions=regions)
-    right = mosaic(snap.outputs if snap.outputs is not None else np.zeros_like(snap.inputs), cols, scale,
-                   borders=borders)
+    return _pictures(snap.config.transform, snap.inputs, snap.labels, snap.outputs, snap.thetas,
+                     None if st is None else st.display_pred, cols, scale)
+
+
+def _pictures(kind: str, inputs: np.ndarray, labels: np.ndarray | None, outputs: np.ndarray | None,
+              thetas: np.ndarray | None, pred: np.ndarray | None, cols: int, scale: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs ``(n, S, S)`` with the regions sampled by ``thetas``, ``outputs`` framed by
+    ``pred`` vs ``labels``) as uint8 RGB mosaics (see :func:`batch_pictures`)."""
+    n, s = inputs.shape[0], inputs.shape[1]
+    regions = None
+    if thetas is not None:
+        regions = [region_pixels(kind, thetas[i], s, scale) for i in range(n)]
+    borders = None
+    if pred is not None and labels is not None:
+        borders = [GOOD if int(p) == int(y) else BAD for p, y in zip(pred, labels)]
+    left = mosaic(inputs, cols, scale, regions=regions)
+    right = mosaic(outputs if outputs is not None else np.zeros_like(inputs), cols, scale, borders=borders)
     return left, right
+
+
+REPLAY_GAP = 12  # px between (a)+(b) and (c) in a replay frame
+
+
+def replay_picture(snap: Snapshot, frame: ReplayFrame, cols: int = 4, scale: int = 2) -> np.ndarray:
+    """One frame of the training replay: the inputs with the sampled regions (red) | the
+    transformer's outputs framed green/red by the ST-CNN's prediction, as at ``frame.step``.
+    uint8 ``(H, W, 3)`` (W = 2 mosaics + :data:`REPLAY_GAP`)."""
+    if snap.inputs is None:
+        raise ValueError("no displayed batch yet: start the training first")
+    outputs = frame.outputs.astype(np.float32) / 255.0
+    left, right = _pictures(snap.config.transform, snap.inputs, snap.labels, outputs, frame.thetas, frame.pred,
+                            cols, scale)
+    gap = np.full((left.shape[0], REPLAY_GAP, 3), 255, np.uint8)
+    return np.concatenate([left, gap, right], 1)
+
+
+def replay_caption(frame: ReplayFrame) -> str:
+    """"step N · error E %" (E: the latest test error measured by then)."""
+    err = "–" if frame.error is None else f"{frame.error:.1f}"
+    return f"step {frame.step:,} · error {err} %"
+
+
+def replay_gif(snap: Snapshot, fps: float = 4.0, side: int = 512) -> bytes:
+    """Animated GIF of ``snap.replay`` (at most :data:`stn_core.export.MAX_FRAMES` frames, from
+    step 0 to the latest display update): :func:`replay_picture` per frame, scaled so its longer
+    side is ``side`` px, captioned "step N · error E %". ValueError with fewer than 2 frames."""
+    from .export import training_replay_gif
+
+    frames = snap.replay
+    if len(frames) < 2:
+        raise ValueError("the training replay needs at least two recorded steps: let the training run a little")
+    pics = [replay_picture(snap, f) for f in frames]
+    return training_replay_gif(pics, fps=fps, captions=[replay_caption(f) for f in frames], side=side)
 
 
 def curves_figure(snap: Snapshot, height: int = 330):
@@ -978,8 +1101,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["LIVE_SUBDIR", "LaneView", "LiveBusyError", "LiveConfig", "LiveData", "LiveRun", "MAX_ACTIVE",
-           "Series", "Snapshot", "active_runs", "batch_pictures", "busy_message", "checkpoint_meta",
+__all__ = ["FrameHistory", "LIVE_SUBDIR", "LaneView", "LiveBusyError", "LiveConfig", "LiveData", "LiveRun",
+           "MAX_ACTIVE", "ReplayFrame", "Series", "Snapshot", "replay_caption", "replay_gif", "replay_picture",
+           "active_runs", "batch_pictures", "busy_message", "checkpoint_meta",
            "curves_figure", "data_md5", "default_name", "evaluate", "exists", "fixed_test_prefix", "live_dir", "live_stem",
            "load_data", "main", "mnist_available", "mosaic", "region_pixels", "sanitize_name", "train_headless"]
 

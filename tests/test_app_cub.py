@@ -101,3 +101,16 @@ def test_upload_mode_without_file(monkeypatch, ckdir):
     at = open_page(PAGE, {"src": "upload"})
     assert_no_exception(at)
     assert any("Upload a bird photo" in i.value for i in at.info)
+
+
+def test_box_replay_gif_download(monkeypatch, ckdir):
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(ckdir))
+    at = open_page(PAGE, {"src": "sample", "st": "2st"})
+    assert_no_exception(at)
+    gifs = [str(b.proto) for b in at.get("download_button") if "cub_gif" in str(b.proto)]
+    assert len(gifs) == 1 and "Box replay (GIF)" in gifs[0]
+    # only the history bird whose photo is here (image 1) can be replayed; the missing one is not offered
+    assert at.selectbox(key="cub_gif_bird").options == ["Black footed Albatross (CUB image 1)"]
+    at.radio(key="cub_st").set_value("4st").run()
+    assert_no_exception(at)
+    assert any("cub_gif" in str(b.proto) for b in at.get("download_button"))

@@ -71,3 +71,28 @@ def test_explorer_opens_a_saved_live_run(tmp_path, monkeypatch):
     at = open_page("pages/explorer.py")
     assert at.selectbox(key="ex_model").value == "live:lecture"
     assert any("Live run 'lecture'" in m.value for m in at.markdown)
+
+
+def test_training_replay_gif_button_after_a_short_run():
+    """A (tiny, finished) run in the page's session: the still page offers the replay as a GIF."""
+    from dataclasses import replace
+
+    cfg = replace(live.LiveConfig(), batch=8, eval_size=24, eval_every=2, display_every=2, source="sample",
+                  max_steps=4, target_params=20_000)
+    run = live.LiveRun(cfg)
+    run.start()
+    deadline = time.monotonic() + 60
+    while run.state != "finished" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.state == "finished" and len(run.snapshot().replay) == 3  # steps 0, 2, 4
+    try:
+        at = open_page("pages/live.py")
+        assert not any("lv_dl_gif" in str(b.proto) for b in at.get("download_button"))  # fresh run: no frames
+        at.session_state["lv_run"] = run
+        at.run()
+        assert_no_exception(at)
+        gifs = [str(b.proto) for b in at.get("download_button") if "lv_dl_gif" in str(b.proto)]
+        assert len(gifs) == 1 and "Training replay (GIF)" in gifs[0]  # the GIF itself is made on click
+        assert "3 frames from step 0 to step 4" in gifs[0]
+    finally:
+        run.reset()

@@ -180,3 +180,31 @@ def test_mean_box_control_and_spread():
     assert mb.shape == (2, 1, 4) and np.allclose(mb[0, 0], [-0.5, -0.5, 0.5, 0.5]) and np.allclose(mb[0], mb[1])
     assert np.allclose(an.centre_spread(boxes), [[0.5, 0.5]])
     assert np.allclose(an.centre_spread(mb), 0)
+
+
+def test_box_replay_frames_and_gif():
+    import io
+
+    from PIL import Image
+
+    from stn_core.export import MAX_FRAMES
+
+    img = np.full((50, 100, 3), 0.5, np.float32)
+    steps = list(range(0, 1000, 10))  # 100 recorded points: thinned to MAX_FRAMES
+    first = np.array([[-1, -1, 0, 1], [0, -1, 1, 1]], float)  # left half red, right half green
+    boxes = np.stack([first * (1 - t / 200) for t in range(len(steps))])  # (T, 2, 4) shrinking
+    frames, caps = ca.box_replay_frames(img, steps, boxes, per_epoch=100, side=200)
+    assert len(frames) == len(caps) == MAX_FRAMES
+    assert caps[0] == "step 0 · epoch 0.00" and caps[-1] == "step 990 · epoch 9.90"  # first and last kept
+    assert frames[0].shape == (100, 200, 3) and frames[0].dtype == np.uint8  # longer side = side
+    assert tuple(frames[0][50, 0]) == ca.COLOURS[0] and tuple(frames[0][50, 199]) == ca.COLOURS[1]
+    assert tuple(frames[-1][50, 0]) != ca.COLOURS[0]  # the box moved in by the end
+    gif = Image.open(io.BytesIO(ca.box_replay_gif(img, steps, boxes, 100, side=200)))
+    assert gif.n_frames == MAX_FRAMES and gif.size[0] == 200 and gif.size[1] > 100  # caption row
+    short = Image.open(io.BytesIO(ca.box_replay_gif(img, [0, 5, 9], boxes[:3])))
+    assert short.n_frames == 3
+    assert ca.box_replay_frames(img, [0, 5], boxes[:2])[1] == ["step 0", "step 5"]  # no epoch length known
+    with pytest.raises(ValueError, match="boxes"):
+        ca.box_replay_frames(img, [0, 5], boxes[:3])
+    assert ca.steps_per_epoch({"extra": {"steps_per_epoch": 93}}) == 93
+    assert ca.steps_per_epoch({"extra": {}}) is None and ca.steps_per_epoch({}) is None

@@ -282,3 +282,76 @@ def test_same_settings_same_weights_even_with_pauses(runs):
     wait_for(lambda: b.state == "finished", what="b finished")
     wa, wb = a._lanes[0].model.state_dict(), b._lanes[0].model.state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# --------------------------------------------------------------------------- training replay
+
+def _frame(step, serial=None, n=6):
+    return live.ReplayFrame(step=step, error=50.0, error_step=step, outputs=np.zeros((n, 42, 42), np.uint8),
+                            thetas=np.tile(np.eye(3)[:2], (n, 1, 1)).astype(np.float32), pred=np.arange(n) % 10,
+                            serial=step if serial is None else serial)
+
+
+def test_frame_history_is_bounded_even_and_keeps_first_and_last():
+    from stn_core.export import MAX_FRAMES
+
+    h = live.FrameHistory()
+    assert h.cap == MAX_FRAMES and h.frames() == ()
+    h.add(_frame(0))
+    assert [f.step for f in h.frames()] == [0]
+    for step in range(10, 10_001, 10):
+        h.add(_frame(step))
+        fr = h.frames()
+        assert 2 <= len(fr) <= MAX_FRAMES
+        assert fr[0].step == 0 and fr[-1].step == step  # step 0 and the latest always there
+    steps_ = [f.step for f in h.frames()]
+    assert steps_ == sorted(set(steps_)) and len(steps_) > MAX_FRAMES // 2  # thinned, not emptied
+    gaps = set(np.diff(steps_[:-1]))
+    assert len(gaps) == 1, f"uneven spacing {gaps}"  # evenly spread (the latest may sit closer)
+    small = live.FrameHistory(cap=4)
+    for step in range(9):
+        small.add(_frame(step))
+    assert [f.step for f in small.frames()] == [0, 4, 8]
+    with pytest.raises(ValueError, match="at least 3"):
+        live.FrameHistory(cap=2)
+
+
+def test_replay_gif_from_a_snapshot():
+    import io
+
+    from PIL import Image
+
+    n = 6
+    frames = tuple(_frame(s, n=n) for s in (0, 10, 20))
+    snap = live.Snapshot("paused", "", TINY, (), "sample", "", 24, 20, np.zeros((n, 42, 42), np.float32),
+                         np.arange(n) % 10, None, None, frames)
+    pic = live.replay_picture(snap, frames[1])
+    assert pic.dtype == np.uint8 and pic.ndim == 3 and pic.shape[1] > pic.shape[0]  # (a)+(b) | (c)
+    assert live.replay_caption(frames[2]) == "step 20 · error 50.0 %"
+    im = Image.open(io.BytesIO(live.replay_gif(snap, side=256)))
+    assert im.n_frames == 3 and max(im.size) <= 256 + 40
+    with pytest.raises(ValueError, match="at least two"):
+        live.replay_gif(replace(snap, replay=frames[:1]))
+
+
+def test_run_records_the_replay_and_reset_clears_it(runs):
+    import io
+
+    from PIL import Image
+
+    run = runs(replace(TINY, max_steps=8))  # display every 2 steps: steps 0, 2, 4, 6, 8
+    run.start()
+    wait_for(lambda: run.state == "finished", what="finish")
+    snap = run.snapshot()
+    assert [f.step for f in snap.replay] == [0, 2, 4, 6, 8]
+    f0, last = snap.replay[0], snap.replay[-1]
+    assert f0.error is not None and f0.error_step == 0 and last.error_step == 8  # evals at 0, 4, 8
+    assert f0.outputs.dtype == np.uint8 and f0.outputs.shape == (6, 42, 42) and f0.thetas.shape == (6, 2, 3)
+    assert np.array_equal(last.outputs, np.rint(np.clip(snap.outputs, 0, 1) * 255).astype(np.uint8))
+    assert run.snapshot().replay[-1] is last  # snapshots share the frames, no copies
+    gif = run.replay_gif(snap)
+    assert run.replay_gif(snap) is gif  # the last GIF is kept
+    im = Image.open(io.BytesIO(gif))
+    assert im.n_frames == 5
+    run.reset()
+    assert run.snapshot().replay == ()
