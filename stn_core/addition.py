@@ -434,6 +434,16 @@ def comparison_rows(views: Mapping[str, PairView], entries: Mapping[str, Entry],
 
 # --------------------------------------------------------------------------- report
 
+def optimizer_text(train_args: Mapping) -> str:
+    """How a run was optimised, from its checkpoint's ``train_args`` (older runs lack "optimizer": SGD)."""
+    if train_args.get("optimizer", "sgd") == "adam":
+        text = f"Adam (β = 0.9, 0.999) lr {train_args.get('lr')}"
+    else:
+        text = f"SGD lr {train_args.get('lr')} with momentum {train_args.get('momentum')}"
+    mult = train_args.get("loc_lr_mult", 1.0)
+    return text + (f", localisation nets at {mult:g}× that lr" if mult != 1.0 else "")
+
+
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
@@ -465,7 +475,8 @@ def results_markdown(entries: Mapping[str, Entry], spec: Specialisation | None, 
                      f"{m.get('params', 0):,} | {status} | `{m.get('command', '')}` |")
     lines += ["", "## Schedules (ours vs the paper)", "",
               "The paper trains every model for 150,000 SGD steps of batch 256 (lr 0.01, ÷10 every 50k, plain SGD). "
-              "Ours are reduced to fit about one hour on one CPU thread (see `scripts/train_addition.py`):", ""]
+              "Ours are reduced to fit about one hour on one CPU thread; `scripts/train_addition.py` says why the FCN "
+              "family uses Adam rather than the paper's SGD (what SGD did here):", ""]
     for key in MODEL_KEYS:
         e = entries.get(key)
         if e is None or e.meta is None:
@@ -474,7 +485,7 @@ def results_markdown(entries: Mapping[str, Entry], spec: Specialisation | None, 
         secs = e.meta.get("train_seconds")
         lines.append(f"- {MODEL_LABELS[key]}: {ta.get('steps', 0):,} steps × {ta.get('batch')} "
                      f"({ta.get('steps', 0) * ta.get('batch', 0) / (150_000 * 256):.1%} of the paper's samples), "
-                     f"lr {ta.get('lr')} with momentum {ta.get('momentum')}, ÷10 at 1/3 and 2/3 of the steps; "
+                     f"{optimizer_text(ta)}, ÷10 at 1/3 and 2/3 of the steps; "
                      f"{_fmt(secs / 60 if secs else None)} minutes of training (wall clock, one thread on a shared, "
                      "busy 2-core machine)"
                      f"{'' if not e.meta.get('samples_per_s') else ', ' + str(e.meta['samples_per_s']) + ' samples/s'}.")
@@ -511,7 +522,7 @@ def load_json(path: str | os.PathLike) -> dict:
 
 
 __all__ = ["Entry", "MODEL_KEYS", "MODEL_LABELS", "MODEL_SPECS", "PageState", "PairView", "Specialisation", "TASK",
-           "comparison_rows", "pair_image", "parse_state", "random_state",
+           "comparison_rows", "optimizer_text", "pair_image", "parse_state", "random_state",
            "EMPTY_INK", "TRANSFORMER_COLOURS", "box_coverage", "find_checkpoints", "forward_views", "ink_shares", "make_pair",
            "outputs_figure", "pair_figure", "pair_params", "paper_error", "results_markdown", "specialisation",
            "stem_name", "train_command", "transformers_of", "view_pair"]

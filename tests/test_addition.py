@@ -251,3 +251,11 @@ def test_results_report(tmp_path, data_root):
     assert "training (last evaluated error)" in text
     assert "on 50 test pairs" in text and "take **different** digits" in text
     assert "python scripts/make_addition_results.py --checkpoints" in text
+
+
+def test_schedule_text_names_the_optimizer_of_each_run():
+    from stn_core.addition import optimizer_text
+
+    assert optimizer_text({"lr": 0.05, "momentum": 0.9}) == "SGD lr 0.05 with momentum 0.9"  # older runs: no key
+    assert optimizer_text({"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "loc_lr_mult": 0.1}) == \
+        "Adam (β = 0.9, 0.999) lr 0.001, localisation nets at 0.1× that lr"
