@@ -259,3 +259,23 @@ def test_schedule_text_names_the_optimizer_of_each_run():
     assert optimizer_text({"lr": 0.05, "momentum": 0.9}) == "SGD lr 0.05 with momentum 0.9"  # older runs: no key
     assert optimizer_text({"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "loc_lr_mult": 0.1}) == \
         "Adam (β = 0.9, 0.999) lr 0.001, localisation nets at 0.1× that lr"
+
+
+def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tmp_path):
+    from test_app_addition import make_tiny_addition_checkpoint
+
+    from stn_core.addition import Specialisation, find_checkpoints, verdict_lines
+
+    make_tiny_addition_checkpoint(tmp_path, "fcn", test_error=60.0)
+    make_tiny_addition_checkpoint(tmp_path, "st-fcn", test_error=65.0)  # worse than the FCN: said so
+    make_tiny_addition_checkpoint(tmp_path, "2st-fcn", test_error=20.0)
+    spec = Specialisation(n=10, takes_ch1=[0.6, 0.4], takes_ch2=[0.4, 0.6], empty=[0.0, 0.0],
+                          mean_share=[0.55, 0.45], coverage=[[0.5, 0.95], [0.9, 0.3]], split=0.3,
+                          strong_split=0.05, strong=0.75, extra={})
+    text = "\n".join(verdict_lines(find_checkpoints(tmp_path), spec))
+    assert "ST-FCN (1 transformer) does **not** beat FCN (65.00 vs 60.00 %" in text
+    assert "2×ST-FCN beats ST-FCN (1 transformer) (20.00 vs 65.00 %" in text
+    assert "FCN +12.3 pp" in text and "2×ST-FCN +14.2 pp" in text and "CNN" not in text.split("Gap")[1].split(".")[0]
+    assert "Transformer 1's box favours digit 2: it covers 95.0 %" in text
+    assert "Transformer 2's box favours digit 1: it covers 90.0 % of that digit's ink and 30.0 %" in text
+    assert "favour **different** digits" in text and "**not** reached" in text
