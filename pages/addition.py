@@ -132,21 +132,23 @@ if view is not None:
 if view is not None and view.outputs is not None:
     k = view.outputs.shape[0]
     if k >= 2:
-        takes = ["no digit" if view.ink[i] < ad.EMPTY_INK else "digit 1" if s > 0.5 else "digit 2"
-                 for i, s in enumerate(view.shares)]
-        msg = ("each transformer has taken a different digit" if len(set(takes)) == len(takes) and "no digit" not in takes
-               else "they have not split the pair here")
+        focus = [ad.box_focus(view.coverage[i], float(view.ink[i])) for i in range(k)]
+        split = len(set(focus)) == len(focus) and all(f.startswith("digit") for f in focus)
         st.markdown("On this pair: " + ", ".join(
-            f"<span style='color:{ad.TRANSFORMER_COLOURS[i % 2]}'>**transformer {i + 1}**</span> takes {t}"
-            + ("" if t == "no digit" else f" ({100 * max(view.shares[i], 1 - view.shares[i]):.0f} % of its output ink)")
-            for i, t in enumerate(takes)) + f" — {msg}.", unsafe_allow_html=True)
+            f"<span style='color:{ad.TRANSFORMER_COLOURS[i % 2]}'>**transformer {i + 1}**</span> "
+            + ("samples outside both digits" if f == "no digit" else
+               "keeps both digits in view" if f == "both digits" else f"centres on {f}")
+            + ("" if f == "no digit" else f" (its box holds {100 * view.coverage[i][0]:.0f} % of digit 1's ink and "
+                                          f"{100 * view.coverage[i][1]:.0f} % of digit 2's)")
+            for i, f in enumerate(focus))
+            + " — " + ("each transformer has taken a different digit." if split else "they have not split the pair here.")
+            + f" (A transformer centres on a digit when its box holds at least {100 * ad.FOCUS_MARGIN:.0f} points "
+              "more of that digit's ink than of the other's.)", unsafe_allow_html=True)
     st.plotly_chart(ad.outputs_figure(view.outputs, view.shares), config=common.plot_config("addition-outputs"),
                     key=P + "out_fig")
-    cov = view.coverage
-    st.caption("Box coverage (share of each input digit's ink inside each transformer's box): " + "; ".join(
-        f"transformer {i + 1}: digit 1 {100 * cov[i][0]:.0f} %, digit 2 {100 * cov[i][1]:.0f} %"
-        for i in range(k)) + ". Whole-test-set numbers: results/mnist-addition.md "
-        "(`python scripts/make_addition_results.py`).")
+    st.caption("Above each output: the share of its ink from each channel. Whole-test-set numbers (box coverage, "
+               "ink shares, how often the two transformers split the pair): results/mnist-addition.md "
+               "(`python scripts/make_addition_results.py`).")
 elif view is not None:
     st.caption(f"The {label} has no spatial transformer: it must find both digits with its own layers.")
 

@@ -27,7 +27,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -195,6 +195,25 @@ def view_pair(model: torch.nn.Module, x: torch.Tensor) -> PairView:
 
 # --------------------------------------------------------------------------- measures
 
+#: A transformer *centres on* digit c when its box holds this much more of digit c's ink than of the other's.
+FOCUS_MARGIN = 0.2
+
+
+def box_focus(coverage: Sequence[float], ink: float) -> str:
+    """What one transformer's box holds on one pair, from its :func:`box_coverage` row
+    ``(cov of digit 1, cov of digit 2)`` and its output's ink: ``"digit 1"`` / ``"digit 2"``
+    when it holds at least :data:`FOCUS_MARGIN` more of that digit's ink than of the other's,
+    ``"both digits"`` otherwise, ``"no digit"`` when its output is empty (ink < :data:`EMPTY_INK`).
+    (Ink shares can mislead here: a box centred on a small digit 1 may still catch more ink of a
+    big digit 2 at its edge.)"""
+    if ink < EMPTY_INK:
+        return "no digit"
+    c1, c2 = float(coverage[0]), float(coverage[1])
+    if abs(c1 - c2) < FOCUS_MARGIN:
+        return "both digits"
+    return "digit 1" if c1 > c2 else "digit 2"
+
+
 def ink_shares(outputs: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Share of channel 1 in each transformer output's ink mass: ``(N, K, 2, H, W)`` → ``(N, K)``.
     An empty output (no ink) counts as 0.5 (no preference)."""
@@ -277,9 +296,15 @@ def specialisation(model: torch.nn.Module, x: torch.Tensor, chunk: int = 500, st
         split = float(differ.double().mean())
     else:
         split = strong_split = 0.0
+    # the page's per-pair rule (box_focus): a box centres on the digit it holds FOCUS_MARGIN more of
+    gap = cov[..., 0] - cov[..., 1]
+    on1, on2 = ~empty & (gap >= FOCUS_MARGIN), ~empty & (gap <= -FOCUS_MARGIN)
+    extra = {"centres_on_1": on1.double().mean(0).tolist(), "centres_on_2": on2.double().mean(0).tolist()}
+    if k >= 2:
+        extra["focus_split"] = float(((on1[:, 0] & on2[:, 1]) | (on2[:, 0] & on1[:, 1])).double().mean())
     return Specialisation(int(s.shape[0]), takes1.double().mean(0).tolist(), takes2.double().mean(0).tolist(),
                           empty.double().mean(0).tolist(), s.mean(0).tolist(),
-                          cov.mean(0).tolist(), split, strong_split, strong)
+                          cov.mean(0).tolist(), split, strong_split, strong, extra)
 
 
 # --------------------------------------------------------------------------- figures
@@ -540,6 +565,13 @@ def verdict_lines(entries: Mapping[str, Entry], spec: Specialisation | None) -> 
                        f"digit's ink and {100 * cov[1 - own]:.1f} % of the other's.")
         owns = [int(c[1] > c[0]) for c in spec.coverage]
         split = len(set(owns)) == len(owns)
+        if "focus_split" in spec.extra:
+            on1, on2 = spec.extra["centres_on_1"], spec.extra["centres_on_2"]
+            out.append(f"- By the page's per-pair rule (a box *centres on* a digit when it holds at least "
+                       f"{100 * FOCUS_MARGIN:.0f} points more of that digit's ink than of the other's): "
+                       + "; ".join(f"transformer {k + 1} centres on digit 1 on {100 * on1[k]:.1f} %, on digit 2 on "
+                                   f"{100 * on2[k]:.1f} % of the pairs" for k in range(len(on1)))
+                       + f"; both centre on different digits on **{100 * spec.extra['focus_split']:.1f} %**.")
         out.append("- So the transformers " + ("favour **different** digits" if split else "favour the **same** digit")
                    + f", but each still keeps most of the other digit in view: on {100 * spec.strong_split:.1f} % of the "
                    f"pairs both outputs hold at least {100 * spec.strong:.0f} % of their ink from their own digit. "
@@ -553,7 +585,7 @@ def load_json(path: str | os.PathLike) -> dict:
 
 
 __all__ = ["Entry", "MODEL_KEYS", "MODEL_LABELS", "MODEL_SPECS", "PageState", "PairView", "Specialisation", "TASK",
-           "comparison_rows", "optimizer_text", "verdict_lines", "pair_image", "parse_state", "random_state",
+           "comparison_rows", "optimizer_text", "verdict_lines", "box_focus", "FOCUS_MARGIN", "pair_image", "parse_state", "random_state",
            "EMPTY_INK", "TRANSFORMER_COLOURS", "box_coverage", "find_checkpoints", "forward_views", "ink_shares", "make_pair",
            "outputs_figure", "pair_figure", "pair_params", "paper_error", "results_markdown", "specialisation",
            "stem_name", "train_command", "transformers_of", "view_pair"]

@@ -204,6 +204,7 @@ def test_specialisation_of_a_hand_made_splitting_model():
     assert s.takes_ch1 == [1.0, 0.0] and s.takes_ch2 == [0.0, 1.0] and s.empty == [0.0, 0.0]
     assert s.coverage[0][0] == pytest.approx(1.0) and s.coverage[0][1] == pytest.approx(0.0)
     assert s.coverage[1][1] == pytest.approx(1.0)
+    assert s.extra["focus_split"] == 1.0 and s.extra["centres_on_1"] == [1.0, 0.0] and s.extra["centres_on_2"] == [0.0, 1.0]
     # at the identity both take the same digit (the one with more ink) on every pair
     ident = build_model("2st-fcn", "affine", 42, 19, in_channels=2, target_params=30_000)
     assert ad.specialisation(ident, x).split == 0.0
@@ -271,7 +272,8 @@ def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tm
     make_tiny_addition_checkpoint(tmp_path, "2st-fcn", test_error=20.0)
     spec = Specialisation(n=10, takes_ch1=[0.6, 0.4], takes_ch2=[0.4, 0.6], empty=[0.0, 0.0],
                           mean_share=[0.55, 0.45], coverage=[[0.5, 0.95], [0.9, 0.3]], split=0.3,
-                          strong_split=0.05, strong=0.75, extra={})
+                          strong_split=0.05, strong=0.75,
+                          extra={"centres_on_1": [0.1, 0.4], "centres_on_2": [0.5, 0.2], "focus_split": 0.35})
     text = "\n".join(verdict_lines(find_checkpoints(tmp_path), spec))
     assert "ST-FCN (1 transformer) does **not** beat FCN (65.00 vs 60.00 %" in text
     assert "2×ST-FCN beats ST-FCN (1 transformer) (20.00 vs 65.00 %" in text
@@ -279,3 +281,13 @@ def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tm
     assert "Transformer 1's box favours digit 2: it covers 95.0 %" in text
     assert "Transformer 2's box favours digit 1: it covers 90.0 % of that digit's ink and 30.0 %" in text
     assert "favour **different** digits" in text and "**not** reached" in text
+    assert "transformer 2 centres on digit 1 on 40.0 %, on digit 2 on 20.0 %" in text and "**35.0 %**" in text
+
+
+def test_box_focus_reads_the_box_not_the_ink_share():
+    from stn_core.addition import box_focus
+
+    assert box_focus([1.0, 0.54], ink=30.0) == "digit 1"  # centred on digit 1, catches half of a big digit 2
+    assert box_focus([0.3, 0.95], ink=30.0) == "digit 2"
+    assert box_focus([1.0, 0.9], ink=30.0) == "both digits"  # less than FOCUS_MARGIN apart
+    assert box_focus([0.0, 0.0], ink=0.1) == "no digit"
