@@ -275,7 +275,7 @@ def step_module() -> dict[str, str]:
     c2.latex(r"\begin{pmatrix} x_i^s \\ y_i^s \end{pmatrix} = A_\theta \begin{pmatrix} x_i^t \\ y_i^t \\ 1 "
              r"\end{pmatrix}")
     c3.markdown("**Sampler**: reads U at the source points with a kernel k.")
-    c3.latex(r"V_i = \sum_n \sum_m U_{nm}\, k(x_i^s - m)\, k(y_i^s - n)")
+    c3.latex(r"\begin{aligned} V_i &= \textstyle\sum_{n,m} U_{nm}\, \\ &\quad k(x_i^s - m)\, k(y_i^s - n) \end{aligned}")  # two lines: fits a third of the page
     st.caption("θ here is the exact inverse of the distortion: what a well-trained localisation net predicts.")
     return {}
 
