@@ -18,7 +18,7 @@ trains 150k steps of batch 256 with lr 0.01, ÷10 every 50k, plain SGD):
   the Table-1 FCN family's) left all three near chance (FCN 83.36, ST-FCN 82.70, 2×ST-FCN
   83.55 % test error: results/mnist-addition.md at commit 11c4778), and one transformer of the
   2×ST-FCN drifted off the canvas. A first Adam run with the localisation nets at the full lr
-  (40k steps planned, stopped at 20k; 62.2 % test error at 15k) had not specialised either.
+  (40k steps planned, stopped at 20k, not kept) had not specialised either.
 * CNN: only 800 steps × 128 (SGD lr 0.01, momentum 0.9, as train_table1's CNN family), because a
   paper-sized CNN on 2×42×42 runs at only ≈90 samples/s on one thread (≈19 minutes). Its
   error is therefore *not* comparable with the FCN family's: it has seen far fewer samples.
