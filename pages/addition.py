@@ -129,25 +129,32 @@ if view is not None:
                                            title="Probability of each sum", height=300),
                     config=common.plot_config("addition-probabilities"), key=P + "prob_fig")
 
+def _px(d: float) -> str:
+    return f"{d:.1f} px" if np.isfinite(d) else "— (no ink)"
+
+
 if view is not None and view.outputs is not None:
     k = view.outputs.shape[0]
     if k >= 2:
-        focus = [ad.box_focus(view.coverage[i], float(view.ink[i])) for i in range(k)]
+        focus = [ad.box_focus(view.distances[i], float(view.ink[i])) for i in range(k)]
         split = len(set(focus)) == len(focus) and all(f.startswith("digit") for f in focus)
+        px = ad.to_pixels(view.distances)
         st.markdown("On this pair: " + ", ".join(
             f"<span style='color:{ad.TRANSFORMER_COLOURS[i % 2]}'>**transformer {i + 1}**</span> "
             + ("samples outside both digits" if f == "no digit" else
-               "keeps both digits in view" if f == "both digits" else f"centres on {f}")
-            + ("" if f == "no digit" else f" (its box holds {100 * view.coverage[i][0]:.0f} % of digit 1's ink and "
-                                          f"{100 * view.coverage[i][1]:.0f} % of digit 2's)")
+               "is centred on both digits (they overlap here)" if f == "both digits" else
+               "is centred on neither digit" if f == "neither digit" else f"is centred on {f}")
+            + ("" if f == "no digit" else f" (its box centre is {_px(px[i][0])} from digit 1's centre and "
+                                          f"{_px(px[i][1])} from digit 2's)")
             for i, f in enumerate(focus))
             + " — " + ("each transformer has taken a different digit." if split else "they have not split the pair here.")
-            + f" (A transformer centres on a digit when its box holds at least {100 * ad.FOCUS_MARGIN:.0f} points "
-              "more of that digit's ink than of the other's.)", unsafe_allow_html=True)
+            + f" (A box is centred on a digit when its centre lies within {ad.to_pixels(ad.TRACK_RADIUS):.1f} px of "
+              "that digit's ink centre: ✕ marks each digit's centre, ● each box's.)", unsafe_allow_html=True)
     st.plotly_chart(ad.outputs_figure(view.outputs, view.shares), config=common.plot_config("addition-outputs"),
                     key=P + "out_fig")
-    st.caption("Above each output: the share of its ink from each channel. Whole-test-set numbers (box coverage, "
-               "ink shares, how often the two transformers split the pair): results/mnist-addition.md "
+    st.caption("Above each output: the share of its ink from each channel (a digit-sized box also shows whatever "
+               "part of the other digit lies under it). Whole-test-set numbers (where each box is centred, how "
+               "often the two transformers are on different digits): results/mnist-addition.md "
                "(`python scripts/make_addition_results.py`).")
 elif view is not None:
     st.caption(f"The {label} has no spatial transformer: it must find both digits with its own layers.")

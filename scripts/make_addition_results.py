@@ -5,8 +5,8 @@ Usage: python scripts/make_addition_results.py [--checkpoints checkpoints] [--ou
 
 Test errors are read from ``<checkpoints>/mnist_addition_{fcn,cnn,st-fcn,2st-fcn}.json`` (written
 by ``scripts/train_addition.py``); nothing is trained. The 2×ST-FCN checkpoint is evaluated on the
-fixed MNIST-addition test set to measure whether each transformer has taken one digit
-(:func:`stn_core.addition.specialisation`). The file is written atomically.
+fixed MNIST-addition test set to measure whether each transformer has taken one digit, and the
+single ST-FCN's transformer for comparison (:func:`stn_core.addition.specialisation`). The file is written atomically.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ from stn_core.checkpoints import CheckpointError, load_model  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
 
 
+def _measure(stem: Path, a: argparse.Namespace) -> tuple[ad.Specialisation, dict]:
+    """Where a transformer model's boxes go on the fixed test pairs (its test set's seed)."""
+    model, meta = load_model(stem)
+    seed = (meta.get("test_set") or {}).get("seed", ds.TEST_SEED)
+    x, _ = ds.fixed_test_set(ad.TASK, seed, a.data_root, a.limit, verify=not a.no_verify)
+    return ad.specialisation(model, x), meta
+
+
 def main(argv: list[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,15 +52,19 @@ def main(argv: list[str] | None = None) -> Path:
     e = entries.get("2st-fcn")
     if e is not None and e.meta is not None:
         try:
-            model, meta = load_model(e.stem)
-            seed = (meta.get("test_set") or {}).get("seed", ds.TEST_SEED)
-            x, _ = ds.fixed_test_set(ad.TASK, seed, a.data_root, a.limit, verify=not a.no_verify)
-            spec = ad.specialisation(model, x)
+            spec, meta = _measure(e.stem, a)
             note = ("" if e.final else f"The checkpoint is not final yet (step {meta.get('steps')} of "
                     f"{meta.get('train_args', {}).get('steps')}).")
         except (CheckpointError, OSError, ValueError) as err:
             note = f"Could not measure the 2×ST-FCN: {err}"
-    text = ad.results_markdown(entries, spec, command, spec_command=command, spec_note=note)
+    single = None
+    e1 = entries.get("st-fcn")
+    if spec is not None and e1 is not None and e1.meta is not None and e1.final:
+        try:
+            single, _ = _measure(e1.stem, a)
+        except (CheckpointError, OSError, ValueError) as err:
+            note += f" Could not measure the ST-FCN: {err}"
+    text = ad.results_markdown(entries, spec, command, spec_command=command, spec_note=note, spec_single=single)
     out = Path(a.out)
     atomic_write_bytes(out, text.encode("utf-8"))
     done = sum(x.final for x in entries.values())

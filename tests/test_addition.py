@@ -204,7 +204,12 @@ def test_specialisation_of_a_hand_made_splitting_model():
     assert s.takes_ch1 == [1.0, 0.0] and s.takes_ch2 == [0.0, 1.0] and s.empty == [0.0, 0.0]
     assert s.coverage[0][0] == pytest.approx(1.0) and s.coverage[0][1] == pytest.approx(0.0)
     assert s.coverage[1][1] == pytest.approx(1.0)
-    assert s.extra["focus_split"] == 1.0 and s.extra["centres_on_1"] == [1.0, 0.0] and s.extra["centres_on_2"] == [0.0, 1.0]
+    # box centres at (∓0.5, 0); digit 1's centroid at (-4/7, -1/21) (columns 3..14, rows 10..29)
+    assert s.on_digit == [[1.0, 0.0], [0.0, 1.0]] and s.both == [0.0, 0.0] and s.neither == [0.0, 0.0]
+    assert s.focus_split == 1.0 and s.focus_split_apart == 1.0 and s.apart == 1.0
+    assert s.median_dist_px[0][0] == pytest.approx(21 * float(np.hypot(-4 / 7 + 0.5, -1 / 21)), abs=1e-6)  # 1.8 px
+    assert s.follows(0) == 0 and s.follows(1) == 1
+    assert s.box_side_px == pytest.approx([42 * 0.5 ** 0.5] * 2)  # a half-width, full-height box: area 0.5
     # at the identity both take the same digit (the one with more ink) on every pair
     ident = build_model("2st-fcn", "affine", 42, 19, in_channels=2, target_params=30_000)
     assert ad.specialisation(ident, x).split == 0.0
@@ -213,6 +218,7 @@ def test_specialisation_of_a_hand_made_splitting_model():
         m.transformers[1].regression.bias.copy_(torch.tensor([0.05, 0, 0.95, 0, 0.05, 0.95]))
     s = ad.specialisation(m, x)
     assert s.empty == [0.0, 1.0] and s.takes_ch2 == [0.0, 0.0] and s.split == 0.0
+    assert s.on_digit[1] == [0.0, 0.0] and s.focus_split == 0.0 and s.follows(1) is None
     with pytest.raises(ValueError, match="no spatial transformer"):
         ad.specialisation(build_model("fcn", None, 42, 19, in_channels=2, target_params=30_000), x)
 
@@ -250,7 +256,7 @@ def test_results_report(tmp_path, data_root):
     assert "| 2×ST-FCN | 7.25 | 5.8 (paper) |" in text
     assert "| FCN | — | 47.7 (paper) |" in text and "not trained yet" in text
     assert "training (last evaluated error)" in text
-    assert "on 50 test pairs" in text and "take **different** digits" in text
+    assert "on 50 test pairs" in text and "are on **different** digits" in text
     assert "python scripts/make_addition_results.py --checkpoints" in text
 
 
@@ -262,32 +268,65 @@ def test_schedule_text_names_the_optimizer_of_each_run():
         "Adam (β = 0.9, 0.999) lr 0.001, localisation nets at 0.1× that lr"
 
 
+def _spec(on_digit, focus_split_apart):
+    from stn_core.addition import Specialisation
+
+    return Specialisation(n=10, takes_ch1=[0.6, 0.4], takes_ch2=[0.4, 0.6], empty=[0.0, 0.0],
+                          mean_share=[0.55, 0.45], coverage=[[0.5, 0.95], [0.9, 0.3]], split=0.3,
+                          strong_split=0.05, strong=0.75, on_digit=on_digit, both=[0.1, 0.1], neither=[0.0, 0.0],
+                          centre_corr=[[0.05, 0.98], [0.97, 0.02]], median_dist_px=[[9.0, 1.4], [1.6, 9.2]],
+                          apart=0.6, focus_split=0.8, focus_split_apart=focus_split_apart, box_side_px=[31.0, 33.0])
+
+
 def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tmp_path):
     from test_app_addition import make_tiny_addition_checkpoint
 
-    from stn_core.addition import Specialisation, find_checkpoints, verdict_lines
+    from stn_core.addition import find_checkpoints, verdict_lines
 
     make_tiny_addition_checkpoint(tmp_path, "fcn", test_error=60.0)
     make_tiny_addition_checkpoint(tmp_path, "st-fcn", test_error=65.0)  # worse than the FCN: said so
     make_tiny_addition_checkpoint(tmp_path, "2st-fcn", test_error=20.0)
-    spec = Specialisation(n=10, takes_ch1=[0.6, 0.4], takes_ch2=[0.4, 0.6], empty=[0.0, 0.0],
-                          mean_share=[0.55, 0.45], coverage=[[0.5, 0.95], [0.9, 0.3]], split=0.3,
-                          strong_split=0.05, strong=0.75,
-                          extra={"centres_on_1": [0.1, 0.4], "centres_on_2": [0.5, 0.2], "focus_split": 0.35})
-    text = "\n".join(verdict_lines(find_checkpoints(tmp_path), spec))
+    entries = find_checkpoints(tmp_path)
+    text = "\n".join(verdict_lines(entries, _spec([[0.0, 0.88], [0.87, 0.01]], 0.97)))
     assert "ST-FCN (1 transformer) does **not** beat FCN (65.00 vs 60.00 %" in text
     assert "2×ST-FCN beats ST-FCN (1 transformer) (20.00 vs 65.00 %" in text
     assert "FCN +12.3 pp" in text and "2×ST-FCN +14.2 pp" in text and "CNN" not in text.split("Gap")[1].split(".")[0]
-    assert "Transformer 1's box favours digit 2: it covers 95.0 %" in text
-    assert "Transformer 2's box favours digit 1: it covers 90.0 % of that digit's ink and 30.0 %" in text
-    assert "favour **different** digits" in text and "**not** reached" in text
-    assert "transformer 2 centres on digit 1 on 40.0 %, on digit 2 on 20.0 %" in text and "**35.0 %**" in text
+    assert "Transformer 1's box follows digit 2: its centre is on that digit on 88.0 % of the pairs" in text
+    assert "Transformer 2's box follows digit 1: its centre is on that digit on 87.0 %" in text
+    assert "correlation with its centre 0.97 (with the other's 0.02), median distance 1.6 px" in text
+    assert "each transformer has taken one digit" in text and "97.0 %" in text and "is reached" in text
+    # below the clean-split threshold, or both boxes on the same digit, or one box on neither: not reached
+    for on, fsa in (([[0.0, 0.88], [0.87, 0.01]], 0.85), ([[0.9, 0.0], [0.8, 0.1]], 0.95),
+                    ([[0.3, 0.2], [0.87, 0.01]], 0.95)):
+        text = "\n".join(verdict_lines(entries, _spec(on, fsa)))
+        assert "has **not** taken one digit" in text and "**not** reached" in text, (on, fsa)
+    assert "follows neither digit: it is on digit 1 on 30.0 %" in text
 
 
-def test_box_focus_reads_the_box_not_the_ink_share():
-    from stn_core.addition import box_focus
+def test_box_focus_reads_where_the_box_is_centred():
+    from stn_core.addition import TRACK_RADIUS, box_focus
 
-    assert box_focus([1.0, 0.54], ink=30.0) == "digit 1"  # centred on digit 1, catches half of a big digit 2
-    assert box_focus([0.3, 0.95], ink=30.0) == "digit 2"
-    assert box_focus([1.0, 0.9], ink=30.0) == "both digits"  # less than FOCUS_MARGIN apart
+    r = TRACK_RADIUS
+    assert box_focus([0.05, 0.6], ink=30.0) == "digit 1"   # centred on digit 1, digit 2 far away
+    assert box_focus([0.9, r], ink=30.0) == "digit 2"      # the radius itself counts as on
+    assert box_focus([0.1, 0.15], ink=30.0) == "both digits"  # the digits lie on top of each other
+    assert box_focus([0.5, 0.6], ink=30.0) == "neither digit"
+    assert box_focus([0.05, float("nan")], ink=30.0) == "digit 1"  # an empty channel has no centre
     assert box_focus([0.0, 0.0], ink=0.1) == "no digit"
+
+
+def test_box_centres_and_ink_centroids_in_normalised_coordinates():
+    x = torch.zeros(1, 2, 8, 8)
+    x[0, 0, 1, 1] = 1.0                      # pixel (row 1, col 1): centre at (-0.625, -0.625)
+    x[0, 0, 1, 3] = 1.0                      # and (-0.125, -0.625): centroid (-0.375, -0.625)
+    c = ad.ink_centroids(x)
+    torch.testing.assert_close(c[0, 0], torch.tensor([-0.375, -0.625], dtype=torch.float64))
+    assert torch.isnan(c[0, 1]).all()         # channel 2 is empty
+    theta = torch.tensor([[[0.5, 0, -0.375], [0, 0.5, -0.625]], [[1.0, 0, 0.5], [0, 1.0, 0.0]]])[None]
+    torch.testing.assert_close(ad.box_centres(theta)[0], torch.tensor([[-0.375, -0.625], [0.5, 0.0]],
+                                                                       dtype=torch.float64))
+    d = ad.centre_distances(x, theta)[0]
+    assert float(d[0, 0]) == pytest.approx(0.0) and float(d[1, 0]) == pytest.approx((0.875 ** 2 + 0.625 ** 2) ** 0.5)
+    assert ad.to_pixels(0.2) == pytest.approx(4.2)
+    proj = torch.tensor([[2.0, 0, 1.0], [0, 2.0, 0.5], [0, 0, 2.0]])[None, None]  # homogeneous: centre (0.5, 0.25)
+    torch.testing.assert_close(ad.box_centres(proj)[0, 0], torch.tensor([0.5, 0.25], dtype=torch.float64))

@@ -66,14 +66,17 @@ def test_two_transformers_boxes_outputs_and_prediction(monkeypatch, ckdir):
     assert at.number_input(key="add_a").value == 3 and at.number_input(key="add_seed").value == 42
     figs = _figs(at)
     pair = figs[0]
-    boxes = [t for t in pair["data"] if t.get("type") == "scatter"]
+    boxes = [t for t in pair["data"] if t.get("type") == "scatter" and t.get("mode") == "lines"]
     assert {t["name"] for t in boxes} == {"transformer 1", "transformer 2"}
     assert len(boxes) == 4  # each box over both channels
+    marks = [t["name"] for t in pair["data"] if t.get("mode") == "markers"]
+    assert sorted(marks) == ["centre of box 1"] * 2 + ["centre of box 2"] * 2 + ["digit centre"] * 2
     assert any("Probability of each sum" in json.dumps(f["layout"].get("title", "")) for f in figs)
     outputs = figs[-1]
     assert sum(t.get("type") == "heatmap" for t in outputs["data"]) == 4  # 2 transformers × 2 channels
     md = " ".join(m.value for m in at.markdown)
     assert "Predicted sum" in md and "transformer 1" in md
+    assert "box centre is" in md and "px from digit 1's centre" in md and "within 4.2 px" in md
     # the comparison table lists all four models; the missing ones get their command
     table = at.dataframe[0].value
     assert list(table["model"]) == [ad.MODEL_LABELS[k] for k in ad.MODEL_KEYS]
