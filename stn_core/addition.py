@@ -464,8 +464,8 @@ def pair_figure(x: np.ndarray, theta: np.ndarray | None = None, title: str = "In
                          row=1, col=c + 1)
         fig.update_yaxes(range=[s - 0.5 + 6, -0.5 - 6], showticklabels=False, showgrid=False, zeroline=False,
                          scaleanchor=f"x{'' if c == 0 else c + 1}", row=1, col=c + 1)
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="#dee2e6",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1.0))
+    fig.update_layout(title=title, height=height + 30, margin=dict(l=10, r=10, t=70, b=40), plot_bgcolor="#dee2e6",
+                      legend=dict(orientation="h", yanchor="top", y=-0.05, xanchor="center", x=0.5))
     return fig
 
 
