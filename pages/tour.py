@@ -59,25 +59,25 @@ def _mnist() -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
 
+#: Models of step 1's sweep: ((stem, version), ...) — version (mtime, size) keys the caches.
+Models = tuple[tuple[str, tuple[int, int]], ...]
+
+
 @st.cache_data(show_spinner="Turning the digit through −90°…90° …", max_entries=64)
-def _curves(plain: str, pv: tuple[int, int], st_stem: str, sv: tuple[int, int], index: int, size: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _curves(models: Models, index: int, size: int) -> tuple[np.ndarray, ...]:
     digit, label = _digit(index)
     d = tour.place_digit(digit, size)
-    return (tour.confidence_curve(_load(plain, pv)[0], d, label),
-            tour.confidence_curve(_load(st_stem, sv)[0], d, label))
+    return tuple(tour.confidence_curve(_load(stem, v)[0], d, label) for stem, v in models)
 
 
 @st.cache_data(show_spinner="Turning 100 test digits through −90°…90° …", max_entries=16)
-def _mean_curves(plain: str, pv: tuple[int, int], st_stem: str, sv: tuple[int, int], size: int, n: int = 100
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
+def _mean_curves(models: Models, size: int, n: int = 100) -> tuple[np.ndarray, ...] | None:
     mn = _mnist()
     if mn is None:
         return None
     digits = np.stack([tour.place_digit(d, size) for d in mn[0][:n]])
     labels = [int(v) for v in mn[1][:n]]
-    return (tour.mean_confidence_curve(_load(plain, pv)[0], digits, labels),
-            tour.mean_confidence_curve(_load(st_stem, sv)[0], digits, labels))
+    return tuple(tour.mean_confidence_curve(_load(stem, v)[0], digits, labels) for stem, v in models)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -207,42 +207,43 @@ def step_problem() -> dict[str, str]:
     angle = int(c1.slider("Rotation of the digit (°)", -90, 90, step=5, key=_k("angle")))
     index = int(c2.number_input("Test digit (0–499)", 0, 499, step=1, key=_k("digit")))
     sweep = c3.toggle("Sweep −90°…90°", key=_k("sweep"),
-                      help="Runs both networks on the digit turned every 5° from −90° to 90°.")
+                      help="Runs the networks on the digit turned every 5° from −90° to 90°.")
     mean = c3.toggle("Mean of 100 digits", key=_k("mean"), disabled=not sweep,
                      help="The curve for the first 100 shipped test digits (mean confidence in the true class), "
                           "which is less noisy than one digit.")
+    upright = tour.upright_cnn(pair.input_size)
+    models: list[tuple[str, str, tuple[int, int]]] = [
+        (pair.labels[0], str(pair.plain.stem), pair.plain.version), (pair.labels[1], str(pair.st.stem), pair.st.version)]
+    if upright is not None:
+        models.append((f"{ex.MODEL_LABELS['cnn']} (upright)", str(upright), tour.version(tour.UPRIGHT_CNN)))
     try:
-        plain, meta_p = _load(str(pair.plain.stem), pair.plain.version)
-        stm, meta_s = _load(str(pair.st.stem), pair.st.version)
+        loaded = [_load(stem, v) for _, stem, v in models]
     except CheckpointError as e:
         st.error(f"A checkpoint could not be loaded: {e}")
         return {}
     digit, label = _digit(index)
     d = tour.place_digit(digit, pair.input_size)
     x = tour.rotate_digits(d, [angle])[0, 0].numpy()
-    p_plain, p_st = ex.predict(plain, x)[0], ex.predict(stm, x)[0]
-    name_p, name_s = pair.labels
+    preds = [ex.predict(m, x)[0] for m, _ in loaded]
+    p_st = preds[1]
+    keys: Models = tuple((stem, v) for _, stem, v in models)
     left, right = st.columns([2.2, 2], gap="large")
     with left:
         if sweep:
-            curves = None
-            if mean:
-                curves = _mean_curves(str(pair.plain.stem), pair.plain.version, str(pair.st.stem), pair.st.version,
-                                      pair.input_size)
+            curves = _mean_curves(keys, pair.input_size) if mean else None
             if curves is None:
-                curves = _curves(str(pair.plain.stem), pair.plain.version, str(pair.st.stem), pair.st.version,
-                                 index, pair.input_size)
-            cp, cs = curves
-            fig = tour.confidence_figure(tour.SWEEP_ANGLES, {name_p: cp, name_s: cs}, angle)
-            if mean and curves is not None:
+                curves = _curves(keys, index, pair.input_size)
+            fig = tour.confidence_figure(tour.SWEEP_ANGLES, {name: c for (name, _, _), c in zip(models, curves)},
+                                         angle)
+            if mean:
                 fig.update_layout(title_text="Mean confidence in the true class, 100 test digits")
             st.plotly_chart(fig, config=_cfg("confidence"), key="tour_fig_conf")
         else:
             st.info("Switch on **Sweep −90°…90°** to see the confidence at every angle.")
-        m1, m2 = st.columns(2)
-        m1.metric(f"{name_p}: p({label})", f"{100 * p_plain.probs[label]:.0f} %",
-                  help=f"Predicts {p_plain.pred}.")
-        m2.metric(f"{name_s}: p({label})", f"{100 * p_st.probs[label]:.0f} %", help=f"Predicts {p_st.pred}.")
+        st.markdown(f"**Confidence that the digit at {angle}° is a {label}:**")
+        for col, (name, _, _), p in zip(st.columns(len(models)), models, preds):
+            col.metric(name, f"{100 * p.probs[label]:.0f} %")
+            col.caption(f"predicts {p.pred}")
     with right:
         a, b = st.columns(2)
         a.plotly_chart(viz.region_figure(x, p_st.region, title=f"input, turned {angle}°", height=380),
@@ -252,8 +253,19 @@ def step_problem() -> dict[str, str]:
                            key="tour_fig_stout")
         st.caption(f"Shipped MNIST test digit #{index} (a {label}). Red: the region the spatial transformer "
                    "samples; right: what its classifier sees.")
-    st.caption(pair.note + f" Test error from the checkpoints' JSON: {name_p} "
-               f"{meta_p.get('test_error', '?')} %, {name_s} {meta_s.get('test_error', '?')} %.")
+    if upright is not None:
+        st.markdown("**What the curves say.** The same CNN trained on upright digits only (orange, dotted) "
+                    "loses the digit once it is turned. Trained on turned digits (R), the plain CNN copes too, "
+                    "by learning every orientation separately in its weights. The ST-CNN instead learns to turn "
+                    "the digit back before classifying it: its output V stands upright whatever the input's angle.")
+    metas = [m for _, m in loaded]
+    st.caption(pair.note + " Test error from the checkpoints' JSON: "
+               + ", ".join(f"{name} {meta.get('test_error', '?')} %" for (name, _, _), meta in zip(models, metas))
+               + ("" if upright is None else
+                  f" (the upright CNN on the plain MNIST test set; `{tour.UPRIGHT_COMMAND}`)") + ".")
+    if upright is None:
+        st.caption("A CNN trained on upright digits shows the problem best; it is not here yet: "
+                   f"`{tour.UPRIGHT_COMMAND}`.")
     return {"angle": str(angle), "digit": str(index)}
 
 
@@ -531,8 +543,8 @@ def step_dcn() -> dict[str, str]:
                 st.caption("Blue: where the deformable kernel at this position reads (offsets predicted per position); "
                            "move the position to see them change.")
                 done = True
-            except Exception as e:  # the other helper's module may still be in progress
-                st.info(f"The deformable-convolution view is not available yet ({type(e).__name__}: {e}).")
+            except (CheckpointError, OSError, ValueError) as e:
+                st.error(f"The deformable CNN `checkpoints/{dcn_name}` could not be loaded: {e}")
         if not done:
             st.plotly_chart(tour.taps_figure(x, tour.regular_taps((yy, xx), K_PLAIN), None, "",
                                              f"Plain {K_PLAIN}×{K_PLAIN} convolution: the regular, un-deformed grid"),

@@ -15,6 +15,7 @@ elsewhere: normalised [-1, 1], ``align_corners=False``; θ maps output → input
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -156,6 +157,28 @@ PAIR_CANDIDATES: tuple[tuple[str, str, str], ...] = (
     ("rts", "fcn", "st-cnn-aff"),
     ("rts", "fcn", "st-fcn-aff"),
 )
+
+
+#: Step 1's third model: the same CNN trained on upright (undistorted) MNIST digits. It shows the
+#: problem itself; the R-trained CNN copes with turned digits because it saw them in training.
+UPRIGHT_CNN = "mnist_upright_cnn"
+UPRIGHT_COMMAND = ("python -m stn_core.train --task mnist --model cnn --steps 1000 --lr 0.01 --momentum 0.9 "
+                   f"--eval-every 500 --seed 0 --threads 1 --out checkpoints/{UPRIGHT_CNN}")
+
+
+def upright_cnn(size: int, directory: str | os.PathLike | None = None) -> Path | None:
+    """Stem of the finished upright-MNIST CNN (:data:`UPRIGHT_CNN`) if it takes ``size × size``
+    digits, else None (missing, unfinished, unreadable JSON or another input size)."""
+    if not checkpoint_ready(UPRIGHT_CNN, directory):
+        return None
+    stem = checkpoint_stem(UPRIGHT_CNN, directory)
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(meta, dict) and meta.get("final") is True and meta.get("task") == "mnist"
+          and meta.get("model") == "cnn" and meta.get("input_size") == int(size))
+    return stem if ok else None
 
 
 def _is_final(e: ex.Entry | None) -> bool:
@@ -385,11 +408,11 @@ def version(name: str, directory: str | os.PathLike | None = None) -> tuple[int,
 
 __all__ = [
     "ANGLE_LIMIT", "History", "ModelPair", "N_STEPS", "PAIR_CANDIDATES", "STEPS", "SWEEP_ANGLES", "Step",
-    "best_st_entry", "checkpoint_ready", "checkpoint_stem", "choose_pair", "clamp_step", "confidence_curve",
+    "UPRIGHT_CNN", "UPRIGHT_COMMAND", "best_st_entry", "checkpoint_ready", "checkpoint_stem", "choose_pair", "clamp_step", "confidence_curve",
     "figure1_row_scene", "figure1_row_svg", "grid_view", "history", "identity_view", "image_rows",
     "mean_confidence_curve",
     "nearest_output", "parse_step", "pixel_to_norm", "place_digit",
-    "progress", "regular_taps", "rotate_digits", "rotation_params", "st_taps", "version",
+    "progress", "regular_taps", "rotate_digits", "rotation_params", "st_taps", "upright_cnn", "version",
 ]
 
 
@@ -397,21 +420,23 @@ __all__ = [
 
 PLAIN_COLOUR = "#adb5bd"
 ST_COLOUR = "#1c7ed6"
+UPRIGHT_COLOUR = "#e8590c"
 
 
 def confidence_figure(angles: Sequence[float], curves: Mapping[str, np.ndarray], angle_now: float | None = None,
                       height: int = 420):
     """Line chart: confidence in the true class (y, 0…1) against the rotation angle (x, degrees),
-    one line per model (the first grey, the second blue); a dotted line marks ``angle_now``."""
+    one line per model (the first grey dashed, the second blue, a third orange dotted); a dotted
+    red line marks ``angle_now``."""
     import plotly.graph_objects as go
 
     from .viz import FONT_SIZE
 
     traces = []
     for i, (name, y) in enumerate(curves.items()):
-        colour = PLAIN_COLOUR if i == 0 else ST_COLOUR
+        colour, dash = ((PLAIN_COLOUR, "dash"), (ST_COLOUR, "solid"), (UPRIGHT_COLOUR, "dot"))[min(i, 2)]
         traces.append(go.Scatter(x=list(angles), y=np.asarray(y, dtype=float), mode="lines+markers", name=name,
-                                 line=dict(color=colour, width=5 if i else 4, dash="dash" if i == 0 else "solid"),
+                                 line=dict(color=colour, width=5 if i == 1 else 4, dash=dash),
                                  marker=dict(size=7), hovertemplate=f"{name}<br>%{{x}}°: %{{y:.1%}}<extra></extra>"))
     shapes = []
     if angle_now is not None:
@@ -419,11 +444,11 @@ def confidence_figure(angles: Sequence[float], curves: Mapping[str, np.ndarray],
                            line=dict(color="#ff4b2b", width=3, dash="dot")))
     layout = go.Layout(
         title=dict(text="Confidence in the true class while the digit turns", font=dict(size=FONT_SIZE + 4), x=0.0),
-        height=height, margin=dict(l=10, r=10, t=60, b=10), font=dict(size=FONT_SIZE + 2), plot_bgcolor="#ffffff",
+        height=height, margin=dict(l=10, r=10, t=60, b=40), font=dict(size=FONT_SIZE + 2), plot_bgcolor="#ffffff",
         xaxis=dict(title=dict(text="rotation of the digit (°, counter-clockwise +)"), dtick=30, range=[-92, 92],
                    gridcolor="#e9ecef", zeroline=False),
         yaxis=dict(title=dict(text="p(true class)"), range=[0, 1.05], tickformat=".0%", gridcolor="#e9ecef"),
-        legend=dict(orientation="h", yanchor="bottom", y=0.0, x=0.01, bgcolor="rgba(255,255,255,0.85)"),
+        legend=dict(orientation="h", yanchor="top", y=-0.2, x=0.0),
         shapes=shapes)
     return go.Figure(data=traces, layout=layout)
 

@@ -455,8 +455,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "train_loss": None if ema_loss is None else round(ema_loss, 5)})
     checkpoint(step, round(err, 4), final=True)
     meta = meta_now(step, round(err, 4), True)
-    say(f"test error {err:.2f}% on {x_test.shape[0]} images (paper: {meta['paper_error']}%); "
-        f"wrote {paths['meta']}")
+    paper = "" if meta["paper_error"] is None else f" (paper: {meta['paper_error']}%)"
+    say(f"test error {err:.2f}% on {x_test.shape[0]} images{paper}; wrote {paths['meta']}")
     say(json.dumps({k: meta[k] for k in ("task", "model", "transform", "steps", "test_error", "paper_error",
                                          "samples_per_s", "command")}))
     if world > 1:

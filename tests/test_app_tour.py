@@ -128,6 +128,30 @@ def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp
 
 
 
+def test_step_one_adds_the_upright_cnn_when_it_is_there(monkeypatch, tmp_path):
+    """With a CNN trained on upright digits, step 1 sweeps three networks and says what the curves show."""
+    from stn_core import explorer as ex
+    from stn_core.checkpoints import save_checkpoint
+    from stn_core.models import build_model
+    from test_explorer import TINY, make_tiny_checkpoint
+
+    make_tiny_checkpoint(tmp_path, "r", "cnn")
+    make_tiny_checkpoint(tmp_path, "r", "st-cnn-aff")
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    at = open_page(TOUR, {"step": "1"})
+    assert_no_exception(at)
+    assert len(at.metric) == 2 and "not here yet" in " ".join(c.value for c in at.caption)
+    save_checkpoint(tmp_path / tour.UPRIGHT_CNN, build_model("cnn", None, 28, target_params=TINY),
+                    {"task": "mnist", "final": True, "test_error": 1.5})
+    at = open_page(TOUR, {"step": "1"})
+    assert_no_exception(at)
+    assert [m.label for m in at.metric] == ["CNN (R)", "ST-CNN Aff (R)", "CNN (upright)"]
+    [conf] = [c for c in at.get("plotly_chart") if "Confidence in the true class" in str(c.proto.spec)]
+    assert "CNN (upright)" in str(conf.proto.spec)
+    assert "What the curves say" in " ".join(m.value for m in at.markdown)
+    assert "CNN (upright) 1.5 %" in " ".join(c.value for c in at.caption)
+
+
 def test_pipeline_picture_downloads_as_png_and_svg(monkeypatch):
     seen = record_downloads(monkeypatch)
     at = open_page(TOUR, {"step": "2"})

@@ -200,3 +200,28 @@ def test_best_st_entry_by_distortion(tmp_path):
     found = ex.discover(tmp_path)
     assert tour.best_st_entry(found).key == "st-fcn-aff"
     assert tour.best_st_entry(found, ("rts",)) is None
+
+
+def test_upright_cnn_is_used_only_when_finished_and_its_size_fits(tmp_path):
+    from stn_core.checkpoints import save_checkpoint
+    from stn_core.models import build_model
+
+    assert tour.upright_cnn(28, tmp_path) is None                       # missing
+    model = build_model("cnn", None, 28, target_params=30_000)
+    stem = tmp_path / tour.UPRIGHT_CNN
+    save_checkpoint(stem, model, {"task": "mnist", "final": False})
+    assert tour.upright_cnn(28, tmp_path) is None                       # still training
+    save_checkpoint(stem, model, {"task": "mnist", "final": True})
+    assert tour.upright_cnn(28, tmp_path) == stem
+    assert tour.upright_cnn(42, tmp_path) is None                       # the RTS pair's input size
+    save_checkpoint(stem, model, {"task": "mnist-r", "final": True})
+    assert tour.upright_cnn(28, tmp_path) is None                       # not trained on upright digits
+    stem.with_suffix(".json").write_text("{not json")
+    assert tour.upright_cnn(28, tmp_path) is None
+    assert tour.UPRIGHT_CNN in tour.UPRIGHT_COMMAND and "--task mnist " in tour.UPRIGHT_COMMAND
+
+
+def test_confidence_figure_styles_a_third_curve():
+    fig = tour.confidence_figure(tour.SWEEP_ANGLES, {"a": np.zeros(37), "b": np.ones(37), "c": np.ones(37)})
+    assert [t.line.dash for t in fig.data] == ["dash", "solid", "dot"]
+    assert fig.data[2].line.color == tour.UPRIGHT_COLOUR
