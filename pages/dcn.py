@@ -118,7 +118,7 @@ def main() -> None:
         for name in ("row", "col"):
             if name in q:
                 ss[_k(name)] = _int_param(q, name, 0, 1000, 0)
-    ss.setdefault(_k("dist"), "rts")
+    ss.setdefault(_k("dist"), L.default_distortion())
     ss.setdefault(_k("st"), "aff")
     ss.setdefault(_k("src"), "test")
     ss.setdefault(_k("index"), 0)

@@ -93,6 +93,18 @@ def read_meta(dist: str, key: str, directory: str | os.PathLike | None = None) -
     return meta, None
 
 
+def default_distortion(directory: str | os.PathLike | None = None) -> str:
+    """The distortion a page opens on: the first of RTS, R, P, E with a usable, finished DCN
+    checkpoint, else the first with any usable DCN checkpoint, else RTS."""
+    order = ("rts",) + tuple(d for d in ex.DISTORTIONS if d != "rts")
+    metas = {d: read_meta(d, "dcn", directory)[0] for d in order}
+    for want_final in (True, False):
+        for d in order:
+            if metas[d] is not None and (bool(metas[d].get("final")) or not want_final):
+                return d
+    return "rts"
+
+
 # --------------------------------------------------------------------------- DCN: one forward pass
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from stn_core import dcn_lab as L
 from stn_core import explorer as ex
 from test_dcn_lab import make_tiny
 
@@ -69,8 +70,19 @@ def test_no_checkpoints_explains_what_to_train(monkeypatch, tmp_path):
     assert table["numbers per image"].iloc[-1] == f"{2 * 81 * 34 * 34 + 2 * 49 * 11 * 11:,}"
 
 
-def test_only_the_st_cnn_on_rts(monkeypatch, ckdir):
+def test_opens_on_the_distortion_that_has_a_dcn(monkeypatch, ckdir, tmp_path):
     at = _open(monkeypatch, ckdir)
+    assert at.radio(key="dcn_dist").value == "r"  # only R has a DCN here
+    assert "No DCN trained" not in _text(at)
+    assert L.default_distortion(tmp_path) == "rts"  # nothing trained: RTS, the paper's headline task
+    make_tiny(tmp_path, "e", "dcn", final=False)
+    assert L.default_distortion(tmp_path) == "e"
+    make_tiny(tmp_path, "p", "dcn")
+    assert L.default_distortion(tmp_path) == "p"  # a finished one first
+
+
+def test_only_the_st_cnn_on_rts(monkeypatch, ckdir):
+    at = _open(monkeypatch, ckdir, {"dist": "rts"})
     assert at.radio(key="dcn_dist").value == "rts"
     text = _text(at)
     assert "No DCN trained on RTS yet" in text and "mnist_rts_dcn" in text
