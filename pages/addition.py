@@ -1,18 +1,23 @@
 """MNIST addition (paper appendix): two RTS-distorted digits in two channels, their sum predicted.
 
 URL path: ``/addition``; query parameters ``a``, ``b`` (shipped test-digit indices), ``seed``
-(distortion seed) and ``model`` (fcn | cnn | st-fcn | 2st-fcn). Checkpoints are read from
+(distortion seed), ``model`` (fcn | cnn | st-fcn | 2st-fcn) and ``src_a`` / ``src_b`` ("draw": that
+digit is drawn on a pad instead; the drawing itself is not in the link). Checkpoints are read from
 ``checkpoints/`` (or ``$STN_LAB_CHECKPOINTS``): ``mnist_addition_<model>.safetensors`` + ``.json``.
 Logic in :mod:`stn_core.addition`.
 
-Widget keys (for AppTest): ``add_a``, ``add_b``, ``add_seed``, ``add_model``; button ``add_random``.
+Widget keys (for AppTest): ``add_a``, ``add_b``, ``add_seed``, ``add_model``, ``add_src_a``,
+``add_src_b``; button ``add_random``; drawing pads ``add_pad_a``, ``add_pad_b``.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
+from components.draw_digit import draw_digit, read_drawing
 from pages import common
 from stn_core import addition as ad
 from stn_core import explorer as ex
@@ -31,6 +36,10 @@ def _load(stem: str, version: tuple[int, int]):
     return load_model(stem)
 
 
+def _on_drawn(which: str) -> None:
+    ss[P + "drawing_" + which] = read_drawing(P + "pad_" + which)
+
+
 def _random_pair() -> None:
     n = len(common.catalog().digit_labels)
     r = ad.random_state(np.random.default_rng(), n, ss[P + "model"])
@@ -44,6 +53,7 @@ n_digits = len(cat.digit_labels)
 if P + "init" not in ss:
     state0, warns = ad.parse_state(common.query_dict(), n_digits)
     ss[P + "a"], ss[P + "b"], ss[P + "seed"], ss[P + "model"] = state0.a, state0.b, state0.seed, state0.model
+    ss[P + "src_a"], ss[P + "src_b"] = state0.src_a, state0.src_b
     ss[P + "warns"] = warns
     ss[P + "init"] = True
 
@@ -61,23 +71,37 @@ if cat.note:
 
 sb = st.sidebar
 sb.subheader("The pair")
-sb.number_input(f"Digit 1: shipped test digit (0–{n_digits - 1})", 0, n_digits - 1, step=1, key=P + "a")
-sb.number_input(f"Digit 2: shipped test digit (0–{n_digits - 1})", 0, n_digits - 1, step=1, key=P + "b")
+for which, n in (("a", 1), ("b", 2)):
+    src = sb.radio(f"Digit {n}", list(ad.DIGIT_SOURCES), format_func=ad.DIGIT_SOURCES.get, horizontal=True,
+                   key=P + "src_" + which)
+    if src == "test":
+        sb.number_input(f"Digit {n}: shipped test digit (0–{n_digits - 1})", 0, n_digits - 1, step=1,
+                        key=P + which)
 sb.number_input("Distortion seed", 0, ad.MAX_SEED, step=1, key=P + "seed",
                 help="Draws each digit's rotation, scale and position (independently per channel).")
 sb.button("Random pair", key=P + "random", on_click=_random_pair, icon=":material/casino:")
 sb.radio("Model", list(ad.MODEL_KEYS), format_func=ad.MODEL_LABELS.get, key=P + "model")
-state = ad.PageState(int(ss[P + "a"]), int(ss[P + "b"]), int(ss[P + "seed"]), ss[P + "model"])
+state = ad.PageState(int(ss[P + "a"]), int(ss[P + "b"]), int(ss[P + "seed"]), ss[P + "model"], ss[P + "src_a"],
+                     ss[P + "src_b"])
 common.sync_query_params(state.query())
 common.copy_link(sb, state.query())
 
 # --------------------------------------------------------------------------- data and models
 
-d1 = common.sample_image("mnist", state.a)
-d2 = common.sample_image("mnist", state.b)
-x = ad.make_pair(d1[..., 0], d2[..., 0], state.seed)
-l1, l2 = cat.digit_labels[state.a], cat.digit_labels[state.b]
-true_sum = l1 + l2 if l1 >= 0 and l2 >= 0 else None
+def _digit(which: str, index: int, src: str) -> tuple[np.ndarray, int | None]:
+    """Digit ``which`` ("a" | "b") as a 28×28 float image and its label (None when drawn)."""
+    if src == "draw":
+        drawing = ss.get(P + "drawing_" + which)
+        if drawing is None or float(np.max(drawing)) <= 0.0:
+            return np.zeros((28, 28), np.float32), None
+        return ex.prepare_digit(drawing)[0], None
+    label = cat.digit_labels[index]
+    return common.sample_image("mnist", index)[..., 0].astype(np.float32), (label if label >= 0 else None)
+
+
+(d1, l1), (d2, l2) = _digit("a", state.a, state.src_a), _digit("b", state.b, state.src_b)
+x = ad.make_pair(d1, d2, state.seed)
+true_sum = l1 + l2 if l1 is not None and l2 is not None else None
 
 entries = ad.find_checkpoints(ex.checkpoint_dir())
 views: dict[str, ad.PairView] = {}
@@ -102,11 +126,26 @@ elif view is None:
     why = "is not trained yet" if entry is None else f"could not be loaded ({entry.error})"
     st.info(f"The {label} {why}. Train it with `{ad.train_command(state.model)}`")
 
+drawn = [(which, n) for which, n in (("a", 1), ("b", 2)) if getattr(state, "src_" + which) == "draw"]
+if drawn:
+    pads = st.columns(2, gap="large")
+    for (which, n), col in zip(drawn, pads):
+        with col:
+            st.markdown(f"**Draw digit {n}** (light ink on black; it is centred like an MNIST digit, then "
+                        "rotated, scaled and moved by the distortion seed)")
+            try:
+                draw_digit(key=P + "pad_" + which, on_drawn=partial(_on_drawn, which), size=240)
+            except Exception as e:  # the pad must never take the page down
+                st.error(f"The drawing pad could not be shown ({type(e).__name__}: {e}). Pick a test digit instead.")
+            if (d1 if which == "a" else d2).max() <= 0:
+                st.info(f"Digit {n} is empty until you draw it.")
+
 left, right = st.columns([3, 2], gap="large")
 with left:
     theta = None if view is None else view.theta
     fig = ad.pair_figure(x[0].numpy(), theta,
-                         title=f"Input pair: {l1} + {l2}" + ("" if theta is None else f" — {label}'s boxes"))
+                         title=f"Input pair: {'drawn' if l1 is None else l1} + {'drawn' if l2 is None else l2}"
+                         + ("" if theta is None else f" — {label}'s boxes"))
     st.plotly_chart(fig, config=common.plot_config("addition-input"), key=P + "pair_fig")
     common.png_download(viz.png_bytes(ad.pair_image(x[0].numpy()), 8), "addition-pair.png",
                         label="Download the pair (PNG)", key=P + "png_pair")

@@ -502,16 +502,26 @@ def outputs_figure(outputs: np.ndarray, shares: np.ndarray | None = None, height
 
 @dataclass
 class PageState:
-    """The page's view: two shipped test-digit indices, the distortion seed and the model key."""
+    """The page's view: two shipped test-digit indices, the distortion seed, the model key, and
+    whether digit 1 / digit 2 is drawn by the user instead (``src_a`` / ``src_b``: "test" | "draw")."""
 
     a: int = 0
     b: int = 1
     seed: int = 0
     model: str = "2st-fcn"
+    src_a: str = "test"
+    src_b: str = "test"
 
     def query(self) -> dict[str, str]:
-        """Query parameters that reopen this view."""
-        return {"a": str(self.a), "b": str(self.b), "seed": str(self.seed), "model": self.model}
+        """Query parameters that reopen this view (a drawing itself is not in the link, only that
+        the digit is drawn)."""
+        q = {"a": str(self.a), "b": str(self.b), "seed": str(self.seed), "model": self.model}
+        q.update({f"src_{n}": "draw" for n in ("a", "b") if getattr(self, f"src_{n}") == "draw"})
+        return q
+
+
+#: Where each digit of the pair comes from.
+DIGIT_SOURCES = {"test": "Test digit", "draw": "Draw"}
 
 
 MAX_SEED = 2**31 - 1
@@ -540,6 +550,14 @@ def parse_state(query: Mapping[str, str], n_digits: int) -> tuple[PageState, lis
             st.model = m
         else:
             warns.append(f"Ignored model={m!r}: choose one of {', '.join(MODEL_KEYS)}.")
+    for name in ("src_a", "src_b"):
+        v = query.get(name)
+        if v in (None, ""):
+            continue
+        if v in DIGIT_SOURCES:
+            setattr(st, name, v)
+        else:
+            warns.append(f"Ignored {name}={v!r}: choose one of {', '.join(DIGIT_SOURCES)}.")
     return st, warns
 
 
@@ -736,6 +754,6 @@ def load_json(path: str | os.PathLike) -> dict:
 __all__ = ["Entry", "MODEL_KEYS", "MODEL_LABELS", "MODEL_SPECS", "PageState", "PairView", "Specialisation", "TASK",
            "comparison_rows", "optimizer_text", "verdict_lines", "box_focus", "TRACK_RADIUS", "CLEAN_SPLIT", "box_centres", "centre_distances",
            "ink_centroids", "to_pixels", "pair_image", "parse_state", "random_state",
-           "EMPTY_INK", "TRANSFORMER_COLOURS", "box_coverage", "find_checkpoints", "forward_views", "ink_shares", "make_pair",
+           "DIGIT_SOURCES", "EMPTY_INK", "TRANSFORMER_COLOURS", "box_coverage", "find_checkpoints", "forward_views", "ink_shares", "make_pair",
            "outputs_figure", "pair_figure", "pair_params", "paper_error", "results_markdown", "specialisation",
            "stem_name", "train_command", "transformers_of", "view_pair"]

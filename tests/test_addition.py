@@ -330,3 +330,10 @@ def test_box_centres_and_ink_centroids_in_normalised_coordinates():
     assert ad.to_pixels(0.2) == pytest.approx(4.2)
     proj = torch.tensor([[2.0, 0, 1.0], [0, 2.0, 0.5], [0, 0, 2.0]])[None, None]  # homogeneous: centre (0.5, 0.25)
     torch.testing.assert_close(ad.box_centres(proj)[0, 0], torch.tensor([0.5, 0.25], dtype=torch.float64))
+
+
+def test_page_state_keeps_drawn_digits_in_the_link():
+    st, warns = ad.parse_state({"a": "2", "src_a": "draw", "src_b": "paint"}, 500)
+    assert (st.src_a, st.src_b) == ("draw", "test") and warns == ["Ignored src_b='paint': choose one of test, draw."]
+    assert st.query()["src_a"] == "draw" and "src_b" not in st.query()
+    assert ad.parse_state(st.query(), 500) == (st, [])

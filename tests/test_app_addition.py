@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,28 @@ def test_bad_query_values_warn(monkeypatch, ckdir):
     warns = " ".join(w.value for w in at.warning)
     assert "a='99999'" in warns and "seed='x'" in warns and "model='nope'" in warns
     assert at.number_input(key="add_a").value == 0
+
+
+def test_drawn_digits_get_a_pad_and_no_true_sum(monkeypatch, ckdir):
+    """Digit 2 drawn (from the link): a pad for it, the pair without a true sum; the drawing
+    itself arrives through the pad's callback, here put straight into the session state."""
+    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    at = open_page(PAGE, {"a": "3", "src_b": "draw", "model": "2st-fcn"})
+    assert_no_exception(at)
+    assert at.radio(key="add_src_b").value == "draw" and at.radio(key="add_src_a").value == "test"
+    md = " ".join(m.value for m in at.markdown)
+    assert "Draw digit 2" in md and "Draw digit 1" not in md
+    assert "Digit 2 is empty until you draw it." in " ".join(i.value for i in at.info)
+    assert at.query_params["src_b"] in ("draw", ["draw"]) and "src_a" not in at.query_params
+    pad = np.zeros((28, 28), np.float32)
+    pad[6:22, 12:16] = 1.0                                         # a drawn "1"
+    at.session_state["add_drawing_b"] = pad
+    at.run()
+    assert_no_exception(at)
+    assert "Digit 2 is empty" not in " ".join(i.value for i in at.info)
+    title = json.dumps(_figs(at)[0]["layout"]["title"])
+    assert "+ drawn" in title
+    assert "true sum" not in md  # no label for a drawn digit: no ✓ / ✗
+    at.radio(key="add_src_a").set_value("draw").run()
+    assert_no_exception(at)
+    assert "Draw digit 1" in " ".join(m.value for m in at.markdown)

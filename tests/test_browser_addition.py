@@ -42,3 +42,40 @@ def test_addition_page_random_pair(browser, tmp_path, monkeypatch):
             after = element_pixels(page.locator(CHART).filter(has_text="Input pair").first)
             assert before.shape != after.shape or mean_abs_diff(before, after) > 0.5, "the pair did not change"
             save_full_page(page, SCREENSHOT_DIR / "addition-random.png")
+
+
+PAD = '[data-testid="draw-digit"] canvas'  # the drawing pad (custom component)
+
+
+def test_addition_page_draw_digit_two(browser, tmp_path, monkeypatch):
+    """Digit 2 drawn with real mouse events on its pad: the pair's title says "drawn" and the
+    picture changes; no error box."""
+    from test_app_addition import make_tiny_addition_checkpoint  # tests/ is on sys.path
+
+    make_tiny_addition_checkpoint(tmp_path, "2st-fcn")
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))
+    with streamlit_server() as server:
+        with fresh_page(browser) as page:
+            open_page(page, server.url, "/addition?a=3&b=7&seed=1&model=2st-fcn&src_b=draw")
+            pad = page.locator(PAD).first
+            pad.wait_for(state="visible", timeout=60_000)
+            wait_idle(page)
+            assert_clean(page, "/addition with digit 2 to draw")
+            pair = page.locator(CHART).filter(has_text="Input pair").first
+            page.mouse.move(1, 1)
+            blank = element_pixels(pair)
+            box = pad.bounding_box()
+            assert box is not None, "drawing pad not visible"
+            x = box["x"] + box["width"] * 0.5
+            page.mouse.move(x, box["y"] + box["height"] * 0.2)
+            page.mouse.down()
+            page.mouse.move(x + 10, box["y"] + box["height"] * 0.8, steps=15)
+            page.mouse.up()
+            page.get_by_text("Digit 2 is empty", exact=False).wait_for(state="detached", timeout=60_000)
+            wait_idle(page)
+            assert_clean(page, "/addition after drawing digit 2")
+            page.mouse.move(1, 1)
+            page.wait_for_timeout(500)
+            after = element_pixels(page.locator(CHART).filter(has_text="Input pair").first)
+            assert blank.shape != after.shape or mean_abs_diff(blank, after) > 0.5, "drawing did not change the pair"
+            save_full_page(page, SCREENSHOT_DIR / "addition-drawn.png")
