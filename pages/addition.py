@@ -168,14 +168,15 @@ if view is not None:
                                            title="Probability of each sum", height=300),
                     config=common.plot_config("addition-probabilities"), key=P + "prob_fig")
 
+
 def _px(d: float) -> str:
     return f"{d:.1f} px" if np.isfinite(d) else "— (no ink)"
 
 
 if view is not None and view.outputs is not None:
     k = view.outputs.shape[0]
+    focus = [ad.box_focus(view.distances[i], float(view.ink[i])) for i in range(k)]
     if k >= 2:
-        focus = [ad.box_focus(view.distances[i], float(view.ink[i])) for i in range(k)]
         split = len(set(focus)) == len(focus) and all(f.startswith("digit") for f in focus)
         px = ad.to_pixels(view.distances)
         st.markdown("On this pair: " + ", ".join(
@@ -189,11 +190,12 @@ if view is not None and view.outputs is not None:
             + " — " + ("each transformer has taken a different digit." if split else "they have not split the pair here.")
             + f" (A box is centred on a digit when its centre lies within {ad.to_pixels(ad.TRACK_RADIUS):.1f} px of "
               "that digit's ink centre: ✕ marks each digit's centre, ● each box's.)", unsafe_allow_html=True)
-    st.plotly_chart(ad.outputs_figure(view.outputs, view.shares), config=common.plot_config("addition-outputs"),
+    st.plotly_chart(ad.outputs_figure(view.outputs, focus), config=common.plot_config("addition-outputs"),
                     key=P + "out_fig")
-    st.caption("Above each output: the share of its ink from each channel (a digit-sized box also shows whatever "
-               "part of the other digit lies under it). Whole-test-set numbers (where each box is centred, how "
-               "often the two transformers are on different digits): results/mnist-addition.md "
+    st.caption("Each transformer warps both channels with its one θ; \"its digit\" marks the channel whose digit "
+               "its box is centred on (there the digit comes out upright and centred). A digit-sized box also "
+               "shows whatever part of the other channel's digit lies under it. Whole-test-set numbers (where each "
+               "box is centred, how often the two transformers are on different digits): results/mnist-addition.md "
                "(`python scripts/make_addition_results.py`).")
 elif view is not None:
     st.caption(f"The {label} has no spatial transformer: it must find both digits with its own layers.")

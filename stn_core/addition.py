@@ -469,9 +469,10 @@ def pair_figure(x: np.ndarray, theta: np.ndarray | None = None, title: str = "In
     return fig
 
 
-def outputs_figure(outputs: np.ndarray, shares: np.ndarray | None = None, height: int = 330):
+def outputs_figure(outputs: np.ndarray, focus: Sequence[str] | None = None, height: int = 330):
     """Each transformer's output ``(K, 2, S, S)`` in one row: for each transformer its two
-    channels, titled in the transformer's colour with the channel's share of its ink."""
+    channels, titled in the transformer's colour; ``focus`` (per transformer, :func:`box_focus`)
+    marks the channel of the digit its box is centred on with "its digit"."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -480,10 +481,9 @@ def outputs_figure(outputs: np.ndarray, shares: np.ndarray | None = None, height
     titles = []
     for i in range(k):
         for c in range(2):
-            sh = None if shares is None else (shares[i] if c == 0 else 1 - shares[i])
-            extra = "" if sh is None else f": {100 * sh:.0f}% of its ink"
+            mine = focus is not None and i < len(focus) and focus[i] == f"digit {c + 1}"
             titles.append(f"<span style='color:{TRANSFORMER_COLOURS[i % 2]}'><b>transformer {i + 1}</b></span>"
-                          f"<br>channel {c + 1}{extra}")
+                          f"<br>channel {c + 1}" + (" · <b>its digit</b>" if mine else ""))
     fig = make_subplots(1, 2 * k, subplot_titles=titles, horizontal_spacing=0.02)
     for i in range(k):
         for c in range(2):

@@ -337,3 +337,11 @@ def test_page_state_keeps_drawn_digits_in_the_link():
     assert (st.src_a, st.src_b) == ("draw", "test") and warns == ["Ignored src_b='paint': choose one of test, draw."]
     assert st.query()["src_a"] == "draw" and "src_b" not in st.query()
     assert ad.parse_state(st.query(), 500) == (st, [])
+
+
+def test_outputs_figure_marks_the_channel_each_box_is_centred_on():
+    fig = ad.outputs_figure(np.zeros((2, 2, 42, 42)), ["digit 1", "neither digit"])
+    titles = [a.text for a in fig.layout.annotations]
+    assert len(titles) == 4 and "its digit" in titles[0]
+    assert not any("its digit" in t for t in titles[1:])
+    assert not any("its digit" in a.text for a in ad.outputs_figure(np.zeros((1, 2, 42, 42))).layout.annotations)
