@@ -540,8 +540,12 @@ def step_dcn() -> dict[str, str]:
                 st.plotly_chart(tour.taps_figure(x, np.asarray(regular), np.asarray(pts), "deformed taps (DCN)",
                                                  f"Deformable conv, layer 1 ({k}×{k}): its own offsets here"),
                                 config=_cfg("taps-dcn"), key="tour_fig_taps_dcn")
+                sizes = ", ".join(f"{name} {float(np.mean(dcn_lab.offset_magnitude_map(view, None, i))):.2f} px"
+                                  for i, name in enumerate(dcn_lab.layer_names(view)))
                 st.caption("Blue: where the deformable kernel at this position reads (offsets predicted per position); "
-                           "move the position to see them change.")
+                           "move the position to see them change. How far this trained DCN moves its taps on this "
+                           f"digit (mean |Δp| over all positions and taps, in pixels of each layer's input): {sizes}. "
+                           "The STN vs deformable conv page shows every layer.")
                 done = True
             except (CheckpointError, OSError, ValueError) as e:
                 st.error(f"The deformable CNN `checkpoints/{dcn_name}` could not be loaded: {e}")

@@ -124,6 +124,8 @@ def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp
         infos = " ".join(i.value for i in at.info)
         assert "not available yet" not in infos, infos
     assert any("deformable" in str(c.proto.spec).lower() for c in at.get("plotly_chart"))
+    caps = " ".join(c.value for c in at.caption)
+    assert "mean |Δp|" in caps and "conv 1 (9×9)" in caps and "conv 2 (7×7)" in caps
 
 
 
