@@ -169,7 +169,7 @@ def main() -> None:
             pred = L.stn_view(model, x)
             a, b = st.columns(2)
             a.plotly_chart(viz.region_figure(x, pred.region, pred.grid if pred.kind == "tps" else None, pred.ctrl,
-                                             title="sampled region over the input", height=FIG_H),
+                                             title="sampled region", height=FIG_H),
                            config=common.plot_config(f"stn-region-{dist}"), key=_k("fig_region"))
             b.plotly_chart(viz.image_panel(pred.output, "canonical output V", height=FIG_H),
                            config=common.plot_config(f"stn-output-{dist}"), key=_k("fig_out"))
