@@ -225,6 +225,29 @@ def element_pixels(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
+#: The drawing pad (custom component ``components.draw_digit``).
+PAD = '[data-testid="draw-digit"] canvas'
+
+
+def draw_stroke(page, pad) -> None:
+    """Draw one near-vertical stroke (a "1") on the drawing pad ``pad`` with real mouse events."""
+    box = pad.bounding_box()
+    assert box is not None, "drawing pad not visible"
+    x = box["x"] + box["width"] * 0.5
+    page.mouse.move(x, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(x + 10, box["y"] + box["height"] * 0.8, steps=15)
+    page.mouse.up()
+
+
+def settled_pixels(page, locator, wait_ms: int = 500) -> np.ndarray:
+    """:func:`element_pixels` of ``locator`` after moving the mouse off the page (no hover
+    overlay) and a short wait for the chart to redraw."""
+    page.mouse.move(1, 1)
+    page.wait_for_timeout(wait_ms)
+    return element_pixels(locator)
+
+
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute per-channel difference (0..255) of two RGB images.
     Different sizes (layout change) count as maximally different."""

@@ -20,7 +20,9 @@ import pytest
 
 from browser_util import (
     CHROMIUM_PATH,
+    PAD,
     SCREENSHOT_DIR,
+    draw_stroke,
     element_pixels,
     error_texts,
     in_ci,
@@ -333,7 +335,6 @@ def test_sampler_slider_and_experiment(app_server, page):
 # --------------------------------------------------------------------------- trained model explorer
 
 EXPLORER_INPUT_TITLE = "(a) input"  # the Figure 1 input chart (pages/explorer.py)
-PAD = '[data-testid="draw-digit"] canvas'  # the drawing pad (custom component)
 
 
 def test_explorer_controls_and_drawing(browser, tmp_path, monkeypatch):
@@ -364,13 +365,7 @@ def test_explorer_controls_and_drawing(browser, tmp_path, monkeypatch):
             pad.wait_for(state="visible", timeout=30_000)
             wait_idle(page)
             blank = _settled_pixels(page, title=EXPLORER_INPUT_TITLE)
-            box = pad.bounding_box()
-            assert box is not None, "drawing pad not visible"
-            x = box["x"] + box["width"] * 0.5
-            page.mouse.move(x, box["y"] + box["height"] * 0.2)
-            page.mouse.down()
-            page.mouse.move(x + 10, box["y"] + box["height"] * 0.8, steps=15)
-            page.mouse.up()
+            draw_stroke(page, pad)
             drawn, diff = _wait_for_change(page, blank, title=EXPLORER_INPUT_TITLE)
             assert drawn is not None, f"drawing on the pad did not change the explorer's input (diff {diff:.2f})"
             _assert_clean(page, "/explorer after drawing")

@@ -3,8 +3,9 @@
 new pair (the URL follows) without an error box; screenshots in results/screenshots/addition-*.png."""
 from __future__ import annotations
 
-from browser_util import (SCREENSHOT_DIR, assert_clean, element_pixels, fresh_page, mean_abs_diff, open_page,
-                          query_params, require_browser, save_full_page, streamlit_server, wait_idle)
+from browser_util import (PAD, SCREENSHOT_DIR, assert_clean, draw_stroke, element_pixels, fresh_page, mean_abs_diff,
+                          open_page, query_params, require_browser, save_full_page, settled_pixels, streamlit_server,
+                          wait_idle)
 
 require_browser()
 
@@ -37,14 +38,11 @@ def test_addition_page_random_pair(browser, tmp_path, monkeypatch):
                 arg=q0, timeout=60_000)
             wait_idle(page)
             assert_clean(page, "/addition after Random pair")
-            page.mouse.move(1, 1)
-            page.wait_for_timeout(500)
-            after = element_pixels(page.locator(CHART).filter(has_text="Input pair").first)
+            after = settled_pixels(page, page.locator(CHART).filter(has_text="Input pair").first)
             assert before.shape != after.shape or mean_abs_diff(before, after) > 0.5, "the pair did not change"
             save_full_page(page, SCREENSHOT_DIR / "addition-random.png")
 
 
-PAD = '[data-testid="draw-digit"] canvas'  # the drawing pad (custom component)
 
 
 def test_addition_page_draw_digit_two(browser, tmp_path, monkeypatch):
@@ -64,18 +62,10 @@ def test_addition_page_draw_digit_two(browser, tmp_path, monkeypatch):
             pair = page.locator(CHART).filter(has_text="Input pair").first
             page.mouse.move(1, 1)
             blank = element_pixels(pair)
-            box = pad.bounding_box()
-            assert box is not None, "drawing pad not visible"
-            x = box["x"] + box["width"] * 0.5
-            page.mouse.move(x, box["y"] + box["height"] * 0.2)
-            page.mouse.down()
-            page.mouse.move(x + 10, box["y"] + box["height"] * 0.8, steps=15)
-            page.mouse.up()
+            draw_stroke(page, pad)
             page.get_by_text("Digit 2 is empty", exact=False).wait_for(state="detached", timeout=60_000)
             wait_idle(page)
             assert_clean(page, "/addition after drawing digit 2")
-            page.mouse.move(1, 1)
-            page.wait_for_timeout(500)
-            after = element_pixels(page.locator(CHART).filter(has_text="Input pair").first)
+            after = settled_pixels(page, page.locator(CHART).filter(has_text="Input pair").first)
             assert blank.shape != after.shape or mean_abs_diff(blank, after) > 0.5, "drawing did not change the pair"
             save_full_page(page, SCREENSHOT_DIR / "addition-drawn.png")
