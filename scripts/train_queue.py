@@ -1,8 +1,9 @@
 """Shared queue runner of the training scripts (scripts/train_table1.py, scripts/train_addition.py).
 
-Runs ``python -m stn_core.train`` commands one after another from the repo root: skips runs whose
-checkpoint JSON says ``"final": true``, and with a time limit passes each run the seconds left
-(``--time-limit``) and stops when fewer than 60 s are left.
+Runs ``python -m stn_core.train`` commands from the repo root, one after another or (``jobs`` > 1,
+e.g. on a GPU) several at once: skips runs whose checkpoint JSON says ``"final": true``, and with a
+time limit passes each run the seconds left (``--time-limit``) and starts none when fewer than 60 s
+are left.
 """
 
 from __future__ import annotations
@@ -24,20 +25,57 @@ def is_final(stem: Path) -> bool:
         return False
 
 
-def run_queue(jobs: Iterable[tuple[Path, Callable[[], list[str]]]], time_limit: float | None) -> None:
+def _command_or_none(stem: Path, make_cmd: Callable[[], list[str]], start: float,
+                     time_limit: float | None) -> list[str] | None:
+    """The run's command with the seconds left appended, or None when no run should start."""
+    if is_final(stem):
+        print(f"done already: {stem.name}", flush=True)
+        return None
+    cmd = make_cmd()
+    if time_limit is not None:
+        left = time_limit - (time.time() - start)
+        if left < 60:
+            print(f"time limit reached: not starting {stem.name}", flush=True)
+            return None
+        cmd += ["--time-limit", str(int(left))]
+    return cmd
+
+
+def run_queue(jobs: Iterable[tuple[Path, Callable[[], list[str]]]], time_limit: float | None,
+              parallel: int = 1, log_dir: Path | None = None) -> None:
     """Run each job's command (built lazily, so ``--resume`` sees the current files) unless its
-    checkpoint stem is final; raises CalledProcessError when a run fails."""
+    checkpoint stem is final. ``parallel`` > 1 keeps that many runs going at once, each writing its
+    output to ``log_dir/<stem name>.log``. Raises CalledProcessError when a run fails (in parallel
+    mode: after the others have ended)."""
     start = time.time()
-    for stem, make_cmd in jobs:
-        if is_final(stem):
-            print(f"done already: {stem.name}", flush=True)
-            continue
-        cmd = make_cmd()
-        if time_limit is not None:
-            left = time_limit - (time.time() - start)
-            if left < 60:
-                print("time limit reached", flush=True)
-                return
-            cmd += ["--time-limit", str(int(left))]
-        print("$", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True)
+    if parallel <= 1:
+        for stem, make_cmd in jobs:
+            cmd = _command_or_none(stem, make_cmd, start, time_limit)
+            if cmd is not None:
+                print("$", " ".join(cmd[1:]), flush=True)
+                subprocess.run(cmd, cwd=ROOT, check=True)
+        return
+    log_dir = Path(log_dir or ROOT / "runs" / "logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pending, running, failed = list(jobs), [], []
+    while pending or running:
+        while pending and len(running) < parallel:
+            stem, make_cmd = pending.pop(0)
+            cmd = _command_or_none(stem, make_cmd, start, time_limit)
+            if cmd is None:
+                continue
+            log = open(log_dir / f"{stem.name}.log", "w")
+            print("$", " ".join(cmd[1:]), f"> {log.name}", flush=True)
+            running.append((stem, cmd, log, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
+        time.sleep(0.5)
+        for item in [r for r in running if r[3].poll() is not None]:
+            stem, cmd, log, proc = item
+            running.remove(item)
+            log.close()
+            tail = Path(log.name).read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            print(f"{'ended' if proc.returncode == 0 else 'FAILED'} ({proc.returncode}) after "
+                  f"{time.time() - start:.0f} s: {stem.name}: {tail[0][:300]}", flush=True)
+            if proc.returncode:
+                failed.append(subprocess.CalledProcessError(proc.returncode, cmd))
+    if failed:
+        raise failed[0]

@@ -1,11 +1,14 @@
 """Train the Table 1 models one after another (skips finished runs, resumes unfinished ones).
 
-    python scripts/train_table1.py [--tasks rts r p e] [--families fcn cnn] [--time-limit 3600]
+    python scripts/train_table1.py [--tasks rts r p e] [--families fcn cnn] [--models ...]
+                                   [--time-limit 3600] [--jobs 1] [--steps N]
 
 Each run is one `python -m stn_core.train` command, written to checkpoints/ under the issue's
 names (mnist_<task>_<model>.safetensors + .json); the command is recorded in the JSON. The
 schedule is shortened from the paper's 150k steps to fit a 2-core CPU (see SCHEDULES); the
-JSONs and results/table1.md say so.
+JSONs and results/table1.md say so. ``--jobs N`` keeps N runs going at once (on a GPU, where one
+small run leaves the card mostly idle; logs in runs/logs/); ``--steps N`` gives the chosen runs a
+longer (or shorter) schedule, evaluated every N/10 steps.
 """
 
 from __future__ import annotations
@@ -37,12 +40,21 @@ def family(name: str) -> str:
     return "cnn" if MODELS[name][0] in ("cnn", "st-cnn", "dcn") else "fcn"
 
 
-def command(task: str, name: str, stem: Path, threads: int) -> list[str]:
+def schedule(name: str, steps: int | None = None) -> list[str]:
+    """The schedule flags of model ``name``: its family's, with ``steps`` (and eval every steps/10) if given."""
+    flags = list(SCHEDULES[family(name)])
+    if steps is not None:
+        flags[flags.index("--steps") + 1] = str(steps)
+        flags[flags.index("--eval-every") + 1] = str(max(1, steps // 10))
+    return flags
+
+
+def command(task: str, name: str, stem: Path, threads: int, steps: int | None = None) -> list[str]:
     model, transform = MODELS[name]
     cmd = [sys.executable, "-m", "stn_core.train", "--task", f"mnist-{task}", "--model", model]
     if transform:
         cmd += ["--transform", transform]
-    cmd += SCHEDULES[family(name)] + ["--seed", "0", "--threads", str(threads), "--out", str(stem.relative_to(ROOT)),
+    cmd += schedule(name, steps) + ["--seed", "0", "--threads", str(threads), "--out", str(stem.relative_to(ROOT)),
                                        "--no-progress"]
     if stem.with_suffix(".json").exists():
         cmd.append("--resume")
@@ -56,11 +68,16 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (logs in runs/logs/)")
+    ap.add_argument("--steps", type=int, default=None, help="steps of every chosen run (default: its family's)")
+    ap.add_argument("--out-dir", default="checkpoints", help="folder of the checkpoints, relative to the repo")
     args = ap.parse_args()
-    jobs = [(stem, lambda task=task, name=name, stem=stem: command(task, name, stem, args.threads))
+    if args.steps is not None and args.steps < 1:
+        ap.error("--steps must be positive")
+    jobs = [(stem, lambda task=task, name=name, stem=stem: command(task, name, stem, args.threads, args.steps))
             for task in args.tasks for name in args.models if family(name) in args.families
-            for stem in [ROOT / "checkpoints" / f"mnist_{task}_{name}"]]
-    run_queue(jobs, args.time_limit)
+            for stem in [ROOT / args.out_dir / f"mnist_{task}_{name}"]]
+    run_queue(jobs, args.time_limit, parallel=args.jobs, log_dir=ROOT / "runs" / "logs" / Path(args.out_dir).name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""scripts/train_queue.py and scripts/train_table1.py: the queue of training runs (serial or side by side)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import train_queue as Q  # noqa: E402
+import train_table1 as T1  # noqa: E402
+
+
+def _job(stem: Path, code: str):
+    return stem, lambda: [sys.executable, "-c", code]
+
+
+def test_parallel_queue_runs_jobs_side_by_side_and_skips_final_ones(tmp_path, capsys):
+    done = tmp_path / "done"
+    done.with_suffix(".json").write_text(json.dumps({"final": True}))
+    marker = tmp_path / "started"
+    marker.mkdir()
+    # each job waits (up to 20 s) until both have started: a serial queue would never finish them
+    m = repr(str(marker))
+    wait = (f"import os, time\nopen(os.path.join({m}, str(os.getpid())), 'w').close()\nt = time.time()\n"
+            f"while len(os.listdir({m})) < 2 and time.time() - t < 20:\n    time.sleep(0.05)\n"
+            f"print('both started' if len(os.listdir({m})) >= 2 else 'alone')")
+    jobs = [_job(tmp_path / "a", wait), _job(tmp_path / "b", wait), _job(done, "raise SystemExit(3)")]
+    Q.run_queue(jobs, None, parallel=2, log_dir=tmp_path / "logs")
+    out = capsys.readouterr().out
+    assert "done already: done" in out and out.count("ended (0)") == 2
+    for name in ("a", "b"):
+        assert (tmp_path / "logs" / f"{name}.log").read_text().strip() == "both started"
+
+
+def test_parallel_queue_reports_a_failed_run_after_the_others(tmp_path):
+    jobs = [_job(tmp_path / "bad", "raise SystemExit(3)"), _job(tmp_path / "good", "print('fine')")]
+    with pytest.raises(subprocess.CalledProcessError):
+        Q.run_queue(jobs, None, parallel=2, log_dir=tmp_path / "logs")
+    assert (tmp_path / "logs" / "good.log").read_text().strip() == "fine"
+
+
+def test_time_limit_is_passed_on_and_stops_new_runs(tmp_path, capsys):
+    cmd = Q._command_or_none(tmp_path / "x", lambda: ["python", "run"], start=0.0, time_limit=1e12)
+    assert cmd[:2] == ["python", "run"] and cmd[2] == "--time-limit" and int(cmd[3]) > 60
+    import time
+    assert Q._command_or_none(tmp_path / "x", lambda: ["python"], start=time.time(), time_limit=30) is None
+    assert "time limit reached" in capsys.readouterr().out
+
+
+def test_table_schedules_and_a_longer_one():
+    assert T1.schedule("st-cnn-tps")[:2] == ["--steps", "3000"] and T1.schedule("st-fcn-aff")[:2] == ["--steps", "20000"]
+    long = T1.schedule("dcn", 12000)
+    assert long[long.index("--steps") + 1] == "12000" and long[long.index("--eval-every") + 1] == "1200"
+    assert long[long.index("--lr") + 1] == "0.01"  # only the length changes
+    cmd = T1.command("rts", "st-cnn-aff", ROOT / "checkpoints" / "long" / "mnist_rts_st-cnn-aff", 1, 12000)
+    assert cmd[cmd.index("--out") + 1] == "checkpoints/long/mnist_rts_st-cnn-aff"
+    assert cmd[cmd.index("--transform") + 1] == "affine"
