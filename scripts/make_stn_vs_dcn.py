@@ -1,7 +1,8 @@
 """Write results/stn-vs-dcn.md (+ .json for the app): spatial transformer vs deformable convolution.
 
 Usage: python scripts/make_stn_vs_dcn.py [--repeats 3] [--batch 256] [--threads 1] [--checkpoints DIR]
-                                         [--out results/stn-vs-dcn.md] [--no-cuda]
+                                         [--out results/stn-vs-dcn.md] [--no-cuda] [--devices cpu cuda]
+                                         [--save-timings FILE] [--timings-from FILE]
 
 For each distortion (R, RTS, P, E): the test error of the CNN, ST-CNN Aff, ST-CNN TPS and DCN read
 from the checkpoint JSONs (``not trained yet`` where a checkpoint is missing; the command that
@@ -11,6 +12,12 @@ forward+backward time of one batch, all four models timed round-robin in one run
 input size, as ratios to the plain CNN, on this CPU (the DCN with backend "auto": the sampled
 grid_sample path) and on CUDA when available (the DCN on torchvision's kernel); and the cost of
 TPS grid generation against affine. Both files are written atomically.
+
+This machine has no GPU, so the CUDA columns come from a run on a GPU machine:
+``python scripts/make_stn_vs_dcn.py --devices cuda --save-timings results/stn-vs-dcn-cuda.json``
+there, then ``--timings-from results/stn-vs-dcn-cuda.json`` here, which takes the timings of every
+device this run does not measure from that file (its command, GPU and torch version are printed
+beside them).
 """
 
 from __future__ import annotations
@@ -70,6 +77,41 @@ def time_models(side: int, batch: int, repeats: int, device: torch.device) -> di
     return {k: {"fwd_ms": fwd[k], "fwd_bwd_ms": fb[k]} for k in models}
 
 
+def device_name(dev: str) -> str:
+    """Human name of the machine's ``dev`` ("cpu" / "cuda")."""
+    if dev == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def save_timings(path: Path, timings: dict[str, dict[int, dict]], command: str, a: argparse.Namespace) -> None:
+    """Write ``timings`` with where and how they were measured (read back by ``load_timings``)."""
+    rec = {"command": command, "batch": a.batch, "repeats": a.repeats, "torch": torch.__version__,
+           "device_names": {dev: device_name(dev) for dev in timings},
+           "timings": {dev: {str(side): t for side, t in per_side.items()} for dev, per_side in timings.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(rec, indent=1) + "\n").encode("utf-8"))
+    print(f"wrote {path}", flush=True)
+
+
+def load_timings(path: Path, timings: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    """Add to ``timings`` (in place) each device of the ``save_timings`` file ``path`` that this run did
+    not measure; returns {device: that file's provenance} for the devices added."""
+    try:
+        rec = json.loads(path.read_text())
+        src = {k: rec[k] for k in ("command", "batch", "repeats", "torch", "device_names")}
+        per_dev = rec["timings"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: cannot read timings from {path}: {e}") from None
+    added = {}
+    for dev, per_side in per_dev.items():
+        if dev in timings:
+            continue
+        timings[dev] = {int(side): t for side, t in per_side.items()}
+        added[dev] = {**src, "file": str(path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path)}
+    return added
+
+
 def _err_cell(meta: dict | None, why: str | None) -> tuple[str, float | None]:
     if meta is None:
         return (why or "not trained yet"), None
@@ -89,11 +131,22 @@ def main(argv: list[str] | None = None) -> Path:
                     help=f"checkpoint folder (default: ${ex.ENV_CHECKPOINTS} or <repo>/checkpoints)")
     ap.add_argument("--out", default=str(ROOT / "results" / "stn-vs-dcn.md"))
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA timings even when a GPU is present")
+    ap.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=None,
+                    help="devices to time (default: cpu, and cuda when available)")
+    ap.add_argument("--save-timings", default=None, help="also write this run's timings as JSON to this file")
+    ap.add_argument("--timings-from", default=None,
+                    help="JSON from --save-timings (e.g. of a GPU machine): timings of the devices not measured here")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     folder = Path(a.checkpoints) if a.checkpoints else ex.checkpoint_dir()
     command = "python scripts/make_stn_vs_dcn.py" + (" " + shlex.join(argv) if argv else "")
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() and not a.no_cuda else [])
+    if a.devices is not None:
+        if "cuda" in a.devices and not torch.cuda.is_available():
+            ap.error("--devices cuda: CUDA is not available on this machine")
+        devices = [torch.device(d) for d in a.devices]
+    else:
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() and not a.no_cuda
+                                           else [])
 
     sides = sorted({input_size(ex.DIST_TASK[d]) for d in ex.DISTORTIONS})
     timings: dict[str, dict[int, dict]] = {}
@@ -102,11 +155,14 @@ def main(argv: list[str] | None = None) -> Path:
         for side in sides:
             print(f"timing {side}×{side} on {dev.type} …", flush=True)
             timings[dev.type][side] = time_models(side, a.batch, a.repeats, dev)
+    if a.save_timings:
+        save_timings(Path(a.save_timings), timings, command, a)
+    imported = load_timings(Path(a.timings_from), timings) if a.timings_from else {}
     print("timing the grid generators …", flush=True)
     grids = {side: grid_costs(a.batch, side, max(10, 4 * a.repeats)) for side in sides}
 
     data: dict = {"command": command, "batch": a.batch, "repeats": a.repeats, "threads": a.threads,
-                  "devices": [d.type for d in devices], "tasks": {}, "grid": {}}
+                  "devices": list(timings), "tasks": {}, "grid": {}}
     lines = [
         "# Spatial transformer vs deformable convolution on distorted MNIST",
         "",
@@ -121,6 +177,10 @@ def main(argv: list[str] | None = None) -> Path:
         "sampled grid_sample path of stn_core.dcn; CUDA: torchvision's deform_conv2d)."
         + ("" if "cuda" in data["devices"] else " No CUDA device was available for this run."),
         "",
+        *[f"{dev.upper() if dev == 'cuda' else dev} timings: measured on {src['device_names'].get(dev, '?')} (torch "
+          f"{src['torch']}, batch {src['batch']}, median of {src['repeats']} repeats) by `{src['command']}`, read from "
+          f"`{src['file']}`." for dev, src in imported.items()],
+        *([""] if imported else []),
         "Reading the ratios: R, P and E share the 28×28 timings (same models, same input size). At 42×42 (RTS) the "
         "ST-CNNs' classifier sees the transformer output average-pooled to 21×21 (paper), so they are cheaper than "
         "the CNN, which sees all 42×42; the DCN, like the CNN, convolves the full 42×42 input. The few-ms grid "

@@ -200,3 +200,29 @@ def test_make_stn_vs_dcn_script(tmp_path):
     assert data["tasks"]["rts"]["cnn"]["fwd_bwd_ratio_cpu"] == 1.0
     assert data["tasks"]["r"]["dcn"]["predicted_per_image"] == 66368
     assert not list(out.parent.glob("*.tmp*"))
+
+
+def test_stn_vs_dcn_timings_travel_between_machines(tmp_path):
+    """--save-timings on one machine (a GPU), --timings-from on another: the devices not measured here
+    come from the file, with its provenance printed."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_stn_vs_dcn", root / "scripts" / "make_stn_vs_dcn.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t = {"fwd_ms": 1.0, "fwd_bwd_ms": 2.0}
+    saved = {"cpu": {28: {k: t for k in L.COMPARE_KEYS}}}
+    args = type("A", (), {"batch": 4, "repeats": 1})()
+    mod.save_timings(tmp_path / "t.json", saved, "python scripts/make_stn_vs_dcn.py --devices cpu", args)
+    rec = json.loads((tmp_path / "t.json").read_text())
+    rec["timings"]["cuda"] = rec["timings"].pop("cpu")  # as if measured on a GPU
+    rec["device_names"] = {"cuda": "Some GPU"}
+    (tmp_path / "t.json").write_text(json.dumps(rec))
+    here = {"cpu": {28: {k: {"fwd_ms": 5.0, "fwd_bwd_ms": 9.0} for k in L.COMPARE_KEYS}}}
+    added = mod.load_timings(tmp_path / "t.json", here)
+    assert set(here) == {"cpu", "cuda"} and here["cuda"][28]["dcn"] == t and here["cpu"][28]["dcn"]["fwd_ms"] == 5.0
+    assert added["cuda"]["device_names"]["cuda"] == "Some GPU" and added["cuda"]["batch"] == 4
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="cannot read timings"):
+        mod.load_timings(tmp_path / "bad.json", here)
