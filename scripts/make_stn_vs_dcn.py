@@ -184,7 +184,10 @@ def main(argv: list[str] | None = None) -> Path:
         "Reading the ratios: R, P and E share the 28×28 timings (same models, same input size). At 42×42 (RTS) the "
         "ST-CNNs' classifier sees the transformer output average-pooled to 21×21 (paper), so they are cheaper than "
         "the CNN, which sees all 42×42; the DCN, like the CNN, convolves the full 42×42 input. The few-ms grid "
-        "timings at the end are the noisiest numbers here.",
+        "timings at the end are the noisiest numbers here."
+        + (" On the GPU a batch of these small models takes a few milliseconds at most, so its ratios count kernel "
+           "launches (the ST's localisation net, grid and sampler are extra kernels) more than arithmetic."
+           if "cuda" in timings else ""),
         "",
     ]
     for dist in ex.DISTORTIONS:

@@ -120,3 +120,28 @@ def test_torchrun_two_processes_on_cpu(data_root, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     assert meta["test_error"] == pytest.approx(single["test_error"], abs=2.5)
+
+
+def test_check_checkpoints_reevaluates_the_recorded_error(data_root, tmp_path):
+    import importlib.util
+
+    ck = tmp_path / "ck"
+    T.main(_args(data_root, ck / "mnist_r_fcn", "--task", "mnist-r", "--model", "fcn", "--steps", "15", "--batch",
+                 "32", "--lr", "0.05", "--momentum", "0.9", "--test-limit", "100"))
+    T.main(_args(data_root, ck / "long" / "mnist_r_cnn", "--task", "mnist-r", "--model", "cnn", "--steps", "4",
+                 "--stop-at", "2", "--batch", "16", "--test-limit", "50"))
+    meta = json.loads((ck / "mnist_r_fcn.json").read_text())
+    spec = importlib.util.spec_from_file_location("check_checkpoints", ROOT / "scripts" / "check_checkpoints.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--checkpoints", str(ck), "--out", str(tmp_path / "check.md"), "--data-root", str(data_root),
+                    "--no-verify", "--threads", "1"])
+    text = out.read_text()
+    assert f"| mnist_r_fcn | cpu | {meta['test_error']:.2f} | {meta['test_error']:.2f} | 0 |  |" in text
+    assert "| long/mnist_r_cnn | cpu | — | — | — | not final: skipped |" in text
+    assert "1 of 2 checkpoints re-evaluated; largest difference: 0 digit(s)" in text
+    # weights that no longer give the recorded error show up as a difference
+    meta["test_error"] = meta["test_error"] + 3.0  # 3 % of 100 digits
+    (ck / "mnist_r_fcn.json").write_text(json.dumps(meta))
+    assert "| -3 |" in mod.main(["--checkpoints", str(ck), "--out", str(tmp_path / "c2.md"), "--data-root",
+                                 str(data_root), "--no-verify"]).read_text()
