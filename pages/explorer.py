@@ -160,6 +160,16 @@ def _table1(found) -> None:
     with st.expander("Checkpoints, the commands that made them, and how our schedule differs from the paper's"):
         st.markdown(ex.table1_details(cells))
         st.markdown(ex.schedule_markdown(cells))
+    if not any(c.status == "done" for row in cells for c in row):
+        return
+    folder = ex.checkpoint_dir()
+    long_md = ex.longer_schedule_markdown(folder, cells)
+    with st.expander("How close to the paper: the goals, checked from these numbers"
+                     + (", and a longer schedule" if long_md else "")):
+        st.markdown(ex.goals_markdown(cells, ex.discover(folder / ex.LONG_SUBDIR)))
+        if long_md:
+            st.markdown("**Longer schedule** (`checkpoints/long/`): the same models with only `--steps` raised.")
+            st.markdown(long_md)
 
 
 # --------------------------------------------------------------------------- page

@@ -94,6 +94,18 @@ def test_figure1_with_tiny_checkpoints(monkeypatch, ckdir):
     assert len(pngs) == len(svgs) == 2  # one of each per gallery
     assert all(d.startswith(b"\x89PNG\r\n\x1a\n") for d in pngs) and all(d.startswith(b"<svg") for d in svgs)
     assert "mistakes in the first 500 test digits" in md and "| ST-CNN Aff | ours | not trained yet | **0.61** |" in md
+    # the goals, checked from the same numbers, and no longer-schedule section without checkpoints/long
+    assert "| RTS | 0.61 (ST-CNN Aff) | 0.5 | +0.11 | yes | not all trained | not all trained |" in md
+    assert "Longer schedule" not in md
+
+
+def test_longer_schedule_runs_are_listed_beside_the_table(monkeypatch, tmp_path):
+    make_tiny_checkpoint(tmp_path, "rts", "st-cnn-aff", test_error=2.6)
+    make_tiny_checkpoint(tmp_path / ex.LONG_SUBDIR, "rts", "st-cnn-aff", test_error=1.1, samples_per_s=30000.0)
+    at = _open(monkeypatch, tmp_path)
+    md = _markdown(at)
+    assert "**Longer schedule**" in md and "| RTS | ST-CNN Aff | 50 × 32 | **1.10** | 2.60 | 0.5 |" in md
+    assert "the best RTS ST-CNN reaches 1.10 % (ST-CNN Aff)" in md
 
 
 def test_controls_change_the_input(monkeypatch, ckdir):
