@@ -181,7 +181,8 @@ def main() -> None:
                 "**Figure 1** live: (a) the input, (b) the region the spatial transformer samples, (c) what it "
                 "hands the classifier, (d) the prediction.")
     folder = ex.checkpoint_dir()
-    found = {**ex.discover(folder), **ex.discover_live(folder)}  # Table 1 models, then live-page runs
+    # Table 1 models, their longer-schedule runs, then live-page runs
+    found = {**ex.discover(folder), **ex.discover_long(folder), **ex.discover_live(folder)}
     if not found:
         _no_checkpoints(folder)
         _table1(found)
@@ -258,8 +259,10 @@ def main() -> None:
     # ---------------------------------------------------------------- inference
     pred = ex.predict(model, x)[0]
     contrast = None
-    cnn = found.get((dist, "cnn"))
-    if key != "cnn" and cnn is not None and cnn.usable:
+    # the plain CNN of the same schedule when there is one (a longer-schedule model against the longer CNN)
+    cnn_key = ex.LONG_PREFIX + "cnn" if ex.is_long(key) and (dist, ex.LONG_PREFIX + "cnn") in found else "cnn"
+    cnn = found.get((dist, cnn_key))
+    if ex.base_key(key) != "cnn" and cnn is not None and cnn.usable:
         try:
             contrast = ex.predict(_load(str(cnn.stem), cnn.version)[0], x)[0]
         except CheckpointError as e:
@@ -299,13 +302,13 @@ def main() -> None:
         with c_b:
             st.info(f"(b), (c): the {entry.label} has no spatial transformer; its classifier sees the input as it is.")
     with c_d:
-        series = [(entry.label, pred.probs)] + ([("CNN", contrast.probs)] if contrast is not None else [])
+        series = [(entry.label, pred.probs)] + ([(cnn.label, contrast.probs)] if contrast is not None else [])
         fig_d = viz.probability_figure(series, meta.get("classes"), label, title="(d) prediction", height=FIG_H)
         st.plotly_chart(fig_d, config=common.plot_config("explorer-d-prediction"), key="ex_fig_d")
     verdicts = [_verdict(entry.label, pred, label)]
     if contrast is not None:
-        verdicts.append(_verdict("the plain CNN", contrast, label))
-    elif key != "cnn":
+        verdicts.append(_verdict("the plain CNN" + (f" ({cnn.label})" if ex.is_long(cnn.key) else ""), contrast, label))
+    elif ex.base_key(key) != "cnn":
         verdicts.append(f"(no plain CNN trained on {ex.DIST_SHORT[dist]} yet, so no contrast)")
     if label is not None:
         verdicts.append(f"true class **{label}**")

@@ -64,11 +64,24 @@ _STEM_RE = re.compile(rf"^mnist_({'|'.join(DISTORTIONS)})_({'|'.join(MODEL_KEYS)
 #: Runs saved by the Live training page live in ``<checkpoint folder>/live/NAME``; their model
 #: keys are ``"live:NAME"`` (:func:`discover_live`). They are not part of Table 1.
 LIVE_SUBDIR, LIVE_PREFIX = "live", "live:"
+#: Table 1 models trained on a longer schedule than the table's live in ``<checkpoint folder>/long/`` under
+#: the table's names; their keys are ``"long:<table key>"`` (:func:`discover_long`). Not Table 1 cells.
+LONG_SUBDIR, LONG_PREFIX = "long", "long:"
 
 
 def is_live(key: str) -> bool:
     """True for the key of a checkpoint saved by the Live training page (``"live:NAME"``)."""
     return str(key).startswith(LIVE_PREFIX)
+
+
+def is_long(key: str) -> bool:
+    """True for the key of a longer-schedule run (``"long:st-cnn-aff"``)."""
+    return str(key).startswith(LONG_PREFIX)
+
+
+def base_key(key: str) -> str:
+    """The Table 1 model key of ``key``: ``"long:st-cnn-aff"`` → ``"st-cnn-aff"``; others unchanged."""
+    return key[len(LONG_PREFIX):] if is_long(key) else key
 
 
 def model_spec(key: str) -> tuple[str, str | None]:
@@ -115,13 +128,15 @@ def paper_error(dist: str, key: str) -> float | None:
     a small model trained for minutes is not the paper's setup)."""
     if is_live(key):
         return None
-    return PAPER_TABLE1.get(model_spec(key), {}).get(DIST_TASK[dist])
+    return PAPER_TABLE1.get(model_spec(base_key(key)), {}).get(DIST_TASK[dist])
 
 
 def train_command(dist: str, key: str, folder: str = "checkpoints") -> str:
     """The command that trains a checkpoint with the paper's schedule (the CLI's defaults)."""
     if is_live(key):
         return f"python -m stn_core.live --steps 1500 --out {folder}/{LIVE_SUBDIR}/{key[len(LIVE_PREFIX):]} --overwrite"
+    if is_long(key):
+        return train_command(dist, base_key(key), f"{folder}/{LONG_SUBDIR}")
     model, transform = model_spec(key)
     tr = f" --transform {transform}" if transform else ""
     return (f"python -m stn_core.train --task {DIST_TASK[dist]} --model {model}{tr} "
@@ -153,6 +168,10 @@ class Entry:
             t = m.get("transform")
             base = MODEL_LABELS.get(model_key(str(m.get("model")), t)) if t is None or t in TRANSFORM_SHORT else None
             return f"Live run {self.key[len(LIVE_PREFIX):]!r}" + (f" ({base})" if base else "")
+        if is_long(self.key):
+            steps = ((self.meta or {}).get("train_args") or {}).get("steps")
+            return f"{MODEL_LABELS[base_key(self.key)]}, " + (f"{steps:,} steps" if isinstance(steps, int)
+                                                              else "longer schedule")
         return MODEL_LABELS[self.key]
 
     @property
@@ -242,19 +261,31 @@ def discover_live(directory: str | os.PathLike | None = None) -> dict[tuple[str,
     return found
 
 
+def discover_long(directory: str | os.PathLike | None = None) -> dict[tuple[str, str], Entry]:
+    """The longer-schedule runs in ``<directory>/long/`` (default :func:`checkpoint_dir`), keyed by
+    ``(dist, "long:<table key>")`` in table order; never raises."""
+    folder = (checkpoint_dir() if directory is None else Path(directory)) / LONG_SUBDIR
+    return {(d, LONG_PREFIX + k): Entry(d, LONG_PREFIX + k, e.stem, e.meta, e.error, e.has_weights, e.version)
+            for (d, k), e in discover(folder).items()}
+
+
 def model_options(found: Mapping[tuple[str, str], Entry], dist: str) -> list[str]:
-    """Model keys found for ``dist``: the Table 1 models in table order, then live runs by name."""
-    return [k for k in MODEL_KEYS if (dist, k) in found] + sorted(k for d, k in found if d == dist and is_live(k))
+    """Model keys found for ``dist``: the Table 1 models in table order, then their longer-schedule
+    runs, then live runs by name."""
+    return ([k for k in MODEL_KEYS if (dist, k) in found] + [LONG_PREFIX + k for k in MODEL_KEYS
+                                                             if (dist, LONG_PREFIX + k) in found]
+            + sorted(k for d, k in found if d == dist and is_live(k)))
 
 
 def default_choice(found: Mapping[tuple[str, str], Entry]) -> tuple[str, str] | None:
-    """The (dist, key) to open first: the preferred model of the distortion with most usable
-    checkpoints (ties: table order); None when nothing is usable."""
+    """The (dist, key) to open first: the preferred model of the distortion with most usable Table 1
+    checkpoints (then most usable checkpoints of any kind; ties: table order); None when nothing is usable."""
     usable = [k for k, e in found.items() if e.usable]
     if not usable:
         return None
+    table = {d: sum(1 for dd, k in usable if dd == d and k in MODEL_KEYS) for d in DISTORTIONS}
     counts = {d: sum(1 for dd, _ in usable if dd == d) for d in DISTORTIONS}
-    dist = max(DISTORTIONS, key=lambda d: (counts[d], -DISTORTIONS.index(d)))
+    dist = max(DISTORTIONS, key=lambda d: (table[d], counts[d], -DISTORTIONS.index(d)))
     return dist, next((k for k in PREFERRED if (dist, k) in usable), next(k for d, k in usable if d == dist))
 
 
@@ -751,7 +782,7 @@ def table1_report(directory: str | os.PathLike | None = None, command: str = "py
     cells = table1_cells(directory, found)
     n_done = sum(c.status == "done" for row in cells for c in row)
     n_run = sum(c.status == "training" for row in cells for c in row)
-    long = discover(directory / LONG_SUBDIR)
+    long = discover(Path(directory) / LONG_SUBDIR)
     long_md = longer_schedule_markdown(directory, cells)
     return "\n\n".join([
         "# Table 1: distorted MNIST, test error (%)",
@@ -777,8 +808,6 @@ def table1_report(directory: str | os.PathLike | None = None, command: str = "py
     ]) + "\n"
 
 
-#: Subfolder of the checkpoint folder with runs of the CNN family on a longer schedule than the table's.
-LONG_SUBDIR = "long"
 #: Issue 4's goals: best ST-CNN within this many percentage points of the paper's best; the RTS ST-CNN at most this.
 GOAL_GAP_PP = 0.3
 GOAL_RTS_ST_CNN = 0.8
@@ -889,7 +918,7 @@ __all__ = [
     "CONTROL_NAMES", "Cell", "DISTORTIONS", "DIST_LABELS", "DIST_SHORT", "DIST_TASK", "ENV_CHECKPOINTS", "Entry",
     "MODEL_KEYS", "MODEL_LABELS", "Mistakes", "Prediction", "TestDigits", "checkpoint_dir", "controls_identity",
     "GOAL_GAP_PP", "GOAL_RTS_ST_CNN", "LONG_SUBDIR", "default_choice", "discover", "goals_markdown",
-    "longer_schedule_markdown", "discover_live", "distort", "is_live", "model_options", "find_mistakes", "forward_views", "lr_drop_steps", "model_key",
+    "longer_schedule_markdown", "discover_live", "discover_long", "is_long", "base_key", "LONG_PREFIX", "distort", "is_live", "model_options", "find_mistakes", "forward_views", "lr_drop_steps", "model_key",
     "model_spec", "paper_error", "parse_stem", "predict", "predict_probs", "prepare_digit", "read_entry",
     "region_outline", "sample_test_set", "schedule_markdown", "stem_name", "table1_cells", "table1_details", "table1_markdown",
     "table1_report", "test_digits", "to_canvas", "tps_map_points", "train_command", "training_status",

@@ -312,3 +312,21 @@ def test_parse_drawing():
         assert parse_drawing(bad) is None
     assert read_drawing("pad", {"pad": {"drawn": {"pixels": px}}})[14, 14] == 1.0
     assert read_drawing("pad", {}) is None
+
+
+def test_longer_schedule_runs_are_found_beside_the_table_models(tmp_path):
+    make_tiny_checkpoint(tmp_path, "r", "cnn", test_error=4.0)
+    make_tiny_checkpoint(tmp_path / ex.LONG_SUBDIR, "rts", "st-cnn-tps", test_error=1.3,
+                         train_args={"steps": 12000, "batch": 256, "lr": 0.01, "momentum": 0.9, "loc_lr_mult": 1.0})
+    make_tiny_checkpoint(tmp_path / ex.LONG_SUBDIR, "rts", "cnn", test_error=3.1)
+    long = ex.discover_long(tmp_path)
+    assert list(long) == [("rts", "long:cnn"), ("rts", "long:st-cnn-tps")]
+    e = long[("rts", "long:st-cnn-tps")]
+    assert e.usable and e.label == "ST-CNN TPS, 12,000 steps" and ex.base_key(e.key) == "st-cnn-tps"
+    assert ex.paper_error("rts", e.key) == 0.5  # the same model as the paper's, on another schedule
+    assert ex.train_command("rts", e.key).endswith("--out checkpoints/long/mnist_rts_st-cnn-tps")
+    found = {**ex.discover(tmp_path), **long}
+    assert ex.model_options(found, "rts") == ["long:cnn", "long:st-cnn-tps"]
+    # the page opens on the distortion with the most Table 1 models, not the one with the most extra runs
+    assert ex.default_choice(found) == ("r", "cnn")
+    assert ex.table1_cells(tmp_path)[1][1].status == "missing"  # Table 1's RTS CNN: not the long run
