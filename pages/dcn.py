@@ -234,9 +234,13 @@ def main() -> None:
     results = L.load_results()
     st.dataframe(L.comparison_rows(dist, results), hide_index=True)
     cmd = (results or {}).get("command", "python scripts/make_stn_vs_dcn.py")
+    gpu = ((results or {}).get("timing_sources") or {}).get("cuda") or {}
+    gpu_name = (gpu.get("device_names") or {}).get("cuda")
     st.caption(f"Numbers per image: computed from the models (stn_core.dcn_lab.predicted_numbers); test errors: the "
-               f"checkpoint JSONs; cost: forward+backward time per batch of 256 on this CPU relative to the plain "
-               f"CNN, from `{cmd}` (results/stn-vs-dcn.md" + ("" if results else ", not run yet") + ").")
+               f"checkpoint JSONs; cost: forward+backward time per batch of 256 relative to the plain CNN, on the "
+               f"CPU of the machine that ran `{cmd}`" + (f" and on an {gpu_name} (timings measured there by "
+               f"`{gpu.get('command')}`)" if gpu_name else "") + " (results/stn-vs-dcn.md"
+               + ("" if results else ", not run yet") + ").")
 
     params = {"dist": dist, "st": st_short, "src": src, "index": str(index)}
     if dcn_loaded is not None:

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> Path:
     grids = {side: grid_costs(a.batch, side, max(10, 4 * a.repeats)) for side in sides}
 
     data: dict = {"command": command, "batch": a.batch, "repeats": a.repeats, "threads": a.threads,
-                  "devices": list(timings), "tasks": {}, "grid": {}}
+                  "devices": list(timings), "timing_sources": imported, "tasks": {}, "grid": {}}
     lines = [
         "# Spatial transformer vs deformable convolution on distorted MNIST",
         "",

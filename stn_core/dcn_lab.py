@@ -549,9 +549,10 @@ def comparison_rows(dist: str, results: Mapping | None = None,
                     directory: str | os.PathLike | None = None) -> list[dict[str, str]]:
     """The page's side-by-side table for distortion ``dist``: one dict per model of
     :data:`COMPARE_KEYS` with "model", "predicts", "numbers per image", "warped map",
-    "fwd+bwd vs CNN (CPU)", "test error" — numbers from ``results`` (:func:`load_results`)
-    and the checkpoint JSONs, never typed by hand."""
+    "fwd+bwd vs CNN (CPU)" (and "(GPU)" when the results have CUDA timings), "test error" —
+    numbers from ``results`` (:func:`load_results`) and the checkpoint JSONs, never typed by hand."""
     res = (results or {}).get("tasks", {}).get(dist, {}) if results else {}
+    gpu = isinstance(res, Mapping) and any(isinstance(v, Mapping) and "fwd_bwd_ratio_cuda" in v for v in res.values())
     rows = []
     for key in COMPARE_KEYS:
         meta, why = read_meta(dist, key, directory)
@@ -563,6 +564,7 @@ def comparison_rows(dist: str, results: Mapping | None = None,
             "test error": f"{err:.2f} %" if err is not None else (why or "not trained yet"),
             "numbers per image": f"{n:,}",
             "fwd+bwd vs CNN (CPU)": _fmt_ratio(r.get("fwd_bwd_ratio_cpu")),
+            **({"fwd+bwd vs CNN (GPU)": _fmt_ratio(r.get("fwd_bwd_ratio_cuda"))} if gpu else {}),
             "warped map": WARPED_MAP[key],
             "predicts": WHAT_PREDICTED[key],
         })

@@ -173,6 +173,10 @@ def test_comparison_rows_read_the_checkpoints_and_results(tmp_path):
     assert rows["DCN"]["test error"] == "1.50 %" and rows["DCN"]["fwd+bwd vs CNN (CPU)"] == "3.46×"
     assert rows["ST-CNN Aff"]["test error"] == "0.90 %" and rows["ST-CNN Aff"]["numbers per image"] == "6"
     assert rows["CNN"]["test error"] == "not trained yet" and rows["CNN"]["fwd+bwd vs CNN (CPU)"] == "not measured"
+    assert "fwd+bwd vs CNN (GPU)" not in rows["DCN"]  # no CUDA timings in these results
+    res["tasks"]["r"]["dcn"]["fwd_bwd_ratio_cuda"] = 2.0
+    assert [r["fwd+bwd vs CNN (GPU)"] for r in L.comparison_rows("r", res, tmp_path)] == ["not measured"] * 3 + ["2.00×"]
+    del res["tasks"]["r"]["dcn"]["fwd_bwd_ratio_cuda"]
     assert "mnist_r_st-cnn-tps.json" in rows["ST-CNN TPS"]["test error"]
     assert L.read_meta("r", "dcn", tmp_path)[0]["model"] == "dcn"
     assert L.train_command("rts", "dcn") == "python -m stn_core.train --task mnist-rts --model dcn --out checkpoints/mnist_rts_dcn"
