@@ -13,6 +13,7 @@ location); buttons ``dcn_prev``, ``dcn_next``, ``dcn_reset``; drawing pad ``dcn_
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
@@ -232,7 +233,8 @@ def main() -> None:
     # ---------------------------------------------------------------- comparison
     st.subheader(f"Side by side on {ex.DIST_LABELS[dist]}")
     results = L.load_results()
-    st.dataframe(L.comparison_rows(dist, results), hide_index=True)
+    # a static table (wraps its text) rather than a scrolling grid, so every column shows on a projector
+    st.table(pd.DataFrame(L.comparison_rows(dist, results)).set_index("model"))
     cmd = (results or {}).get("command", "python scripts/make_stn_vs_dcn.py")
     gpu = ((results or {}).get("timing_sources") or {}).get("cuda") or {}
     gpu_name = (gpu.get("device_names") or {}).get("cuda")

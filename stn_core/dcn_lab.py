@@ -559,14 +559,14 @@ def comparison_rows(dist: str, results: Mapping | None = None,
         err = ex.training_status(meta)[0] if meta is not None else None
         r = res.get(key, {}) if isinstance(res, Mapping) else {}
         n = numbers_per_image(dist, key)
-        rows.append({
+        rows.append({  # the order: what is predicted, how many numbers, warped map?, cost; then the error
             "model": COMPARE_LABELS[key],
-            "test error": f"{err:.2f} %" if err is not None else (why or "not trained yet"),
+            "predicts": WHAT_PREDICTED[key],
             "numbers per image": f"{n:,}",
+            "warped map": WARPED_MAP[key],
             "fwd+bwd vs CNN (CPU)": _fmt_ratio(r.get("fwd_bwd_ratio_cpu")),
             **({"fwd+bwd vs CNN (GPU)": _fmt_ratio(r.get("fwd_bwd_ratio_cuda"))} if gpu else {}),
-            "warped map": WARPED_MAP[key],
-            "predicts": WHAT_PREDICTED[key],
+            "test error": f"{err:.2f} %" if err is not None else (why or "not trained yet"),
         })
     return rows
 

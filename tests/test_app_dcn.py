@@ -64,8 +64,8 @@ def test_no_checkpoints_explains_what_to_train(monkeypatch, tmp_path):
     assert "--model st-cnn --transform affine" in text
     assert not at.error
     # the comparison table is still there, with "not trained yet"
-    table = at.dataframe[0].value
-    assert list(table["model"]) == ["CNN", "ST-CNN Aff", "ST-CNN TPS", "DCN"]
+    table = at.table[0].value
+    assert list(table.index) == ["CNN", "ST-CNN Aff", "ST-CNN TPS", "DCN"]
     assert set(table["test error"]) == {"not trained yet"}
     assert table["numbers per image"].iloc[-1] == f"{2 * 81 * 34 * 34 + 2 * 49 * 11 * 11:,}"
 
@@ -88,7 +88,7 @@ def test_only_the_st_cnn_on_rts(monkeypatch, ckdir):
     assert "No DCN trained on RTS yet" in text and "mnist_rts_dcn" in text
     names = {t.get("name") for f in _figs(at) for t in f["data"]}
     assert "sampled region" in names and "output locations (click one)" not in names
-    assert "0.66 %" in list(at.dataframe[-1].value["test error"])
+    assert "0.66 %" in list(at.table[-1].value["test error"])
 
 
 def test_both_models_and_the_location_sliders(monkeypatch, ckdir):
@@ -113,7 +113,7 @@ def test_both_models_and_the_location_sliders(monkeypatch, ckdir):
     assert sum(1 for f in figs for t in f["data"] if t.get("type") == "heatmap") == 2  # offsets of both layers
     md = "\n".join(m.value for m in at.markdown)
     assert "DCN: **" in md and "ST-CNN Aff: **" in md
-    rows = at.dataframe[-1].value
+    rows = at.table[-1].value
     assert list(rows["test error"])[1] == "0.77 %" and list(rows["test error"])[3] == "1.11 %"
     # TPS is not trained on R: an info with its command, the DCN side still works
     at.radio(key="dcn_st").set_value("tps").run()
