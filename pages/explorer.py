@@ -162,11 +162,11 @@ def _table1(found) -> None:
         st.markdown(ex.schedule_markdown(cells))
     if not any(c.status == "done" for row in cells for c in row):
         return
-    folder = ex.checkpoint_dir()
-    long_md = ex.longer_schedule_markdown(folder, cells)
+    long = ex.long_runs(found)  # already discovered by the page: no second read of checkpoints/long
+    long_md = ex.longer_schedule_markdown(long, cells)
     with st.expander("How close to the paper: the goals, checked from these numbers"
                      + (", and a longer schedule" if long_md else "")):
-        st.markdown(ex.goals_markdown(cells, ex.discover(folder / ex.LONG_SUBDIR)))
+        st.markdown(ex.goals_markdown(cells, long))
         if long_md:
             st.markdown("**Longer schedule** (`checkpoints/long/`): the same models with only `--steps` raised.")
             st.markdown(long_md)

@@ -116,3 +116,12 @@ def test_longer_schedule_runs_are_reported_beside_the_table(tmp_path):
     assert "best RTS ST-CNN reaches 1.30 % (ST-CNN Aff); every error there falls by a factor of at least 2.0" in text
     assert "is 25–25 min per model" in text
     assert "## Longer schedule" not in ex.table1_report(tmp_path / "empty")
+
+
+def test_goals_skip_longer_runs_that_have_not_finished(tmp_path):
+    ck = tmp_path / "ck"
+    make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=2.6)
+    make_tiny_checkpoint(ck / ex.LONG_SUBDIR, "rts", "st-cnn-aff", final=False, test_error=None, steps=20)
+    text = ex.table1_report(ck)  # a run still training is listed, but is no evidence for the goals
+    assert "| RTS | ST-CNN Aff | 50 × 32 | training, step 20 of 50" in text
+    assert "What would close the gap" not in text
