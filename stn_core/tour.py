@@ -15,7 +15,6 @@ elsewhere: normalised [-1, 1], ``align_corners=False``; θ maps output → input
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch
 
 from . import explorer as ex
 from . import playground as pg
+from .checkpoints import CheckpointError, load_meta
 
 
 @dataclass(frozen=True)
@@ -173,10 +173,10 @@ def upright_cnn(size: int, directory: str | os.PathLike | None = None) -> Path |
         return None
     stem = checkpoint_stem(UPRIGHT_CNN, directory)
     try:
-        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = load_meta(stem)
+    except (CheckpointError, OSError):
         return None
-    ok = (isinstance(meta, dict) and meta.get("final") is True and meta.get("task") == "mnist"
+    ok = (meta.get("final") is True and meta.get("task") == "mnist"
           and meta.get("model") == "cnn" and meta.get("input_size") == int(size))
     return stem if ok else None
 
