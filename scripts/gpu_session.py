@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from train_queue import is_final  # noqa: E402
+from train_table1 import MODELS  # noqa: E402
 
 TASKS = ("r", "rts", "p", "e")
 LONG_MODELS = ("cnn", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps", "dcn")
@@ -74,7 +75,9 @@ class Session:
         return p.returncode
 
 
-def train_cmd(task: str, model: str, transform: str | None, steps: int, out: Path, test_limit: int | None) -> list[str]:
+def train_cmd(task: str, name: str, steps: int, out: Path, test_limit: int | None) -> list[str]:
+    """A short run of model ``name`` (a key of train_table1.MODELS) into ``out``, outside the table."""
+    model, transform = MODELS[name]
     cmd = [sys.executable, "-m", "stn_core.train", "--task", f"mnist-{task}", "--model", model, "--steps", str(steps),
            "--lr", "0.01", "--momentum", "0.9", "--seed", "0", "--threads", "1", "--out", str(out), "--no-progress",
            "--overwrite"]
@@ -95,7 +98,7 @@ def parallel(cmds: list[list[str]], cwd: Path) -> list[int]:
 
 def smoke(s: Session) -> bool:
     tmp = Path("/tmp/gpu_smoke")
-    cmds = [train_cmd("rts", "dcn", None, 5, tmp / "dcn", 256), train_cmd("e", "st-cnn", "tps", 5, tmp / "tps", 256)]
+    cmds = [train_cmd("rts", "dcn", 5, tmp / "dcn", 256), train_cmd("e", "st-cnn-tps", 5, tmp / "tps", 256)]
     s.say("smoke: 5 steps of the RTS DCN and the E ST-CNN TPS")
     return not any(parallel(cmds, ROOT))
 
@@ -110,9 +113,7 @@ def timings(s: Session) -> None:
 
 
 def checkpoint_stems(folder: Path) -> list[Path]:
-    return [folder / f"mnist_{t}_{m}" for t in TASKS
-            for m in ("fcn", "cnn", "st-fcn-aff", "st-fcn-proj", "st-fcn-tps", "st-cnn-aff", "st-cnn-proj",
-                      "st-cnn-tps", "dcn")]
+    return [folder / f"mnist_{t}_{m}" for t in TASKS for m in MODELS]
 
 
 def table_runs(s: Session) -> subprocess.Popen:
@@ -138,13 +139,11 @@ def cuda_tests(s: Session, all_files: bool = True) -> subprocess.Popen | None:
 
 def long_runs(s: Session) -> int | None:
     """Phase 4: the CNN family on the longest schedule that fits the time left (None: skipped)."""
-    models = {"cnn": ("cnn", None), "st-cnn-aff": ("st-cnn", "affine"), "st-cnn-proj": ("st-cnn", "projective"),
-              "st-cnn-tps": ("st-cnn", "tps"), "dcn": ("dcn", None)}
     cal_steps = 10 if s.dry else 200
     tasks, names = s.long_tasks, s.long_models
     cal = Path("/tmp/gpu_cal")
     shutil.rmtree(cal, ignore_errors=True)
-    cmds = [train_cmd(t, *models[m], cal_steps, cal / f"{t}_{m}", 64 if s.dry else 500) for t in tasks for m in names]
+    cmds = [train_cmd(t, m, cal_steps, cal / f"{t}_{m}", 64 if s.dry else 500) for t in tasks for m in names]
     s.say(f"calibration: {len(cmds)} runs of {cal_steps} steps side by side")
     if any(parallel(cmds, ROOT)):
         s.say("calibration failed: no long runs")
