@@ -6,12 +6,12 @@ For each of the 8 models of Table 1 (built with ``stn_core.build_model`` at the 
 28×28 for R/P/E, 42×42 for RTS; random weights — the time does not depend on their values) it
 times what the page computes when a control changes:
 
-* *predict* = ``stn_core.explorer.predict`` on one digit: forward pass (localisation net, grid
+* *predict* = ``pages.lab.explorer.predict`` on one digit: forward pass (localisation net, grid
   generator, sampler, classifier), softmax, and the sampled region's border from θ — the
   interactive target is under 30 ms;
 * *redraw* = hand distortion (``explorer.distort`` with a rotation) + predict with the model
   + predict with the plain CNN for contrast + building the four Figure 1 plotly figures
-  (``stn_core.viz``) + ``fig.to_json()`` for each, i.e. everything the page computes per change
+  (``pages.lab.figures``) + ``fig.to_json()`` for each, i.e. everything the page computes per change
   except Streamlit's own overhead and the browser's drawing (the galleries are cached).
 """
 
@@ -30,9 +30,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stn_core import build_model  # noqa: E402
-from stn_core import explorer as ex  # noqa: E402
-from stn_core import viz  # noqa: E402
+from pages.lab import explorer as ex  # noqa: E402
+from pages.lab import figures as viz  # noqa: E402
 from stn_core.data.common import atomic_write_bytes  # noqa: E402
+from stn_core import registry as reg
+from stn_core.analysis import inspect as insp
 
 TARGET_MS = 30.0
 
@@ -62,10 +64,10 @@ def _digit(size: int) -> np.ndarray:
 def redraw(model, cnn, base: np.ndarray) -> int:
     """Everything the page computes for one change of a control; returns the JSON size in bytes."""
     x, _ = ex.distort(base, {"rot": 20.0, "sx": 0.9, "sy": 0.9})
-    p = ex.predict(model, x)[0]
+    p = insp.predict(model, x)[0]
     series = [("model", p.probs)]
     if cnn is not None:
-        series.append(("CNN", ex.predict(cnn, x)[0].probs))
+        series.append(("CNN", insp.predict(cnn, x)[0].probs))
     figs = [viz.image_panel(x, "(a)", height=290), viz.probability_figure(series, None, 7, height=290)]
     if p.output is not None:
         figs += [viz.region_figure(x, p.region, p.grid if p.kind == "tps" else None, p.ctrl, height=290),
@@ -85,18 +87,18 @@ def main() -> None:
     for size, dist in ((28, "r"), (42, "rts")):
         cnn = build_model("cnn", None, size).eval()
         base = _digit(size)
-        for key in ex.MODEL_KEYS:
-            name, transform = ex.model_spec(key)
+        for key in reg.MODEL_KEYS:
+            name, transform = reg.model_spec(key)
             model = build_model(name, transform, size).eval()
             if model.transformer is not None:  # move θ away from the identity, like a trained net
                 with torch.no_grad():
                     model.transformer.regression.weight.normal_(0.0, 0.02)
             x, _ = ex.distort(base, {"rot": 20.0})
-            t_pred = _median_ms(lambda: ex.predict(model, x), args.repeats)
+            t_pred = _median_ms(lambda: insp.predict(model, x), args.repeats)
             contrast = cnn if key != "cnn" else None
             t_redraw = _median_ms(lambda: redraw(model, contrast, base), args.repeats)
             kib = redraw(model, contrast, base) / 1024
-            rows.append((f"{ex.MODEL_LABELS[key]}, {size}×{size} ({ex.DIST_SHORT[dist]}"
+            rows.append((f"{reg.MODEL_LABELS[key]}, {size}×{size} ({reg.DIST_SHORT[dist]}"
                          f"{'' if size == 42 else '/P/E'})", t_pred, t_redraw, kib))
             print(rows[-1])
 
@@ -112,7 +114,7 @@ def main() -> None:
         "(a shared machine: other work inflates the numbers).",
         "",
         "Models built with `build_model` at the checkpoint sizes (≈400k weights each, random weights: the time does "
-        "not depend on their values). *predict* = `stn_core.explorer.predict` on one digit (forward pass, softmax, "
+        "not depend on their values). *predict* = `pages.lab.explorer.predict` on one digit (forward pass, softmax, "
         "the sampled region's border); *redraw* = hand distortion + predict + the plain CNN's predict for contrast + "
         "the four Figure 1 plotly figures + `fig.to_json()`, i.e. everything the page computes per change except "
         "Streamlit's own overhead and the browser's drawing (galleries are cached per batch).",

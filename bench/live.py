@@ -5,8 +5,8 @@ Usage: python bench/live.py [--seconds 120] [--no-compare] [--out results/bench-
 
 1. *Step time*: median wall time of one training step (distorted batch of 64 + forward +
    backward + Adam) of the page's models, one torch thread: the ST-CNN (default
-   ``stn_core.live.LiveConfig``) and the plain CNN of the same size (the optional comparison).
-2. *Two minutes*: a real :class:`stn_core.live.LiveRun` with the page's default settings,
+   ``pages.lab.live.LiveConfig``) and the plain CNN of the same size (the optional comparison).
+2. *Two minutes*: a real :class:`pages.lab.live.LiveRun` with the page's default settings,
    started like the page's Start button (data loading included) and stopped after
    ``--seconds``; the test error on the held-out digits is read from the run's own curve at
    30 s intervals and measured once more on the final weights. Then the same with
@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stn_core import datasets as ds  # noqa: E402
-from stn_core import live  # noqa: E402
+from stn_core.data import tasks as ds  # noqa: E402
+from pages.lab import live  # noqa: E402
 from stn_core.models import build_model, count_params  # noqa: E402
 from timing import median_ms, write_report  # noqa: E402
 
@@ -106,7 +106,7 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, 1 torch thread per model, torch "
         f"{torch.__version__}; load average {load:.1f} at the end (a shared machine: other trainings inflate "
         "the times).", "",
-        f"Settings (`stn_core.live.LiveConfig` defaults): ST-CNN {cfg.transform} with about "
+        f"Settings (`pages.lab.live.LiveConfig` defaults): ST-CNN {cfg.transform} with about "
         f"{cfg.target_params:,} weights, batch {cfg.batch}, Adam lr {cfg.lr:g}, test error every "
         f"{cfg.eval_every} steps on {runs[0][1]['eval_size']:,} held-out digits. Data: {runs[0][1]['data']}", "",
         "## Time per training step (median of {} steps)".format(a.repeats), "",

@@ -3,8 +3,8 @@
 Usage: python bench/playground.py [--repeats 30] [--threads 1] [--size 256] [--out results/bench-playground.md]
 
 Times what the Transform playground page computes for every change of a control, for a
-size×size RGB image with output "same as input": ``stn_core.playground.warp`` (grid generator +
-sampler), building the two plotly figures (``stn_core.viz``: PNG encoding of U and V, grid lines,
+size×size RGB image with output "same as input": ``pages.lab.playground.warp`` (grid generator +
+sampler), building the two plotly figures (``pages.lab.figures``: PNG encoding of U and V, grid lines,
 outline) and ``fig.to_json()`` (what ``st.plotly_chart`` sends). Streamlit's own overhead and the
 browser's drawing are not included.
 """
@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import median_ms, write_report  # noqa: E402
-from stn_core import playground as pg  # noqa: E402
-from stn_core import viz  # noqa: E402
+from pages.lab import playground as pg  # noqa: E402
+from pages.lab import figures as viz  # noqa: E402
 
 CASES = [  # (label, kind, intuitive controls, sampling)
     ("affine: rotate 30°, zoom 0.7", "affine", dict(rot=30.0, sx=0.7, sy=0.7, tx=0.1), "bilinear"),
@@ -86,7 +86,7 @@ def main() -> None:
         "(a shared machine: other work inflates the numbers).",
         "",
         f"Input: one {args.size}×{args.size} RGB float32 image, output same size. *warp* = "
-        "`stn_core.playground.warp` (grid generator + sampler + validity mask); *figures* = building both "
+        "`pages.lab.playground.warp` (grid generator + sampler + validity mask); *figures* = building both "
         "plotly figures (nearest upscaling, PNG encoding of U and V — the page reuses U's encoding between redraws, "
         "the benchmark does not —, grid lines, outline); *redraw total* = θ from the "
         "controls + warp + figures + `fig.to_json()` for both, i.e. everything the page computes per change "

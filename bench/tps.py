@@ -3,7 +3,7 @@
 Usage: python bench/tps.py [--repeats 30] [--size 256] [--out results/bench-tps.md]
 
 Times what pages/tps.py computes after every drag, preset or slider change, for a size×size
-RGB image with output "same as input": ``stn_core.tps_editor.compute`` (TPS solve, grid,
+RGB image with output "same as input": ``pages.lab.tps_editor.compute`` (TPS solve, grid,
 bilinear sampling, bending energy, fold check, best affine fit and its warp), then the drawing
 data: the point-drag component's payload (grid polylines, PNG data URI of U — memoised by the
 page, re-encoded here —, JSON) and the three plotly figures with ``fig.to_json()``. Streamlit's
@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import median_ms, write_report  # noqa: E402
 from components.point_drag import payload  # noqa: E402
-from stn_core import tps_editor as te  # noqa: E402
+from pages.lab import tps_editor as te  # noqa: E402
 from stn_core import transforms  # noqa: E402
-from stn_core import viz  # noqa: E402
+from pages.lab import figures as viz  # noqa: E402
 
 CASES = [  # (label, lattice side, preset or None, reg)
     ("4×4 identity", 4, None, 0.0),
@@ -95,7 +95,7 @@ def main() -> None:
         "(a shared machine: other work inflates the numbers).",
         "",
         f"Input: one {args.size}×{args.size} RGB float32 image, output the same size. *compute* = "
-        "`stn_core.tps_editor.compute` (TPS solve, sampling grid, bilinear sampling, bending energy, fold check "
+        "`pages.lab.tps_editor.compute` (TPS solve, sampling grid, bilinear sampling, bending energy, fold check "
         "on a 64×64 grid, least-squares affine fit and its warp); *cold* = the same right after a lattice or "
         "output-size change (the cached system inverse and design matrix are rebuilt); *drawing* = the "
         "point-drag payload (grid lines, PNG data URI of U, JSON) and the three plotly figures with "

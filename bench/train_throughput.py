@@ -36,7 +36,7 @@ def _worker(cfg: dict) -> dict:
     import torch.nn.functional as F
 
     torch.set_num_threads(cfg["threads"])
-    from stn_core import datasets as ds
+    from stn_core.data import tasks as ds
     from stn_core.models import build_model, count_params
 
     images, labels = ds.load_split("train")

@@ -4,7 +4,7 @@ URL path: ``/addition``; query parameters ``a``, ``b`` (shipped test-digit indic
 (distortion seed), ``model`` (fcn | cnn | st-fcn | 2st-fcn) and ``src_a`` / ``src_b`` ("draw": that
 digit is drawn on a pad instead; the drawing itself is not in the link). Checkpoints are read from
 ``checkpoints/`` (or ``$STN_LAB_CHECKPOINTS``): ``mnist_addition_<model>.safetensors`` + ``.json``.
-Logic in :mod:`stn_core.addition`.
+Logic in :mod:`pages.lab.addition`.
 
 Widget keys (for AppTest): ``add_a``, ``add_b``, ``add_seed``, ``add_model``, ``add_src_a``,
 ``add_src_b``; button ``add_random``; drawing pads ``add_pad_a``, ``add_pad_b``.
@@ -18,11 +18,13 @@ import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
-from pages import common
-from stn_core import addition as ad
-from stn_core import explorer as ex
-from stn_core import viz
+from pages.lab import common
+from pages.lab import addition as ad
+from pages.lab import explorer as ex
+from pages.lab import figures as viz
 from stn_core.checkpoints import CheckpointError, load_model
+from stn_core import registry as reg
+from stn_core.analysis import addition as an_add
 
 common.ensure_navigation()
 
@@ -80,7 +82,7 @@ for which, n in (("a", 1), ("b", 2)):
 sb.number_input("Distortion seed", 0, ad.MAX_SEED, step=1, key=P + "seed",
                 help="Draws each digit's rotation, scale and position (independently per channel).")
 sb.button("Random pair", key=P + "random", on_click=_random_pair, icon=":material/casino:")
-sb.radio("Model", list(ad.MODEL_KEYS), format_func=ad.MODEL_LABELS.get, key=P + "model")
+sb.radio("Model", list(reg.ADDITION_KEYS), format_func=reg.ADDITION_LABELS.get, key=P + "model")
 state = ad.PageState(int(ss[P + "a"]), int(ss[P + "b"]), int(ss[P + "seed"]), ss[P + "model"], ss[P + "src_a"],
                      ss[P + "src_b"])
 common.sync_query_params(state.query())
@@ -103,20 +105,20 @@ def _digit(which: str, index: int, src: str) -> tuple[np.ndarray, int | None]:
 x = ad.make_pair(d1, d2, state.seed)
 true_sum = l1 + l2 if l1 is not None and l2 is not None else None
 
-entries = ad.find_checkpoints(ex.checkpoint_dir())
-views: dict[str, ad.PairView] = {}
+entries = reg.find_addition(reg.checkpoint_dir())
+views: dict[str, an_add.PairView] = {}
 for key, e in entries.items():
     if e.meta is None:
         continue
     try:
         model, _ = _load(str(e.stem), e.version)
-        views[key] = ad.view_pair(model, x)
+        views[key] = an_add.view_pair(model, x)
     except CheckpointError as err:
         e.meta, e.error = None, str(err)
 
 # --------------------------------------------------------------------------- main view
 
-label = ad.MODEL_LABELS[state.model]
+label = reg.ADDITION_LABELS[state.model]
 view = views.get(state.model)
 entry = entries.get(state.model)
 if not entries:
@@ -124,7 +126,7 @@ if not entries:
             "`python scripts/train_addition.py --threads 1`")
 elif view is None:
     why = "is not trained yet" if entry is None else f"could not be loaded ({entry.error})"
-    st.info(f"The {label} {why}. Train it with `{ad.train_command(state.model)}`")
+    st.info(f"The {label} {why}. Train it with `{reg.addition_train_command(state.model)}`")
 
 drawn = [(which, n) for which, n in (("a", 1), ("b", 2)) if getattr(state, "src_" + which) == "draw"]
 if drawn:
@@ -158,11 +160,11 @@ with right:
         st.metric("True sum", f"{true_sum}")
     if entries:
         st.caption("Test error on the 10,000 fixed test pairs (ours, from the checkpoint JSONs, vs the paper):")
-        for key in ad.MODEL_KEYS:
+        for key in reg.ADDITION_KEYS:
             e = entries.get(key)
             err = None if e is None or e.meta is None else e.meta.get("test_error")
             ours = "not trained" if err is None else f"{err:.1f} %" + ("" if e.final else " (training)")
-            st.markdown(f"- {ad.MODEL_LABELS[key]}: {ours} · paper {ad.paper_error(key)} %")
+            st.markdown(f"- {reg.ADDITION_LABELS[key]}: {ours} · paper {reg.addition_paper_error(key)} %")
 if view is not None:
     st.plotly_chart(viz.probability_figure([(label, view.probs)], [str(i) for i in range(19)], true_sum,
                                            title="Probability of each sum", height=300),
@@ -175,10 +177,10 @@ def _px(d: float) -> str:
 
 if view is not None and view.outputs is not None:
     k = view.outputs.shape[0]
-    focus = [ad.box_focus(view.distances[i], float(view.ink[i])) for i in range(k)]
+    focus = [an_add.box_focus(view.distances[i], float(view.ink[i])) for i in range(k)]
     if k >= 2:
         split = len(set(focus)) == len(focus) and all(f.startswith("digit") for f in focus)
-        px = ad.to_pixels(view.distances)
+        px = an_add.to_pixels(view.distances)
         st.markdown("On this pair: " + ", ".join(
             f"<span style='color:{ad.TRANSFORMER_COLOURS[i % 2]}'>**transformer {i + 1}**</span> "
             + ("samples outside both digits" if f == "no digit" else
@@ -188,7 +190,7 @@ if view is not None and view.outputs is not None:
                                           f"{_px(px[i][1])} from digit 2's)")
             for i, f in enumerate(focus))
             + " — " + ("each transformer has taken a different digit." if split else "they have not split the pair here.")
-            + f" (A box is centred on a digit when its centre lies within {ad.to_pixels(ad.TRACK_RADIUS):.1f} px of "
+            + f" (A box is centred on a digit when its centre lies within {an_add.to_pixels(an_add.TRACK_RADIUS):.1f} px of "
               "that digit's ink centre: ✕ marks each digit's centre, ● each box's.)", unsafe_allow_html=True)
     st.plotly_chart(ad.outputs_figure(view.outputs, focus), config=common.plot_config("addition-outputs"),
                     key=P + "out_fig")
@@ -203,9 +205,9 @@ elif view is not None:
 st.subheader("The same pair through the other models")
 rows = ad.comparison_rows(views, entries, true_sum)
 st.dataframe(rows, hide_index=True, key=P + "table")
-missing = [k for k in ad.MODEL_KEYS if k not in views]
+missing = [k for k in reg.ADDITION_KEYS if k not in views]
 if missing and entries:
-    st.info("Not available yet: " + "; ".join(f"{ad.MODEL_LABELS[k]} — `{ad.train_command(k)}`" for k in missing))
+    st.info("Not available yet: " + "; ".join(f"{reg.ADDITION_LABELS[k]} — `{reg.addition_train_command(k)}`" for k in missing))
 st.caption("Test errors come from each checkpoint's JSON (its command is recorded there and in "
            "results/mnist-addition.md); paper numbers are the paper's appendix. Our schedules are much "
            "shorter than the paper's 150k steps.")

@@ -3,7 +3,7 @@
 URL path: ``/cub``; query parameters ``src`` (sample | dataset | upload), ``cls`` (class id, 0 =
 all), ``i`` (bird index within the class filter), ``parts`` / ``bbox`` (0/1 overlays), ``st``
 (2st | 4st: model of the gallery and replay tabs). Checkpoints: ``checkpoints/cub50_{baseline,2st,4st}``
-(or ``$STN_LAB_CHECKPOINTS``). Logic in :mod:`stn_core.cub_attention`.
+(or ``$STN_LAB_CHECKPOINTS``). Logic in :mod:`pages.lab.cub`.
 
 Widget keys (for AppTest): ``cub_src``, ``cub_cls``, ``cub_i``, ``cub_parts``, ``cub_bbox``, ``cub_st``,
 ``cub_step``, ``cub_gif_bird``; button ``cub_random``; upload ``cub_upload``; download ``cub_gif``
@@ -15,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages import common
-from stn_core import cub_attention as ca
-from stn_core import viz
+from pages.lab import common
+from pages.lab import cub as ca
+from pages.lab import figures as viz
 from stn_core.checkpoints import CheckpointError, load_model
-from stn_core.export import MAX_FRAMES
+from pages.lab.export import MAX_FRAMES
+from stn_core import registry as reg
 
 common.ensure_navigation()
 
@@ -72,13 +73,13 @@ def _random_bird() -> None:
 
 # --------------------------------------------------------------------------- models
 
-status = {k: ca.checkpoint_status(k) for k in ca.MODEL_KEYS}
+status = {k: reg.cub_status(k) for k in reg.CUB_KEYS}
 models: dict[str, tuple] = {}
 load_errors: dict[str, str] = {}
 for k, s in status.items():
     if s["exists"]:
         try:
-            models[k] = _load(str(ca.checkpoint_stem(k)), s["version"])
+            models[k] = _load(str(reg.cub_stem(k)), s["version"])
         except CheckpointError as e:
             load_errors[k] = str(e)
 any_meta = next((m for _, m in models.values()), None)
@@ -157,13 +158,13 @@ if not models:
     st.info("No CUB checkpoints yet. Train the baseline, 2×ST-CNN and 4×ST-CNN (same protocol, about an hour "
             f"on one CPU thread) with\n\n`{TRAIN_CMD}`\n\nThe birds below are shown without boxes until then.")
 for k, e in load_errors.items():
-    st.warning(f"{ca.MODEL_LABELS[k]}: the checkpoint could not be loaded ({e}).")
-missing = [ca.MODEL_LABELS[k] for k in ca.MODEL_KEYS if k not in models and k not in load_errors]
+    st.warning(f"{reg.CUB_LABELS[k]}: the checkpoint could not be loaded ({e}).")
+missing = [reg.CUB_LABELS[k] for k in reg.CUB_KEYS if k not in models and k not in load_errors]
 if models and missing:
     st.info(f"Not trained yet: {', '.join(missing)}. Train with `{TRAIN_CMD}`.")
 for k, (_, meta) in models.items():
     if not meta.get("final"):
-        st.warning(f"{ca.MODEL_LABELS[k]}: training in progress (step {meta.get('steps')} of "
+        st.warning(f"{reg.CUB_LABELS[k]}: training in progress (step {meta.get('steps')} of "
                    f"{(meta.get('train_args') or {}).get('steps')}); boxes and predictions are provisional.")
 
 # --------------------------------------------------------------------------- bird tab
@@ -176,15 +177,15 @@ part_names = bird["part_names"] if bird is not None else None
 with tab_bird:
     st.caption(caption + (f" — true species: **{bird['class_name']}**" if bird is not None else ""))
     panels = []
-    cols = st.columns(len(ca.MODEL_KEYS), gap="medium")  # one column per model, fixed widths
+    cols = st.columns(len(reg.CUB_KEYS), gap="medium")  # one column per model, fixed widths
     if not models:
         drawn = ca.draw_boxes(image, np.zeros((0, 4)), overlay_parts, overlay_bbox, part_names)
         cols[0].image(drawn, caption="the bird", width="stretch")
         panels.append(drawn)
-    for col, k in zip(cols, ca.MODEL_KEYS):
+    for col, k in zip(cols, reg.CUB_KEYS):
         if k not in models:
             if models:
-                col.markdown(f"**{ca.MODEL_LABELS[k]}**")
+                col.markdown(f"**{reg.CUB_LABELS[k]}**")
                 col.caption("not trained yet")
             continue
         model, meta = models[k]
@@ -192,7 +193,7 @@ with tab_bird:
         drawn = ca.draw_boxes(image, pred.boxes, overlay_parts, overlay_bbox, part_names)
         panels.append(drawn)
         with col:
-            st.markdown(f"**{ca.MODEL_LABELS[k]}**")
+            st.markdown(f"**{reg.CUB_LABELS[k]}**")
             st.image(drawn, width="stretch",
                      caption="whole image" if not len(pred.boxes) else
                      ", ".join(f"box {j + 1} {ca.COLOUR_NAMES[j]}" for j in range(len(pred.boxes))))
@@ -217,7 +218,7 @@ with tab_gallery:
     else:
         if ss[P + "st"] not in st_models:
             ss[P + "st"] = st_models[0]
-        st.radio("Model", st_models, format_func=ca.MODEL_LABELS.get, key=P + "st", horizontal=True)
+        st.radio("Model", st_models, format_func=reg.CUB_LABELS.get, key=P + "st", horizontal=True)
         k = ss[P + "st"]
         gal_src = "dataset" if src == "dataset" else "sample"
         pool = ca.filter_birds(birds if src != "upload" else _sample_birds(), 0)
@@ -229,7 +230,7 @@ with tab_gallery:
                 ids.append(b["image_id"])
         ids += [b["image_id"] for b in pool if b["image_id"] not in ids]
         ids = tuple(ids[:16])
-        tiles = _gallery(str(ca.checkpoint_stem(k)), status[k]["version"], gal_src, ids)
+        tiles = _gallery(str(reg.cub_stem(k)), status[k]["version"], gal_src, ids)
         by_id = {b["image_id"]: b for b in pool}
         gcols = st.columns(4)
         for n, (iid, tile) in enumerate(zip(ids, tiles)):
@@ -256,7 +257,7 @@ with tab_parts:
             m = (data.get("models") or {}).get(k) or {}
             v = m.get("head_detector")
             if v:
-                st.markdown(f"**{ca.MODEL_LABELS[k]}: one transformer becomes a head detector: "
+                st.markdown(f"**{reg.CUB_LABELS[k]}: one transformer becomes a head detector: "
                             f"{'yes' if v['holds'] else 'no'}** (head-hit difference {100 * v['diff']:.1f} points, "
                             f"95% CI [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}]; mean union IoU with the bird "
                             f"box {m.get('mean_union_iou', float('nan')):.3f}).")
@@ -276,7 +277,7 @@ with tab_replay:
         if not steps:
             st.info("This checkpoint has no box history.")
         else:
-            st.markdown(f"Boxes of the {ca.MODEL_LABELS[k]} on {len(hbirds)} fixed test birds, recorded during training "
+            st.markdown(f"Boxes of the {reg.CUB_LABELS[k]} on {len(hbirds)} fixed test birds, recorded during training "
                         "(the model for the gallery/replay is chosen in the Gallery tab).")
             if not isinstance(ss.get(P + "step"), int) or not 0 <= ss[P + "step"] < len(steps):
                 ss[P + "step"] = len(steps) - 1
@@ -304,13 +305,13 @@ with tab_replay:
                              format_func=lambda i: f"{gif_names.get(i, '')} (CUB image {i})")
                 gid = ss[P + "gif_bird"]
 
-                def _make_gif(stem=str(ca.checkpoint_stem(k)), version=status[k]["version"], gid=gid,
+                def _make_gif(stem=str(reg.cub_stem(k)), version=status[k]["version"], gid=gid,
                               b=sample_by_id[gid]) -> bytes:
                     return _box_replay_gif(stem, version, gid, ca.load_bird_image(b))
 
                 # made on click (deferred; cached per model and bird): no cost for a page that is only looked at
                 g2.download_button("Box replay (GIF)", data=_make_gif, file_name=f"cub-{k}-replay-image{gid}.gif",
                                    mime="image/gif", key=P + "gif", icon=":material/movie:", on_click="ignore",
-                                   help=f"The {ca.MODEL_LABELS[k]}'s boxes on this bird at "
+                                   help=f"The {reg.CUB_LABELS[k]}'s boxes on this bird at "
                                         f"{min(len(steps), MAX_FRAMES)} recorded points of training, captioned "
                                         "with the step and epoch.")

@@ -2,7 +2,7 @@
 
 URL path: ``/dcn``. Checkpoints ``mnist_{task}_dcn``, ``mnist_{task}_st-cnn-aff`` / ``-tps`` are read
 from ``checkpoints/`` (or ``$STN_LAB_CHECKPOINTS``); a missing one gets its training command. All
-maths lives in :mod:`stn_core.dcn_lab` (and :mod:`stn_core.explorer` for the ST side).
+maths lives in :mod:`pages.lab.dcn` (and :mod:`pages.lab.explorer` for the ST side).
 
 Widget keys (for AppTest): ``dcn_dist`` (r | rts | p | e), ``dcn_st`` (aff | tps), ``dcn_src``
 (test | draw), ``dcn_index``, ``dcn_rot`` … ``dcn_py`` (the playground's controls), ``dcn_row`` /
@@ -17,12 +17,16 @@ import pandas as pd
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
-from pages import common
-from stn_core import dcn_lab as L
-from stn_core import explorer as ex
-from stn_core import playground as pg
-from stn_core import viz
+from pages.lab import common
+from pages.lab import dcn as L
+from pages.lab import explorer as ex
+from pages.lab import playground as pg
+from pages.lab import figures as viz
 from stn_core.checkpoints import CheckpointError, checkpoint_paths, load_model
+from stn_core import registry as reg
+from stn_core.data import test_digits as td
+from stn_core.analysis import stn_vs_dcn as svd
+from stn_core.analysis import deformable as dfm
 
 common.ensure_navigation()
 
@@ -44,8 +48,8 @@ def _load(stem: str, version: tuple[int, int]):
 
 
 @st.cache_resource(show_spinner="Distorting the test digits …", max_entries=4)
-def _digits(task: str) -> ex.TestDigits:
-    return ex.test_digits(task)
+def _digits(task: str) -> td.TestDigits:
+    return td.test_digits(task)
 
 
 def _version(stem) -> tuple[int, int]:
@@ -58,22 +62,22 @@ def _version(stem) -> tuple[int, int]:
 
 def _model(dist: str, key: str, msgs: list[pg.Message]):
     """(model, meta) of ``mnist_<dist>_<key>``, or None with an info/error message."""
-    meta, why = L.read_meta(dist, key)
-    label = L.COMPARE_LABELS[key]
+    meta, why = svd.read_meta(dist, key)
+    label = svd.COMPARE_LABELS[key]
     if meta is None:
         if why == "not trained yet":
-            msgs.append(pg.Message("info", f"No {label} trained on {ex.DIST_SHORT[dist]} yet. Train it with "
-                                           f"`{L.train_command(dist, key)}`"))
+            msgs.append(pg.Message("info", f"No {label} trained on {reg.DIST_SHORT[dist]} yet. Train it with "
+                                           f"`{reg.train_command(dist, key)}`"))
         else:
             msgs.append(pg.Message("error", f"The {label} checkpoint cannot be used: {why}. Retrain it with "
-                                            f"`{L.train_command(dist, key)}`"))
+                                            f"`{reg.train_command(dist, key)}`"))
         return None
-    stem = L.stem(dist, key)
+    stem = svd.stem(dist, key)
     try:
         return _load(str(stem), _version(stem))
     except CheckpointError as e:
         msgs.append(pg.Message("error", f"The {label} checkpoint cannot be loaded: {e}. Retrain it with "
-                                        f"`{L.train_command(dist, key)}`"))
+                                        f"`{reg.train_command(dist, key)}`"))
         return None
 
 
@@ -108,7 +112,7 @@ def main() -> None:
     q = common.query_dict()
     if not ss.get(_k("init")):  # first run: restore the view from the link
         ss[_k("init")] = True
-        if q.get("dist") in ex.DISTORTIONS:
+        if q.get("dist") in reg.DISTORTIONS:
             ss[_k("dist")] = q["dist"]
         if q.get("st") in ST_KEYS:
             ss[_k("st")] = q["st"]
@@ -119,7 +123,7 @@ def main() -> None:
         for name in ("row", "col"):
             if name in q:
                 ss[_k(name)] = _int_param(q, name, 0, 1000, 0)
-    ss.setdefault(_k("dist"), L.default_distortion())
+    ss.setdefault(_k("dist"), svd.default_distortion())
     ss.setdefault(_k("st"), "aff")
     ss.setdefault(_k("src"), "test")
     ss.setdefault(_k("index"), 0)
@@ -129,18 +133,18 @@ def main() -> None:
     msgs: list[pg.Message] = []
     with st.sidebar:
         st.header("1 · Task and models")
-        dist = st.radio("Distortion", ex.DISTORTIONS, key=_k("dist"), horizontal=True,
-                        format_func=lambda d: ex.DIST_SHORT[d], help="The task both models were trained on.")
+        dist = st.radio("Distortion", reg.DISTORTIONS, key=_k("dist"), horizontal=True,
+                        format_func=lambda d: reg.DIST_SHORT[d], help="The task both models were trained on.")
         st_short = st.radio("Spatial transformer", list(ST_KEYS), key=_k("st"), horizontal=True,
                             format_func=lambda s: {"aff": "ST-CNN Aff", "tps": "ST-CNN TPS"}[s])
-    task = ex.DIST_TASK[dist]
+    task = reg.DIST_TASK[dist]
     st_loaded = _model(dist, ST_KEYS[st_short], msgs)
     dcn_loaded = _model(dist, "dcn", msgs)
     td = _digits(task)
     n_test = int(td.x.shape[0])
     size = int(td.x.shape[-1])
     with st.sidebar:
-        picked = common.digit_picker(P, td.x, td.y, ex.DIST_SHORT[dist], size, SRC_LABELS, msgs,
+        picked = common.digit_picker(P, td.x, td.y, reg.DIST_SHORT[dist], size, SRC_LABELS, msgs,
                                      "Draw a digit on the black pad below; the figures update when you release "
                                      "the mouse.")
         src, index, base, label, what = picked.src, picked.index, picked.base, picked.label, picked.what
@@ -164,18 +168,18 @@ def main() -> None:
     with left:
         st.subheader("Spatial transformer: one global warp")
         if st_loaded is None:
-            st.info(f"Nothing to show until the {L.COMPARE_LABELS[ST_KEYS[st_short]]} is trained (see above).")
+            st.info(f"Nothing to show until the {svd.COMPARE_LABELS[ST_KEYS[st_short]]} is trained (see above).")
         else:
             model, meta = st_loaded
-            pred = L.stn_view(model, x)
+            pred = svd.stn_view(model, x)
             a, b = st.columns(2)
             a.plotly_chart(viz.region_figure(x, pred.region, pred.grid if pred.kind == "tps" else None, pred.ctrl,
                                              title="sampled region", height=FIG_H),
                            config=common.plot_config(f"stn-region-{dist}"), key=_k("fig_region"))
             b.plotly_chart(viz.image_panel(pred.output, "canonical output V", height=FIG_H),
                            config=common.plot_config(f"stn-output-{dist}"), key=_k("fig_out"))
-            st.markdown(_verdict(L.COMPARE_LABELS[ST_KEYS[st_short]], pred.probs, label))
-            rows = L.theta_rows(pred)
+            st.markdown(_verdict(svd.COMPARE_LABELS[ST_KEYS[st_short]], pred.probs, label))
+            rows = svd.theta_rows(pred)
             cap = ("θ (2×3, maps output → input coordinates, normalised)" if pred.kind == "affine" else
                    f"the {len(rows)} TPS control points in the input (x, y), normalised")
             with st.expander(cap, expanded=pred.kind == "affine"):
@@ -192,8 +196,8 @@ def main() -> None:
             st.info("Nothing to show until the DCN is trained (see above).")
         else:
             model, meta = dcn_loaded
-            view = L.dcn_view(model, x)
-            names = L.layer_names(view)
+            view = dfm.dcn_view(model, x)
+            names = dfm.layer_names(view)
             ho, wo = view.stages[view.deform_stages[-1]].out_hw
             clicked = L.clicked_location(ss.get(_k("click")) or {}, view)
             if clicked is not None and clicked != ss.get(_k("last_click")):
@@ -231,14 +235,14 @@ def main() -> None:
                    "move, averaged over the k·k taps, in pixels of each layer's input.")
 
     # ---------------------------------------------------------------- comparison
-    st.subheader(f"Side by side on {ex.DIST_LABELS[dist]}")
-    results = L.load_results()
+    st.subheader(f"Side by side on {reg.DIST_LABELS[dist]}")
+    results = svd.load_results()
     # a static table (wraps its text) rather than a scrolling grid, so every column shows on a projector
-    st.table(pd.DataFrame(L.comparison_rows(dist, results)).set_index("model"))
+    st.table(pd.DataFrame(svd.comparison_rows(dist, results)).set_index("model"))
     cmd = (results or {}).get("command", "python scripts/make_stn_vs_dcn.py")
     gpu = ((results or {}).get("timing_sources") or {}).get("cuda") or {}
     gpu_name = (gpu.get("device_names") or {}).get("cuda")
-    st.caption(f"Numbers per image: computed from the models (stn_core.dcn_lab.predicted_numbers); test errors: the "
+    st.caption(f"Numbers per image: computed from the models (pages.lab.dcn.predicted_numbers); test errors: the "
                f"checkpoint JSONs; cost: forward+backward time per batch of 256 relative to the plain CNN, on the "
                f"CPU of the machine that ran `{cmd}`" + (f" and on an {gpu_name} (timings measured there by "
                f"`{gpu.get('command')}`)" if gpu_name else "") + " (results/stn-vs-dcn.md"

@@ -2,7 +2,7 @@
 
 URL path: ``/explorer``. Checkpoints are read from ``checkpoints/`` (or ``$STN_LAB_CHECKPOINTS``)
 by their names, ``mnist_{r,rts,p,e}_{fcn,cnn,st-fcn-aff,…,st-cnn-tps}`` (.safetensors + .json);
-see :mod:`stn_core.explorer`. Every number shown comes from a checkpoint's JSON or is computed live.
+see :mod:`pages.lab.explorer`. Every number shown comes from a checkpoint's JSON or is computed live.
 
 Widget keys (for AppTest): ``ex_dist`` (distortion), ``ex_model`` (model key), ``ex_src`` (test |
 draw | upload), ``ex_index`` (test digit), ``ex_upload``, ``ex_rot`` … ``ex_py`` (the playground's
@@ -17,12 +17,17 @@ import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
-from pages import common, export_ui
-from stn_core import explorer as ex
-from stn_core import export as E
-from stn_core import playground as pg
-from stn_core import viz
+from pages.lab import common
+from pages.lab import export_ui
+from pages.lab import explorer as ex
+from pages.lab import export as E
+from pages.lab import playground as pg
+from pages.lab import figures as viz
 from stn_core.checkpoints import CheckpointError, load_model
+from stn_core import registry as reg
+from stn_core.data import test_digits as td
+from stn_core.analysis import table1 as t1
+from stn_core.analysis import inspect as insp
 
 common.ensure_navigation()
 
@@ -48,14 +53,14 @@ def _load(stem: str, version: tuple[int, int]):
 
 
 @st.cache_resource(show_spinner="Distorting the test digits …", max_entries=8)
-def _digits(task: str) -> ex.TestDigits:
-    return ex.test_digits(task)
+def _digits(task: str) -> td.TestDigits:
+    return td.test_digits(task)
 
 
 @st.cache_data(show_spinner="Running the model on the test digits …", max_entries=32)
 def _probs(stem: str, version: tuple[int, int], task: str, n: int) -> np.ndarray:
     model, _ = _load(stem, version)
-    return ex.predict_probs(model, _digits(task).x[:n])
+    return insp.predict_probs(model, _digits(task).x[:n])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -64,7 +69,7 @@ def _gallery(stem: str, version: tuple[int, int], task: str, indices: tuple[int,
     model, _ = _load(stem, version)
     td = _digits(task)
     idx = list(indices)
-    preds = ex.predict(model, td.x[idx])
+    preds = insp.predict(model, td.x[idx])
     has_st = preds[0].output is not None if preds else False
     scene = viz.figure1_gallery_scene(
         [td.x[i, 0].numpy() for i in idx], [p.pred for p in preds], [p.confidence for p in preds],
@@ -107,28 +112,28 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f} %"
 
 
-def _model_option(entry: ex.Entry) -> str:
+def _model_option(entry: reg.Entry) -> str:
     if not entry.usable:
         return f"{entry.label} (unreadable checkpoint)"
-    err, note = ex.training_status(entry.meta)
+    err, note = reg.training_status(entry.meta)
     if err is None:
         return f"{entry.label}: training"
     return f"{entry.label}: {err:.2f} %" + (" (training)" if note else "")
 
 
-def _summary(entry: ex.Entry, meta: dict) -> str:
+def _summary(entry: reg.Entry, meta: dict) -> str:
     """One line about the checkpoint, from its JSON only."""
-    parts = [f"**{entry.label}** on {ex.DIST_LABELS[entry.dist]}"]
+    parts = [f"**{entry.label}** on {reg.DIST_LABELS[entry.dist]}"]
     if isinstance(meta.get("params"), int):
         parts.append(f"{meta['params']:,} weights")
-    err, note = ex.training_status(meta)
+    err, note = reg.training_status(meta)
     ts = (meta.get("test_set") or {}).get("size")
     on = f" on {ts:,} fixed test digits" if isinstance(ts, int) else ""
     if err is not None:
         parts.append(f"test error **{err:.2f} %**{on}" + (f" ({note})" if note else ""))
     else:
         parts.append(note)
-    paper = ex.paper_error(entry.dist, entry.key)
+    paper = reg.paper_error(entry.dist, entry.key)
     if paper is not None:
         parts.append(f"paper: {paper:g} %")
     args = meta.get("train_args") or {}
@@ -137,36 +142,36 @@ def _summary(entry: ex.Entry, meta: dict) -> str:
     return " · ".join(parts)
 
 
-def _verdict(name: str, p: ex.Prediction, label: int | None) -> str:
+def _verdict(name: str, p: insp.Prediction, label: int | None) -> str:
     mark = "" if label is None else (" :green[✓]" if p.pred == label else " :red[✗]")
     return f"{name}: **{p.pred}** ({100 * p.confidence:.0f} %){mark}"
 
 
 def _no_checkpoints(folder) -> None:
     st.info(f"No trained checkpoints in `{folder}` yet. Train one with the paper's schedule, e.g.\n\n"
-            f"`{ex.train_command('rts', 'st-cnn-aff')}`\n\n"
+            f"`{reg.train_command('rts', 'st-cnn-aff')}`\n\n"
             "(add `--steps 20000` for a shorter run; the file names must follow "
             "`mnist_{r,rts,p,e}_{fcn,cnn,st-fcn-aff,…,st-cnn-tps}`), then reload this page.")
 
 
 def _table1(found) -> None:
     st.header("Table 1: ours beside the paper's")
-    cells = ex.table1_cells(found=found)
+    cells = t1.table1_cells(found=found)
     st.caption("Test error (%) on the fixed seeded test set of each distortion. \"ours\" comes from the "
                "checkpoints' JSON files (bold: training finished; \"(step a/b)\": still training, the error of "
                "its last evaluation), \"paper\" from Jaderberg et al. (2015), mean of 3 runs. "
                "`python scripts/make_table1.py` writes the same table to results/table1.md.")
-    st.markdown(ex.table1_markdown(cells))
+    st.markdown(t1.table1_markdown(cells))
     with st.expander("Checkpoints, the commands that made them, and how our schedule differs from the paper's"):
-        st.markdown(ex.table1_details(cells))
-        st.markdown(ex.schedule_markdown(cells))
+        st.markdown(t1.table1_details(cells))
+        st.markdown(t1.schedule_markdown(cells))
     if not any(c.status == "done" for row in cells for c in row):
         return
-    long = ex.long_runs(found)  # already discovered by the page: no second read of checkpoints/long
-    long_md = ex.longer_schedule_markdown(long, cells)
+    long = reg.long_runs(found)  # already discovered by the page: no second read of checkpoints/long
+    long_md = t1.longer_schedule_markdown(long, cells)
     with st.expander("How close to the paper: the goals, checked from these numbers"
                      + (", and a longer schedule" if long_md else "")):
-        st.markdown(ex.goals_markdown(cells, long))
+        st.markdown(t1.goals_markdown(cells, long))
         if long_md:
             st.markdown("**Longer schedule** (`checkpoints/long/`): the same models with only `--steps` raised.")
             st.markdown(long_md)
@@ -180,9 +185,9 @@ def main() -> None:
                 "digit (a test digit, your drawing or an upload), distort it further, and see the paper's "
                 "**Figure 1** live: (a) the input, (b) the region the spatial transformer samples, (c) what it "
                 "hands the classifier, (d) the prediction.")
-    folder = ex.checkpoint_dir()
+    folder = reg.checkpoint_dir()
     # Table 1 models, their longer-schedule runs, then live-page runs
-    found = {**ex.discover(folder), **ex.discover_long(folder), **ex.discover_live(folder)}
+    found = {**reg.discover(folder), **reg.discover_long(folder), **reg.discover_live(folder)}
     if not found:
         _no_checkpoints(folder)
         _table1(found)
@@ -192,7 +197,7 @@ def main() -> None:
     _link = common.query_dict()
     if _link and _link != ss.get(_k("last_query")):  # arrival through a shared link: dist, model, digit
         ss[_k("last_query")] = _link
-        if _link.get("dist") in ex.DISTORTIONS:
+        if _link.get("dist") in reg.DISTORTIONS:
             ss[_k("dist")] = _link["dist"]
         if "model" in _link:
             ss[_k("model")] = _link["model"]  # checked against the options below
@@ -200,23 +205,23 @@ def main() -> None:
             ss[_k("src")], ss[_k("index")] = "test", int(_link["digit"])
     first = ex.default_choice(found) or next(iter(found))
     ss.setdefault(_k("dist"), first[0])
-    counts = {d: sum(1 for (dd, _) in found if dd == d) for d in ex.DISTORTIONS}
+    counts = {d: sum(1 for (dd, _) in found if dd == d) for d in reg.DISTORTIONS}
     with st.sidebar:
         st.header("1 · Model")
-        dist = st.radio("Distortion", ex.DISTORTIONS, key=_k("dist"), horizontal=True,
-                        format_func=lambda d: f"{ex.DIST_SHORT[d]} ({counts[d]})",
+        dist = st.radio("Distortion", reg.DISTORTIONS, key=_k("dist"), horizontal=True,
+                        format_func=lambda d: f"{reg.DIST_SHORT[d]} ({counts[d]})",
                         help="R: rotation ±90°; RTS: rotation ±45°, scale 0.7–1.2, anywhere in 42×42; P: projective; "
                              "E: elastic (16-point TPS). In brackets: how many models are trained.")
         options = ex.model_options(found, dist)
         if not options:
-            st.info(f"No checkpoint for {ex.DIST_LABELS[dist]} yet.")
+            st.info(f"No checkpoint for {reg.DIST_LABELS[dist]} yet.")
     if not options:
-        st.info(f"No model has been trained on {ex.DIST_LABELS[dist]} yet. Train one with\n\n"
-                f"`{ex.train_command(dist, 'st-cnn-aff')}`\n\nor pick another distortion in the sidebar.")
+        st.info(f"No model has been trained on {reg.DIST_LABELS[dist]} yet. Train one with\n\n"
+                f"`{reg.train_command(dist, 'st-cnn-aff')}`\n\nor pick another distortion in the sidebar.")
         _table1(found)
         return
     if ss.get(_k("model")) not in options:
-        ss[_k("model")] = next((k for k in ex.PREFERRED if k in options), options[0])
+        ss[_k("model")] = next((k for k in reg.PREFERRED if k in options), options[0])
     with st.sidebar:
         key = st.selectbox("Model", options, key=_k("model"), format_func=lambda k: _model_option(found[(dist, k)]),
                            help="With its test error from the checkpoint's JSON file.")
@@ -226,13 +231,13 @@ def main() -> None:
     # ---------------------------------------------------------------- load
     if not entry.usable:
         st.error(f"This checkpoint cannot be used: {entry.error} Retrain it with\n\n"
-                 f"`{ex.train_command(dist, key)}`")
+                 f"`{reg.train_command(dist, key)}`")
         _table1(found)
         return
     try:
         model, meta = _load(str(entry.stem), entry.version)
     except CheckpointError as e:
-        st.error(f"This checkpoint cannot be loaded: {e}. Retrain it with\n\n`{ex.train_command(dist, key)}`")
+        st.error(f"This checkpoint cannot be loaded: {e}. Retrain it with\n\n`{reg.train_command(dist, key)}`")
         _table1(found)
         return
     size = int(meta["input_size"])
@@ -244,7 +249,7 @@ def main() -> None:
         ss.setdefault(_k(name), v)
     msgs: list[pg.Message] = []
     with st.sidebar:
-        picked = common.digit_picker(P, td.x, td.y, ex.DIST_SHORT[dist], size, SRC_LABELS, msgs,
+        picked = common.digit_picker(P, td.x, td.y, reg.DIST_SHORT[dist], size, SRC_LABELS, msgs,
                                      "Draw a digit on the black pad below with the mouse (or a finger); the "
                                      "figures update when you release it.")
         src, index, base, label, what = picked.src, picked.index, picked.base, picked.label, picked.what
@@ -257,14 +262,14 @@ def main() -> None:
         what += ", distorted further by the sidebar controls"
 
     # ---------------------------------------------------------------- inference
-    pred = ex.predict(model, x)[0]
+    pred = insp.predict(model, x)[0]
     contrast = None
     # the plain CNN of the same schedule when there is one (a longer-schedule model against the longer CNN)
-    cnn_key = ex.LONG_PREFIX + "cnn" if ex.is_long(key) and (dist, ex.LONG_PREFIX + "cnn") in found else "cnn"
+    cnn_key = reg.LONG_PREFIX + "cnn" if reg.is_long(key) and (dist, reg.LONG_PREFIX + "cnn") in found else "cnn"
     cnn = found.get((dist, cnn_key))
-    if ex.base_key(key) != "cnn" and cnn is not None and cnn.usable:
+    if reg.base_key(key) != "cnn" and cnn is not None and cnn.usable:
         try:
-            contrast = ex.predict(_load(str(cnn.stem), cnn.version)[0], x)[0]
+            contrast = insp.predict(_load(str(cnn.stem), cnn.version)[0], x)[0]
         except CheckpointError as e:
             msgs.append(pg.Message("warning", f"The plain CNN for contrast could not be loaded: {e}"))
 
@@ -307,9 +312,9 @@ def main() -> None:
         st.plotly_chart(fig_d, config=common.plot_config("explorer-d-prediction"), key="ex_fig_d")
     verdicts = [_verdict(entry.label, pred, label)]
     if contrast is not None:
-        verdicts.append(_verdict("the plain CNN" + (f" ({cnn.label})" if ex.is_long(cnn.key) else ""), contrast, label))
-    elif ex.base_key(key) != "cnn":
-        verdicts.append(f"(no plain CNN trained on {ex.DIST_SHORT[dist]} yet, so no contrast)")
+        verdicts.append(_verdict("the plain CNN" + (f" ({cnn.label})" if reg.is_long(cnn.key) else ""), contrast, label))
+    elif reg.base_key(key) != "cnn":
+        verdicts.append(f"(no plain CNN trained on {reg.DIST_SHORT[dist]} yet, so no contrast)")
     if label is not None:
         verdicts.append(f"true class **{label}**")
     st.markdown(" · ".join(verdicts))
@@ -365,8 +370,8 @@ def main() -> None:
                               format_func=lambda n: f"{n:,}" + (" (all)" if n == n_test else ""),
                               help="Larger searches take a few seconds on a CPU (once per model)."))
     probs = _probs(str(entry.stem), entry.version, task, n_scan)
-    mk = ex.find_mistakes(probs, td.y[:n_scan].numpy())
-    json_err, note = ex.training_status(meta)
+    mk = insp.find_mistakes(probs, td.y[:n_scan].numpy())
+    json_err, note = reg.training_status(meta)
     line = f"**{mk.count}** mistakes in the first {n_scan:,} test digits: **{mk.error:.2f} %** (computed now)"
     if json_err is not None:
         line += f"; the checkpoint's JSON says {json_err:.2f} % on its whole test set" + (f" ({note})" if note else "")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common
-from stn_core import playground as pg
-from stn_core import viz
+from pages.lab import common
+from pages.lab import playground as pg
+from pages.lab import figures as viz
 
 
 common.ensure_navigation()

@@ -2,8 +2,8 @@
 
 URL path ``/live``; query parameters ``compare`` (1: also train a plain CNN), ``seed`` and
 ``transform``. The training runs in background threads owned by this browser session
-(:class:`stn_core.live.LiveRun` in ``st.session_state["lv_run"]``); the live view is a
-fragment that redraws every second while the run trains. All logic is in ``stn_core.live``.
+(:class:`pages.lab.live.LiveRun` in ``st.session_state["lv_run"]``); the live view is a
+fragment that redraws every second while the run trains. All logic is in ``pages.lab.live``.
 
 Widget keys (for AppTest): ``lv_compare``, ``lv_seed``, ``lv_transform``; buttons ``lv_start``,
 ``lv_pause``, ``lv_resume``, ``lv_reset``; saving: ``lv_name``, ``lv_save``, ``lv_overwrite``,
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common
-from stn_core import live, viz
+from pages.lab import common
+from pages.lab import live
+from pages.lab import figures as viz
 
 common.ensure_navigation()
 
@@ -301,7 +302,7 @@ def main() -> None:
             "- Optimiser: Adam (lr 0.002), not the paper's plain SGD: SGD needs far more steps than a lecture "
             "has minutes. The paper's models are ~13× larger and trained for 150,000 steps of batch 256; the "
             "Trained model explorer has those.\n"
-            "- The same run without the app: `python -m stn_core.live --steps 1500 --out checkpoints/live/NAME`.")
+            "- The same run without the app: `python -m pages.lab.live --steps 1500 --out checkpoints/live/NAME`.")
 
 
 main()

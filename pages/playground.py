@@ -30,9 +30,10 @@ from dataclasses import replace
 
 import streamlit as st
 
-from pages import common, export_ui
-from stn_core import playground as pg
-from stn_core import viz
+from pages.lab import common
+from pages.lab import export_ui
+from pages.lab import playground as pg
+from pages.lab import figures as viz
 
 common.ensure_navigation()
 

@@ -20,10 +20,10 @@ from dataclasses import replace
 
 import streamlit as st
 
-from pages import common
-from stn_core import playground as pg
-from stn_core import sampler_lab as sl
-from stn_core import viz
+from pages.lab import common
+from pages.lab import playground as pg
+from pages.lab import sampler as sl
+from pages.lab import figures as viz
 
 common.ensure_navigation()
 

@@ -2,7 +2,7 @@
 
 URL path: ``/tour``. ``?step=N`` (1–8) opens step N (anything else: step 1 with a warning);
 step 1 also keeps ``angle`` (−90…90) and ``digit`` (shipped test digit index) in the URL.
-Logic in :mod:`stn_core.tour` (and the playground, sampler-lab and explorer modules).
+Logic in :mod:`pages.lab.tour` (and the playground, sampler-lab and explorer modules).
 
 Widget keys (for AppTest): ``tour_sel`` (step selector), buttons ``tour_prev``, ``tour_next``,
 ``tour_present`` (presentation-mode toggle); step 1 ``tour_angle``, ``tour_digit``, ``tour_sweep``;
@@ -15,13 +15,17 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages import common
-from stn_core import explorer as ex
-from stn_core import playground as pg
-from stn_core import sampler_lab as sl
-from stn_core import tour
-from stn_core import viz
+from pages.lab import common
+from pages.lab import playground as pg
+from pages.lab import sampler as sl
+from pages.lab import tour
+from pages.lab import figures as viz
 from stn_core.checkpoints import CheckpointError, load_model
+from stn_core import registry as reg
+from stn_core.data import test_digits as td
+from stn_core.analysis import table1 as t1
+from stn_core.analysis import inspect as insp
+from stn_core.analysis import deformable as dfm
 
 common.ensure_navigation()
 
@@ -44,8 +48,8 @@ def _load(stem: str, version: tuple[int, int]):
 
 
 @st.cache_resource(show_spinner="Distorting the test digits …", max_entries=4)
-def _digits(task: str) -> ex.TestDigits:
-    return ex.test_digits(task)
+def _digits(task: str) -> td.TestDigits:
+    return td.test_digits(task)
 
 
 @st.cache_data(show_spinner=False, max_entries=1)
@@ -109,7 +113,7 @@ def _digit(index: int) -> tuple[np.ndarray, int]:
 
 
 def _found() -> dict:
-    return ex.discover()
+    return reg.discover()
 
 
 def _cfg(name: str) -> dict:
@@ -117,7 +121,7 @@ def _cfg(name: str) -> dict:
 
 
 def _train_hint(dist: str, key: str) -> str:
-    return f"`{ex.train_command(dist, key)} --steps 20000`"
+    return f"`{reg.train_command(dist, key)} --steps 20000`"
 
 
 # --------------------------------------------------------------------------- navigation state
@@ -211,11 +215,11 @@ def step_problem() -> dict[str, str]:
     mean = c3.toggle("Mean of 100 digits", key=_k("mean"), disabled=not sweep,
                      help="The curve for the first 100 shipped test digits (mean confidence in the true class), "
                           "which is less noisy than one digit.")
-    upright = tour.upright_cnn(pair.input_size)
+    upright = reg.upright_cnn(pair.input_size)
     models: list[tuple[str, str, tuple[int, int]]] = [
         (pair.labels[0], str(pair.plain.stem), pair.plain.version), (pair.labels[1], str(pair.st.stem), pair.st.version)]
     if upright is not None:
-        models.append((f"{ex.MODEL_LABELS['cnn']} (upright)", str(upright), tour.version(tour.UPRIGHT_CNN)))
+        models.append((f"{reg.MODEL_LABELS['cnn']} (upright)", str(upright), reg.version(reg.stem(reg.UPRIGHT_CNN))))
     try:
         loaded = [_load(stem, v) for _, stem, v in models]
     except CheckpointError as e:
@@ -224,7 +228,7 @@ def step_problem() -> dict[str, str]:
     digit, label = _digit(index)
     d = tour.place_digit(digit, pair.input_size)
     x = tour.rotate_digits(d, [angle])[0, 0].numpy()
-    preds = [ex.predict(m, x)[0] for m, _ in loaded]
+    preds = [insp.predict(m, x)[0] for m, _ in loaded]
     p_st = preds[1]
     keys: Models = tuple((stem, v) for _, stem, v in models)
     left, right = st.columns([2.2, 2], gap="large")
@@ -262,10 +266,10 @@ def step_problem() -> dict[str, str]:
     st.caption(pair.note + " Test error from the checkpoints' JSON: "
                + ", ".join(f"{name} {meta.get('test_error', '?')} %" for (name, _, _), meta in zip(models, metas))
                + ("" if upright is None else
-                  f" (the upright CNN on the plain MNIST test set; `{tour.UPRIGHT_COMMAND}`)") + ".")
+                  f" (the upright CNN on the plain MNIST test set; `{reg.UPRIGHT_COMMAND}`)") + ".")
     if upright is None:
         st.caption("A CNN trained on upright digits shows the problem best; it is not here yet: "
-                   f"`{tour.UPRIGHT_COMMAND}`.")
+                   f"`{reg.UPRIGHT_COMMAND}`.")
     return {"angle": str(angle), "digit": str(index)}
 
 
@@ -374,7 +378,7 @@ def step_training() -> dict[str, str]:
         c1, c2 = st.columns([1.3, 1.7], gap="large")
         with c1:
             if h.steps.size:
-                st.plotly_chart(tour.history_figure(h, f"{entry.label} on {ex.DIST_SHORT[entry.dist]}: "
+                st.plotly_chart(tour.history_figure(h, f"{entry.label} on {reg.DIST_SHORT[entry.dist]}: "
                                                        "evaluations during training"),
                                 config=_cfg("history"), key="tour_fig_hist")
             else:
@@ -383,7 +387,7 @@ def step_training() -> dict[str, str]:
         with c2:
             td = _digits(entry.task)
             idx = list(range(6))
-            preds = ex.predict(model, td.x[idx])
+            preds = insp.predict(model, td.x[idx])
             rows = [("input U", [td.x[i, 0].numpy() for i in idx]),
                     ("at initialisation (V = U)", [tour.identity_view(model, td.x[i, 0].numpy()) for i in idx]),
                     ("after training: V", [p.output for p in preds])]
@@ -400,12 +404,12 @@ def step_training() -> dict[str, str]:
 def step_results() -> dict[str, str]:
     st.header("6 · Distorted MNIST results")
     found = _found()
-    cells = ex.table1_cells(found=found)
+    cells = t1.table1_cells(found=found)
     entry = tour.best_st_entry(found)
     if entry is None:
         st.info("No trained spatial-transformer checkpoint yet: " + _train_hint("rts", "st-cnn-aff"))
     else:
-        st.markdown(f"**Figure 1, live**: {entry.label} on {ex.DIST_LABELS[entry.dist]}: (a) the test digit, (b) "
+        st.markdown(f"**Figure 1, live**: {entry.label} on {reg.DIST_LABELS[entry.dist]}: (a) the test digit, (b) "
                     "the region the transformer samples, (c) what it hands the classifier, (d) the prediction.")
         td = _digits(entry.task)
         n = int(td.x.shape[0])
@@ -426,7 +430,7 @@ def step_results() -> dict[str, str]:
     st.subheader("Table 1: test error (%)")
     st.markdown("**ours** from the checkpoints' JSON files (bold: finished), **paper** from Table 1 (mean of 3 runs). "
                 "Our runs use much shorter schedules than the paper's 150k steps.")
-    st.markdown(ex.table1_markdown(cells))
+    st.markdown(t1.table1_markdown(cells))
     st.caption("Same table as `python scripts/make_table1.py` → results/table1.md.")
     st.page_link("pages/explorer.py", label="Explore every model on any digit (yours too)",
                  icon=":material/model_training:")
@@ -451,11 +455,11 @@ def step_cub() -> dict[str, str]:
     except Exception as e:
         st.info(f"The shipped CUB samples are missing ({type(e).__name__}: {e}).")
     shown = False
-    if bird is not None and tour.checkpoint_ready("cub50_2st"):
+    if bird is not None and reg.ready(reg.stem("cub50_2st")):
         try:
-            from stn_core import cub_attention as ca
+            from pages.lab import cub as ca
 
-            model, meta = _load(str(tour.checkpoint_stem("cub50_2st")), tour.version("cub50_2st"))
+            model, meta = _load(str(reg.stem("cub50_2st")), reg.version(reg.stem("cub50_2st")))
             pred = ca.predict_bird(model, meta, bird)
             c1, c2 = st.columns([1.4, 1], gap="large")
             with c1:
@@ -468,8 +472,8 @@ def step_cub() -> dict[str, str]:
                 for k, (col, crop) in enumerate(zip(cols, crops)):
                     col.image(viz.to_uint8(np.asarray(crop)), caption=f"transformer {k + 1}", width="stretch")
                 st.markdown("**Top 5**  \n" + "  \n".join(f"{n_}: {100 * p:.0f} %" for _c, n_, p in pred.top5))
-                if tour.checkpoint_ready("cub50_baseline"):
-                    base, bmeta = _load(str(tour.checkpoint_stem("cub50_baseline")), tour.version("cub50_baseline"))
+                if reg.ready(reg.stem("cub50_baseline")):
+                    base, bmeta = _load(str(reg.stem("cub50_baseline")), reg.version(reg.stem("cub50_baseline")))
                     top = ca.predict_bird(base, bmeta, bird).top5[0]
                     st.caption(f"The CNN without transformers says {top[1]} ({100 * top[2]:.0f} %).")
             if not meta.get("final", False):
@@ -497,7 +501,7 @@ def step_dcn() -> dict[str, str]:
     found = _found()
     # a distortion with both a deformable CNN and a transformer model if there is one (same input size)
     entry = next((e for e in (tour.best_st_entry(found, (d,)) for d in ("rts", "r", "p", "e")
-                              if tour.checkpoint_ready(f"mnist_{d}_dcn")) if e is not None), None)
+                              if reg.ready(reg.stem(f"mnist_{d}_dcn"))) if e is not None), None)
     entry = entry or tour.best_st_entry(found)
     c0, c1, c2 = st.columns([1, 1, 1])
     size = int(entry.meta["input_size"]) if entry is not None else 28
@@ -514,7 +518,7 @@ def step_dcn() -> dict[str, str]:
                             config=_cfg("taps-plain"), key="tour_fig_taps_st")
         else:
             model, _meta = _load(str(entry.stem), entry.version)
-            pred = ex.predict(model, x)[0]
+            pred = insp.predict(model, x)[0]
             st_pts = tour.st_taps(pred.grid, (yy, xx), K_PLAIN)
             st.plotly_chart(tour.taps_figure(x, tour.regular_taps((yy, xx), K_PLAIN), st_pts,
                                              "taps through the transformer (one global θ)",
@@ -528,20 +532,19 @@ def step_dcn() -> dict[str, str]:
         dist = entry.dist if entry is not None else "r"
         dcn_name = f"mnist_{dist}_dcn"
         done = False
-        if tour.checkpoint_ready(dcn_name):
+        if reg.ready(reg.stem(dcn_name)):
             try:
-                from stn_core import dcn_lab
 
-                dmodel, _dm = _load(str(tour.checkpoint_stem(dcn_name)), tour.version(dcn_name))
-                view = dcn_lab.dcn_view(dmodel, np.asarray(x, dtype=np.float32))
-                out = tour.nearest_output(dcn_lab.output_centres(view, 0), (yy, xx))
-                pts, regular = dcn_lab.image_points(view, 0, out)
+                dmodel, _dm = _load(str(reg.stem(dcn_name)), reg.version(reg.stem(dcn_name)))
+                view = dfm.dcn_view(dmodel, np.asarray(x, dtype=np.float32))
+                out = tour.nearest_output(dfm.output_centres(view, 0), (yy, xx))
+                pts, regular = dfm.image_points(view, 0, out)
                 k = int(round(np.sqrt(len(pts))))
                 st.plotly_chart(tour.taps_figure(x, np.asarray(regular), np.asarray(pts), "deformed taps (DCN)",
                                                  f"Deformable conv, layer 1 ({k}×{k}): its own offsets here"),
                                 config=_cfg("taps-dcn"), key="tour_fig_taps_dcn")
-                sizes = ", ".join(f"{name} {float(np.mean(dcn_lab.offset_magnitude_map(view, None, i))):.2f} px"
-                                  for i, name in enumerate(dcn_lab.layer_names(view)))
+                sizes = ", ".join(f"{name} {float(np.mean(dfm.offset_magnitude_map(view, None, i))):.2f} px"
+                                  for i, name in enumerate(dfm.layer_names(view)))
                 st.caption("Blue: where the deformable kernel at this position reads (offsets predicted per position); "
                            "move the position to see them change. How far this trained DCN moves its taps on this "
                            f"digit (mean |Δp| over all positions and taps, in pixels of each layer's input): {sizes}. "

@@ -8,7 +8,7 @@ Widget keys (for AppTest): ``tps_src``, ``tps_digit``, ``tps_bird``, ``tps_uploa
 ``tps_side`` (lattice side), ``tps_reg``, ``tps_out``, ``tps_pick``, ``tps_px``, ``tps_py`` (move a
 point by numbers); buttons ``tps_preset_bend`` / ``_twist`` / ``_pinch`` / ``_random``, ``tps_undo``,
 ``tps_reset``, ``tps_move``. The drag component has key ``tps_editor``; the editor state
-(:class:`stn_core.tps_editor.EditorState`) is ``st.session_state["tps_state"]``.
+(:class:`pages.lab.tps_editor.EditorState`) is ``st.session_state["tps_state"]``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import hashlib
 import streamlit as st
 
 from components.point_drag import point_drag, read_drop
-from pages import common
-from stn_core import playground as pg
-from stn_core import tps_editor as te
-from stn_core import viz
+from pages.lab import common
+from pages.lab import playground as pg
+from pages.lab import tps_editor as te
+from pages.lab import figures as viz
 
 common.ensure_navigation()
 

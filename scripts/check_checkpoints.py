@@ -24,8 +24,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from stn_core import datasets as ds  # noqa: E402
-from stn_core import train as T  # noqa: E402
+from stn_core.data import tasks as ds  # noqa: E402
+from stn_core.train import mnist as T  # noqa: E402
 from stn_core.checkpoints import CheckpointError, load_meta, load_model  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
 

@@ -6,7 +6,7 @@ Usage: python scripts/make_addition_results.py [--checkpoints checkpoints] [--ou
 Test errors are read from ``<checkpoints>/mnist_addition_{fcn,cnn,st-fcn,2st-fcn}.json`` (written
 by ``scripts/train_addition.py``); nothing is trained. The 2×ST-FCN checkpoint is evaluated on the
 fixed MNIST-addition test set to measure whether each transformer has taken one digit, and the
-single ST-FCN's transformer for comparison (:func:`stn_core.addition.specialisation`). The file is written atomically.
+single ST-FCN's transformer for comparison (:func:`pages.lab.addition.specialisation`). The file is written atomically.
 """
 
 from __future__ import annotations
@@ -21,18 +21,19 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from stn_core import addition as ad  # noqa: E402
-from stn_core import datasets as ds  # noqa: E402
+from stn_core.data import tasks as ds  # noqa: E402
 from stn_core.checkpoints import CheckpointError, load_model  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
+from stn_core import registry as reg
+from stn_core.analysis import addition as an_add
 
 
-def _measure(stem: Path, a: argparse.Namespace) -> tuple[ad.Specialisation, dict]:
+def _measure(stem: Path, a: argparse.Namespace) -> tuple[an_add.Specialisation, dict]:
     """Where a transformer model's boxes go on the fixed test pairs (its test set's seed)."""
     model, meta = load_model(stem)
     seed = (meta.get("test_set") or {}).get("seed", ds.TEST_SEED)
-    x, _ = ds.fixed_test_set(ad.TASK, seed, a.data_root, a.limit, verify=not a.no_verify)
-    return ad.specialisation(model, x), meta
+    x, _ = ds.fixed_test_set(reg.ADDITION_TASK, seed, a.data_root, a.limit, verify=not a.no_verify)
+    return an_add.specialisation(model, x), meta
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> Path:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     command = "python scripts/make_addition_results.py" + (" " + shlex.join(argv) if argv else "")
-    entries = ad.find_checkpoints(a.checkpoints)
+    entries = reg.find_addition(a.checkpoints)
     spec, note = None, ""
     e = entries.get("2st-fcn")
     if e is not None and e.meta is not None:
@@ -64,11 +65,11 @@ def main(argv: list[str] | None = None) -> Path:
             single, _ = _measure(e1.stem, a)
         except (CheckpointError, OSError, ValueError) as err:
             note += f" Could not measure the ST-FCN: {err}"
-    text = ad.results_markdown(entries, spec, command, spec_command=command, spec_note=note, spec_single=single)
+    text = an_add.results_markdown(entries, spec, command, spec_command=command, spec_note=note, spec_single=single)
     out = Path(a.out)
     atomic_write_bytes(out, text.encode("utf-8"))
     done = sum(x.final for x in entries.values())
-    print(f"wrote {out}: {done} of {len(ad.MODEL_KEYS)} models final")
+    print(f"wrote {out}: {done} of {len(reg.ADDITION_KEYS)} models final")
     return out
 
 

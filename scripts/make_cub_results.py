@@ -4,7 +4,7 @@
 
 Uses only FINAL checkpoints (``final: true``) ``checkpoints/cub50_{baseline,2st,4st}``. Runs each on
 the official test split of its classes (cached in runs/cub_eval/ by checkpoint id), and reports
-accuracy beside the paper's Table 3 plus the part analysis of stn_core.cub_analysis.
+accuracy beside the paper's Table 3 plus the part analysis of stn_core.analysis.cub.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from stn_core.checkpoints import load_meta, load_model  # noqa: E402
 from stn_core.data.cub import load_cub  # noqa: E402
-from stn_core.cub_analysis import (BODY_PARTS, HEAD_PARTS, Bird, centre_spread, head_detector_verdict,  # noqa: E402
+from stn_core.analysis.cub import (BODY_PARTS, HEAD_PARTS, Bird, centre_spread, head_detector_verdict,  # noqa: E402
                                    mean_boxes, paired_diff_ci, part_stats, tiled_boxes, whole_image_iou)
-from stn_core.cub_train import FULL_SCALE_COMMAND, PAPER_TABLE3, eval_cache_path, load_split_tensors, predict  # noqa: E402
+from stn_core.train.cub import FULL_SCALE_COMMAND, PAPER_TABLE3, eval_cache_path, load_split_tensors, predict  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
 
 NAMES = {"baseline": "CNN baseline (MobileNetV2)", "2st": "2×ST-CNN", "4st": "4×ST-CNN"}

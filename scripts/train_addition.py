@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
     ap.add_argument("--checkpoints", default=None, help="output folder (default: <repo>/checkpoints)")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
-                    help="further arguments for every stn_core.train run (tests: --steps 2 ...)")
+                    help="further arguments for every stn_core.train.mnist run (tests: --steps 2 ...)")
     a = ap.parse_args(argv)
     folder = Path(a.checkpoints) if a.checkpoints else None
     jobs = [(out, lambda name=name, out=out: command(name, out, a.threads, a.extra))

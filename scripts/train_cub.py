@@ -27,9 +27,9 @@ PROTOCOL = ["--epochs", "2", "--batch", "16", "--optimizer", "sgd", "--lr", "0.0
             "--weight-decay", "1e-4", "--head-lr-mult", "10", "--loc-lr-mult", "0.5", "--input-size", "224",
             "--crop-size", "112", "--crop-scale", "0.5", "--seed", "0"]
 
-#: Documented full-scale run (200 classes, 448 px, GPU): see stn_core.cub_train.FULL_SCALE_COMMAND.
+#: Documented full-scale run (200 classes, 448 px, GPU): see stn_core.train.cub.FULL_SCALE_COMMAND.
 sys.path.insert(0, str(ROOT))
-from stn_core.cub_train import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
+from stn_core.train.cub import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
 
 
 def is_final(stem: Path) -> bool:

@@ -30,6 +30,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .fileio import write_tmp_beside
+from .models import ALL_MODEL_NAMES, CUB_MODEL_NAMES, ST_TRANSFORMS, model_from_meta
 
 FORMAT = "stn-lab-checkpoint"
 FORMAT_VERSION = 1
@@ -133,10 +134,7 @@ def _check_meta(meta: Any, where: Path) -> None:
     if unknown:
         raise CheckpointError(f"{where}: unknown metadata key(s) {', '.join(unknown)} "
                               f"(put free-form data under 'extra')")
-    from .cub_models import CUB_MODEL_NAMES
-    from .models import ALL_MODEL_NAMES, ST_TRANSFORMS
-
-    if meta["model"] in CUB_MODEL_NAMES:  # CUB birds (stn_core.cub_models): attention boxes or none
+    if meta["model"] in CUB_MODEL_NAMES:  # CUB birds (stn_core.models.cub): attention boxes or none
         if meta["transform"] not in (None, "attention"):
             raise CheckpointError(f"{where}: CUB model transform must be 'attention' or null, "
                                   f"got {meta['transform']!r}")
@@ -202,8 +200,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     ``path``: the stem, the .safetensors or the .json. Returns ``(model in eval mode, meta)``.
     Raises :class:`CheckpointError` with a readable message on any problem.
     """
-    from .models import build_model
-
     paths = checkpoint_paths(path)
     meta = load_meta(paths["meta"])
     tensors, info = read_safetensors(paths["weights"])
@@ -212,18 +208,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     if meta.get("checkpoint_id") and info.get("checkpoint_id") and meta["checkpoint_id"] != info["checkpoint_id"]:
         raise CheckpointError(f"{paths['weights']} and {paths['meta']} belong to different checkpoints "
                               f"(an interrupted or mixed-up copy?)")
-    arch = meta.get("arch") or {}
     try:
-        if meta["model"].startswith("cub-"):  # CUB birds: rebuilt from meta (classes, extra.arch)
-            from .cub_models import model_from_meta
-
-            model = model_from_meta(meta)
-        else:
-            model = build_model(meta["model"], meta["transform"], meta["input_size"], meta["num_classes"],
-                            width=arch.get("width"), downsample=arch.get("downsample"),
-                            **({"target_params": arch["target_params"]} if "target_params" in arch else {}),
-                            **({"modulated": arch["modulated"]} if "modulated" in arch else {}),
-                            **({"in_channels": arch["in_channels"]} if "in_channels" in arch else {}))
+        model = model_from_meta(meta)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{paths['meta']}: cannot rebuild the model ({e})") from None
     expected = model.state_dict()

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from stn_core import addition as ad
-from stn_core import datasets as ds
-from stn_core import distortions as D
-from stn_core import train as T
+from pages.lab import addition as ad
+from stn_core.data import tasks as ds
+from stn_core.data import distortions as D
+from stn_core.train import mnist as T
 from stn_core.checkpoints import load_model
 from stn_core.models import ParallelSTNet, build_model, count_params
+from stn_core import registry as reg
+from stn_core.analysis import addition as an_add
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,9 +88,9 @@ def test_fixed_pair_test_set(data_root):
 
 # --------------------------------------------------------------------------- models
 
-@pytest.mark.parametrize("key", ad.MODEL_KEYS)
+@pytest.mark.parametrize("key", reg.ADDITION_KEYS)
 def test_models_take_two_channels_and_have_about_equal_size(key):
-    name, transform = ad.MODEL_SPECS[key]
+    name, transform = reg.ADDITION_SPECS[key]
     m = build_model(name, transform, 42, 19, in_channels=2)
     n = count_params(m)
     assert abs(n - 400_000) / 400_000 < 0.01, (key, n)
@@ -108,7 +110,7 @@ def test_two_transformers_each_see_both_channels():
     assert m.last_theta.shape == (5, 2, 2, 3) and m.last_grid.shape == (5, 2, 42, 42, 2)
     ident = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
     torch.testing.assert_close(m.last_theta, ident.expand(5, 2, 2, 3))  # identity at initialisation
-    lg, theta, outs = ad.forward_views(m, x)
+    lg, theta, outs = an_add.forward_views(m, x)
     torch.testing.assert_close(lg, logits)
     assert outs.shape == (5, 2, 2, 42, 42)
     torch.testing.assert_close(outs[:, 0], x, atol=1e-5, rtol=0)
@@ -172,7 +174,7 @@ def test_ink_shares():
     out[0, 1, 1] = 1.0                       # transformer 2 only channel 2
     out[1, :, 0, :2] = 1.0
     out[1, :, 1] = 1.0                       # 8 vs 16 pixels → 1/3
-    s = ad.ink_shares(out)
+    s = an_add.ink_shares(out)
     torch.testing.assert_close(s[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
     torch.testing.assert_close(s[1], torch.tensor([1 / 3, 1 / 3], dtype=torch.float64))
     torch.testing.assert_close(s[2], torch.tensor([0.5, 0.5], dtype=torch.float64))  # empty: no preference
@@ -185,7 +187,7 @@ def test_box_coverage():
     ident = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
     top_left = torch.tensor([[0.5, 0, -0.5], [0, 0.5, -0.5]])      # the top-left quarter
     singular = torch.zeros(2, 3)
-    cov = ad.box_coverage(x, torch.stack([ident, top_left, singular])[None])
+    cov = an_add.box_coverage(x, torch.stack([ident, top_left, singular])[None])
     torch.testing.assert_close(cov[0], torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype=torch.float64))
 
 
@@ -199,7 +201,7 @@ def test_specialisation_of_a_hand_made_splitting_model():
     x = torch.zeros(6, 2, 42, 42)
     x[:, 0, 10:30, 3:15] = 1.0
     x[:, 1, 10:30, 27:39] = 1.0
-    s = ad.specialisation(m, x, chunk=4)
+    s = an_add.specialisation(m, x, chunk=4)
     assert s.n == 6 and s.split == 1.0 and s.strong_split == 1.0
     assert s.takes_ch1 == [1.0, 0.0] and s.takes_ch2 == [0.0, 1.0] and s.empty == [0.0, 0.0]
     assert s.coverage[0][0] == pytest.approx(1.0) and s.coverage[0][1] == pytest.approx(0.0)
@@ -212,15 +214,15 @@ def test_specialisation_of_a_hand_made_splitting_model():
     assert s.box_side_px == pytest.approx([42 * 0.5 ** 0.5] * 2)  # a half-width, full-height box: area 0.5
     # at the identity both take the same digit (the one with more ink) on every pair
     ident = build_model("2st-fcn", "affine", 42, 19, in_channels=2, target_params=30_000)
-    assert ad.specialisation(ident, x).split == 0.0
+    assert an_add.specialisation(ident, x).split == 0.0
     # a transformer looking at an empty corner takes neither digit: no split
     with torch.no_grad():
         m.transformers[1].regression.bias.copy_(torch.tensor([0.05, 0, 0.95, 0, 0.05, 0.95]))
-    s = ad.specialisation(m, x)
+    s = an_add.specialisation(m, x)
     assert s.empty == [0.0, 1.0] and s.takes_ch2 == [0.0, 0.0] and s.split == 0.0
     assert s.on_digit[1] == [0.0, 0.0] and s.focus_split == 0.0 and s.follows(1) is None
     with pytest.raises(ValueError, match="no spatial transformer"):
-        ad.specialisation(build_model("fcn", None, 42, 19, in_channels=2, target_params=30_000), x)
+        an_add.specialisation(build_model("fcn", None, 42, 19, in_channels=2, target_params=30_000), x)
 
 
 # --------------------------------------------------------------------------- page logic and report
@@ -261,7 +263,7 @@ def test_results_report(tmp_path, data_root):
 
 
 def test_schedule_text_names_the_optimizer_of_each_run():
-    from stn_core.addition import optimizer_text
+    from stn_core.analysis.addition import optimizer_text
 
     assert optimizer_text({"lr": 0.05, "momentum": 0.9}) == "SGD lr 0.05 with momentum 0.9"  # older runs: no key
     assert optimizer_text({"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "loc_lr_mult": 0.1}) == \
@@ -269,7 +271,7 @@ def test_schedule_text_names_the_optimizer_of_each_run():
 
 
 def _spec(on_digit, focus_split_apart):
-    from stn_core.addition import Specialisation
+    from stn_core.analysis.addition import Specialisation
 
     return Specialisation(n=10, takes_ch1=[0.6, 0.4], takes_ch2=[0.4, 0.6], empty=[0.0, 0.0],
                           mean_share=[0.55, 0.45], coverage=[[0.5, 0.95], [0.9, 0.3]], split=0.3,
@@ -281,7 +283,8 @@ def _spec(on_digit, focus_split_apart):
 def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tmp_path):
     from test_app_addition import make_tiny_addition_checkpoint
 
-    from stn_core.addition import find_checkpoints, verdict_lines
+    from stn_core.registry import find_addition as find_checkpoints
+    from stn_core.analysis.addition import verdict_lines
 
     make_tiny_addition_checkpoint(tmp_path, "fcn", test_error=60.0)
     make_tiny_addition_checkpoint(tmp_path, "st-fcn", test_error=65.0)  # worse than the FCN: said so
@@ -304,7 +307,7 @@ def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tm
 
 
 def test_box_focus_reads_where_the_box_is_centred():
-    from stn_core.addition import TRACK_RADIUS, box_focus
+    from stn_core.analysis.addition import TRACK_RADIUS, box_focus
 
     r = TRACK_RADIUS
     assert box_focus([0.05, 0.6], ink=30.0) == "digit 1"   # centred on digit 1, digit 2 far away
@@ -319,17 +322,17 @@ def test_box_centres_and_ink_centroids_in_normalised_coordinates():
     x = torch.zeros(1, 2, 8, 8)
     x[0, 0, 1, 1] = 1.0                      # pixel (row 1, col 1): centre at (-0.625, -0.625)
     x[0, 0, 1, 3] = 1.0                      # and (-0.125, -0.625): centroid (-0.375, -0.625)
-    c = ad.ink_centroids(x)
+    c = an_add.ink_centroids(x)
     torch.testing.assert_close(c[0, 0], torch.tensor([-0.375, -0.625], dtype=torch.float64))
     assert torch.isnan(c[0, 1]).all()         # channel 2 is empty
     theta = torch.tensor([[[0.5, 0, -0.375], [0, 0.5, -0.625]], [[1.0, 0, 0.5], [0, 1.0, 0.0]]])[None]
-    torch.testing.assert_close(ad.box_centres(theta)[0], torch.tensor([[-0.375, -0.625], [0.5, 0.0]],
+    torch.testing.assert_close(an_add.box_centres(theta)[0], torch.tensor([[-0.375, -0.625], [0.5, 0.0]],
                                                                        dtype=torch.float64))
-    d = ad.centre_distances(x, theta)[0]
+    d = an_add.centre_distances(x, theta)[0]
     assert float(d[0, 0]) == pytest.approx(0.0) and float(d[1, 0]) == pytest.approx((0.875 ** 2 + 0.625 ** 2) ** 0.5)
-    assert ad.to_pixels(0.2) == pytest.approx(4.2)
+    assert an_add.to_pixels(0.2) == pytest.approx(4.2)
     proj = torch.tensor([[2.0, 0, 1.0], [0, 2.0, 0.5], [0, 0, 2.0]])[None, None]  # homogeneous: centre (0.5, 0.25)
-    torch.testing.assert_close(ad.box_centres(proj)[0, 0], torch.tensor([0.5, 0.25], dtype=torch.float64))
+    torch.testing.assert_close(an_add.box_centres(proj)[0, 0], torch.tensor([0.5, 0.25], dtype=torch.float64))
 
 
 def test_page_state_keeps_drawn_digits_in_the_link():

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from apptest_util import assert_no_exception, open_page
-from stn_core import addition as ad
-from stn_core import explorer as ex
 from stn_core.checkpoints import save_checkpoint
 from stn_core.models import build_model
+from stn_core import registry as reg
+from stn_core.analysis import addition as an_add
 
 PAGE = "pages/addition.py"
 TINY = 30_000
@@ -25,19 +25,19 @@ TINY = 30_000
 def make_tiny_addition_checkpoint(folder: Path, key: str, seed: int = 0, **meta) -> Path:
     """An untrained small MNIST-addition model saved as ``folder/mnist_addition_<key>`` (its
     transformers moved off the identity so their boxes are not trivial)."""
-    name, transform = ad.MODEL_SPECS[key]
+    name, transform = reg.ADDITION_SPECS[key]
     torch.manual_seed(seed)
     model = build_model(name, transform, 42, 19, target_params=TINY, in_channels=2)
     with torch.no_grad():
-        for st in ad.transformers_of(model):
+        for st in an_add.transformers_of(model):
             st.regression.weight.normal_(0.0, 0.02)
             st.regression.bias.copy_(torch.tensor([0.6, 0.0, -0.3, 0.0, 0.6, 0.2]))
-    fields = {"task": ad.TASK, "test_error": 33.3, "final": True, "steps": 10,
+    fields = {"task": reg.ADDITION_TASK, "test_error": 33.3, "final": True, "steps": 10,
               "command": f"python -m stn_core.train --task mnist-addition --model {name} --steps 10",
               "train_args": {"steps": 10, "batch": 8, "lr": 0.01, "momentum": 0.0},
               "test_set": {"seed": 20150605, "size": 10_000}, "train_seconds": 1.0}
     fields.update(meta)
-    return save_checkpoint(folder / ad.stem_name(key), model, fields)
+    return save_checkpoint(folder / reg.addition_stem_name(key), model, fields)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _figs(at) -> list[dict]:
 
 
 def test_no_checkpoints_gives_the_training_command(monkeypatch, tmp_path):
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
     at = open_page(PAGE)
     infos = " ".join(i.value for i in at.info)
     assert "scripts/train_addition.py" in infos
@@ -62,7 +62,7 @@ def test_no_checkpoints_gives_the_training_command(monkeypatch, tmp_path):
 
 
 def test_two_transformers_boxes_outputs_and_prediction(monkeypatch, ckdir):
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(ckdir))
     at = open_page(PAGE, {"a": "3", "b": "7", "seed": "42", "model": "2st-fcn"})
     assert at.number_input(key="add_a").value == 3 and at.number_input(key="add_seed").value == 42
     figs = _figs(at)
@@ -80,13 +80,13 @@ def test_two_transformers_boxes_outputs_and_prediction(monkeypatch, ckdir):
     assert "box centre is" in md and "px from digit 1's centre" in md and "within 4.2 px" in md
     # the comparison table lists all four models; the missing ones get their command
     table = at.dataframe[0].value
-    assert list(table["model"]) == [ad.MODEL_LABELS[k] for k in ad.MODEL_KEYS]
+    assert list(table["model"]) == [reg.ADDITION_LABELS[k] for k in reg.ADDITION_KEYS]
     infos = " ".join(i.value for i in at.info)
     assert "--models cnn" in infos and "--models st-fcn" in infos
 
 
 def test_controls_random_pair_and_missing_model(monkeypatch, ckdir):
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(ckdir))
     at = open_page(PAGE, {"a": "0", "b": "1", "seed": "0"})
     at.number_input(key="add_seed").set_value(5).run()
     assert_no_exception(at)
@@ -102,7 +102,7 @@ def test_controls_random_pair_and_missing_model(monkeypatch, ckdir):
 
 
 def test_bad_query_values_warn(monkeypatch, ckdir):
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(ckdir))
     at = open_page(PAGE, {"a": "99999", "seed": "x", "model": "nope"})
     warns = " ".join(w.value for w in at.warning)
     assert "a='99999'" in warns and "seed='x'" in warns and "model='nope'" in warns
@@ -112,7 +112,7 @@ def test_bad_query_values_warn(monkeypatch, ckdir):
 def test_drawn_digits_get_a_pad_and_no_true_sum(monkeypatch, ckdir):
     """Digit 2 drawn (from the link): a pad for it, the pair without a true sum; the drawing
     itself arrives through the pad's callback, here put straight into the session state."""
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(ckdir))
     at = open_page(PAGE, {"a": "3", "src_b": "draw", "model": "2st-fcn"})
     assert_no_exception(at)
     assert at.radio(key="add_src_b").value == "draw" and at.radio(key="add_src_a").value == "test"

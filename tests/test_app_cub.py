@@ -13,7 +13,7 @@ import torch
 
 from apptest_util import assert_no_exception, open_page
 from stn_core.checkpoints import save_checkpoint
-from stn_core.cub_models import arch_of, build_cub_model
+from stn_core.models.cub import arch_of, build_cub_model
 
 PAGE = "pages/cub.py"
 CLASSES = [1, 12, 14, 17, 36, 42, 47, 50]

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from stn_core import dcn_lab as L
-from stn_core import explorer as ex
 from test_dcn_lab import make_tiny
+from stn_core import registry as reg
+from stn_core.analysis import stn_vs_dcn as svd
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -32,7 +32,7 @@ def ckdir(tmp_path_factory) -> Path:
 
 
 def _open(monkeypatch, folder: Path, query: dict | None = None) -> AppTest:
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(folder))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(folder))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     if query:
         at.query_params = dict(query)
@@ -74,11 +74,11 @@ def test_opens_on_the_distortion_that_has_a_dcn(monkeypatch, ckdir, tmp_path):
     at = _open(monkeypatch, ckdir)
     assert at.radio(key="dcn_dist").value == "r"  # only R has a DCN here
     assert "No DCN trained" not in _text(at)
-    assert L.default_distortion(tmp_path) == "rts"  # nothing trained: RTS, the paper's headline task
+    assert svd.default_distortion(tmp_path) == "rts"  # nothing trained: RTS, the paper's headline task
     make_tiny(tmp_path, "e", "dcn", final=False)
-    assert L.default_distortion(tmp_path) == "e"
+    assert svd.default_distortion(tmp_path) == "e"
     make_tiny(tmp_path, "p", "dcn")
-    assert L.default_distortion(tmp_path) == "p"  # a finished one first
+    assert svd.default_distortion(tmp_path) == "p"  # a finished one first
 
 
 def test_only_the_st_cnn_on_rts(monkeypatch, ckdir):

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from stn_core import explorer as ex
 from test_explorer import make_tiny_checkpoint
 from apptest_util import downloads, record_downloads
+from stn_core import registry as reg
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -35,7 +35,7 @@ def ckdir(tmp_path_factory) -> Path:
 
 
 def _open(monkeypatch, folder: Path) -> AppTest:
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(folder))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(folder))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.switch_page(PAGE).run()
     _ok(at)
@@ -101,14 +101,14 @@ def test_figure1_with_tiny_checkpoints(monkeypatch, ckdir):
 
 def test_longer_schedule_runs_are_listed_beside_the_table(monkeypatch, tmp_path):
     make_tiny_checkpoint(tmp_path, "rts", "st-cnn-aff", test_error=2.6)
-    make_tiny_checkpoint(tmp_path / ex.LONG_SUBDIR, "rts", "st-cnn-aff", test_error=1.1, samples_per_s=30000.0)
+    make_tiny_checkpoint(tmp_path / reg.LONG_SUBDIR, "rts", "st-cnn-aff", test_error=1.1, samples_per_s=30000.0)
     at = _open(monkeypatch, tmp_path)
     md = _markdown(at)
     assert "**Longer schedule**" in md and "| RTS | ST-CNN Aff | 50 × 32 | **1.10** | 2.60 | 0.5 |" in md
     assert "the best RTS ST-CNN reaches 1.10 % (ST-CNN Aff)" in md
     # and they can be explored: after the Table 1 models, with the plain CNN of the same schedule for contrast
     make_tiny_checkpoint(tmp_path, "rts", "cnn", test_error=7.0)
-    make_tiny_checkpoint(tmp_path / ex.LONG_SUBDIR, "rts", "cnn", test_error=3.0)
+    make_tiny_checkpoint(tmp_path / reg.LONG_SUBDIR, "rts", "cnn", test_error=3.0)
     at = _open(monkeypatch, tmp_path)
     assert at.selectbox(key="ex_model").options == ["CNN: 7.00 %", "ST-CNN Aff: 2.60 %",
                                                     "CNN, 50 steps: 3.00 %", "ST-CNN Aff, 50 steps: 1.10 %"]
@@ -202,7 +202,7 @@ def test_corrupt_checkpoint_gives_an_error_not_a_traceback(monkeypatch, tmp_path
 def test_without_full_mnist_the_shipped_digits_are_used(monkeypatch, ckdir):
     import streamlit as st
 
-    from stn_core import datasets as ds
+    from stn_core.data import tasks as ds
     from stn_core.data.common import DataError
 
     def missing(*a, **k):
@@ -224,7 +224,7 @@ def test_without_full_mnist_the_shipped_digits_are_used(monkeypatch, ckdir):
 
 def test_export_of_the_learned_theta_and_link(monkeypatch, ckdir):
     at = _open(monkeypatch, ckdir)
-    assert at.query_params["dist"] in ex.DISTORTIONS and "model" in at.query_params
+    assert at.query_params["dist"] in reg.DISTORTIONS and "model" in at.query_params
     at.slider(key="ex_exp_frames").set_value(3).run()
     at.button(key="ex_exp_make").click().run()
     _ok(at)
@@ -233,7 +233,7 @@ def test_export_of_the_learned_theta_and_link(monkeypatch, ckdir):
 
 
 def test_shared_link_reopens_model_and_digit(monkeypatch, ckdir):
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ckdir))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(ckdir))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     at.query_params["dist"], at.query_params["model"], at.query_params["digit"] = "rts", "cnn", "7"
     at.switch_page(PAGE).run()

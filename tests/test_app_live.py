@@ -7,13 +7,13 @@ import time
 
 from apptest_util import assert_no_exception, open_page
 
-from stn_core import live
+from pages.lab import live
+from stn_core import registry as reg
 
 
 def test_live_page_start_pause_save_reset(tmp_path, monkeypatch):
-    from stn_core import explorer as ex
 
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
     at = open_page("pages/live.py", {"seed": "3"})
     assert at.title[0].value == "Live training"
     assert not at.button(key="lv_start").disabled and at.button(key="lv_pause").disabled
@@ -56,7 +56,6 @@ def test_live_page_start_pause_save_reset(tmp_path, monkeypatch):
 def test_explorer_opens_a_saved_live_run(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from stn_core import explorer as ex
 
     cfg = replace(live.LiveConfig(), batch=8, eval_size=24, eval_every=2, source="sample", max_steps=2)
     run = live.LiveRun(cfg)
@@ -65,9 +64,9 @@ def test_explorer_opens_a_saved_live_run(tmp_path, monkeypatch):
     while run.state != "finished" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert run.state == "finished"
-    run.save(tmp_path / ex.LIVE_SUBDIR / "lecture")
+    run.save(tmp_path / reg.LIVE_SUBDIR / "lecture")
     run.reset()
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
     at = open_page("pages/explorer.py")
     assert at.selectbox(key="ex_model").value == "live:lecture"
     assert any("Live run 'lecture'" in m.value for m in at.markdown)

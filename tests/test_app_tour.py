@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from apptest_util import assert_no_exception, downloads, open_page, record_downloads
-from stn_core import tour
+from pages.lab import tour
+from stn_core import registry as reg
 
 TOUR = "pages/tour.py"
 
@@ -97,10 +98,9 @@ def test_step_survives_a_visit_to_another_page():
 
 def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp_path):
     """Tiny untrained checkpoints in $STN_LAB_CHECKPOINTS: step 1 falls back to the RTS pair, step 8 shows a
-    deformable CNN's own taps (the other helper's stn_core.dcn_lab)."""
+    deformable CNN's own taps (the other helper's pages.lab.dcn)."""
     import torch
 
-    from stn_core import explorer as ex
     from stn_core.checkpoints import save_checkpoint
     from stn_core.models import build_model
     from test_explorer import TINY, make_tiny_checkpoint
@@ -113,7 +113,7 @@ def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp
         for layer in dcn.deform_layers:
             layer.offset_conv.weight.normal_(0.0, 0.05)
     save_checkpoint(tmp_path / "mnist_rts_dcn", dcn, {"task": "mnist-rts", "final": True})
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
     seen = record_downloads(monkeypatch)
     for n in (1, 5, 6, 8):
         at = open_page(TOUR, {"step": str(n)})
@@ -132,18 +132,17 @@ def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp
 
 def test_step_one_adds_the_upright_cnn_when_it_is_there(monkeypatch, tmp_path):
     """With a CNN trained on upright digits, step 1 sweeps three networks and says what the curves show."""
-    from stn_core import explorer as ex
     from stn_core.checkpoints import save_checkpoint
     from stn_core.models import build_model
     from test_explorer import TINY, make_tiny_checkpoint
 
     make_tiny_checkpoint(tmp_path, "r", "cnn")
     make_tiny_checkpoint(tmp_path, "r", "st-cnn-aff")
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
     at = open_page(TOUR, {"step": "1"})
     assert_no_exception(at)
     assert len(at.metric) == 2 and "not here yet" in " ".join(c.value for c in at.caption)
-    save_checkpoint(tmp_path / tour.UPRIGHT_CNN, build_model("cnn", None, 28, target_params=TINY),
+    save_checkpoint(tmp_path / reg.UPRIGHT_CNN, build_model("cnn", None, 28, target_params=TINY),
                     {"task": "mnist", "final": True, "test_error": 1.5})
     at = open_page(TOUR, {"step": "1"})
     assert_no_exception(at)
@@ -167,15 +166,14 @@ CUB_BASELINE = Path(__file__).resolve().parents[1] / "checkpoints" / "cub50_base
 
 @pytest.mark.skipif(not CUB_BASELINE.with_suffix(".json").is_file(), reason="no CUB checkpoint in checkpoints/")
 def test_cub_step_with_a_bird_model(monkeypatch, tmp_path):
-    """Step 7 runs the bird model through stn_core.cub_attention (here the baseline copied as cub50_2st: no boxes)."""
+    """Step 7 runs the bird model through pages.lab.cub (here the baseline copied as cub50_2st: no boxes)."""
     import shutil
 
-    from stn_core import explorer as ex
 
     for name in ("cub50_2st", "cub50_baseline"):
         for ext in (".json", ".safetensors"):
             shutil.copy(CUB_BASELINE.with_suffix(ext), tmp_path / f"{name}{ext}")
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
     at = open_page(TOUR, {"step": "7"})
     assert not at.error and not at.info, ([e.value for e in at.error], [i.value for i in at.info])
     assert any("Top 5" in m.value for m in at.markdown)

@@ -14,7 +14,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from apptest_util import assert_no_exception, open_page
-from stn_core import tps_editor as te
+from pages.lab import tps_editor as te
 
 TPS = "pages/tps.py"
 SAMPLER = "pages/sampler.py"

@@ -9,7 +9,7 @@ from browser_util import SCREENSHOT_DIR, assert_clean, open_page, require_browse
 
 require_browser()
 
-from stn_core.tour import N_STEPS, STEPS  # noqa: E402
+from pages.lab.tour import N_STEPS, STEPS  # noqa: E402
 
 MAIN = '[data-testid="stMainBlockContainer"]'
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pages import common  # noqa: E402
+from pages.lab import common  # noqa: E402
 
 
 def test_plot_config_names_the_png_and_keeps_the_camera_button() -> None:

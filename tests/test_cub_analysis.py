@@ -1,4 +1,4 @@
-"""Part analysis (stn_core.cub_analysis) and the CUB page logic (stn_core.cub_attention)."""
+"""Part analysis (stn_core.analysis.cub) and the CUB page logic (pages.lab.cub)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from stn_core import cub_analysis as an
-from stn_core import cub_attention as ca
-from stn_core.cub_models import build_cub_model
+from stn_core.analysis import cub as an
+from pages.lab import cub as ca
+from stn_core.models.cub import build_cub_model
+from stn_core import registry as reg
 
 torch.set_num_threads(1)
 NAMES = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
@@ -133,7 +134,7 @@ def test_page_state_and_helpers():
 def test_sample_birds_and_status(tmp_path):
     birds = ca.sample_birds()
     assert len(birds) >= 30 and birds[0]["parts"].shape == (15, 3) and birds[0]["image"].ndim == 3
-    assert ca.checkpoint_status("2st", tmp_path)["exists"] is False
+    assert reg.cub_status("2st", tmp_path)["exists"] is False
 
 
 def test_make_cub_results_on_tiny_checkpoints(tmp_path):
@@ -147,7 +148,7 @@ def test_make_cub_results_on_tiny_checkpoints(tmp_path):
     from cub_fixture import make_tiny_cub
 
     from stn_core.checkpoints import save_checkpoint
-    from stn_core.cub_models import arch_of
+    from stn_core.models.cub import arch_of
 
     root = make_tiny_cub(tmp_path / "cub")
     ck = tmp_path / "ck"
@@ -187,7 +188,7 @@ def test_box_replay_frames_and_gif():
 
     from PIL import Image
 
-    from stn_core.export import MAX_FRAMES
+    from pages.lab.export import MAX_FRAMES
 
     img = np.full((50, 100, 3), 0.5, np.float32)
     steps = list(range(0, 1000, 10))  # 100 recorded points: thinned to MAX_FRAMES

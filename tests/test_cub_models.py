@@ -1,4 +1,4 @@
-"""CUB bird models (stn_core.cub_models) and their training CLI (stn_core.cub_train).
+"""CUB bird models (stn_core.models.cub) and their training CLI (stn_core.train.cub).
 
 Tiny, random-init backbones (``backbone_weights=None``) and 64-px inputs keep this fast; the
 CLI runs on a CUB-layout folder built from the shipped birds (tests/cub_fixture.py), so nothing
@@ -19,7 +19,7 @@ import torch
 from cub_fixture import make_tiny_cub
 from stn_core import load_model, save_checkpoint
 from stn_core.checkpoints import CheckpointError, load_meta
-from stn_core.cub_models import (CubNet, WeightsError, arch_of, build_cub_model, default_weights_path,
+from stn_core.models.cub import (CubNet, WeightsError, arch_of, build_cub_model, default_weights_path,
                                  mobilenet_v2_features, model_from_meta, tiled_translations)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ TINY = ["--task", "cub", "--classes", "1,12,14", "--backbone-weights", "none", "
 
 
 def test_cli_tiny_run_and_resume(tmp_path):
-    """In-process through stn_core.train.main (the CUB dispatch): stop at step 2, resume, compare
+    """In-process through stn_core.train.mnist.main (the CUB dispatch): stop at step 2, resume, compare
     with an uninterrupted run."""
     from stn_core.train import main
 
@@ -168,7 +168,7 @@ def test_cli_tiny_run_and_resume(tmp_path):
 
 
 def test_cli_help_and_dispatch(capsys):
-    from stn_core.cub_train import is_cub_task, parse_args
+    from stn_core.train.cub import is_cub_task, parse_args
 
     assert is_cub_task(["--task", "cub50"]) and is_cub_task(["--task=cub200"]) and not is_cub_task(["--task", "mnist-r"])
     with pytest.raises(SystemExit):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stn_core import datasets as ds
-from stn_core import train as T
+from stn_core.data import tasks as ds
+from stn_core.train import mnist as T
 from stn_core.checkpoints import load_model
 from stn_core.data.samples import load_mnist_sample
 from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model

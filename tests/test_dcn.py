@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stn_core import train as T
+from stn_core.train import mnist as T
 from stn_core.checkpoints import load_model, save_checkpoint
 from stn_core.dcn import DeformConv2d, sampling_positions
-from stn_core.models import (ALL_MODEL_NAMES, MODELS, DeformableCNN, _classifier_count, build_model,
+from stn_core.models.mnist import (ALL_MODEL_NAMES, MODELS, DeformableCNN, _classifier_count, build_model,
                              count_params)
 
 

@@ -1,4 +1,4 @@
-"""stn_core.dcn_lab: the DCN's sampling points, receptive field and offsets; the ST side; the comparison."""
+"""pages.lab.dcn: the DCN's sampling points, receptive field and offsets; the ST side; the comparison."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from stn_core import dcn_lab as L
-from stn_core import datasets as ds
-from stn_core import explorer as ex
+from pages.lab import dcn as L
+from stn_core.data import tasks as ds
 from stn_core.checkpoints import save_checkpoint
 from stn_core.models import build_model
+from stn_core import registry as reg
+from stn_core.analysis import stn_vs_dcn as svd
+from stn_core.analysis import deformable as dfm
 
 TINY = 30_000
 
@@ -21,8 +23,8 @@ TINY = 30_000
 def make_tiny(folder: Path, dist: str, key: str, seed: int = 0, offsets: float = 0.7, **meta) -> Path:
     """Save an untrained small model as ``folder/mnist_<dist>_<key>``: the DCN with non-zero offsets
     (random offset-predictor biases of std ``offsets`` px), the ST-CNN off the identity."""
-    name, transform = L.COMPARE_SPECS[key]
-    size = ds.input_size(ex.DIST_TASK[dist])
+    name, transform = svd.COMPARE_SPECS[key]
+    size = ds.input_size(reg.DIST_TASK[dist])
     torch.manual_seed(seed)
     model = build_model(name, transform, size, target_params=TINY)
     with torch.no_grad():
@@ -31,8 +33,8 @@ def make_tiny(folder: Path, dist: str, key: str, seed: int = 0, offsets: float =
         for layer in getattr(model, "deform_layers", []):
             layer.offset_conv.bias.normal_(0.0, offsets)
             layer.offset_conv.weight.normal_(0.0, 0.02)
-    fields = {"task": ex.DIST_TASK[dist], "test_error": 3.21, "final": True, "steps": 5,
-              "command": f"python -m stn_core.train --task {ex.DIST_TASK[dist]} --model {name} --steps 5",
+    fields = {"task": reg.DIST_TASK[dist], "test_error": 3.21, "final": True, "steps": 5,
+              "command": f"python -m stn_core.train --task {reg.DIST_TASK[dist]} --model {name} --steps 5",
               "train_args": {"steps": 5, "batch": 8, "lr": 0.01, "momentum": 0.0, "loc_lr_mult": 1.0}}
     fields.update(meta)
     return save_checkpoint(folder / f"mnist_{dist}_{key}", model, fields)
@@ -53,48 +55,48 @@ def _x(side=28, seed=1):
 
 def test_stages_and_sampling_points_match_the_layer():
     m, x = _dcn(), _x()
-    v = L.dcn_view(m, x)
+    v = dfm.dcn_view(m, x)
     assert [s.kind for s in v.stages] == ["deform", "pool", "deform", "pool"]
     assert v.stages[0].out_hw == (20, 20) and v.stages[2].in_hw == (10, 10) and v.stages[2].out_hw == (4, 4)
     assert v.probs.shape == (10,) and v.pred == int(m(x).argmax())
     from stn_core.dcn import sampling_positions
     for layer, (r, c) in ((0, (3, 17)), (1, (2, 1))):
-        pts = L.sampling_points(m, x, layer, (r, c))
+        pts = dfm.sampling_points(m, x, layer, (r, c))
         ref = sampling_positions(m.deform_layers[layer])[0, r, c].double().numpy()
         np.testing.assert_allclose(pts, ref, atol=1e-5)
-        reg = L.regular_points(v, layer, (r, c))
+        reg = dfm.regular_points(v, layer, (r, c))
         k = m.deform_layers[layer].kernel_size
         assert reg.shape == (k * k, 2)
         np.testing.assert_array_equal(reg[0], [c, r])  # padding 0: tap (0, 0) of output (r, c) reads (c, r)
         np.testing.assert_array_equal(reg[-1], [c + k - 1, r + k - 1])
         assert np.abs(pts - reg).max() > 0.05  # the offsets move the taps
     with pytest.raises(ValueError, match="outside"):
-        L.sampling_points(v, None, 1, (4, 0))
+        dfm.sampling_points(v, None, 1, (4, 0))
     with pytest.raises(ValueError, match="layer must be"):
-        L.sampling_points(v, None, 2, (0, 0))
+        dfm.sampling_points(v, None, 2, (0, 0))
     with pytest.raises(ValueError, match="no deformable"):
-        L.dcn_view(build_model("cnn", None, 28, target_params=TINY), x)
+        dfm.dcn_view(build_model("cnn", None, 28, target_params=TINY), x)
     with pytest.raises(ValueError, match="takes 28"):
-        L.dcn_view(m, _x(42))
+        dfm.dcn_view(m, _x(42))
 
 
 def test_zero_offsets_give_the_plain_cnn_geometry():
     m, x = _dcn(offsets=0.0), _x()
-    v = L.dcn_view(m, x)
-    d, r = L.image_points(v, 1, (1, 2))
+    v = dfm.dcn_view(m, x)
+    d, r = dfm.image_points(v, 1, (1, 2))
     np.testing.assert_allclose(d, r)
     # conv 2 tap (0, 0) of output (1, 2) reads pooled (2, 1) → pool window centre (4.5, 2.5) → conv 1 kernel centre +4
     np.testing.assert_allclose(r[0], [8.5, 6.5])
-    field = L.receptive_points(v, None, (1, 1))
-    np.testing.assert_allclose(field, L.receptive_points(v, None, (1, 1), deformed=False))
+    field = dfm.receptive_points(v, None, (1, 1))
+    np.testing.assert_allclose(field, dfm.receptive_points(v, None, (1, 1), deformed=False))
     assert field.shape == (49 * 81, 2)
     # the plain CNN's receptive field of conv 2 output (1, 1): pooled rows 1..7 → conv 1 rows 2.5..14.5 → ±4
     np.testing.assert_allclose(field.min(0), [2.5, 2.5])
     np.testing.assert_allclose(field.max(0), [22.5, 22.5])
-    assert np.abs(L.offset_magnitude_map(v, None, 0)).max() == 0
-    np.testing.assert_allclose(L.output_centres(v, 1)[1, 2], [8.5 + 3 * 2, 6.5 + 3 * 2])
+    assert np.abs(dfm.offset_magnitude_map(v, None, 0)).max() == 0
+    np.testing.assert_allclose(dfm.output_centres(v, 1)[1, 2], [8.5 + 3 * 2, 6.5 + 3 * 2])
     # conv 2's centre tap of output (1, 2) reads pooled (row 4, col 5): pool window rows 8-9, cols 10-11
-    assert L.chain_locations(v, (1, 2)) == [(8, 10), (1, 2)]
+    assert dfm.chain_locations(v, (1, 2)) == [(8, 10), (1, 2)]
 
 
 def test_receptive_field_follows_the_offsets():
@@ -102,34 +104,34 @@ def test_receptive_field_follows_the_offsets():
     with torch.no_grad():  # conv 1 taps all move +2 px right; conv 2 taps +1 row down (pooled pixels)
         m.deform_layers[0].offset_conv.bias[1:162:2] = 2.0
         m.deform_layers[1].offset_conv.bias[0:98:2] = 1.0
-    v = L.dcn_view(m, x)
-    reg = L.receptive_points(v, None, (1, 1), deformed=False)
-    field = L.receptive_points(v, None, (1, 1))
+    v = dfm.dcn_view(m, x)
+    reg = dfm.receptive_points(v, None, (1, 1), deformed=False)
+    field = dfm.receptive_points(v, None, (1, 1))
     np.testing.assert_allclose(field, reg + np.array([2.0, 2.0]), atol=1e-9)  # +1 pooled row = +2 image rows
-    np.testing.assert_allclose(L.offset_magnitude_map(v, None, 0), np.full((20, 20), 2.0), atol=1e-6)
-    np.testing.assert_allclose(L.offset_magnitude_map(m, x, 1), np.full((4, 4), 1.0), atol=1e-6)
-    d, r = L.image_points(v, 1, (0, 0))
+    np.testing.assert_allclose(dfm.offset_magnitude_map(v, None, 0), np.full((20, 20), 2.0), atol=1e-6)
+    np.testing.assert_allclose(dfm.offset_magnitude_map(m, x, 1), np.full((4, 4), 1.0), atol=1e-6)
+    d, r = dfm.image_points(v, 1, (0, 0))
     np.testing.assert_allclose(d - r, np.tile([0.0, 2.0], (49, 1)))
-    assert L.chain_locations(v, (1, 1))[-1] == (1, 1)
+    assert dfm.chain_locations(v, (1, 1))[-1] == (1, 1)
     # taps pushed off the map read only zeros: they are dropped
     with torch.no_grad():
         m.deform_layers[1].offset_conv.bias[0:98:2] = 50.0
-    assert L.receptive_points(m, x, (1, 1)).shape == (0, 2)
+    assert dfm.receptive_points(m, x, (1, 1)).shape == (0, 2)
 
 
 def test_rts_sizes_and_chain():
     m, x = _dcn(side=42), _x(42)
-    v = L.dcn_view(m, x)
+    v = dfm.dcn_view(m, x)
     assert v.stages[0].out_hw == (34, 34) and v.stages[2].out_hw == (11, 11)
-    locs = L.chain_locations(v, (5, 5))
+    locs = dfm.chain_locations(v, (5, 5))
     assert len(locs) == 2 and locs[1] == (5, 5) and all(0 <= a < 34 for a in locs[0])
-    assert L.offset_magnitude_map(v, None, 0).shape == (34, 34)
-    assert L.layer_names(v) == ["conv 1 (9×9)", "conv 2 (7×7)"]
+    assert dfm.offset_magnitude_map(v, None, 0).shape == (34, 34)
+    assert dfm.layer_names(v) == ["conv 1 (9×9)", "conv 2 (7×7)"]
 
 
 def test_figures_and_click():
     m, x = _dcn(), _x()
-    v = L.dcn_view(m, x)
+    v = dfm.dcn_view(m, x)
     fig = L.sampling_figure(x[0, 0].numpy(), v, (2, 3), "taps")
     names = [t.name for t in fig.data]
     assert L.CLICK_TRACE in names and any("conv 2 (7×7) taps at row 2, col 3" == n for n in names)
@@ -145,23 +147,23 @@ def test_figures_and_click():
 def test_stn_view_and_theta_rows():
     torch.manual_seed(0)
     m = build_model("st-cnn", "tps", 28, target_params=TINY).eval()
-    p = L.stn_view(m, _x())
-    assert p.kind == "tps" and p.output.shape == (28, 28) and len(L.theta_rows(p)) == 16
+    p = svd.stn_view(m, _x())
+    assert p.kind == "tps" and p.output.shape == (28, 28) and len(svd.theta_rows(p)) == 16
     m = build_model("st-cnn", "affine", 28, target_params=TINY).eval()
-    p = L.stn_view(m, _x()[0, 0].numpy())
-    assert L.theta_rows(p) == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]] and p.region.shape[1] == 2
+    p = svd.stn_view(m, _x()[0, 0].numpy())
+    assert svd.theta_rows(p) == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]] and p.region.shape[1] == 2
     with pytest.raises(ValueError, match="no spatial transformer"):
-        L.stn_view(_dcn(), _x())
+        svd.stn_view(_dcn(), _x())
 
 
 def test_predicted_numbers():
-    assert L.predicted_numbers(build_model("cnn", None, 28))[0] == 0
-    assert L.predicted_numbers(build_model("st-cnn", "affine", 28))[0] == 6
-    assert L.predicted_numbers(build_model("st-cnn", "tps", 42))[0] == 32
-    n, how = L.predicted_numbers(build_model("dcn", None, 28))
+    assert svd.predicted_numbers(build_model("cnn", None, 28))[0] == 0
+    assert svd.predicted_numbers(build_model("st-cnn", "affine", 28))[0] == 6
+    assert svd.predicted_numbers(build_model("st-cnn", "tps", 42))[0] == 32
+    n, how = svd.predicted_numbers(build_model("dcn", None, 28))
     assert n == 2 * 81 * 20 * 20 + 2 * 49 * 4 * 4 and "conv 2: 2·49·4·4" in how
-    assert L.predicted_numbers(build_model("dcn", None, 42, modulated=True))[0] == 3 * 81 * 34 * 34 + 3 * 49 * 11 * 11
-    assert L.numbers_per_image("rts", "dcn") == 2 * 81 * 34 * 34 + 2 * 49 * 11 * 11
+    assert svd.predicted_numbers(build_model("dcn", None, 42, modulated=True))[0] == 3 * 81 * 34 * 34 + 3 * 49 * 11 * 11
+    assert svd.numbers_per_image("rts", "dcn") == 2 * 81 * 34 * 34 + 2 * 49 * 11 * 11
 
 
 def test_comparison_rows_read_the_checkpoints_and_results(tmp_path):
@@ -169,22 +171,22 @@ def test_comparison_rows_read_the_checkpoints_and_results(tmp_path):
     make_tiny(tmp_path, "r", "st-cnn-aff", test_error=0.9)
     (tmp_path / "mnist_r_st-cnn-tps.json").write_text("{not json")
     res = {"tasks": {"r": {"dcn": {"fwd_bwd_ratio_cpu": 3.456}}}}
-    rows = {r["model"]: r for r in L.comparison_rows("r", res, tmp_path)}
+    rows = {r["model"]: r for r in svd.comparison_rows("r", res, tmp_path)}
     assert rows["DCN"]["test error"] == "1.50 %" and rows["DCN"]["fwd+bwd vs CNN (CPU)"] == "3.46×"
     assert rows["ST-CNN Aff"]["test error"] == "0.90 %" and rows["ST-CNN Aff"]["numbers per image"] == "6"
     assert rows["CNN"]["test error"] == "not trained yet" and rows["CNN"]["fwd+bwd vs CNN (CPU)"] == "not measured"
     assert "fwd+bwd vs CNN (GPU)" not in rows["DCN"]  # no CUDA timings in these results
     res["tasks"]["r"]["dcn"]["fwd_bwd_ratio_cuda"] = 2.0
-    assert [r["fwd+bwd vs CNN (GPU)"] for r in L.comparison_rows("r", res, tmp_path)] == ["not measured"] * 3 + ["2.00×"]
+    assert [r["fwd+bwd vs CNN (GPU)"] for r in svd.comparison_rows("r", res, tmp_path)] == ["not measured"] * 3 + ["2.00×"]
     del res["tasks"]["r"]["dcn"]["fwd_bwd_ratio_cuda"]
     assert "mnist_r_st-cnn-tps.json" in rows["ST-CNN TPS"]["test error"]
-    assert L.read_meta("r", "dcn", tmp_path)[0]["model"] == "dcn"
-    assert L.train_command("rts", "dcn") == "python -m stn_core.train --task mnist-rts --model dcn --out checkpoints/mnist_rts_dcn"
-    assert L.load_results(tmp_path / "missing.json") is None
+    assert svd.read_meta("r", "dcn", tmp_path)[0]["model"] == "dcn"
+    assert reg.train_command("rts", "dcn") == "python -m stn_core.train --task mnist-rts --model dcn --out checkpoints/mnist_rts_dcn"
+    assert svd.load_results(tmp_path / "missing.json") is None
     (tmp_path / "r.json").write_text(json.dumps(res))
-    assert L.load_results(tmp_path / "r.json") == res
+    assert svd.load_results(tmp_path / "r.json") == res
     with pytest.raises(ValueError, match="unknown model key"):
-        L.stem("r", "fcn")
+        svd.stem("r", "fcn")
 
 
 def test_make_stn_vs_dcn_script(tmp_path):
@@ -216,14 +218,14 @@ def test_stn_vs_dcn_timings_travel_between_machines(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     t = {"fwd_ms": 1.0, "fwd_bwd_ms": 2.0}
-    saved = {"cpu": {28: {k: t for k in L.COMPARE_KEYS}}}
+    saved = {"cpu": {28: {k: t for k in svd.COMPARE_KEYS}}}
     args = type("A", (), {"batch": 4, "repeats": 1})()
     mod.save_timings(tmp_path / "t.json", saved, "python scripts/make_stn_vs_dcn.py --devices cpu", args)
     rec = json.loads((tmp_path / "t.json").read_text())
     rec["timings"]["cuda"] = rec["timings"].pop("cpu")  # as if measured on a GPU
     rec["device_names"] = {"cuda": "Some GPU"}
     (tmp_path / "t.json").write_text(json.dumps(rec))
-    here = {"cpu": {28: {k: {"fwd_ms": 5.0, "fwd_bwd_ms": 9.0} for k in L.COMPARE_KEYS}}}
+    here = {"cpu": {28: {k: {"fwd_ms": 5.0, "fwd_bwd_ms": 9.0} for k in svd.COMPARE_KEYS}}}
     added = mod.load_timings(tmp_path / "t.json", here)
     assert set(here) == {"cpu", "cuda"} and here["cuda"][28]["dcn"] == t and here["cpu"][28]["dcn"]["fwd_ms"] == 5.0
     assert added["cuda"]["device_names"]["cuda"] == "Some GPU" and added["cuda"]["batch"] == 4

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stn_core import datasets as ds
-from stn_core import distortions as D
+from stn_core.data import tasks as ds
+from stn_core.data import distortions as D
 from stn_core.data.mnist import write_idx
 from stn_core.data.samples import load_mnist_sample
 

@@ -1,4 +1,4 @@
-"""Trained model explorer logic (stn_core.explorer): checkpoint discovery, test digits, own digits,
+"""Trained model explorer logic (pages.lab.explorer): checkpoint discovery, test digits, own digits,
 inference with the transformer's view, mistakes, Table 1; its figures; the drawing pad's parser.
 
 Checkpoints are tiny models (build_model with a small parameter budget) saved into tmp_path with
@@ -14,12 +14,18 @@ import pytest
 import torch
 
 from components.draw_digit import parse_drawing, read_drawing
-from stn_core import datasets as ds
-from stn_core import explorer as ex
-from stn_core import viz
+from stn_core.data import tasks as ds
+from pages.lab import explorer as ex
+from pages.lab import figures as viz
 from stn_core.checkpoints import load_model, save_checkpoint
 from stn_core.models import build_model
-from stn_core.train import PAPER_TABLE1, lr_at
+from stn_core.paper import PAPER_TABLE1
+from stn_core.train.loop import lr_at
+from stn_core import registry as reg
+from stn_core import regions
+from stn_core.data import test_digits as td
+from stn_core.analysis import table1 as t1
+from stn_core.analysis import inspect as insp
 
 TINY = 30_000  # parameter budget of the test models
 
@@ -27,19 +33,19 @@ TINY = 30_000  # parameter budget of the test models
 def make_tiny_checkpoint(folder: Path, dist: str, key: str, seed: int = 0, **meta) -> Path:
     """Save an untrained small model as ``folder/mnist_<dist>_<key>`` (its transformer moved off the
     identity so θ, the grid and the region are not trivial). ``meta`` overrides the JSON fields."""
-    name, transform = ex.model_spec(key)
-    size = ds.input_size(ex.DIST_TASK[dist])
+    name, transform = reg.model_spec(key)
+    size = ds.input_size(reg.DIST_TASK[dist])
     torch.manual_seed(seed)
     model = build_model(name, transform, size, target_params=TINY)
     if model.transformer is not None:
         with torch.no_grad():
             model.transformer.regression.weight.normal_(0.0, 0.05)
-    fields = {"task": ex.DIST_TASK[dist], "test_error": 12.34, "final": True, "steps": 50,
-              "command": f"python -m stn_core.train --task {ex.DIST_TASK[dist]} --model {name} --steps 50",
+    fields = {"task": reg.DIST_TASK[dist], "test_error": 12.34, "final": True, "steps": 50,
+              "command": f"python -m stn_core.train --task {reg.DIST_TASK[dist]} --model {name} --steps 50",
               "train_args": {"steps": 50, "batch": 32, "lr": 0.01, "momentum": 0.0, "loc_lr_mult": 1.0},
               "test_set": {"seed": ds.TEST_SEED, "size": 10_000}, "train_seconds": 3.0, "device": "cpu"}
     fields.update(meta)
-    return save_checkpoint(folder / ex.stem_name(dist, key), model, fields)
+    return save_checkpoint(folder / reg.stem_name(dist, key), model, fields)
 
 
 @pytest.fixture(scope="module")
@@ -58,42 +64,42 @@ def ckdir(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- names
 
 def test_stem_names_round_trip_and_paper_numbers():
-    stems = {ex.stem_name(d, k) for d in ex.DISTORTIONS for k in ex.MODEL_KEYS}
+    stems = {reg.stem_name(d, k) for d in reg.DISTORTIONS for k in reg.MODEL_KEYS}
     assert len(stems) == 32 and "mnist_rts_st-cnn-aff" in stems and "mnist_e_st-fcn-tps" in stems
-    for d in ex.DISTORTIONS:
-        for k in ex.MODEL_KEYS:
-            assert ex.parse_stem(ex.stem_name(d, k)) == (d, k)
-            assert ex.model_key(*ex.model_spec(k)) == k
-            assert ex.paper_error(d, k) == PAPER_TABLE1[ex.model_spec(k)][ex.DIST_TASK[d]]
-    assert ex.model_spec("st-fcn-proj") == ("st-fcn", "projective") and ex.model_spec("fcn") == ("fcn", None)
-    assert ex.parse_stem("mnist_rts_st-cnn-aff.train") is None and ex.parse_stem("rts-st-cnn-aff") is None
+    for d in reg.DISTORTIONS:
+        for k in reg.MODEL_KEYS:
+            assert reg.parse_stem(reg.stem_name(d, k)) == (d, k)
+            assert reg.model_key(*reg.model_spec(k)) == k
+            assert reg.paper_error(d, k) == PAPER_TABLE1[reg.model_spec(k)][reg.DIST_TASK[d]]
+    assert reg.model_spec("st-fcn-proj") == ("st-fcn", "projective") and reg.model_spec("fcn") == ("fcn", None)
+    assert reg.parse_stem("mnist_rts_st-cnn-aff.train") is None and reg.parse_stem("rts-st-cnn-aff") is None
     with pytest.raises(ValueError, match="unknown model key"):
-        ex.stem_name("r", "st-cnn-affine")
-    assert ex.train_command("rts", "st-cnn-aff") == ("python -m stn_core.train --task mnist-rts --model st-cnn "
+        reg.stem_name("r", "st-cnn-affine")
+    assert reg.train_command("rts", "st-cnn-aff") == ("python -m stn_core.train --task mnist-rts --model st-cnn "
                                                      "--transform affine --out checkpoints/mnist_rts_st-cnn-aff")
 
 
 def test_checkpoint_dir_from_env(monkeypatch, tmp_path):
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(tmp_path))
-    assert ex.checkpoint_dir() == tmp_path
-    monkeypatch.delenv(ex.ENV_CHECKPOINTS)
-    assert ex.checkpoint_dir() == Path(ex.__file__).resolve().parents[1] / "checkpoints"
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
+    assert reg.checkpoint_dir() == tmp_path
+    monkeypatch.delenv(reg.ENV_CHECKPOINTS)
+    assert reg.checkpoint_dir() == Path(reg.__file__).resolve().parents[1] / "checkpoints"
 
 
 # --------------------------------------------------------------------------- discovery
 
 def test_discover_finds_the_naming_scheme_only(ckdir, tmp_path):
-    found = ex.discover(ckdir)
+    found = reg.discover(ckdir)
     assert list(found) == [("rts", "cnn"), ("rts", "st-cnn-aff"), ("p", "st-cnn-proj"), ("e", "st-fcn-tps")]
     assert all(e.usable for e in found.values())
     e = found[("rts", "st-cnn-aff")]
     assert e.label == "ST-CNN Aff" and e.task == "mnist-rts" and e.meta["test_error"] == 1.23
     assert e.version[0] > 0 and e.version[1] > 0
-    assert ex.discover(tmp_path / "nope") == {} and ex.discover(tmp_path) == {}
+    assert reg.discover(tmp_path / "nope") == {} and reg.discover(tmp_path) == {}
 
 
 def test_default_choice_prefers_st_cnn_of_the_fullest_distortion(ckdir):
-    assert ex.default_choice(ex.discover(ckdir)) == ("rts", "st-cnn-aff")
+    assert ex.default_choice(reg.discover(ckdir)) == ("rts", "st-cnn-aff")
     assert ex.default_choice({}) is None
 
 
@@ -106,23 +112,23 @@ def test_broken_checkpoints_are_listed_with_a_reason(tmp_path, ckdir):
     meta = json.loads((ckdir / "mnist_rts_cnn.json").read_text())
     (tmp_path / "mnist_r_st-cnn-aff.json").write_text(json.dumps(meta))  # a RTS CNN under another name
     (tmp_path / "mnist_r_st-cnn-aff.safetensors").write_bytes((ckdir / "mnist_rts_cnn.safetensors").read_bytes())
-    found = ex.discover(tmp_path)
+    found = reg.discover(tmp_path)
     assert not any(e.usable for e in found.values())
     assert "not valid JSON" in found[("r", "fcn")].error
     assert "metadata missing" in found[("r", "cnn")].error
     assert "weights missing" in found[("p", "cnn")].error
     assert "file name says mnist-r / ST-CNN Aff" in found[("r", "st-cnn-aff")].error
-    cells = ex.table1_cells(found=found)
+    cells = t1.table1_cells(found=found)
     assert cells[0][0].status == "broken" and cells[0][0].ours_text() == "unreadable checkpoint"
 
 
 def test_training_status():
-    assert ex.training_status({"test_error": 0.61, "final": True}) == (0.61, "")
-    assert ex.training_status({"test_error": 0.61}) == (0.61, "")  # older JSON without "final"
-    err, note = ex.training_status({"test_error": None, "final": False, "steps": 2000,
+    assert reg.training_status({"test_error": 0.61, "final": True}) == (0.61, "")
+    assert reg.training_status({"test_error": 0.61}) == (0.61, "")  # older JSON without "final"
+    err, note = reg.training_status({"test_error": None, "final": False, "steps": 2000,
                                     "train_args": {"steps": 20000}})
     assert err is None and note == "training, step 2,000 of 20,000, no test error yet"
-    err, note = ex.training_status({"test_error": 14.5, "final": False, "steps": 9000, "train_args": {"steps": 20000},
+    err, note = reg.training_status({"test_error": 14.5, "final": False, "steps": 9000, "train_args": {"steps": 20000},
                                     "history": [{"step": 5000, "test_error": 14.5}]})
     assert err == 14.5 and note == "measured at step 5,000; still training, step 9,000 of 20,000"
 
@@ -134,16 +140,16 @@ def test_sample_stand_in_equals_the_first_digits_of_the_fixed_test_set():
         x_full, y_full = ds.fixed_test_set("mnist-rts", limit=500)
     except Exception as e:  # full MNIST absent: nothing to compare against
         pytest.skip(f"full MNIST not available: {e}")
-    x, y = ex.sample_test_set("mnist-rts")
+    x, y = td.sample_test_set("mnist-rts")
     assert x.shape == (500, 1, 42, 42) and torch.equal(y, y_full)
     assert torch.allclose(x, x_full, atol=1e-6)
 
 
 def test_test_digits_fall_back_to_the_shipped_sample(tmp_path):
-    td = ex.test_digits("mnist-e", root=tmp_path)  # no MNIST files there
-    assert td.source == "sample" and td.x.shape == (500, 1, 28, 28) and td.y.shape == (500,)
-    assert "500 shipped test digits" in td.caption and "same seeded parameters" in td.caption
-    assert 0.0 <= float(td.x.min()) and float(td.x.max()) <= 1.0
+    digits = td.test_digits("mnist-e", root=tmp_path)  # no MNIST files there
+    assert digits.source == "sample" and digits.x.shape == (500, 1, 28, 28) and digits.y.shape == (500,)
+    assert "500 shipped test digits" in digits.caption and "same seeded parameters" in digits.caption
+    assert 0.0 <= float(digits.x.min()) and float(digits.x.max()) <= 1.0
 
 
 # --------------------------------------------------------------------------- own digits
@@ -190,16 +196,16 @@ def test_distort_with_the_playground_controls():
 @pytest.mark.parametrize("dist,key", [("rts", "st-cnn-aff"), ("p", "st-cnn-proj"), ("e", "st-fcn-tps"),
                                       ("rts", "cnn")])
 def test_predict_gives_the_transformers_view(ckdir, dist, key):
-    model, meta = load_model(ckdir / ex.stem_name(dist, key))
+    model, meta = load_model(ckdir / reg.stem_name(dist, key))
     size = meta["input_size"]
     x = torch.rand(3, 1, size, size, generator=torch.Generator().manual_seed(0))
-    preds = ex.predict(model, x)
+    preds = insp.predict(model, x)
     grids = None if model.transformer is None else model.transformer.last_grid.clone()
     with torch.no_grad():
         probs = torch.softmax(model(x), 1).numpy()
     assert np.allclose(np.stack([p.probs for p in preds]), probs, atol=1e-6)
     assert [p.pred for p in preds] == list(probs.argmax(1))
-    assert np.allclose(ex.predict_probs(model, x, chunk=2), probs, atol=1e-6)
+    assert np.allclose(insp.predict_probs(model, x, chunk=2), probs, atol=1e-6)
     if model.transformer is None:
         assert preds[0].output is None and preds[0].region is None
         return
@@ -217,44 +223,44 @@ def test_predict_gives_the_transformers_view(ckdir, dist, key):
         # the TPS evaluated at the grid's pixel centres reproduces the transformer's grid
         s = (np.arange(size) + 0.5) / size * 2 - 1
         pts = np.stack(np.meshgrid(s, s), -1).reshape(-1, 2)
-        assert np.allclose(ex.tps_map_points(p.ctrl, pts), g.reshape(-1, 2), atol=1e-4)
+        assert np.allclose(regions.tps_map_points(p.ctrl, pts), g.reshape(-1, 2), atol=1e-4)
 
 
 def test_predict_one_digit_and_wrong_size(ckdir):
     model, _ = load_model(ckdir / "mnist_e_st-fcn-tps")
-    one = ex.predict(model, np.zeros((28, 28), np.float32))
+    one = insp.predict(model, np.zeros((28, 28), np.float32))
     assert len(one) == 1 and one[0].probs.sum() == pytest.approx(1.0, abs=1e-5) and one[0].ctrl.shape == (16, 2)
     with pytest.raises(ValueError, match="takes 28×28"):
-        ex.predict(model, np.zeros((42, 42), np.float32))
+        insp.predict(model, np.zeros((42, 42), np.float32))
 
 
 def test_region_outline_of_known_transforms():
-    ident = ex.region_outline("affine", np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    ident = regions.region_outline("affine", np.array([[1.0, 0, 0], [0, 1.0, 0]]))
     assert np.allclose(ident[0], [-1, -1]) and np.abs(ident).max() == pytest.approx(1.0)
-    half = ex.region_outline("projective", 2.0 * np.array([[0.5, 0, 0.2], [0, 0.5, 0], [0, 0, 1]]))
+    half = regions.region_outline("projective", 2.0 * np.array([[0.5, 0, 0.2], [0, 0.5, 0], [0, 0, 1]]))
     assert np.allclose(half[0], [-0.3, -0.5])  # h33 normalised to 1
     from stn_core.transforms import tps_lattice
     lat = tps_lattice(16, torch.float64).numpy()
-    assert np.allclose(ex.region_outline("tps", lat * 0.5), ident * 0.5, atol=1e-9)
+    assert np.allclose(regions.region_outline("tps", lat * 0.5), ident * 0.5, atol=1e-9)
 
 
 def test_find_mistakes_most_confident_first():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
-    mk = ex.find_mistakes(probs, np.array([0, 0, 0, 1]))
+    mk = insp.find_mistakes(probs, np.array([0, 0, 0, 1]))
     assert list(mk.indices) == [1, 3, 2] and mk.count == 3 and mk.n == 4 and mk.error == 75.0
 
 
 # --------------------------------------------------------------------------- Table 1
 
 def test_table1_uses_only_json_numbers(ckdir):
-    cells = ex.table1_cells(ckdir)
+    cells = t1.table1_cells(ckdir)
     assert len(cells) == 8 and all(len(r) == 4 for r in cells)
     by = {(c.dist, c.key): c for row in cells for c in row}
     assert by[("rts", "st-cnn-aff")].ours == 1.23 and by[("rts", "st-cnn-aff")].status == "done"
     assert by[("p", "st-cnn-proj")].status == "training"
     assert by[("p", "st-cnn-proj")].ours_text() == "7.50 (step 10/50)"
     assert by[("r", "fcn")].ours is None and by[("r", "fcn")].ours_text() == "not trained yet"
-    md = ex.table1_markdown(cells)
+    md = t1.table1_markdown(cells)
     assert md.count("not trained yet") == 32 - 4
     assert "| ST-CNN Aff | ours | not trained yet | **1.23** | not trained yet | not trained yet |" in md
     assert "| | paper | 0.7 | 0.5 | 0.8 | 1.2 |" in md
@@ -262,7 +268,7 @@ def test_table1_uses_only_json_numbers(ckdir):
 
 
 def test_table1_report_details_and_schedule(ckdir):
-    text = ex.table1_report(ckdir, command="python scripts/make_table1.py --x")
+    text = t1.table1_report(ckdir, command="python scripts/make_table1.py --x")
     assert text.startswith("# Table 1") and "Generated by `python scripts/make_table1.py --x`" in text
     assert "3 of 32 cells trained, 1 still training" in text
     assert "`python -m stn_core.train --task mnist-rts --model st-cnn --steps 50`" in text
@@ -270,14 +276,14 @@ def test_table1_report_details_and_schedule(ckdir):
     assert "150,000 steps of batch 256" in text
     assert "50 steps × batch 32 = 1,600 digits (0.0042 % of the paper's), lr 0.01 ÷10 at steps 17 and 34" in text
     assert "batch 32 (paper: 256)" in text
-    empty = ex.table1_report(ckdir / "none")
+    empty = t1.table1_report(ckdir / "none")
     assert "0 of 32 cells trained" in empty and empty.count("not trained yet") >= 32
     assert "nothing to compare" in empty
 
 
 @pytest.mark.parametrize("steps", [3, 50, 20_000, 150_000])
 def test_lr_drop_steps_match_the_trainer(steps):
-    drops = ex.lr_drop_steps(steps)
+    drops = t1.lr_drop_steps(steps)
     changes = [s for s in range(1, steps) if lr_at(s, steps, 1.0) < lr_at(s - 1, steps, 1.0)]
     assert drops == changes
 
@@ -287,7 +293,7 @@ def test_lr_drop_steps_match_the_trainer(steps):
 def test_figures(ckdir):
     model, _ = load_model(ckdir / "mnist_e_st-fcn-tps")
     x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    preds = ex.predict(model, x)
+    preds = insp.predict(model, x)
     imgs = [x[i, 0].numpy() for i in range(4)]
     svg = viz.figure1_gallery_svg(imgs, [p.pred for p in preds], [p.confidence for p in preds], [1, 2, None, 4],
                                   regions=[p.region for p in preds], outputs=[p.output for p in preds],
@@ -316,17 +322,17 @@ def test_parse_drawing():
 
 def test_longer_schedule_runs_are_found_beside_the_table_models(tmp_path):
     make_tiny_checkpoint(tmp_path, "r", "cnn", test_error=4.0)
-    make_tiny_checkpoint(tmp_path / ex.LONG_SUBDIR, "rts", "st-cnn-tps", test_error=1.3,
+    make_tiny_checkpoint(tmp_path / reg.LONG_SUBDIR, "rts", "st-cnn-tps", test_error=1.3,
                          train_args={"steps": 12000, "batch": 256, "lr": 0.01, "momentum": 0.9, "loc_lr_mult": 1.0})
-    make_tiny_checkpoint(tmp_path / ex.LONG_SUBDIR, "rts", "cnn", test_error=3.1)
-    long = ex.discover_long(tmp_path)
+    make_tiny_checkpoint(tmp_path / reg.LONG_SUBDIR, "rts", "cnn", test_error=3.1)
+    long = reg.discover_long(tmp_path)
     assert list(long) == [("rts", "long:cnn"), ("rts", "long:st-cnn-tps")]
     e = long[("rts", "long:st-cnn-tps")]
-    assert e.usable and e.label == "ST-CNN TPS, 12,000 steps" and ex.base_key(e.key) == "st-cnn-tps"
-    assert ex.paper_error("rts", e.key) == 0.5  # the same model as the paper's, on another schedule
-    assert ex.train_command("rts", e.key).endswith("--out checkpoints/long/mnist_rts_st-cnn-tps")
-    found = {**ex.discover(tmp_path), **long}
+    assert e.usable and e.label == "ST-CNN TPS, 12,000 steps" and reg.base_key(e.key) == "st-cnn-tps"
+    assert reg.paper_error("rts", e.key) == 0.5  # the same model as the paper's, on another schedule
+    assert reg.train_command("rts", e.key).endswith("--out checkpoints/long/mnist_rts_st-cnn-tps")
+    found = {**reg.discover(tmp_path), **long}
     assert ex.model_options(found, "rts") == ["long:cnn", "long:st-cnn-tps"]
     # the page opens on the distortion with the most Table 1 models, not the one with the most extra runs
     assert ex.default_choice(found) == ("r", "cnn")
-    assert ex.table1_cells(tmp_path)[1][1].status == "missing"  # Table 1's RTS CNN: not the long run
+    assert t1.table1_cells(tmp_path)[1][1].status == "missing"  # Table 1's RTS CNN: not the long run

@@ -1,4 +1,4 @@
-"""Warp animations and training replays (stn_core.export): θ paths, frames, GIF, MP4."""
+"""Warp animations and training replays (pages.lab.export): θ paths, frames, GIF, MP4."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stn_core import export as E
-from stn_core import playground as pg
+from pages.lab import export as E
+from pages.lab import playground as pg
 
 
 def _digit() -> np.ndarray:

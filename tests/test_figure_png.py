@@ -1,5 +1,5 @@
 """PNG versions of the SVG pictures (issue 8): the pipeline picture and the Figure-1 gallery are one
-layout (stn_core.viz.Scene) written as SVG and painted with Pillow; the PNG must show the same
+layout (pages.lab.figures.Scene) written as SVG and painted with Pillow; the PNG must show the same
 picture: right size, thumbnails and boxes where the layout puts them, lines clipped to their
 thumbnail, text drawn."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stn_core import playground as pg
-from stn_core import viz
+from pages.lab import playground as pg
+from pages.lab import figures as viz
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NS = "{http://www.w3.org/2000/svg}"
@@ -208,7 +208,7 @@ def test_bad_scale_is_a_clear_error():
 def test_tour_figure1_row_scene_is_the_svg_and_paints(tmp_path):
     import torch
 
-    from stn_core import tour
+    from pages.lab import tour
     from stn_core.checkpoints import load_model
     from test_explorer import make_tiny_checkpoint
 

@@ -1,4 +1,4 @@
-"""stn_core.live: the background training run behind the Live training page.
+"""pages.lab.live: the background training run behind the Live training page.
 
 Tiny settings (batch 8, the shipped 500 sample digits, 24 held-out digits) keep every test
 to a few seconds on a busy 2-core machine."""
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from stn_core import live
+from pages.lab import live
 from stn_core.checkpoints import load_meta, load_model
+from stn_core import registry as reg
 
 TINY = live.LiveConfig(batch=8, eval_size=24, eval_every=4, display_every=2, display_n=6, log_every=1,
                        history_cap=16, source="sample", target_params=20_000)
@@ -238,23 +239,23 @@ def test_other_transforms_draw_their_regions(runs, transform):
 
 
 def test_saved_runs_appear_in_the_model_explorer(runs, tmp_path):
-    from stn_core import explorer as ex
+    from pages.lab import explorer as ex
 
     run = runs(replace(TINY, max_steps=2))
     run.start()
     wait_for(lambda: run.state == "finished", what="finish")
-    run.save(live.live_stem("lecture", tmp_path / ex.LIVE_SUBDIR))
-    (tmp_path / ex.LIVE_SUBDIR / "broken.json").write_text("{not json")
-    found = ex.discover_live(tmp_path)
+    run.save(live.live_stem("lecture", tmp_path / reg.LIVE_SUBDIR))
+    (tmp_path / reg.LIVE_SUBDIR / "broken.json").write_text("{not json")
+    found = reg.discover_live(tmp_path)
     assert set(found) == {("rts", "live:lecture"), ("rts", "live:broken")}
     good, bad = found[("rts", "live:lecture")], found[("rts", "live:broken")]
     assert good.usable and good.label == "Live run 'lecture' (ST-CNN Aff)" and good.task == "mnist-rts"
     assert not bad.usable and "not valid JSON" in bad.error
-    assert ex.discover(tmp_path) == {}  # Table 1 ignores live runs
+    assert reg.discover(tmp_path) == {}  # Table 1 ignores live runs
     assert ex.model_options(found, "rts") == ["live:broken", "live:lecture"]
     assert ex.default_choice(found) == ("rts", "live:lecture")
-    assert ex.paper_error("rts", "live:lecture") is None
-    assert "stn_core.live" in ex.train_command("rts", "live:lecture")
+    assert reg.paper_error("rts", "live:lecture") is None
+    assert "pages.lab.live" in reg.train_command("rts", "live:lecture")
 
 
 def test_cli_trains_and_saves(tmp_path, capsys):
@@ -262,7 +263,7 @@ def test_cli_trains_and_saves(tmp_path, capsys):
     assert live.main(["--steps", "3", "--batch", "8", "--eval-size", "16", "--source", "sample",
                       "--target-params", "20000", "--out", str(out)]) == 0
     meta = load_meta(out)
-    assert meta["steps"] == 3 and meta["test_set"]["size"] == 16 and "python -m stn_core.live" in meta["command"]
+    assert meta["steps"] == 3 and meta["test_set"]["size"] == 16 and "python -m pages.lab.live" in meta["command"]
     assert "test error" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # refuses to overwrite
         live.main(["--steps", "1", "--source", "sample", "--out", str(out)])
@@ -293,7 +294,7 @@ def _frame(step, serial=None, n=6):
 
 
 def test_frame_history_is_bounded_even_and_keeps_first_and_last():
-    from stn_core.export import MAX_FRAMES
+    from pages.lab.export import MAX_FRAMES
 
     h = live.FrameHistory()
     assert h.cap == MAX_FRAMES and h.frames() == ()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stn_core.models import (MODEL_NAMES, _classifier_count, build_model, count_params, solve_width)
+from stn_core.models.mnist import (MODEL_NAMES, _classifier_count, build_model, count_params, solve_width)
 
 CONFIGS = [("fcn", None), ("cnn", None)] + [(m, t) for m in ("st-fcn", "st-cnn") for t in ("affine", "projective", "tps")]
 

@@ -1,4 +1,4 @@
-"""Pure logic of the Transform playground (stn_core.playground): state <-> URL, presets,
+"""Pure logic of the Transform playground (pages.lab.playground): state <-> URL, presets,
 θ validation, parameter conversions and the warp call."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from stn_core import make_grid
-from stn_core import playground as pg
+from pages.lab import playground as pg
 
 
 def _digit() -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Pure logic of the "Nearest vs bilinear" page (stn_core.sampler_lab): kernels and
+"""Pure logic of the "Nearest vs bilinear" page (pages.lab.sampler): kernels and
 sub-gradients, per-pixel reads, gradient fields, the θ experiment and the aliasing demo."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from stn_core import affine_grid, compose_affine, sample
-from stn_core import sampler_lab as sl
+from pages.lab import sampler as sl
 
 
 def _image(h: int = 20, w: int = 24, seed: int = 0) -> np.ndarray:
@@ -203,10 +203,10 @@ def test_zone_plate_aliases_more_than_the_area_average() -> None:
     assert ds.nearest[..., 0][ring].std() > 2 * ds.area[..., 0][ring].std()
 
 
-# --------------------------------------------------------------------------- figures (stn_core.viz)
+# --------------------------------------------------------------------------- figures (pages.lab.figures)
 
 def test_sampler_figures_build() -> None:
-    from stn_core import viz
+    from pages.lab import figures as viz
 
     img = _image()
     grid = _grid()

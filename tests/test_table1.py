@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stn_core import explorer as ex
 from test_explorer import make_tiny_checkpoint
+from stn_core import registry as reg
+from stn_core.analysis import table1 as t1
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "make_table1.py"
@@ -62,7 +63,7 @@ def test_table_reads_the_json_numbers_and_commands(tmp_path, capsys):
 def test_env_var_and_command_line(tmp_path, monkeypatch):
     ck = tmp_path / "ck"
     make_tiny_checkpoint(ck, "p", "cnn", test_error=1.75)
-    monkeypatch.setenv(ex.ENV_CHECKPOINTS, str(ck))
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(ck))
     out = tmp_path / "t.md"
     r = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True,
                        cwd=ROOT, timeout=60)
@@ -86,7 +87,7 @@ def test_goals_are_checked_from_the_numbers(tmp_path):
     errs = {("rts", "cnn"): 3.0, ("rts", "st-cnn-aff"): 0.7, ("rts", "st-cnn-proj"): 0.9, ("rts", "st-cnn-tps"): 3.5,
             ("rts", "fcn"): 6.0, ("rts", "st-fcn-aff"): 2.0, ("rts", "st-fcn-proj"): 2.1, ("rts", "st-fcn-tps"): 1.9}
     _fill_rts_and_r(ck, errs)
-    text = ex.goals_markdown(ex.table1_cells(ck))
+    text = t1.goals_markdown(t1.table1_cells(ck))
     # RTS: best ST-CNN 0.70 vs the paper's best 0.5 -> +0.20 pp, within 0.3; the TPS one loses to the CNN
     assert "| RTS | 0.70 (ST-CNN Aff) | 0.5 | +0.20 | yes | no: ST-CNN TPS | yes |" in text
     assert "| R | not trained yet | 0.7 | – | – | not all trained | not all trained |" in text
@@ -95,33 +96,33 @@ def test_goals_are_checked_from_the_numbers(tmp_path):
     assert "every ST-CNN beats the CNN on 0 of 4 distortions, every ST-FCN beats the FCN on 1 of 4" in text
     # change one JSON: the verdict follows
     make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=0.95)
-    assert "0.90 (ST-CNN Proj) | 0.5 | +0.40 | **no**" in ex.goals_markdown(ex.table1_cells(ck))
+    assert "0.90 (ST-CNN Proj) | 0.5 | +0.40 | **no**" in t1.goals_markdown(t1.table1_cells(ck))
 
 
 def test_longer_schedule_runs_are_reported_beside_the_table(tmp_path):
     ck = tmp_path / "ck"
     make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=2.6)
     make_tiny_checkpoint(ck, "rts", "cnn", test_error=7.0)
-    long = ck / ex.LONG_SUBDIR
+    long = ck / reg.LONG_SUBDIR
     make_tiny_checkpoint(long, "rts", "st-cnn-aff", test_error=1.3, steps=200, samples_per_s=25600.0,
                          train_args={"steps": 200, "batch": 32, "lr": 0.01, "momentum": 0.9, "loc_lr_mult": 1.0},
                          command="python -m stn_core.train --task mnist-rts --model st-cnn --steps 200 --out x")
     make_tiny_checkpoint(long, "rts", "cnn", test_error=3.5, steps=200, samples_per_s=25600.0,
                          train_args={"steps": 200, "batch": 32, "lr": 0.01, "momentum": 0.9, "loc_lr_mult": 1.0})
-    text = ex.table1_report(ck)
+    text = t1.table1_report(ck)
     assert "## Longer schedule: " in text
     assert "| RTS | ST-CNN Aff | 200 × 32 | **1.30** | 2.60 | 0.5 |" in text
     assert "`python -m stn_core.train --task mnist-rts --model st-cnn --steps 200 --out x`" in text
     # 150,000 × 256 digits at 25,600 digits/s = 25 min; errors fell by 2.6/1.3 = 2.0 and 7.0/3.5 = 2.0
     assert "best RTS ST-CNN reaches 1.30 % (ST-CNN Aff); every error there falls by a factor of at least 2.0" in text
     assert "is 25–25 min per model" in text
-    assert "## Longer schedule" not in ex.table1_report(tmp_path / "empty")
+    assert "## Longer schedule" not in t1.table1_report(tmp_path / "empty")
 
 
 def test_goals_skip_longer_runs_that_have_not_finished(tmp_path):
     ck = tmp_path / "ck"
     make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=2.6)
-    make_tiny_checkpoint(ck / ex.LONG_SUBDIR, "rts", "st-cnn-aff", final=False, test_error=None, steps=20)
-    text = ex.table1_report(ck)  # a run still training is listed, but is no evidence for the goals
+    make_tiny_checkpoint(ck / reg.LONG_SUBDIR, "rts", "st-cnn-aff", final=False, test_error=None, steps=20)
+    text = t1.table1_report(ck)  # a run still training is listed, but is no evidence for the goals
     assert "| RTS | ST-CNN Aff | 50 × 32 | training, step 20 of 50" in text
     assert "What would close the gap" not in text

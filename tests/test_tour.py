@@ -1,4 +1,4 @@
-"""Guided-tour logic (stn_core.tour): step parsing, the rotation sweep, model choice, helpers."""
+"""Guided-tour logic (pages.lab.tour): step parsing, the rotation sweep, model choice, helpers."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from stn_core import explorer as ex
-from stn_core import tour
+from pages.lab import tour
 from stn_core.models import build_model
+from stn_core import registry as reg
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -151,7 +151,7 @@ def test_best_st_entry_and_figures(tmp_path):
     h = tour.history({"history": [{"step": 1, "test_error": 5.0, "train_loss": 1.0}]})
     assert len(tour.history_figure(h).data) == 2
     assert len(tour.taps_figure(_digit(), tour.regular_taps((5, 5), 3), None, "", "t").data) == 2
-    assert not tour.checkpoint_ready("no_such_checkpoint", tmp_path) and tour.version("x", tmp_path) == (0, 0)
+    assert not reg.ready(reg.stem("no_such_checkpoint", tmp_path)) and reg.version(reg.stem("x", tmp_path)) == (0, 0)
 
 
 @pytest.mark.skipif(not (CKPT / "mnist_rts_st-cnn-aff.json").is_file(), reason="shipped RTS ST-CNN missing")
@@ -197,7 +197,7 @@ def test_best_st_entry_by_distortion(tmp_path):
 
     make_tiny_checkpoint(tmp_path, "r", "st-fcn-aff")
     make_tiny_checkpoint(tmp_path, "rts", "cnn")
-    found = ex.discover(tmp_path)
+    found = reg.discover(tmp_path)
     assert tour.best_st_entry(found).key == "st-fcn-aff"
     assert tour.best_st_entry(found, ("rts",)) is None
 
@@ -206,19 +206,19 @@ def test_upright_cnn_is_used_only_when_finished_and_its_size_fits(tmp_path):
     from stn_core.checkpoints import save_checkpoint
     from stn_core.models import build_model
 
-    assert tour.upright_cnn(28, tmp_path) is None                       # missing
+    assert reg.upright_cnn(28, tmp_path) is None                       # missing
     model = build_model("cnn", None, 28, target_params=30_000)
-    stem = tmp_path / tour.UPRIGHT_CNN
+    stem = tmp_path / reg.UPRIGHT_CNN
     save_checkpoint(stem, model, {"task": "mnist", "final": False})
-    assert tour.upright_cnn(28, tmp_path) is None                       # still training
+    assert reg.upright_cnn(28, tmp_path) is None                       # still training
     save_checkpoint(stem, model, {"task": "mnist", "final": True})
-    assert tour.upright_cnn(28, tmp_path) == stem
-    assert tour.upright_cnn(42, tmp_path) is None                       # the RTS pair's input size
+    assert reg.upright_cnn(28, tmp_path) == stem
+    assert reg.upright_cnn(42, tmp_path) is None                       # the RTS pair's input size
     save_checkpoint(stem, model, {"task": "mnist-r", "final": True})
-    assert tour.upright_cnn(28, tmp_path) is None                       # not trained on upright digits
+    assert reg.upright_cnn(28, tmp_path) is None                       # not trained on upright digits
     stem.with_suffix(".json").write_text("{not json")
-    assert tour.upright_cnn(28, tmp_path) is None
-    assert tour.UPRIGHT_CNN in tour.UPRIGHT_COMMAND and "--task mnist " in tour.UPRIGHT_COMMAND
+    assert reg.upright_cnn(28, tmp_path) is None
+    assert reg.UPRIGHT_CNN in reg.UPRIGHT_COMMAND and "--task mnist " in reg.UPRIGHT_COMMAND
 
 
 def test_confidence_figure_styles_a_third_curve():

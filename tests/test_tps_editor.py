@@ -1,4 +1,4 @@
-"""Pure logic of the Thin-plate spline page (stn_core.tps_editor) and the Python side of the
+"""Pure logic of the Thin-plate spline page (pages.lab.tps_editor) and the Python side of the
 point-drag component (components/point_drag). Dragging itself is tested in tests/test_browser.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from components import point_drag as pd
 from stn_core import affine_grid, compose_affine, tps_lattice
-from stn_core import tps_editor as te
+from pages.lab import tps_editor as te
 
 
 def _image(h: int = 32, w: int = 40) -> np.ndarray:
@@ -287,7 +287,7 @@ def test_assets_are_bundled_and_load_nothing_from_the_network() -> None:
 
 
 def test_tps_figures_build() -> None:
-    from stn_core import viz
+    from pages.lab import figures as viz
 
     img = _image()
     res = te.compute(img, te.preset_points("bend", 4), (20, 30))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stn_core import datasets as ds
-from stn_core import train as T
+from stn_core.data import tasks as ds
+from stn_core.train import mnist as T
 from stn_core.checkpoints import load_model, read_safetensors
 from stn_core.models import build_model
 

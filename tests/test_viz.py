@@ -1,4 +1,4 @@
-"""Figure helpers (stn_core.viz): pixel geometry, display images, plotly figures, the SVG schematic."""
+"""Figure helpers (pages.lab.figures): pixel geometry, display images, plotly figures, the SVG schematic."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from stn_core import playground as pg
-from stn_core import viz
+from pages.lab import playground as pg
+from pages.lab import figures as viz
 
 
 def _decode(uri: str) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Iterable
 import numpy as np
 import streamlit as st
 
-from stn_core import playground as pg
+from pages.lab import playground as pg
 
 SOURCE_LABELS = {"mnist": "MNIST digit", "bird": "Bird photo (CUB)", "upload": "Your upload"}
 
@@ -146,7 +146,7 @@ def digit_picker(prefix: str, x_test, y_test, dist_short: str, size: int, source
     :data:`DIGIT_SOURCES`). Session keys ``<prefix>src`` / ``index`` / ``drawing`` (the page's
     pad stores its drawing there) / ``upload``. ``x_test (N, 1, S, S)``, ``y_test (N,)``; info
     and error texts go to ``msgs``. Call inside ``with st.sidebar``."""
-    from stn_core import explorer as ex
+    from pages.lab import explorer as ex
 
     ss = st.session_state
     n = int(x_test.shape[0])
@@ -260,7 +260,7 @@ PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False, "displayModeBar": "hov
 
 
 def _reset_distortion(prefix: str) -> None:
-    from stn_core import explorer as ex
+    from pages.lab import explorer as ex
 
     for name, v in ex.controls_identity().items():
         st.session_state[prefix + name] = v
@@ -268,9 +268,9 @@ def _reset_distortion(prefix: str) -> None:
 
 def distortion_controls(prefix: str, primary: bool = False) -> dict[str, float]:
     """The "3 · Distort it" sidebar section of the explorer-style pages: one slider per
-    ``stn_core.explorer.CONTROL_NAMES`` (session keys ``prefix + name``, already initialised by the
+    ``pages.lab.explorer.CONTROL_NAMES`` (session keys ``prefix + name``, already initialised by the
     page) and a reset button; returns the current controls {name: value}."""
-    from stn_core import explorer as ex
+    from pages.lab import explorer as ex
 
     st.header("3 · Distort it")
     st.caption("The playground's controls: they place the sampling window on the digit.")

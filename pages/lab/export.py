@@ -4,7 +4,7 @@
 the identity (frame 0) to a target θ (last frame). Every frame shows, side by side, the input
 U with the region the sampler reads (the output border mapped into U: the quadrilateral of the
 paper's Figure 1 (b), red; the sampling grid, cyan) and the output V, rendered with the same
-sampler as the app (:func:`stn_core.playground.warp`, bilinear by default, zero padding).
+sampler as the app (:func:`pages.lab.playground.warp`, bilinear by default, zero padding).
 
 How θ is interpolated (:func:`param_path`):
 
@@ -42,7 +42,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import playground as pg
+from pages.lab import playground as pg
 
 MAX_FRAMES = 60
 MAX_SIDE = 512
@@ -68,7 +68,7 @@ class ExportError(ValueError):
 
 def identity(kind: str, n_params: int | None = None) -> np.ndarray:
     """Identity parameters of a kind (TPS: the √K×√K lattice for K = n_params / 2)."""
-    from .transforms import identity_params
+    from stn_core.transforms import identity_params
 
     if kind not in KINDS:
         raise ExportError(f"unknown transform kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -142,7 +142,7 @@ def panel_size(h: int, w: int, side: int) -> tuple[int, int]:
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> Image.Image:
     """uint8 (h, w, 3) → a PIL image of ``size`` (H, W): nearest when enlarging (crisp pixels),
     area-like when shrinking."""
-    from .viz import to_uint8
+    from pages.lab.figures import to_uint8
 
     img = Image.fromarray(to_uint8(rgb))
     resample = Image.Resampling.NEAREST if size[0] >= rgb.shape[0] else Image.Resampling.BOX
@@ -174,7 +174,7 @@ def _to_panel(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def outline_points(kind: str, params: Sequence[float]) -> np.ndarray:
     """Border of the output window mapped into the input ``(M, 2)`` normalised (NaN breaks)."""
     if kind == "tps":
-        from .explorer import region_outline
+        from stn_core.regions import region_outline
 
         return region_outline("tps", np.asarray(params, dtype=np.float64).reshape(-1, 2))
     return pg.outline(kind, [float(v) for v in params])
@@ -187,7 +187,7 @@ def render_frame(image: np.ndarray, kind: str, params: Sequence[float], side: in
     (red) and sampling grid (cyan) | V. ``image (H, W[, 3])``; ``out_size`` (H', W') of V
     (default: the input's); the input panel's image and V are ``side`` px on their longer side.
     Returns uint8 ``(H_frame, W_frame, 3)``."""
-    from .viz import grid_polylines
+    from pages.lab.figures import grid_polylines
 
     side = _check_side(side)
     img = pg.as_rgb(image)
@@ -255,7 +255,7 @@ def warp_frames(image: np.ndarray, kind: str, target: Sequence[float], n_frames:
 
 def _as_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Check the count, convert to uint8 RGB and pad every frame to the largest size (white)."""
-    from .viz import to_uint8
+    from pages.lab.figures import to_uint8
 
     if len(frames) == 0:
         raise ExportError("no frames to export")

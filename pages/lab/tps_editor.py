@@ -22,9 +22,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .playground import Message, as_rgb
-from .sampling import sample
-from .transforms import affine_grid, tps_bending_energy, tps_coefficients, tps_grid, tps_lattice
+from pages.lab.playground import Message, as_rgb
+from stn_core.sampling import sample
+from stn_core.transforms import affine_grid, tps_bending_energy, tps_coefficients, tps_grid, tps_lattice
 
 Point = tuple[float, float]
 Points = tuple[Point, ...]

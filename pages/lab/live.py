@@ -4,7 +4,7 @@ Live training page (``pages/live.py``); no Streamlit here.
 * :class:`LiveRun` — one run per browser session: ``start`` / ``pause`` / ``resume`` /
   ``reset`` / ``snapshot`` / ``save``. Training happens in worker threads (one per model,
   ``torch.set_num_threads(1)`` in each), never on the UI thread. Batch ``t`` is a pure
-  function of ``(seed, t)`` (:class:`stn_core.datasets.TrainStream`), so pausing changes
+  function of ``(seed, t)`` (:class:`stn_core.data.tasks.TrainStream`), so pausing changes
   nothing in what is learned; with ``compare=True`` a plain CNN of the same size trains on the
   very same batches in its own thread.
 * Memory is bounded: curves are :class:`Series` that halve their resolution when they reach
@@ -35,7 +35,7 @@ momentum learned far too slowly for a two-minute demonstration.
 
 Also a headless CLI with the same code path (what a saved checkpoint's ``command`` names)::
 
-    python -m stn_core.live --steps 1500 --seed 0 --out checkpoints/live/my-run
+    python -m pages.lab.live --steps 1500 --seed 0 --out checkpoints/live/my-run
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import datasets as ds
-from . import distortions as D
-from .checkpoints import checkpoint_paths, save_checkpoint
-from .models import build_model, count_params
+from stn_core.data import tasks as ds
+from stn_core.data import distortions as D
+from stn_core.checkpoints import checkpoint_paths, save_checkpoint
+from stn_core.models import build_model, count_params
 
 TASK = "mnist-rts"
 #: Most runs training at the same time in one process (all browser sessions together).
@@ -132,7 +132,7 @@ def fixed_test_prefix(images: torch.Tensor, labels: torch.Tensor, seed: int = ds
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` digits of the fixed ``mnist-rts`` test set, from the first ``n`` MNIST
     test digits ``images (n, 28, 28)`` uint8: the parameters of all 10,000 are drawn as in
-    :func:`stn_core.datasets.make_test_set` and the first n used → ``(n, 1, 42, 42)``, ``(n,)``."""
+    :func:`stn_core.data.tasks.make_test_set` and the first n used → ``(n, 1, 42, 42)``, ``(n,)``."""
     kind = ds.task_kind(TASK)
     g = D.make_generator(ds.derive_seed(seed, D.KINDS.index(kind)))
     params = D.sample_params(kind, 10_000, g)
@@ -157,7 +157,7 @@ def load_data(source: str = "auto", eval_size: int = 1000, root: str | os.PathLi
 
 
 def _load_data(source: str, eval_size: int, root) -> LiveData:
-    from .data.common import DataError
+    from stn_core.data.common import DataError
 
     missing = ""
     if source in ("auto", "full"):
@@ -175,7 +175,7 @@ def _load_data(source: str, eval_size: int, root) -> LiveData:
             if source == "full":
                 raise
             missing = str(e).split(". ")[0]
-    from .data.samples import load_mnist_sample
+    from stn_core.data.samples import load_mnist_sample
 
     images, labels = load_mnist_sample()
     imgs, labs = torch.from_numpy(images), torch.from_numpy(labels)
@@ -284,7 +284,7 @@ class FrameHistory:
     added is always the last of :meth:`frames`."""
 
     def __init__(self, cap: int | None = None) -> None:
-        from .export import MAX_FRAMES
+        from pages.lab.export import MAX_FRAMES
 
         self.cap = MAX_FRAMES if cap is None else int(cap)
         if self.cap < 3:
@@ -789,7 +789,7 @@ class LiveRun:
         :func:`stn_core.checkpoints.save_checkpoint`), with its test error measured now on the
         held-out digits. Refuses (FileExistsError) to replace an existing checkpoint unless
         ``overwrite``. ``via``: "app" (the Live training page) or "cli" (``python -m
-        stn_core.live``), for the recorded command. Returns (JSON path, meta)."""
+        pages.lab.live``), for the recorded command. Returns (JSON path, meta)."""
         paths = checkpoint_paths(stem)
         if not overwrite and (paths["meta"].exists() or paths["weights"].exists()):
             raise FileExistsError(f"a checkpoint named {paths['meta'].stem!r} already exists in "
@@ -824,7 +824,7 @@ def checkpoint_meta(cfg: LiveConfig, model_config: dict, data: LiveData, step: i
                     seconds: float, history: list[dict], state: str, out: str = "checkpoints/live/NAME.json", via: str = "app") -> dict:
     """Metadata of a saved live run (keys of :data:`stn_core.checkpoints.OPTIONAL_META`)."""
     name = model_config["name"]
-    cli = (f"python -m stn_core.live --steps {step} --seed {cfg.seed} --transform {cfg.transform} "
+    cli = (f"python -m pages.lab.live --steps {step} --seed {cfg.seed} --transform {cfg.transform} "
            f"--target-params {cfg.target_params} --batch {cfg.batch} --lr {cfg.lr:g} --eval-size {cfg.eval_size} "
            f"--source {data.source}" + (" --lane cnn --compare" if name == "cnn" else "")
            + f" --out {out[:-len('.json')] if out.endswith('.json') else out}")
@@ -867,9 +867,9 @@ def sanitize_name(name: str) -> str:
 
 def live_dir() -> Path:
     """Folder of saved live runs: ``<checkpoint folder>/live`` (where the model explorer looks,
-    :func:`stn_core.explorer.discover_live`)."""
-    from .explorer import LIVE_SUBDIR as sub
-    from .explorer import checkpoint_dir
+    :func:`pages.lab.explorer.discover_live`)."""
+    from stn_core.registry import LIVE_SUBDIR as sub
+    from stn_core.registry import checkpoint_dir
 
     return checkpoint_dir() / sub
 
@@ -881,8 +881,8 @@ def live_stem(name: str, directory: str | os.PathLike | None = None) -> Path:
 
 def mnist_available(root: str | os.PathLike | None = None) -> bool:
     """Whether the full MNIST files are there (cheap: looks for the files, loads nothing)."""
-    from .data.common import DataError
-    from .data.mnist import find_mnist_dir
+    from stn_core.data.common import DataError
+    from stn_core.data.mnist import find_mnist_dir
 
     try:
         find_mnist_dir("train", None if root is None else Path(root))
@@ -911,7 +911,7 @@ GOOD, BAD, REGION = (40, 170, 70), (220, 50, 50), (255, 60, 60)
 def region_pixels(kind: str, theta: np.ndarray, size: int, scale: int, per_edge: int = 16) -> np.ndarray:
     """Border of the region sampled by θ, in pixel coordinates of an image ``size·scale`` wide:
     ``(M, 2)`` float (x, y). θ maps output → input, normalised, align_corners=False."""
-    from .explorer import region_outline
+    from stn_core.regions import region_outline
 
     pts = region_outline(kind, np.asarray(theta), per_edge)
     return (pts + 1.0) * 0.5 * size * scale
@@ -1000,10 +1000,10 @@ def replay_caption(frame: ReplayFrame) -> str:
 
 
 def replay_gif(snap: Snapshot, fps: float = 4.0, side: int = 512) -> bytes:
-    """Animated GIF of ``snap.replay`` (at most :data:`stn_core.export.MAX_FRAMES` frames, from
+    """Animated GIF of ``snap.replay`` (at most :data:`pages.lab.export.MAX_FRAMES` frames, from
     step 0 to the latest display update): :func:`replay_picture` per frame, scaled so its longer
     side is ``side`` px, captioned "step N · error E %". ValueError with fewer than 2 frames."""
-    from .export import training_replay_gif
+    from pages.lab.export import training_replay_gif
 
     frames = snap.replay
     if len(frames) < 2:
@@ -1064,7 +1064,7 @@ def train_headless(cfg: LiveConfig, steps: int, poll: float = 0.2, timeout: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stn_core.live",
+    p = argparse.ArgumentParser(prog="python -m pages.lab.live",
                                 description="Train the Live training page's small ST-CNN without the app.")
     d = LiveConfig()
     p.add_argument("--steps", type=int, required=True)

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import sample
-from .transforms import affine_grid, projective_grid, tps_grid, tps_lattice
+from stn_core.sampling import sample
+from stn_core.transforms import affine_grid, projective_grid, tps_grid, tps_lattice
 
 #: Distortion kinds of Table 1.
 KINDS = ("R", "RTS", "P", "E")

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dcn import DeformConv2d
-from .stn import SpatialTransformer, conv_localisation, fc_localisation
+from stn_core.dcn import DeformConv2d
+from stn_core.stn import SpatialTransformer, conv_localisation, fc_localisation
 
 #: The models of the paper's Table 1.
 MODEL_NAMES = ("fcn", "cnn", "st-fcn", "st-cnn")
@@ -128,6 +128,10 @@ class DistortedMNISTNet(nn.Module):
         self.config = dict(config)
         self.channels_last = False
 
+    def localisation_parameters(self) -> list[nn.Parameter]:
+        """The localisation net's weights (trained at ``--loc-lr-mult`` × lr); empty without a transformer."""
+        return list(self.transformer.parameters()) if self.transformer is not None else []
+
     def transformed(self, x: torch.Tensor) -> torch.Tensor:
         """What the classifier sees: ``(N, 1, S', S')`` (S' = S / downsample)."""
         if self.transformer is not None:
@@ -163,6 +167,10 @@ class DeformableCNN(DistortedMNISTNet):
         """Weights of the offset (and mask) predictors — the DCN's 'localisation' weights."""
         return [p for layer in self.deform_layers for p in layer.offset_conv.parameters()]
 
+    def localisation_parameters(self) -> list[nn.Parameter]:
+        """The offset predictors play the localisation net's part (``--loc-lr-mult``)."""
+        return self.offset_parameters()
+
 
 class ParallelSTNet(DistortedMNISTNet):
     """2×ST-FCN of the paper's MNIST addition (appendix): ``N_PARALLEL_ST`` spatial transformers
@@ -183,6 +191,10 @@ class ParallelSTNet(DistortedMNISTNet):
                  config: dict) -> None:
         super().__init__(classifier, None, downsample, config)
         self.transformers = nn.ModuleList(transformers)
+
+    def localisation_parameters(self) -> list[nn.Parameter]:
+        """Every parallel transformer's localisation net."""
+        return [p for st in self.transformers for p in st.parameters()]
 
     def transformer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each transformer's output ``(N, C, H, W)`` for ``x (N, C, H, W)`` (before pooling)."""

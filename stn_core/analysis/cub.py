@@ -26,6 +26,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from stn_core.models.cub import tiled_translations
+
 HEAD_PARTS = ("beak", "crown", "forehead", "left eye", "right eye", "nape", "throat")
 BODY_PARTS = ("back", "breast", "belly", "left wing", "right wing")
 MIN_DIFF = 0.15
@@ -182,8 +184,6 @@ def head_detector_verdict(stats: PartStats, min_diff: float = MIN_DIFF) -> dict:
 
 def tiled_boxes(n_st: int, n: int, scale: float = 0.5) -> np.ndarray:
     """The tiled start boxes (n, n_st, 4) of an n_st×ST model (the control for the analysis)."""
-    from .cub_models import tiled_translations
-
     t = np.array(tiled_translations(n_st), dtype=np.float64)
     b = np.stack([t[:, 0] - scale, t[:, 1] - scale, t[:, 0] + scale, t[:, 1] + scale], 1)
     return np.broadcast_to(b, (n, n_st, 4)).copy()

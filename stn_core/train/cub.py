@@ -16,7 +16,7 @@ horizontal flip, and a random crop covering 85-100 % of each side, resampled to 
 Optimiser: SGD (momentum 0.9, weight decay 1e-4) or Adam; cosine learning-rate decay to 0 over
 the run; the new classifier learns at ``--head-lr-mult`` × lr, the localisation net at
 ``--loc-lr-mult`` × lr (the paper: "much smaller"; 1e-4 × over a long run, here 0.1 × over a
-short one). Backbone BatchNorm statistics stay frozen (see stn_core.cub_models).
+short one). Backbone BatchNorm statistics stay frozen (see stn_core.models.cub).
 
 Every ``--box-every`` steps the boxes of 6 fixed test birds are recorded into the checkpoint's
 ``extra.box_history`` (replayed on the app's CUB page). ``--resume`` continues a run exactly;
@@ -38,16 +38,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, save_checkpoint
-from .cub_models import CUB_MODEL_NAMES, CubNet, arch_of, build_cub_model
+from PIL import Image
+from tqdm import tqdm
+
+from stn_core.checkpoints import CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, save_checkpoint
+from stn_core.data.common import DataError, repo_root
+from stn_core.data.cub import find_cub_root, load_cub, parse_classes
+from stn_core.data.samples import load_cub_metadata
+from stn_core.models.cub import CUB_MODEL_NAMES, CubNet, arch_of, build_cub_model
+from stn_core.paper import PAPER_TABLE3
+from stn_core.train import task_of
+from stn_core.train.loop import (all_reduce, barrier, check_same_settings, command_line, resume_state, rng_tensors,
+                                 set_lr, start_process, train_step, wrap_ddp)
 
 #: task name -> class list (None: --classes required)
 CUB_TASKS: dict[str, Optional[str]] = {"cub50": "1-50", "cub200": "1-200", "cub": None}
-#: Published CUB accuracies (%) of the paper's Table 3 (200 classes, Inception-BN, 224/448 px).
-PAPER_TABLE3 = {
-    "previous best": 81.0, "CNN (224px)": 82.3, "2×ST-CNN (224px)": 83.1, "2×ST-CNN (448px)": 83.9,
-    "4×ST-CNN (448px)": 84.1,
-}
 #: Documented full-scale run (paper setting: 200 classes, 448-px input, crops at 224; needs the full
 #: CUB-200-2011 imported with ``python -m stn_core.data cub --from CUB_200_2011.tgz`` and a GPU; not run
 #: here). lr scaled linearly with the batch from the CPU protocol (0.001 at batch 16).
@@ -62,12 +67,7 @@ N_BOX_BIRDS = 6
 
 def is_cub_task(argv: list[str]) -> bool:
     """True if ``argv`` asks for a CUB task (``--task cub…``)."""
-    for i, a in enumerate(argv):
-        if a == "--task" and i + 1 < len(argv):
-            return argv[i + 1].startswith("cub")
-        if a.startswith("--task="):
-            return a.split("=", 1)[1].startswith("cub")
-    return False
+    return (task_of(argv) or "").startswith("cub")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,10 +125,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_split_tensors(root: Optional[str], classes: str, split: str, size: int,
                        limit: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Decode a split → (images uint8 (N, 3, size, size), class ids int64 (N,), records)."""
-    from PIL import Image
-
-    from .data.cub import load_cub
-
     recs = load_cub(Path(root) if root else None, classes=classes, split=split)
     if limit is not None:
         recs = recs[:limit]
@@ -171,8 +167,6 @@ def box_birds(test_y: torch.Tensor, n: int = N_BOX_BIRDS, image_ids: Optional[li
     clone can replay their boxes), one per class; else the first test image of n evenly spaced classes."""
     if image_ids is not None:
         try:
-            from .data.samples import load_cub_metadata
-
             shipped = [b["image_id"] for b in load_cub_metadata()["birds"]]
         except Exception:  # noqa: BLE001 - samples missing: fall back
             shipped = []
@@ -215,8 +209,6 @@ def predict(model: CubNet, x: torch.Tensor, device: torch.device, chunk: int = 3
 def evaluate(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.device,
              rank: int = 0, world: int = 1) -> tuple[float, float]:
     """(accuracy %, mean loss) on uint8 images ``x`` with class indices ``y_idx``; ranks share."""
-    from .train import _all_reduce
-
     n = x.shape[0]
     lo, hi = rank * n // world, (rank + 1) * n // world
     logits, _ = predict(model, x, device, lo=lo, hi=hi)
@@ -224,21 +216,21 @@ def evaluate(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.
     stats = torch.tensor([float((logits.argmax(1) == yb).sum()),
                           float(F.cross_entropy(logits, yb, reduction="sum")) if hi > lo else 0.0,
                           float(hi - lo)], dtype=torch.float64, device=device)
-    _all_reduce(stats, world)
+    all_reduce(stats, world)
     cnt = max(1.0, float(stats[2]))
     return 100.0 * float(stats[0]) / cnt, float(stats[1]) / cnt
 
 
 def eval_cache_path(meta_path: Path, checkpoint_id: str) -> Path:
     """``<repo>/runs/cub_eval/<stem>_<checkpoint_id>.npz``: test logits/boxes of a final checkpoint."""
-    return Path(__file__).resolve().parents[1] / "runs" / "cub_eval" / f"{Path(meta_path).stem}_{checkpoint_id}.npz"
+    return repo_root() / "runs" / "cub_eval" / f"{Path(meta_path).stem}_{checkpoint_id}.npz"
 
 
 def _save_eval_cache(meta_path: Path, logits: torch.Tensor, boxes: Optional[torch.Tensor],
                      image_ids: list[int]) -> None:
     """Store final test predictions for the repo's own checkpoints (checkpoints/cub*) only."""
     meta_path = Path(meta_path).resolve()
-    if meta_path.parent != Path(__file__).resolve().parents[1] / "checkpoints":
+    if meta_path.parent != repo_root() / "checkpoints":
         return
     try:
         cid = load_meta(meta_path)["checkpoint_id"]
@@ -255,11 +247,6 @@ def _save_eval_cache(meta_path: Path, logits: torch.Tensor, boxes: Optional[torc
 # --------------------------------------------------------------------------- main
 
 def main(argv: list[str]) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from .train import (_all_reduce, _barrier, _command, _rng_tensors, check_same_settings, resume_state,
-                        start_process, train_step, wrap_ddp)
-
     a = parse_args(argv)
     rank, world, device, threads = start_process(a.device, a.batch, a.threads)
     main_proc = rank == 0
@@ -270,10 +257,6 @@ def main(argv: list[str]) -> dict[str, Any]:
         raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")
 
     # ---- data
-    from .data.cub import find_cub_root, parse_classes
-
-    from .data.common import DataError
-
     try:
         class_ids = sorted(parse_classes(a.classes))
         t0 = time.perf_counter()
@@ -336,7 +319,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         say(f"no checkpoint at {paths['meta']}: starting afresh")
 
     net = wrap_ddp(model, world, device)
-    command = _command(argv, world)
+    command = command_line(argv, world)
     try:
         cub_root = str(find_cub_root(Path(a.data_root) if a.data_root else None))
     except Exception:  # noqa: BLE001
@@ -374,10 +357,10 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     def checkpoint(step: int, acc: Optional[float], final: bool) -> None:
         if main_proc:
-            state = {**optimizer_tensors(opt), **_rng_tensors(device)}
+            state = {**optimizer_tensors(opt), **rng_tensors(device)}
             save_checkpoint(a.out, model, meta_now(step, acc, final), state,
                             train_info={"step": step, "data_seed": a.seed})
-        _barrier(world)
+        barrier(world)
 
     # ---- loop
     bar = tqdm(total=total, initial=start, disable=not main_proc or a.no_progress, dynamic_ncols=True,
@@ -393,8 +376,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     local_b = a.batch // world
     while step < stop_at:
         lr = a.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-        for g in opt.param_groups:
-            g["lr"] = lr * g["lr_mult"]
+        set_lr(opt, lr)
         epoch, k = divmod(step, steps_per_epoch)
         perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(a.seed * 7919 + epoch))
         idx = perm[k * a.batch + rank * local_b:k * a.batch + (rank + 1) * local_b]
@@ -423,7 +405,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         elapsed = train_seconds + time.perf_counter() - t_start
         out_of_time = a.time_limit is not None and elapsed > a.time_limit
         if world > 1 and a.time_limit is not None:
-            out_of_time = bool(_all_reduce(torch.tensor([float(out_of_time)], device=device), world).item() > 0)
+            out_of_time = bool(all_reduce(torch.tensor([float(out_of_time)], device=device), world).item() > 0)
         periodic = a.ckpt_every > 0 and step % a.ckpt_every == 0
         if step < total and (periodic or step == stop_at or out_of_time):
             train_seconds += time.perf_counter() - t_start
@@ -455,9 +437,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     meta = meta_now(step, round(acc, 4), True)
     say(f"test accuracy {acc:.2f}% on {len(y_te)} images ({len(class_ids)} classes); wrote {paths['meta']}")
     if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+        torch.distributed.destroy_process_group()
     return meta
 
 

@@ -24,8 +24,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .sampling import sample
-from .transforms import HORIZON_EPS, compose_affine, make_grid, projective_denominator
+from stn_core.sampling import sample
+from stn_core.regions import map_points, outline, params_matrix  # noqa: F401 (the pages call pg.outline)
+from stn_core.transforms import HORIZON_EPS, compose_affine, make_grid, projective_denominator
 
 KINDS = ("affine", "attention", "projective")
 MODES = ("intuitive", "raw")
@@ -186,17 +187,6 @@ def convert_raw(raw: Sequence[float], from_kind: str, to_kind: str) -> tuple[flo
     det = aff[0] * aff[4] - aff[1] * aff[3]
     s = math.sqrt(abs(det)) if math.isfinite(det) and abs(det) >= SINGULAR_EPS else 1.0
     return (s, aff[2], aff[5])
-
-
-def params_matrix(kind: str, params: Sequence[float]) -> np.ndarray:
-    """Raw parameters → the matrix the UI shows: A_θ ``(2, 3)`` or H ``(3, 3)``."""
-    p = [float(v) for v in params]
-    if kind == "attention":
-        s, tx, ty = p
-        return np.array([[s, 0.0, tx], [0.0, s, ty]])
-    if kind == "affine":
-        return np.array(p, dtype=np.float64).reshape(2, 3)
-    return np.array(p + [1.0], dtype=np.float64).reshape(3, 3)
 
 
 def determinant(kind: str, params: Sequence[float]) -> float:
@@ -461,7 +451,7 @@ class UploadResult:
 def decode_upload(data: bytes, name: str = "upload") -> UploadResult:
     """Decode uploaded bytes with :func:`stn_core.data.images.load_image`; never raises."""
     try:
-        from .data.images import ImageError, load_image
+        from stn_core.data.images import ImageError, load_image
     except ImportError as e:  # pragma: no cover - data layer missing
         return UploadResult(None, [], f"Image decoding is unavailable ({e}).")
     try:
@@ -518,31 +508,6 @@ def warp(image: np.ndarray, kind: str, params: Sequence[float], out_size: Size,
                                     "(zero padding). Reset or move the window back over the image."))
     out = v[0].permute(1, 2, 0).clamp(0.0, 1.0).numpy()
     return WarpResult(output=np.ascontiguousarray(out), grid=g, valid=valid[0].numpy(), messages=msgs)
-
-
-def map_points(kind: str, params: Sequence[float], pts: np.ndarray) -> np.ndarray:
-    """Map target points ``(M, 2)`` (normalised) through T_θ → source points ``(M, 2)``;
-    NaN where a projective map has w ≤ HORIZON_EPS."""
-    m = params_matrix(kind, params)
-    homo = np.concatenate([pts, np.ones((pts.shape[0], 1))], axis=1)
-    src = homo @ m.T
-    if kind != "projective":
-        return src
-    w = src[:, 2:3]
-    ok = w > HORIZON_EPS
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xy = src[:, :2] / np.where(ok, w, 1.0)
-    return np.where(ok, xy, np.nan)
-
-
-def outline(kind: str, params: Sequence[float], per_edge: int = 64) -> np.ndarray:
-    """The border of the output window (target square [-1, 1]², clockwise from the top-left
-    corner) mapped into the input: ``(4·per_edge + 1, 2)`` normalised, NaN where undefined."""
-    t = np.linspace(-1.0, 1.0, per_edge, endpoint=False)
-    one = np.ones_like(t)
-    edges = [np.stack([t, -one], 1), np.stack([one, t], 1), np.stack([-t, one], 1), np.stack([-one, -t], 1)]
-    pts = np.concatenate(edges + [np.array([[-1.0, -1.0]])], axis=0)
-    return map_points(kind, params, pts)
 
 
 # --------------------------------------------------------------------------- display text

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .playground import Message, PlaygroundState, WarpResult, as_rgb, intuitive_to_params, invert_affine, warp
-from .sampling import sample, to_pixel
-from .tps_editor import single_thread
-from .transforms import affine_grid, attention_grid
+from pages.lab.playground import Message, PlaygroundState, WarpResult, as_rgb, intuitive_to_params, invert_affine, warp
+from stn_core.sampling import sample, to_pixel
+from pages.lab.tps_editor import single_thread
+from stn_core.transforms import affine_grid, attention_grid
 
 MODES = ("nearest", "bilinear")
 Size = tuple[int, int]
@@ -103,7 +103,7 @@ def kernel_curves(lo: float = -2.0, hi: float = 2.0) -> dict[str, Curve]:
 
 @dataclass
 class Comparison:
-    """One θ sampled with both kernels: the two :class:`~stn_core.playground.WarpResult` and
+    """One θ sampled with both kernels: the two :class:`~pages.lab.playground.WarpResult` and
     |bilinear − nearest| per pixel ``(H', W')`` (max over channels)."""
 
     nearest: WarpResult

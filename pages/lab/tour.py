@@ -18,15 +18,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from . import explorer as ex
-from . import playground as pg
-from .checkpoints import CheckpointError, load_meta
+from pages.lab import explorer as ex
+from pages.lab import playground as pg
+from stn_core import registry as reg
+from stn_core.analysis import inspect as insp
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,8 @@ def rotation_params(angle_deg: float, size: int) -> tuple[float, ...]:
 def rotate_digits(digit: np.ndarray, angles: Sequence[float]) -> torch.Tensor:
     """A grey digit ``(S, S)`` in [0, 1] turned by every angle: ``(A, 1, S, S)`` float32
     (bilinear, zero background)."""
-    from .sampling import sample
-    from .transforms import affine_grid
+    from stn_core.sampling import sample
+    from stn_core.transforms import affine_grid
 
     d = np.asarray(digit, dtype=np.float32)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
@@ -114,7 +114,7 @@ def confidence_curve(model: torch.nn.Module, digit: np.ndarray, label: int,
     """Softmax probability of the true class ``label`` for ``digit (S, S)`` turned by each
     angle: ``(A,)`` in [0, 1]. One batched forward pass."""
     x = rotate_digits(digit, angles)
-    probs = ex.predict_probs(model, x)
+    probs = insp.predict_probs(model, x)
     if not 0 <= int(label) < probs.shape[1]:
         raise ValueError(f"label {label} is not a class of this model ({probs.shape[1]} classes)")
     return probs[:, int(label)].astype(np.float64)
@@ -134,16 +134,16 @@ class ModelPair:
     """The two checkpoints step 1 compares: a plain model and one with a spatial transformer,
     both for ``input_size × input_size`` digits. ``note`` says which are shown and why."""
 
-    plain: ex.Entry
-    st: ex.Entry
+    plain: reg.Entry
+    st: reg.Entry
     input_size: int
     preferred: bool
     note: str
 
     @property
     def labels(self) -> tuple[str, str]:
-        return (f"{self.plain.label} ({ex.DIST_SHORT[self.plain.dist]})",
-                f"{self.st.label} ({ex.DIST_SHORT[self.st.dist]})")
+        return (f"{self.plain.label} ({reg.DIST_SHORT[self.plain.dist]})",
+                f"{self.st.label} ({reg.DIST_SHORT[self.st.dist]})")
 
 
 #: Pairs to show in step 1, best first: (distortion, plain key, ST key). The first is the
@@ -159,37 +159,15 @@ PAIR_CANDIDATES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-#: Step 1's third model: the same CNN trained on upright (undistorted) MNIST digits. It shows the
-#: problem itself; the R-trained CNN copes with turned digits because it saw them in training.
-UPRIGHT_CNN = "mnist_upright_cnn"
-UPRIGHT_COMMAND = ("python -m stn_core.train --task mnist --model cnn --steps 1000 --lr 0.01 --momentum 0.9 "
-                   f"--eval-every 500 --seed 0 --threads 1 --out checkpoints/{UPRIGHT_CNN}")
-
-
-def upright_cnn(size: int, directory: str | os.PathLike | None = None) -> Path | None:
-    """Stem of the finished upright-MNIST CNN (:data:`UPRIGHT_CNN`) if it takes ``size × size``
-    digits, else None (missing, unfinished, unreadable JSON or another input size)."""
-    if not checkpoint_ready(UPRIGHT_CNN, directory):
-        return None
-    stem = checkpoint_stem(UPRIGHT_CNN, directory)
-    try:
-        meta = load_meta(stem)
-    except (CheckpointError, OSError):
-        return None
-    ok = (meta.get("final") is True and meta.get("task") == "mnist"
-          and meta.get("model") == "cnn" and meta.get("input_size") == int(size))
-    return stem if ok else None
-
-
-def _is_final(e: ex.Entry | None) -> bool:
+def _is_final(e: reg.Entry | None) -> bool:
     return e is not None and e.usable and bool((e.meta or {}).get("final", False))
 
 
-def choose_pair(found: Mapping[tuple[str, str], ex.Entry] | None = None,
+def choose_pair(found: Mapping[tuple[str, str], reg.Entry] | None = None,
                 directory: str | os.PathLike | None = None) -> ModelPair | None:
     """The first pair of :data:`PAIR_CANDIDATES` whose checkpoints are both finished ("final":
     true); if none is finished, the first pair that is at least loadable. None if nothing fits."""
-    found = ex.discover(directory) if found is None else found
+    found = reg.discover(directory) if found is None else found
     for need_final in (True, False):
         for i, (dist, plain, st) in enumerate(PAIR_CANDIDATES):
             a, b = found.get((dist, plain)), found.get((dist, st))
@@ -201,13 +179,13 @@ def choose_pair(found: Mapping[tuple[str, str], ex.Entry] | None = None,
             if size_a != size_b:
                 continue
             pref = i == 0 and need_final
-            want = f"{ex.MODEL_LABELS['cnn']} vs {ex.MODEL_LABELS['st-cnn-aff']} trained on R"
+            want = f"{reg.MODEL_LABELS['cnn']} vs {reg.MODEL_LABELS['st-cnn-aff']} trained on R"
             if pref:
                 note = f"Shown: the {want} (rotations of ±90°)."
             else:
                 r_cnn, r_st = found.get(("r", "cnn")), found.get(("r", "st-cnn-aff"))
                 why = "are not trained yet" if r_cnn is None or r_st is None else "are still training"
-                note = (f"Shown: {a.label} vs {b.label} trained on {ex.DIST_LABELS[dist]}, because the {want} "
+                note = (f"Shown: {a.label} vs {b.label} trained on {reg.DIST_LABELS[dist]}, because the {want} "
                         f"{why} (checkpoints/mnist_r_cnn, mnist_r_st-cnn-aff).")
                 if not need_final:
                     note += " These checkpoints are not finished either: their numbers may still change."
@@ -267,8 +245,8 @@ def history(meta: Mapping) -> History:
 def identity_view(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     """What a freshly initialised transformer of the same kind outputs for ``x (S, S)``: its last
     layer starts at the identity θ, so V = U (the sampler at the identity grid)."""
-    from .sampling import sample
-    from .transforms import affine_grid
+    from stn_core.sampling import sample
+    from stn_core.transforms import affine_grid
 
     t = torch.as_tensor(np.asarray(x, dtype=np.float32))[None, None]
     s = t.shape[-1]
@@ -280,7 +258,7 @@ def image_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], cell: int = 112
                label_width: int = 0) -> np.ndarray:
     """Grey or RGB images arranged in rows (one row per ``(name, images)``; names are not drawn)
     → one uint8 ``(H, W, 3)`` picture on white, every image scaled (nearest) to ``cell`` px."""
-    from .viz import to_uint8
+    from pages.lab.figures import to_uint8
 
     n_cols = max((len(imgs) for _n, imgs in rows), default=0)
     if n_cols == 0:
@@ -303,11 +281,11 @@ def image_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], cell: int = 112
 def figure1_row_scene(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[int],
                       captions: Sequence[str] | None = None):
     """The paper's Figure 1 for digits ``x (N, 1, S, S)`` through ``model`` as a
-    :class:`stn_core.viz.Scene` (:func:`stn_core.viz.figure1_gallery_scene`); write it with
+    :class:`pages.lab.figures.Scene` (:func:`pages.lab.figures.figure1_gallery_scene`); write it with
     ``viz.scene_svg`` / ``viz.scene_png``."""
-    from .viz import figure1_gallery_scene
+    from pages.lab.figures import figure1_gallery_scene
 
-    preds = ex.predict(model, x)
+    preds = insp.predict(model, x)
     has_st = bool(preds) and preds[0].output is not None
     return figure1_gallery_scene(
         [x[i, 0].numpy() for i in range(x.shape[0])], [p.pred for p in preds], [p.confidence for p in preds],
@@ -321,17 +299,17 @@ def figure1_row_scene(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[
 def figure1_row_svg(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[int],
                     captions: Sequence[str] | None = None) -> str:
     """:func:`figure1_row_scene` as one SVG string."""
-    from .viz import scene_svg
+    from pages.lab.figures import scene_svg
 
     return scene_svg(figure1_row_scene(model, x, labels, captions))
 
 
-def best_st_entry(found: Mapping[tuple[str, str], ex.Entry],
-                  dists: Sequence[str] = ("rts", "r", "p", "e")) -> ex.Entry | None:
+def best_st_entry(found: Mapping[tuple[str, str], reg.Entry],
+                  dists: Sequence[str] = ("rts", "r", "p", "e")) -> reg.Entry | None:
     """The checkpoint for the Figure-1 row: the RTS ST-CNN Aff if usable, else the first usable
-    ST model in :data:`stn_core.explorer.PREFERRED` order (distortions in ``dists`` order)."""
+    ST model in :data:`pages.lab.explorer.PREFERRED` order (distortions in ``dists`` order)."""
     for dist in dists:
-        for key in ex.PREFERRED:
+        for key in reg.PREFERRED:
             e = found.get((dist, key))
             if e is not None and e.usable and key.startswith("st-"):
                 return e
@@ -385,36 +363,6 @@ def pixel_to_norm(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([(2.0 * p[:, 0] + 1.0) / w - 1.0, (2.0 * p[:, 1] + 1.0) / h - 1.0], 1)
 
 
-def checkpoint_stem(name: str, directory: str | os.PathLike | None = None) -> Path:
-    """``checkpoints/<name>`` (or ``$STN_LAB_CHECKPOINTS/<name>``)."""
-    return (ex.checkpoint_dir() if directory is None else Path(directory)) / name
-
-
-def checkpoint_ready(name: str, directory: str | os.PathLike | None = None) -> bool:
-    """True when ``<name>.safetensors`` and ``<name>.json`` both exist."""
-    stem = checkpoint_stem(name, directory)
-    return stem.with_suffix(".safetensors").is_file() and stem.with_suffix(".json").is_file()
-
-
-def version(name: str, directory: str | os.PathLike | None = None) -> tuple[int, int]:
-    """(mtime_ns, size) of a checkpoint's weights, (0, 0) when missing: a cache key that changes
-    when training rewrites the file."""
-    try:
-        s = checkpoint_stem(name, directory).with_suffix(".safetensors").stat()
-        return (s.st_mtime_ns, s.st_size)
-    except OSError:
-        return (0, 0)
-
-
-__all__ = [
-    "ANGLE_LIMIT", "History", "ModelPair", "N_STEPS", "PAIR_CANDIDATES", "STEPS", "SWEEP_ANGLES", "Step",
-    "UPRIGHT_CNN", "UPRIGHT_COMMAND", "best_st_entry", "checkpoint_ready", "checkpoint_stem", "choose_pair", "clamp_step", "confidence_curve",
-    "figure1_row_scene", "figure1_row_svg", "grid_view", "history", "identity_view", "image_rows",
-    "mean_confidence_curve",
-    "nearest_output", "parse_step", "pixel_to_norm", "place_digit",
-    "progress", "regular_taps", "rotate_digits", "rotation_params", "st_taps", "upright_cnn", "version",
-]
-
 
 # --------------------------------------------------------------------------- figures (plotly, no Streamlit)
 
@@ -430,7 +378,7 @@ def confidence_figure(angles: Sequence[float], curves: Mapping[str, np.ndarray],
     red line marks ``angle_now``."""
     import plotly.graph_objects as go
 
-    from .viz import FONT_SIZE
+    from pages.lab.figures import FONT_SIZE
 
     traces = []
     for i, (name, y) in enumerate(curves.items()):
@@ -457,7 +405,7 @@ def history_figure(h: History, title: str = "Training history", height: int = 38
     """Test error (%) and train loss against the step, two y axes."""
     import plotly.graph_objects as go
 
-    from .viz import FONT_SIZE
+    from pages.lab.figures import FONT_SIZE
 
     traces = [go.Scatter(x=h.steps, y=h.test_error, mode="lines+markers", name="test error (%)",
                          line=dict(color=ST_COLOUR, width=4), marker=dict(size=10)),
@@ -479,7 +427,7 @@ def taps_figure(image: np.ndarray, regular: np.ndarray, other: np.ndarray | None
     k×k grid (yellow) and ``other`` (blue: the transformer's warped taps or DCN's deformed ones)."""
     import plotly.graph_objects as go
 
-    from .viz import region_figure
+    from pages.lab.figures import region_figure
 
     size = np.asarray(image).shape[:2]
     fig = region_figure(image, None, ctrl=pixel_to_norm(regular, size), title=title, height=height)

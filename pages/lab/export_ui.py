@@ -1,5 +1,5 @@
 """Streamlit panel shared by the pages that export a warp as an animated GIF or MP4
-(:mod:`stn_core.export` does the work). Not a page of its own."""
+(:mod:`pages.lab.export` does the work). Not a page of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import streamlit as st
 
-from stn_core import export as E
+from pages.lab import export as E
 
 SIDES = (128, 192, 256, 384, 512)
 FORMATS = ("GIF", "MP4")
@@ -77,6 +77,6 @@ def warp_export(prefix: str, image: np.ndarray, kind: str, params: Sequence[floa
 
 
 if __name__ == "__main__":  # executed as a legacy page (/export_ui): just route through app.py
-    from pages.common import ensure_navigation
+    from pages.lab.common import ensure_navigation
 
     ensure_navigation()

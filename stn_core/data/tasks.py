@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from . import distortions as D
+from stn_core.data import distortions as D
+from stn_core.data.mnist import load_mnist
 
 #: task name → distortion kind (None: plain MNIST).
 TASKS: dict[str, str | None] = {"mnist-r": "R", "mnist-rts": "RTS", "mnist-p": "P", "mnist-e": "E", "mnist": None,
@@ -88,8 +89,6 @@ def load_split(split: str, root: str | os.PathLike | None = None, verify: bool =
     """MNIST split as tensors: images uint8 ``(N, 28, 28)``, labels int64 ``(N,)`` (cached)."""
     key = (split, str(root), bool(verify))
     if key not in _SPLITS:
-        from .data.mnist import load_mnist
-
         x, y = load_mnist(split, root=None if root is None else Path(root), verify=verify)
         _SPLITS[key] = (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
     return _SPLITS[key]
@@ -209,7 +208,7 @@ def warp_pair(images1: torch.Tensor, images2: torch.Tensor, params1: dict[str, t
               bbox2: torch.Tensor | None = None) -> torch.Tensor:
     """Two digits per sample, each RTS-distorted with its own parameters, one per channel.
 
-    images1, images2: ``(n, 28, 28)`` uint8 or float; params: :func:`stn_core.distortions.sample_params`
+    images1, images2: ``(n, 28, 28)`` uint8 or float; params: :func:`stn_core.data.distortions.sample_params`
     ``("RTS", n)`` dicts. Returns ``(n, 2, 42, 42)`` float32 in [0, 1].
     """
     return torch.cat([D.warp(images1, "RTS", params1, bbox=bbox1),

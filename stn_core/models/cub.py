@@ -41,9 +41,11 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
-from .sampling import sample
-from .transforms import attention_grid
+from stn_core.sampling import sample
+from stn_core.transforms import attention_grid
+from stn_core.data.common import repo_root
 
 CUB_MODEL_NAMES = ("cub-baseline", "cub-2st", "cub-4st")
 N_ST = {"cub-baseline": 0, "cub-2st": 2, "cub-4st": 4}
@@ -64,7 +66,7 @@ def default_weights_path() -> Path:
     env = os.environ.get(ENV_WEIGHTS, "").strip()
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "weights" / WEIGHTS_FILE
+    return repo_root().parent / "shared" / "data" / "weights" / WEIGHTS_FILE
 
 
 def mobilenet_v2_features(weights: str | os.PathLike | None = "default") -> nn.Module:
@@ -73,11 +75,7 @@ def mobilenet_v2_features(weights: str | os.PathLike | None = "default") -> nn.M
     weights: ``"default"`` (the local float file, see :func:`default_weights_path`), a path to a
     float state_dict, ``"torchvision"`` (``MobileNet_V2_Weights.IMAGENET1K_V1``, downloads), or
     None (random init, for tests)."""
-    from torchvision.models import mobilenet_v2
-
     if weights == "torchvision":
-        from torchvision.models import MobileNet_V2_Weights
-
         return mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1).features
     net = mobilenet_v2()
     if weights is None:

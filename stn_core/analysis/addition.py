@@ -1,7 +1,7 @@
-"""MNIST addition (paper appendix): logic of ``pages/addition.py`` and ``scripts/make_addition_results.py``.
+"""MNIST addition (paper appendix): where each transformer looks, and the report.
 
 The task: two 42×42 channels, each holding an independently RTS-distorted MNIST digit; the label
-is their sum (19 classes, 0..18). Data: :func:`stn_core.datasets.warp_pair` /
+is their sum (19 classes, 0..18). Data: :func:`stn_core.data.tasks.warp_pair` /
 ``fixed_test_set("mnist-addition")``. Models (:func:`stn_core.build_model` with ``in_channels=2,
 num_classes=19``): FCN, CNN, a single ST-FCN (one transformer warping both channels with one θ),
 and the 2×ST-FCN (:class:`stn_core.models.ParallelSTNet`: two transformers, each with its own FC
@@ -41,106 +41,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import datasets as ds
-from . import distortions as D
-from .train import PAPER_ADDITION
+from stn_core.registry import (ADDITION_KEYS, ADDITION_LABELS, AdditionEntry, addition_paper_error,
+                               addition_train_command)
 
-TASK = "mnist-addition"
-#: Checkpoint keys in table order: checkpoints/mnist_addition_<key>.safetensors + .json.
-MODEL_KEYS = ("fcn", "cnn", "st-fcn", "2st-fcn")
-MODEL_LABELS = {"fcn": "FCN", "cnn": "CNN", "st-fcn": "ST-FCN (1 transformer)", "2st-fcn": "2×ST-FCN"}
-#: (--model, --transform) of each key.
-MODEL_SPECS = {"fcn": ("fcn", None), "cnn": ("cnn", None), "st-fcn": ("st-fcn", "affine"),
-               "2st-fcn": ("2st-fcn", "affine")}
-#: Colour of transformer 1, 2 (boxes and output frames).
-TRANSFORMER_COLOURS = ("#f76707", "#37b24d")
 #: An output with less ink than this (sum of pixel values, i.e. about one full pixel) is
 #: "empty": its transformer looks outside both digits and takes neither.
 EMPTY_INK = 1.0
-#: Seed key of the page's pair distortions (independent of the training / test streams).
-_PAGE_SEED_KEY = 30
-
-
-def paper_error(key: str) -> float | None:
-    """The paper's test error (%) of a model key (appendix, MNIST addition)."""
-    return PAPER_ADDITION.get(MODEL_SPECS[key]) if key in MODEL_SPECS else None
-
-
-def stem_name(key: str) -> str:
-    """``"2st-fcn"`` → ``"mnist_addition_2st-fcn"``."""
-    if key not in MODEL_KEYS:
-        raise ValueError(f"unknown model {key!r}; choose one of {', '.join(MODEL_KEYS)}")
-    return f"mnist_addition_{key}"
-
-
-def train_command(key: str) -> str:
-    """The command that trains (or resumes) one model's checkpoint."""
-    stem_name(key)
-    return f"python scripts/train_addition.py --models {key} --threads 1"
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-@dataclass
-class Entry:
-    """One model's checkpoint: ``stem`` path, ``meta`` (None when unreadable), ``final`` flag."""
-
-    key: str
-    stem: Path
-    meta: dict | None
-    error: str = ""
-
-    @property
-    def final(self) -> bool:
-        return bool(self.meta and self.meta.get("final"))
-
-    @property
-    def version(self) -> tuple[int, int]:
-        """(mtime_ns, size) of the weights: changes when training rewrites the checkpoint."""
-        try:
-            st = self.stem.with_name(self.stem.name + ".safetensors").stat()
-            return int(st.st_mtime_ns), int(st.st_size)
-        except OSError:
-            return 0, 0
-
-
-def find_checkpoints(folder: str | os.PathLike) -> dict[str, Entry]:
-    """The MNIST-addition checkpoints present in ``folder`` (both files needed), by model key."""
-    from .checkpoints import CheckpointError, load_meta
-
-    out: dict[str, Entry] = {}
-    for key in MODEL_KEYS:
-        stem = Path(folder) / stem_name(key)
-        if not (stem.with_name(stem.name + ".json").is_file() and stem.with_name(stem.name + ".safetensors").is_file()):
-            continue
-        try:
-            out[key] = Entry(key, stem, load_meta(stem))
-        except CheckpointError as e:
-            out[key] = Entry(key, stem, None, str(e))
-    return out
-
-
-# --------------------------------------------------------------------------- pairs
-
-def pair_params(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """RTS parameters of the two channels of the page's pair for ``seed`` (deterministic)."""
-    g = D.make_generator(ds.derive_seed(int(seed), _PAGE_SEED_KEY))
-    p = D.sample_params("RTS", 2, g)
-    return D.slice_params(p, 0, 1), D.slice_params(p, 1, 2)
-
-
-def make_pair(digit1: np.ndarray | torch.Tensor, digit2: np.ndarray | torch.Tensor, seed: int) -> torch.Tensor:
-    """Two 28×28 digits (uint8 0..255 or float 0..1) → the distorted pair ``(1, 2, 42, 42)``."""
-    imgs = []
-    for d in (digit1, digit2):
-        t = torch.as_tensor(np.asarray(d))
-        if t.dim() == 3 and t.shape[-1] in (3, 4):  # RGB(A) → grey
-            t = t[..., :3].float().mean(-1)
-        if tuple(t.shape) != (28, 28):
-            raise ValueError(f"each digit must be a 28×28 image, got shape {tuple(t.shape)}")
-        imgs.append((t.float() / 255.0 if t.dtype == torch.uint8 else t.float()).clamp(0, 1)[None])
-    p1, p2 = pair_params(seed)
-    return ds.warp_pair(imgs[0], imgs[1], p1, p2)
 
 
 # --------------------------------------------------------------------------- inference
@@ -408,192 +314,6 @@ def specialisation(model: torch.nn.Module, x: torch.Tensor, chunk: int = 500, st
                           focus_split_apart=focus_split_apart, box_side_px=side)
 
 
-# --------------------------------------------------------------------------- figures
-
-def _to_px(points: np.ndarray, size: int) -> np.ndarray:
-    """Normalised ``(M, 2)`` points → pixel coordinates of a ``size``-px image (align_corners=False)."""
-    return ((np.asarray(points, dtype=np.float64) + 1.0) * size - 1.0) / 2.0
-
-
-def _outline_px(theta: np.ndarray, size: int, per_edge: int = 8) -> np.ndarray:
-    """The output square's border mapped through θ ``(2, 3)``, in pixel coordinates ``(M, 2)``."""
-    t = np.linspace(-1.0, 1.0, per_edge + 1)
-    one = np.ones_like(t)
-    sq = np.concatenate([np.stack([t, -one], 1), np.stack([one, t], 1), np.stack([-t, one], 1),
-                         np.stack([-one, -t], 1)], 0)
-    th = np.asarray(theta, dtype=np.float64).reshape(2, 3)
-    return _to_px(sq @ th[:, :2].T + th[:, 2], size)
-
-
-def pair_figure(x: np.ndarray, theta: np.ndarray | None = None, title: str = "Input: two channels",
-                height: int = 360):
-    """The two input channels ``x (2, S, S)`` side by side, with each transformer's sampled region
-    (θ ``(K, 2, 3)``) drawn over both channels in its colour, its centre as a dot (●), and each
-    digit's ink centre as a cross (✕) in its channel."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    x = np.asarray(x)
-    s = x.shape[-1]
-    fig = make_subplots(1, 2, subplot_titles=("channel 1 (digit 1)", "channel 2 (digit 2)"),
-                        horizontal_spacing=0.04)
-    for c in range(2):
-        fig.add_trace(go.Heatmap(z=x[c], colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
-                      1, c + 1)
-        if theta is not None:
-            for k, th in enumerate(np.asarray(theta)):
-                ol = _outline_px(th, s)
-                fig.add_trace(go.Scatter(x=ol[:, 0], y=ol[:, 1], mode="lines", name=f"transformer {k + 1}",
-                                         legendgroup=f"t{k}", showlegend=c == 0, hoverinfo="skip",
-                                         line=dict(color=TRANSFORMER_COLOURS[k % 2], width=3)), 1, c + 1)
-            centres = _to_px(box_centres(torch.as_tensor(np.asarray(theta))[None])[0].numpy(), s)
-            for k, (px, py) in enumerate(centres):
-                fig.add_trace(go.Scatter(x=[px], y=[py], mode="markers", legendgroup=f"t{k}", showlegend=False,
-                                         name=f"centre of box {k + 1}", hovertemplate="%{fullData.name}<extra></extra>",
-                                         marker=dict(color=TRANSFORMER_COLOURS[k % 2], size=11,
-                                                     line=dict(color="white", width=1.5))), 1, c + 1)
-        centroid = ink_centroids(torch.as_tensor(x[None, c:c + 1]))[0, 0].numpy()
-        if np.isfinite(centroid).all():
-            (gx, gy), = _to_px(centroid[None], s)
-            fig.add_trace(go.Scatter(x=[gx], y=[gy], mode="markers", name="digit centre", legendgroup="centre",
-                                     showlegend=c == 0, hovertemplate=f"centre of digit {c + 1}<extra></extra>",
-                                     marker=dict(symbol="x-thin", size=14, color="#1c7ed6",
-                                                 line=dict(color="#1c7ed6", width=3))), 1, c + 1)
-    for c in range(2):
-        fig.update_xaxes(range=[-0.5 - 6, s - 0.5 + 6], showticklabels=False, showgrid=False, zeroline=False,
-                         row=1, col=c + 1)
-        fig.update_yaxes(range=[s - 0.5 + 6, -0.5 - 6], showticklabels=False, showgrid=False, zeroline=False,
-                         scaleanchor=f"x{'' if c == 0 else c + 1}", row=1, col=c + 1)
-    fig.update_layout(title=title, height=height + 30, margin=dict(l=10, r=10, t=70, b=40), plot_bgcolor="#dee2e6",
-                      legend=dict(orientation="h", yanchor="top", y=-0.05, xanchor="center", x=0.5))
-    return fig
-
-
-def outputs_figure(outputs: np.ndarray, focus: Sequence[str] | None = None, height: int = 330):
-    """Each transformer's output ``(K, 2, S, S)`` in one row: for each transformer its two
-    channels, titled in the transformer's colour; ``focus`` (per transformer, :func:`box_focus`)
-    marks the channel of the digit its box is centred on with "its digit"."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    outputs = np.asarray(outputs)
-    k = outputs.shape[0]
-    titles = []
-    for i in range(k):
-        for c in range(2):
-            mine = focus is not None and i < len(focus) and focus[i] == f"digit {c + 1}"
-            titles.append(f"<span style='color:{TRANSFORMER_COLOURS[i % 2]}'><b>transformer {i + 1}</b></span>"
-                          f"<br>channel {c + 1}" + (" · <b>its digit</b>" if mine else ""))
-    fig = make_subplots(1, 2 * k, subplot_titles=titles, horizontal_spacing=0.02)
-    for i in range(k):
-        for c in range(2):
-            n = i * 2 + c + 1
-            fig.add_trace(go.Heatmap(z=outputs[i, c], colorscale="gray", zmin=0, zmax=1, showscale=False,
-                                     hoverinfo="skip"), 1, n)
-            fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=n)
-            fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False,
-                             scaleanchor=f"x{'' if n == 1 else n}", row=1, col=n)
-    fig.update_layout(title="What each transformer passes on (its output, both channels)",
-                      height=height, margin=dict(l=10, r=10, t=100, b=10))
-    return fig
-
-
-# --------------------------------------------------------------------------- page state
-
-@dataclass
-class PageState:
-    """The page's view: two shipped test-digit indices, the distortion seed, the model key, and
-    whether digit 1 / digit 2 is drawn by the user instead (``src_a`` / ``src_b``: "test" | "draw")."""
-
-    a: int = 0
-    b: int = 1
-    seed: int = 0
-    model: str = "2st-fcn"
-    src_a: str = "test"
-    src_b: str = "test"
-
-    def query(self) -> dict[str, str]:
-        """Query parameters that reopen this view (a drawing itself is not in the link, only that
-        the digit is drawn)."""
-        q = {"a": str(self.a), "b": str(self.b), "seed": str(self.seed), "model": self.model}
-        q.update({f"src_{n}": "draw" for n in ("a", "b") if getattr(self, f"src_{n}") == "draw"})
-        return q
-
-
-#: Where each digit of the pair comes from.
-DIGIT_SOURCES = {"test": "Test digit", "draw": "Draw"}
-
-
-MAX_SEED = 2**31 - 1
-
-
-def parse_state(query: Mapping[str, str], n_digits: int) -> tuple[PageState, list[str]]:
-    """Read a :class:`PageState` from query parameters; bad values fall back to the defaults with
-    a warning sentence each (returned)."""
-    st, warns = PageState(), []
-    for name, hi in (("a", n_digits - 1), ("b", n_digits - 1), ("seed", MAX_SEED)):
-        raw = query.get(name)
-        if raw in (None, ""):
-            continue
-        try:
-            v = int(str(raw))
-        except ValueError:
-            warns.append(f"Ignored {name}={raw!r}: not a whole number.")
-            continue
-        if not 0 <= v <= hi:
-            warns.append(f"Ignored {name}={raw!r}: must be between 0 and {hi}.")
-            continue
-        setattr(st, name, v)
-    m = query.get("model")
-    if m not in (None, ""):
-        if m in MODEL_KEYS:
-            st.model = m
-        else:
-            warns.append(f"Ignored model={m!r}: choose one of {', '.join(MODEL_KEYS)}.")
-    for name in ("src_a", "src_b"):
-        v = query.get(name)
-        if v in (None, ""):
-            continue
-        if v in DIGIT_SOURCES:
-            setattr(st, name, v)
-        else:
-            warns.append(f"Ignored {name}={v!r}: choose one of {', '.join(DIGIT_SOURCES)}.")
-    return st, warns
-
-
-def random_state(rng: np.random.Generator, n_digits: int, model: str = "2st-fcn") -> PageState:
-    """A random pair of shipped digits and a random distortion seed."""
-    return PageState(int(rng.integers(n_digits)), int(rng.integers(n_digits)), int(rng.integers(100_000)), model)
-
-
-def pair_image(x: np.ndarray, gap: int = 2) -> np.ndarray:
-    """The two channels ``(2, S, S)`` side by side with a mid-grey gap: ``(S, 2S + gap)`` in [0, 1]."""
-    x = np.asarray(x, dtype=np.float32)
-    sep = np.full((x.shape[1], gap), 0.5, np.float32)
-    return np.concatenate([x[0], sep, x[1]], 1)
-
-
-def comparison_rows(views: Mapping[str, PairView], entries: Mapping[str, Entry], true_sum: int | None) -> list[dict]:
-    """One row per model (table order) for the "same pair through the other models" table
-    (display strings; "—" where a model is missing)."""
-    rows = []
-    for key in MODEL_KEYS:
-        e, v = entries.get(key), views.get(key)
-        meta = (e.meta or {}) if e is not None else {}
-        err = meta.get("test_error")
-        rows.append({
-            "model": MODEL_LABELS[key],
-            "predicted sum": "—" if v is None else str(v.pred),
-            "probability": "—" if v is None else f"{100 * v.confidence:.0f} %",
-            "correct": "—" if v is None or true_sum is None else ("yes" if v.pred == true_sum else "no"),
-            "our test error (%)": "—" if err is None else f"{err:.2f}",
-            "paper (%)": _fmt(paper_error(key)),
-            "status": ("not trained yet" if e is None else "unreadable" if e.meta is None
-                       else "final" if e.final else f"training (step {meta.get('steps')})"),
-        })
-    return rows
-
-
 # --------------------------------------------------------------------------- report
 
 def optimizer_text(train_args: Mapping) -> str:
@@ -606,11 +326,11 @@ def optimizer_text(train_args: Mapping) -> str:
     return text + (f", localisation nets at {mult:g}× that lr" if mult != 1.0 else "")
 
 
-def _fmt(v: float | None, digits: int = 1) -> str:
+def fmt_number(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def results_markdown(entries: Mapping[str, Entry], spec: Specialisation | None, command: str,
+def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation | None, command: str,
                      spec_command: str = "", spec_note: str = "", spec_single: Specialisation | None = None) -> str:
     """``results/mnist-addition.md``: ours beside the paper's, schedules, commands, specialisation."""
     lines = ["# MNIST addition (paper appendix)", "",
@@ -618,37 +338,37 @@ def results_markdown(entries: Mapping[str, Entry], spec: Specialisation | None, 
              "fresh evaluation of the ST-FCN and 2×ST-FCN on the fixed test set (where their boxes go). Do not edit by hand.", "",
              "Task: two 42×42 channels, each an independently RTS-distorted MNIST digit (rotation ±45°, "
              "scale 0.7–1.2, random position); predict the sum (19 classes). Test set: 10,000 fixed pairs "
-             "(test digit i with a seeded partner, seed 20150605; `stn_core.datasets.make_pair_test_set`). "
+             "(test digit i with a seeded partner, seed 20150605; `stn_core.data.tasks.make_pair_test_set`). "
              "All four models have ≈400k weights (±1 %).", "",
              "| Model | our test error (%) | paper (%) | steps × batch | params | status | command |",
              "|---|---|---|---|---|---|---|"]
-    for key in MODEL_KEYS:
+    for key in ADDITION_KEYS:
         e = entries.get(key)
-        paper = _fmt(paper_error(key))
+        paper = fmt_number(addition_paper_error(key))
         if e is None or e.meta is None:
             why = "not trained yet" if e is None else f"unreadable: {e.error}"
-            lines.append(f"| {MODEL_LABELS[key]} | — | {paper} (paper) | — | — | {why} | `{train_command(key)}` |")
+            lines.append(f"| {ADDITION_LABELS[key]} | — | {paper} (paper) | — | — | {why} | `{addition_train_command(key)}` |")
             continue
         m = e.meta
         ta = m.get("train_args", {})
         sched = f"{m.get('steps', 0):,} of {ta.get('steps', 0):,} × {ta.get('batch', '?')}"
         status = "final" if e.final else "training (last evaluated error)"
-        lines.append(f"| {MODEL_LABELS[key]} | {_fmt(m.get('test_error'), 2)} | {paper} (paper) | {sched} | "
+        lines.append(f"| {ADDITION_LABELS[key]} | {fmt_number(m.get('test_error'), 2)} | {paper} (paper) | {sched} | "
                      f"{m.get('params', 0):,} | {status} | `{m.get('command', '')}` |")
     lines += ["", "## Schedules (ours vs the paper)", "",
               "The paper trains every model for 150,000 SGD steps of batch 256 (lr 0.01, ÷10 every 50k, plain SGD). "
               "Ours are reduced to fit about one hour on one CPU thread; `scripts/train_addition.py` says why the FCN "
               "family uses Adam rather than the paper's SGD (what SGD did here):", ""]
-    for key in MODEL_KEYS:
+    for key in ADDITION_KEYS:
         e = entries.get(key)
         if e is None or e.meta is None:
             continue
         ta = e.meta.get("train_args", {})
         secs = e.meta.get("train_seconds")
-        lines.append(f"- {MODEL_LABELS[key]}: {ta.get('steps', 0):,} steps × {ta.get('batch')} "
+        lines.append(f"- {ADDITION_LABELS[key]}: {ta.get('steps', 0):,} steps × {ta.get('batch')} "
                      f"({ta.get('steps', 0) * ta.get('batch', 0) / (150_000 * 256):.1%} of the paper's samples), "
                      f"{optimizer_text(ta)}, ÷10 at 1/3 and 2/3 of the steps; "
-                     f"{_fmt(secs / 60 if secs else None)} minutes of training (wall clock, one thread on a shared, "
+                     f"{fmt_number(secs / 60 if secs else None)} minutes of training (wall clock, one thread on a shared, "
                      "busy 2-core machine)"
                      f"{'' if not e.meta.get('samples_per_s') else ', ' + str(e.meta['samples_per_s']) + ' samples/s'}.")
     lines += ["", "The CNN gets far fewer steps than the FCN family (a paper-sized CNN on 2×42×42 runs at only "
@@ -658,7 +378,7 @@ def results_markdown(entries: Mapping[str, Entry], spec: Specialisation | None, 
         lines += [spec_note or "No 2×ST-FCN checkpoint yet: nothing measured.", ""]
     else:
         r_px = to_pixels(TRACK_RADIUS)
-        lines += [f"Measured with `{spec_command}` on {spec.n:,} test pairs (`stn_core.addition.specialisation`). "
+        lines += [f"Measured with `{spec_command}` on {spec.n:,} test pairs (`pages.lab.addition.specialisation`). "
                   + spec_note, "",
                   "**Where each box is centred.** The centre of transformer k's box (θ applied to the centre of its "
                   "output) against each digit's ink centroid (pixel centres weighted by value, per channel). A box "
@@ -708,7 +428,7 @@ def results_markdown(entries: Mapping[str, Entry], spec: Specialisation | None, 
 CLEAN_SPLIT = 0.9
 
 
-def verdict_lines(entries: Mapping[str, Entry], spec: Specialisation | None) -> list[str]:
+def verdict_lines(entries: Mapping[str, AdditionEntry], spec: Specialisation | None) -> list[str]:
     """"## Verdict": the paper's ordering (2×ST-FCN < ST-FCN < FCN) checked on the final
     checkpoints, the gap to the paper's numbers, and which digit each transformer's box follows."""
     errs = {k: e.meta.get("test_error") for k, e in entries.items() if e.meta is not None and e.final}
@@ -716,10 +436,10 @@ def verdict_lines(entries: Mapping[str, Entry], spec: Specialisation | None) -> 
     for a, b in (("st-fcn", "fcn"), ("2st-fcn", "st-fcn")):
         if a in errs and b in errs:
             yes = errs[a] < errs[b]
-            out.append(f"- {MODEL_LABELS[a]} {'beats' if yes else 'does **not** beat'} {MODEL_LABELS[b]} "
-                       f"({errs[a]:.2f} vs {errs[b]:.2f} %; the paper: {paper_error(a)} vs {paper_error(b)} %).")
-    gaps = [f"{MODEL_LABELS[k]} +{errs[k] - paper_error(k):.1f} pp" for k in MODEL_KEYS
-            if k in errs and paper_error(k) is not None]
+            out.append(f"- {ADDITION_LABELS[a]} {'beats' if yes else 'does **not** beat'} {ADDITION_LABELS[b]} "
+                       f"({errs[a]:.2f} vs {errs[b]:.2f} %; the paper: {addition_paper_error(a)} vs {addition_paper_error(b)} %).")
+    gaps = [f"{ADDITION_LABELS[k]} +{errs[k] - addition_paper_error(k):.1f} pp" for k in ADDITION_KEYS
+            if k in errs and addition_paper_error(k) is not None]
     if gaps:
         out.append("- Gap to the paper (ours − paper): " + ", ".join(gaps) + ". Our runs see far fewer samples than "
                    "the paper's 150k × 256 (see the schedules above).")
@@ -749,11 +469,3 @@ def verdict_lines(entries: Mapping[str, Entry], spec: Specialisation | None) -> 
 
 def load_json(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-__all__ = ["Entry", "MODEL_KEYS", "MODEL_LABELS", "MODEL_SPECS", "PageState", "PairView", "Specialisation", "TASK",
-           "comparison_rows", "optimizer_text", "verdict_lines", "box_focus", "TRACK_RADIUS", "CLEAN_SPLIT", "box_centres", "centre_distances",
-           "ink_centroids", "to_pixels", "pair_image", "parse_state", "random_state",
-           "DIGIT_SOURCES", "EMPTY_INK", "TRANSFORMER_COLOURS", "box_coverage", "find_checkpoints", "forward_views", "ink_shares", "make_pair",
-           "outputs_figure", "pair_figure", "pair_params", "paper_error", "results_markdown", "specialisation",
-           "stem_name", "train_command", "transformers_of", "view_pair"]

@@ -181,7 +181,7 @@ def view_range(in_size: tuple[int, int], points: np.ndarray, max_extra: float = 
 
 # --------------------------------------------------------------------------- plotly figures
 
-def _image_trace(image: np.ndarray, empty: np.ndarray | None = None, name: str = "image") -> go.Image:
+def image_trace(image: np.ndarray, empty: np.ndarray | None = None, name: str = "image") -> go.Image:
     """An image trace in pixel coordinates of the *original* image, shown nearest-upscaled
     (small images) and drawn without smoothing (``zsmooth=False``), so pixels stay crisp."""
     uri, k = display_uri(image, empty)
@@ -197,7 +197,7 @@ def auto_height(xr: tuple[float, float], yr: tuple[float, float], plot_width: in
     return int(round(min(hi, max(lo, plot_width * aspect)))) + chrome
 
 
-def _figure(traces: list, title: str, xr: tuple[float, float], yr: tuple[float, float],
+def plot_figure(traces: list, title: str, xr: tuple[float, float], yr: tuple[float, float],
             height: int | None) -> go.Figure:
     """One figure from traces and the shared layout, built in a single constructor call
     (several times faster than ``update_layout``; this runs on every redraw)."""
@@ -234,7 +234,7 @@ def input_figure(image: np.ndarray, grid: np.ndarray, outline_pts: np.ndarray | 
     view's aspect (:func:`auto_height`)."""
     h, w = image.shape[:2]
     lines = norm_to_pixel(grid_polylines(grid, valid, n_lines), (h, w))
-    traces = [_image_trace(image, name="U"), _lines(lines, "sampling grid T<sub>θ</sub>(G)", GRID_COLOUR, 1.6)]
+    traces = [image_trace(image, name="U"), _lines(lines, "sampling grid T<sub>θ</sub>(G)", GRID_COLOUR, 1.6)]
     pts_for_range = lines
     if outline_pts is not None:
         ol = norm_to_pixel(outline_pts, (h, w))
@@ -243,7 +243,7 @@ def input_figure(image: np.ndarray, grid: np.ndarray, outline_pts: np.ndarray | 
         if np.isfinite(ol[0]).all():
             traces.append(_corner(float(ol[0, 0]), float(ol[0, 1]), "V's top-left corner"))
     xr, yr = view_range((h, w), pts_for_range)
-    return _figure(traces, title, xr, yr, height)
+    return plot_figure(traces, title, xr, yr, height)
 
 
 def output_figure(output: np.ndarray, valid: np.ndarray | None = None, n_lines: int = 9, show_grid: bool = True,
@@ -252,7 +252,7 @@ def output_figure(output: np.ndarray, valid: np.ndarray | None = None, n_lines: 
     regular grid G it was sampled on (the same n_lines lines as on the input)."""
     h, w = output.shape[:2]
     empty = None if valid is None else ~np.asarray(valid, bool)
-    traces = [_image_trace(output, empty, name="V")]
+    traces = [image_trace(output, empty, name="V")]
     if show_grid:
         ys = (np.arange(h) + 0.5) / h * 2 - 1
         xs = (np.arange(w) + 0.5) / w * 2 - 1
@@ -262,7 +262,7 @@ def output_figure(output: np.ndarray, valid: np.ndarray | None = None, n_lines: 
     border = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5], [-0.5, -0.5]])
     traces += [_lines(border, "output border", OUTLINE_COLOUR, 4), _corner(-0.5, -0.5, "top-left corner")]
     xr, yr = view_range((h, w), np.zeros((0, 2)))
-    return _figure(traces, title, xr, yr, height)
+    return plot_figure(traces, title, xr, yr, height)
 
 
 # --------------------------------------------------------------------------- vector pictures: one layout, SVG and PNG
@@ -735,12 +735,12 @@ def lattice_output_figure(output: np.ndarray, ctrl_out: np.ndarray, title: str =
     ys = (np.arange(h) + 0.5) / h * 2 - 1
     xs = (np.arange(w) + 0.5) / w * 2 - 1
     g = np.stack(np.meshgrid(xs, ys), -1)
-    traces = [_image_trace(output, name="V"),
+    traces = [image_trace(output, name="V"),
               _lines(norm_to_pixel(grid_polylines(g, None, n_lines), (h, w)), "regular grid G", GRID_COLOUR, 1.2,
                      opacity=0.6),
               _numbered_points(norm_to_pixel(np.asarray(ctrl_out), (h, w)), "output control points")]
     xr, yr = view_range((h, w), np.zeros((0, 2)), margin=0.07)
-    return _figure(traces, title, xr, yr, height)
+    return plot_figure(traces, title, xr, yr, height)
 
 
 def affine_fit_figure(image: np.ndarray, grid: np.ndarray, mapped: np.ndarray, ctrl_in: np.ndarray,
@@ -755,13 +755,13 @@ def affine_fit_figure(image: np.ndarray, grid: np.ndarray, mapped: np.ndarray, c
     c_px = norm_to_pixel(np.asarray(ctrl_in), (h, w))
     gaps = np.full((3 * len(m_px), 2), np.nan)
     gaps[0::3], gaps[1::3] = m_px, c_px
-    traces = [_image_trace(image, name="U"), _lines(lines, "affine sampling grid", GRID_COLOUR, 1.6),
+    traces = [image_trace(image, name="U"), _lines(lines, "affine sampling grid", GRID_COLOUR, 1.6),
               _lines(gaps, "miss", AFFINE_COLOUR, 2.5),
               go.Scatter(x=c_px[:, 0], y=c_px[:, 1], mode="markers", name="your points", hoverinfo="skip",
                          marker=dict(color="rgba(0,0,0,0)", size=18, line=dict(color=LATTICE_COLOUR, width=3))),
               _numbered_points(m_px, "where the affine fit puts them", AFFINE_COLOUR, size=20, symbol="diamond")]
     xr, yr = view_range((h, w), np.concatenate([lines, m_px, c_px], 0), max_extra=0.3, margin=0.05)
-    return _figure(traces, title, xr, yr, height)
+    return plot_figure(traces, title, xr, yr, height)
 
 
 # --------------------------------------------------------------------------- sampler page
@@ -783,7 +783,7 @@ def image_panel(image: np.ndarray, title: str, height: int | None = None) -> go.
     axis = dict(showgrid=False, zeroline=False, showticklabels=False, ticks="", constrain="domain")
     layout = go.Layout(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
                        xaxis=dict(range=list(xr), **axis), yaxis=dict(range=[yr[1], yr[0]], scaleanchor="x", **axis))
-    return go.Figure(data=[_image_trace(image, name=title)], layout=layout)
+    return go.Figure(data=[image_trace(image, name=title)], layout=layout)
 
 
 DIFF_SCALE = [[0.0, "#ffffff"], [0.15, "#ffd8a8"], [0.5, "#f76707"], [1.0, "#5c0a0a"]]
@@ -827,7 +827,7 @@ def gradient_pair_figure(gx: np.ndarray, gy: np.ndarray, title: str, height: int
 
 def kernel_figure(curves: dict, height: int = 380) -> go.Figure:
     """The two sampling kernels k(d) (left) and their (sub)gradients dk/dx (right), d = x − m.
-    ``curves``: :func:`stn_core.sampler_lab.kernel_curves`. Filled dots: the value the formula
+    ``curves``: :func:`pages.lab.sampler.kernel_curves`. Filled dots: the value the formula
     takes at a jump; hollow: the other side."""
     from plotly.subplots import make_subplots
 
@@ -859,7 +859,7 @@ def kernel_figure(curves: dict, height: int = 380) -> go.Figure:
 
 
 def zoom_figure(z, title: str | None = None, height: int = 640) -> go.Figure:
-    """The zoom onto one output pixel (``stn_core.sampler_lab.Zoom``): the input pixels around its
+    """The zoom onto one output pixel (``pages.lab.sampler.Zoom``): the input pixels around its
     source point (values written in), the 4 pixels bilinear reads (blue, with weights), the one
     nearest reads (orange), the source point (×) and those of the 8 neighbouring output pixels (dots).
     Axes in input pixel indices (m: column, n: row)."""
@@ -969,7 +969,7 @@ def region_figure(image: np.ndarray, region: np.ndarray | None, grid: np.ndarray
     breaks; the quadrilateral for affine/projective); ``grid (S', S', 2)``: optional sampling grid
     drawn as ``n_lines`` warped lines (TPS); ``ctrl (K, 2)``: optional TPS control points."""
     h, w = image.shape[:2]
-    traces: list = [_image_trace(image, name="input")]
+    traces: list = [image_trace(image, name="input")]
     pts = [np.zeros((0, 2))]
     if grid is not None:
         lines = norm_to_pixel(grid_polylines(grid, None, n_lines), (h, w))

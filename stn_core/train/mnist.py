@@ -15,58 +15,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import torch
-import torch.nn.functional as F
+from tqdm import tqdm
 
-from . import datasets as ds
-from .checkpoints import (CheckpointError, checkpoint_paths, load_meta, load_optimizer_tensors,
-                          load_train_state, optimizer_tensors, read_safetensors, save_checkpoint)
-from .models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
-
-#: Published test errors (%) of Table 1, keyed by (model, transform) then task.
-PAPER_TABLE1: dict[tuple[str, str | None], dict[str, float]] = {
-    ("fcn", None): {"mnist-r": 2.1, "mnist-rts": 5.2, "mnist-p": 3.1, "mnist-e": 3.2},
-    ("cnn", None): {"mnist-r": 1.2, "mnist-rts": 0.8, "mnist-p": 1.5, "mnist-e": 1.4},
-    ("st-fcn", "affine"): {"mnist-r": 1.2, "mnist-rts": 0.8, "mnist-p": 1.5, "mnist-e": 2.7},
-    ("st-fcn", "projective"): {"mnist-r": 1.3, "mnist-rts": 0.9, "mnist-p": 1.4, "mnist-e": 2.6},
-    ("st-fcn", "tps"): {"mnist-r": 1.1, "mnist-rts": 0.8, "mnist-p": 1.4, "mnist-e": 2.4},
-    ("st-cnn", "affine"): {"mnist-r": 0.7, "mnist-rts": 0.5, "mnist-p": 0.8, "mnist-e": 1.2},
-    ("st-cnn", "projective"): {"mnist-r": 0.8, "mnist-rts": 0.6, "mnist-p": 0.8, "mnist-e": 1.3},
-    ("st-cnn", "tps"): {"mnist-r": 0.7, "mnist-rts": 0.5, "mnist-p": 0.8, "mnist-e": 1.1},
-}
-
-#: Published test errors (%) of the MNIST addition experiment (paper appendix), keyed by
-#: (model, transform); task "mnist-addition".
-PAPER_ADDITION: dict[tuple[str, str | None], float] = {
-    ("fcn", None): 47.7, ("cnn", None): 14.7, ("st-fcn", "affine"): 18.5, ("2st-fcn", "affine"): 5.8,
-}
+from stn_core.checkpoints import CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, save_checkpoint
+from stn_core.data import tasks as ds
+from stn_core.dcn import set_backend
+from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
+from stn_core.paper import paper_error
+from stn_core.train.loop import (all_reduce, barrier, check_same_settings, command_line, evaluate, lr_at,
+                                 param_groups, resume_state, rng_tensors, set_lr, start_process, train_step,
+                                 wrap_ddp)
 
 #: Arguments that must not change when a run is resumed.
 RESUME_FIXED = ("task", "model", "transform", "steps", "batch", "lr", "momentum", "loc_lr_mult", "seed",
                 "target_params", "test_seed")
-
-#: Settings recorded only when they differ from these defaults (older checkpoints lack them).
-OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False}
-
-
-def paper_error(model: str, transform: str | None, task: str) -> float | None:
-    """Published test error (%) (Table 1, or the MNIST addition experiment) or None."""
-    if task == "mnist-addition":
-        return PAPER_ADDITION.get((model, transform))
-    return PAPER_TABLE1.get((model, transform), {}).get(task)
-
-
-def lr_at(step: int, steps: int, lr: float) -> float:
-    """Paper schedule scaled to ``steps``: lr, then ÷10 at 1/3 and again at 2/3 of the steps."""
-    return lr * 0.1 ** min(2, (3 * step) // max(1, steps))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,165 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-# --------------------------------------------------------------------------- distributed
-
-def setup_distributed(device: str) -> tuple[int, int, int, torch.device]:
-    """(rank, world, local_rank, device); initialises torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but CUDA is not available")
-    dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return rank, world, local, dev
-
-
-def start_process(device: str, batch: int, threads: int | None) -> tuple[int, int, torch.device, int]:
-    """(rank, world, device, threads) of this training process: sets up torch.distributed, checks that
-    the global batch splits evenly over the processes, and sets torch's CPU threads (default: the
-    cores shared evenly by the processes on this machine)."""
-    rank, world, _local, dev = setup_distributed(device)
-    if batch % world:
-        raise SystemExit(f"error: --batch {batch} must be divisible by the {world} processes")
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    threads = threads or max(1, (os.cpu_count() or 1) // local_world)
-    torch.set_num_threads(threads)
-    return rank, world, dev, threads
-
-
-def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(t)
-    return t
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-             rank: int = 0, world: int = 1, chunk: int = 1000) -> tuple[float, float]:
-    """(test error %, mean loss) on ``x (N, 1, S, S)``, ``y (N,)``; ranks share the work."""
-    was_training = model.training
-    model.eval()
-    n = x.shape[0]
-    lo, hi = rank * n // world, (rank + 1) * n // world
-    stats = torch.zeros(3, dtype=torch.float64, device=device)  # errors, loss sum, count
-    for i in range(lo, hi, chunk):
-        xb, yb = x[i:min(i + chunk, hi)].to(device), y[i:min(i + chunk, hi)].to(device)
-        logits = model(xb)
-        stats[0] += (logits.argmax(1) != yb).sum()
-        stats[1] += F.cross_entropy(logits, yb, reduction="sum").double()
-        stats[2] += yb.numel()
-    _all_reduce(stats, world)
-    model.train(was_training)
-    cnt = max(1.0, float(stats[2]))
-    return 100.0 * float(stats[0]) / cnt, float(stats[1]) / cnt
-
-
-# --------------------------------------------------------------------------- state
-
-def _rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:
-    out = {"rng/torch_cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        out["rng/torch_cuda"] = torch.cuda.get_rng_state(device)
-    return out
-
-
-def _restore_rng(tensors: dict[str, torch.Tensor], device: torch.device) -> None:
-    if "rng/torch_cpu" in tensors:
-        torch.set_rng_state(tensors["rng/torch_cpu"].to(torch.uint8))
-    if device.type == "cuda" and "rng/torch_cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng/torch_cuda"].to(torch.uint8), device)
-
-
-#: Flags that only steer one invocation (interrupt / continue); left out of the recorded command.
-_SESSION_FLAGS = {"--resume": 0, "--overwrite": 0, "--stop-at": 1, "--time-limit": 1}
-
-
-def resume_state(paths: dict[str, Path], meta: dict[str, Any], model: torch.nn.Module,
-                 opt: torch.optim.Optimizer, device: torch.device) -> tuple[int, list, float]:
-    """Load a partial run's weights, optimiser state and RNG state (in place) from the checkpoint
-    ``paths``; returns (step to continue at, eval history so far, training seconds so far)."""
-    weights, winfo = read_safetensors(paths["weights"])
-    if meta.get("checkpoint_id") and winfo.get("checkpoint_id") != meta["checkpoint_id"]:
-        raise CheckpointError(f"{paths['weights']} does not belong to {paths['meta']}")
-    model.load_state_dict({k: v.to(device) for k, v in weights.items()})
-    state, info = load_train_state(paths["train"], meta)
-    load_optimizer_tensors(opt, state)
-    _restore_rng(state, device)
-    return int(info["step"]), list(meta.get("history", [])), float(meta.get("train_seconds", 0.0))
-
-
-def check_same_settings(out: str, meta: dict[str, Any], train_args: dict[str, Any]) -> None:
-    """SystemExit naming every setting that differs from the run being resumed (meta["train_args"])."""
-    old = {**OPTIONAL_TRAIN_ARGS, **meta.get("train_args", {})}
-    new = {**OPTIONAL_TRAIN_ARGS, **train_args}
-    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-    if diff:
-        raise SystemExit(f"error: cannot resume {out} with different settings: " +
-                         ", ".join(f"{k} was {o!r}, now {n!r}" for k, (o, n) in diff.items()))
-
-
-def wrap_ddp(model: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
-    """The module to train: ``model`` itself, or under torchrun (world > 1) a DistributedDataParallel of it."""
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return model
-
-
-def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on the cross-entropy of batch ``x``, labels ``y (N,)``; returns the
-    detached logits ``(N, K)`` and loss ``()``."""
-    logits = net(x)
-    loss = F.cross_entropy(logits, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return logits.detach(), loss.detach()
-
-
-def _command(argv: list[str], world: int) -> str:
-    """The command that reproduces this run in one go (session-only flags removed)."""
-    kept, i = [], 0
-    while i < len(argv):
-        flag = argv[i].split("=", 1)[0]
-        if flag in _SESSION_FLAGS:
-            i += 1 + (_SESSION_FLAGS[flag] if "=" not in argv[i] else 0)
-            continue
-        kept.append(argv[i])
-        i += 1
-    argv = kept
-    if world > 1:
-        nproc = os.environ.get("LOCAL_WORLD_SIZE", str(world))
-        return f"torchrun --nproc_per_node {nproc} -m stn_core.train {shlex.join(argv)}"
-    return f"python -m stn_core.train {shlex.join(argv)}"
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .cub_train import is_cub_task
-
-    if is_cub_task(argv):  # CUB birds (--task cub50 / cub200 / cub): see stn_core/cub_train.py
-        from .cub_train import main as cub_main
-
-        return cub_main(argv)
     a = parse_args(argv)
     rank, world, device, threads = start_process(a.device, a.batch, a.threads)
     main_proc = rank == 0
@@ -319,25 +131,15 @@ def main(argv: list[str] | None = None) -> dict:
                         in_channels=ds.in_channels(a.task),
                         **({"modulated": a.modulated} if a.model == "dcn" else {})).to(device)
     if a.model == "dcn":
-        from .dcn import set_backend
-
         set_backend(model, a.dcn_backend)
     if a.channels_last:
         model.use_channels_last()
-    if getattr(model, "transformers", None) is not None:  # 2st-fcn: all parallel transformers
-        loc = [p for st in model.transformers for p in st.parameters()]
-    elif model.transformer is not None:
-        loc = list(model.transformer.parameters())
-    else:  # the dcn's offset predictors play the localisation net's part
-        loc = list(model.offset_parameters()) if hasattr(model, "offset_parameters") else []
-    loc_ids = {id(p) for p in loc}
-    rest = [p for p in model.parameters() if id(p) not in loc_ids]
-    groups = [{"params": rest, "lr_mult": 1.0}] + ([{"params": loc, "lr_mult": a.loc_lr_mult}] if loc else [])
+    groups = param_groups(model, a.loc_lr_mult)
     opt = (torch.optim.Adam(groups, lr=a.lr) if a.optimizer == "adam"
            else torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum))
 
     start, history, train_seconds = 0, [], 0.0
-    command = _command(argv, world)
+    command = command_line(argv, world)
     exists = paths["meta"].is_file()
     if exists and not (a.resume or a.overwrite):
         raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")
@@ -367,17 +169,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     def checkpoint(step: int, test_err: float | None, final: bool) -> None:
         if main_proc:
-            state = {**optimizer_tensors(opt), **_rng_tensors(device)}
+            state = {**optimizer_tensors(opt), **rng_tensors(device)}
             save_checkpoint(a.out, model, meta_now(step, test_err, final), state,
                             train_info={"step": step, "data_seed": a.seed})
-        _barrier(world)
+        barrier(world)
 
     data_md5 = ds.mnist_md5(a.data_root, verify) if main_proc else None
     test_md5 = ds.test_set_md5(x_test, y_test)
 
     # ---- loop
-    from tqdm import tqdm
-
     bar = tqdm(total=a.steps, initial=start, disable=not main_proc or a.no_progress, dynamic_ncols=True,
                unit="step", file=sys.stderr)
     net.train()
@@ -397,8 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     pending = pool.submit(stream.batch, step) if pool is not None and step < stop_at else None
     while step < stop_at:
         lr = lr_at(step, a.steps, a.lr)
-        for g in opt.param_groups:
-            g["lr"] = lr * g["lr_mult"]
+        set_lr(opt, lr)
         t0 = time.perf_counter()
         if pending is not None:
             xb, yb = pending.result()
@@ -432,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         elapsed = train_seconds + time.perf_counter() - t_start
         out_of_time = a.time_limit is not None and elapsed > a.time_limit
         if world > 1 and a.time_limit is not None:  # all ranks must agree to stop
-            flag = _all_reduce(torch.tensor([float(out_of_time)], device=device), world)
+            flag = all_reduce(torch.tensor([float(out_of_time)], device=device), world)
             out_of_time = bool(flag.item() > 0)
         periodic = a.ckpt_every > 0 and step % a.ckpt_every == 0
         if step < a.steps and (periodic or step == stop_at or out_of_time):
@@ -460,9 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     say(json.dumps({k: meta[k] for k in ("task", "model", "transform", "steps", "test_error", "paper_error",
                                          "samples_per_s", "command")}))
     if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+        torch.distributed.destroy_process_group()
     return meta
 
 

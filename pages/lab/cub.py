@@ -19,7 +19,6 @@ Public API (stable, used by pages/cub.py and pages/tour.py):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -27,15 +26,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .cub_analysis import BODY_PARTS, HEAD_PARTS
+from stn_core.analysis.cub import BODY_PARTS, HEAD_PARTS
+from stn_core.data.common import repo_root
+from stn_core.registry import CUB_LABELS
 
 #: Transformer colours, in order (RGB).
 COLOURS: tuple[tuple[int, int, int], ...] = ((230, 25, 25), (30, 180, 40), (40, 90, 235), (255, 150, 0))
 COLOUR_NAMES = ("red", "green", "blue", "orange")
-MODEL_KEYS = ("baseline", "2st", "4st")
-MODEL_LABELS = {"baseline": "CNN baseline", "2st": "2×ST-CNN", "4st": "4×ST-CNN"}
-
-
 @dataclass
 class BirdPrediction:
     boxes: np.ndarray  # (n_st, 4) pixel coords of the given image
@@ -45,32 +42,6 @@ class BirdPrediction:
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-def checkpoint_dir() -> Path:
-    """``$STN_LAB_CHECKPOINTS`` or ``<repo>/checkpoints``."""
-    env = os.environ.get("STN_LAB_CHECKPOINTS", "").strip()
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "checkpoints"
-
-
-def checkpoint_stem(key: str, folder: Optional[Path] = None) -> Path:
-    """``checkpoints/cub50_<key>`` for key in baseline | 2st | 4st."""
-    return (folder or checkpoint_dir()) / f"cub50_{key}"
-
-
-def checkpoint_status(key: str, folder: Optional[Path] = None) -> dict[str, Any]:
-    """{"exists", "final", "steps", "total", "version"} of a CUB checkpoint (no weights loaded)."""
-    stem = checkpoint_stem(key, folder)
-    js, wt = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    if not (js.is_file() and wt.is_file()):
-        return {"exists": False, "final": False, "steps": None, "total": None, "version": None}
-    try:
-        meta = json.loads(js.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"exists": False, "final": False, "steps": None, "total": None, "version": None}
-    st = js.stat()
-    return {"exists": True, "final": bool(meta.get("final")), "steps": meta.get("steps"),
-            "total": (meta.get("train_args") or {}).get("steps"), "version": (st.st_mtime_ns, st.st_size)}
-
 
 def class_names(meta: dict[str, Any]) -> dict[int, str]:
     """Official class id → display name (from the checkpoint; falls back to the id)."""
@@ -207,11 +178,11 @@ def box_replay_frames(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray
     """Frames of one bird's box replay: ``image`` float/uint8 (H, W, 3) scaled so its longer side
     is ``side`` px, with the boxes ``boxes (T, n_st, 4)`` (normalised [-1, 1], as in
     :func:`history_frames` for one bird) at each of ``steps`` (T,) drawn by :func:`draw_boxes`.
-    Longer histories are thinned evenly to :data:`stn_core.export.MAX_FRAMES` (first and last
+    Longer histories are thinned evenly to :data:`pages.lab.export.MAX_FRAMES` (first and last
     kept). Returns (uint8 frames, captions "step N · epoch E")."""
     from PIL import Image
 
-    from .export import subsample
+    from pages.lab.export import subsample
 
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim != 3 or b.shape[-1] != 4 or b.shape[0] != len(steps):
@@ -237,7 +208,7 @@ def box_replay_frames(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray
 def box_replay_gif(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray, per_epoch: Optional[int] = None,
                    fps: float = 4.0, side: int = 320) -> bytes:
     """Animated GIF of :func:`box_replay_frames` (one bird, its boxes through training)."""
-    from .export import training_replay_gif
+    from pages.lab.export import training_replay_gif
 
     frames, captions = box_replay_frames(image, steps, boxes, per_epoch, side)
     return training_replay_gif(frames, fps=fps, captions=captions, side=side)
@@ -245,7 +216,7 @@ def box_replay_gif(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray, p
 
 def read_part_table(path: Optional[Path] = None) -> Optional[dict[str, Any]]:
     """``results/cub.json`` (written by scripts/make_cub_results.py) or None when absent/unreadable."""
-    p = path or Path(__file__).resolve().parents[1] / "results" / "cub.json"
+    p = path or repo_root() / "results" / "cub.json"
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -262,7 +233,7 @@ def part_table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         for t in m["transformers"]:
             def p(v):
                 return None if v is None else round(100 * float(v), 1)
-            rows.append({"model": MODEL_LABELS[key], "transformer": f"{t['transformer'] + 1} ({t['colour']})",
+            rows.append({"model": CUB_LABELS[key], "transformer": f"{t['transformer'] + 1} ({t['colour']})",
                          "head-hit %": p(t["head_hit"]), "body-hit %": p(t["body_hit"]),
                          "tiled start head-hit %": p(t.get("tiled_head_hit")),
                          "mean box for every bird: head-hit %": p(t.get("mean_box_head_hit")),
@@ -275,7 +246,7 @@ def part_table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 def sample_birds() -> list[dict[str, Any]]:
     """The shipped test birds (data/samples/cub) as dicts: image_id, class_id, class_name, image
     float (H, W, 3), bbox (x, y, w, h), parts (15, 3), part_names."""
-    from .data.samples import load_cub_metadata, load_cub_sample
+    from stn_core.data.samples import load_cub_metadata, load_cub_sample
 
     names = tuple(load_cub_metadata().get("part_names", []))
     out = []
@@ -289,7 +260,7 @@ def sample_birds() -> list[dict[str, Any]]:
 def dataset_birds(classes: Sequence[int], root: Optional[Path] = None, limit: Optional[int] = None
                   ) -> list[dict[str, Any]]:
     """Test birds of ``classes`` from the full CUB copy (images not loaded: key "path")."""
-    from .data.cub import load_cub
+    from stn_core.data.cub import load_cub
 
     recs = load_cub(root, classes=list(classes), split="test")
     if limit is not None:
@@ -303,7 +274,7 @@ def load_bird_image(bird: dict[str, Any]) -> np.ndarray:
     """The float (H, W, 3) image of a bird dict (from ``image`` or by reading ``path``)."""
     if bird.get("image") is not None:
         return bird["image"]
-    from .data.images import load_image_file
+    from stn_core.data.images import load_image_file
 
     img, _ = load_image_file(bird["path"], max_side=None)
     return img if img.ndim == 3 else np.repeat(img[..., None], 3, -1)
@@ -381,9 +352,3 @@ def side_by_side(images: Sequence[np.ndarray], height: int = 240, gap: int = 8) 
         out += [np.full((height, gap, 3), 255, np.uint8), t]
     return np.concatenate(out, 1)
 
-
-__all__ = ["BirdPrediction", "COLOURS", "PageState", "SOURCES", "SOURCE_LABELS", "filter_birds", "parse_state", "side_by_side", "COLOUR_NAMES", "MODEL_KEYS", "MODEL_LABELS", "checkpoint_dir",
-           "checkpoint_stem", "checkpoint_status", "class_names", "dataset_birds", "draw_boxes", "history_frames",
-           "load_bird_image", "norm_to_pixels", "part_table_rows", "predict_batch", "predict_bird",
-           "read_part_table", "sample_birds", "to_model_input", "box_replay_frames", "box_replay_gif",
-           "steps_per_epoch"]

@@ -1,0 +1,37 @@
+"""Every model family of STN Lab, and one way to rebuild any of them from checkpoint metadata.
+
+- :mod:`stn_core.models.mnist`: Table 1's FCN / CNN / ST-FCN / ST-CNN (affine, projective, TPS), the
+  deformable-conv CNN and the MNIST-addition 2×ST-FCN (:func:`build_model`).
+- :mod:`stn_core.models.cub`: the CUB-200-2011 N×ST-CNN on a MobileNetV2 backbone (:func:`build_cub_model`).
+
+Each model declares its localisation net's weights with ``localisation_parameters()`` (the training
+loop gives them their own learning-rate multiplier).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from .cub import CUB_MODEL_NAMES, CubNet, build_cub_model
+from .cub import model_from_meta as cub_model_from_meta
+from .mnist import (ALL_MODEL_NAMES, EXTRA_MODEL_NAMES, MODEL_NAMES, MODELS, ST_TRANSFORMS, TPS_POINTS,
+                    DeformableCNN, DistortedMNISTNet, ParallelSTNet, build_model, count_params, solve_width)
+
+__all__ = [
+    "ALL_MODEL_NAMES", "CUB_MODEL_NAMES", "EXTRA_MODEL_NAMES", "MODEL_NAMES", "MODELS", "ST_TRANSFORMS",
+    "TPS_POINTS", "CubNet", "DeformableCNN", "DistortedMNISTNet", "ParallelSTNet", "build_cub_model",
+    "build_model", "count_params", "model_from_meta", "solve_width",
+]
+
+
+def model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """An untrained model with the architecture a checkpoint's metadata describes (``meta["model"]``,
+    ``"transform"``, ``"input_size"``, ``"num_classes"``, ``"arch"``). ValueError/TypeError if it cannot."""
+    if str(meta["model"]).startswith("cub-"):  # CUB birds: classes and sizes from the metadata
+        return cub_model_from_meta(meta)
+    arch = meta.get("arch") or {}
+    optional = {k: arch[k] for k in ("target_params", "modulated", "in_channels") if k in arch}
+    return build_model(meta["model"], meta["transform"], meta["input_size"], meta["num_classes"],
+                       width=arch.get("width"), downsample=arch.get("downsample"), **optional)
