@@ -28,15 +28,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stn_core.data import tasks as ds  # noqa: E402
-from pages.lab import live  # noqa: E402
+
 from stn_core.models import build_model, count_params  # noqa: E402
 from timing import median_ms, write_report  # noqa: E402
+from stn_core.train import live_state
+from stn_core.train import live as live_train
 
 
-def step_times(cfg: live.LiveConfig, repeats: int) -> dict[str, tuple[int, float]]:
+def step_times(cfg: live_state.LiveConfig, repeats: int) -> dict[str, tuple[int, float]]:
     """{model: (weights, median ms per training step)} on the page's data."""
-    data = live.load_data(cfg.source, cfg.eval_size, cfg.data_root)
-    stream = ds.TrainStream(data.train_images, data.train_labels, live.TASK, cfg.seed, cfg.batch)
+    data = live_state.load_data(cfg.source, cfg.eval_size, cfg.data_root)
+    stream = ds.TrainStream(data.train_images, data.train_labels, live_state.TASK, cfg.seed, cfg.batch)
     out = {}
     for name, transform in (("ST-CNN", cfg.transform), ("CNN", None)):
         model = build_model("st-cnn" if transform else "cnn", transform, 42, 10, target_params=cfg.target_params)
@@ -55,9 +57,9 @@ def step_times(cfg: live.LiveConfig, repeats: int) -> dict[str, tuple[int, float
     return out
 
 
-def timed_run(cfg: live.LiveConfig, seconds: float) -> dict:
+def timed_run(cfg: live_state.LiveConfig, seconds: float) -> dict:
     """Start a LiveRun like the page does, poll it, stop after ``seconds``."""
-    run = live.LiveRun(cfg)
+    run = live_train.LiveRun(cfg)
     t0 = time.monotonic()
     run.start()
     marks = [30, 60, 90, 120] if seconds >= 120 else [seconds / 4 * k for k in range(1, 5)]
@@ -92,7 +94,7 @@ def main() -> None:
     p.add_argument("--out", default="results/bench-live.md")
     a = p.parse_args()
     torch.set_num_threads(1)
-    cfg = live.LiveConfig()
+    cfg = live_state.LiveConfig()
     cmd = "python bench/live.py" + (f" --seconds {a.seconds:g}" if a.seconds != 120 else "") + \
           (" --no-compare" if a.no_compare else "")
     times = step_times(cfg, a.repeats)

@@ -18,24 +18,20 @@ import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
+from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import addition as ad
 from pages.lab import explorer as ex
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError, load_model
+from stn_core.checkpoints import CheckpointError
 from stn_core import registry as reg
 from stn_core.analysis import addition as an_add
 
-common.ensure_navigation()
+require_app()  # first: a run that bypassed app.py reruns through it
+
 
 P = "add_"
 ss = st.session_state
-
-
-@st.cache_resource(show_spinner="Loading the model …", max_entries=8)
-def _load(stem: str, version: tuple[int, int]):
-    """(model, meta); ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
-    return load_model(stem)
 
 
 def _on_drawn(which: str) -> None:
@@ -111,7 +107,7 @@ for key, e in entries.items():
     if e.meta is None:
         continue
     try:
-        model, _ = _load(str(e.stem), e.version)
+        model, _ = common.load_checkpoint(str(e.stem), e.version)
         views[key] = an_add.view_pair(model, x)
     except CheckpointError as err:
         e.meta, e.error = None, str(err)

@@ -15,30 +15,26 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import cub as ca
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError, load_model
+from stn_core.checkpoints import CheckpointError
 from pages.lab.export import MAX_FRAMES
 from stn_core import registry as reg
 
-common.ensure_navigation()
+require_app()  # first: a run that bypassed app.py reruns through it
+
 
 P = "cub_"
 ss = st.session_state
 TRAIN_CMD = "python scripts/train_cub.py --threads 1"
 
 
-@st.cache_resource(show_spinner="Loading the bird model …", max_entries=6)
-def _load(stem: str, version: tuple[int, int]):
-    """(model, meta); ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
-    return load_model(stem)
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def _box_replay_gif(stem: str, version: tuple[int, int], image_id: int, _image: np.ndarray) -> bytes:
     """GIF of one history bird's boxes (``_image``: that bird, identified by ``image_id``)."""
-    _, meta = _load(stem, version)
+    _, meta = common.load_checkpoint(stem, version)
     steps, hist, hbirds = ca.history_frames(meta)
     n = [hb["image_id"] for hb in hbirds].index(image_id)
     return ca.box_replay_gif(_image, steps, hist[:, n], ca.steps_per_epoch(meta))
@@ -59,7 +55,7 @@ def _dataset_birds(classes: tuple[int, ...]) -> list[dict] | None:
 
 @st.cache_data(show_spinner="Running the model on the gallery …", max_entries=8)
 def _gallery(stem: str, version: tuple[int, int], src: str, ids: tuple[int, ...]) -> list[np.ndarray]:
-    model, _ = _load(stem, version)
+    model, _ = common.load_checkpoint(stem, version)
     birds = {b["image_id"]: b for b in (_sample_birds() if src == "sample" else _dataset_birds(tuple(model.classes)))}
     images = [ca.load_bird_image(birds[i]) for i in ids]
     _, boxes = ca.predict_batch(model, images)
@@ -79,7 +75,7 @@ load_errors: dict[str, str] = {}
 for k, s in status.items():
     if s["exists"]:
         try:
-            models[k] = _load(str(reg.cub_stem(k)), s["version"])
+            models[k] = common.load_checkpoint(str(reg.cub_stem(k)), s["version"])
         except CheckpointError as e:
             load_errors[k] = str(e)
 any_meta = next((m for _, m in models.values()), None)

@@ -17,18 +17,20 @@ import pandas as pd
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
+from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import dcn as L
 from pages.lab import explorer as ex
 from pages.lab import playground as pg
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError, checkpoint_paths, load_model
+from stn_core.checkpoints import CheckpointError, checkpoint_paths
 from stn_core import registry as reg
-from stn_core.data import test_digits as td
+
 from stn_core.analysis import stn_vs_dcn as svd
 from stn_core.analysis import deformable as dfm
 
-common.ensure_navigation()
+require_app()  # first: a run that bypassed app.py reruns through it
+
 
 P = "dcn_"
 ss = st.session_state
@@ -39,17 +41,6 @@ FIG_H = 300
 
 def _k(name: str) -> str:
     return P + name
-
-
-@st.cache_resource(show_spinner="Loading the model …", max_entries=12)
-def _load(stem: str, version: tuple[int, int]):
-    """(model, meta); ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
-    return load_model(stem)
-
-
-@st.cache_resource(show_spinner="Distorting the test digits …", max_entries=4)
-def _digits(task: str) -> td.TestDigits:
-    return td.test_digits(task)
 
 
 def _version(stem) -> tuple[int, int]:
@@ -74,7 +65,7 @@ def _model(dist: str, key: str, msgs: list[pg.Message]):
         return None
     stem = svd.stem(dist, key)
     try:
-        return _load(str(stem), _version(stem))
+        return common.load_checkpoint(str(stem), _version(stem))
     except CheckpointError as e:
         msgs.append(pg.Message("error", f"The {label} checkpoint cannot be loaded: {e}. Retrain it with "
                                         f"`{reg.train_command(dist, key)}`"))
@@ -140,7 +131,7 @@ def main() -> None:
     task = reg.DIST_TASK[dist]
     st_loaded = _model(dist, ST_KEYS[st_short], msgs)
     dcn_loaded = _model(dist, "dcn", msgs)
-    td = _digits(task)
+    td = common.test_digits(task)
     n_test = int(td.x.shape[0])
     size = int(td.x.shape[-1])
     with st.sidebar:

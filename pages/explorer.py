@@ -17,19 +17,21 @@ import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
+from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import export_ui
 from pages.lab import explorer as ex
 from pages.lab import export as E
 from pages.lab import playground as pg
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError, load_model
+from stn_core.checkpoints import CheckpointError
 from stn_core import registry as reg
-from stn_core.data import test_digits as td
+
 from stn_core.analysis import table1 as t1
 from stn_core.analysis import inspect as insp
 
-common.ensure_navigation()
+require_app()  # first: a run that bypassed app.py reruns through it
+
 
 P = "ex_"
 ss = st.session_state
@@ -46,28 +48,17 @@ def _k(name: str) -> str:
 
 # --------------------------------------------------------------------------- cached work
 
-@st.cache_resource(show_spinner="Loading the model …", max_entries=16)
-def _load(stem: str, version: tuple[int, int]):
-    """(model, meta) of a checkpoint; ``version`` (mtime, size) reloads a checkpoint rewritten by training."""
-    return load_model(stem)
-
-
-@st.cache_resource(show_spinner="Distorting the test digits …", max_entries=8)
-def _digits(task: str) -> td.TestDigits:
-    return td.test_digits(task)
-
-
 @st.cache_data(show_spinner="Running the model on the test digits …", max_entries=32)
 def _probs(stem: str, version: tuple[int, int], task: str, n: int) -> np.ndarray:
-    model, _ = _load(stem, version)
-    return insp.predict_probs(model, _digits(task).x[:n])
+    model, _ = common.load_checkpoint(stem, version)
+    return insp.predict_probs(model, common.test_digits(task).x[:n])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _gallery(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, bytes]:
     """Figure 1 layout for test digits ``indices`` as SVG and as PNG (the same picture)."""
-    model, _ = _load(stem, version)
-    td = _digits(task)
+    model, _ = common.load_checkpoint(stem, version)
+    td = common.test_digits(task)
     idx = list(indices)
     preds = insp.predict(model, td.x[idx])
     has_st = preds[0].output is not None if preds else False
@@ -235,13 +226,13 @@ def main() -> None:
         _table1(found)
         return
     try:
-        model, meta = _load(str(entry.stem), entry.version)
+        model, meta = common.load_checkpoint(str(entry.stem), entry.version)
     except CheckpointError as e:
         st.error(f"This checkpoint cannot be loaded: {e}. Retrain it with\n\n`{reg.train_command(dist, key)}`")
         _table1(found)
         return
     size = int(meta["input_size"])
-    td = _digits(task)
+    td = common.test_digits(task)
     n_test = int(td.x.shape[0])
 
     # ---------------------------------------------------------------- sidebar: digit + controls
@@ -269,7 +260,7 @@ def main() -> None:
     cnn = found.get((dist, cnn_key))
     if reg.base_key(key) != "cnn" and cnn is not None and cnn.usable:
         try:
-            contrast = insp.predict(_load(str(cnn.stem), cnn.version)[0], x)[0]
+            contrast = insp.predict(common.load_checkpoint(str(cnn.stem), cnn.version)[0], x)[0]
         except CheckpointError as e:
             msgs.append(pg.Message("warning", f"The plain CNN for contrast could not be loaded: {e}"))
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import playground as pg
 from pages.lab import figures as viz
 
+require_app()  # first: a run that bypassed app.py reruns through it
 
-common.ensure_navigation()
+
 
 @st.cache_data(show_spinner=False)
 def _schematic() -> tuple[str, bytes, str]:

@@ -2,8 +2,8 @@
 
 URL path ``/live``; query parameters ``compare`` (1: also train a plain CNN), ``seed`` and
 ``transform``. The training runs in background threads owned by this browser session
-(:class:`pages.lab.live.LiveRun` in ``st.session_state["lv_run"]``); the live view is a
-fragment that redraws every second while the run trains. All logic is in ``pages.lab.live``.
+(:class:`stn_core.train.live.LiveRun` in ``st.session_state["lv_run"]``); the live view is a
+fragment that redraws every second while the run trains. The run is ``stn_core.train.live``; its pictures ``pages.lab.live``.
 
 Widget keys (for AppTest): ``lv_compare``, ``lv_seed``, ``lv_transform``; buttons ``lv_start``,
 ``lv_pause``, ``lv_resume``, ``lv_reset``; saving: ``lv_name``, ``lv_save``, ``lv_overwrite``,
@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import live
 from pages.lab import figures as viz
+from stn_core.train import live_state
+from stn_core.train import live as live_train
+from stn_core import registry as reg
 
-common.ensure_navigation()
+require_app()  # first: a run that bypassed app.py reruns through it
+
 
 ss = st.session_state
 RUN = "lv_run"
@@ -43,14 +48,14 @@ def _settings_from_url() -> None:
         ss["lv_transform"] = q.get("transform", "affine") if q.get("transform") in TRANSFORMS else "affine"
 
 
-def _config() -> live.LiveConfig:
-    return live.LiveConfig(transform=ss["lv_transform"], seed=int(ss["lv_seed"]), compare=bool(ss["lv_compare"]))
+def _config() -> live_state.LiveConfig:
+    return live_state.LiveConfig(transform=ss["lv_transform"], seed=int(ss["lv_seed"]), compare=bool(ss["lv_compare"]))
 
 
-def _run() -> live.LiveRun:
+def _run() -> live_train.LiveRun:
     run = ss.get(RUN)
     if run is None:
-        run = ss[RUN] = live.LiveRun(_config())
+        run = ss[RUN] = live_train.LiveRun(_config())
     return run
 
 
@@ -62,7 +67,7 @@ def _start() -> None:
         run.reset(_config())  # the sidebar settings apply to a fresh run
     try:
         run.start()
-    except live.LiveBusyError as e:
+    except live_state.LiveBusyError as e:
         ss[MSG] = ("warning", str(e))
 
 
@@ -73,7 +78,7 @@ def _pause() -> None:
 def _resume() -> None:
     try:
         _run().resume()
-    except live.LiveBusyError as e:
+    except live_state.LiveBusyError as e:
         ss[MSG] = ("warning", str(e))
 
 
@@ -85,11 +90,11 @@ def _reset() -> None:
 def _save(overwrite: bool = False) -> None:
     run = _run()
     try:
-        stem = live.live_stem(ss.get("lv_name", ""))
+        stem = reg.live_stem(ss.get("lv_name", ""))
     except ValueError as e:
         ss[MSG] = ("error", str(e))
         return
-    if live.exists(stem) and not overwrite:
+    if reg.checkpoint_exists(stem) and not overwrite:
         ss[PENDING] = str(stem)
         return
     ss.pop(PENDING, None)
@@ -98,7 +103,7 @@ def _save(overwrite: bool = False) -> None:
         lanes = len(run.snapshot().lanes)
         for lane in range(lanes):
             target = stem if lane == 0 else stem.with_name(stem.name + "-cnn")
-            if lane and live.exists(target) and not overwrite:
+            if lane and reg.checkpoint_exists(target) and not overwrite:
                 continue
             path, meta = run.save(target, lane=lane, overwrite=overwrite)
             saved.append(f"`{path.with_suffix('').name}` ({meta['model']}, step {meta['steps']:,}, test error "
@@ -120,7 +125,7 @@ STATE_TEXT = {"ready": "Ready", "preparing": "Preparing …", "running": "Traini
               "finished": "Finished", "stopped": "Stopped", "error": "Error"}
 
 
-def _controls(snap: live.Snapshot) -> None:
+def _controls(snap: live_state.Snapshot) -> None:
     c = st.columns([1, 1, 1, 1, 3], vertical_alignment="center")
     c[0].button("Start", key="lv_start", on_click=_start, type="primary", icon=":material/play_arrow:",
                 disabled=snap.state not in ("ready", "stopped"), width="stretch")
@@ -139,7 +144,7 @@ def _controls(snap: live.Snapshot) -> None:
     c[4].markdown(text)
 
 
-def _metrics(snap: live.Snapshot) -> None:
+def _metrics(snap: live_state.Snapshot) -> None:
     cols = st.columns(max(2, len(snap.lanes) + 1))
     for col, lane in zip(cols, snap.lanes):
         err = lane.last_error
@@ -154,7 +159,7 @@ def _metrics(snap: live.Snapshot) -> None:
                                  help="Time spent in training steps (pauses and evaluations not counted).")
 
 
-def _batch(snap: live.Snapshot) -> None:
+def _batch(snap: live_state.Snapshot) -> None:
     pics = live.batch_pictures(snap)
     if pics is None:
         return
@@ -179,7 +184,7 @@ def _batch(snap: live.Snapshot) -> None:
         if len(snap.replay) >= 2:
             run = _run()
             # made on click (deferred: about a second for 60 frames), then kept by the run
-            c.download_button("Training replay (GIF)", data=lambda: run.replay_gif(snap), mime="image/gif",
+            c.download_button("Training replay (GIF)", data=lambda: live.run_replay_gif(run, snap), mime="image/gif",
                               file_name=f"live-replay-step{snap.replay[-1].step}.gif", key="lv_dl_gif",
                               icon=":material/movie:", on_click="ignore",
                               help=f"(a)+(b) and (c) as they changed during training: {len(snap.replay)} frames "
@@ -231,14 +236,14 @@ def _shown(path) -> str:
 def _save_section() -> None:
     st.header("Save as checkpoint")
     st.markdown("Saves the ST-CNN's current weights (and the plain CNN's as *NAME*-cnn, when it is trained too) into "
-                f"`{_shown(live.live_dir())}`, with its test error measured now on the held-out digits. The "
+                f"`{_shown(reg.live_dir())}`, with its test error measured now on the held-out digits. The "
                 "**Trained model explorer** lists it under the RTS distortion as \"Live run *NAME*\".")
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     snap = _run().snapshot()
     ss.setdefault("lv_name", "my-live-run")
     c1.text_input("Name", key="lv_name", max_chars=60,
                   help=f"Letters, digits, '.', '_' and '-'; other characters become '-'. "
-                       f"Suggestion: {live.default_name(snap)}")
+                       f"Suggestion: {live_train.default_name(snap)}")
     c2.button("Save as checkpoint", key="lv_save", on_click=_save, icon=":material/save:", width="stretch",
               disabled=not snap.lanes)
     pending = ss.get(PENDING)
@@ -275,13 +280,13 @@ def main() -> None:
                         help="Initial weights and the order of the training batches.")
         if locked:
             st.caption("Press Reset to change the settings.")
-        if not live.mnist_available():
+        if not live_train.mnist_available():
             st.caption("Full MNIST not found: training on the shipped sample digits.")
     params = {"compare": "1" if ss["lv_compare"] else "0", "seed": str(int(ss["lv_seed"])),
               "transform": ss["lv_transform"]}
     common.sync_query_params(params)
     common.copy_link(st.sidebar, params)
-    if run.state == "ready" and not live.mnist_available():
+    if run.state == "ready" and not live_train.mnist_available():
         st.info("The full MNIST training set is not on this machine, so a run trains on the 400 shipped sample "
                 "digits #100–499 (RTS-distorted afresh in every batch: it still learns, but from few digits) and "
                 "measures its error on the held-out digits #0–99. Import MNIST with "
@@ -293,16 +298,16 @@ def main() -> None:
     with st.expander("How this works"):
         st.markdown(
             f"- Training runs in a background thread of the server that belongs to this browser tab (one torch "
-            f"thread per model), so the page stays responsive; at most {live.MAX_ACTIVE} runs train at once on "
+            f"thread per model), so the page stays responsive; at most {live_train.MAX_ACTIVE} runs train at once on "
             "this machine. If this page is closed, its run stops by itself after "
-            f"{live.LiveConfig().idle_timeout_s / 60:g} minutes.\n"
+            f"{live_state.LiveConfig().idle_timeout_s / 60:g} minutes.\n"
             "- Training digits: the 60,000 MNIST training digits, freshly RTS-distorted in every batch of 64. "
             "Test digits (curves and the 16 shown): the first 1,000 digits of the fixed RTS test set, never "
             "trained on.\n"
             "- Optimiser: Adam (lr 0.002), not the paper's plain SGD: SGD needs far more steps than a lecture "
             "has minutes. The paper's models are ~13× larger and trained for 150,000 steps of batch 256; the "
             "Trained model explorer has those.\n"
-            "- The same run without the app: `python -m pages.lab.live --steps 1500 --out checkpoints/live/NAME`.")
+            "- The same run without the app: `python -m stn_core.train.live --steps 1500 --out checkpoints/live/NAME`.")
 
 
 main()

@@ -15,19 +15,21 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import playground as pg
 from pages.lab import sampler as sl
 from pages.lab import tour
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError, load_model
+from stn_core.checkpoints import CheckpointError
 from stn_core import registry as reg
-from stn_core.data import test_digits as td
+
 from stn_core.analysis import table1 as t1
 from stn_core.analysis import inspect as insp
 from stn_core.analysis import deformable as dfm
 
-common.ensure_navigation()
+require_app()  # first: a run that bypassed app.py reruns through it
+
 
 ss = st.session_state
 P = "tour_"
@@ -40,17 +42,6 @@ def _k(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- cached work
-
-@st.cache_resource(show_spinner="Loading the model …", max_entries=16)
-def _load(stem: str, version: tuple[int, int]):
-    """(model, meta); ``version`` (mtime, size) reloads a checkpoint that training rewrote."""
-    return load_model(stem)
-
-
-@st.cache_resource(show_spinner="Distorting the test digits …", max_entries=4)
-def _digits(task: str) -> td.TestDigits:
-    return td.test_digits(task)
-
 
 @st.cache_data(show_spinner=False, max_entries=1)
 def _mnist() -> tuple[np.ndarray, np.ndarray] | None:
@@ -71,7 +62,7 @@ Models = tuple[tuple[str, tuple[int, int]], ...]
 def _curves(models: Models, index: int, size: int) -> tuple[np.ndarray, ...]:
     digit, label = _digit(index)
     d = tour.place_digit(digit, size)
-    return tuple(tour.confidence_curve(_load(stem, v)[0], d, label) for stem, v in models)
+    return tuple(tour.confidence_curve(common.load_checkpoint(stem, v)[0], d, label) for stem, v in models)
 
 
 @st.cache_data(show_spinner="Turning 100 test digits through −90°…90° …", max_entries=16)
@@ -81,15 +72,15 @@ def _mean_curves(models: Models, size: int, n: int = 100) -> tuple[np.ndarray, .
         return None
     digits = np.stack([tour.place_digit(d, size) for d in mn[0][:n]])
     labels = [int(v) for v in mn[1][:n]]
-    return tuple(tour.mean_confidence_curve(_load(stem, v)[0], digits, labels) for stem, v in models)
+    return tuple(tour.mean_confidence_curve(common.load_checkpoint(stem, v)[0], digits, labels) for stem, v in models)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _figure1(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, bytes]:
     """Figure 1 for test digits ``indices`` as SVG and as PNG (the same layout)."""
-    td = _digits(task)
+    td = common.test_digits(task)
     idx = list(indices)
-    scene = tour.figure1_row_scene(_load(stem, version)[0], td.x[idx], [int(td.y[i]) for i in idx],
+    scene = tour.figure1_row_scene(common.load_checkpoint(stem, version)[0], td.x[idx], [int(td.y[i]) for i in idx],
                                    [f"#{i}" for i in idx])
     return viz.scene_svg(scene), viz.scene_png(scene)
 
@@ -221,7 +212,7 @@ def step_problem() -> dict[str, str]:
     if upright is not None:
         models.append((f"{reg.MODEL_LABELS['cnn']} (upright)", str(upright), reg.version(reg.stem(reg.UPRIGHT_CNN))))
     try:
-        loaded = [_load(stem, v) for _, stem, v in models]
+        loaded = [common.load_checkpoint(stem, v) for _, stem, v in models]
     except CheckpointError as e:
         st.error(f"A checkpoint could not be loaded: {e}")
         return {}
@@ -373,7 +364,7 @@ def step_training() -> dict[str, str]:
     if entry is None:
         st.info("No trained spatial-transformer checkpoint yet. Train one with " + _train_hint("rts", "st-cnn-aff"))
     else:
-        model, meta = _load(str(entry.stem), entry.version)
+        model, meta = common.load_checkpoint(str(entry.stem), entry.version)
         h = tour.history(meta)
         c1, c2 = st.columns([1.3, 1.7], gap="large")
         with c1:
@@ -385,7 +376,7 @@ def step_training() -> dict[str, str]:
                 st.info("This checkpoint has no recorded training history.")
             st.caption(f"From `{entry.stem.name}.json` (\"history\"); command: `{meta.get('command', '?')}`.")
         with c2:
-            td = _digits(entry.task)
+            td = common.test_digits(entry.task)
             idx = list(range(6))
             preds = insp.predict(model, td.x[idx])
             rows = [("input U", [td.x[i, 0].numpy() for i in idx]),
@@ -411,7 +402,7 @@ def step_results() -> dict[str, str]:
     else:
         st.markdown(f"**Figure 1, live**: {entry.label} on {reg.DIST_LABELS[entry.dist]}: (a) the test digit, (b) "
                     "the region the transformer samples, (c) what it hands the classifier, (d) the prediction.")
-        td = _digits(entry.task)
+        td = common.test_digits(entry.task)
         n = int(td.x.shape[0])
         f1, f2 = st.columns([1, 3], vertical_alignment="center")
         start = int(f1.slider("First test digit", 0, max(0, n - 8), 0, step=8, key=_k("r_start")))
@@ -459,7 +450,7 @@ def step_cub() -> dict[str, str]:
         try:
             from pages.lab import cub as ca
 
-            model, meta = _load(str(reg.stem("cub50_2st")), reg.version(reg.stem("cub50_2st")))
+            model, meta = common.load_checkpoint(str(reg.stem("cub50_2st")), reg.version(reg.stem("cub50_2st")))
             pred = ca.predict_bird(model, meta, bird)
             c1, c2 = st.columns([1.4, 1], gap="large")
             with c1:
@@ -473,7 +464,7 @@ def step_cub() -> dict[str, str]:
                     col.image(viz.to_uint8(np.asarray(crop)), caption=f"transformer {k + 1}", width="stretch")
                 st.markdown("**Top 5**  \n" + "  \n".join(f"{n_}: {100 * p:.0f} %" for _c, n_, p in pred.top5))
                 if reg.ready(reg.stem("cub50_baseline")):
-                    base, bmeta = _load(str(reg.stem("cub50_baseline")), reg.version(reg.stem("cub50_baseline")))
+                    base, bmeta = common.load_checkpoint(str(reg.stem("cub50_baseline")), reg.version(reg.stem("cub50_baseline")))
                     top = ca.predict_bird(base, bmeta, bird).top5[0]
                     st.caption(f"The CNN without transformers says {top[1]} ({100 * top[2]:.0f} %).")
             if not meta.get("final", False):
@@ -507,7 +498,7 @@ def step_dcn() -> dict[str, str]:
     size = int(entry.meta["input_size"]) if entry is not None else 28
     yy = int(c0.slider("Output position: row", 0, size - 1, size // 2, key=_k("d_y")))
     xx = int(c1.slider("Output position: column", 0, size - 1, size // 2, key=_k("d_x")))
-    td = _digits(entry.task) if entry is not None else None
+    td = common.test_digits(entry.task) if entry is not None else None
     x = td.x[0, 0].numpy() if td is not None else tour.place_digit(_digit(0)[0], size)
     left, right = st.columns(2, gap="large")
     with left:
@@ -517,7 +508,7 @@ def step_dcn() -> dict[str, str]:
                                              f"Plain {K_PLAIN}×{K_PLAIN} convolution"),
                             config=_cfg("taps-plain"), key="tour_fig_taps_st")
         else:
-            model, _meta = _load(str(entry.stem), entry.version)
+            model, _meta = common.load_checkpoint(str(entry.stem), entry.version)
             pred = insp.predict(model, x)[0]
             st_pts = tour.st_taps(pred.grid, (yy, xx), K_PLAIN)
             st.plotly_chart(tour.taps_figure(x, tour.regular_taps((yy, xx), K_PLAIN), st_pts,
@@ -535,7 +526,7 @@ def step_dcn() -> dict[str, str]:
         if reg.ready(reg.stem(dcn_name)):
             try:
 
-                dmodel, _dm = _load(str(reg.stem(dcn_name)), reg.version(reg.stem(dcn_name)))
+                dmodel, _dm = common.load_checkpoint(str(reg.stem(dcn_name)), reg.version(reg.stem(dcn_name)))
                 view = dfm.dcn_view(dmodel, np.asarray(x, dtype=np.float32))
                 out = tour.nearest_output(dfm.output_centres(view, 0), (yy, xx))
                 pts, regular = dfm.image_points(view, 0, out)

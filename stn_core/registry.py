@@ -119,7 +119,7 @@ def paper_error(dist: str, key: str) -> float | None:
 def train_command(dist: str, key: str, folder: str = "checkpoints") -> str:
     """The command that trains a checkpoint with the paper's schedule (the CLI's defaults)."""
     if is_live(key):
-        return f"python -m pages.lab.live --steps 1500 --out {folder}/{LIVE_SUBDIR}/{key[len(LIVE_PREFIX):]} --overwrite"
+        return f"python -m stn_core.train.live --steps 1500 --out {folder}/{LIVE_SUBDIR}/{key[len(LIVE_PREFIX):]} --overwrite"
     if is_long(key):
         return train_command(dist, base_key(key), f"{folder}/{LONG_SUBDIR}")
     model, transform = model_spec(key)
@@ -310,6 +310,38 @@ def ready(stem_path: str | os.PathLike) -> bool:
     """True when both files of the checkpoint exist."""
     paths = checkpoint_paths(stem_path)
     return paths["weights"].is_file() and paths["meta"].is_file()
+
+
+# --------------------------------------------------------------------------- the Live page's runs
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitize_name(name: str) -> str:
+    """A user's checkpoint name → a safe file stem (letters, digits, ``.``, ``_``, ``-``; at
+    most 60 characters; no leading dot). ValueError with a human message when nothing is left."""
+    s = _NAME_OK.sub("-", str(name).strip()).strip("-.")
+    s = re.sub(r"-{2,}", "-", s)[:60].strip("-.")
+    if not s:
+        raise ValueError("Give the checkpoint a name with letters or digits, e.g. my-live-run.")
+    return s
+
+
+def live_dir() -> Path:
+    """Folder of the Live page's saved runs: ``<checkpoint folder>/live`` (:func:`discover_live`)."""
+    return checkpoint_dir() / LIVE_SUBDIR
+
+
+def live_stem(name: str, directory: str | os.PathLike | None = None) -> Path:
+    """``<live_dir()>/<sanitized name>`` (no suffix)."""
+    return (live_dir() if directory is None else Path(directory)) / sanitize_name(name)
+
+
+def checkpoint_exists(stem_path: str | os.PathLike) -> bool:
+    """True when either file of the checkpoint exists (saving would overwrite something)."""
+    paths = checkpoint_paths(stem_path)
+    return paths["meta"].exists() or paths["weights"].exists()
+
 
 
 # --------------------------------------------------------------------------- the tour's upright CNN

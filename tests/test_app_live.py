@@ -7,8 +7,9 @@ import time
 
 from apptest_util import assert_no_exception, open_page
 
-from pages.lab import live
 from stn_core import registry as reg
+from stn_core.train import live_state
+from stn_core.train import live as live_train
 
 
 def test_live_page_start_pause_save_reset(tmp_path, monkeypatch):
@@ -46,7 +47,7 @@ def test_live_page_start_pause_save_reset(tmp_path, monkeypatch):
         assert any("Saved" in m.value for m in at.success)
         at.button(key="lv_reset").click().run()
         assert_no_exception(at)
-        assert run.state == "ready" and live.active_runs() == 0
+        assert run.state == "ready" and live_train.active_runs() == 0
     finally:
         run = at.session_state["lv_run"] if "lv_run" in at.session_state else None
         if run is not None:
@@ -57,8 +58,8 @@ def test_explorer_opens_a_saved_live_run(tmp_path, monkeypatch):
     from dataclasses import replace
 
 
-    cfg = replace(live.LiveConfig(), batch=8, eval_size=24, eval_every=2, source="sample", max_steps=2)
-    run = live.LiveRun(cfg)
+    cfg = replace(live_state.LiveConfig(), batch=8, eval_size=24, eval_every=2, source="sample", max_steps=2)
+    run = live_train.LiveRun(cfg)
     run.start()
     deadline = time.monotonic() + 60
     while run.state != "finished" and time.monotonic() < deadline:
@@ -76,9 +77,9 @@ def test_training_replay_gif_button_after_a_short_run():
     """A (tiny, finished) run in the page's session: the still page offers the replay as a GIF."""
     from dataclasses import replace
 
-    cfg = replace(live.LiveConfig(), batch=8, eval_size=24, eval_every=2, display_every=2, source="sample",
+    cfg = replace(live_state.LiveConfig(), batch=8, eval_size=24, eval_every=2, display_every=2, source="sample",
                   max_steps=4, target_params=20_000)
-    run = live.LiveRun(cfg)
+    run = live_train.LiveRun(cfg)
     run.start()
     deadline = time.monotonic() + 60
     while run.state != "finished" and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""pages.lab.live: the background training run behind the Live training page.
+"""stn_core.train.live: the background training run behind the Live training page.
 
 Tiny settings (batch 8, the shipped 500 sample digits, 24 held-out digits) keep every test
 to a few seconds on a busy 2-core machine."""
@@ -15,8 +15,10 @@ import torch
 from pages.lab import live
 from stn_core.checkpoints import load_meta, load_model
 from stn_core import registry as reg
+from stn_core.train import live_state
+from stn_core.train import live as live_train
 
-TINY = live.LiveConfig(batch=8, eval_size=24, eval_every=4, display_every=2, display_n=6, log_every=1,
+TINY = live_state.LiveConfig(batch=8, eval_size=24, eval_every=4, display_every=2, display_n=6, log_every=1,
                        history_cap=16, source="sample", target_params=20_000)
 
 
@@ -39,14 +41,14 @@ def runs():
     made = []
 
     def make(cfg=TINY):
-        r = live.LiveRun(cfg)
+        r = live_train.LiveRun(cfg)
         made.append(r)
         return r
 
     yield make
     for r in made:
         r.reset()
-    assert live.active_runs() == 0
+    assert live_train.active_runs() == 0
 
 
 def test_start_trains_and_history_grows(runs):
@@ -93,7 +95,7 @@ def test_reset_clears_and_restarts_from_zero(runs):
     run.reset()
     snap = run.snapshot()
     assert snap.state == "ready" and snap.lanes == () and snap.outputs is None
-    assert live.active_runs() == 0
+    assert live_train.active_runs() == 0
     run.start()
     wait_for(lambda: run.snapshot().lanes and run.snapshot().lanes[0].eval_steps.size, what="restart")
     assert run.snapshot().lanes[0].eval_steps[0] == 0
@@ -115,10 +117,10 @@ def test_runs_are_independent(runs):
 
 
 def test_global_cap(runs, monkeypatch):
-    monkeypatch.setattr(live, "MAX_ACTIVE", 1)
+    monkeypatch.setattr(live_train, "MAX_ACTIVE", 1)
     a, b = runs(), runs()
     a.start()
-    with pytest.raises(live.LiveBusyError, match="already going"):
+    with pytest.raises(live_state.LiveBusyError, match="already going"):
         b.start()
     a.reset()
     b.start()  # the slot is free again
@@ -131,7 +133,7 @@ def test_idle_timeout_stops_the_run_and_start_continues(runs):
     wait_for(lambda: steps(run) >= 1, what="first step")
     wait_for(lambda: run.state == "stopped", timeout=30, what="idle stop")
     assert "without anyone watching" in run.snapshot().message
-    assert live.active_runs() == 0
+    assert live_train.active_runs() == 0
     n = steps(run)
     time.sleep(0.3)
     assert steps(run) == n
@@ -145,7 +147,7 @@ def test_finished_at_max_steps(runs):
     wait_for(lambda: run.state == "finished", what="finish")
     snap = run.snapshot()
     assert snap.lanes[0].step == 5 and snap.lanes[0].eval_steps[-1] == 5
-    assert live.active_runs() == 0
+    assert live_train.active_runs() == 0
 
 
 def test_compare_trains_a_plain_cnn_of_the_same_size(runs):
@@ -162,19 +164,19 @@ def test_save_load_round_trip_gives_the_same_logits(runs, tmp_path):
     run = runs(replace(TINY, max_steps=6))
     run.start()
     wait_for(lambda: run.state == "finished", what="finish")
-    stem = live.live_stem("my run!", tmp_path)
+    stem = reg.live_stem("my run!", tmp_path)
     assert stem.name == "my-run"
     path, _ = run.save(stem)
     model, loaded = load_model(path)
     assert loaded["task"] == "mnist-rts" and loaded["model"] == "st-cnn" and loaded["transform"] == "affine"
     assert loaded["steps"] == 6 and loaded["final"] is True and "Live training page" in loaded["command"]
     assert loaded["test_set"]["size"] == 24 and 0 <= loaded["test_error"] <= 100
-    data = live.load_data("sample", 24)
+    data = live_state.load_data("sample", 24)
     lane_model = run._lanes[0].model
     lane_model.eval()
     with torch.no_grad():
         assert torch.allclose(model(data.eval_x), lane_model(data.eval_x), atol=1e-6)
-    err, _ = live.evaluate(model, data.eval_x, data.eval_y)
+    err, _ = live_train.evaluate(model, data.eval_x, data.eval_y)
     assert err == pytest.approx(loaded["test_error"], abs=1e-3)
     first_id = loaded["checkpoint_id"]
     with pytest.raises(FileExistsError):
@@ -186,26 +188,26 @@ def test_save_load_round_trip_gives_the_same_logits(runs, tmp_path):
 
 def test_save_before_start_is_refused(tmp_path):
     with pytest.raises(ValueError, match="start the training"):
-        live.LiveRun(TINY).save(tmp_path / "x")
+        live_train.LiveRun(TINY).save(tmp_path / "x")
 
 
 def test_sanitize_name():
-    assert live.sanitize_name("  Lecture 1: RTS/ST-CNN  ") == "Lecture-1-RTS-ST-CNN"
-    assert live.sanitize_name("../../etc/passwd") == "etc-passwd"
-    assert len(live.sanitize_name("a" * 500)) == 60
+    assert reg.sanitize_name("  Lecture 1: RTS/ST-CNN  ") == "Lecture-1-RTS-ST-CNN"
+    assert reg.sanitize_name("../../etc/passwd") == "etc-passwd"
+    assert len(reg.sanitize_name("a" * 500)) == 60
     for bad in ("", "   ", "///", ".."):
         with pytest.raises(ValueError, match="name"):
-            live.sanitize_name(bad)
+            reg.sanitize_name(bad)
 
 
 def test_series_memory_is_bounded():
-    s = live.Series(cap=8, every=1, mode="mean")
+    s = live_state.Series(cap=8, every=1, mode="mean")
     for i in range(1, 10_001):
         s.add(i, 1.0)
     steps_, values = s.arrays()
     assert len(s) <= 8 and len(steps_) <= 9 and steps_[-1] == 10_000 and np.allclose(values, 1.0)
     assert list(steps_) == sorted(steps_)
-    k = live.Series(cap=8, mode="keep")
+    k = live_state.Series(cap=8, mode="keep")
     for i in range(1, 1001):
         k.add(i, float(i))
     assert len(k) <= 8 and k.steps[-1] == 1000 and k.values == [float(v) for v in k.steps]
@@ -223,9 +225,9 @@ def test_history_stays_bounded_in_a_run(runs):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="transform"):
-        live.LiveConfig(transform="shear")
+        live_state.LiveConfig(transform="shear")
     with pytest.raises(ValueError, match="batch"):
-        live.LiveConfig(batch=0)
+        live_state.LiveConfig(batch=0)
 
 
 @pytest.mark.parametrize("transform", ["projective", "tps"])
@@ -244,7 +246,7 @@ def test_saved_runs_appear_in_the_model_explorer(runs, tmp_path):
     run = runs(replace(TINY, max_steps=2))
     run.start()
     wait_for(lambda: run.state == "finished", what="finish")
-    run.save(live.live_stem("lecture", tmp_path / reg.LIVE_SUBDIR))
+    run.save(reg.live_stem("lecture", tmp_path / reg.LIVE_SUBDIR))
     (tmp_path / reg.LIVE_SUBDIR / "broken.json").write_text("{not json")
     found = reg.discover_live(tmp_path)
     assert set(found) == {("rts", "live:lecture"), ("rts", "live:broken")}
@@ -255,19 +257,19 @@ def test_saved_runs_appear_in_the_model_explorer(runs, tmp_path):
     assert ex.model_options(found, "rts") == ["live:broken", "live:lecture"]
     assert ex.default_choice(found) == ("rts", "live:lecture")
     assert reg.paper_error("rts", "live:lecture") is None
-    assert "pages.lab.live" in reg.train_command("rts", "live:lecture")
+    assert "stn_core.train.live" in reg.train_command("rts", "live:lecture")
 
 
 def test_cli_trains_and_saves(tmp_path, capsys):
     out = tmp_path / "cli-run"
-    assert live.main(["--steps", "3", "--batch", "8", "--eval-size", "16", "--source", "sample",
+    assert live_train.main(["--steps", "3", "--batch", "8", "--eval-size", "16", "--source", "sample",
                       "--target-params", "20000", "--out", str(out)]) == 0
     meta = load_meta(out)
-    assert meta["steps"] == 3 and meta["test_set"]["size"] == 16 and "python -m pages.lab.live" in meta["command"]
+    assert meta["steps"] == 3 and meta["test_set"]["size"] == 16 and "python -m stn_core.train.live" in meta["command"]
     assert "test error" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # refuses to overwrite
-        live.main(["--steps", "1", "--source", "sample", "--out", str(out)])
-    assert live.active_runs() == 0
+        live_train.main(["--steps", "1", "--source", "sample", "--out", str(out)])
+    assert live_train.active_runs() == 0
 
 
 def test_same_settings_same_weights_even_with_pauses(runs):
@@ -288,7 +290,7 @@ def test_same_settings_same_weights_even_with_pauses(runs):
 # --------------------------------------------------------------------------- training replay
 
 def _frame(step, serial=None, n=6):
-    return live.ReplayFrame(step=step, error=50.0, error_step=step, outputs=np.zeros((n, 42, 42), np.uint8),
+    return live_state.ReplayFrame(step=step, error=50.0, error_step=step, outputs=np.zeros((n, 42, 42), np.uint8),
                             thetas=np.tile(np.eye(3)[:2], (n, 1, 1)).astype(np.float32), pred=np.arange(n) % 10,
                             serial=step if serial is None else serial)
 
@@ -296,7 +298,7 @@ def _frame(step, serial=None, n=6):
 def test_frame_history_is_bounded_even_and_keeps_first_and_last():
     from pages.lab.export import MAX_FRAMES
 
-    h = live.FrameHistory()
+    h = live_state.FrameHistory()
     assert h.cap == MAX_FRAMES and h.frames() == ()
     h.add(_frame(0))
     assert [f.step for f in h.frames()] == [0]
@@ -309,12 +311,12 @@ def test_frame_history_is_bounded_even_and_keeps_first_and_last():
     assert steps_ == sorted(set(steps_)) and len(steps_) > MAX_FRAMES // 2  # thinned, not emptied
     gaps = set(np.diff(steps_[:-1]))
     assert len(gaps) == 1, f"uneven spacing {gaps}"  # evenly spread (the latest may sit closer)
-    small = live.FrameHistory(cap=4)
+    small = live_state.FrameHistory(cap=4)
     for step in range(9):
         small.add(_frame(step))
     assert [f.step for f in small.frames()] == [0, 4, 8]
     with pytest.raises(ValueError, match="at least 3"):
-        live.FrameHistory(cap=2)
+        live_state.FrameHistory(cap=2)
 
 
 def test_replay_gif_from_a_snapshot():
@@ -324,7 +326,7 @@ def test_replay_gif_from_a_snapshot():
 
     n = 6
     frames = tuple(_frame(s, n=n) for s in (0, 10, 20))
-    snap = live.Snapshot("paused", "", TINY, (), "sample", "", 24, 20, np.zeros((n, 42, 42), np.float32),
+    snap = live_state.Snapshot("paused", "", TINY, (), "sample", "", 24, 20, np.zeros((n, 42, 42), np.float32),
                          np.arange(n) % 10, None, None, frames)
     pic = live.replay_picture(snap, frames[1])
     assert pic.dtype == np.uint8 and pic.ndim == 3 and pic.shape[1] > pic.shape[0]  # (a)+(b) | (c)
@@ -350,8 +352,8 @@ def test_run_records_the_replay_and_reset_clears_it(runs):
     assert f0.outputs.dtype == np.uint8 and f0.outputs.shape == (6, 42, 42) and f0.thetas.shape == (6, 2, 3)
     assert np.array_equal(last.outputs, np.rint(np.clip(snap.outputs, 0, 1) * 255).astype(np.uint8))
     assert run.snapshot().replay[-1] is last  # snapshots share the frames, no copies
-    gif = run.replay_gif(snap)
-    assert run.replay_gif(snap) is gif  # the last GIF is kept
+    gif = live.run_replay_gif(run, snap)
+    assert live.run_replay_gif(run, snap) is gif  # the last GIF is kept
     im = Image.open(io.BytesIO(gif))
     assert im.n_frames == 5
     run.reset()

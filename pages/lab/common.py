@@ -8,8 +8,11 @@ from typing import Iterable
 
 import numpy as np
 import streamlit as st
+import torch
 
 from pages.lab import playground as pg
+from stn_core.checkpoints import load_model
+from stn_core.data import test_digits as td
 
 SOURCE_LABELS = {"mnist": "MNIST digit", "bird": "Bird photo (CUB)", "upload": "Your upload"}
 
@@ -71,6 +74,21 @@ def sample_image(source: str, index: int) -> np.ndarray:
     if birds is None:
         return pg.fallback_photo()
     return birds[int(index) % len(birds)][1]
+
+
+# --------------------------------------------------------------------------- checkpoints, test digits
+
+@st.cache_resource(show_spinner="Loading the model …", max_entries=32)
+def load_checkpoint(stem: str, version: tuple[int, int]) -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode, meta) of a checkpoint, shared by every session and page; ``version``
+    (:func:`stn_core.registry.version`: mtime, size) reloads a checkpoint that training rewrote."""
+    return load_model(stem)
+
+
+@st.cache_resource(show_spinner="Distorting the test digits …", max_entries=8)
+def test_digits(task: str) -> td.TestDigits:
+    """The fixed test set of ``task`` (or the shipped-sample stand-in), built once per server."""
+    return td.test_digits(task)
 
 
 # --------------------------------------------------------------------------- messages, query params
@@ -312,27 +330,3 @@ def png_download(image_png: bytes, filename: str, label: str = "Download PNG", w
     """A download button for an already encoded PNG (``viz.png_bytes``)."""
     where.download_button(label, data=image_png, file_name=filename, mime="image/png",
                           icon=":material/download:", key=key)
-
-
-# --------------------------------------------------------------------------- navigation guard
-
-def ensure_navigation() -> None:
-    """Make sure the app runs through ``app.py``'s ``st.navigation``.
-
-    Streamlit treats a ``pages/`` folder next to the entry point as a legacy multipage app
-    until some session has executed ``st.navigation``. On a freshly started server, the first
-    visit straight to a sub-page (``/playground``) would therefore run that page alone: no
-    ``app.py`` (no wide layout, wrong sidebar). Calling this at the top of every page switches
-    the process to ``st.navigation`` mode and reruns, which then goes through ``app.py``.
-    """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # pragma: no cover - internal API moved
-        return
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-if __name__ == "__main__":  # executed as a legacy page (/common): just route through app.py
-    ensure_navigation()

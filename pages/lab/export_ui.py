@@ -74,9 +74,3 @@ def warp_export(prefix: str, image: np.ndarray, kind: str, params: Sequence[floa
                                mime=mime, icon=":material/download:", key=prefix + "exp_download", type="primary")
         elif res is not None:
             st.caption("The settings or θ changed since the last animation: make it again.")
-
-
-if __name__ == "__main__":  # executed as a legacy page (/export_ui): just route through app.py
-    from pages.lab.common import ensure_navigation
-
-    ensure_navigation()

@@ -348,7 +348,7 @@ def _align(digit: np.ndarray, rotation_deg: float, shift: tuple[float, float], s
     runs = {}
     for mode in MODES:
         theta = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], requires_grad=True)
-        adam = _Adam(theta, lr)
+        adam = torch.optim.Adam([theta], lr=lr)  # a zero gradient (nearest) gives exactly a zero step
         losses, thetas = [], [theta.detach().clone()[0]]
         for step in range(steps + 1):
             v = sample(moved, affine_grid(theta.view(1, 2, 3), size), mode=mode)
@@ -356,8 +356,9 @@ def _align(digit: np.ndarray, rotation_deg: float, shift: tuple[float, float], s
             losses.append(float(loss.detach()))
             if step == steps:
                 break
-            (grad,) = torch.autograd.grad(loss, theta)
-            adam.step(grad)
+            adam.zero_grad(set_to_none=True)
+            loss.backward()
+            adam.step()
             thetas.append(theta.detach().clone()[0])
         with torch.no_grad():
             final = sample(moved, affine_grid(theta.view(1, 2, 3), size), mode=mode)
@@ -365,28 +366,6 @@ def _align(digit: np.ndarray, rotation_deg: float, shift: tuple[float, float], s
                               final=final[0, 0].numpy())
     return AlignResult(template=template[0, 0].numpy(), moved=moved[0, 0].numpy(), target=target, runs=runs,
                        seconds=time.perf_counter() - t0, steps=steps, lr=lr)
-
-
-class _Adam:
-    """Adam (Kingma & Ba) for one tensor, written out: ``torch.optim`` imports torch._dynamo on
-    first use, which costs about 2 s on a small CPU; this keeps the experiment well under a second.
-    A zero gradient gives exactly a zero step."""
-
-    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
-        self.p, self.lr, self.b1, self.b2, self.eps = param, lr, betas[0], betas[1], eps
-        self.m = torch.zeros_like(param)
-        self.v = torch.zeros_like(param)
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, grad: torch.Tensor) -> None:
-        self.t += 1
-        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
-        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
-        m_hat = self.m / (1 - self.b1 ** self.t)
-        v_hat = self.v / (1 - self.b2 ** self.t)
-        self.p.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
 
 
 def _gauss(sigma: float) -> torch.Tensor | None:
