@@ -1,16 +1,33 @@
-"""Shared pytest fixtures: a Streamlit server and a headless Chromium.
+"""Shared pytest fixtures and markers for ``tests/core`` (the library), ``tests/app`` (the pages: view
+logic and Streamlit AppTest) and ``tests/browser`` (the app in headless Chromium).
 
-Browser fixtures (server, Chromium, page) and the tiny-MNIST fixture of the training-CLI tests.
+Browser fixtures (server, Chromium, page), the tiny-MNIST fixture of the training-CLI tests, and the
+one CUDA marker: ``@pytest.mark.cuda`` tests skip, with the reason, on a machine without a GPU.
 """
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
 
 from browser_util import CHROMIUM_ARGS, CHROMIUM_PATH, streamlit_server
 
 VIEWPORT = {"width": 1440, "height": 900}  # a typical presentation screen
+NO_CUDA = "no CUDA device on this machine"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"cuda: needs a CUDA device (skipped with the reason '{NO_CUDA}')")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=NO_CUDA)
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

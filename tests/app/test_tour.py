@@ -14,7 +14,7 @@ from pages.lab import tour
 from stn_core.models import build_model
 from stn_core import registry as reg
 
-CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
+CKPT = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 # --------------------------------------------------------------------------- steps

@@ -6,7 +6,7 @@ from torch import nn
 
 import stn_core as S
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+CUDA = pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
 
 
 def _x(n=3, c=1, h=28, w=28):

@@ -19,7 +19,7 @@ from test_explorer import make_tiny_checkpoint
 from apptest_util import downloads, record_downloads
 from stn_core import registry as reg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 PAGE = "pages/explorer.py"
 TIMEOUT = 60

@@ -14,7 +14,7 @@ from test_explorer import make_tiny_checkpoint
 from stn_core import registry as reg
 from stn_core.analysis import table1 as t1
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "make_table1.py"
 
 

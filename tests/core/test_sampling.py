@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import stn_core as S
 from stn_core.sampling import to_pixel
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+CUDA = pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
 
 
 def _random_case(seed: int, dtype=torch.float64, n=2, c=3, h=7, w=9, ho=5, wo=6, spread=1.3):

@@ -16,7 +16,7 @@ from test_dcn_lab import make_tiny
 from stn_core import registry as reg
 from stn_core.analysis import stn_vs_dcn as svd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 PAGE = "pages/dcn.py"
 TIMEOUT = 90

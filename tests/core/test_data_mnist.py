@@ -19,7 +19,7 @@ from stn_core.data import DataError, mnist
 from stn_core.data.__main__ import main as cli_main
 from stn_core.data.mnist import import_mnist, load_mnist, parse_idx, read_idx, write_idx
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHARED_MNIST = SHARED / "mnist"
 needs_shared = pytest.mark.skipif(
     not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),

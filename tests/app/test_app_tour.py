@@ -161,7 +161,7 @@ def test_pipeline_picture_downloads_as_png_and_svg(monkeypatch):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and svg.startswith(b"<svg")
 
 
-CUB_BASELINE = Path(__file__).resolve().parents[1] / "checkpoints" / "cub50_baseline"
+CUB_BASELINE = Path(__file__).resolve().parents[2] / "checkpoints" / "cub50_baseline"
 
 
 @pytest.mark.skipif(not CUB_BASELINE.with_suffix(".json").is_file(), reason="no CUB checkpoint in checkpoints/")

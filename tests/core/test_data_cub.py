@@ -15,7 +15,7 @@ from stn_core.data import DataError, cub
 from stn_core.data.__main__ import main as cli_main
 from stn_core.data.cub import import_cub, load_cub, parse_classes
 
-SHARED_CUB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cub"
+SHARED_CUB = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cub"
 needs_shared = pytest.mark.skipif(
     not (SHARED_CUB / "available_images.txt").is_file(), reason=f"real CUB copy not present at {SHARED_CUB}"
 )

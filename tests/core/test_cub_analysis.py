@@ -144,7 +144,7 @@ def test_make_cub_results_on_tiny_checkpoints(tmp_path):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from cub_fixture import make_tiny_cub
 
     from stn_core.checkpoints import save_checkpoint
@@ -160,7 +160,7 @@ def test_make_cub_results_on_tiny_checkpoints(tmp_path):
             "num_classes": 3, "classes": [1, 12, 14], "final": key != "4st", "steps": 3,
             "command": f"python -m stn_core.train --task cub --model {name}", "extra": {"arch": arch_of(m)}})
     spec = importlib.util.spec_from_file_location("make_cub_results",
-                                                  Path(__file__).parents[1] / "scripts" / "make_cub_results.py")
+                                                  Path(__file__).parents[2] / "scripts" / "make_cub_results.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "cub.md"

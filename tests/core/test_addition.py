@@ -21,7 +21,7 @@ from stn_core.models import ParallelSTNet, build_model, count_params
 from stn_core import registry as reg
 from stn_core.analysis import addition as an_add
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- data

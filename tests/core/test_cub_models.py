@@ -22,7 +22,7 @@ from stn_core.checkpoints import CheckpointError, load_meta
 from stn_core.models.cub import (CubNet, WeightsError, arch_of, build_cub_model, default_weights_path,
                                  mobilenet_v2_features, model_from_meta, tiled_translations)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 torch.set_num_threads(1)
 
 

@@ -17,7 +17,7 @@ from stn_core.checkpoints import load_model
 from stn_core.data.samples import load_mnist_sample
 from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+CUDA = pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)

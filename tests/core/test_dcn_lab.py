@@ -194,7 +194,7 @@ def test_make_stn_vs_dcn_script(tmp_path):
     import sys
     make_tiny(tmp_path, "rts", "dcn", test_error=2.5)
     out = tmp_path / "res" / "stn-vs-dcn.md"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, str(root / "scripts" / "make_stn_vs_dcn.py"), "--repeats", "1", "--batch", "2",
                     "--checkpoints", str(tmp_path), "--out", str(out), "--no-cuda"], check=True, cwd=root,
                    capture_output=True, timeout=600)
@@ -213,7 +213,7 @@ def test_stn_vs_dcn_timings_travel_between_machines(tmp_path):
     come from the file, with its provenance printed."""
     import importlib.util
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("make_stn_vs_dcn", root / "scripts" / "make_stn_vs_dcn.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import stn_core as S
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+CUDA = pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
 SIZES = [(1, 1), (1, 5), (4, 4), (7, 11), (28, 28)]
 
 

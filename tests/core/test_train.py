@@ -19,7 +19,7 @@ from stn_core.train import mnist as T
 from stn_core.checkpoints import load_model, read_safetensors
 from stn_core.models import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _args(data_root, out, *extra):

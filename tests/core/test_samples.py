@@ -10,7 +10,7 @@ from PIL import Image
 
 from stn_core.data.samples import list_sample_images, load_cub_metadata, load_cub_sample, load_mnist_sample, samples_dir
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def test_total_size_small():
