@@ -45,6 +45,16 @@ The two agree to float32 rounding in the output and in the gradients w.r.t. inpu
 mask, weight and bias (tests/test_dcn.py). Where a tap lands *exactly* on an integer pixel
 coordinate the bilinear kernel has a kink and the two may pick different one-sided
 sub-gradients w.r.t. the offset there; the tests compare them away from integer positions.
+
+Precision (``torch.autocast``): a :class:`DeformConv2d` under autocast switches it off for its
+own forward and runs the offset predictor and the deformable convolution in float32 (a
+float16/bfloat16 input — the output of an earlier layer under autocast — is upcast to the
+weights' float32); its output is float32 and the layers after it follow autocast as usual.
+Why: torchvision's CPU kernel has no bfloat16/float16 implementation ("deformable_im2col"
+not implemented for 'BFloat16') and no CPU autocast rule, so it fails under CPU autocast;
+torchvision's own CUDA autocast rule runs it in float32 too. The sampled path would run but
+with bfloat16 offsets (sampling positions good to ~8 bits) and mixed dtypes in its backward;
+running both backends in float32 keeps them computing the same function (tests/test_autocast.py).
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
+
+from .transforms import autocast_enabled
 
 BACKENDS = ("auto", "torchvision", "sampled")
 #: Default budget of one chunk's columns (N_chunk · C_in·k·k · H'·W' floats) on the sampled path.
@@ -260,6 +272,13 @@ class DeformConv2d(nn.Module):
         return out[:, :n], 2.0 * torch.sigmoid(out[:, n:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if autocast_enabled(x.device) and self.weight.dtype not in (torch.float16, torch.bfloat16):
+            # float32 (the weights' dtype) with autocast off: see the module docstring
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward(x.to(self.weight.dtype) if x.is_floating_point() else x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(x)
         self.last_offset = offset.detach()
         self.last_mask = None if mask is None else mask.detach()

@@ -1,4 +1,14 @@
-"""The spatial transformer module: localisation net → grid generator → sampler."""
+"""The spatial transformer module: localisation net → grid generator → sampler.
+
+Precision (mixed precision / ``torch.autocast``): the localisation net may run in low
+precision — under autocast its convolutions and linear layers, θ included, come out in
+float16/bfloat16 — but grid generation (the TPS solve included) and sampling run in U's
+precision: θ is cast to U's dtype (upcast to float32 for a float32 U), the grid is built and
+U is sampled with autocast switched off locally, so V has U's dtype. A bfloat16 grid would
+place samples only to 8 mantissa bits (up to ~0.5 px at 256 px) and the TPS sums cancel terms
+of ~16. Under autocast a float16/bfloat16 U gets a float32 grid (the sampler upcasts U and
+casts V back); outside autocast the grid follows U's dtype as before, whatever it is.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,8 @@ import torch
 from torch import nn
 
 from .sampling import sample
-from .transforms import identity_params, make_grid, num_params, params_to_theta, tps_lattice
+from .transforms import (autocast_enabled, autocast_off, identity_params, make_grid, num_params, params_to_theta,
+                         tps_lattice)
 
 
 def conv_localisation(in_channels: int, in_size: Sequence[int], filters: int = 20, hidden: int = 20) -> nn.Sequential:
@@ -104,8 +115,15 @@ class SpatialTransformer(nn.Module):
         (e.g. a down-sampled copy, or backbone features).
         """
         params = self.predict_params(u if loc_input is None else loc_input)
-        ctrl = self.ctrl_out.to(u.dtype) if self.ctrl_out is not None else None
-        grid = make_grid(self.transform, params, self.out_size, ctrl_out=ctrl)
+        # θ may come out of a low-precision localisation net (autocast): the grid is built in
+        # U's dtype, at least float32 under autocast, with autocast off (module docstring).
+        dtype = u.dtype if u.is_floating_point() else params.dtype
+        if autocast_enabled(u.device) and dtype in (torch.float16, torch.bfloat16):
+            dtype = torch.float32
+        with autocast_off(u.device):
+            params = params.to(dtype)
+            ctrl = self.ctrl_out.to(dtype) if self.ctrl_out is not None else None
+            grid = make_grid(self.transform, params, self.out_size, ctrl_out=ctrl)
         self.last_theta = params_to_theta(self.transform, params).detach()
         self.last_grid = grid.detach()
         return sample(u, grid, mode=self.mode, backend=self.backend, padding=self.padding)
