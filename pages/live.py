@@ -21,6 +21,7 @@ from pages.lab import figures as viz
 from stn_core.train import live_state
 from stn_core.train import live as live_train
 from stn_core import registry as reg
+from pathlib import Path
 
 require_app()  # first: a run that bypassed app.py reruns through it
 
@@ -225,8 +226,6 @@ def _live_view(polling: bool) -> None:
 
 def _shown(path) -> str:
     """A path relative to the working folder when it is inside it."""
-    from pathlib import Path
-
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:

@@ -27,6 +27,9 @@ from stn_core import registry as reg
 from stn_core.analysis import table1 as t1
 from stn_core.analysis import inspect as insp
 from stn_core.analysis import deformable as dfm
+from stn_core.data.samples import load_mnist_sample
+from stn_core.data.samples import load_cub_sample
+from pages.lab import cub as ca
 
 require_app()  # first: a run that bypassed app.py reruns through it
 
@@ -46,8 +49,6 @@ def _k(name: str) -> str:
 @st.cache_data(show_spinner=False, max_entries=1)
 def _mnist() -> tuple[np.ndarray, np.ndarray] | None:
     try:
-        from stn_core.data.samples import load_mnist_sample
-
         x, y = load_mnist_sample()
         return x.astype(np.float32) / 255.0, y
     except Exception:
@@ -436,8 +437,6 @@ def step_cub() -> dict[str, str]:
     st.latex(r"A_\theta = \begin{bmatrix} s & 0 & t_x \\ 0 & s & t_y \end{bmatrix}")
     bird, name = None, ""
     try:
-        from stn_core.data.samples import load_cub_sample
-
         recs = load_cub_sample(load_images=True)
         ss.setdefault(_k("c_bird"), 0)
         i = int(st.selectbox("Bird", list(range(len(recs))), key=_k("c_bird"),
@@ -448,8 +447,6 @@ def step_cub() -> dict[str, str]:
     shown = False
     if bird is not None and reg.ready(reg.stem("cub50_2st")):
         try:
-            from pages.lab import cub as ca
-
             model, meta = common.load_checkpoint(str(reg.stem("cub50_2st")), reg.version(reg.stem("cub50_2st")))
             pred = ca.predict_bird(model, meta, bird)
             c1, c2 = st.columns([1.4, 1], gap="large")
@@ -525,7 +522,6 @@ def step_dcn() -> dict[str, str]:
         done = False
         if reg.ready(reg.stem(dcn_name)):
             try:
-
                 dmodel, _dm = common.load_checkpoint(str(reg.stem(dcn_name)), reg.version(reg.stem(dcn_name)))
                 view = dfm.dcn_view(dmodel, np.asarray(x, dtype=np.float32))
                 out = tour.nearest_output(dfm.output_centres(view, 0), (yy, xx))

@@ -14,6 +14,8 @@ from stn_core.analysis.addition import PairView, box_centres, fmt_number, ink_ce
 from stn_core.data import distortions as D
 from stn_core.data import tasks as ds
 from stn_core.registry import ADDITION_KEYS, ADDITION_LABELS, AdditionEntry, addition_paper_error
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 #: Colour of transformer 1, 2 (boxes and output frames).
 TRANSFORMER_COLOURS = ("#f76707", "#37b24d")
@@ -66,8 +68,6 @@ def pair_figure(x: np.ndarray, theta: np.ndarray | None = None, title: str = "In
     """The two input channels ``x (2, S, S)`` side by side, with each transformer's sampled region
     (θ ``(K, 2, 3)``) drawn over both channels in its colour, its centre as a dot (●), and each
     digit's ink centre as a cross (✕) in its channel."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     x = np.asarray(x)
     s = x.shape[-1]
@@ -109,8 +109,6 @@ def outputs_figure(outputs: np.ndarray, focus: Sequence[str] | None = None, heig
     """Each transformer's output ``(K, 2, S, S)`` in one row: for each transformer its two
     channels, titled in the transformer's colour; ``focus`` (per transformer, :func:`box_focus`)
     marks the channel of the digit its box is centred on with "its digit"."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     outputs = np.asarray(outputs)
     k = outputs.shape[0]

@@ -13,6 +13,10 @@ import torch
 from pages.lab import playground as pg
 from stn_core.checkpoints import load_model
 from stn_core.data import test_digits as td
+from pages.lab import explorer as ex
+from urllib.parse import urlencode, urlsplit, urlunsplit
+from stn_core.data.samples import load_mnist_sample
+from stn_core.data.samples import load_cub_sample
 
 SOURCE_LABELS = {"mnist": "MNIST digit", "bird": "Bird photo (CUB)", "upload": "Your upload"}
 
@@ -22,7 +26,6 @@ SOURCE_LABELS = {"mnist": "MNIST digit", "bird": "Bird photo (CUB)", "upload": "
 @dataclass(frozen=True)
 class Catalog:
     """What the shipped samples offer: digit labels, bird names, and whether they are generated stand-ins."""
-
     digit_labels: tuple[int, ...]
     bird_names: tuple[str, ...]
     note: str  # non-empty when shipped samples were missing and stand-ins are used
@@ -31,7 +34,6 @@ class Catalog:
 @st.cache_data(show_spinner=False)
 def _mnist() -> tuple[np.ndarray, np.ndarray] | None:
     try:
-        from stn_core.data.samples import load_mnist_sample
         images, labels = load_mnist_sample()
         return images, labels
     except Exception:  # samples not shipped / unreadable: the page uses a stand-in
@@ -41,7 +43,6 @@ def _mnist() -> tuple[np.ndarray, np.ndarray] | None:
 @st.cache_data(show_spinner=False)
 def _birds() -> list[tuple[str, np.ndarray]] | None:
     try:
-        from stn_core.data.samples import load_cub_sample
         recs = load_cub_sample(load_images=True)
         return [(str(r["class_name"]).replace("_", " "), pg.as_rgb(r["image"])) for r in recs] or None
     except Exception:
@@ -164,7 +165,6 @@ def digit_picker(prefix: str, x_test, y_test, dist_short: str, size: int, source
     :data:`DIGIT_SOURCES`). Session keys ``<prefix>src`` / ``index`` / ``drawing`` (the page's
     pad stores its drawing there) / ``upload``. ``x_test (N, 1, S, S)``, ``y_test (N,)``; info
     and error texts go to ``msgs``. Call inside ``with st.sidebar``."""
-    from pages.lab import explorer as ex
 
     ss = st.session_state
     n = int(x_test.shape[0])
@@ -278,7 +278,6 @@ PLOT_CONFIG = {"displaylogo": False, "scrollZoom": False, "displayModeBar": "hov
 
 
 def _reset_distortion(prefix: str) -> None:
-    from pages.lab import explorer as ex
 
     for name, v in ex.controls_identity().items():
         st.session_state[prefix + name] = v
@@ -288,7 +287,6 @@ def distortion_controls(prefix: str, primary: bool = False) -> dict[str, float]:
     """The "3 · Distort it" sidebar section of the explorer-style pages: one slider per
     ``pages.lab.explorer.CONTROL_NAMES`` (session keys ``prefix + name``, already initialised by the
     page) and a reset button; returns the current controls {name: value}."""
-    from pages.lab import explorer as ex
 
     st.header("3 · Distort it")
     st.caption("The playground's controls: they place the sampling window on the digit.")
@@ -307,8 +305,6 @@ def plot_config(filename: str) -> dict:
 
 def view_url(params: dict[str, str] | None = None) -> str:
     """The absolute URL of this page with ``params`` (default: the current query string)."""
-    from urllib.parse import urlencode, urlsplit, urlunsplit
-
     base = str(getattr(st.context, "url", "") or "")
     parts = urlsplit(base)
     query = urlencode(query_dict() if params is None else params)

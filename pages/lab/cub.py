@@ -29,6 +29,12 @@ import torch
 from stn_core.analysis.cub import BODY_PARTS, HEAD_PARTS
 from stn_core.data.common import repo_root
 from stn_core.registry import CUB_LABELS
+from PIL import Image, ImageDraw
+from pages.lab.export import subsample
+from pages.lab.export import training_replay_gif
+from stn_core.data.samples import load_cub_metadata, load_cub_sample
+from stn_core.data.cub import load_cub
+from stn_core.data.images import load_image_file
 
 #: Transformer colours, in order (RGB).
 COLOURS: tuple[tuple[int, int, int], ...] = ((230, 25, 25), (30, 180, 40), (40, 90, 235), (255, 150, 0))
@@ -53,8 +59,6 @@ def class_names(meta: dict[str, Any]) -> dict[int, str]:
 
 def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
     """float (H, W, 3) in [0, 1] → (1, 3, size, size) as in training (uint8, PIL bilinear resize)."""
-    from PIL import Image
-
     img = np.asarray(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, -1)
@@ -119,7 +123,6 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, parts: Optional[np.ndarray]
     """Draw transformer boxes (K, 4) pixel (x0, y0, x1, y1) in red/green/blue/orange → uint8 (H, W, 3).
 
     parts: optional (15, 3) rows (x, y, visible) in pixels; bbox: optional (x, y, w, h)."""
-    from PIL import Image, ImageDraw
 
     rgb = _to_uint8(image)
     h, w = rgb.shape[:2]
@@ -180,9 +183,7 @@ def box_replay_frames(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray
     :func:`history_frames` for one bird) at each of ``steps`` (T,) drawn by :func:`draw_boxes`.
     Longer histories are thinned evenly to :data:`pages.lab.export.MAX_FRAMES` (first and last
     kept). Returns (uint8 frames, captions "step N · epoch E")."""
-    from PIL import Image
 
-    from pages.lab.export import subsample
 
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim != 3 or b.shape[-1] != 4 or b.shape[0] != len(steps):
@@ -208,8 +209,6 @@ def box_replay_frames(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray
 def box_replay_gif(image: np.ndarray, steps: Sequence[int], boxes: np.ndarray, per_epoch: Optional[int] = None,
                    fps: float = 4.0, side: int = 320) -> bytes:
     """Animated GIF of :func:`box_replay_frames` (one bird, its boxes through training)."""
-    from pages.lab.export import training_replay_gif
-
     frames, captions = box_replay_frames(image, steps, boxes, per_epoch, side)
     return training_replay_gif(frames, fps=fps, captions=captions, side=side)
 
@@ -246,7 +245,6 @@ def part_table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 def sample_birds() -> list[dict[str, Any]]:
     """The shipped test birds (data/samples/cub) as dicts: image_id, class_id, class_name, image
     float (H, W, 3), bbox (x, y, w, h), parts (15, 3), part_names."""
-    from stn_core.data.samples import load_cub_metadata, load_cub_sample
 
     names = tuple(load_cub_metadata().get("part_names", []))
     out = []
@@ -260,8 +258,6 @@ def sample_birds() -> list[dict[str, Any]]:
 def dataset_birds(classes: Sequence[int], root: Optional[Path] = None, limit: Optional[int] = None
                   ) -> list[dict[str, Any]]:
     """Test birds of ``classes`` from the full CUB copy (images not loaded: key "path")."""
-    from stn_core.data.cub import load_cub
-
     recs = load_cub(root, classes=list(classes), split="test")
     if limit is not None:
         recs = recs[:limit]
@@ -274,7 +270,6 @@ def load_bird_image(bird: dict[str, Any]) -> np.ndarray:
     """The float (H, W, 3) image of a bird dict (from ``image`` or by reading ``path``)."""
     if bird.get("image") is not None:
         return bird["image"]
-    from stn_core.data.images import load_image_file
 
     img, _ = load_image_file(bird["path"], max_side=None)
     return img if img.ndim == 3 else np.repeat(img[..., None], 3, -1)
@@ -338,8 +333,6 @@ def filter_birds(birds: Sequence[dict[str, Any]], cls: int) -> list[dict[str, An
 
 def side_by_side(images: Sequence[np.ndarray], height: int = 240, gap: int = 8) -> np.ndarray:
     """Images (any sizes, float or uint8) resized to ``height`` and joined left to right → uint8."""
-    from PIL import Image
-
     tiles = []
     for im in images:
         u8 = _to_uint8(im)

@@ -43,6 +43,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pages.lab import playground as pg
+from stn_core.transforms import identity_params
+from pages.lab.figures import to_uint8
+from stn_core.regions import region_outline
+from pages.lab.figures import grid_polylines
+import cv2
 
 MAX_FRAMES = 60
 MAX_SIDE = 512
@@ -68,8 +73,6 @@ class ExportError(ValueError):
 
 def identity(kind: str, n_params: int | None = None) -> np.ndarray:
     """Identity parameters of a kind (TPS: the √K×√K lattice for K = n_params / 2)."""
-    from stn_core.transforms import identity_params
-
     if kind not in KINDS:
         raise ExportError(f"unknown transform kind {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "tps":
@@ -142,7 +145,6 @@ def panel_size(h: int, w: int, side: int) -> tuple[int, int]:
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> Image.Image:
     """uint8 (h, w, 3) → a PIL image of ``size`` (H, W): nearest when enlarging (crisp pixels),
     area-like when shrinking."""
-    from pages.lab.figures import to_uint8
 
     img = Image.fromarray(to_uint8(rgb))
     resample = Image.Resampling.NEAREST if size[0] >= rgb.shape[0] else Image.Resampling.BOX
@@ -174,7 +176,6 @@ def _to_panel(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def outline_points(kind: str, params: Sequence[float]) -> np.ndarray:
     """Border of the output window mapped into the input ``(M, 2)`` normalised (NaN breaks)."""
     if kind == "tps":
-        from stn_core.regions import region_outline
 
         return region_outline("tps", np.asarray(params, dtype=np.float64).reshape(-1, 2))
     return pg.outline(kind, [float(v) for v in params])
@@ -187,7 +188,6 @@ def render_frame(image: np.ndarray, kind: str, params: Sequence[float], side: in
     (red) and sampling grid (cyan) | V. ``image (H, W[, 3])``; ``out_size`` (H', W') of V
     (default: the input's); the input panel's image and V are ``side`` px on their longer side.
     Returns uint8 ``(H_frame, W_frame, 3)``."""
-    from pages.lab.figures import grid_polylines
 
     side = _check_side(side)
     img = pg.as_rgb(image)
@@ -255,8 +255,6 @@ def warp_frames(image: np.ndarray, kind: str, target: Sequence[float], n_frames:
 
 def _as_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Check the count, convert to uint8 RGB and pad every frame to the largest size (white)."""
-    from pages.lab.figures import to_uint8
-
     if len(frames) == 0:
         raise ExportError("no frames to export")
     _check_frames(len(frames))
@@ -307,8 +305,6 @@ def _even(fr: list[np.ndarray]) -> list[np.ndarray]:
 
 def read_video(path: str | os.PathLike) -> tuple[int, tuple[int, int]]:
     """(frames decoded, (height, width)) of a video file read back with ``cv2.VideoCapture``."""
-    import cv2
-
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -326,7 +322,6 @@ def read_video(path: str | os.PathLike) -> tuple[int, tuple[int, int]]:
 
 
 def _write_mp4(fr: list[np.ndarray], fps: float, codec: str, path: str) -> bool:
-    import cv2
 
     h, w = fr[0].shape[:2]
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), float(fps), (w, h))
@@ -352,10 +347,6 @@ def mp4_bytes(frames: Sequence[np.ndarray], fps: float = 12.0, codecs: Sequence[
     "avc1", then MPEG-4 "mp4v") and keeps the first whose file is non-empty and can be read
     back with ``cv2.VideoCapture``. Returns (bytes, codec used); :class:`ExportError` naming
     the codecs tried when none works (or OpenCV is missing)."""
-    try:
-        import cv2  # noqa: F401
-    except ImportError as e:
-        raise ExportError(f"MP4 export needs OpenCV (pip install opencv-python-headless): {e}") from None
     fr = _even(_as_frames(frames))
     if not 0.5 <= fps <= 60:
         raise ExportError(f"fps must be between 0.5 and 60, not {fps}")

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
+from plotly.subplots import make_subplots
 
 GRID_COLOUR = "#00d8ff"
 OUTLINE_COLOUR = "#ff4b2b"
@@ -288,7 +289,6 @@ Spans = tuple[tuple[str, bool], ...]  # text pieces and whether each is a subscr
 @dataclass(frozen=True, eq=False)
 class Rect:
     """Rectangle (x, y, w, h) with corner radius rx; ``dash`` is the SVG stroke-dasharray."""
-
     x: float
     y: float
     w: float
@@ -303,7 +303,6 @@ class Rect:
 @dataclass(frozen=True, eq=False)
 class Label:
     """Text whose baseline starts / is centred / ends at (x, y) (anchor "start" | "middle" | "end")."""
-
     x: float
     y: float
     spans: Spans
@@ -321,7 +320,6 @@ class Label:
 @dataclass(frozen=True, eq=False)
 class Lines:
     """Open polylines through ``points (M, 2)``, NaN rows break them; ``arrow``: a head at the end."""
-
     points: np.ndarray
     stroke: str
     width: float
@@ -344,7 +342,6 @@ class Thumb:
 @dataclass(frozen=True, eq=False)
 class Clip:
     """Shapes drawn only inside the rectangle (x, y, w, h)."""
-
     x: float
     y: float
     w: float
@@ -355,7 +352,6 @@ class Clip:
 @dataclass(frozen=True, eq=False)
 class Scene:
     """A picture ``width`` × ``height`` user units on white, drawn in ``items`` order."""
-
     width: float
     height: float
     items: tuple
@@ -533,7 +529,6 @@ _SHAPES = (Rect, Label, Lines, Thumb, Clip)
 
 class _Painter:
     """Paints scene shapes on a Pillow image whose pixel (0, 0) sits at user point (ox, oy) / s."""
-
     def __init__(self, img: Image.Image, s: float, ox: float = 0.0, oy: float = 0.0) -> None:
         self.img, self.s, self.ox, self.oy = img, s, ox, oy
         self.draw = ImageDraw.Draw(img)
@@ -807,8 +802,6 @@ def heatmap_panel(values: np.ndarray, title: str, colorscale: str | list = DIFF_
 
 def gradient_pair_figure(gx: np.ndarray, gy: np.ndarray, title: str, height: int = 430) -> go.Figure:
     """∂V/∂x^s and ∂V/∂y^s side by side as heat maps with one symmetric colour scale (red +, blue −)."""
-    from plotly.subplots import make_subplots
-
     lim = float(max(np.abs(gx).max(), np.abs(gy).max(), 1e-12))
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06,
                         subplot_titles=("∂V/∂x<sup>s</sup>", "∂V/∂y<sup>s</sup>"))
@@ -829,7 +822,6 @@ def kernel_figure(curves: dict, height: int = 380) -> go.Figure:
     """The two sampling kernels k(d) (left) and their (sub)gradients dk/dx (right), d = x − m.
     ``curves``: :func:`pages.lab.sampler.kernel_curves`. Filled dots: the value the formula
     takes at a jump; hollow: the other side."""
-    from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=("kernel k(d)", "its (sub)gradient ∂k(x − m)/∂x"))
@@ -932,8 +924,6 @@ def loss_figure(runs: dict, height: int = 360) -> go.Figure:
 
 def theta_figure(runs: dict, target: np.ndarray, height: int = 420) -> go.Figure:
     """θ11 … θ23 per step for each run, with the θ that undoes the motion dotted."""
-    from plotly.subplots import make_subplots
-
     names = ["θ11", "θ12", "θ13", "θ21", "θ22", "θ23"]
     fig = make_subplots(rows=2, cols=3, subplot_titles=names, horizontal_spacing=0.07, vertical_spacing=0.16)
     for p in range(6):

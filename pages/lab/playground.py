@@ -27,6 +27,7 @@ import torch
 from stn_core.sampling import sample
 from stn_core.regions import map_points, outline, params_matrix  # noqa: F401 (the pages call pg.outline)
 from stn_core.transforms import HORIZON_EPS, compose_affine, make_grid, projective_denominator
+from stn_core.data.images import ImageError, load_image
 
 KINDS = ("affine", "attention", "projective")
 MODES = ("intuitive", "raw")
@@ -45,7 +46,6 @@ Size = tuple[int, int]
 @dataclass(frozen=True)
 class Message:
     """A message for the user: level is "error", "warning" or "info"."""
-
     level: str
     text: str
 
@@ -53,7 +53,6 @@ class Message:
 @dataclass(frozen=True)
 class SliderSpec:
     """One intuitive control: query name, UI label, range, step, identity value, help."""
-
     name: str
     label: str
     lo: float
@@ -119,7 +118,6 @@ def n_params(kind: str) -> int:
 @dataclass(frozen=True)
 class PlaygroundState:
     """Everything a shared link must reproduce."""
-
     image: str = "mnist-0"
     kind: str = "affine"
     mode: str = "intuitive"
@@ -233,7 +231,6 @@ def resolve_params(kind: str, params: Sequence[float],
 @dataclass(frozen=True)
 class Preset:
     """A named view: intuitive values (others reset to identity) and an optional forced kind."""
-
     label: str
     short: str  # button text
     values: Mapping[str, float]
@@ -442,7 +439,6 @@ def fallback_photo(h: int = 120, w: int = 160) -> np.ndarray:
 @dataclass
 class UploadResult:
     """Outcome of decoding an upload: image (H, W, 3) float32 or None, warnings, error text or None."""
-
     image: np.ndarray | None
     warnings: list[str]
     error: str | None
@@ -450,10 +446,6 @@ class UploadResult:
 
 def decode_upload(data: bytes, name: str = "upload") -> UploadResult:
     """Decode uploaded bytes with :func:`stn_core.data.images.load_image`; never raises."""
-    try:
-        from stn_core.data.images import ImageError, load_image
-    except ImportError as e:  # pragma: no cover - data layer missing
-        return UploadResult(None, [], f"Image decoding is unavailable ({e}).")
     try:
         image, warns = load_image(data)
     except ImageError as e:

@@ -27,12 +27,19 @@ from pages.lab import explorer as ex
 from pages.lab import playground as pg
 from stn_core import registry as reg
 from stn_core.analysis import inspect as insp
+from stn_core.sampling import sample
+from stn_core.transforms import affine_grid
+from pages.lab.figures import to_uint8
+from pages.lab.figures import figure1_gallery_scene
+from pages.lab.figures import scene_svg
+import plotly.graph_objects as go
+from pages.lab.figures import FONT_SIZE
+from pages.lab.figures import region_figure
 
 
 @dataclass(frozen=True)
 class Step:
     """One tour step: a short slug and the title shown on the page."""
-
     slug: str
     title: str
 
@@ -97,8 +104,6 @@ def rotation_params(angle_deg: float, size: int) -> tuple[float, ...]:
 def rotate_digits(digit: np.ndarray, angles: Sequence[float]) -> torch.Tensor:
     """A grey digit ``(S, S)`` in [0, 1] turned by every angle: ``(A, 1, S, S)`` float32
     (bilinear, zero background)."""
-    from stn_core.sampling import sample
-    from stn_core.transforms import affine_grid
 
     d = np.asarray(digit, dtype=np.float32)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
@@ -245,8 +250,6 @@ def history(meta: Mapping) -> History:
 def identity_view(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     """What a freshly initialised transformer of the same kind outputs for ``x (S, S)``: its last
     layer starts at the identity θ, so V = U (the sampler at the identity grid)."""
-    from stn_core.sampling import sample
-    from stn_core.transforms import affine_grid
 
     t = torch.as_tensor(np.asarray(x, dtype=np.float32))[None, None]
     s = t.shape[-1]
@@ -258,7 +261,6 @@ def image_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], cell: int = 112
                label_width: int = 0) -> np.ndarray:
     """Grey or RGB images arranged in rows (one row per ``(name, images)``; names are not drawn)
     → one uint8 ``(H, W, 3)`` picture on white, every image scaled (nearest) to ``cell`` px."""
-    from pages.lab.figures import to_uint8
 
     n_cols = max((len(imgs) for _n, imgs in rows), default=0)
     if n_cols == 0:
@@ -283,7 +285,6 @@ def figure1_row_scene(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[
     """The paper's Figure 1 for digits ``x (N, 1, S, S)`` through ``model`` as a
     :class:`pages.lab.figures.Scene` (:func:`pages.lab.figures.figure1_gallery_scene`); write it with
     ``viz.scene_svg`` / ``viz.scene_png``."""
-    from pages.lab.figures import figure1_gallery_scene
 
     preds = insp.predict(model, x)
     has_st = bool(preds) and preds[0].output is not None
@@ -299,8 +300,6 @@ def figure1_row_scene(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[
 def figure1_row_svg(model: torch.nn.Module, x: torch.Tensor, labels: Sequence[int],
                     captions: Sequence[str] | None = None) -> str:
     """:func:`figure1_row_scene` as one SVG string."""
-    from pages.lab.figures import scene_svg
-
     return scene_svg(figure1_row_scene(model, x, labels, captions))
 
 
@@ -376,9 +375,7 @@ def confidence_figure(angles: Sequence[float], curves: Mapping[str, np.ndarray],
     """Line chart: confidence in the true class (y, 0…1) against the rotation angle (x, degrees),
     one line per model (the first grey dashed, the second blue, a third orange dotted); a dotted
     red line marks ``angle_now``."""
-    import plotly.graph_objects as go
 
-    from pages.lab.figures import FONT_SIZE
 
     traces = []
     for i, (name, y) in enumerate(curves.items()):
@@ -403,9 +400,7 @@ def confidence_figure(angles: Sequence[float], curves: Mapping[str, np.ndarray],
 
 def history_figure(h: History, title: str = "Training history", height: int = 380):
     """Test error (%) and train loss against the step, two y axes."""
-    import plotly.graph_objects as go
 
-    from pages.lab.figures import FONT_SIZE
 
     traces = [go.Scatter(x=h.steps, y=h.test_error, mode="lines+markers", name="test error (%)",
                          line=dict(color=ST_COLOUR, width=4), marker=dict(size=10)),
@@ -425,9 +420,7 @@ def taps_figure(image: np.ndarray, regular: np.ndarray, other: np.ndarray | None
                 title: str, height: int = 420):
     """A grey image ``(S, S)`` with two sets of kernel taps (pixel (x, y) ``(M, 2)``): the regular
     k×k grid (yellow) and ``other`` (blue: the transformer's warped taps or DCN's deformed ones)."""
-    import plotly.graph_objects as go
 
-    from pages.lab.figures import region_figure
 
     size = np.asarray(image).shape[:2]
     fig = region_figure(image, None, ctrl=pixel_to_norm(regular, size), title=title, height=height)

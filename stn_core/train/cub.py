@@ -47,9 +47,8 @@ from stn_core.data.cub import find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
 from stn_core.models.cub import CUB_MODEL_NAMES, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
-from stn_core.train import task_of
 from stn_core.train.loop import (all_reduce, barrier, check_same_settings, command_line, resume_state, rng_tensors,
-                                 set_lr, start_process, train_step, wrap_ddp)
+                                 set_lr, start_process, task_of, train_step, wrap_ddp)
 
 #: task name -> class list (None: --classes required)
 CUB_TASKS: dict[str, Optional[str]] = {"cub50": "1-50", "cub200": "1-200", "cub": None}

@@ -24,6 +24,16 @@ from stn_core.checkpoints import CheckpointError, load_optimizer_tensors, load_t
 OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False}
 
 
+def task_of(argv: list[str]) -> str | None:
+    """The value of ``--task`` in a command line (``--task X`` or ``--task=X``), or None."""
+    for i, a in enumerate(argv):
+        if a == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--task="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def lr_at(step: int, steps: int, lr: float) -> float:
     """Paper schedule scaled to ``steps``: lr, then ÷10 at 1/3 and again at 2/3 of the steps."""
     return lr * 0.1 ** min(2, (3 * step) // max(1, steps))
