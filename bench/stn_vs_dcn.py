@@ -48,17 +48,17 @@ def sampling_numbers(model: torch.nn.Module, side: int) -> tuple[int, int, str]:
     """(numbers predicted per image, bilinear reads per image, how) of a model's sampling machinery."""
     x = torch.zeros(1, 1, side, side)
     with torch.no_grad():
-        model.eval()(x)
+        views = model.eval().views(x)
     if model.transformer is not None:
         p = S.num_params(model.transformer.transform, TPS_POINTS)
-        h, w = model.transformer.last_grid.shape[1:3]
+        h, w = views.grid.shape[1:3]
         return p, h * w, f"{p} {'= 2K' if model.transformer.transform == 'tps' else 'θ'}; one warp of {h}×{w}"
     layers = getattr(model, "deform_layers", [])
     if not layers:
         return 0, 0, "—"
     total, reads, parts = 0, 0, []
-    for i, layer in enumerate(layers, 1):
-        _, c, h, w = layer.last_offset.shape
+    for i, (layer, offset) in enumerate(zip(layers, views.offsets), 1):
+        _, c, h, w = offset.shape
         k2 = layer.taps
         n = (c + (k2 if layer.modulated else 0)) * h * w
         total += n

@@ -60,6 +60,7 @@ running both backends in float32 keeps them computing the same function (tests/t
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -197,6 +198,15 @@ def deform_conv2d_sampled(x: torch.Tensor, offset: torch.Tensor, weight: torch.T
     return _SampledDeformConv.apply(x, offset, weight, bias, mask, int(padding), chunk)
 
 
+class DeformOutput(NamedTuple):
+    """A deformable layer's output ``(N, C_out, H', W')`` with the ``offset (N, 2·k·k, H', W')`` and
+    ``mask (N, k·k, H', W')`` (None unless modulated) it used."""
+
+    output: torch.Tensor
+    offset: torch.Tensor
+    mask: torch.Tensor | None
+
+
 class DeformConv2d(nn.Module):
     """Deformable k×k convolution, stride 1: ``(N, C_in, H, W)`` → ``(N, C_out, H', W')``
     with ``H' = H + 2·padding − k + 1``.
@@ -204,8 +214,9 @@ class DeformConv2d(nn.Module):
     ``weight (C_out, C_in, k, k)`` and ``bias (C_out,)`` are those of the equivalent
     ``nn.Conv2d``; ``offset_conv`` is the zero-initialised predictor of the offsets
     (``2·k·k`` channels) and, when ``modulated``, the mask logits (``k·k`` more channels).
-    After every forward pass ``last_offset (N, 2·k·k, H', W')`` and ``last_mask
-    (N, k·k, H', W')`` (None unless modulated) hold the values used, detached.
+    ``forward`` returns the output; :meth:`deform` also returns the ``offset (N, 2·k·k, H', W')``
+    and ``mask (N, k·k, H', W')`` (None unless modulated) it used (:class:`DeformOutput`). The
+    layer keeps no state between calls.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
@@ -226,8 +237,6 @@ class DeformConv2d(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.offset_conv = nn.Conv2d(in_channels, (3 if modulated else 2) * k * k, ok, padding=self.padding,
                                      dilation=dilation)
-        self.last_offset: torch.Tensor | None = None
-        self.last_mask: torch.Tensor | None = None
         self.backend = backend  # validated by the setter; not part of the state_dict
         self.max_column_bytes = MAX_COLUMN_BYTES
         self.reset_parameters()
@@ -272,34 +281,35 @@ class DeformConv2d(nn.Module):
         return out[:, :n], 2.0 * torch.sigmoid(out[:, n:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.deform(x).output
+
+    def deform(self, x: torch.Tensor) -> DeformOutput:
+        """Like :meth:`forward`, returning the output with the offsets and mask it used."""
         if autocast_enabled(x.device) and self.weight.dtype not in (torch.float16, torch.bfloat16):
             # float32 (the weights' dtype) with autocast off: see the module docstring
             with torch.autocast(x.device.type, enabled=False):
-                return self._forward(x.to(self.weight.dtype) if x.is_floating_point() else x)
-        return self._forward(x)
+                return self._deform(x.to(self.weight.dtype) if x.is_floating_point() else x)
+        return self._deform(x)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _deform(self, x: torch.Tensor) -> DeformOutput:
         offset, mask = self.offsets_and_mask(x)
-        self.last_offset = offset.detach()
-        self.last_mask = None if mask is None else mask.detach()
         if self.resolved_backend(x) == "sampled":
-            return deform_conv2d_sampled(x, offset, self.weight, self.bias, self.padding, mask,
-                                         self.max_column_bytes)
-        return deform_conv2d(x, offset.contiguous(), self.weight, self.bias, padding=self.padding,
-                             mask=None if mask is None else mask.contiguous())
+            y = deform_conv2d_sampled(x, offset, self.weight, self.bias, self.padding, mask, self.max_column_bytes)
+        else:
+            y = deform_conv2d(x, offset.contiguous(), self.weight, self.bias, padding=self.padding,
+                              mask=None if mask is None else mask.contiguous())
+        return DeformOutput(y, offset, mask)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"padding={self.padding}, modulated={self.modulated}, backend={self.backend!r}")
 
 
-def sampling_positions(layer: DeformConv2d, offset: torch.Tensor | None = None) -> torch.Tensor:
+def sampling_positions(layer: DeformConv2d, offset: torch.Tensor) -> torch.Tensor:
     """Where each tap reads the layer's input, in input pixels (x, y):
-    ``(N, H', W', k·k, 2)`` from ``offset (N, 2·k·k, H', W')`` (default ``layer.last_offset``).
+    ``(N, H', W', k·k, 2)`` from ``offset (N, 2·k·k, H', W')`` (:meth:`DeformConv2d.deform`).
     Pixel ``(x, y)`` is the centre of column x, row y; taps are ordered row-major."""
-    off = layer.last_offset if offset is None else offset
-    if off is None:
-        raise ValueError("no offsets yet: run a forward pass through the layer first")
+    off = offset
     n, c, ho, wo = off.shape
     k, p = layer.kernel_size, layer.padding
     if c != 2 * k * k:

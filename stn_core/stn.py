@@ -12,7 +12,7 @@ casts V back); outside autocast the grid follows U's dtype as before, whatever i
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +20,16 @@ from torch import nn
 from .sampling import sample
 from .transforms import (autocast_enabled, autocast_off, identity_params, make_grid, num_params, params_to_theta,
                          tps_lattice)
+
+
+class STOutput(NamedTuple):
+    """What a spatial transformer computed for a batch: the output ``V (N, C, H', W')``, θ in the
+    transform's natural form (affine ``(N, 2, 3)``, attention ``(N, 3)``, projective ``(N, 3, 3)``, TPS the
+    input control points ``(N, K, 2)``) and the sampling grid ``T_θ(G)`` ``(N, H', W', 2)``."""
+
+    output: torch.Tensor
+    theta: torch.Tensor
+    grid: torch.Tensor
 
 
 def conv_localisation(in_channels: int, in_size: Sequence[int], filters: int = 20, hidden: int = 20) -> nn.Sequential:
@@ -67,8 +77,9 @@ class SpatialTransformer(nn.Module):
         init_params: flat ``(P,)`` initial θ (default: the identity transform).
 
     The regression layer starts with zero weights and ``init_params`` as bias, so at
-    initialisation the module outputs the identity warp. After ``forward`` the module keeps
-    ``last_theta`` (the kind's natural form, detached) and ``last_grid`` ``(N, H', W', 2)``.
+    initialisation the module outputs the identity warp. ``forward`` returns V; :meth:`warp`
+    returns V with the θ and grid that produced it (:class:`STOutput`). The module keeps no
+    state between calls, so one instance can serve several threads.
     """
 
     def __init__(self, transform: str = "affine", out_size: Sequence[int] = (28, 28),
@@ -101,8 +112,6 @@ class SpatialTransformer(nn.Module):
             self.register_buffer("ctrl_out", tps_lattice(tps_points), persistent=False)
         else:
             self.ctrl_out = None
-        self.last_theta: torch.Tensor | None = None
-        self.last_grid: torch.Tensor | None = None
 
     def predict_params(self, u: torch.Tensor) -> torch.Tensor:
         """Flat θ ``(N, P)`` for ``U (N, C, H, W)``."""
@@ -114,6 +123,11 @@ class SpatialTransformer(nn.Module):
         ``loc_input`` lets the localisation net see a different tensor than the one sampled
         (e.g. a down-sampled copy, or backbone features).
         """
+        return self.warp(u, loc_input).output
+
+    def warp(self, u: torch.Tensor, loc_input: torch.Tensor | None = None) -> STOutput:
+        """Like :meth:`forward`, returning V with its θ and sampling grid (:class:`STOutput`; θ and
+        the grid are part of the autograd graph: detach them to draw them)."""
         params = self.predict_params(u if loc_input is None else loc_input)
         # θ may come out of a low-precision localisation net (autocast): the grid is built in
         # U's dtype, at least float32 under autocast, with autocast off (module docstring).
@@ -124,9 +138,8 @@ class SpatialTransformer(nn.Module):
             params = params.to(dtype)
             ctrl = self.ctrl_out.to(dtype) if self.ctrl_out is not None else None
             grid = make_grid(self.transform, params, self.out_size, ctrl_out=ctrl)
-        self.last_theta = params_to_theta(self.transform, params).detach()
-        self.last_grid = grid.detach()
-        return sample(u, grid, mode=self.mode, backend=self.backend, padding=self.padding)
+        v = sample(u, grid, mode=self.mode, backend=self.backend, padding=self.padding)
+        return STOutput(v, params_to_theta(self.transform, params), grid)
 
 
 def _infer_out_features(module: nn.Module) -> int:

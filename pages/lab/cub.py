@@ -82,8 +82,9 @@ def predict_batch(model, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     """Probabilities (N, C) and normalised boxes (N, n_st, 4) for float (H, W, 3) images."""
     model.eval()
     x = torch.cat([to_model_input(im, model.input_size) for im in images])
-    probs = torch.softmax(model(x), 1).numpy()
-    nb = model.last_boxes.numpy() if model.last_boxes is not None else np.zeros((len(images), 0, 4))
+    out = model.views(x)
+    probs = torch.softmax(out.logits, 1).numpy()
+    nb = out.boxes.numpy() if out.boxes is not None else np.zeros((len(images), 0, 4))
     return probs, nb
 
 
@@ -92,16 +93,17 @@ def predict_bird(model, meta: dict[str, Any], image: np.ndarray) -> BirdPredicti
     """Top-5 classes, boxes (pixels of ``image``) and crops of one bird photo; see the module doc."""
     model.eval()
     x = to_model_input(image, int(meta.get("input_size", model.input_size)))
-    probs = torch.softmax(model(x), 1)[0].numpy()
+    out = model.views(x)
+    probs = torch.softmax(out.logits, 1)[0].numpy()
     names = class_names(meta)
     classes = [int(c) for c in meta.get("classes", model.classes)]
     order = np.argsort(-probs)[:5]
     top5 = [(classes[i], names.get(classes[i], str(classes[i])), float(probs[i])) for i in order]
     h, w = image.shape[:2]
-    if model.last_params is None:
+    if out.params is None:
         return BirdPrediction(np.zeros((0, 4)), np.zeros((0, 4)), [], top5)
-    bn = model.last_boxes[0].numpy().astype(np.float64)
-    crops_t = model.crops(x, model.last_params)[0]  # (n_st, 3, c, c)
+    bn = out.boxes[0].numpy().astype(np.float64)
+    crops_t = model.crops(x, out.params)[0]  # (n_st, 3, c, c)
     crops = [c.permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float32) for c in crops_t]
     return BirdPrediction(norm_to_pixels(bn, w, h), bn, crops, top5)
 

@@ -428,7 +428,7 @@ __all__ = [
 
 
 def params_from_theta(kind: str, theta: np.ndarray) -> np.ndarray:
-    """A transformer's θ in its natural form (``SpatialTransformer.last_theta`` of one image:
+    """A transformer's θ in its natural form (``SpatialTransformer.warp(u).theta`` of one image:
     affine ``(2, 3)``, projective ``(3, 3)``, TPS control points ``(K, 2)``, attention ``(3,)``)
     → the flat raw parameters :func:`warp_frames` takes (projective: normalised to h33 = 1)."""
     th = np.asarray(theta, dtype=np.float64)

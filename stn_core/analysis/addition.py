@@ -39,7 +39,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stn_core.registry import (ADDITION_KEYS, ADDITION_LABELS, AdditionEntry, addition_paper_error,
                                addition_train_command)
@@ -64,16 +63,14 @@ def transformers_of(model: torch.nn.Module) -> list:
 def forward_views(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                       torch.Tensor | None]:
     """Logits ``(N, 19)``, θ ``(N, K, 2, 3)`` and transformer outputs ``(N, K, C, H, W)`` for
-    ``x (N, C, H, W)`` (θ and outputs None without a transformer). Same logits as ``model(x)``."""
-    sts = transformers_of(model)
-    if not sts:
-        return model(x), None, None
-    outs = [st(x) for st in sts]
-    cat = torch.cat(outs, 1)
-    k = int(getattr(model, "downsample", 1))
-    logits = model.classifier(F.avg_pool2d(cat, k) if k > 1 else cat)
-    theta = torch.stack([st.last_theta for st in sts], 1)
-    return logits, theta, torch.stack(outs, 1)
+    ``x (N, C, H, W)`` (θ and outputs None without a transformer), from ``model.views(x)``
+    (:class:`stn_core.models.ModelViews`; a single transformer counts as K = 1)."""
+    v = model.views(x)
+    if v.theta is None:
+        return v.logits, None, None
+    if getattr(model, "transformers", None) is None:  # one transformer: add the K axis
+        return v.logits, v.theta.unsqueeze(1), v.outputs.unsqueeze(1)
+    return v.logits, v.theta, v.outputs
 
 
 @dataclass

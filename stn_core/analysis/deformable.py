@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stn_core.analysis import inspect as insp
 from stn_core.dcn import DeformConv2d
 
 
@@ -96,14 +95,14 @@ def dcn_view(model: nn.Module, x: np.ndarray | torch.Tensor) -> DcnView:
     if want is not None and tuple(t.shape[-2:]) != (want, want):
         raise ValueError(f"this model takes {want}×{want} digits, got {t.shape[-2]}×{t.shape[-1]}")
     stages: list[Stage] = []
-    with insp.FORWARD_LOCK:  # a cached model is shared by all sessions
+    with torch.inference_mode():
         h = model.transformed(t)
         image_hw = tuple(h.shape[-2:])
         for m in model.classifier:
             in_hw = tuple(h.shape[-2:]) if h.dim() == 4 else None
             if isinstance(m, DeformConv2d):
-                offset, _ = m.offsets_and_mask(h)
-                h = m(h)
+                d = m.deform(h)
+                offset, h = d.offset, d.output
                 stages.append(Stage("deform", in_hw, tuple(h.shape[-2:]), m.kernel_size, 1, m.padding,
                                     offset[0].double().clone(), m))
                 continue

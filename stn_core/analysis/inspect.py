@@ -7,12 +7,10 @@ Coordinates: normalised [-1, 1], ``align_corners=False``; θ maps output → inp
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stn_core.regions import region_outline
 
@@ -24,7 +22,7 @@ class Prediction:
     """A model's view of one digit.
 
     probs ``(C,)``; pred (class index); for models with a spatial transformer: kind, output V
-    ``(S, S)`` (before the 2× pooling of RTS), grid ``(S, S, 2)`` (= ``transformer.last_grid``),
+    ``(S, S)`` (before the 2× pooling of RTS), grid ``(S, S, 2)`` (``model.views(x).grid``),
     theta (the kind's natural form as numpy), region ``(M, 2)`` the border of the sampled region
     in the input (NaN breaks) and, for TPS, ctrl ``(K, 2)`` the input control points.
     """
@@ -43,20 +41,6 @@ class Prediction:
         return float(self.probs[self.pred])
 
 
-@torch.inference_mode()
-def forward_views(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits ``(N, C)`` and the transformer output V ``(N, 1, S, S)`` (None without a
-    transformer) for ``x (N, 1, S, S)``; afterwards ``model.transformer.last_grid`` and
-    ``last_theta`` describe this batch. Same logits as ``model(x)``."""
-    st = getattr(model, "transformer", None)
-    if st is None:
-        return model(x), None
-    v = st(x)
-    ds_ = int(getattr(model, "downsample", 1))
-    cls_in = F.avg_pool2d(v, ds_) if ds_ > 1 else v
-    return model.classifier(cls_in), v
-
-
 def _as_batch(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image).float()
     if t.dim() == 2:
@@ -68,9 +52,6 @@ def _as_batch(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t
 
 
-FORWARD_LOCK = threading.Lock()
-
-
 def predict(model: torch.nn.Module, images: np.ndarray | torch.Tensor, with_region: bool = True
             ) -> list[Prediction]:
     """The model's view of each digit of ``images`` (``(S, S)``, ``(1, S, S)`` or ``(N, 1, S, S)``,
@@ -80,19 +61,17 @@ def predict(model: torch.nn.Module, images: np.ndarray | torch.Tensor, with_regi
     if want is not None and tuple(x.shape[-2:]) != (want, want):
         raise ValueError(f"this model takes {want}×{want} digits, got {x.shape[-2]}×{x.shape[-1]}")
     st = getattr(model, "transformer", None)
-    with FORWARD_LOCK:  # a cached model is shared by all sessions: read last_grid/θ of *this* forward pass
-        logits, v = forward_views(model, x)
-        grids = st.last_grid.clone() if st is not None else None
-        thetas = st.last_theta.clone() if st is not None else None
-    probs = torch.softmax(logits.float(), 1).numpy()
+    with torch.inference_mode():
+        views = model.views(x)
+    probs = torch.softmax(views.logits.float(), 1).numpy()
     out: list[Prediction] = []
     for i in range(x.shape[0]):
         p = Prediction(probs=probs[i], pred=int(probs[i].argmax()))
         if st is not None:
             p.kind = st.transform
-            p.output = v[i, 0].numpy()
-            p.grid = grids[i].numpy()
-            p.theta = thetas[i].numpy()
+            p.output = views.outputs[i, 0].numpy()
+            p.grid = views.grid[i].numpy()
+            p.theta = views.theta[i].numpy()
             if with_region:
                 p.region = region_outline(st.transform, p.theta)
             if st.transform == "tps":

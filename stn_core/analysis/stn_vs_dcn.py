@@ -99,9 +99,9 @@ def predicted_numbers(model: nn.Module, side: int | None = None) -> tuple[int, s
     layers = getattr(model, "deform_layers", [])
     if not layers:
         return 0, "nothing (fixed sampling grid)"
-    with torch.inference_mode(), insp.FORWARD_LOCK:
-        model.eval()(torch.zeros(1, 1, side, side))
-        shapes = [(l.taps, l.modulated, *l.last_offset.shape[2:]) for l in layers]
+    with torch.inference_mode():
+        offsets = model.eval().views(torch.zeros(1, 1, side, side)).offsets
+    shapes = [(l.taps, l.modulated, *off.shape[2:]) for l, off in zip(layers, offsets)]
     total, parts = 0, []
     for i, (k2, mod, h, w) in enumerate(shapes, 1):
         n = (3 if mod else 2) * k2 * h * w

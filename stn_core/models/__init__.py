@@ -16,12 +16,12 @@ import torch.nn as nn
 
 from .cub import CUB_MODEL_NAMES, CubNet, build_cub_model
 from .cub import model_from_meta as cub_model_from_meta
-from .mnist import (ALL_MODEL_NAMES, EXTRA_MODEL_NAMES, MODEL_NAMES, MODELS, ST_TRANSFORMS, TPS_POINTS,
+from .mnist import (ALL_MODEL_NAMES, EXTRA_MODEL_NAMES, MODEL_NAMES, MODELS, ST_TRANSFORMS, TPS_POINTS, ModelViews,
                     DeformableCNN, DistortedMNISTNet, ParallelSTNet, build_model, count_params, solve_width)
 
 __all__ = [
     "ALL_MODEL_NAMES", "CUB_MODEL_NAMES", "EXTRA_MODEL_NAMES", "MODEL_NAMES", "MODELS", "ST_TRANSFORMS",
-    "TPS_POINTS", "CubNet", "DeformableCNN", "DistortedMNISTNet", "ParallelSTNet", "build_cub_model",
+    "TPS_POINTS", "CubNet", "DeformableCNN", "ModelViews", "DistortedMNISTNet", "ParallelSTNet", "build_cub_model",
     "build_model", "count_params", "model_from_meta", "solve_width",
 ]
 

@@ -28,15 +28,16 @@ Reduced-scale analogue of the paper's birds experiment (which used Inception-BN 
 
 ``model(x)``: x RGB float (N, 3, H, W) in [0, 1] at ``input_size``; ImageNet mean/std are
 applied inside. Returns logits over ``classes`` (official class ids, in order).
-``model.last_boxes``: (N, n_st, 4) boxes (x0, y0, x1, y1) in normalised [-1, 1] input
-coordinates (align_corners=False convention) of the last forward; None for the baseline.
+``model.views(x)`` (:class:`CubViews`): the logits with the attention parameters (N, n_st, 3)
+(s, tx, ty) and boxes (N, n_st, 4) (x0, y0, x1, y1) in normalised [-1, 1] input coordinates
+(align_corners=False convention); None for the baseline. The model keeps no state between calls.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -110,6 +111,15 @@ def tiled_translations(n_st: int) -> list[tuple[float, float]]:
     raise ValueError(f"n_st must be 1, 2 or 4 for a tiled start, got {n_st}")
 
 
+class CubViews(NamedTuple):
+    """A CUB model's ``logits (N, len(classes))`` with its attention ``params (N, n_st, 3)`` (s, tx, ty)
+    and ``boxes (N, n_st, 4)`` (x0, y0, x1, y1), normalised; both None for the baseline."""
+
+    logits: torch.Tensor
+    params: Optional[torch.Tensor] = None
+    boxes: Optional[torch.Tensor] = None
+
+
 class CubNet(nn.Module):
     """Backbone classifier (``n_st = 0``) or N×ST-CNN with N parallel attention transformers."""
 
@@ -146,8 +156,6 @@ class CubNet(nn.Module):
                 nn.Conv2d(FEAT_DIM, 64, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
                 nn.Linear(64 * 16, loc_hidden), nn.ReLU(inplace=True), nn.Linear(loc_hidden, 2 * n_st))
             self.reset_localisation()
-        self.last_boxes: Optional[torch.Tensor] = None
-        self.last_params: Optional[torch.Tensor] = None
         self.config = {"name": {0: "cub-baseline", 1: "cub-1st", 2: "cub-2st", 4: "cub-4st"}[n_st],
                        "transform": "attention" if n_st else None, "input_size": self.input_size,
                        "num_classes": len(self.classes)}
@@ -214,18 +222,19 @@ class CubNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, 3, H, W) RGB in [0, 1] → logits (N, len(classes))."""
+        return self.views(x).logits
+
+    def views(self, x: torch.Tensor) -> CubViews:
+        """The logits with the attention parameters and boxes that produced them (:class:`CubViews`)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected RGB images (N, 3, H, W), got {tuple(x.shape)}")
         if self.n_st == 0:
-            self.last_boxes = self.last_params = None
-            return self.classifier(self._embed(x))
+            return CubViews(self.classifier(self._embed(x)))
         params = self.attention_params(x)
-        self.last_params = params.detach()
-        self.last_boxes = self.params_to_boxes(params).detach()
         n = x.shape[0]
         v = self.crops(x, params).flatten(0, 1)  # (N·n_st, 3, c, c)
         feats = self._embed(v).view(n, self.n_st * FEAT_DIM) * self.n_st ** -0.5
-        return self.classifier(feats)
+        return CubViews(self.classifier(feats), params, self.params_to_boxes(params))
 
     def use_channels_last(self) -> None:
         self.to(memory_format=torch.channels_last)

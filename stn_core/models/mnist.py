@@ -39,7 +39,7 @@ each classifier is solved so that the *whole* model has about ``target_params`` 
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -111,12 +111,33 @@ def dcn_classifier(side: int, width: int, num_classes: int, modulated: bool = Fa
         nn.Flatten(), nn.Linear(width * s * s, num_classes))
 
 
+class ModelViews(NamedTuple):
+    """What a distorted-MNIST model computed for a batch ``x (N, C, S, S)``, for drawing and analysis:
+
+    * ``logits (N, num_classes)``, the same as ``model(x)``;
+    * ``outputs``: the transformer output V before pooling, ``(N, C, S, S)``; for T parallel
+      transformers ``(N, T, C, S, S)``; None without a transformer;
+    * ``theta``: θ in the transform's natural form, ``(N, …)`` or ``(N, T, …)``; ``grid`` the sampling
+      grid ``(N, S, S, 2)`` or ``(N, T, S, S, 2)``; None without a transformer;
+    * ``offsets``: for a DCN, each deformable layer's ``offset (N, 2·k·k, H', W')`` (conv 1, conv 2);
+      empty otherwise.
+
+    Tensors are part of the autograd graph unless computed under ``torch.no_grad`` / inference mode.
+    """
+
+    logits: torch.Tensor
+    outputs: torch.Tensor | None = None
+    theta: torch.Tensor | None = None
+    grid: torch.Tensor | None = None
+    offsets: tuple[torch.Tensor, ...] = ()
+
+
 class DistortedMNISTNet(nn.Module):
     """[spatial transformer] → [2× average pooling] → classifier.
 
-    ``forward(x (N, 1, S, S))`` → logits ``(N, num_classes)``. ``.transformer`` is the
-    :class:`~stn_core.SpatialTransformer` (or None), so callers can read ``last_theta`` /
-    ``last_grid`` after a forward pass; ``.config`` holds the arguments of :func:`build_model`.
+    ``forward(x (N, 1, S, S))`` → logits ``(N, num_classes)``; :meth:`views` → :class:`ModelViews`
+    (logits with the transformer's output, θ and grid). ``.transformer`` is the
+    :class:`~stn_core.SpatialTransformer` (or None); ``.config`` holds the arguments of :func:`build_model`.
     """
 
     def __init__(self, classifier: nn.Module, transformer: SpatialTransformer | None,
@@ -132,19 +153,27 @@ class DistortedMNISTNet(nn.Module):
         """The localisation net's weights (trained at ``--loc-lr-mult`` × lr); empty without a transformer."""
         return list(self.transformer.parameters()) if self.transformer is not None else []
 
-    def transformed(self, x: torch.Tensor) -> torch.Tensor:
-        """What the classifier sees: ``(N, 1, S', S')`` (S' = S / downsample)."""
-        if self.transformer is not None:
-            x = self.transformer(x)
+    def pooled(self, v: torch.Tensor) -> torch.Tensor:
+        """What the classifier sees of ``v (N, C, S, S)``: ``(N, C, S', S')`` (S' = S / downsample)."""
         if self.downsample > 1:
-            x = F.avg_pool2d(x, self.downsample)
-        return x
+            v = F.avg_pool2d(v, self.downsample)
+        if self.channels_last:
+            v = v.contiguous(memory_format=torch.channels_last)
+        return v
+
+    def transformed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the classifier sees: ``(N, 1, S', S')``."""
+        return self.pooled(self.transformer(x) if self.transformer is not None else x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.transformed(x)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.classifier(x)
+        return self.classifier(self.transformed(x))
+
+    def views(self, x: torch.Tensor) -> ModelViews:
+        """The logits with what the transformer computed (:class:`ModelViews`), in one forward pass."""
+        if self.transformer is None:
+            return ModelViews(self(x))
+        w = self.transformer.warp(x)
+        return ModelViews(self.classifier(self.pooled(w.output)), w.output, w.theta, w.grid)
 
     def use_channels_last(self, on: bool = True) -> "DistortedMNISTNet":
         """Run the classifier's convolutions in channels-last memory format (faster on CPU)."""
@@ -155,9 +184,8 @@ class DistortedMNISTNet(nn.Module):
 
 
 class DeformableCNN(DistortedMNISTNet):
-    """The DCN model: no transformer; ``deform_layers`` are its :class:`DeformConv2d` layers
-    (conv 1, conv 2), whose ``last_offset (N, 2·k·k, H', W')`` / ``last_mask (N, k·k, H', W')``
-    hold the values of the last forward pass, detached."""
+    """The DCN model: no transformer; ``deform_layers`` are its :class:`DeformConv2d` layers (conv 1,
+    conv 2); :meth:`views` returns their offsets with the logits."""
 
     @property
     def deform_layers(self) -> list[DeformConv2d]:
@@ -171,6 +199,18 @@ class DeformableCNN(DistortedMNISTNet):
         """The offset predictors play the localisation net's part (``--loc-lr-mult``)."""
         return self.offset_parameters()
 
+    def views(self, x: torch.Tensor) -> ModelViews:
+        """The logits with each deformable layer's offsets, in one forward pass."""
+        y, offsets = self.transformed(x), []
+        for layer in self.classifier:
+            if isinstance(layer, DeformConv2d):
+                d = layer.deform(y)
+                y = d.output
+                offsets.append(d.offset)
+            else:
+                y = layer(y)
+        return ModelViews(y, offsets=tuple(offsets))
+
 
 class ParallelSTNet(DistortedMNISTNet):
     """2×ST-FCN of the paper's MNIST addition (appendix): ``N_PARALLEL_ST`` spatial transformers
@@ -182,9 +222,9 @@ class ParallelSTNet(DistortedMNISTNet):
     2-channel image and the classifier sees ``2·C`` channels (4 for addition). Nothing tells a
     transformer which digit to take; the paper reports that each learns to attend to one.
 
-    ``.transformer`` is None; ``.transformers`` the :class:`~stn_core.SpatialTransformer` list.
-    After a forward pass ``last_theta`` is ``(N, K, 2, 3)`` and ``last_grid`` ``(N, K, H, W, 2)``
-    (K transformers, detached).
+    ``.transformer`` is None; ``.transformers`` the :class:`~stn_core.SpatialTransformer` list;
+    :meth:`views` stacks their outputs ``(N, T, C, H, W)``, θ ``(N, T, 2, 3)`` and grids
+    ``(N, T, H, W, 2)`` (T transformers).
     """
 
     def __init__(self, classifier: nn.Module, transformers: list[SpatialTransformer], downsample: int,
@@ -202,22 +242,13 @@ class ParallelSTNet(DistortedMNISTNet):
 
     def transformed(self, x: torch.Tensor) -> torch.Tensor:
         """What the classifier sees: ``(N, K·C, S', S')``."""
-        x = torch.cat(self.transformer_outputs(x), 1)
-        if self.downsample > 1:
-            x = F.avg_pool2d(x, self.downsample)
-        return x
+        return self.pooled(torch.cat(self.transformer_outputs(x), 1))
 
-    @property
-    def last_theta(self) -> torch.Tensor | None:
-        if any(st.last_theta is None for st in self.transformers):
-            return None
-        return torch.stack([st.last_theta for st in self.transformers], 1)
-
-    @property
-    def last_grid(self) -> torch.Tensor | None:
-        if any(st.last_grid is None for st in self.transformers):
-            return None
-        return torch.stack([st.last_grid for st in self.transformers], 1)
+    def views(self, x: torch.Tensor) -> ModelViews:
+        ws = [st.warp(x) for st in self.transformers]
+        logits = self.classifier(self.pooled(torch.cat([w.output for w in ws], 1)))
+        return ModelViews(logits, torch.stack([w.output for w in ws], 1), torch.stack([w.theta for w in ws], 1),
+                          torch.stack([w.grid for w in ws], 1))
 
 
 def _normalise_transform(name: str, transform: str | None) -> str | None:

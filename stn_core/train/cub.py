@@ -197,9 +197,10 @@ def predict(model: CubNet, x: torch.Tensor, device: torch.device, chunk: int = 3
     logits, boxes = [], []
     for i in range(lo, hi, chunk):
         xb = x[i:min(i + chunk, hi)].to(device).float() / 255.0
-        logits.append(model(xb).float().cpu())
-        if model.last_boxes is not None:
-            boxes.append(model.last_boxes.cpu())
+        out = model.views(xb)
+        logits.append(out.logits.float().cpu())
+        if out.boxes is not None:
+            boxes.append(out.boxes.float().cpu())
     model.train(was)
     lg = torch.cat(logits) if logits else torch.zeros(0, len(model.classes))
     return lg, (torch.cat(boxes) if boxes else None)

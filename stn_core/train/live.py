@@ -379,16 +379,13 @@ class LiveRun:
         """The ST-CNN's view of the fixed batch: outputs V, θ, predictions."""
         data = self._data
         n = min(self.config.display_n, int(data.eval_x.shape[0]))
-        st = lane.model.transformer
         with lane.lock, torch.no_grad():
             lane.model.eval()
-            x = data.eval_x[:n]
-            v = st(x)
-            theta = st.last_theta.detach().clone()
-            probs = torch.softmax(lane.model(x), 1)
+            views = lane.model.views(data.eval_x[:n])
             lane.model.train()
+        probs = torch.softmax(views.logits, 1)
         conf, pred = probs.max(1)
-        outputs, thetas = v[:, 0].numpy().copy(), theta.numpy().copy()
+        outputs, thetas = views.outputs[:, 0].numpy().copy(), views.theta.numpy().copy()
         out_u8 = np.rint(np.clip(np.nan_to_num(outputs), 0.0, 1.0) * 255.0).astype(np.uint8)  # replay frame
         with self._lock:
             if not self._current(gen):

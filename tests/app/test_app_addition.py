@@ -10,36 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from apptest_util import assert_no_exception, open_page
-from stn_core.checkpoints import save_checkpoint
-from stn_core.models import build_model
 from stn_core import registry as reg
-from stn_core.analysis import addition as an_add
+from tiny_checkpoints import make_tiny_addition_checkpoint
 
 PAGE = "pages/addition.py"
-TINY = 30_000
-
-
-def make_tiny_addition_checkpoint(folder: Path, key: str, seed: int = 0, **meta) -> Path:
-    """An untrained small MNIST-addition model saved as ``folder/mnist_addition_<key>`` (its
-    transformers moved off the identity so their boxes are not trivial)."""
-    name, transform = reg.ADDITION_SPECS[key]
-    torch.manual_seed(seed)
-    model = build_model(name, transform, 42, 19, target_params=TINY, in_channels=2)
-    with torch.no_grad():
-        for st in an_add.transformers_of(model):
-            st.regression.weight.normal_(0.0, 0.02)
-            st.regression.bias.copy_(torch.tensor([0.6, 0.0, -0.3, 0.0, 0.6, 0.2]))
-    fields = {"task": reg.ADDITION_TASK, "test_error": 33.3, "final": True, "steps": 10,
-              "command": f"python -m stn_core.train --task mnist-addition --model {name} --steps 10",
-              "train_args": {"steps": 10, "batch": 8, "lr": 0.01, "momentum": 0.0},
-              "test_set": {"seed": 20150605, "size": 10_000}, "train_seconds": 1.0}
-    fields.update(meta)
-    return save_checkpoint(folder / reg.addition_stem_name(key), model, fields)
-
-
 @pytest.fixture(scope="module")
 def ckdir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("addition_checkpoints")

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from test_dcn_lab import make_tiny
+from tiny_checkpoints import make_tiny
 from stn_core import registry as reg
 from stn_core.analysis import stn_vs_dcn as svd
 

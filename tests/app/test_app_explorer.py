@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from test_explorer import make_tiny_checkpoint
+from tiny_checkpoints import make_tiny_checkpoint
 from apptest_util import downloads, record_downloads
 from stn_core import registry as reg
 

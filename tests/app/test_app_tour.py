@@ -103,7 +103,7 @@ def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp
 
     from stn_core.checkpoints import save_checkpoint
     from stn_core.models import build_model
-    from test_explorer import TINY, make_tiny_checkpoint
+    from tiny_checkpoints import TINY, make_tiny_checkpoint
 
     make_tiny_checkpoint(tmp_path, "rts", "st-cnn-aff")
     make_tiny_checkpoint(tmp_path, "rts", "cnn")
@@ -134,7 +134,7 @@ def test_step_one_adds_the_upright_cnn_when_it_is_there(monkeypatch, tmp_path):
     """With a CNN trained on upright digits, step 1 sweeps three networks and says what the curves show."""
     from stn_core.checkpoints import save_checkpoint
     from stn_core.models import build_model
-    from test_explorer import TINY, make_tiny_checkpoint
+    from tiny_checkpoints import TINY, make_tiny_checkpoint
 
     make_tiny_checkpoint(tmp_path, "r", "cnn")
     make_tiny_checkpoint(tmp_path, "r", "st-cnn-aff")

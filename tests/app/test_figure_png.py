@@ -210,7 +210,7 @@ def test_tour_figure1_row_scene_is_the_svg_and_paints(tmp_path):
 
     from pages.lab import tour
     from stn_core.checkpoints import load_model
-    from test_explorer import make_tiny_checkpoint
+    from tiny_checkpoints import make_tiny_checkpoint
 
     make_tiny_checkpoint(tmp_path, "rts", "st-cnn-aff")
     model, _ = load_model(tmp_path / "mnist_rts_st-cnn-aff")

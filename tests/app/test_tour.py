@@ -193,7 +193,7 @@ def test_nearest_output():
 
 
 def test_best_st_entry_by_distortion(tmp_path):
-    from test_explorer import make_tiny_checkpoint
+    from tiny_checkpoints import make_tiny_checkpoint
 
     make_tiny_checkpoint(tmp_path, "r", "st-fcn-aff")
     make_tiny_checkpoint(tmp_path, "rts", "cnn")

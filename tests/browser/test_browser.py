@@ -340,7 +340,7 @@ EXPLORER_INPUT_TITLE = "(a) input"  # the Figure 1 input chart (pages/explorer.p
 def test_explorer_controls_and_drawing(browser, tmp_path, monkeypatch):
     """The explorer on its own server with a tiny untrained checkpoint ($STN_LAB_CHECKPOINTS): the
     rotation slider changes the input of Figure 1, and a stroke drawn on the pad becomes the input."""
-    from test_explorer import make_tiny_checkpoint  # tests/ is on sys.path (like browser_util)
+    from tiny_checkpoints import make_tiny_checkpoint
 
     make_tiny_checkpoint(tmp_path, "e", "st-cnn-tps")
     monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))

@@ -14,7 +14,7 @@ CHART = f'{MAIN} [data-testid="stPlotlyChart"]'
 
 
 def test_addition_page_random_pair(browser, tmp_path, monkeypatch):
-    from test_app_addition import make_tiny_addition_checkpoint  # tests/ is on sys.path
+    from tiny_checkpoints import make_tiny_addition_checkpoint
 
     make_tiny_addition_checkpoint(tmp_path, "2st-fcn")
     monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))
@@ -48,7 +48,7 @@ def test_addition_page_random_pair(browser, tmp_path, monkeypatch):
 def test_addition_page_draw_digit_two(browser, tmp_path, monkeypatch):
     """Digit 2 drawn with real mouse events on its pad: the pair's title says "drawn" and the
     picture changes; no error box."""
-    from test_app_addition import make_tiny_addition_checkpoint  # tests/ is on sys.path
+    from tiny_checkpoints import make_tiny_addition_checkpoint
 
     make_tiny_addition_checkpoint(tmp_path, "2st-fcn")
     monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))

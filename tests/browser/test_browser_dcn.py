@@ -17,7 +17,7 @@ TAPS_JS = """el => { const g = el.querySelector('.js-plotly-plot');
 
 
 def test_dcn_page_click_and_slider(browser, tmp_path, monkeypatch):
-    from test_dcn_lab import make_tiny  # tests/ is on sys.path
+    from tiny_checkpoints import make_tiny
 
     make_tiny(tmp_path, "r", "dcn")
     make_tiny(tmp_path, "r", "st-cnn-aff")

@@ -107,9 +107,11 @@ def test_two_transformers_each_see_both_channels():
     assert m.classifier[1].in_features == 4 * 21 * 21  # two 2-channel outputs, 2× average-pooled
     x = torch.rand(5, 2, 42, 42)
     logits = m(x)
-    assert m.last_theta.shape == (5, 2, 2, 3) and m.last_grid.shape == (5, 2, 42, 42, 2)
+    views = m.views(x)
+    assert views.theta.shape == (5, 2, 2, 3) and views.grid.shape == (5, 2, 42, 42, 2)
+    torch.testing.assert_close(views.logits, logits)
     ident = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
-    torch.testing.assert_close(m.last_theta, ident.expand(5, 2, 2, 3))  # identity at initialisation
+    torch.testing.assert_close(views.theta, ident.expand(5, 2, 2, 3))  # identity at initialisation
     lg, theta, outs = an_add.forward_views(m, x)
     torch.testing.assert_close(lg, logits)
     assert outs.shape == (5, 2, 2, 42, 42)
@@ -123,8 +125,7 @@ def test_two_transformers_each_see_both_channels():
 def test_single_st_fcn_warps_both_channels_with_one_theta():
     m = build_model("st-fcn", "affine", 42, 19, in_channels=2)
     x = torch.rand(2, 2, 42, 42)
-    m(x)
-    assert m.transformer.last_theta.shape == (2, 2, 3)
+    assert m.views(x).theta.shape == (2, 2, 3)
     assert m.classifier[1].in_features == 2 * 21 * 21
 
 
@@ -245,7 +246,7 @@ def test_make_pair_and_page_state():
 
 
 def test_results_report(tmp_path, data_root):
-    from test_app_addition import make_tiny_addition_checkpoint
+    from tiny_checkpoints import make_tiny_addition_checkpoint
 
     make_tiny_addition_checkpoint(tmp_path, "2st-fcn", test_error=7.25)
     make_tiny_addition_checkpoint(tmp_path, "cnn", test_error=30.0, final=False, steps=4)
@@ -281,7 +282,7 @@ def _spec(on_digit, focus_split_apart):
 
 
 def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tmp_path):
-    from test_app_addition import make_tiny_addition_checkpoint
+    from tiny_checkpoints import make_tiny_addition_checkpoint
 
     from stn_core.registry import find_addition as find_checkpoints
     from stn_core.analysis.addition import verdict_lines

@@ -134,11 +134,12 @@ def test_forward_under_autocast_with_channels_last_input(name, transform):
     x, y = _smooth_images(7, n=4)
     x = x.to(memory_format=torch.channels_last)
     with _cpu_autocast():
-        logits = m(x)
+        views = m.views(x)
+    logits = views.logits
     assert logits.shape == (4, 10) and torch.isfinite(logits).all()
     F.cross_entropy(logits.float(), y).backward()
     if m.transformer is not None:
-        assert m.transformer.last_grid.dtype == torch.float32  # built in float32, not bfloat16
+        assert views.grid.dtype == torch.float32  # built in float32, not bfloat16
 
 
 @pytest.mark.parametrize("kind", S.TRANSFORM_KINDS)
@@ -208,14 +209,14 @@ def test_spatial_transformer_dtypes():
     st = S.SpatialTransformer("tps", (28, 28), in_channels=1, in_size=(28, 28))
     x, _ = _smooth_images(1, n=2)
     with _cpu_autocast():
-        v = st(x)
-    assert v.dtype == torch.float32 and st.last_grid.dtype == torch.float32
+        v, _, grid = st.warp(x)
+    assert v.dtype == torch.float32 and grid.dtype == torch.float32
     with _cpu_autocast():  # a bfloat16 U under autocast: float32 grid, V in U's dtype
-        v = st(x.to(torch.bfloat16))
-    assert v.dtype == torch.bfloat16 and st.last_grid.dtype == torch.float32
+        v, _, grid = st.warp(x.to(torch.bfloat16))
+    assert v.dtype == torch.bfloat16 and grid.dtype == torch.float32
     st16 = st.to(torch.bfloat16)  # outside autocast the grid follows U, as before
-    v = st16(x.to(torch.bfloat16))
-    assert v.dtype == torch.bfloat16 and st16.last_grid.dtype == torch.bfloat16
+    v, _, grid = st16.warp(x.to(torch.bfloat16))
+    assert v.dtype == torch.bfloat16 and grid.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("backend", ["sampled", "torchvision"])
@@ -229,8 +230,8 @@ def test_deform_conv_under_bf16_autocast_is_float32(backend, modulated):
     x = torch.rand(2, 3, 8, 9)
     y32 = layer(x)
     with _cpu_autocast():
-        y = layer(x.to(torch.bfloat16))  # e.g. the bfloat16 output of an earlier layer
-    assert y.dtype == torch.float32 and layer.last_offset.dtype == torch.float32
+        y, offset, _ = layer.deform(x.to(torch.bfloat16))  # e.g. the bfloat16 output of an earlier layer
+    assert y.dtype == torch.float32 and offset.dtype == torch.float32
     torch.testing.assert_close(y, layer(x.to(torch.bfloat16).float()), rtol=0, atol=0)
     assert (y - y32).abs().max() < 1e-2  # only the input's bfloat16 rounding differs (measured 1.2e-3)
     y.sum().backward()
@@ -255,7 +256,8 @@ def test_model_under_cuda_autocast(name, transform, dtype):
     g32 = torch.cat([p.grad.reshape(-1) for p in _loc_params(m)])
     m.zero_grad()
     with torch.autocast("cuda", dtype=dtype):
-        loss = F.cross_entropy(m(x.to(memory_format=torch.channels_last)).float(), y)
+        views = m.views(x.to(memory_format=torch.channels_last))
+        loss = F.cross_entropy(views.logits.float(), y)
     (scale * loss).backward()
     g = torch.cat([p.grad.reshape(-1) for p in _loc_params(m)])
     assert torch.isfinite(g).all()
@@ -263,7 +265,7 @@ def test_model_under_cuda_autocast(name, transform, dtype):
     # one seed, not four: the CPU test's minimum, with float16's 11 bits at least as good
     assert _cos(g, g32) > 0.9
     if m.transformer is not None:
-        assert m.transformer.last_grid.dtype == torch.float32
+        assert views.grid.dtype == torch.float32
 
 
 @CUDA

@@ -37,11 +37,13 @@ def test_shapes_and_boxes(name, n_st):
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         y = m(x)
+        views = m.views(x)
     assert y.shape == (2, 3)
+    torch.testing.assert_close(views.logits, y)
     if n_st == 0:
-        assert m.last_boxes is None
+        assert views.boxes is None and views.params is None
     else:
-        assert m.last_boxes.shape == (2, n_st, 4)
+        assert views.boxes.shape == (2, n_st, 4) and views.params.shape == (2, n_st, 3)
         assert m.config["transform"] == "attention"
 
 
@@ -49,12 +51,11 @@ def test_tiled_start():
     m2, m4 = tiny("cub-2st").eval(), tiny("cub-4st").eval()
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
-        m2(x)
-        m4(x)
+        boxes2, boxes4 = m2.views(x).boxes, m4.views(x).boxes
     exp2 = torch.tensor([[-1.0, -0.5, 0.0, 0.5], [0.0, -0.5, 1.0, 0.5]])
-    assert torch.allclose(m2.last_boxes, exp2.expand(3, 2, 4), atol=2e-3)
+    assert torch.allclose(boxes2, exp2.expand(3, 2, 4), atol=2e-3)
     exp4 = torch.tensor([[-1.0, -1.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
-    assert torch.allclose(m4.last_boxes, exp4.expand(3, 4, 4), atol=2e-3)
+    assert torch.allclose(boxes4, exp4.expand(3, 4, 4), atol=2e-3)
     assert torch.count_nonzero(m2.loc[-1].weight) == 0
     assert tiled_translations(2) == [(-0.5, 0.0), (0.5, 0.0)]
     with pytest.raises(ValueError):
@@ -80,8 +81,8 @@ def test_translations_stay_bounded_and_bn_frozen():
     assert not any(b.training for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d))
     assert m.classifier.training
     with torch.no_grad():
-        m(torch.rand(1, 3, 64, 64))
-    assert m.last_boxes[..., [0, 2]].mean(-1).abs().max() <= m.t_bound + 1e-6
+        boxes = m.views(torch.rand(1, 3, 64, 64)).boxes
+    assert boxes[..., [0, 2]].mean(-1).abs().max() <= m.t_bound + 1e-6
 
 
 def test_gradients_reach_localisation():

@@ -34,13 +34,15 @@ def test_at_init_it_is_the_plain_convolution(k, pad, cin, modulated):
     y = layer(x)
     torch.testing.assert_close(y, _conv_twin(layer)(x), atol=1e-5, rtol=1e-5)
     ho = 20 + 2 * pad - k + 1
-    assert layer.last_offset.shape == (2, 2 * k * k, ho, ho) and not layer.last_offset.requires_grad
-    assert torch.count_nonzero(layer.last_offset) == 0
+    y2, offset, mask = layer.deform(x)
+    torch.testing.assert_close(y2, y, rtol=0, atol=0)  # forward is deform(x).output
+    assert offset.shape == (2, 2 * k * k, ho, ho)
+    assert torch.count_nonzero(offset) == 0
     if modulated:
-        assert layer.last_mask.shape == (2, k * k, ho, ho)
-        torch.testing.assert_close(layer.last_mask, torch.ones_like(layer.last_mask))  # 2·sigmoid(0) = 1
+        assert mask.shape == (2, k * k, ho, ho)
+        torch.testing.assert_close(mask, torch.ones_like(mask))  # 2·sigmoid(0) = 1
     else:
-        assert layer.last_mask is None
+        assert mask is None
 
 
 def _with_uniform_offset(layer: DeformConv2d, dx: float, dy: float) -> DeformConv2d:
@@ -70,7 +72,7 @@ def test_a_uniform_offset_shifts_the_sampling():
     y = layer(x)
     torch.testing.assert_close(y[..., :-1], 0.5 * (conv(x)[..., :-1] + conv(x)[..., 1:]), atol=1e-5, rtol=1e-5)
     # where the taps land, in input pixels
-    pos = sampling_positions(layer)
+    pos = sampling_positions(layer, layer.deform(x).offset)
     assert pos.shape == (2, 12, 12, 25, 2)
     torch.testing.assert_close(pos[0, 3, 7, 0], torch.tensor([7.5, 3.0]))  # tap (0, 0) of output (row 3, col 7)
     torch.testing.assert_close(pos[0, 3, 7, 24], torch.tensor([11.5, 7.0]))  # tap (4, 4)
@@ -120,7 +122,9 @@ def test_dcn_model_shapes_and_budget(side):
         assert m(x).shape == (3, 10)
         l1, l2 = m.deform_layers
         k = 3 if modulated else 2
-        assert l1.last_offset.shape[:2] == (3, 2 * 81) and l2.last_offset.shape[:2] == (3, 2 * 49)
+        views = m.views(x)
+        torch.testing.assert_close(views.logits, m(x))
+        assert views.offsets[0].shape[:2] == (3, 2 * 81) and views.offsets[1].shape[:2] == (3, 2 * 49)
         assert l1.offset_conv.out_channels == k * 81 and l2.offset_conv.out_channels == k * 49
         # at init the dcn is the cnn with the same weights
         cnn_m = build_model("cnn", None, side, width=m.config["width"])
@@ -154,7 +158,7 @@ def test_checkpoint_round_trip(tmp_path, modulated, side):
     m = _perturbed(modulated, side)
     x = _x(4, 1, side, seed=5)
     ref = m(x)
-    assert m.deform_layers[0].last_offset.abs().max() > 0
+    assert m.views(x).offsets[0].abs().max() > 0
     save_checkpoint(tmp_path / "ck", m, {"task": "mnist-rts" if side == 42 else "mnist-r", "steps": 1})
     meta = json.loads((tmp_path / "ck.json").read_text())
     assert meta["model"] == "dcn" and meta["transform"] is None and meta["arch"]["modulated"] is modulated

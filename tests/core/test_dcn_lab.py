@@ -10,35 +10,11 @@ import pytest
 import torch
 
 from pages.lab import dcn as L
-from stn_core.data import tasks as ds
-from stn_core.checkpoints import save_checkpoint
 from stn_core.models import build_model
 from stn_core import registry as reg
 from stn_core.analysis import stn_vs_dcn as svd
 from stn_core.analysis import deformable as dfm
-
-TINY = 30_000
-
-
-def make_tiny(folder: Path, dist: str, key: str, seed: int = 0, offsets: float = 0.7, **meta) -> Path:
-    """Save an untrained small model as ``folder/mnist_<dist>_<key>``: the DCN with non-zero offsets
-    (random offset-predictor biases of std ``offsets`` px), the ST-CNN off the identity."""
-    name, transform = svd.COMPARE_SPECS[key]
-    size = ds.input_size(reg.DIST_TASK[dist])
-    torch.manual_seed(seed)
-    model = build_model(name, transform, size, target_params=TINY)
-    with torch.no_grad():
-        if model.transformer is not None:
-            model.transformer.regression.weight.normal_(0.0, 0.05)
-        for layer in getattr(model, "deform_layers", []):
-            layer.offset_conv.bias.normal_(0.0, offsets)
-            layer.offset_conv.weight.normal_(0.0, 0.02)
-    fields = {"task": reg.DIST_TASK[dist], "test_error": 3.21, "final": True, "steps": 5,
-              "command": f"python -m stn_core.train --task {reg.DIST_TASK[dist]} --model {name} --steps 5",
-              "train_args": {"steps": 5, "batch": 8, "lr": 0.01, "momentum": 0.0, "loc_lr_mult": 1.0}}
-    fields.update(meta)
-    return save_checkpoint(folder / f"mnist_{dist}_{key}", model, fields)
-
+from tiny_checkpoints import TINY, make_tiny
 
 def _dcn(side=28, seed=0, offsets=0.7):
     torch.manual_seed(seed)
@@ -62,7 +38,9 @@ def test_stages_and_sampling_points_match_the_layer():
     from stn_core.dcn import sampling_positions
     for layer, (r, c) in ((0, (3, 17)), (1, (2, 1))):
         pts = dfm.sampling_points(m, x, layer, (r, c))
-        ref = sampling_positions(m.deform_layers[layer])[0, r, c].double().numpy()
+        with torch.no_grad():
+            offset = m.views(x).offsets[layer]
+        ref = sampling_positions(m.deform_layers[layer], offset)[0, r, c].double().numpy()
         np.testing.assert_allclose(pts, ref, atol=1e-5)
         reg = dfm.regular_points(v, layer, (r, c))
         k = m.deform_layers[layer].kernel_size

@@ -17,8 +17,7 @@ from components.draw_digit import parse_drawing, read_drawing
 from stn_core.data import tasks as ds
 from pages.lab import explorer as ex
 from pages.lab import figures as viz
-from stn_core.checkpoints import load_model, save_checkpoint
-from stn_core.models import build_model
+from stn_core.checkpoints import load_model
 from stn_core.paper import PAPER_TABLE1
 from stn_core.train.loop import lr_at
 from stn_core import registry as reg
@@ -26,27 +25,7 @@ from stn_core import regions
 from stn_core.data import test_digits as td
 from stn_core.analysis import table1 as t1
 from stn_core.analysis import inspect as insp
-
-TINY = 30_000  # parameter budget of the test models
-
-
-def make_tiny_checkpoint(folder: Path, dist: str, key: str, seed: int = 0, **meta) -> Path:
-    """Save an untrained small model as ``folder/mnist_<dist>_<key>`` (its transformer moved off the
-    identity so θ, the grid and the region are not trivial). ``meta`` overrides the JSON fields."""
-    name, transform = reg.model_spec(key)
-    size = ds.input_size(reg.DIST_TASK[dist])
-    torch.manual_seed(seed)
-    model = build_model(name, transform, size, target_params=TINY)
-    if model.transformer is not None:
-        with torch.no_grad():
-            model.transformer.regression.weight.normal_(0.0, 0.05)
-    fields = {"task": reg.DIST_TASK[dist], "test_error": 12.34, "final": True, "steps": 50,
-              "command": f"python -m stn_core.train --task {reg.DIST_TASK[dist]} --model {name} --steps 50",
-              "train_args": {"steps": 50, "batch": 32, "lr": 0.01, "momentum": 0.0, "loc_lr_mult": 1.0},
-              "test_set": {"seed": ds.TEST_SEED, "size": 10_000}, "train_seconds": 3.0, "device": "cpu"}
-    fields.update(meta)
-    return save_checkpoint(folder / reg.stem_name(dist, key), model, fields)
-
+from tiny_checkpoints import make_tiny_checkpoint
 
 @pytest.fixture(scope="module")
 def ckdir(tmp_path_factory) -> Path:
@@ -200,7 +179,8 @@ def test_predict_gives_the_transformers_view(ckdir, dist, key):
     size = meta["input_size"]
     x = torch.rand(3, 1, size, size, generator=torch.Generator().manual_seed(0))
     preds = insp.predict(model, x)
-    grids = None if model.transformer is None else model.transformer.last_grid.clone()
+    with torch.no_grad():
+        grids = model.views(x).grid
     with torch.no_grad():
         probs = torch.softmax(model(x), 1).numpy()
     assert np.allclose(np.stack([p.probs for p in preds]), probs, atol=1e-6)
@@ -211,7 +191,7 @@ def test_predict_gives_the_transformers_view(ckdir, dist, key):
         return
     p = preds[2]
     assert p.kind == meta["transform"] and p.output.shape == (size, size) and p.grid.shape == (size, size, 2)
-    assert np.array_equal(p.grid, grids[2].numpy())  # the transformer's own last_grid
+    assert np.array_equal(p.grid, grids[2].numpy())  # the transformer's own grid
     assert p.region.shape == (129, 2) and np.isfinite(p.region).all()
     # the region's corners are where the output's corners (±1) are read from: beyond the outermost
     # pixel centres of the grid (±(1 - 1/S)) by half a pixel

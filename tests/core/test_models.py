@@ -42,7 +42,7 @@ def test_spatial_transformers_start_at_the_identity(name, tr, side):
     seen = m.transformed(x)
     expect_side = 21 if side == 42 else side  # RTS: the ST output is 2× average-pooled
     assert seen.shape == (3, 1, expect_side, expect_side)
-    assert m.transformer.last_grid.shape == (3, side, side, 2)
+    assert m.views(x).grid.shape == (3, side, side, 2)
 
 
 def test_channels_last_gives_the_same_logits():

@@ -18,9 +18,11 @@ def test_spatial_transformer_is_identity_at_init(kind):
     st = S.SpatialTransformer(kind, (28, 28), in_channels=1, in_size=(28, 28))
     x = _x()
     torch.testing.assert_close(st(x), x, rtol=0, atol=1e-5)
-    assert st.last_grid.shape == (3, 28, 28, 2)
+    w = st.warp(x)
+    torch.testing.assert_close(w.output, st(x), rtol=0, atol=0)  # forward is warp(x).output
+    assert w.grid.shape == (3, 28, 28, 2)
     expected = {"affine": (3, 2, 3), "attention": (3, 3), "projective": (3, 3, 3), "tps": (3, 16, 2)}[kind]
-    assert st.last_theta.shape == expected
+    assert w.theta.shape == expected
 
 
 @pytest.mark.parametrize("kind", S.TRANSFORM_KINDS)
@@ -55,9 +57,9 @@ def test_custom_localisation_and_initial_params():
     loc = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 8), nn.ReLU())
     st = S.SpatialTransformer("attention", (14, 14), localisation=loc, init_params=torch.tensor([0.5, 0.5, 0.5]))
     x = _x()
-    v = st(x)
-    torch.testing.assert_close(st.last_theta, torch.tensor([[0.5, 0.5, 0.5]]).expand(3, 3))
-    torch.testing.assert_close(v, S.sample(x, S.attention_grid(st.last_theta, (14, 14))))
+    v, theta, _grid = st.warp(x)
+    torch.testing.assert_close(theta, torch.tensor([[0.5, 0.5, 0.5]]).expand(3, 3))
+    torch.testing.assert_close(v, S.sample(x, S.attention_grid(theta, (14, 14))))
 
 
 def test_fc_localisation_for_st_fcn():

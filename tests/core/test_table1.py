@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_explorer import make_tiny_checkpoint
+from tiny_checkpoints import make_tiny_checkpoint
 from stn_core import registry as reg
 from stn_core.analysis import table1 as t1
 

@@ -1,6 +1,5 @@
 """Grid generators: agreement with torch, identities, special cases, gradients, degenerate input."""
 
-import math
 
 import pytest
 import torch
