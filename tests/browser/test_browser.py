@@ -242,7 +242,7 @@ def test_deep_link_on_fresh_server(browser):
             pg = ctx.new_page()
             pg.js_errors = []
             open_page(pg, server.url, "/playground")
-            # The guard (pages/common.ensure_navigation) reruns through app.py; on a busy machine
+            # The guard (pages/lab/navigation.require_app) reruns through app.py; on a busy machine
             # the legacy navigation can show until that rerun lands: wait for it (bounded), so
             # only a navigation that stays wrong fails.
             deadline = time.monotonic() + 45.0
@@ -260,6 +260,47 @@ def test_deep_link_on_fresh_server(browser):
         f"first visit via /playground shows navigation {first}, later visits {later}: "
         "Streamlit ran the legacy pages/ directory mode (rename pages/ so st.navigation owns routing)"
     )
+
+
+#: Five first visits at once on a fresh server: (deep link, the page's h1).
+COLD_LINKS = (
+    ("/playground?kind=affine&rot=30", "Transform playground"),
+    ("/explorer", "Trained model explorer"),
+    ("/tps", "Thin-plate spline"),
+    ("/live", "Live training"),
+    ("/cub", "CUB birds: where do the attention transformers look?"),
+)
+
+
+def test_simultaneous_cold_deep_links(browser):
+    """A lecture hall opens the shared links at once on a server nobody has visited yet: every
+    visitor gets the right page, in the app's layout (wide, the app's navigation), with no error.
+    Before the per-run guard (pages/lab/navigation.py) and the ordered warm imports (pages/lab/
+    __init__.py), most such visits came up in Streamlit's legacy pages/ mode or with
+    "partially initialized module" errors."""
+    from pages import PAGES as APP_PAGES
+
+    want_nav = [p.title for p in APP_PAGES]
+    with streamlit_server() as server:
+        ctxs = [browser.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
+                for _ in COLD_LINKS]
+        try:
+            pages = [c.new_page() for c in ctxs]
+            for pg, (link, _title) in zip(pages, COLD_LINKS):  # all five in flight before any is drawn
+                pg.js_errors = []
+                pg.on("pageerror", lambda exc, pg=pg: pg.js_errors.append(str(exc)))
+                pg.goto(server.url + link, wait_until="commit", timeout=120_000)
+            for pg, (link, title) in zip(pages, COLD_LINKS):
+                pg.locator(f"{MAIN} h1").filter(has_text=title).first.wait_for(state="visible", timeout=120_000)
+                wait_idle(pg)
+                assert nav_labels(pg) == want_nav, f"{link}: navigation {nav_labels(pg)} (legacy pages/ mode?)"
+                assert urllib.parse.urlsplit(pg.url).path == link.split("?")[0], f"{link} ended at {pg.url}"
+                width = pg.locator(MAIN).first.bounding_box()["width"]
+                assert width > 900, f"{link}: main column {width:.0f} px wide: not the app's wide layout"
+                _assert_clean(pg, f"{link} (one of five first visits at once)")
+        finally:
+            for c in ctxs:
+                c.close()
 
 
 # --------------------------------------------------------------------------- thin-plate spline
