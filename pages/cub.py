@@ -102,6 +102,7 @@ st.markdown(
 for w in ss.get(P + "warns", []):
     st.warning(w)
 
+common.restore_widget_values({P + "cls": 0, P + "i": 0})
 sb = st.sidebar
 sb.subheader("The bird")
 src_opts = [s for s in ca.SOURCES if s != "dataset" or dataset is not None]
@@ -145,6 +146,7 @@ if src != "upload" or image is None:
 sb.subheader("Overlays")
 sb.toggle("Annotated parts (head white, body yellow)", key=P + "parts", disabled=src == "upload")
 sb.toggle("Annotated bird box (dashed)", key=P + "bbox", disabled=src == "upload")
+common.keep_widget_values([P + "cls", P + "i"])
 state = ca.PageState(src, int(ss[P + "cls"]), int(ss[P + "i"]), bool(ss[P + "parts"]), bool(ss[P + "bbox"]),
                      ss[P + "st"])
 common.sync_query_params(state.query())

@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
+from pages.lab import links
 from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import dcn as L
@@ -85,10 +86,8 @@ def _verdict(name: str, probs: np.ndarray, label: int | None) -> str:
 
 
 def _int_param(q: dict, name: str, lo: int, hi: int, default: int) -> int:
-    try:
-        return int(min(max(lo, int(q.get(name, default))), hi))
-    except (TypeError, ValueError):
-        return default
+    v = links.parse_int(q.get(name, default))
+    return default if v is None else min(max(lo, v), hi)
 
 
 # --------------------------------------------------------------------------- page

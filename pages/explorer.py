@@ -17,6 +17,7 @@ import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
+from pages.lab import links
 from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import export_ui
@@ -192,8 +193,9 @@ def main() -> None:
             ss[_k("dist")] = _link["dist"]
         if "model" in _link:
             ss[_k("model")] = _link["model"]  # checked against the options below
-        if _link.get("digit", "").isdigit():
-            ss[_k("src")], ss[_k("index")] = "test", int(_link["digit"])
+        digit = links.parse_int(_link.get("digit"), 0)
+        if digit is not None:
+            ss[_k("src")], ss[_k("index")] = "test", digit
     first = ex.default_choice(found) or next(iter(found))
     ss.setdefault(_k("dist"), first[0])
     counts = {d: sum(1 for (dd, _) in found if dd == d) for d in reg.DISTORTIONS}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.lab import links
 from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import live
@@ -41,10 +42,7 @@ def _settings_from_url() -> None:
     if "lv_compare" not in ss:
         ss["lv_compare"] = q.get("compare", "0") == "1"
     if "lv_seed" not in ss:
-        try:
-            ss["lv_seed"] = min(9999, max(0, int(q.get("seed", "0"))))
-        except ValueError:
-            ss["lv_seed"] = 0
+        ss["lv_seed"] = min(9999, max(0, links.parse_int(q.get("seed", "0")) or 0))
     if "lv_transform" not in ss:
         ss["lv_transform"] = q.get("transform", "affine") if q.get("transform") in TRANSFORMS else "affine"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from pages.lab import links
 from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import playground as pg
@@ -133,12 +134,10 @@ if STEP_KEY not in ss or (_url and _url != ss.get(_k("last_query"))):
     ss[STEP_KEY] = step0
     for name, lo, hi, default in (("angle", -90, 90, 45), ("digit", 0, 499, 0)):
         if name in _url:
-            try:
-                v = int(float(_url[name]))
-                if not lo <= v <= hi:
-                    raise ValueError
+            v = links.parse_int(_url[name], lo, hi)
+            if v is not None:
                 ss[_k(name)] = v - v % 5 if name == "angle" else v
-            except ValueError:
+            else:
                 _msgs.append(f"Link parameter {name}={_url[name][:20]!r} is not a whole number in {lo}…{hi}; "
                              f"using {default}.")
                 ss[_k(name)] = default

@@ -18,6 +18,7 @@ import hashlib
 import streamlit as st
 
 from components.point_drag import point_drag, read_drop
+from pages.lab import links
 from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import playground as pg
@@ -131,13 +132,11 @@ def _from_link(q: dict[str, str]) -> list[pg.Message]:
             ss.pop(_k("pick"), None)
         msgs += [m for m in bad if m.level != "error"]
     settings = dict(ss.get(_k("settings"), {"reg": 0.0, "out": "same", "show_affine": False}))
-    try:
-        if "reg" in q and float(q["reg"]) in te.REG_CHOICES:
-            settings["reg"] = float(q["reg"])
-            ss[_k("reg")] = settings["reg"]
-        elif "reg" in q:
-            raise ValueError
-    except ValueError:
+    reg = links.parse_float(q["reg"]) if "reg" in q else None
+    if reg in te.REG_CHOICES:
+        settings["reg"] = reg
+        ss[_k("reg")] = reg
+    elif "reg" in q:
         msgs.append(pg.Message("warning", f"Link parameter reg={q['reg'][:20]!r} is not one of "
                                           f"{', '.join(f'{v:g}' for v in te.REG_CHOICES)}; using {settings['reg']:g}."))
     if q.get("out") in OUT_LABELS:

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from pages.lab import links
 from stn_core.analysis.addition import PairView, box_centres, fmt_number, ink_centroids
 from stn_core.data import distortions as D
 from stn_core.data import tasks as ds
@@ -169,10 +170,9 @@ def parse_state(query: Mapping[str, str], n_digits: int) -> tuple[PageState, lis
         raw = query.get(name)
         if raw in (None, ""):
             continue
-        try:
-            v = int(str(raw))
-        except ValueError:
-            warns.append(f"Ignored {name}={raw!r}: not a whole number.")
+        v = links.parse_int(raw)
+        if v is None:
+            warns.append(f"Ignored {name}={str(raw)[:20]!r}: not a whole number.")
             continue
         if not 0 <= v <= hi:
             warns.append(f"Ignored {name}={raw!r}: must be between 0 and {hi}.")

@@ -77,6 +77,24 @@ def sample_image(source: str, index: int) -> np.ndarray:
     return birds[int(index) % len(birds)][1]
 
 
+# --------------------------------------------------------------------------- widget values across modes
+
+def restore_widget_values(defaults: dict[str, object]) -> None:
+    """Before drawing widgets that some modes hide: put back each key's last kept value (Streamlit drops
+    a widget's key from ``st.session_state`` on a run that does not draw it, e.g. the species box while
+    a photo is uploaded), so code that reads ``st.session_state[key]`` never hits a missing key."""
+    for key, default in defaults.items():
+        if key not in st.session_state:
+            st.session_state[key] = st.session_state.get(key + "__kept", default)
+
+
+def keep_widget_values(keys: Iterable[str]) -> None:
+    """After drawing: remember each key's value under ``key + "__kept"`` (see :func:`restore_widget_values`)."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key + "__kept"] = st.session_state[key]
+
+
 # --------------------------------------------------------------------------- checkpoints, test digits
 
 @st.cache_resource(show_spinner="Loading the model …", max_entries=32)

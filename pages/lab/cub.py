@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from pages.lab import links
 from stn_core.analysis.cub import BODY_PARTS, HEAD_PARTS
 from stn_core.data.common import repo_root
 from stn_core.registry import CUB_LABELS
@@ -135,8 +136,13 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, parts: Optional[np.ndarray]
         x, y, bw, bh = (float(v) for v in bbox)
         _dashed_rect(d, (x, y, x + bw, y + bh), (255, 255, 255), lw)
     for k, b in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
+        if not np.isfinite(b).all():
+            continue
         x0, y0, x1, y1 = (float(v) for v in b)
-        d.rectangle([x0, y0, x1 - 1, y1 - 1], outline=COLOURS[k % len(COLOURS)], width=lw)
+        # at least one pixel wide and tall, corners in order, whatever the image size (a 1×1 upload)
+        x0, x1 = min(x0, x1), max(x0, x1 - 1, x0 + 1)
+        y0, y1 = min(y0, y1), max(y0, y1 - 1, y0 + 1)
+        d.rectangle([x0, y0, x1, y1], outline=COLOURS[k % len(COLOURS)], width=lw)
     if parts is not None:
         names = list(part_names) if part_names is not None else None
         r = max(2, lw + 1)
@@ -311,13 +317,11 @@ def parse_state(q: dict[str, str], dataset_available: bool) -> tuple[PageState, 
     s.src = src
     for key in ("cls", "i"):
         if key in q:
-            try:
-                v = int(q[key])
-                if v < 0:
-                    raise ValueError
+            v = links.parse_int(q[key], 0)
+            if v is None:
+                warns.append(f"Ignored the bad value {q[key][:20]!r} of {key!r} in the link.")
+            else:
                 setattr(s, key, v)
-            except ValueError:
-                warns.append(f"Ignored the bad value {q[key]!r} of {key!r} in the link.")
     s.parts = q.get("parts", "0") == "1"
     s.bbox = q.get("bbox", "0") == "1"
     st_model = q.get("st", "2st")

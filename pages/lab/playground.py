@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from pages.lab import links
 from stn_core.sampling import sample
 from stn_core.regions import map_points, outline, params_matrix  # noqa: F401 (the pages call pg.outline)
 from stn_core.transforms import HORIZON_EPS, compose_affine, make_grid, projective_denominator
@@ -306,11 +307,7 @@ def _last(v: str | Sequence[str]) -> str:
 
 
 def _parse_float(text: str) -> float | None:
-    try:
-        v = float(text.strip())
-    except (ValueError, AttributeError):
-        return None
-    return v if math.isfinite(v) else None
+    return links.parse_float(text)
 
 
 def _short(text: str, n: int = 40) -> str:

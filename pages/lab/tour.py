@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from pages.lab import links
 from pages.lab import explorer as ex
 from pages.lab import playground as pg
 from stn_core import registry as reg
@@ -71,9 +72,8 @@ def parse_step(value: str | Sequence[str] | None) -> tuple[int, str | None]:
     text = value.strip()
     if text == "":
         return 1, None
-    try:
-        n = int(text)
-    except ValueError:
+    n = links.parse_int(text)
+    if n is None:
         slugs = [s.slug for s in STEPS]
         if text.lower() in slugs:
             return slugs.index(text.lower()) + 1, None

@@ -103,6 +103,39 @@ def test_upload_mode_without_file(monkeypatch, ckdir):
     assert any("Upload a bird photo" in i.value for i in at.info)
 
 
+def _png(w: int, h: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_upload_on_the_normal_click_path(monkeypatch, ckdir):
+    """Open the page, pick a species, switch to "Your photo", upload: the species box is not drawn in upload
+    mode (Streamlit drops its key), and the page must not read a missing key (was: KeyError 'cub_cls')."""
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(ckdir))
+    at = open_page(PAGE, {"src": "sample"})
+    at.radio(key="cub_src").set_value("upload").run()
+    assert_no_exception(at)
+    at.file_uploader(key="cub_upload").upload("bird.png", _png(64, 48), "image/png").run()
+    assert_no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    at.radio(key="cub_src").set_value("sample").run()  # and back: the species box returns with its value
+    assert_no_exception(at)
+
+
+@pytest.mark.parametrize("w,h", [(1, 1), (1, 40), (40, 1), (600, 2)])
+def test_degenerate_uploads_give_a_picture_not_a_traceback(monkeypatch, ckdir, w, h):
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(ckdir))
+    at = open_page(PAGE, {"src": "upload"})
+    at.file_uploader(key="cub_upload").upload("tiny.png", _png(w, h), "image/png").run()
+    assert_no_exception(at)
+
+
 def test_box_replay_gif_download(monkeypatch, ckdir):
     monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(ckdir))
     at = open_page(PAGE, {"src": "sample", "st": "2st"})
