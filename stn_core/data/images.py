@@ -15,7 +15,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_BYTES = 20 * 1024 * 1024  # 20 MB
 MAX_PIXELS = 40_000_000  # 40 MP
+#: High-depth gray images (16-bit, 32-bit int, float) are turned into float32 before downscaling:
+#: their pixel limit keeps that conversion under ~200 MB (a 77 KB 16-bit PNG bomb took 423 MB before).
+MAX_PIXELS_HIGH_DEPTH = 12_000_000  # 12 MP
+#: Decoded-buffer limit, from the header's size and mode, checked before anything is decoded.
+MAX_DECODED_BYTES = 160 * 1024 * 1024
 MAX_SIDE = 512
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2,
+                    "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}
 
 
 class ImageError(ValueError):
@@ -40,11 +47,18 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     w, h = im.size
     if w <= 0 or h <= 0:
         raise ImageError(f"image has an empty size {w}x{h}")
-    if w * h > max_pixels:
+    high = im.mode in _HIGH_DEPTH
+    limit = min(max_pixels, MAX_PIXELS_HIGH_DEPTH) if high else max_pixels
+    if w * h > limit:
+        kind = "a high-depth (16-bit or float) image" if high else "an image"
         raise ImageError(
-            f"image is {w}x{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit "
+            f"{kind} of {w}x{h} = {w * h / 1e6:.1f} MP, above the {limit / 1e6:.0f} MP limit for it "
             "(possible decompression bomb); resize it first"
         )
+    decoded = w * h * _BYTES_PER_PIXEL.get(im.mode, 4)
+    if decoded > MAX_DECODED_BYTES:
+        raise ImageError(f"decoding this {w}x{h} {im.mode} image would take {_mb(decoded)}, above the "
+                         f"{_mb(MAX_DECODED_BYTES)} limit; resize it first")
     return im
 
 
@@ -71,6 +85,10 @@ def _gray_float(im: Image.Image, warns: list[str]) -> np.ndarray:
     """High-depth gray image (I;16*, I, F) -> float32 (H, W) in [0, 1]; 16-bit scaled by 1/65535."""
     arr = np.asarray(im).astype(np.float32)
     if im.mode == "F":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            warns.append(f"{bad:,} pixel{'s are' if bad != 1 else ' is'} not a finite number (NaN or infinity) "
+                         "and became 0")
         arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
         hi = float(arr.max()) if arr.size else 0.0
         if hi > 1.0:  # float data stored on an 8- or 16-bit scale
@@ -146,6 +164,9 @@ def load_image(
     try:
         orientation = im.getexif().get(0x0112, 1)
     except Exception:
+        orientation = 1
+    if orientation not in (None, 1) and orientation not in range(2, 9):
+        warns.append(f"ignored an invalid EXIF orientation tag ({orientation}; valid tags are 1–8)")
         orientation = 1
     if orientation not in (None, 1):
         try:

@@ -202,3 +202,43 @@ def test_to_gray():
     assert to_gray(g[..., None]).shape == (2, 3)
     with pytest.raises(ValueError, match="shape"):
         to_gray(np.zeros((2, 3, 5)))
+
+
+def _png16_with_size(w: int, h: int) -> bytes:
+    """A tiny valid 16-bit gray PNG whose IHDR claims w x h (made from a 4×4 one)."""
+    data = bytearray(_png(Image.fromarray(np.zeros((4, 4), np.uint16))))
+    ihdr = 8 + 8
+    data[ihdr : ihdr + 8] = struct.pack(">II", w, h)
+    crc = zlib.crc32(bytes(data[12 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("w, h", [(4000, 3500), (6000, 6000)])
+def test_high_depth_bomb_rejected_from_its_header(w, h):
+    """A 16-bit image is converted to float32 at full size: 6000² took 423 MB before it was refused. Its
+    header alone now refuses it (12 MP limit for high-depth images), before any pixel is decoded."""
+    data = _png16_with_size(w, h)
+    assert len(data) < 200  # nothing to decode: the refusal comes from the header
+    with pytest.raises(ImageError, match="high-depth"):
+        load_image(data)
+
+
+def test_float_tiff_nan_and_inf_are_reported():
+    a = np.full((8, 8), 0.5, np.float32)
+    a[0, 0], a[1, 1], a[2, 2] = np.nan, np.inf, -np.inf
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="F").save(buf, "TIFF")
+    img, warns = load_image(buf.getvalue())
+    assert np.isfinite(img).all() and img[0, 0, 0] == 0.0
+    assert any("3 pixels are not a finite number" in w for w in warns), warns
+
+
+@pytest.mark.parametrize("tag", [0, 9, 65535])
+def test_invalid_exif_orientation_is_not_called_a_rotation(tag):
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    img, warns = load_image(_jpeg(Image.new("RGB", (40, 20), (0, 0, 255)), exif=exif.tobytes()))
+    assert img.shape == (20, 40, 3)  # not rotated
+    assert not any("rotated" in w for w in warns), warns
+    assert any("invalid EXIF orientation" in w for w in warns), warns
