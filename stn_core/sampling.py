@@ -49,15 +49,26 @@ PADDINGS = ("zeros", "border")
 # Where non-finite coordinates are sent with zero padding: 3 image widths outside, so every
 # bilinear corner and the nearest pixel are out of bounds.
 _FAR_OUTSIDE = -7.0
+# Coordinates beyond ±_FAR_LIMIT (normalised) are clamped to it: they are outside the image either way,
+# and unnormalising θ = 1e38 to pixels would overflow float32 to inf and give NaN.
+_FAR_LIMIT = 1e6
 
 
-def _check_inputs(u: torch.Tensor, grid: torch.Tensor, mode: str, backend: str, padding: str) -> None:
+def check_sample_options(mode: str, backend: str, padding: str) -> None:
+    """ValueError unless ``mode``, ``backend`` and ``padding`` are among :data:`MODES`, :data:`BACKENDS`,
+    :data:`PADDINGS`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+
+
+def _check_inputs(u: torch.Tensor, grid: torch.Tensor, mode: str, backend: str, padding: str) -> None:
+    check_sample_options(mode, backend, padding)
+    if not isinstance(u, torch.Tensor) or not isinstance(grid, torch.Tensor):
+        raise TypeError("U and grid must be torch tensors")
     if u.dim() != 4:
         raise ValueError(f"U must have shape (N, C, H, W), got {tuple(u.shape)}")
     if grid.dim() != 4 or grid.shape[-1] != 2:
@@ -201,6 +212,12 @@ def _clamp_to_border(grid: torch.Tensor, height: int, width: int) -> torch.Tenso
     return torch.stack([grid[..., 0].clamp(lo_x, hi_x), grid[..., 1].clamp(lo_y, hi_y)], -1)
 
 
+def _far_limit(dtype: torch.dtype) -> float:
+    """:data:`_FAR_LIMIT`, lowered for float16 (max 65504) so that unnormalising to pixels of an image up
+    to 4096 px wide cannot overflow either; always far outside [-1, 1]."""
+    return min(_FAR_LIMIT, torch.finfo(dtype).max / 8192.0)
+
+
 class _MoveNonFiniteOutside(torch.autograd.Function):
     """Non-finite coordinates → ``_FAR_OUTSIDE`` (one ``nan_to_num`` pass, as cheap as a copy).
 
@@ -211,7 +228,8 @@ class _MoveNonFiniteOutside(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, grid: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return torch.nan_to_num(grid, nan=_FAR_OUTSIDE, posinf=_FAR_OUTSIDE, neginf=_FAR_OUTSIDE)
+        lim = _far_limit(grid.dtype)
+        return torch.nan_to_num(grid, nan=_FAR_OUTSIDE, posinf=_FAR_OUTSIDE, neginf=_FAR_OUTSIDE).clamp_(-lim, lim)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -225,7 +243,9 @@ def _finite_grid(grid: torch.Tensor, padding: str) -> tuple[torch.Tensor, torch.
     if padding == "zeros":
         return _MoveNonFiniteOutside.apply(grid), None
     finite = torch.isfinite(grid).all(-1)
-    return torch.where(finite.unsqueeze(-1), grid, torch.zeros_like(grid)), finite.unsqueeze(1)
+    lim = _far_limit(grid.dtype)
+    safe = torch.where(finite.unsqueeze(-1), grid, torch.zeros_like(grid)).clamp(-lim, lim)
+    return safe, finite.unsqueeze(1)
 
 
 def sample(u: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", backend: str = "fast",
@@ -234,7 +254,8 @@ def sample(u: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", backend:
 
     mode: ``"bilinear"`` or ``"nearest"``; backend: ``"fast"`` (``grid_sample``) or
     ``"reference"`` (the paper's sums and gradients); padding: ``"zeros"`` (the paper) or
-    ``"border"`` (repeat the outer pixels). Non-finite grid points read 0. Under autocast
+    ``"border"`` (repeat the outer pixels). Non-finite grid points read 0; points beyond ±1e6 are
+    clamped there (still outside, but no float32 overflow). Under autocast
     the sampling runs in float32 (at least) and V has U's dtype (see the module docstring).
     """
     if (autocast_enabled(u.device) and u.device == grid.device and u.is_floating_point()

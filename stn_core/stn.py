@@ -17,9 +17,9 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from .sampling import sample
-from .transforms import (autocast_enabled, autocast_off, identity_params, make_grid, num_params, params_to_theta,
-                         tps_lattice)
+from .sampling import check_sample_options, sample
+from .transforms import (autocast_enabled, autocast_off, check_size, identity_params, make_grid, num_params,
+                         params_to_theta, tps_lattice)
 
 
 class STOutput(NamedTuple):
@@ -88,11 +88,17 @@ class SpatialTransformer(nn.Module):
                  tps_points: int = 16, mode: str = "bilinear", backend: str = "fast",
                  padding: str = "zeros", init_params: torch.Tensor | None = None) -> None:
         super().__init__()
+        check_sample_options(mode, backend, padding)
         self.transform = transform
-        self.out_size = (int(out_size[0]), int(out_size[1]))
+        self.out_size = check_size(out_size)
         self.tps_points = tps_points
         self.mode, self.backend, self.padding = mode, backend, padding
         n_params = num_params(transform, tps_points)
+        if transform == "tps":
+            tps_lattice(tps_points)  # K square, ≥ 4 and ≤ MAX_TPS_POINTS, or a ValueError now
+        #: What the default localisation net was built for (None with a custom one): checked in warp().
+        self.in_channels = None if localisation is not None or in_channels is None else int(in_channels)
+        self.in_size = None if localisation is not None or in_size is None else check_size(in_size)
         if localisation is None:
             if in_channels is None or in_size is None:
                 raise ValueError("SpatialTransformer needs in_channels and in_size to build its "
@@ -128,6 +134,12 @@ class SpatialTransformer(nn.Module):
     def warp(self, u: torch.Tensor, loc_input: torch.Tensor | None = None) -> STOutput:
         """Like :meth:`forward`, returning V with its θ and sampling grid (:class:`STOutput`; θ and
         the grid are part of the autograd graph: detach them to draw them)."""
+        if not isinstance(u, torch.Tensor) or u.dim() != 4:
+            raise ValueError(f"U must be a tensor of shape (N, C, H, W), got {getattr(u, 'shape', type(u).__name__)}")
+        if loc_input is None and self.in_channels is not None and (
+                u.shape[1] != self.in_channels or tuple(u.shape[2:]) != self.in_size):
+            raise ValueError(f"this transformer's localisation net takes (N, {self.in_channels}, "
+                             f"{self.in_size[0]}, {self.in_size[1]}) inputs, got {tuple(u.shape)}")
         params = self.predict_params(u if loc_input is None else loc_input)
         # θ may come out of a low-precision localisation net (autocast): the grid is built in
         # U's dtype, at least float32 under autocast, with autocast off (module docstring).

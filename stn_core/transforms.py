@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from contextlib import nullcontext
 from functools import lru_cache
 from typing import Callable, Sequence
@@ -83,10 +84,33 @@ def _float32_under_autocast(fn: Callable) -> Callable:
     return wrapper
 
 
-def _check_size(out_size: Sequence[int]) -> Size:
-    if len(out_size) != 2 or int(out_size[0]) < 1 or int(out_size[1]) < 1:
-        raise ValueError(f"out_size must be (H', W') with positive entries, got {tuple(out_size)}")
-    return int(out_size[0]), int(out_size[1])
+#: Most output grid points one call may ask for (H'·W'): 2^24, a 4096×4096 grid of 128 MB in float32.
+MAX_GRID_POINTS = 1 << 24
+
+
+def check_size(out_size: Sequence[int]) -> Size:
+    """``(H', W')`` as two positive ints with ``H'·W' ≤ MAX_GRID_POINTS``; ValueError otherwise."""
+    try:
+        ok = len(out_size) == 2 and all(not isinstance(v, bool) for v in out_size)
+        h, w = (operator.index(v) for v in out_size) if ok else (0, 0)
+    except TypeError:
+        h, w = 0, 0
+    if h < 1 or w < 1:
+        raise ValueError(f"out_size must be (H', W') with two positive integers, got {tuple(out_size)!r}")
+    if h * w > MAX_GRID_POINTS:
+        raise ValueError(f"out_size {h}×{w} asks for {h * w:,} grid points, more than the {MAX_GRID_POINTS:,} "
+                         "supported in one call")
+    return h, w
+
+
+def _check_batch(t: torch.Tensor, what: str) -> None:
+    """A tensor of real floating-point θ values with at least one image in the batch."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{what} must be a floating-point tensor, got {t.dtype}")
+    if t.dim() >= 1 and t.shape[0] < 1:
+        raise ValueError(f"{what} has an empty batch (N = 0)")
 
 
 def _linspace_centres(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -102,7 +126,7 @@ def _linspace_centres(n: int, dtype: torch.dtype, device: torch.device) -> torch
 def base_grid(out_size: Sequence[int], dtype: torch.dtype = torch.float32,
               device: torch.device | str | None = None) -> torch.Tensor:
     """Regular output grid G in homogeneous form: ``(H', W', 3)`` of ``(x^t, y^t, 1)``."""
-    h, w = _check_size(out_size)
+    h, w = check_size(out_size)
     device = torch.device(device) if device is not None else torch.device("cpu")
     xs = _linspace_centres(w, dtype, device)
     ys = _linspace_centres(h, dtype, device)
@@ -139,15 +163,17 @@ def affine_grid(theta: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
     theta: ``(N, 2, 3)`` = A_θ. Returns ``(N, H', W', 2)`` with
     ``(x^s, y^s)ᵀ = A_θ (x^t, y^t, 1)ᵀ``; agrees with ``F.affine_grid(..., align_corners=False)``.
     """
+    _check_batch(theta, "theta")
     if theta.dim() != 3 or theta.shape[1:] != (2, 3):
         raise ValueError(f"theta must have shape (N, 2, 3), got {tuple(theta.shape)}")
-    h, w = _check_size(out_size)
+    h, w = check_size(out_size)
     g = base_grid((h, w), theta.dtype, theta.device).view(h * w, 3)
     return _apply_rows(theta, g).view(theta.shape[0], h, w, 2)
 
 
 def attention_to_affine(params: torch.Tensor) -> torch.Tensor:
     """Attention parameters ``(N, 3)`` = (s, t_x, t_y) → A_θ ``(N, 2, 3)`` = [[s, 0, t_x], [0, s, t_y]]."""
+    _check_batch(params, "attention params")
     if params.dim() != 2 or params.shape[1] != 3:
         raise ValueError(f"attention params must have shape (N, 3) = (s, tx, ty), got {tuple(params.shape)}")
     s, tx, ty = params.unbind(1)
@@ -163,6 +189,7 @@ def attention_grid(params: torch.Tensor, out_size: Sequence[int]) -> torch.Tenso
 
 def homography_matrix(h: torch.Tensor) -> torch.Tensor:
     """``(N, 8)`` (h33 = 1) or ``(N, 3, 3)`` → ``(N, 3, 3)``."""
+    _check_batch(h, "homography")
     if h.dim() == 2 and h.shape[1] == 8:
         return torch.cat([h, torch.ones_like(h[:, :1])], 1).view(-1, 3, 3)
     if h.dim() == 3 and h.shape[1:] == (3, 3):
@@ -198,7 +225,7 @@ def projective_grid(h: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
     inf/NaN; use :func:`projective_denominator` to find them.
     """
     hm = homography_matrix(h)
-    hh, ww = _check_size(out_size)
+    hh, ww = check_size(out_size)
     g = base_grid((hh, ww), hm.dtype, hm.device).view(hh * ww, 3)
     p = _apply_rows(hm, g)  # (N, H'W', 3)
     w = p[..., 2:3]
@@ -346,6 +373,7 @@ def _system_inverse(key: tuple[float, ...], reg: float) -> torch.Tensor:
 
 def _check_ctrl_in(ctrl_in: torch.Tensor) -> int:
     """Validate ``ctrl_in (N, K, 2)`` (shape, K ≤ MAX_TPS_POINTS, finite); returns K."""
+    _check_batch(ctrl_in, "ctrl_in")
     if ctrl_in.dim() != 3 or ctrl_in.shape[2] != 2:
         raise ValueError(f"ctrl_in must have shape (N, K, 2), got {tuple(ctrl_in.shape)}")
     k = ctrl_in.shape[1]
@@ -426,7 +454,7 @@ def tps_grid(ctrl_in: torch.Tensor, out_size: Sequence[int], ctrl_out: torch.Ten
     interpolation into Tikhonov-regularised smoothing), and so do non-finite control points
     and more than :data:`MAX_TPS_POINTS` of them.
     """
-    h, w = _check_size(out_size)
+    h, w = check_size(out_size)
     k = _check_ctrl_in(ctrl_in)
     if ctrl_out is None:
         ctrl_out = tps_lattice(k, torch.float64)
@@ -487,6 +515,12 @@ def params_to_theta(kind: str, params: torch.Tensor) -> torch.Tensor:
 def make_grid(kind: str, params: torch.Tensor, out_size: Sequence[int],
               ctrl_out: torch.Tensor | None = None, reg: float = 0.0) -> torch.Tensor:
     """Grid for flat parameters ``(N, P)`` of any kind → ``(N, H', W', 2)``."""
+    _check_kind(kind)
+    _check_batch(params, "params")
+    wrong_width = params.shape[-1] % 2 if kind == "tps" else params.shape[-1] != num_params(kind)
+    if params.dim() != 2 or wrong_width:
+        want = "(N, 2K)" if kind == "tps" else f"(N, {num_params(kind)})"
+        raise ValueError(f"{kind} params must have shape {want}, got {tuple(params.shape)}")
     theta = params_to_theta(kind, params)
     if kind == "affine":
         return affine_grid(theta, out_size)
@@ -518,7 +552,7 @@ def compose_affine(rotation_deg: float = 0.0, scale: Sequence[float] = (1.0, 1.0
     sc = torch.diag(torch.tensor([float(scale[0]), float(scale[1])], dtype=torch.float64))
     d = torch.eye(2, dtype=torch.float64)
     if in_size is not None:
-        hi, wi = _check_size(in_size)
+        hi, wi = check_size(in_size)
         d = torch.diag(torch.tensor([wi, hi], dtype=torch.float64) / max(hi, wi))
     theta = torch.zeros(2, 3, dtype=torch.float64)
     theta[:, :2] = torch.linalg.inv(d) @ rot @ sh @ sc @ d
