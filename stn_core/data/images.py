@@ -42,8 +42,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageError(f"image rejected as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
         raise ImageError("not an image: the data is not in a format Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP...)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"not a readable image ({e})") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises KeyError, TypeError, struct.error… on corrupt files
+        raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
     w, h = im.size
     if w <= 0 or h <= 0:
         raise ImageError(f"image has an empty size {w}x{h}")
@@ -140,7 +140,11 @@ def load_image(
     warns: list[str] = []
     im = _open(data, max_pixels)
     fmt = im.format or "image"
-    n_frames = getattr(im, "n_frames", 1)
+    try:  # counting frames walks a TIFF/GIF's frame list: corrupt entries raise anything
+        n_frames = int(getattr(im, "n_frames", 1))
+        im.seek(0)
+    except Exception as e:  # noqa: BLE001
+        raise ImageError(f"the {fmt} file is corrupt ({type(e).__name__}: {e})") from None
     if n_frames > 1:
         warns.append(f"the {fmt} has {n_frames} frames: only the first one is used")
 
@@ -158,8 +162,8 @@ def load_image(
             im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"image rejected as a possible decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"the {fmt} file is truncated or corrupt ({e})") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure on a corrupt file is the file's fault
+        raise ImageError(f"the {fmt} file is truncated or corrupt ({type(e).__name__}: {e})") from None
 
     try:
         orientation = im.getexif().get(0x0112, 1)
