@@ -179,7 +179,7 @@ def main() -> None:
                 "hands the classifier, (d) the prediction.")
     folder = reg.checkpoint_dir()
     # Table 1 models, their longer-schedule runs, then live-page runs
-    found = {**reg.discover(folder), **reg.discover_long(folder), **reg.discover_live(folder)}
+    found = common.discover_checkpoints(folder)
     if not found:
         _no_checkpoints(folder)
         _table1(found)

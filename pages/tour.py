@@ -106,7 +106,7 @@ def _digit(index: int) -> tuple[np.ndarray, int]:
 
 
 def _found() -> dict:
-    return reg.discover()
+    return {k: e for k, e in common.discover_checkpoints().items() if k[1] in reg.MODEL_KEYS}
 
 
 def _cfg(name: str) -> dict:

@@ -3,7 +3,9 @@ query-parameter sync and message display. No maths here (see stn_core)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -11,6 +13,7 @@ import streamlit as st
 import torch
 
 from pages.lab import playground as pg
+from stn_core import registry as reg
 from stn_core.checkpoints import load_model
 from stn_core.data import test_digits as td
 from pages.lab import explorer as ex
@@ -108,6 +111,37 @@ def load_checkpoint(stem: str, version: tuple[int, int]) -> tuple[torch.nn.Modul
 def test_digits(task: str) -> td.TestDigits:
     """The fixed test set of ``task`` (or the shipped-sample stand-in), built once per server."""
     return td.test_digits(task)
+
+
+def _folder_versions(folder: Path) -> tuple:
+    """(name, mtime_ns, size) of every checkpoint file in the folder and its long/ and live/ sub-folders
+    (one directory listing each, no file read): any new, removed or rewritten checkpoint changes it, so it
+    keys the cached discovery below."""
+    out = []
+    for f in (folder, folder / reg.LONG_SUBDIR, folder / reg.LIVE_SUBDIR):
+        try:
+            with os.scandir(f) as it:
+                for e in it:
+                    if e.name.endswith((".json", ".safetensors")):
+                        s = e.stat()
+                        out.append((f.name, e.name, s.st_mtime_ns, s.st_size))
+        except OSError:
+            continue
+    return tuple(sorted(out))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _discover_all(folder: str, versions: tuple) -> dict:
+    """Discovery keyed by the folder and :func:`_folder_versions` (the key, unused in the body)."""
+    f = Path(folder)
+    return {**reg.discover(f), **reg.discover_long(f), **reg.discover_live(f)}
+
+
+def discover_checkpoints(folder: Path | None = None) -> dict:
+    """Every distorted-MNIST checkpoint (Table 1, longer schedule, live runs) of ``folder`` (default
+    :func:`stn_core.registry.checkpoint_dir`), read once per change of the folders, not on every rerun."""
+    folder = reg.checkpoint_dir() if folder is None else Path(folder)
+    return _discover_all(str(folder), _folder_versions(folder))
 
 
 # --------------------------------------------------------------------------- messages, query params
