@@ -18,14 +18,14 @@ import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
-from pages.lab.navigation import require_app
-from pages.lab import common
 from pages.lab import addition as ad
+from pages.lab import common
 from pages.lab import explorer as ex
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError
+from pages.lab.navigation import require_app
 from stn_core import registry as reg
 from stn_core.analysis import addition as an_add
+from stn_core.checkpoints import CheckpointError
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

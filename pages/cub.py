@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import cub as ca
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError
 from pages.lab.export import MAX_FRAMES
+from pages.lab.navigation import require_app
 from stn_core import registry as reg
+from stn_core.checkpoints import CheckpointError
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

@@ -17,18 +17,17 @@ import pandas as pd
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
-from pages.lab import links
-from pages.lab.navigation import require_app
 from pages.lab import common
 from pages.lab import dcn as L
 from pages.lab import explorer as ex
-from pages.lab import playground as pg
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError, checkpoint_paths
+from pages.lab import links
+from pages.lab import playground as pg
+from pages.lab.navigation import require_app
 from stn_core import registry as reg
-
-from stn_core.analysis import stn_vs_dcn as svd
 from stn_core.analysis import deformable as dfm
+from stn_core.analysis import stn_vs_dcn as svd
+from stn_core.checkpoints import CheckpointError, checkpoint_paths
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

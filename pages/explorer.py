@@ -17,19 +17,18 @@ import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
-from pages.lab import links
-from pages.lab.navigation import require_app
 from pages.lab import common
-from pages.lab import export_ui
 from pages.lab import explorer as ex
 from pages.lab import export as E
-from pages.lab import playground as pg
+from pages.lab import export_ui
 from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError
+from pages.lab import links
+from pages.lab import playground as pg
+from pages.lab.navigation import require_app
 from stn_core import registry as reg
-
-from stn_core.analysis import table1 as t1
 from stn_core.analysis import inspect as insp
+from stn_core.analysis import table1 as t1
+from stn_core.checkpoints import CheckpointError
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.lab.navigation import require_app
 from pages.lab import common
-from pages.lab import playground as pg
 from pages.lab import figures as viz
+from pages.lab import playground as pg
+from pages.lab.navigation import require_app
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

@@ -12,17 +12,17 @@ Widget keys (for AppTest): ``lv_compare``, ``lv_seed``, ``lv_transform``; button
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from pages.lab import links
-from pages.lab.navigation import require_app
 from pages.lab import common
-from pages.lab import live
 from pages.lab import figures as viz
-from stn_core.train import live_state
-from stn_core.train import live as live_train
+from pages.lab import links, live
+from pages.lab.navigation import require_app
 from stn_core import registry as reg
-from pathlib import Path
+from stn_core.train import live as live_train
+from stn_core.train import live_state
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

@@ -30,11 +30,10 @@ from dataclasses import replace
 
 import streamlit as st
 
-from pages.lab.navigation import require_app
-from pages.lab import common
-from pages.lab import export_ui
-from pages.lab import playground as pg
+from pages.lab import common, export_ui
 from pages.lab import figures as viz
+from pages.lab import playground as pg
+from pages.lab.navigation import require_app
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

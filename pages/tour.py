@@ -15,22 +15,20 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.lab import links
-from pages.lab.navigation import require_app
 from pages.lab import common
+from pages.lab import cub as ca
+from pages.lab import figures as viz
+from pages.lab import links
 from pages.lab import playground as pg
 from pages.lab import sampler as sl
 from pages.lab import tour
-from pages.lab import figures as viz
-from stn_core.checkpoints import CheckpointError
+from pages.lab.navigation import require_app
 from stn_core import registry as reg
-
-from stn_core.analysis import table1 as t1
-from stn_core.analysis import inspect as insp
 from stn_core.analysis import deformable as dfm
-from stn_core.data.samples import load_mnist_sample
-from stn_core.data.samples import load_cub_sample
-from pages.lab import cub as ca
+from stn_core.analysis import inspect as insp
+from stn_core.analysis import table1 as t1
+from stn_core.checkpoints import CheckpointError
+from stn_core.data.samples import load_cub_sample, load_mnist_sample
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

@@ -18,12 +18,12 @@ import hashlib
 import streamlit as st
 
 from components.point_drag import point_drag, read_drop
-from pages.lab import links
-from pages.lab.navigation import require_app
 from pages.lab import common
+from pages.lab import figures as viz
+from pages.lab import links
 from pages.lab import playground as pg
 from pages.lab import tps_editor as te
-from pages.lab import figures as viz
+from pages.lab.navigation import require_app
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

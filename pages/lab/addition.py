@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 from pages.lab import links
 from stn_core.analysis.addition import PairView, box_centres, fmt_number, ink_centroids
 from stn_core.data import distortions as D
 from stn_core.data import tasks as ds
 from stn_core.registry import ADDITION_KEYS, ADDITION_LABELS, AdditionEntry, addition_paper_error
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 #: Colour of transformer 1, 2 (boxes and output frames).
 TRANSFORMER_COLOURS = ("#f76707", "#37b24d")

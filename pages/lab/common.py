@@ -7,19 +7,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import streamlit as st
 import torch
 
+from pages.lab import explorer as ex
 from pages.lab import playground as pg
 from stn_core import registry as reg
 from stn_core.checkpoints import load_model
 from stn_core.data import test_digits as td
-from pages.lab import explorer as ex
-from urllib.parse import urlencode, urlsplit, urlunsplit
-from stn_core.data.samples import load_mnist_sample
-from stn_core.data.samples import load_cub_sample
+from stn_core.data.samples import load_cub_sample, load_mnist_sample
 
 SOURCE_LABELS = {"mnist": "MNIST digit", "bird": "Bird photo (CUB)", "upload": "Your upload"}
 

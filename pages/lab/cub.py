@@ -25,17 +25,16 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from pages.lab import links
+from pages.lab.export import subsample, training_replay_gif
 from stn_core.analysis.cub import BODY_PARTS, HEAD_PARTS
 from stn_core.data.common import repo_root
-from stn_core.registry import CUB_LABELS
-from PIL import Image, ImageDraw
-from pages.lab.export import subsample
-from pages.lab.export import training_replay_gif
-from stn_core.data.samples import load_cub_metadata, load_cub_sample
 from stn_core.data.cub import load_cub
 from stn_core.data.images import load_image_file
+from stn_core.data.samples import load_cub_metadata, load_cub_sample
+from stn_core.registry import CUB_LABELS
 
 #: Transformer colours, in order (RGB).
 COLOURS: tuple[tuple[int, int, int], ...] = ((230, 25, 25), (30, 180, 40), (40, 90, 235), (255, 150, 0))

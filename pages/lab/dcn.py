@@ -11,9 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from pages.lab import figures as viz
-from stn_core.analysis.deformable import (DcnView, chain_locations, image_points, layer_names,
-                                          offset_magnitude_map, output_centres, receptive_points)
-
+from stn_core.analysis.deformable import (DcnView, chain_locations, image_points, layer_names, offset_magnitude_map,
+                                          output_centres, receptive_points)
 
 # --------------------------------------------------------------------------- figures
 

@@ -39,15 +39,14 @@ import os
 import tempfile
 from typing import Mapping, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pages.lab import playground as pg
-from stn_core.transforms import identity_params
-from pages.lab.figures import to_uint8
+from pages.lab.figures import grid_polylines, to_uint8
 from stn_core.regions import region_outline
-from pages.lab.figures import grid_polylines
-import cv2
+from stn_core.transforms import identity_params
 
 MAX_FRAMES = 60
 MAX_SIDE = 512

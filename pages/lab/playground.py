@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from pages.lab import links
-from stn_core.sampling import sample
-from stn_core.regions import map_points, outline, params_matrix  # noqa: F401 (the pages call pg.outline)
-from stn_core.transforms import HORIZON_EPS, compose_affine, make_grid, projective_denominator
 from stn_core.data.images import ImageError, load_image
+from stn_core.regions import map_points, outline, params_matrix  # noqa: F401 (the pages call pg.outline)
+from stn_core.sampling import sample
+from stn_core.transforms import HORIZON_EPS, compose_affine, make_grid, projective_denominator
 
 KINDS = ("affine", "attention", "projective")
 MODES = ("intuitive", "raw")

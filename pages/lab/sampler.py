@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from pages.lab.playground import Message, PlaygroundState, WarpResult, as_rgb, intuitive_to_params, invert_affine, warp
-from stn_core.sampling import sample, to_pixel
 from pages.lab.tps_editor import single_thread
+from stn_core.sampling import sample, to_pixel
 from stn_core.transforms import affine_grid, attention_grid
 
 MODES = ("nearest", "bilinear")

@@ -21,21 +21,17 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
 
-from pages.lab import links
 from pages.lab import explorer as ex
+from pages.lab import links
 from pages.lab import playground as pg
+from pages.lab.figures import FONT_SIZE, figure1_gallery_scene, region_figure, scene_svg, to_uint8
 from stn_core import registry as reg
 from stn_core.analysis import inspect as insp
 from stn_core.sampling import sample
 from stn_core.transforms import affine_grid
-from pages.lab.figures import to_uint8
-from pages.lab.figures import figure1_gallery_scene
-from pages.lab.figures import scene_svg
-import plotly.graph_objects as go
-from pages.lab.figures import FONT_SIZE
-from pages.lab.figures import region_figure
 
 
 @dataclass(frozen=True)
