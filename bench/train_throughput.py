@@ -1,15 +1,29 @@
-"""Training throughput of the Table 1 models on this machine → results/bench-train.md.
+"""Training throughput of every model family, fp32 against the fast path → results/bench-train.md.
 
-    python bench/train_throughput.py                 # all models, 1 and 2 threads
-    python bench/train_throughput.py --quick         # fewer configurations
+    python bench/train_throughput.py                          # sections step + data (~2-3 min on 2 cores)
+    python bench/train_throughput.py --sections compile       # torch.compile of the classifier
+    python bench/train_throughput.py --sections accuracy      # test error at equal samples, fp32 vs bf16
 
-Measures (batch 256 unless --batch):
-1. data: time to generate one distorted training batch per distortion (TrainStream.batch);
-2. step: samples/s of one SGD step (forward + backward + update) per model and task, with
-   1 and 2 threads, channels-last on/off for the convolutional models;
-3. torch.compile of the classifier (compile time and steady-state samples/s), if it works;
-4. the whole CLI loop with and without the background data prefetch.
-Each configuration runs in a fresh subprocess so thread settings do not leak.
+Sections (each is rewritten in place in the results file, with its own command line, so one can be
+re-run alone):
+
+* ``step``: samples/s of one real training step — ``stn_core.train.loop.train_step``: forward, loss,
+  backward, optimiser update — on real batches from the task's ``TrainStream`` (two batches generated
+  before timing, used in turn; nothing of the model's is memoised), for every model family (FCN,
+  CNN, ST-FCN, ST-CNN affine / projective / TPS, DCN on distorted MNIST-R; 2×ST-FCN on MNIST
+  addition; the CUB baseline and 2×ST-CNN at 224 px with a tiny batch). Per model, the
+  configurations are timed side by side in interleaved rounds (``bench/timing.py``,
+  ``interleaved_median_ms``): fp32 contiguous, fp32 with the CLI's channels-last default, and the
+  fast path (the CLI default on this CPU: ``--precision auto`` → bf16 autocast, channels-last on
+  the convolutional models), each with 1 and 2 threads. Medians over the rounds, and ratios.
+* ``data``: per distortion task at batch 256 (1 thread): the time to generate one batch
+  (``TrainStream.batch`` of a step not generated before) against the step time in fp32 and bf16,
+  and the time the step actually waits for its batch when the next batch is made in a background
+  thread during the step, as ``python -m stn_core.train`` does (``--prefetch``).
+* ``compile`` (opt-in): ``torch.compile`` of the classifier (compile time and steady-state step)
+  in fp32 and bf16.
+* ``accuracy`` (opt-in): the RTS CNN trained by the CLI in fp32 and in bf16 for the same steps and
+  batch (equal samples); test error of each, evaluated in fp32 and under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -18,215 +32,470 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = [("fcn", None), ("cnn", None), ("st-fcn", "affine"), ("st-fcn", "projective"), ("st-fcn", "tps"),
-          ("st-cnn", "affine"), ("st-cnn", "projective"), ("st-cnn", "tps")]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from timing import interleaved_median_ms, write_report  # noqa: E402
+
+from stn_core.data import tasks as ds  # noqa: E402
+from stn_core.models import build_model  # noqa: E402
+from stn_core.train import loop as L  # noqa: E402
+from stn_core.train.mnist import CONV_MODELS  # noqa: E402
+
+#: (label, task, model, transform) of the step section; "cub:<model>" rows use the CUB loader.
+FAMILIES = [
+    ("FCN", "mnist-r", "fcn", None),
+    ("CNN", "mnist-r", "cnn", None),
+    ("ST-FCN Aff", "mnist-r", "st-fcn", "affine"),
+    ("ST-CNN Aff", "mnist-r", "st-cnn", "affine"),
+    ("ST-CNN Proj", "mnist-r", "st-cnn", "projective"),
+    ("ST-CNN TPS", "mnist-r", "st-cnn", "tps"),
+    ("DCN", "mnist-r", "dcn", None),
+    ("2×ST-FCN (addition)", "mnist-addition", "2st-fcn", "affine"),
+    ("CUB baseline", "cub", "cub-baseline", None),
+    ("CUB 2×ST-CNN", "cub", "cub-2st", None),
+]
+DATA_TASKS = [("R", "mnist-r"), ("RTS", "mnist-rts"), ("P", "mnist-p"), ("E", "mnist-e"),
+              ("addition", "mnist-addition")]
+SECTIONS = ("step", "data", "compile", "accuracy")
+TITLE = "# Training throughput: fp32 against the fast path (bf16 autocast + channels-last)"
 
 
-def _worker(cfg: dict) -> dict:
-    """Runs in a subprocess: one measurement described by ``cfg``."""
-    import torch
-    import torch.nn.functional as F
+# --------------------------------------------------------------------------- set-up
 
-    torch.set_num_threads(cfg["threads"])
-    from stn_core.data import tasks as ds
-    from stn_core.models import build_model, count_params
+def fast_precision() -> str:
+    """What ``--precision auto`` gives on this machine's CPU."""
+    return L.resolve_precision("auto", "cpu")
 
-    images, labels = ds.load_split("train")
-    stream = ds.TrainStream(images, labels, cfg["task"], seed=0, batch_size=cfg["batch"])
-    if cfg["kind"] == "data":
-        for s in range(3):
-            stream.batch(s)
-        times: list[float] = []
-        s = 3
-        while len(times) < cfg["reps"] or (sum(times) < cfg["min_time"] and len(times) < 200):
-            t0 = time.perf_counter()
-            stream.batch(s)
-            times.append(time.perf_counter() - t0)
-            s += 1
-        return {"ms": 1e3 * statistics.median(times)}
+
+def mnist_model(task: str, name: str, transform: str | None, channels_last: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(cfg["model"], cfg["transform"], ds.input_size(cfg["task"]))
-    if cfg["channels_last"]:
-        model.use_channels_last()
-    compile_s = None
-    if cfg["compile"]:
-        model.classifier.compile()  # in place: state_dict keys stay the same
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x, y = stream.batch(0)
+    m = build_model(name, transform, ds.input_size(task), ds.num_classes(task), in_channels=ds.in_channels(task))
+    if channels_last:
+        m.use_channels_last()
+    return m
+
+
+def mnist_batches(task: str, batch: int, n: int = 2, start: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    images, labels = ds.load_split("train")
+    stream = ds.TrainStream(images, labels, task, seed=0, batch_size=batch)
+    return [stream.batch(start + k) for k in range(n)]
+
+
+_CUB: dict = {}
+
+
+def cub_batches(batch: int, size: int, n: int = 2) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], str]:
+    """``n`` training batches of CUB birds as the CUB CLI makes them (uint8 → [0, 1], flip + crop
+    augmentation), and where they came from (random pixels if no CUB copy is found)."""
+    from stn_core.train import cub as C
+
+    key = (batch, size, n)
+    if key not in _CUB:
+        try:
+            x, y_id, _ = C.load_split_tensors(None, "1-50", "train", size, limit=batch * n)
+            y = y_id - 1
+            source = f"{x.shape[0]} CUB training images (classes 1-50) resized to {size} px"
+        except (SystemExit, Exception) as e:  # noqa: BLE001 - no CUB copy: time on random pixels
+            g = torch.Generator().manual_seed(0)
+            x = torch.randint(0, 256, (batch * n, 3, size, size), dtype=torch.uint8, generator=g)
+            y = torch.randint(0, 50, (batch * n,), generator=g)
+            source = f"random pixels (no CUB copy: {str(e)[:80]})"
+        out = []
+        for k in range(n):
+            xb = C.augment(x[k * batch:(k + 1) * batch].float() / 255.0, 0, k)
+            out.append((xb.contiguous(memory_format=torch.channels_last), y[k * batch:(k + 1) * batch]))
+        _CUB[key] = (out, source)
+    return _CUB[key]
+
+
+def cub_model(name: str, size: int, channels_last: bool) -> torch.nn.Module:
+    from stn_core.models import build_cub_model
+
+    torch.manual_seed(0)
+    m = build_cub_model(name, list(range(1, 51)), input_size=size, backbone_weights=None)
+    if channels_last:
+        m.use_channels_last()
+    return m
+
+
+def make_step(model: torch.nn.Module, batches: list, precision: str, threads: int, lr: float = 0.01,
+              depthwise_fp32: bool = True):
+    """A closure running one real training step per call (the next batch in turn) with ``threads``,
+    on ``model`` prepared as the training CLIs do (``keep_depthwise_fp32`` under CPU autocast)."""
+    from stn_core.train.loop import param_groups
+
+    if depthwise_fp32:
+        L.keep_depthwise_fp32(model, precision, "cpu")
+    opt = torch.optim.SGD(param_groups(model, 1.0), lr=lr, momentum=0.9)
+    model.train()
+    state = {"k": 0}
 
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        torch.set_num_threads(threads)
+        x, y = batches[state["k"] % len(batches)]
+        state["k"] += 1
+        L.train_step(model, opt, x, y, precision)
 
+    return step
+
+
+# --------------------------------------------------------------------------- sections
+
+def sps(batch: int, ms: float) -> str:
+    """samples/s of a step of ``ms`` milliseconds on ``batch`` samples, to 3 significant figures or so."""
+    v = batch / ms * 1e3
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def timed_rounds(fns: dict, a) -> tuple[dict, int]:
+    """``a.warmup`` untimed rounds, then interleaved rounds (``interleaved_median_ms``): ``a.rounds``, or
+    more (up to ``a.max_rounds``) where a round is short enough to fit ~``a.model_seconds``."""
     t0 = time.perf_counter()
-    step()
-    if cfg["compile"]:
-        compile_s = time.perf_counter() - t0
-    for _ in range(cfg["warmup"]):
-        step()
-    times: list[float] = []
-    while len(times) < cfg["reps"] or (sum(times) < cfg["min_time"] and len(times) < 200):
+    for _ in range(max(1, a.warmup)):
+        for fn in fns.values():
+            fn()
+    round_s = (time.perf_counter() - t0) / max(1, a.warmup)
+    rounds = max(a.rounds, min(a.max_rounds, int(a.model_seconds / max(round_s, 1e-6))))
+    return interleaved_median_ms(fns, rounds, warmup=0), rounds
+
+
+def section_step(a, log) -> None:
+    fast = fast_precision()
+    threads = [int(t) for t in a.threads.split(",")]
+    only = set(a.models.split(",")) if a.models else None
+    fams = [f for f in FAMILIES if only is None or f[2] in only]
+    log("## Training step: samples/s, fp32 vs the fast path")
+    log("")
+    log(f"Fast path = the CLI default here: `--precision auto` → **{fast}** autocast, channels-last on the "
+        f"convolutional models ({', '.join(CONV_MODELS)}; always on for CUB). fp32 = `--precision fp32 "
+        f"--no-channels-last`; fp32 + CL = `--precision fp32` with the channels-last default (the CLI's "
+        f"behaviour before `--precision`). MNIST batch {a.batch}, CUB batch {a.cub_batch} at {a.cub_size} px. "
+        f"Per model: {a.warmup} warm-up round(s), then the median of at least {a.rounds} interleaved rounds "
+        f"(one step of each configuration per round; more rounds, up to {a.max_rounds}, for the fast models, "
+        f"filling ~{a.model_seconds:g} s). ratio = fast / fp32 samples/s; ratio vs CL = fast / (fp32+CL).")
+    log("")
+    head = ["model", "task", "params"]
+    for t in threads:
+        head += [f"fp32 {t}t", f"fp32+CL {t}t", f"fast {t}t", f"ratio {t}t", f"ratio vs CL {t}t"]
+    log("| " + " | ".join(head) + " |")
+    log("|" + "---|" * len(head))
+    step_ms: dict[tuple[str, str, int], float] = {}
+    notes: list[str] = []
+    used_rounds: list[int] = []
+    for label, task, name, transform in fams:
         t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return {"sps": cfg["batch"] / med, "step_ms": 1e3 * med, "params": count_params(model), "compile_s": compile_s}
+        if task == "cub":
+            batches, source = cub_batches(a.cub_batch, a.cub_size)
+            bsz = a.cub_batch
+            mk = lambda cl: cub_model(name, a.cub_size, cl)  # noqa: E731
+            default_cl = True
+        else:
+            batches = mnist_batches(task, a.batch)
+            bsz = a.batch
+            mk = lambda cl: mnist_model(task, name, transform, cl)  # noqa: E731
+            default_cl = name in CONV_MODELS
+        fns, params = {}, None
+        for t in threads:
+            for cfg, (prec, cl) in (("fp32", ("fp32", False)), ("fp32+CL", ("fp32", default_cl)),
+                                    ("fast", (fast, default_cl))):
+                m = mk(cl)
+                params = sum(p.numel() for p in m.parameters())
+                fns[(cfg, t)] = make_step(m, batches, prec, t)
+            if task == "cub" and fast != "fp32" and t == threads[0]:  # the fast path, all of it in bf16
+                fns[("all-bf16", t)] = make_step(mk(True), batches, fast, t, depthwise_fp32=False)
+        ms, rounds = timed_rounds(fns, a)
+        used_rounds.append(rounds)
+        if ("all-bf16", threads[0]) in ms:
+            t = threads[0]
+            notes.append(f"{label}, {t} thread: with the depthwise convolutions in {fast} too (without "
+                         f"`keep_depthwise_fp32`): {sps(bsz, ms[('all-bf16', t)])} samples/s, "
+                         f"{ms[('fp32', t)] / ms[('all-bf16', t)]:.2f}× fp32, "
+                         f"{ms[('fp32+CL', t)] / ms[('all-bf16', t)]:.2f}× fp32+CL.")
+        row = [label, "CUB" if task == "cub" else task, f"{params:,}"]
+        for t in threads:
+            f32, cl, fa = ms[("fp32", t)], ms[("fp32+CL", t)], ms[("fast", t)]
+            step_ms[(label, "fp32", t)], step_ms[(label, "fp32+CL", t)], step_ms[(label, "fast", t)] = f32, cl, fa
+            row += [sps(bsz, f32), sps(bsz, cl), f"**{sps(bsz, fa)}**",
+                    f"{f32 / fa:.2f}×", f"{cl / fa:.2f}×"]
+        log("| " + " | ".join(row) + " |")
+        print(f"  ({label}: {time.perf_counter() - t0:.0f} s)", flush=True)
+    if any(f[1] == "cub" for f in fams):
+        log("")
+        log(f"CUB batches: {cub_batches(a.cub_batch, a.cub_size)[1]}, flip + crop augmented; random-init "
+            f"backbone (the same work as ImageNet weights). The fast path runs MobileNetV2's depthwise "
+            f"convolutions in float32 (`stn_core.train.loop.keep_depthwise_fp32`, as the CUB CLI does).")
+        for n in notes:
+            log("")
+            log(n)
+    log("")
+    log(f"Rounds per model: {', '.join(f'{f[0]} {r}' for f, r in zip(fams, used_rounds))}.")
+    if max(threads) > 1:
+        log("")
+        log(f"The {max(threads)}-thread columns use every core of this machine: while other work runs (see the "
+            f"load averages), they measure the contention (OpenMP threads waiting for a busy core) more than "
+            f"the code, and the 1-thread columns are the ones to trust (load average {os.getloadavg()[0]:.2f} "
+            f"at the end of this section, this benchmark included).")
+    # the ST-CNN's overhead over the CNN it wraps
+    if ("CNN", "fast", threads[0]) in step_ms and ("ST-CNN Aff", "fast", threads[0]) in step_ms:
+        log("")
+        log("ST-CNN step time / CNN step time (same 28 px classifier input):")
+        log("")
+        log("| | " + " | ".join(f"{t} thread(s)" for t in threads) + " |")
+        log("|---|" + "---|" * len(threads))
+        for cfg in ("fp32", "fp32+CL", "fast"):
+            log(f"| {cfg} | " + " | ".join(
+                f"{step_ms[('ST-CNN Aff', cfg, t)] / step_ms[('CNN', cfg, t)]:.2f}×" for t in threads) + " |")
 
 
-def run(cfg: dict, timeout: float = 600) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(cfg["threads"]))
-    code = f"import json,sys; sys.path.insert(0,{str(ROOT / 'bench')!r}); import train_throughput as b; " \
-           f"print('RESULT', json.dumps(b._worker(json.loads(sys.argv[1]))))"
-    try:
-        p = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True,
-                           timeout=timeout, env=env, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout}s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-    return {"error": " | ".join(tail)[:300]}
+def section_data(a, log) -> None:
+    fast = fast_precision()
+    t_step = int(a.data_threads)
+    log("## Data generation against the step (batch %d, %d thread)" % (a.batch, t_step))
+    log("")
+    log(f"data = median time to generate one distorted batch (`TrainStream.batch`, a step not generated "
+        f"before; {a.data_reps} batches); step = median training step (interleaved rounds as above); wait = mean time the step waited for its batch in a loop of {a.loop_steps} steps "
+        f"with the next batch made in a background thread during the step (the CLI's `--prefetch`, "
+        f"{fast} step). The background thread needs a free core: on this 2-core machine it gets one.")
+    log("")
+    log(f"| task | model | data ms | fp32 step ms | {fast} step ms | data / fp32 step | data / {fast} step | "
+        f"wait ms ({fast}, prefetch) |")
+    log("|---|---|---|---|---|---|---|---|")
+    torch.set_num_threads(t_step)
+    images, labels = ds.load_split("train")
+    for short, task in DATA_TASKS:
+        stream = ds.TrainStream(images, labels, task, seed=0, batch_size=a.batch)
+        stream.batch(0)  # permutation + (RTS) ink boxes, once
+        times = []
+        for k in range(1, 1 + a.data_reps):
+            t0 = time.perf_counter()
+            stream.batch(k)
+            times.append(time.perf_counter() - t0)
+        data_ms = 1e3 * statistics.median(times)
+        models = [("2st-fcn", "affine"), ("cnn", None)] if ds.is_pair_task(task) else \
+            [("st-fcn", "affine"), ("st-cnn", "affine")]
+        batches = [stream.batch(k) for k in (100, 101)]
+        for name, transform in models:
+            cl = name in CONV_MODELS
+            fns = {p: make_step(mnist_model(task, name, transform, cl), batches, p, t_step) for p in ("fp32", fast)}
+            ms, _ = timed_rounds(fns, a)
+            # the CLI's prefetch loop: batch s+1 is made in a thread while step s runs
+            model = mnist_model(task, name, transform, cl)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            waits = []
+            with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(t_step,)) as pool:
+                pending = pool.submit(stream.batch, 200)
+                for s in range(200, 200 + a.loop_steps):
+                    t0 = time.perf_counter()
+                    x, y = pending.result()
+                    waits.append(time.perf_counter() - t0)
+                    pending = pool.submit(stream.batch, s + 1)
+                    L.train_step(model, opt, x, y, fast)
+                pending.result()
+            wait = 1e3 * statistics.mean(waits[1:])
+            label = f"{name}" + (f" {transform[:3]}" if transform and name != "2st-fcn" else "")
+            log(f"| {short} | {label} | {data_ms:.1f} | {ms['fp32']:.1f} | {ms[fast]:.1f} | "
+                f"{data_ms / ms['fp32']:.0%} | {data_ms / ms[fast]:.0%} | {wait:.2f} |")
+
+
+def section_compile(a, log) -> None:
+    fast = fast_precision()
+    log("## torch.compile of the classifier (CNN, MNIST-R, batch %d, 1 thread)" % a.batch)
+    log("")
+    log("compile s = wall time of the first step (tracing + code generation, an empty inductor cache "
+        "at the start: the second precision reuses some of the first's work); then the median of "
+        f"{a.rounds} interleaved rounds after {a.warmup + 1} warm-up round(s).")
+    log("")
+    log("| precision | eager samples/s | compiled samples/s | compiled / eager | compile s |")
+    log("|---|---|---|---|---|")
+    batches = mnist_batches("mnist-r", a.batch)
+    cache = tempfile.mkdtemp(prefix="inductor-")  # a cold compile, as on a fresh machine
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+    for prec in ("fp32", fast):
+        eager = make_step(mnist_model("mnist-r", "cnn", None, True), batches, prec, 1)
+        m = mnist_model("mnist-r", "cnn", None, True)
+        m.classifier.compile()
+        comp = make_step(m, batches, prec, 1)
+        t0 = time.perf_counter()
+        try:
+            comp()
+        except Exception as e:  # noqa: BLE001 - report, do not abort the other sections
+            log(f"| {prec} | | error: {str(e).splitlines()[0][:120]} | | |")
+            continue
+        compile_s = time.perf_counter() - t0
+        ms = interleaved_median_ms({"eager": eager, "compiled": comp}, a.rounds, warmup=a.warmup + 1)
+        log(f"| {prec} | {a.batch / ms['eager'] * 1e3:,.0f} | {a.batch / ms['compiled'] * 1e3:,.0f} | "
+            f"{ms['eager'] / ms['compiled']:.2f}× | {compile_s:.1f} |")
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def _accuracy_run(a, prec: str, stem: Path, budget_s: float) -> tuple[dict | None, str]:
+    """Start or continue (``--resume``, bit-exact) the CLI run ``stem`` for up to ~``budget_s`` more
+    seconds of training; returns (its checkpoint metadata or None, a note)."""
+    from stn_core.checkpoints import load_meta
+
+    meta_path = stem.with_suffix(".json")
+    done = load_meta(meta_path) if meta_path.is_file() else None
+    if done is not None and done.get("final"):
+        return done, "reused (final)"
+    if budget_s <= 0:
+        return done, "not run (no time left in this invocation)"
+    prior = float(done.get("train_seconds", 0.0)) if done else 0.0
+    cmd = [sys.executable, "-m", "stn_core.train", "--task", "mnist-rts", "--model", "cnn", "--steps",
+           str(a.acc_steps), "--batch", str(a.acc_batch), "--lr", "0.01", "--momentum", "0.9", "--seed", "0",
+           "--threads", str(a.acc_threads), "--precision", prec, "--no-progress", "--out", str(stem), "--resume",
+           "--time-limit", f"{prior + budget_s:.0f}", "--cache-dir", str(ROOT / "data" / "cache"),
+           *([] if a.acc_test_limit is None else ["--test-limit", str(a.acc_test_limit)])]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(a.acc_threads)))
+    if p.returncode:
+        return None, "error: " + " / ".join(p.stderr.strip().splitlines()[-2:])[:200]
+    meta = load_meta(meta_path)
+    return meta, ("finished" if meta.get("final") else "stopped") + f" at step {meta['steps']} in this invocation"
+
+
+def section_accuracy(a, log) -> None:
+    """Train the RTS CNN with the CLI in each precision of ``--acc-precisions`` (checkpoints under
+    runs/bench-train/; an unfinished run is continued by the next invocation, bit-exactly, so each
+    invocation stays within ``--acc-budget`` seconds of training), then evaluate the final weights."""
+    fast = fast_precision()
+    precs = [p for p in a.acc_precisions.split(",") if p]
+    cli = (f"python -m stn_core.train --task mnist-rts --model cnn --steps {a.acc_steps} --batch {a.acc_batch} "
+           f"--lr 0.01 --momentum 0.9 --seed 0 --threads {a.acc_threads} --precision P")
+    log(f"## Test error at equal samples: RTS CNN, fp32 vs {fast}")
+    log("")
+    log(f"`{cli}` (full MNIST, the fixed 10k RTS test set"
+        f"{'' if a.acc_test_limit is None else f' cut to {a.acc_test_limit}'}; run in pieces with `--resume "
+        f"--time-limit`, which continue bit-exactly), then the final weights evaluated in fp32 (what the CLI "
+        f"records as test_error) and under {fast} autocast. Train samples/s is the CLI's own (training time "
+        f"only, 1 process, {a.acc_threads} thread(s)); the runs may have met different loads, so compare "
+        f"speeds in the step section, which times the configurations side by side.")
+    log("")
+    log(f"| precision | steps | train samples/s | test error % (fp32 eval) | test error % ({fast} eval) | "
+        f"digits that differ | eval s fp32 / {fast} |")
+    log("|---|---|---|---|---|---|---|")
+    from stn_core.checkpoints import load_model
+
+    folder = ROOT / "runs" / "bench-train"
+    folder.mkdir(parents=True, exist_ok=True)
+    x = y = None
+    t_end = time.perf_counter() + a.acc_budget
+    notes = []
+    for prec in precs:
+        stem = folder / f"acc-rts-cnn-{prec}-{a.acc_steps}x{a.acc_batch}-t{a.acc_threads}"
+        if a.acc_fresh:
+            for f in folder.glob(stem.name + ".*"):
+                f.unlink()
+        meta, note = _accuracy_run(a, prec, stem, t_end - time.perf_counter())
+        notes.append(f"{prec}: {note}")
+        if meta is None or not meta.get("final"):
+            log(f"| {prec} | {meta['steps'] if meta else 0} of {a.acc_steps} | | unfinished: run the command "
+                f"again to continue | | | |")
+            continue
+        if x is None:
+            torch.set_num_threads(a.acc_threads)
+            x, y = ds.fixed_test_set("mnist-rts", limit=a.acc_test_limit, cache_dir=str(ROOT / "data" / "cache"))
+        model, meta = load_model(stem)
+        model.eval()
+        preds, secs = {}, {}
+        for ev in ("fp32", fast):
+            t0 = time.perf_counter()
+            with torch.no_grad(), L.autocast_context(ev, "cpu"):
+                preds[ev] = torch.cat([model(x[i:i + 1000]).float().argmax(1) for i in range(0, len(y), 1000)])
+            secs[ev] = time.perf_counter() - t0
+        err = {ev: 100.0 * float((pr != y).double().mean()) for ev, pr in preds.items()}
+        assert abs(err["fp32"] - meta["test_error"]) < 1e-3, (err, meta["test_error"])  # as the CLI recorded
+        log(f"| {prec} | {meta['steps']} | {meta['samples_per_s']:,.0f} | {err['fp32']:.2f} | {err[fast]:.2f} | "
+            f"{int((preds['fp32'] != preds[fast]).sum())} of {len(y)} | {secs['fp32']:.1f} / {secs[fast]:.1f} |")
+    log("")
+    log(f"This invocation: {'; '.join(notes)}.")
+
+
+# --------------------------------------------------------------------------- report
+
+def merge_sections(path: Path, blocks: dict[str, list[str]], header: list[str]) -> list[str]:
+    """The results file with each named section replaced (between ``<!-- section:NAME -->`` markers)
+    or appended; sections not re-run keep their earlier text."""
+    old = path.read_text() if path.is_file() else ""
+    kept: dict[str, str] = {m.group(1): m.group(0) for m in
+                            re.finditer(r"<!-- section:(\w+) -->.*?<!-- /section:\1 -->", old, re.S)}
+    for name, lines in blocks.items():
+        kept[name] = "\n".join([f"<!-- section:{name} -->", *lines, f"<!-- /section:{name} -->"])
+    out = list(header)
+    for name in SECTIONS:
+        if name in kept:
+            out += ["", kept[name]]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=3, help="measured steps per configuration (median)")
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--min-time", type=float, default=1.5,
-                    help="keep measuring fast configurations until this many seconds are summed")
+    ap.add_argument("--sections", default="step,data", help=f"comma-separated, of {', '.join(SECTIONS)}")
+    ap.add_argument("--batch", type=int, default=256, help="MNIST batch")
+    ap.add_argument("--cub-batch", type=int, default=4)
+    ap.add_argument("--cub-size", type=int, default=224)
+    ap.add_argument("--rounds", type=int, default=3, help="timed interleaved rounds (median)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    ap.add_argument("--max-rounds", type=int, default=15, help="step section: most rounds for a fast model")
+    ap.add_argument("--model-seconds", type=float, default=3.0,
+                    help="step section: time the extra rounds of a fast model may fill")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--tasks", default="mnist-r,mnist-rts")
-    ap.add_argument("--models", default=",".join(m if t is None else f"{m}:{t}" for m, t in MODELS))
-    ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--no-loop", action="store_true", help="skip the whole-loop prefetch comparison")
-    ap.add_argument("--loop-steps", type=int, default=200)
-    ap.add_argument("--quick", action="store_true", help="1 thread, fewer models, no compile")
+    ap.add_argument("--models", default=None, help="step section: only these model names (e.g. cnn,st-cnn)")
+    ap.add_argument("--data-threads", type=int, default=1)
+    ap.add_argument("--data-reps", type=int, default=8)
+    ap.add_argument("--loop-steps", type=int, default=6)
+    ap.add_argument("--acc-steps", type=int, default=300)
+    ap.add_argument("--acc-batch", type=int, default=128)
+    ap.add_argument("--acc-threads", type=int, default=1)
+    ap.add_argument("--acc-test-limit", type=int, default=None)
+    ap.add_argument("--acc-precisions", default="fp32,bf16")
+    ap.add_argument("--acc-budget", type=float, default=100,
+                    help="accuracy section: seconds of training per invocation (unfinished runs continue next time)")
+    ap.add_argument("--acc-fresh", action="store_true", help="accuracy section: start the runs afresh")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench-train.md"))
     a = ap.parse_args(argv)
-    threads = [int(t) for t in a.threads.split(",")]
-    models = [(s.split(":")[0], s.split(":")[1] if ":" in s else None) for s in a.models.split(",")]
-    if a.quick:
-        threads, models, a.no_compile, a.no_loop = [1], [("fcn", None), ("cnn", None), ("st-fcn", "affine"),
-                                              ("st-cnn", "affine")], True, True
-    tasks = a.tasks.split(",")
-    base = {"batch": a.batch, "reps": a.reps, "warmup": a.warmup, "min_time": a.min_time, "compile": False, "channels_last": True}
-    lines = []
-
-    def log(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
-
+    a.argv = list(sys.argv[1:] if argv is None else argv)
+    sections = [s for s in a.sections.split(",") if s]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        ap.error(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
     cmd = "python " + shlex.join(["bench/train_throughput.py"] + list(sys.argv[1:] if argv is None else argv))
-    import torch
+    blocks: dict[str, list[str]] = {}
+    for name in sections:
+        lines: list[str] = []
 
-    log("# Training throughput (distorted MNIST, Table 1 models)")
-    log("")
-    log(f"Command: `{cmd}`  ")
-    log(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__}, load average at start {os.getloadavg()[0]:.2f} "
-        f"(the cores are shared: numbers are noisy, ±20 %).  ")
-    log(f"Batch {a.batch}; median of at least {a.reps} steps (and at least {a.min_time:g} s) after "
-        f"{a.warmup} warm-up step(s); each configuration "
-        f"in a fresh process. samples/s = batch / time of one SGD step (forward + backward + update) "
-        f"on a pre-generated batch.")
-    log("")
-    log("## Data generation (one distorted batch of %d, 1 thread)" % a.batch)
-    log("")
-    log("| task | ms / batch | samples/s |")
-    log("|---|---|---|")
-    data_ms = {}
-    for task in ["mnist-r", "mnist-rts", "mnist-p", "mnist-e"]:
-        r = run({**base, "kind": "data", "task": task, "threads": 1})
-        data_ms[task] = r.get("ms")
-        log(f"| {task} | {r['ms']:.1f} | {a.batch / r['ms'] * 1e3:.0f} |" if "ms" in r else f"| {task} | {r['error']} | |")
-    log("")
-    log("## SGD step (channels-last)")
-    log("")
-    head = "| task | model | transform | params | " + " | ".join(f"{t} thr samples/s" for t in threads) + \
-           " | data / step (1 thr) |"
-    log(head)
-    log("|" + "---|" * (head.count("|") - 1))
-    results = {}
-    for task in tasks:
-        for m, tr in models:
-            row, params = [], None
-            for t in threads:
-                r = run({**base, "kind": "step", "task": task, "model": m, "transform": tr, "threads": t})
-                results[(task, m, tr, t)] = r
-                params = r.get("params", params)
-                row.append(f"{r['sps']:.0f}" if "sps" in r else f"error: {r['error']}")
-            r1 = results[(task, m, tr, threads[0])]
-            frac = f"{100 * data_ms[task] / r1['step_ms']:.0f} %" if "step_ms" in r1 and data_ms.get(task) else "?"
-            log(f"| {task} | {m} | {tr or '-'} | {params} | " + " | ".join(row) + f" | {frac} |")
-    log("")
-    log("## channels-last vs contiguous (1 thread, samples/s)")
-    log("")
-    log("| task | model | transform | contiguous | channels-last |")
-    log("|---|---|---|---|---|")
-    for task in tasks:
-        for m, tr in models:
-            if "cnn" not in m:
-                continue
-            r0 = run({**base, "kind": "step", "task": task, "model": m, "transform": tr, "threads": 1,
-                      "channels_last": False})
-            r1 = results.get((task, m, tr, 1)) or {}
-            log(f"| {task} | {m} | {tr or '-'} | {r0.get('sps', 0):.0f} | {r1.get('sps', 0):.0f} |")
-    if not a.no_compile:
-        log("")
-        log("## torch.compile of the classifier (1 thread, channels-last)")
-        log("")
-        log("| task | model | transform | eager samples/s | compiled samples/s | compile time (s) |")
-        log("|---|---|---|---|---|---|")
-        for task in tasks[:1]:
-            for m, tr in [("fcn", None), ("cnn", None), ("st-cnn", "affine")]:
-                r = run({**base, "kind": "step", "task": task, "model": m, "transform": tr, "threads": 1,
-                         "compile": True, "warmup": 2})
-                e = results.get((task, m, tr, 1)) or {}
-                if "sps" in r:
-                    log(f"| {task} | {m} | {tr or '-'} | {e.get('sps', 0):.0f} | {r['sps']:.0f} | {r['compile_s']:.1f} |")
-                else:
-                    log(f"| {task} | {m} | {tr or '-'} | {e.get('sps', 0):.0f} | error: {r['error']} | |")
-    if not a.no_loop:
-        log("")
-        log("## Whole training loop (`python -m stn_core.train`, 1 thread): background prefetch on / off")
-        log("")
-        log("| task | model | transform | steps | --no-prefetch samples/s | --prefetch samples/s |")
-        log("|---|---|---|---|---|---|")
-        import tempfile
+        def log(s: str = "", lines=lines) -> None:
+            print(s, flush=True)
+            lines.append(s)
 
-        for task, m, tr in (("mnist-rts", "fcn", None), ("mnist-rts", "st-fcn", "affine"), ("mnist-e", "st-fcn", "tps")):
-            row = []
-            for pf in ("--no-prefetch", "--prefetch"):
-                with tempfile.TemporaryDirectory() as d:
-                    cmd_ = [sys.executable, "-m", "stn_core.train", "--task", task, "--model", m,
-                            *(["--transform", tr] if tr else []), "--steps", str(a.loop_steps), "--batch", str(a.batch),
-                            "--out", f"{d}/ck", "--threads", "1", "--no-progress", "--ckpt-every", "0",
-                            "--test-limit", "1000", pf]
-                    p = subprocess.run(cmd_, capture_output=True, text=True, cwd=ROOT, timeout=600,
-                                       env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
-                    try:
-                        row.append(f"{json.loads(Path(d, 'ck.json').read_text())['samples_per_s']:.0f}")
-                    except (OSError, ValueError, KeyError):
-                        row.append("error: " + " | ".join(p.stderr.strip().splitlines()[-2:])[:200])
-            log(f"| {task} | {m} | {tr or '-'} | {a.loop_steps} | {row[0]} | {row[1]} |")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        globals()[f"section_{name}"](a, log)
+        log("")
+        log(f"Command: `{cmd}` — {time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s, load average "
+            f"{load:.2f} at the start of the section (cores shared with other work: ±15 %).")
+        blocks[name] = lines
+    header = [TITLE, "",
+              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores "
+              f"(bf16 native: {L.cpu_has_fast_bf16()}), torch {torch.__version__}. Each section below was "
+              f"written by the command under it; `python bench/train_throughput.py --sections NAME` "
+              f"rewrites one section and keeps the others."]
+    write_report(a.out, merge_sections(Path(a.out), blocks, header))
 
 
 if __name__ == "__main__":

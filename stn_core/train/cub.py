@@ -21,6 +21,11 @@ short one). Backbone BatchNorm statistics stay frozen (see stn_core.models.cub).
 Every ``--box-every`` steps the boxes of 6 fixed test birds are recorded into the checkpoint's
 ``extra.box_history`` (replayed on the app's CUB page). ``--resume`` continues a run exactly;
 ``--time-limit`` stops with a resumable checkpoint. ``torchrun`` splits the global batch.
+
+Speed: ``--precision auto`` (the default) trains under bfloat16 autocast on a CPU with
+AVX-512-BF16/AMX and on a bfloat16 GPU (stn_core.train.loop); channels-last is on by default. The
+test accuracy and the recorded boxes are evaluated in float32. The resolved precision is recorded in
+the checkpoint's ``extra.precision``; a resume keeps it.
 """
 
 from __future__ import annotations
@@ -41,14 +46,17 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from stn_core.checkpoints import CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import (CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, recover,
+                                  save_checkpoint)
 from stn_core.data.common import DataError, repo_root
 from stn_core.data.cub import find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
 from stn_core.models.cub import CUB_MODEL_NAMES, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
-from stn_core.train.loop import (all_reduce, barrier, check_same_settings, command_line, resume_state, rng_tensors,
-                                 set_lr, start_process, task_of, train_step, wrap_ddp)
+from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, check_same_settings, command_line,
+                                 default_ckpt_every, keep_depthwise_fp32, make_grad_scaler, resolve_precision,
+                                 resume_precision, resume_state, rng_tensors, scaler_tensors, set_lr, start_process,
+                                 task_of, train_step, wrap_ddp)
 
 #: task name -> class list (None: --classes required)
 CUB_TASKS: dict[str, Optional[str]] = {"cub50": "1-50", "cub200": "1-200", "cub": None}
@@ -96,7 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/cub50_2st")
     p.add_argument("--resume", action="store_true", help="continue from <out> if it exists")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if <out> exists")
-    p.add_argument("--ckpt-every", type=int, default=20, help="write a resumable checkpoint every K steps")
+    p.add_argument("--ckpt-every", type=int, default=None,
+                   help="write a resumable checkpoint every K steps (0: only at --stop-at / --time-limit); "
+                        "default min(20, max(1, steps // 10))")
     p.add_argument("--box-every", type=int, default=10, help="record the boxes of 6 test birds every K steps")
     p.add_argument("--stop-at", type=int, default=None, help="stop (resumable) once this step is reached")
     p.add_argument("--time-limit", type=float, default=None, help="stop (resumable) after this many seconds")
@@ -104,7 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS), help=PRECISION_HELP)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels-last convolutions (faster on CPU)")
     p.add_argument("--log-every", type=int, default=1, help="progress-bar update interval (steps)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -249,9 +261,11 @@ def _save_eval_cache(meta_path: Path, logits: torch.Tensor, boxes: Optional[torc
 def main(argv: list[str]) -> dict[str, Any]:
     a = parse_args(argv)
     rank, world, device, threads = start_process(a.device, a.batch, a.threads)
+    precision = resolve_precision(a.precision, device)
     main_proc = rank == 0
     say = print if main_proc else (lambda *x, **k: None)
     paths = checkpoint_paths(a.out)
+    recover(paths["meta"])  # finish or clean up an interrupted commit before looking at the files
     exists = paths["meta"].is_file()
     if exists and not (a.resume or a.overwrite):
         raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")
@@ -277,6 +291,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         f"{a.input_size}px ({time.perf_counter() - t0:.1f}s to load)")
     steps_per_epoch = max(1, len(y_tr) // a.batch)
     total = a.steps if a.steps is not None else max(1, round(a.epochs * steps_per_epoch))
+    ckpt_every = default_ckpt_every(total, cap=20) if a.ckpt_every is None else a.ckpt_every
 
     # ---- model and optimiser
     torch.manual_seed(a.seed)
@@ -306,18 +321,22 @@ def main(argv: list[str]) -> dict[str, Any]:
               "class_name": te_recs[i].class_name, "test_index": i} for i in bird_idx]
     box_hist: dict[str, Any] = {"birds": birds, "steps": [], "boxes": []}
     start, history, train_seconds = 0, [], 0.0
+    scaler = make_grad_scaler(precision, device)
     if a.resume and exists:
         meta = load_meta(paths["meta"])
         check_same_settings(a.out, meta, train_args)
         if meta.get("final"):
             say(f"{a.out} is already finished (final checkpoint); nothing to do")
             return meta
-        start, history, train_seconds = resume_state(paths, meta, model, opt, device)
+        precision = resume_precision(a.out, meta, a.precision, device)
+        scaler = make_grad_scaler(precision, device)
+        start, history, train_seconds = resume_state(paths, meta, model, opt, device, scaler)
         box_hist = (meta.get("extra") or {}).get("box_history", box_hist)
-        say(f"resuming {a.out} at step {start}/{total}")
+        say(f"resuming {a.out} at step {start}/{total} ({precision})")
     elif a.resume:
         say(f"no checkpoint at {paths['meta']}: starting afresh")
 
+    keep_depthwise_fp32(model, precision, device)  # no-op unless CPU autocast and depthwise convs
     net = wrap_ddp(model, world, device)
     command = command_line(argv, world)
     try:
@@ -352,12 +371,13 @@ def main(argv: list[str]) -> dict[str, Any]:
                 "box_history": box_hist if model.n_st else None,
                 "scale_note": "reduced scale: MobileNetV2 backbone, 224 px input; the paper used "
                               "Inception-BN, 200 classes, 224/448 px",
+                "precision": precision, "channels_last": bool(a.channels_last),
             },
         }
 
     def checkpoint(step: int, acc: Optional[float], final: bool) -> None:
         if main_proc:
-            state = {**optimizer_tensors(opt), **rng_tensors(device)}
+            state = {**optimizer_tensors(opt), **rng_tensors(device), **scaler_tensors(scaler)}
             save_checkpoint(a.out, model, meta_now(step, acc, final), state,
                             train_info={"step": step, "data_seed": a.seed})
         barrier(world)
@@ -386,7 +406,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         xb, yb = xb.to(device), y_tr[idx].to(device)
         if a.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        logits, loss = train_step(net, opt, xb, yb)
+        logits, loss = train_step(net, opt, xb, yb, precision, scaler)
         step += 1
         n_win += 1
         loss_win += float(loss)
@@ -406,7 +426,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         out_of_time = a.time_limit is not None and elapsed > a.time_limit
         if world > 1 and a.time_limit is not None:
             out_of_time = bool(all_reduce(torch.tensor([float(out_of_time)], device=device), world).item() > 0)
-        periodic = a.ckpt_every > 0 and step % a.ckpt_every == 0
+        periodic = ckpt_every > 0 and step % ckpt_every == 0
         if step < total and (periodic or step == stop_at or out_of_time):
             train_seconds += time.perf_counter() - t_start
             checkpoint(step, None, final=False)

@@ -4,10 +4,20 @@ learning-rate multiplier), DDP set-up, RNG state and resume.
 
 A training CLI (``stn_core.train.mnist``, ``stn_core.train.cub``) reads its arguments, builds data and
 model, then runs ``lr → step → eval → log → checkpoint`` with these functions.
+
+Precision (``--precision``, :func:`resolve_precision`): ``fp32``; ``bf16`` = bfloat16 autocast of the
+forward pass and the loss (weights, gradients and the optimiser stay float32; the spatial transformers
+run their grid generation and sampling in float32 under autocast, see stn_core/stn.py); ``fp16`` =
+float16 autocast with a dynamic loss scale (GradScaler); ``auto`` = bf16 on a CPU with native bfloat16
+arithmetic (AVX-512-BF16 or AMX) and on a CUDA GPU that supports it, fp16 on an older GPU, else fp32.
+Under CPU autocast, depthwise convolutions (the CUB backbone's) compute in float32
+(:func:`keep_depthwise_fp32`). Evaluation (:func:`evaluate`) runs in fp32 unless asked otherwise.
+Measurements: results/bench-train.md (``bench/train_throughput.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from pathlib import Path
@@ -18,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from stn_core.checkpoints import CheckpointError, load_optimizer_tensors, load_train_state, read_safetensors
+from stn_core.checkpoints import load_optimizer_tensors, load_train_state, load_weights
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
 OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False}
@@ -32,6 +42,141 @@ def task_of(argv: list[str]) -> str | None:
         if a.startswith("--task="):
             return a.split("=", 1)[1]
     return None
+
+
+#: ``--precision`` choices (``auto`` resolves to one of the others: :func:`resolve_precision`).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_HELP = ("numeric precision of the training step's forward pass and loss: fp32; bf16 / fp16 = "
+                  "torch.autocast (weights, gradients, optimiser in float32; fp16 with a GradScaler); auto = "
+                  "bf16 on a CPU with AVX-512-BF16/AMX or a CUDA GPU with bfloat16, fp16 on an older GPU, "
+                  "else fp32. A resumed run keeps its recorded precision (auto adopts it; any other "
+                  "value must match)")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _cpuinfo_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where it is unreadable: not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True if this CPU computes bfloat16 natively (AVX-512-BF16 or AMX tiles) and torch has oneDNN
+    (mkldnn), the library whose bfloat16 convolutions and matmuls use them. Asks torch's own
+    detection (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``) where this
+    torch has it, else /proc/cpuinfo's ``avx512_bf16`` / ``amx_bf16`` flags."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [f for f in probes if callable(f)]
+    if probes:
+        for f in probes:
+            try:
+                if f():
+                    return True
+            except Exception:  # noqa: BLE001 - a private probe: treat failure as "no"
+                pass
+        return False
+    return bool(_cpuinfo_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(name: str, device: torch.device | str) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"`` for ``--precision name`` on ``device``. ``auto``: on CUDA
+    bf16 if ``torch.cuda.is_bf16_supported()`` else fp16; on a CPU bf16 if :func:`cpu_has_fast_bf16`,
+    else fp32. An explicit name is returned as given (SystemExit for bf16 on a GPU without it)."""
+    dev = torch.device(device)
+    if name not in PRECISIONS:
+        raise SystemExit(f"error: unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        if dev.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if dev.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+    if name == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SystemExit("error: --precision bf16: this GPU does not support bfloat16; use fp16 or auto")
+    return name
+
+
+def autocast_context(precision: str, device: torch.device | str):
+    """``torch.autocast`` for a resolved ``precision`` on ``device`` (a no-op context for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=_DTYPES[precision])
+
+
+class Float32Conv2d(torch.nn.Conv2d):
+    """A ``Conv2d`` that computes in float32 under autocast (input upcast, autocast off inside) and
+    returns its input's dtype, so the layers after it stay in the autocast dtype; same parameters and
+    state_dict as the ``Conv2d`` it replaces (see :func:`keep_depthwise_fp32`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float()).to(x.dtype)
+
+
+def keep_depthwise_fp32(model: torch.nn.Module, precision: str, device: torch.device | str) -> int:
+    """Under CPU autocast (bf16/fp16), make the model's depthwise convolutions (``groups ==
+    in_channels > 1``, e.g. MobileNetV2's in the CUB backbone) compute in float32: oneDNN's bfloat16
+    depthwise backward pass is ~5× slower than float32's on this CPU (torch 2.14, measured:
+    results/bench-train.md), which cancels the gain of the other layers. In place (the modules'
+    class becomes :class:`Float32Conv2d`; weights and state_dict keys unchanged); returns how many.
+    No-op in fp32, on CUDA, and for models without depthwise convolutions (the MNIST ones)."""
+    if precision == "fp32" or torch.device(device).type != "cpu":
+        return 0
+    n = 0
+    for m in model.modules():
+        if type(m) is torch.nn.Conv2d and m.groups > 1 and m.groups == m.in_channels:
+            m.__class__ = Float32Conv2d
+            n += 1
+    return n
+
+
+def make_grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler | None:
+    """A GradScaler for fp16 (its loss scale keeps small float16 gradients from flushing to 0), else None."""
+    return torch.amp.GradScaler(torch.device(device).type) if precision == "fp16" else None
+
+
+def scaler_tensors(scaler: torch.amp.GradScaler | None) -> dict[str, torch.Tensor]:
+    """The loss scale and growth counter of ``scaler`` as checkpoint tensors (empty without one)."""
+    if scaler is None:
+        return {}
+    sd = scaler.state_dict()
+    if not sd:  # not used yet: nothing to record
+        return {}
+    return {"amp/scale": torch.tensor(float(sd["scale"]), dtype=torch.float64),
+            "amp/growth_tracker": torch.tensor(int(sd["_growth_tracker"]), dtype=torch.int64)}
+
+
+def restore_scaler(tensors: dict[str, torch.Tensor], scaler: torch.amp.GradScaler | None) -> None:
+    """Inverse of :func:`scaler_tensors` (no-op without a scaler or without recorded state)."""
+    sd = scaler.state_dict() if scaler is not None else {}
+    if not sd or "amp/scale" not in tensors:
+        return
+    sd["scale"] = float(tensors["amp/scale"])
+    sd["_growth_tracker"] = int(tensors["amp/growth_tracker"])
+    scaler.load_state_dict(sd)
+
+
+def resume_precision(out: str, meta: dict[str, Any], requested: str, device: torch.device | str) -> str:
+    """The precision a resumed run continues in: the one it recorded (``meta["extra"]["precision"]``;
+    runs from before the flag were fp32). ``--precision auto`` adopts it; an explicit other value
+    is refused (SystemExit), since a change of precision would change every later step."""
+    recorded = (meta.get("extra") or {}).get("precision", "fp32")
+    if requested == "auto" or requested == recorded:
+        return resolve_precision(recorded, device)  # SystemExit if this device cannot run it
+    raise SystemExit(f"error: cannot resume {out} with --precision {requested}: it was trained in {recorded} "
+                     f"(pass --precision {recorded} or auto, or start afresh with --overwrite)")
+
+
+def default_ckpt_every(steps: int, cap: int = 1000) -> int:
+    """Default checkpoint interval: every ``cap`` steps, but at least ~10 checkpoints in a short run:
+    ``min(cap, max(1, steps // 10))`` (a run of 400 steps writes one every 40)."""
+    return min(cap, max(1, steps // 10))
 
 
 def lr_at(step: int, steps: int, lr: float) -> float:
@@ -99,8 +244,10 @@ def barrier(world: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-             rank: int = 0, world: int = 1, chunk: int = 1000) -> tuple[float, float]:
-    """(test error %, mean loss) on ``x (N, 1, S, S)``, ``y (N,)``; ranks share the work."""
+             rank: int = 0, world: int = 1, chunk: int = 1000, precision: str = "fp32") -> tuple[float, float]:
+    """(test error %, mean loss) on ``x (N, 1, S, S)``, ``y (N,)``; ranks share the work. ``precision``
+    (resolved) runs the forward pass under that autocast; the training CLIs evaluate in fp32, so a
+    recorded test error is what ``load_model`` + this function give anywhere."""
     was_training = model.training
     model.eval()
     n = x.shape[0]
@@ -108,7 +255,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # errors, loss sum, count
     for i in range(lo, hi, chunk):
         xb, yb = x[i:min(i + chunk, hi)].to(device), y[i:min(i + chunk, hi)].to(device)
-        logits = model(xb)
+        with autocast_context(precision, device):
+            logits = model(xb)
+        logits = logits.float()
         stats[0] += (logits.argmax(1) != yb).sum()
         stats[1] += F.cross_entropy(logits, yb, reduction="sum").double()
         stats[2] += yb.numel()
@@ -139,16 +288,16 @@ SESSION_FLAGS = {"--resume": 0, "--overwrite": 0, "--stop-at": 1, "--time-limit"
 
 
 def resume_state(paths: dict[str, Path], meta: dict[str, Any], model: torch.nn.Module,
-                 opt: torch.optim.Optimizer, device: torch.device) -> tuple[int, list, float]:
-    """Load a partial run's weights, optimiser state and RNG state (in place) from the checkpoint
-    ``paths``; returns (step to continue at, eval history so far, training seconds so far)."""
-    weights, winfo = read_safetensors(paths["weights"])
-    if meta.get("checkpoint_id") and winfo.get("checkpoint_id") != meta["checkpoint_id"]:
-        raise CheckpointError(f"{paths['weights']} does not belong to {paths['meta']}")
+                 opt: torch.optim.Optimizer, device: torch.device,
+                 scaler: torch.amp.GradScaler | None = None) -> tuple[int, list, float]:
+    """Load a partial run's weights, optimiser state, RNG state and (fp16) loss scale (in place) from
+    the checkpoint ``paths``; returns (step to continue at, eval history so far, training seconds so far)."""
+    weights = load_weights(paths["weights"], meta)  # the same id, hash and NaN checks as any load
     model.load_state_dict({k: v.to(device) for k, v in weights.items()})
     state, info = load_train_state(paths["train"], meta)
     load_optimizer_tensors(opt, state)
     restore_rng(state, device)
+    restore_scaler(state, scaler)
     return int(info["step"]), list(meta.get("history", [])), float(meta.get("train_seconds", 0.0))
 
 
@@ -169,15 +318,26 @@ def wrap_ddp(model: torch.nn.Module, world: int, device: torch.device) -> torch.
     return model
 
 
-def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               precision: str = "fp32", scaler: torch.amp.GradScaler | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on the cross-entropy of batch ``x``, labels ``y (N,)``; returns the
-    detached logits ``(N, K)`` and loss ``()``."""
-    logits = net(x)
-    loss = F.cross_entropy(logits, y)
+    detached logits ``(N, K)`` (in the autocast dtype under bf16/fp16) and loss ``()`` (float32).
+
+    ``precision`` (resolved: fp32 | bf16 | fp16): the forward pass and the loss run under
+    :func:`autocast_context`, the backward pass and the update outside it. ``scaler`` (fp16: from
+    :func:`make_grad_scaler`) scales the loss, unscales the gradients and skips steps with inf/NaN."""
+    with autocast_context(precision, x.device):
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)  # autocast computes it in float32
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
     return logits.detach(), loss.detach()
 
 

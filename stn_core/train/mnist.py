@@ -9,6 +9,11 @@ is distorted on the fly (batch t depends only on (seed, t)); the test error is m
 the fixed test set. ``--resume`` continues a run from its last checkpoint with identical
 results. Data-parallel with ``torchrun --nproc_per_node N -m stn_core.train ...`` (gloo on
 CPU, nccl on GPU): the global batch ``--batch`` is split across the processes.
+
+Speed: ``--precision auto`` (the default) trains under bfloat16 autocast on a CPU with
+AVX-512-BF16/AMX and on a bfloat16 GPU (see stn_core.train.loop); the convolutional models run
+channels-last. The test error is always evaluated in float32. The resolved precision,
+channels-last and compile settings are recorded in the checkpoint's ``extra``.
 """
 
 from __future__ import annotations
@@ -22,14 +27,20 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm import tqdm
 
-from stn_core.checkpoints import CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import (CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, recover,
+                                  save_checkpoint)
 from stn_core.data import tasks as ds
 from stn_core.dcn import set_backend
 from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
 from stn_core.paper import paper_error
-from stn_core.train.loop import (all_reduce, barrier, check_same_settings, command_line, evaluate, lr_at,
-                                 param_groups, resume_state, rng_tensors, set_lr, start_process, train_step,
-                                 wrap_ddp)
+from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, check_same_settings, command_line,
+                                 default_ckpt_every, evaluate, keep_depthwise_fp32, lr_at, make_grad_scaler,
+                                 param_groups, resolve_precision, resume_precision, resume_state, rng_tensors,
+                                 scaler_tensors, set_lr, start_process, train_step, wrap_ddp)
+
+#: Models whose classifier is convolutional: channels-last by default (it speeds their convolutions up;
+#: for the FCN classifiers it only costs a copy).
+CONV_MODELS = ("cnn", "st-cnn", "dcn")
 
 #: Arguments that must not change when a run is resumed.
 RESUME_FIXED = ("task", "model", "transform", "steps", "batch", "lr", "momentum", "loc_lr_mult", "seed",
@@ -63,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from <out> if it exists")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if <out> exists")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate on the test set every K steps (0: end only)")
-    p.add_argument("--ckpt-every", type=int, default=1000, help="write a resumable checkpoint every K steps")
+    p.add_argument("--ckpt-every", type=int, default=None,
+                   help="write a resumable checkpoint every K steps (0: only at --stop-at / --time-limit); "
+                        "default min(1000, max(1, steps // 10)): about 10 in a short run")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a resumable checkpoint) once this step is reached; resume later")
     p.add_argument("--time-limit", type=float, default=None,
@@ -71,9 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per process (default: cores / processes)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="channels-last convolutions (faster on CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the classifier")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS), help=PRECISION_HELP)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last convolutions (default: on for the convolutional classifiers "
+                        f"{', '.join(CONV_MODELS)}, where it is faster on CPU; off for the FCNs)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the classifier (off by default: on a CPU it made steps slower, "
+                        "see results/bench-train.md)")
     p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=True,
                    help="generate the next distorted batch in a background thread during the step")
     p.add_argument("--target-params", type=int, default=400_000, help="parameter budget of every model")
@@ -99,6 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps and --batch must be positive")
     if a.optimizer == "adam" and a.momentum:
         p.error("--momentum applies to --optimizer sgd only")
+    if a.ckpt_every is None:
+        a.ckpt_every = default_ckpt_every(a.steps)
+    if a.channels_last is None:
+        a.channels_last = a.model in CONV_MODELS
     return a
 
 
@@ -108,9 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse_args(argv)
     rank, world, device, threads = start_process(a.device, a.batch, a.threads)
+    precision = resolve_precision(a.precision, device)
     main_proc = rank == 0
     say = print if main_proc else (lambda *x, **k: None)
     paths = checkpoint_paths(a.out)
+    recover(paths["meta"])  # finish or clean up an interrupted commit before looking at the files
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
     if a.model == "dcn":  # only dcn runs record it, so older checkpoints resume as before
         train_args["modulated"] = a.modulated
@@ -139,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
            else torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum))
 
     start, history, train_seconds = 0, [], 0.0
+    scaler = make_grad_scaler(precision, device)
     command = command_line(argv, world)
     exists = paths["meta"].is_file()
     if exists and not (a.resume or a.overwrite):
@@ -146,11 +170,17 @@ def main(argv: list[str] | None = None) -> dict:
     if a.resume and exists:
         meta = load_meta(paths["meta"])
         check_same_settings(a.out, meta, train_args)
-        start, history, train_seconds = resume_state(paths, meta, model, opt, device)
-        say(f"resuming {a.out} at step {start}/{a.steps}")
+        if meta.get("final"):  # resuming a finished run changes nothing (and adds no history entry)
+            say(f"{a.out} is already finished (final checkpoint); nothing to do")
+            return meta
+        precision = resume_precision(a.out, meta, a.precision, device)
+        scaler = make_grad_scaler(precision, device)
+        start, history, train_seconds = resume_state(paths, meta, model, opt, device, scaler)
+        say(f"resuming {a.out} at step {start}/{a.steps} ({precision})")
     elif a.resume:
         say(f"no checkpoint at {paths['meta']}: starting afresh")
 
+    keep_depthwise_fp32(model, precision, device)  # no-op unless CPU autocast and depthwise convs
     net = wrap_ddp(model, world, device)
     if a.compile:
         model.classifier.compile()  # in place: state_dict keys stay the same
@@ -165,11 +195,12 @@ def main(argv: list[str] | None = None) -> dict:
             "world_size": world, "device": str(device), "threads": threads, "history": history,
             "train_seconds": round(train_seconds, 2),
             "samples_per_s": round(step * a.batch / train_seconds, 1) if train_seconds > 0 else None,
+            "extra": {"precision": precision, "channels_last": bool(a.channels_last), "compile": bool(a.compile)},
         }
 
     def checkpoint(step: int, test_err: float | None, final: bool) -> None:
         if main_proc:
-            state = {**optimizer_tensors(opt), **rng_tensors(device)}
+            state = {**optimizer_tensors(opt), **rng_tensors(device), **scaler_tensors(scaler)}
             save_checkpoint(a.out, model, meta_now(step, test_err, final), state,
                             train_info={"step": step, "data_seed": a.seed})
         barrier(world)
@@ -205,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             xb, yb = stream.batch(step)
         data_time += time.perf_counter() - t0  # with prefetch: time spent waiting for data
-        logits, loss = train_step(net, opt, xb, yb)
+        logits, loss = train_step(net, opt, xb, yb, precision, scaler)
         step += 1
         n_win += 1
         loss_sum += loss
