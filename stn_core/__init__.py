@@ -16,24 +16,9 @@ from .data.tasks import TASKS, fixed_test_set
 from .models import MODEL_NAMES, build_model, count_params
 from .sampling import sample
 from .stn import SpatialTransformer, conv_localisation, fc_localisation
-from .transforms import (
-    TRANSFORM_KINDS,
-    affine_grid,
-    attention_grid,
-    base_grid,
-    compose_affine,
-    identity_grid,
-    identity_params,
-    make_grid,
-    num_params,
-    params_to_theta,
-    projective_denominator,
-    projective_grid,
-    tps_bending_energy,
-    tps_coefficients,
-    tps_grid,
-    tps_lattice,
-)
+from .transforms import (TRANSFORM_KINDS, affine_grid, attention_grid, base_grid, compose_affine, identity_grid,
+                         identity_params, make_grid, num_params, params_to_theta, projective_denominator,
+                         projective_grid, tps_bending_energy, tps_coefficients, tps_grid, tps_lattice)
 
 __all__ = [
     "CheckpointError", "DISTORTIONS", "MODEL_NAMES", "TASKS", "build_model", "count_params", "distort",

@@ -63,8 +63,8 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 from torchvision.ops import deform_conv2d
 
 from .transforms import autocast_enabled

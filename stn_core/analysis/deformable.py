@@ -35,7 +35,6 @@ from torch import nn
 
 from stn_core.dcn import DeformConv2d
 
-
 # --------------------------------------------------------------------------- DCN: one forward pass
 
 @dataclass

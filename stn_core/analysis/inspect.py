@@ -14,7 +14,6 @@ import torch
 
 from stn_core.regions import region_outline
 
-
 # --------------------------------------------------------------------------- inference
 
 @dataclass

@@ -23,7 +23,6 @@ from stn_core.data.common import repo_root
 from stn_core.data.tasks import input_size
 from stn_core.models import TPS_POINTS, build_model
 
-
 #: The models the page and the results compare: key → (label, model name, transform).
 COMPARE_KEYS = ("cnn", "st-cnn-aff", "st-cnn-tps", "dcn")
 COMPARE_LABELS = {"cnn": "CNN", "st-cnn-aff": "ST-CNN Aff", "st-cnn-tps": "ST-CNN TPS", "dcn": "DCN"}

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Mapping
 
 from stn_core.paper import PAPER_BATCH, PAPER_LR, PAPER_STEPS
-from stn_core.registry import (DIST_SHORT, DISTORTIONS, LONG_SUBDIR, MODEL_KEYS, MODEL_LABELS,
-                               Entry, checkpoint_dir, discover, display_dir, eval_step, paper_error,
-                               train_command, training_status)
-
+from stn_core.registry import (DIST_SHORT, DISTORTIONS, LONG_SUBDIR, MODEL_KEYS, MODEL_LABELS, Entry, checkpoint_dir,
+                               discover, display_dir, eval_step, paper_error, train_command, training_status)
 
 # --------------------------------------------------------------------------- Table 1
 

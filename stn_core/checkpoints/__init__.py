@@ -76,15 +76,13 @@ from typing import Any
 import torch
 
 from stn_core.checkpoints import commit
-from stn_core.checkpoints.bounds import (FORMAT, FORMAT_VERSION, INTEGRITY_UNVERIFIED, INTEGRITY_VERIFIED,
-                                         MAX_JSON_DEPTH, MAX_META_BYTES, MAX_TRAIN_BYTES, MAX_WEIGHTS_BYTES,
-                                         OPTIONAL_META, REQUIRED_META, _FLOAT_DTYPES, _INT_DTYPES,
-                                         CheckpointError, _check_meta, _RaceError, _show, checkpoint_paths,
-                                         parse_json_bounded)
+from stn_core.checkpoints.bounds import (_FLOAT_DTYPES, _INT_DTYPES, FORMAT, FORMAT_VERSION, INTEGRITY_UNVERIFIED,
+                                         INTEGRITY_VERIFIED, MAX_JSON_DEPTH, MAX_META_BYTES, MAX_TRAIN_BYTES,
+                                         MAX_WEIGHTS_BYTES, OPTIONAL_META, REQUIRED_META, CheckpointError, _check_meta,
+                                         _RaceError, _show, checkpoint_paths, parse_json_bounded)
 from stn_core.checkpoints.commit import _recover_quietly, recover, save_checkpoint
 from stn_core.checkpoints.files import _check_format, _non_finite, _read_st, _STFile, _tensors, read_safetensors
 from stn_core.models import model_from_meta
-
 
 # --------------------------------------------------------------------------- reading
 

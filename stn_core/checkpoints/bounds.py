@@ -10,9 +10,7 @@ import reprlib
 from pathlib import Path
 from typing import Any
 
-
 from stn_core.models import ALL_MODEL_NAMES, CUB_MODEL_NAMES, ST_TRANSFORMS
-
 
 FORMAT = "stn-lab-checkpoint"
 FORMAT_VERSION = 1

@@ -15,10 +15,12 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
-from stn_core.fileio import atomic_write_bytes, fsync_dir, parse_tmp_name, remove_stale_tmps, write_tmp_beside
-from stn_core.checkpoints.bounds import COMMIT_FORMAT, CheckpointError, FORMAT, FORMAT_VERSION, MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_META_BYTES, MAX_NUM_CLASSES, MAX_TRAIN_BYTES, MAX_WEIGHTS_BYTES, _MAX_JOURNAL_BYTES, _check_meta, _is_int, _json_depth_ok, _stem_name, checkpoint_paths, parse_json_bounded
+from stn_core.checkpoints.bounds import (_MAX_JOURNAL_BYTES, COMMIT_FORMAT, FORMAT, FORMAT_VERSION, MAX_HEADER_BYTES,
+                                         MAX_JSON_DEPTH, MAX_META_BYTES, MAX_NUM_CLASSES, MAX_TRAIN_BYTES,
+                                         MAX_WEIGHTS_BYTES, CheckpointError, _check_meta, _is_int, _json_depth_ok,
+                                         _stem_name, checkpoint_paths, parse_json_bounded)
 from stn_core.checkpoints.files import _header_size
-
+from stn_core.fileio import atomic_write_bytes, fsync_dir, parse_tmp_name, remove_stale_tmps, write_tmp_beside
 
 # --------------------------------------------------------------------------- writing
 

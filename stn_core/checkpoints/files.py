@@ -14,8 +14,8 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load as st_load
 
-from stn_core.checkpoints.bounds import CheckpointError, FORMAT, MAX_HEADER_BYTES, MAX_TENSORS, MAX_TRAIN_BYTES, _DTYPE_BYTES, _is_int, _show, parse_json_bounded
-
+from stn_core.checkpoints.bounds import (_DTYPE_BYTES, FORMAT, MAX_HEADER_BYTES, MAX_TENSORS, MAX_TRAIN_BYTES,
+                                         CheckpointError, _is_int, _show, parse_json_bounded)
 
 # --------------------------------------------------------------------------- safetensors files
 

@@ -16,17 +16,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .common import (
-    DataError,
-    Progress,
-    atomic_copy,
-    atomic_write_bytes,
-    default_data_dir,
-    download,
-    is_url,
-    md5_file,
-    shared_data_dir,
-)
+from .common import (DataError, Progress, atomic_copy, atomic_write_bytes, default_data_dir, download, is_url, md5_file,
+                     shared_data_dir)
 
 #: Default download mirror (the official yann.lecun.com site now requires a login).
 DEFAULT_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist/"

@@ -16,8 +16,8 @@ import torch.nn as nn
 
 from .cub import CUB_MODEL_NAMES, CubNet, build_cub_model
 from .cub import model_from_meta as cub_model_from_meta
-from .mnist import (ALL_MODEL_NAMES, EXTRA_MODEL_NAMES, MODEL_NAMES, MODELS, ST_TRANSFORMS, TPS_POINTS, ModelViews,
-                    DeformableCNN, DistortedMNISTNet, ParallelSTNet, build_model, count_params, solve_width)
+from .mnist import (ALL_MODEL_NAMES, EXTRA_MODEL_NAMES, MODEL_NAMES, MODELS, ST_TRANSFORMS, TPS_POINTS, DeformableCNN,
+                    DistortedMNISTNet, ModelViews, ParallelSTNet, build_model, count_params, solve_width)
 
 __all__ = [
     "ALL_MODEL_NAMES", "CUB_MODEL_NAMES", "EXTRA_MODEL_NAMES", "MODEL_NAMES", "MODELS", "ST_TRANSFORMS",

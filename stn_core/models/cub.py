@@ -44,9 +44,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
+from stn_core.data.common import repo_root
 from stn_core.sampling import sample
 from stn_core.transforms import attention_grid
-from stn_core.data.common import repo_root
 
 CUB_MODEL_NAMES = ("cub-baseline", "cub-2st", "cub-4st")
 N_ST = {"cub-baseline": 0, "cub-2st": 2, "cub-4st": 4}
