@@ -1,4 +1,4 @@
-"""pages/common.py's export helpers: the PNG download config and the link to the current view."""
+"""pages/lab/common.py: the export helpers: the PNG download config and the link to the current view."""
 from __future__ import annotations
 
 import sys
