@@ -7,6 +7,7 @@ one CUDA marker: ``@pytest.mark.cuda`` tests skip, with the reason, on a machine
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
@@ -17,7 +18,12 @@ VIEWPORT = {"width": 1440, "height": 900}  # a typical presentation screen
 NO_CUDA = "no CUDA device on this machine"
 
 
+def _stop_on_sigterm(*_) -> None:
+    raise KeyboardInterrupt  # pytest then stops and runs the fixtures' clean-up (servers, browsers)
+
+
 def pytest_configure(config):
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     config.addinivalue_line("markers", f"cuda: needs a CUDA device (skipped with the reason '{NO_CUDA}')")
 
 
