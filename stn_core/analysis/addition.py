@@ -315,10 +315,15 @@ def specialisation(model: torch.nn.Module, x: torch.Tensor, chunk: int = 500, st
 
 def optimizer_text(train_args: Mapping) -> str:
     """How a run was optimised, from its checkpoint's ``train_args`` (older runs lack "optimizer": SGD)."""
-    if train_args.get("optimizer", "sgd") == "adam":
-        text = f"Adam (β = 0.9, 0.999) lr {train_args.get('lr')}"
+    opt = train_args.get("optimizer", "sgd")
+    if opt in ("adam", "adamw"):
+        text = f"{'Adam' if opt == 'adam' else 'AdamW'} (β = 0.9, 0.999) lr {train_args.get('lr')}"
     else:
         text = f"SGD lr {train_args.get('lr')} with momentum {train_args.get('momentum')}"
+    if train_args.get("weight_decay"):
+        text += f", weight decay {train_args['weight_decay']:g}"
+    if train_args.get("schedule", "paper") == "cosine":
+        text += f", {train_args.get('warmup', 0)} warm-up steps then cosine decay"
     mult = train_args.get("loc_lr_mult", 1.0)
     return text + (f", localisation nets at {mult:g}× that lr" if mult != 1.0 else "")
 

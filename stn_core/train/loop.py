@@ -18,6 +18,7 @@ Measurements: results/bench-train.md (``bench/train_throughput.py``).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 from pathlib import Path
@@ -31,7 +32,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from stn_core.checkpoints import load_optimizer_tensors, load_train_state, load_weights
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
-OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False}
+OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False, "schedule": "paper", "warmup": 0,
+                       "weight_decay": 0.0}
 
 
 def task_of(argv: list[str]) -> str | None:
@@ -179,10 +181,48 @@ def default_ckpt_every(steps: int, cap: int = 1000) -> int:
     return min(cap, max(1, steps // 10))
 
 
-def lr_at(step: int, steps: int, lr: float) -> float:
-    """Paper schedule scaled to ``steps``: lr, then ÷10 at 1/3 and again at 2/3 of the steps."""
-    return lr * 0.1 ** min(2, (3 * step) // max(1, steps))
+#: ``--schedule`` choices of :func:`lr_at`.
+SCHEDULES = ("paper", "cosine")
 
+
+def default_warmup(steps: int) -> int:
+    """Default warm-up of the cosine schedule: 5 % of ``steps`` (rounded; 0 for a run under 20 steps)."""
+    return int(round(0.05 * steps))
+
+
+def lr_at(step: int, steps: int, lr: float, schedule: str = "paper", warmup: int = 0) -> float:
+    """Learning rate of step ``step`` (0-based) of ``steps``.
+
+    ``paper``: the paper's schedule scaled to ``steps``: lr, then ÷10 at 1/3 and again at 2/3 of the
+    steps (``warmup`` must be 0). ``cosine``: linear warm-up ``lr · (step + 1) / warmup`` over the
+    first ``warmup`` steps (so step 0 already moves and step ``warmup − 1`` reaches lr), then cosine
+    decay ``lr · ½ (1 + cos(π t))``, ``t = (step − warmup) / (steps − warmup)``, from lr at the end of
+    the warm-up towards 0 at ``steps``."""
+    if schedule == "paper":
+        if warmup:
+            raise ValueError("the paper schedule has no warm-up")
+        return lr * 0.1 ** min(2, (3 * step) // max(1, steps))
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if warmup < 0 or warmup > steps:
+        raise ValueError(f"warm-up {warmup} outside 0..{steps}")
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def make_optimizer(groups: list[dict], name: str, lr: float, momentum: float = 0.0,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``sgd`` (with ``momentum``), ``adam`` or ``adamw`` (betas 0.9, 0.999; decoupled ``weight_decay``)
+    over parameter ``groups`` (:func:`param_groups`); ``weight_decay`` is L2 for sgd and adam."""
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
 
 
 def param_groups(model: torch.nn.Module, loc_lr_mult: float) -> list[dict]:

@@ -33,9 +33,9 @@ from stn_core.data import tasks as ds
 from stn_core.dcn import set_backend
 from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
 from stn_core.paper import paper_error
-from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, check_same_settings, command_line,
-                                 default_ckpt_every, evaluate, keep_depthwise_fp32, lr_at, make_grad_scaler,
-                                 param_groups, resolve_precision, resume_precision, resume_state, rng_tensors,
+from stn_core.train.loop import (OPTIONAL_TRAIN_ARGS, PRECISION_HELP, PRECISIONS, all_reduce, barrier, check_same_settings, command_line,
+                                 SCHEDULES, default_ckpt_every, default_warmup, evaluate, keep_depthwise_fp32, lr_at,
+                                 make_grad_scaler, make_optimizer, param_groups, resolve_precision, resume_precision, resume_state, rng_tensors,
                                  scaler_tensors, set_lr, start_process, train_step, wrap_ddp)
 
 #: Models whose classifier is convolutional: channels-last by default (it speeds their convolutions up;
@@ -58,9 +58,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=256, help="global batch size (paper: 256)")
     p.add_argument("--lr", type=float, default=0.01, help="initial learning rate (paper: 0.01)")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (paper: plain SGD)")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
-                   help="sgd (the paper's) or adam (betas 0.9, 0.999; --momentum must stay 0); the lr "
-                        "schedule is the same for both")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"],
+                   help="sgd (the paper's), adam or adamw (betas 0.9, 0.999; --momentum must stay 0); "
+                        "the lr schedule (--schedule) is the same for all")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="weight decay: decoupled for adamw, L2 for sgd/adam (default: 0 for sgd and adam "
+                        "(the paper: none), 1e-4 for adamw)")
+    p.add_argument("--schedule", default="paper", choices=list(SCHEDULES),
+                   help="lr schedule: paper = lr, ÷10 at 1/3 and 2/3 of --steps; cosine = linear warm-up "
+                        "over --warmup steps, then cosine decay to 0 at --steps")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="cosine only: warm-up steps (default: 5%% of --steps)")
     p.add_argument("--loc-lr-mult", type=float, default=1.0,
                    help="learning-rate multiplier of the localisation net, or of the dcn's offset "
                         "predictors (paper's MNIST runs: 1)")
@@ -114,8 +122,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.transform = a.transform if a.transform not in (None, "none") else "affine"
     if a.steps < 1 or a.batch < 1:
         p.error("--steps and --batch must be positive")
-    if a.optimizer == "adam" and a.momentum:
+    if a.optimizer != "sgd" and a.momentum:
         p.error("--momentum applies to --optimizer sgd only")
+    if a.weight_decay is None:
+        a.weight_decay = 1e-4 if a.optimizer == "adamw" else 0.0
+    if a.weight_decay < 0:
+        p.error("--weight-decay must be >= 0")
+    if a.schedule == "paper":
+        if a.warmup:
+            p.error("--warmup applies to --schedule cosine only")
+        a.warmup = 0
+    else:
+        a.warmup = default_warmup(a.steps) if a.warmup is None else a.warmup
+        if not 0 <= a.warmup <= a.steps:
+            p.error(f"--warmup must be in 0..--steps ({a.steps})")
     if a.ckpt_every is None:
         a.ckpt_every = default_ckpt_every(a.steps)
     if a.channels_last is None:
@@ -137,8 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
     if a.model == "dcn":  # only dcn runs record it, so older checkpoints resume as before
         train_args["modulated"] = a.modulated
-    if a.optimizer != "sgd":  # only adam runs record it, so older (SGD) checkpoints resume as before
-        train_args["optimizer"] = a.optimizer
+    # Recorded only when they differ from OPTIONAL_TRAIN_ARGS (the paper's SGD, step schedule, no weight
+    # decay), so older checkpoints, which lack them, resume as before.
+    for k, default in OPTIONAL_TRAIN_ARGS.items():
+        if k != "modulated" and getattr(a, k) != default:
+            train_args[k] = getattr(a, k)
 
     # ---- data
     verify = not a.no_verify
@@ -158,8 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.channels_last:
         model.use_channels_last()
     groups = param_groups(model, a.loc_lr_mult)
-    opt = (torch.optim.Adam(groups, lr=a.lr) if a.optimizer == "adam"
-           else torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum))
+    opt = make_optimizer(groups, a.optimizer, a.lr, a.momentum, a.weight_decay)
 
     start, history, train_seconds = 0, [], 0.0
     scaler = make_grad_scaler(precision, device)
@@ -227,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(threads,)) if a.prefetch else None
     pending = pool.submit(stream.batch, step) if pool is not None and step < stop_at else None
     while step < stop_at:
-        lr = lr_at(step, a.steps, a.lr)
+        lr = lr_at(step, a.steps, a.lr, a.schedule, a.warmup)
         set_lr(opt, lr)
         t0 = time.perf_counter()
         if pending is not None:

@@ -1,0 +1,386 @@
+"""Recipe study on distorted MNIST (RTS): which optimiser + lr schedule each model family should use.
+
+    python scripts/recipe_study.py --deadline 03:15      # train (resumable) until 03:15 UTC, then stop
+    python scripts/recipe_study.py --deadline 3600       # ... or for 3600 s
+    python scripts/recipe_study.py --report              # write results/recipe.md + results/recipe.png
+    python scripts/recipe_study.py --list                # the grid, in priority order, and its state
+
+A grid of ``python -m stn_core.train`` runs, task mnist-rts, batch 256, seed 0, one thread:
+
+* models: ST-CNN Aff, CNN, FCN (the best, the convolutional and the fully-connected baseline);
+* recipes (RECIPES): ``paper`` = plain SGD lr 0.01, ÷10 at 1/3 and 2/3 (the paper's, loc-lr-mult 1);
+  ``sgdm-cosine`` = SGD momentum 0.9 lr 0.05, 5 % linear warm-up, cosine decay to 0;
+  ``adamw-cosine`` = AdamW lr 1e-3, weight decay 1e-4, the same warm-up + cosine; the two modern
+  recipes train the ST models' localisation net at 0.1 × the lr;
+* sample budgets 0.25 M, 0.5 M, 1 M, 2 M → steps = round(budget / 256).
+
+Runs go to runs/recipe/<model>_<recipe>_<budget>.{json,safetensors,train.safetensors} (gitignored),
+each with ``--resume --time-limit`` so that a run cut by the deadline continues where it stopped in
+the next session (``--time-limit`` counts a run's training seconds over all its sessions, so the
+script passes the seconds already trained + the seconds left). They run one at a time in PRIORITY
+order (the most informative first). Finished runs (``"final": true``) are skipped. A run that fails
+(e.g. diverges) leaves runs/recipe/<name>.failed with the error and is not retried unless that file
+is deleted. ``--report`` reads the JSONs only (no training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR = ROOT / "runs" / "recipe"
+REPORT = ROOT / "results" / "recipe.md"
+FIGURE = ROOT / "results" / "recipe.png"
+BATCH = 256
+TASK = "mnist-rts"
+
+#: Model key → (label, --model, --transform).
+MODELS = {"st-cnn-aff": ("ST-CNN Aff", "st-cnn", "affine"), "cnn": ("CNN", "cnn", None), "fcn": ("FCN", "fcn", None)}
+
+#: Recipe key → training flags (loc-lr-mult added per model: ST models only, see recipe_flags).
+RECIPES = {
+    "paper": ["--optimizer", "sgd", "--lr", "0.01", "--schedule", "paper"],
+    "sgdm-cosine": ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--schedule", "cosine"],
+    "adamw-cosine": ["--optimizer", "adamw", "--lr", "0.001", "--weight-decay", "0.0001", "--schedule", "cosine"],
+}
+#: Localisation-net lr multiplier of the ST models per recipe (the paper trained it at the full lr).
+LOC_LR_MULT = {"paper": "1.0", "sgdm-cosine": "0.1", "adamw-cosine": "0.1"}
+RECIPE_TEXT = {
+    "paper": "SGD, no momentum, lr 0.01, ÷10 at 1/3 and 2/3 of the steps (the paper's); loc-lr-mult 1",
+    "sgdm-cosine": "SGD momentum 0.9, lr 0.05, linear warm-up 5 % of the steps, cosine to 0; loc-lr-mult 0.1 (ST)",
+    "adamw-cosine": "AdamW lr 1e-3, weight decay 1e-4, linear warm-up 5 %, cosine to 0; loc-lr-mult 0.1 (ST)",
+}
+
+#: Sample budget label → samples.
+BUDGETS = {"0.25M": 250_000, "0.5M": 500_000, "1M": 1_000_000, "2M": 2_000_000}
+
+#: Order of the recipes within a (model, budget) block: the two modern recipes (the candidates) before
+#: the paper's baseline, which at these short budgets is far behind (see results/recipe.md).
+RUN_ORDER = ["sgdm-cosine", "adamw-cosine", "paper"]
+
+#: (model, budgets) blocks in priority order; within a block every budget × every recipe (RUN_ORDER).
+PRIORITY = [
+    ("st-cnn-aff", ["0.25M", "0.5M"]), ("st-cnn-aff", ["1M"]),
+    ("cnn", ["0.25M", "0.5M"]), ("fcn", ["0.25M", "0.5M"]),
+    ("st-cnn-aff", ["2M"]), ("cnn", ["1M"]), ("fcn", ["1M"]), ("cnn", ["2M"]), ("fcn", ["2M"]),
+]
+
+#: Seconds kept back from a run's time limit for its start-up (data, test set) and final evaluation.
+START_MARGIN = 25
+#: No run is started (or resumed) with fewer seconds than this left before the deadline.
+MIN_LEFT = 60
+
+
+def steps_of(budget: str) -> int:
+    return int(round(BUDGETS[budget] / BATCH))
+
+
+def run_name(model: str, recipe: str, budget: str) -> str:
+    return f"{model}_{recipe}_{budget}"
+
+
+def grid() -> list[tuple[str, str, str]]:
+    """All (model, recipe, budget) runs in priority order."""
+    return [(m, r, b) for m, budgets in PRIORITY for b in budgets for r in RUN_ORDER]
+
+
+def recipe_flags(model: str, recipe: str) -> list[str]:
+    flags = list(RECIPES[recipe])
+    if MODELS[model][2] is not None:  # an ST model: its localisation net's lr multiplier
+        flags += ["--loc-lr-mult", LOC_LR_MULT[recipe]]
+    return flags
+
+
+def train_command(model: str, recipe: str, budget: str) -> list[str]:
+    """The run's command (without the session flags --resume / --time-limit)."""
+    _, name, transform = MODELS[model]
+    steps = steps_of(budget)
+    cmd = ["--task", TASK, "--model", name] + (["--transform", transform] if transform else [])
+    cmd += recipe_flags(model, recipe)
+    cmd += ["--steps", str(steps), "--batch", str(BATCH), "--eval-every", str(max(1, steps // 4)),
+            "--seed", "0", "--threads", "1", "--cache-dir", "data/cache", "--no-progress",
+            "--out", str((RUN_DIR / run_name(model, recipe, budget)).relative_to(ROOT))]
+    return cmd
+
+
+def read_meta(name: str) -> dict | None:
+    try:
+        return json.loads((RUN_DIR / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def parse_deadline(text: str, now: dt.datetime | None = None) -> float:
+    """Unix time of ``--deadline``: seconds from now (``3600``, ``3600s``), a UTC clock time today
+    (``03:15``, ``03:15:30``; tomorrow if it passed more than 12 h ago), or an ISO date-time (UTC if naive)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    t = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?s?", t):
+        return now.timestamp() + float(t.rstrip("s"))
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", t)
+    if m:
+        h, mi, s = int(m[1]), int(m[2]), int(m[3] or 0)
+        when = now.replace(hour=h, minute=mi, second=s, microsecond=0)
+        if (now - when).total_seconds() > 12 * 3600:
+            when += dt.timedelta(days=1)
+        return when.timestamp()
+    when = dt.datetime.fromisoformat(t)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+def stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S")
+
+
+def train(deadline: float, only: list[str] | None = None) -> None:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    (RUN_DIR / "logs").mkdir(exist_ok=True)
+    for model, recipe, budget in grid():
+        if only and model not in only:
+            continue
+        name = run_name(model, recipe, budget)
+        meta = read_meta(name)
+        if meta and meta.get("final"):
+            continue
+        failed = RUN_DIR / f"{name}.failed"
+        if failed.exists():
+            print(f"[{stamp()}] skip {name}: failed before ({failed.name})", flush=True)
+            continue
+        left = deadline - time.time()
+        if left < MIN_LEFT:
+            print(f"[{stamp()}] deadline: {left:.0f} s left, not starting {name}", flush=True)
+            return
+        done_s = float(meta.get("train_seconds", 0.0)) if meta else 0.0
+        limit = done_s + max(1.0, left - START_MARGIN)
+        cmd = [sys.executable, "-m", "stn_core.train", *train_command(model, recipe, budget)]
+        if meta:
+            cmd.append("--resume")
+        cmd += ["--time-limit", str(int(limit))]
+        print(f"[{stamp()}] $ {' '.join(cmd[1:])}", flush=True)
+        with open(RUN_DIR / "logs" / f"{name}.log", "a") as log:
+            log.write(f"\n[{stamp()}] $ {' '.join(cmd[1:])}\n")
+            log.flush()
+            rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+        tail = (RUN_DIR / "logs" / f"{name}.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        meta = read_meta(name)
+        if rc != 0:
+            failed.write_text(f"exit {rc}: {tail[0]}\n")
+            print(f"[{stamp()}] FAILED ({rc}) {name}: {tail[0][:300]}", flush=True)
+            continue
+        state = ("final, test error %.2f %%" % meta["test_error"]) if meta and meta.get("final") else \
+            f"stopped at step {meta['steps'] if meta else '?'} / {steps_of(budget)} (resumable)"
+        print(f"[{stamp()}] {name}: {state}", flush=True)
+    print(f"[{stamp()}] the whole grid is done", flush=True)
+
+
+# --------------------------------------------------------------------------- report
+
+def cell(name: str) -> tuple[str, float | None]:
+    """(table text, final test error or None) of a run."""
+    failed = RUN_DIR / f"{name}.failed"
+    meta = read_meta(name)
+    if failed.exists():
+        return f"failed ({failed.read_text().strip()[:60]})", None
+    if meta is None:
+        return "not run yet", None
+    if meta.get("final"):
+        return f"**{meta['test_error']:.2f}**", float(meta["test_error"])
+    last = (meta.get("history") or [{}])[-1]
+    budget = name.rsplit("_", 1)[1]
+    txt = f"partial: step {meta['steps']}/{steps_of(budget)}"
+    if last.get("test_error") is not None:
+        txt += f", {last['test_error']:.2f} at step {last['step']}"
+    return txt, None
+
+
+def verdicts(errors: dict) -> tuple[list[str], str]:
+    lines = []
+    for model, (label, _, _) in MODELS.items():
+        common = [b for b in BUDGETS if all(errors.get((model, r, b)) is not None for r in RECIPES)]
+        if not common:
+            got = [(b, r) for b in BUDGETS for r in RECIPES if errors.get((model, r, b)) is not None]
+            lines.append(f"- **{label}**: no verdict yet — no budget has all three recipes finished "
+                         f"({len(got)} run(s) finished).")
+            continue
+        b = common[-1]
+        ranked = sorted(RECIPES, key=lambda r: errors[(model, r, b)])
+        best = ranked[0]
+        others = ", ".join(f"{r} {errors[(model, r, b)]:.2f} %" for r in ranked[1:])
+        lines.append(f"- **{label}**: use **{best}** from now on — {errors[(model, best, b)]:.2f} % test error at "
+                     f"{b} samples ({steps_of(b)} steps), the largest budget all three recipes reached "
+                     f"(others: {others}).")
+    # the target
+    st = [(BUDGETS[b], r, b, errors[("st-cnn-aff", r, b)]) for b in BUDGETS for r in RECIPES
+          if errors.get(("st-cnn-aff", r, b)) is not None]
+    hit = sorted([x for x in st if x[3] <= 1.0], key=lambda x: (x[0], x[3]))
+    if hit:
+        n, r, b, e = hit[0]
+        target = (f"**met**: RTS ST-CNN Aff reaches {e:.2f} % ≤ 1.0 % with {r} at {b} samples "
+                  f"({steps_of(b) * BATCH:,} samples, {steps_of(b)} steps).")
+    else:
+        # the most samples any ST-CNN run has trained so far (finished or partial)
+        seen, best = 0, None
+        for b in BUDGETS:
+            for r in RECIPES:
+                meta = read_meta(run_name("st-cnn-aff", r, b))
+                if meta:
+                    seen = max(seen, int(meta.get("steps", 0)) * BATCH)
+        if st:
+            best = min(st, key=lambda x: x[3])
+        bst = f"; best finished so far {best[3]:.2f} % ({best[1]}, {best[2]})" if best else ""
+        target = f"**not reached yet** at {seen:,} samples{bst}."
+    return lines, target
+
+
+def draw_figure(errors: dict, path: Path) -> None:
+    """Test error vs samples (log x), one panel per model, one line per recipe (PIL)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    W, H, pad_l, pad_r, pad_t, pad_b = 420, 350, 62, 16, 50, 52
+    colours = {"paper": (90, 90, 90), "sgdm-cosine": (31, 119, 180), "adamw-cosine": (214, 39, 40)}
+    img = Image.new("RGB", (W * len(MODELS), H + 30), "white")
+    d = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.load_default(size=13)
+    except TypeError:  # older Pillow
+        font = ImageFont.load_default()
+    xs = [math.log10(v) for v in BUDGETS.values()]
+    x_lo, x_hi = xs[0] - 0.08, xs[-1] + 0.08
+    for i, (model, (label, _, _)) in enumerate(MODELS.items()):
+        ox = i * W
+        vals = [errors[(model, r, b)] for r in RECIPES for b in BUDGETS if errors.get((model, r, b)) is not None]
+        # log y: errors span ~0.5 % (a good ST-CNN) to ~90 % (an untrained net)
+        y_lo = math.log10(0.3)
+        y_hi = math.log10(max([3.0] + vals) * 1.3)
+        L, R, T, B = ox + pad_l, ox + W - pad_r, pad_t, H - pad_b
+
+        def px(samples, err):
+            x = L + (math.log10(samples) - x_lo) / (x_hi - x_lo) * (R - L)
+            y = B - (math.log10(max(err, 0.3)) - y_lo) / (y_hi - y_lo) * (B - T)
+            return x, y
+
+        d.text((L, 8), f"{label} (RTS)", fill="black", font=font)
+        for e in (0.5, 1, 2, 5, 10, 20, 50, 100):  # y grid
+            if math.log10(e) > y_hi:
+                break
+            _, y = px(1e6, e)
+            d.line([L, y, R, y], fill=(225, 225, 225))
+            d.text((L - 6, y), f"{e:g}", fill="black", font=font, anchor="rm")
+        for b, n in BUDGETS.items():
+            x, _ = px(n, 1)
+            d.line([x, T, x, B], fill=(235, 235, 235))
+            d.text((x, B + 6), b, fill="black", font=font, anchor="mt")
+        if model == "st-cnn-aff":  # the 1 % target
+            _, y = px(1e6, 1.0)
+            for xx in range(int(L), int(R), 8):
+                d.line([xx, y, xx + 4, y], fill=(0, 150, 0), width=2)
+        d.rectangle([L, T, R, B], outline="black")
+        d.text(((L + R) / 2, B + 24), "training samples (log)", fill="black", font=font, anchor="mt")
+        d.text((ox + 4, 24), "test error % (log)", fill="black", font=font)
+        for r, col in colours.items():
+            pts = [px(n, errors[(model, r, b)]) for b, n in BUDGETS.items() if errors.get((model, r, b)) is not None]
+            if len(pts) > 1:
+                d.line(pts, fill=col, width=2)
+            for x, y in pts:
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=col)
+    # legend
+    x = 10
+    for r, col in colours.items():
+        d.line([x, H + 14, x + 24, H + 14], fill=col, width=3)
+        d.text((x + 30, H + 14), r, fill="black", font=font, anchor="lm")
+        x += 170
+    d.text((x, H + 14), "(dashed green: the 1 % target)", fill="black", font=font, anchor="lm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def report() -> None:
+    errors: dict = {}
+    rows = []
+    for model, (label, _, _) in MODELS.items():
+        for r in RECIPES:
+            cells = []
+            for b in BUDGETS:
+                txt, err = cell(run_name(model, r, b))
+                errors[(model, r, b)] = err
+                cells.append(txt)
+            rows.append(f"| {label} | {r} | " + " | ".join(cells) + " |")
+    lines, target = verdicts(errors)
+    draw_figure(errors, FIGURE)
+
+    out = ["# Recipe study: optimiser and lr schedule on RTS MNIST",
+           "",
+           "Made by `python scripts/recipe_study.py --report` from the checkpoint JSONs in `runs/recipe/`"
+           " (training: `python scripts/recipe_study.py --deadline HH:MM`, resumable; see the script's docstring).",
+           f"Written {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
+           "",
+           "Task mnist-rts (42×42, the fixed 10 000-image test set, seed 20150605), batch 256, seed 0, one CPU "
+           "thread, bf16 autocast training (`--precision auto`), fp32 evaluation; one seed per cell, so "
+           "differences of ~0.1–0.2 points are within noise.",
+           "",
+           "Recipes:",
+           ""]
+    out += [f"- `{r}`: {RECIPE_TEXT[r]}" for r in RECIPES]
+    out += ["", "Budgets: " + ", ".join(f"{b} = {steps_of(b)} steps = {steps_of(b) * BATCH:,} samples"
+                                          for b in BUDGETS) + ".",
+            "", "## Verdict", ""] + lines + ["", f"- Target \"RTS ST-CNN Aff ≤ 1.0 % within 2 M samples\": {target}",
+                                              "", "## Test error (%)", "",
+            "| model | recipe | " + " | ".join(f"{b} ({steps_of(b)} steps)" for b in BUDGETS) + " |",
+            "|---|---|" + "---|" * len(BUDGETS)] + rows
+    out += ["", "Bold: finished run (final test error). \"partial\": stopped by the deadline; it resumes where it "
+            "stopped (the test error shown is its last intermediate evaluation, taken before the schedule "
+            "ended, so not comparable).", "", "![test error vs samples](recipe.png)", "",
+            "## Runs", "", "| run | state | test error % | samples/s | train s | command |", "|---|---|---|---|---|---|"]
+    for model, r, b in grid():
+        name = run_name(model, r, b)
+        meta = read_meta(name)
+        if meta is None:
+            cmd = "python -m stn_core.train " + " ".join(train_command(model, r, b))
+            out.append(f"| {name} | not run yet | | | | `{cmd}` |")
+            continue
+        state = "final" if meta.get("final") else f"partial {meta['steps']}/{steps_of(b)}"
+        err = "" if meta.get("test_error") is None or not meta.get("final") else f"{meta['test_error']:.2f}"
+        out.append(f"| {name} | {state} | {err} | {meta.get('samples_per_s') or ''} | "
+                   f"{meta.get('train_seconds', '')} | `{meta['command']}` |")
+    out += ["", "Continue the study (skips finished runs, resumes partial ones, stops cleanly at the deadline):",
+            "", "```", "nohup .venv/bin/python scripts/recipe_study.py --deadline HH:MM > runs/recipe/study.log 2>&1 &",
+            ".venv/bin/python scripts/recipe_study.py --report", "```", ""]
+    REPORT.write_text("\n".join(out))
+    print(f"wrote {REPORT.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}")
+    print("\n".join(lines + [target]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--deadline", help="stop by then: seconds (3600), a UTC clock time (03:15) or ISO date-time")
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), help="train only these models (default: all)")
+    ap.add_argument("--report", action="store_true", help="write results/recipe.md and results/recipe.png only")
+    ap.add_argument("--list", action="store_true", help="print the grid in priority order with each run's state")
+    a = ap.parse_args()
+    if a.list:
+        for m, r, b in grid():
+            print(f"{run_name(m, r, b):32s} {cell(run_name(m, r, b))[0]}")
+        return
+    if a.report:
+        report()
+        return
+    if not a.deadline:
+        ap.error("--deadline is required to train (or pass --report / --list)")
+    deadline = parse_deadline(a.deadline)
+    print(f"[{stamp()}] recipe study until "
+          f"{dt.datetime.fromtimestamp(deadline, dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}", flush=True)
+    train(deadline, a.models)
+
+
+if __name__ == "__main__":
+    main()

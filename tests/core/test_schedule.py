@@ -1,0 +1,150 @@
+"""The lr schedules (``--schedule paper|cosine``), AdamW / weight decay, how they are recorded, and
+exact resume of a cosine run; plus the recipe study's grid and deadline arithmetic
+(scripts/recipe_study.py). Training runs use the tiny MNIST fixture ``data_root`` (tests/conftest.py)."""
+
+import datetime as dt
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from stn_core.checkpoints import read_safetensors
+from stn_core.train import loop as L
+from stn_core.train import mnist as T
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(data_root, out, *extra):
+    return ["--data-root", str(data_root), "--no-verify", "--out", str(out), "--threads", "1", "--no-progress",
+            *extra]
+
+
+def test_paper_schedule_is_unchanged():
+    for s in (0, 49_999, 50_000, 99_999, 100_000, 149_999):
+        assert L.lr_at(s, 150_000, 0.01) == L.lr_at(s, 150_000, 0.01, "paper", 0) == \
+            pytest.approx(0.01 * 0.1 ** (s // 50_000))
+    assert [L.lr_at(s, 9, 1.0) for s in range(9)] == pytest.approx([1, 1, 1, .1, .1, .1, .01, .01, .01])
+    with pytest.raises(ValueError):
+        L.lr_at(0, 10, 1.0, "paper", 2)
+
+
+def test_cosine_schedule_values():
+    lr, steps, w = 0.05, 1000, 50
+    f = [L.lr_at(s, steps, lr, "cosine", w) for s in range(steps)]
+    assert f[0] == pytest.approx(lr / w)  # warm-up moves from the first step
+    assert f[24] == pytest.approx(lr * 25 / w)
+    assert f[w - 1] == pytest.approx(lr) and f[w] == pytest.approx(lr)  # the peak
+    assert f[w + (steps - w) // 2] == pytest.approx(lr / 2, rel=1e-3)  # half-way through the decay
+    assert f[-1] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * (steps - 1 - w) / (steps - w))))
+    assert 0 < f[-1] < 1e-6 * 1000 * lr
+    assert L.lr_at(steps, steps, lr, "cosine", w) == pytest.approx(0.0, abs=1e-15)
+    assert all(a <= b for a, b in zip(f[:w], f[1:w]))  # rises, then falls
+    assert all(a >= b for a, b in zip(f[w:], f[w + 1:]))
+    assert L.lr_at(0, 10, 1.0, "cosine", 0) == pytest.approx(1.0)  # no warm-up: starts at lr
+    assert L.default_warmup(977) == 49 and L.default_warmup(10) == 0
+    with pytest.raises(ValueError):
+        L.lr_at(0, 10, 1.0, "linear")
+
+
+def test_cli_flags_defaults_and_checks():
+    base = ["--task", "mnist", "--model", "fcn", "--out", "x"]
+    a = T.parse_args(base)
+    assert (a.schedule, a.warmup, a.optimizer, a.weight_decay) == ("paper", 0, "sgd", 0.0)
+    a = T.parse_args(base + ["--schedule", "cosine", "--steps", "1000"])
+    assert a.warmup == 50
+    a = T.parse_args(base + ["--optimizer", "adamw"])
+    assert a.weight_decay == 1e-4
+    assert T.parse_args(base + ["--optimizer", "adamw", "--weight-decay", "0"]).weight_decay == 0.0
+    for bad in (["--warmup", "5"], ["--schedule", "cosine", "--steps", "10", "--warmup", "11"],
+                ["--optimizer", "adamw", "--momentum", "0.9"], ["--weight-decay", "-1"]):
+        with pytest.raises(SystemExit):
+            T.parse_args(base + bad)
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr_mult": 1.0}]
+    opt = L.make_optimizer(groups, "adamw", 1e-3, weight_decay=1e-4)
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 1e-4
+
+
+def test_paper_runs_record_nothing_new_and_old_checkpoints_resume(data_root, tmp_path):
+    common = ["--task", "mnist", "--model", "fcn", "--steps", "4", "--batch", "8", "--test-limit", "10",
+              "--stop-at", "2"]
+    meta = T.main(_args(data_root, tmp_path / "p", *common))
+    assert set(meta["train_args"]) == set(T.RESUME_FIXED)  # as before the new flags
+    # a checkpoint from before the flags (no such keys) matches the defaults
+    L.check_same_settings("old", {"train_args": dict(meta["train_args"])}, {**meta["train_args"], "schedule": "paper",
+                                                                           "warmup": 0, "weight_decay": 0.0})
+    done = T.main(_args(data_root, tmp_path / "p", *common[:-2], "--resume"))
+    assert done["final"] and done["steps"] == 4
+    with pytest.raises(SystemExit, match="different settings"):
+        T.main(_args(data_root, tmp_path / "p", *common[:-2], "--schedule", "cosine", "--resume"))
+
+
+def test_cosine_adamw_run_resumes_bit_exactly_and_records_its_settings(data_root, tmp_path):
+    common = ["--task", "mnist-rts", "--model", "st-cnn", "--transform", "affine", "--steps", "8", "--batch", "16",
+              "--optimizer", "adamw", "--lr", "0.002", "--schedule", "cosine", "--warmup", "2",
+              "--loc-lr-mult", "0.1", "--seed", "1", "--ckpt-every", "3", "--test-limit", "20"]
+    full = T.main(_args(data_root, tmp_path / "full", *common))
+    part = T.main(_args(data_root, tmp_path / "part", *common, "--stop-at", "5"))
+    assert part["final"] is False and part["steps"] == 5
+    T.main(_args(data_root, tmp_path / "part", *common, "--resume"))
+    a, _ = read_safetensors(tmp_path / "full.safetensors")
+    b, _ = read_safetensors(tmp_path / "part.safetensors")
+    for k in a:
+        assert torch.equal(b[k], a[k]), k  # bitwise: the schedule is a pure function of the step
+    again = json.loads((tmp_path / "part.json").read_text())
+    assert again["test_error"] == full["test_error"]
+    ta = full["train_args"]
+    assert (ta["schedule"], ta["warmup"], ta["optimizer"], ta["weight_decay"]) == ("cosine", 2, "adamw", 1e-4)
+    assert "--schedule cosine" in full["command"]
+    with pytest.raises(SystemExit, match="warmup was 2, now 0"):
+        T.main(_args(data_root, tmp_path / "part", *[c for c in common if c not in ("--warmup", "2")], "--resume",
+                     "--warmup", "0"))
+
+
+def test_cosine_sgd_momentum_resume_with_default_warmup(data_root, tmp_path):
+    common = ["--task", "mnist", "--model", "fcn", "--steps", "40", "--batch", "8", "--momentum", "0.9",
+              "--lr", "0.05", "--schedule", "cosine", "--seed", "2", "--test-limit", "20"]
+    T.main(_args(data_root, tmp_path / "full", *common))
+    T.main(_args(data_root, tmp_path / "part", *common, "--stop-at", "17"))
+    meta = T.main(_args(data_root, tmp_path / "part", *common, "--resume"))
+    assert meta["train_args"]["warmup"] == 2 and "weight_decay" not in meta["train_args"]
+    a, _ = read_safetensors(tmp_path / "full.safetensors")
+    b, _ = read_safetensors(tmp_path / "part.safetensors")
+    for k in a:
+        assert torch.equal(b[k], a[k]), k
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("recipe_study", ROOT / "scripts" / "recipe_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_recipe_study_grid_and_deadline():
+    S = _study()
+    g = S.grid()
+    assert len(g) == len(set(g)) == 3 * 3 * 4
+    assert g[:6] == [("st-cnn-aff", r, b) for b in ("0.25M", "0.5M") for r in S.RUN_ORDER]
+    assert sorted(S.RUN_ORDER) == sorted(S.RECIPES)
+    assert [S.steps_of(b) for b in S.BUDGETS] == [977, 1953, 3906, 7812]  # 2M: 7812.5 rounds to even
+    cmd = S.train_command("st-cnn-aff", "sgdm-cosine", "1M")
+    assert cmd[cmd.index("--loc-lr-mult") + 1] == "0.1" and cmd[cmd.index("--steps") + 1] == "3906"
+    assert "--loc-lr-mult" not in S.train_command("cnn", "adamw-cosine", "1M")
+    T.parse_args(S.train_command("st-cnn-aff", "paper", "2M"))  # a valid command line
+    now = dt.datetime(2026, 1, 1, 2, 30, tzinfo=dt.timezone.utc)
+    assert S.parse_deadline("03:15", now) - now.timestamp() == 45 * 60
+    assert S.parse_deadline("600", now) - now.timestamp() == 600
+    assert S.parse_deadline("2026-01-01T04:00", now) - now.timestamp() == 90 * 60
+
+
+def test_reports_describe_the_new_settings():
+    from stn_core.analysis.addition import optimizer_text
+
+    assert optimizer_text({"optimizer": "adamw", "lr": 0.001, "weight_decay": 1e-4, "schedule": "cosine",
+                           "warmup": 49, "loc_lr_mult": 0.1}) == \
+        "AdamW (β = 0.9, 0.999) lr 0.001, weight decay 0.0001, 49 warm-up steps then cosine decay, " \
+        "localisation nets at 0.1× that lr"
