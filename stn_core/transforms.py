@@ -432,9 +432,13 @@ def _tps_design_cached(ctrl_key: tuple[float, ...], h: int, w: int, device: str,
 
 def _tps_design(ctrl_key: tuple[float, ...], h: int, w: int, device: str,
                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Radial columns from :func:`_tps_radial` (float32 accuracy), x, y, 1 exact in ``dtype``."""
+    """Radial columns from :func:`_tps_radial` (float32 accuracy), x, y, 1 exact in ``dtype``; for float64
+    the direct-difference formula in float64, exact as before (the fixed E test set depends on it)."""
     ctrl = torch.tensor(ctrl_key, dtype=torch.float64).view(-1, 2)
     k = ctrl.shape[0]
+    if dtype == torch.float64:
+        g64 = base_grid((h, w), torch.float64).view(h * w, 3)
+        return torch.cat([_tps_kernel(_sq_dist(g64[:, :2], ctrl)), g64], 1).to(device)
     g = base_grid((h, w), dtype).view(h * w, 3)
     design = torch.empty(h * w, k + 3, dtype=dtype)
     design[:, k:] = g

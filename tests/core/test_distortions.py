@@ -148,3 +148,21 @@ def test_unknown_kind_and_bad_shapes_raise():
         D.warp(torch.zeros(2, 30, 30), "R", D.sample_params("R", 2))
     with pytest.raises(ValueError, match="unknown task"):
         ds.input_size("svhn")
+
+
+# The fixed test sets are recorded (md5) in every checkpoint's JSON: a change in any distortion's
+# numerics, however small, makes the shipped checkpoints unverifiable (scripts/check_checkpoints.py
+# refuses a different test set). These digests of the 500 shipped digits distorted like the first
+# 500 of each fixed test set were computed with the code that made the shipped checkpoints' test sets
+# (the full E set's md5 matches checkpoints/mnist_e_cnn.json).
+SAMPLE_TEST_SET_MD5 = {"mnist-r": "f216819e63d9e6d3f3bbdea52997fb60", "mnist-rts": "71a95c41bac5096de5c4dfc0a68d02cd",
+                       "mnist-p": "72a1b303b385d8e3d1575012aecf84c4", "mnist-e": "d82633e9b1f704757d12f2edb1bcea04"}
+
+
+@pytest.mark.parametrize("task", sorted(SAMPLE_TEST_SET_MD5))
+def test_fixed_test_set_numerics_do_not_drift(task):
+    from stn_core.data import tasks as ds
+    from stn_core.data import test_digits as td
+
+    x, y = td.sample_test_set(task)
+    assert ds.test_set_md5(x, y) == SAMPLE_TEST_SET_MD5[task]
