@@ -53,18 +53,7 @@ from timing import write_report  # noqa: E402
 from pages import PAGES  # noqa: E402
 
 MAIN = '[data-testid="stMainBlockContainer"]'
-TITLES = {  # each page's h1 (as in tests/browser/test_browser_sessions.py)
-    "/": "STN Lab",
-    "/playground": "Transform playground",
-    "/tps": "Thin-plate spline",
-    "/sampler": "Nearest vs bilinear sampling",
-    "/explorer": "Trained model explorer",
-    "/tour": "Guided tour: Spatial Transformer Networks",
-    "/dcn": "Spatial transformer vs deformable convolution",
-    "/cub": "CUB birds: where do the attention transformers look?",
-    "/addition": "MNIST addition: two digits, two transformers",
-    "/live": "Live training",
-}
+TITLES = {p.path: p.heading for p in PAGES}  # each page's h1, from pages/__init__.py
 BUSY = "already going on this machine"  # stn_core.train.live.busy_message
 HEALTH_TARGET_S = 1.0
 GROWTH_OK_KIB = 32 * 1024  # RSS growth over the steady window that still counts as "not growing" (noise)

@@ -11,23 +11,40 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PageSpec:
-    """One page: its script, sidebar title, Material icon and URL path (None: the default page at ``/``)."""
+    """One page: its script, sidebar title, Material icon, URL path (None: the default page at ``/``) and
+    the heading (h1) the page script shows (checked against the script by the browser tests)."""
 
     script: str
     title: str
     icon: str
-    url_path: str | None = None
+    url_path: str | None
+    heading: str
+
+    @property
+    def path(self) -> str:
+        """The page's URL path: ``"/"`` or ``"/<url_path>"``."""
+        return "/" + (self.url_path or "")
 
 
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("pages/home.py", "Home", ":material/home:"),
-    PageSpec("pages/tour.py", "Guided tour", ":material/school:", "tour"),
-    PageSpec("pages/playground.py", "Transform playground", ":material/transform:", "playground"),
-    PageSpec("pages/tps.py", "Thin-plate spline", ":material/grid_on:", "tps"),
-    PageSpec("pages/sampler.py", "Nearest vs bilinear", ":material/blur_on:", "sampler"),
-    PageSpec("pages/explorer.py", "Trained model explorer", ":material/model_training:", "explorer"),
-    PageSpec("pages/dcn.py", "STN vs deformable conv", ":material/scatter_plot:", "dcn"),
-    PageSpec("pages/cub.py", "CUB attention", ":material/flutter_dash:", "cub"),
-    PageSpec("pages/addition.py", "MNIST addition", ":material/add_circle:", "addition"),
-    PageSpec("pages/live.py", "Live training", ":material/play_circle:", "live"),
+    PageSpec("pages/home.py", "Home", ":material/home:", None,
+             "STN Lab"),
+    PageSpec("pages/tour.py", "Guided tour", ":material/school:", "tour",
+             "Guided tour: Spatial Transformer Networks"),
+    PageSpec("pages/playground.py", "Transform playground", ":material/transform:", "playground",
+             "Transform playground"),
+    PageSpec("pages/tps.py", "Thin-plate spline", ":material/grid_on:", "tps",
+             "Thin-plate spline"),
+    PageSpec("pages/sampler.py", "Nearest vs bilinear", ":material/blur_on:", "sampler",
+             "Nearest vs bilinear sampling"),
+    PageSpec("pages/explorer.py", "Trained model explorer", ":material/model_training:", "explorer",
+             "Trained model explorer"),
+    PageSpec("pages/dcn.py", "STN vs deformable conv", ":material/scatter_plot:", "dcn",
+             "Spatial transformer vs deformable convolution"),
+    PageSpec("pages/cub.py", "CUB attention", ":material/flutter_dash:", "cub",
+             "CUB birds: where do the attention transformers look?"),
+    PageSpec("pages/addition.py", "MNIST addition", ":material/add_circle:", "addition",
+             "MNIST addition: two digits, two transformers"),
+    PageSpec("pages/live.py", "Live training", ":material/play_circle:", "live",
+             "Live training"),
 )

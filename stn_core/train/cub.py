@@ -42,21 +42,19 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from PIL import Image
 from tqdm import tqdm
 
-from stn_core.checkpoints import (CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, recover,
-                                  save_checkpoint)
+from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, save_checkpoint
 from stn_core.data.common import DataError, repo_root
 from stn_core.data.cub import find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
 from stn_core.models.cub import CUB_MODEL_NAMES, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
 from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, check_same_settings, command_line,
-                                 default_ckpt_every, keep_depthwise_fp32, make_grad_scaler, resolve_precision,
-                                 resume_precision, resume_state, rng_tensors, scaler_tensors, set_lr, start_process,
-                                 task_of, train_step, wrap_ddp)
+                                 default_ckpt_every, keep_depthwise_fp32, make_grad_scaler, resume_precision,
+                                 resume_state, rng_tensors, scaler_tensors, set_lr, start_run, task_of, train_step,
+                                 wrap_ddp)
 
 #: task name -> class list (None: --classes required)
 CUB_TASKS: dict[str, Optional[str]] = {"cub50": "1-50", "cub200": "1-200", "cub": None}
@@ -260,12 +258,7 @@ def _save_eval_cache(meta_path: Path, logits: torch.Tensor, boxes: Optional[torc
 
 def main(argv: list[str]) -> dict[str, Any]:
     a = parse_args(argv)
-    rank, world, device, threads = start_process(a.device, a.batch, a.threads)
-    precision = resolve_precision(a.precision, device)
-    main_proc = rank == 0
-    say = print if main_proc else (lambda *x, **k: None)
-    paths = checkpoint_paths(a.out)
-    recover(paths["meta"])  # finish or clean up an interrupted commit before looking at the files
+    rank, world, device, threads, precision, main_proc, say, paths = start_run(a)
     exists = paths["meta"].is_file()
     if exists and not (a.resume or a.overwrite):
         raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")

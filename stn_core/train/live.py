@@ -58,12 +58,11 @@ from stn_core.data import tasks as ds
 from stn_core.data.common import DataError
 from stn_core.data.mnist import find_mnist_dir
 from stn_core.models import build_model, count_params
-from stn_core.train.live_state import (LANE_NAMES, TASK, LiveBusyError, FrameHistory, LaneView, LiveConfig,
-                                       LiveData, ReplayFrame, Series, Snapshot, data_md5, load_data)
 from stn_core.registry import checkpoint_exists
+from stn_core.train.live_state import (LANE_NAMES, TASK, FrameHistory, LaneView, LiveBusyError, LiveConfig, LiveData,
+                                       ReplayFrame, Series, Snapshot, data_md5, load_data)
 from stn_core.train.loop import evaluate as loop_evaluate
 from stn_core.train.loop import train_step
-
 
 # --------------------------------------------------------------------------- run
 

@@ -22,14 +22,14 @@ import math
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from stn_core.checkpoints import load_optimizer_tensors, load_train_state, load_weights
+from stn_core.checkpoints import checkpoint_paths, load_optimizer_tensors, load_train_state, load_weights, recover
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
 OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False, "schedule": "paper", "warmup": 0,
@@ -269,6 +269,31 @@ def start_process(device: str, batch: int, threads: int | None) -> tuple[int, in
     threads = threads or max(1, (os.cpu_count() or 1) // local_world)
     torch.set_num_threads(threads)
     return rank, world, dev, threads
+
+
+class Run(NamedTuple):
+    """What every training CLI starts with (:func:`start_run`)."""
+
+    rank: int
+    world: int
+    device: torch.device
+    threads: int
+    precision: str
+    main_proc: bool
+    say: Callable[..., None]
+    paths: dict[str, Path]
+
+
+def start_run(a) -> Run:
+    """Set up this training process from the parsed ``--device --batch --threads --precision --out``:
+    torch.distributed and threads (:func:`start_process`), the resolved precision, printing on rank 0
+    only, and the checkpoint's paths with any interrupted commit finished or cleaned up first."""
+    rank, world, device, threads = start_process(a.device, a.batch, a.threads)
+    main_proc = rank == 0
+    paths = checkpoint_paths(a.out)
+    recover(paths["meta"])
+    return Run(rank, world, device, threads, resolve_precision(a.precision, device), main_proc,
+               print if main_proc else (lambda *x, **k: None), paths)
 
 
 def all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:

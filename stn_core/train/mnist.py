@@ -27,16 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm import tqdm
 
-from stn_core.checkpoints import (CheckpointError, checkpoint_paths, load_meta, optimizer_tensors, recover,
-                                  save_checkpoint)
+from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, save_checkpoint
 from stn_core.data import tasks as ds
 from stn_core.dcn import set_backend
 from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
 from stn_core.paper import paper_error
-from stn_core.train.loop import (OPTIONAL_TRAIN_ARGS, PRECISION_HELP, PRECISIONS, all_reduce, barrier, check_same_settings, command_line,
-                                 SCHEDULES, default_ckpt_every, default_warmup, evaluate, keep_depthwise_fp32, lr_at,
-                                 make_grad_scaler, make_optimizer, param_groups, resolve_precision, resume_precision, resume_state, rng_tensors,
-                                 scaler_tensors, set_lr, start_process, train_step, wrap_ddp)
+from stn_core.train.loop import (OPTIONAL_TRAIN_ARGS, PRECISION_HELP, PRECISIONS, SCHEDULES, all_reduce, barrier,
+                                 check_same_settings, command_line, default_ckpt_every, default_warmup, evaluate,
+                                 keep_depthwise_fp32, lr_at, make_grad_scaler, make_optimizer, param_groups,
+                                 resume_precision, resume_state, rng_tensors, scaler_tensors, set_lr, start_run,
+                                 train_step, wrap_ddp)
 
 #: Models whose classifier is convolutional: channels-last by default (it speeds their convolutions up;
 #: for the FCN classifiers it only costs a copy).
@@ -148,12 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse_args(argv)
-    rank, world, device, threads = start_process(a.device, a.batch, a.threads)
-    precision = resolve_precision(a.precision, device)
-    main_proc = rank == 0
-    say = print if main_proc else (lambda *x, **k: None)
-    paths = checkpoint_paths(a.out)
-    recover(paths["meta"])  # finish or clean up an interrupted commit before looking at the files
+    rank, world, device, threads, precision, main_proc, say, paths = start_run(a)
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
     if a.model == "dcn":  # only dcn runs record it, so older checkpoints resume as before
         train_args["modulated"] = a.modulated

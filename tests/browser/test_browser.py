@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from pages import PAGES as APP_PAGES
 from browser_util import (
     CHROMIUM_PATH,
     PAD,
@@ -262,14 +263,10 @@ def test_deep_link_on_fresh_server(browser):
     )
 
 
-#: Five first visits at once on a fresh server: (deep link, the page's h1).
-COLD_LINKS = (
-    ("/playground?kind=affine&rot=30", "Transform playground"),
-    ("/explorer", "Trained model explorer"),
-    ("/tps", "Thin-plate spline"),
-    ("/live", "Live training"),
-    ("/cub", "CUB birds: where do the attention transformers look?"),
-)
+#: Five first visits at once on a fresh server: (deep link, the page's h1 from pages/__init__.py).
+_HEADING = {p.path: p.heading for p in APP_PAGES}
+COLD_LINKS = tuple((link, _HEADING[link.split("?")[0]]) for link in
+                   ("/playground?kind=affine&rot=30", "/explorer", "/tps", "/live", "/cub"))
 
 
 def test_simultaneous_cold_deep_links(browser):
@@ -278,8 +275,6 @@ def test_simultaneous_cold_deep_links(browser):
     Before the per-run guard (pages/lab/navigation.py) and the ordered warm imports (pages/lab/
     __init__.py), most such visits came up in Streamlit's legacy pages/ mode or with
     "partially initialized module" errors."""
-    from pages import PAGES as APP_PAGES
-
     want_nav = [p.title for p in APP_PAGES]
     with streamlit_server() as server:
         ctxs = [browser.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
