@@ -164,14 +164,6 @@ class Entry:
         return DIST_TASK[self.dist]
 
 
-def _version(path: Path) -> tuple[int, int]:
-    try:
-        st = path.stat()
-        return (st.st_mtime_ns, st.st_size)
-    except OSError:
-        return (0, 0)
-
-
 def read_entry(directory: str | os.PathLike, dist: str, key: str) -> Entry | None:
     """The checkpoint ``mnist_<dist>_<key>`` in ``directory``: None if neither file exists."""
     stem = Path(directory) / stem_name(dist, key)
@@ -195,7 +187,7 @@ def read_entry(directory: str | os.PathLike, dist: str, key: str) -> Entry | Non
                      f"says {meta.get('task')} / {got[0]} {got[1] or ''}".rstrip())
         elif not has_w:
             error = f"{paths['weights']}: weights missing (only the JSON is there)"
-    return Entry(dist, key, stem, meta, error, has_w, _version(paths["weights"]))
+    return Entry(dist, key, stem, meta, error, has_w, version(stem))
 
 
 def discover(directory: str | os.PathLike | None = None) -> dict[tuple[str, str], Entry]:
@@ -242,7 +234,7 @@ def discover_live(directory: str | os.PathLike | None = None) -> dict[tuple[str,
             if not paths["weights"].is_file():
                 error = f"{paths['weights']}: weights missing (only the JSON is there)"
         found[(dist, LIVE_PREFIX + name)] = Entry(dist, LIVE_PREFIX + name, folder / name, meta, error,
-                                                  paths["weights"].is_file(), _version(paths["weights"]))
+                                                  paths["weights"].is_file(), version(folder / name))
     return found
 
 
@@ -341,7 +333,6 @@ def checkpoint_exists(stem_path: str | os.PathLike) -> bool:
     """True when either file of the checkpoint exists (saving would overwrite something)."""
     paths = checkpoint_paths(stem_path)
     return paths["meta"].exists() or paths["weights"].exists()
-
 
 
 # --------------------------------------------------------------------------- the tour's upright CNN
