@@ -1,6 +1,6 @@
 """Training throughput of every model family, fp32 against the fast path → results/bench-train.md.
 
-    python bench/train_throughput.py                          # sections step + data (~2-3 min on 2 cores)
+    python bench/train_throughput.py                          # sections step + data + heap (~10 min)
     python bench/train_throughput.py --sections compile       # torch.compile of the classifier
     python bench/train_throughput.py --sections accuracy      # test error at equal samples, fp32 vs bf16
 
@@ -20,6 +20,11 @@ re-run alone):
   (``TrainStream.batch`` of a step not generated before) against the step time in fp32 and bf16,
   and the time the step actually waits for its batch when the next batch is made in a background
   thread during the step, as ``python -m stn_core.train`` does (``--prefetch``).
+* ``heap``: the CLI's whole fast path against the CLI before this engine, in fresh processes that
+  alternate round by round (the heap setting of :mod:`stn_core.train.heap` is per process, so it
+  cannot be A/B'd inside one): fp32 (with and without channels-last) and the fast path on glibc's
+  default heap, against the fast path with the freed memory kept (what ``python -m stn_core.train``
+  now does on a CPU). The step section's process keeps the heap for every configuration.
 * ``compile`` (opt-in): ``torch.compile`` of the classifier (compile time and steady-state step)
   in fp32 and bf16.
 * ``accuracy`` (opt-in): the RTS CNN trained by the CLI in fp32 and in bf16 for the same steps and
@@ -53,6 +58,7 @@ from timing import interleaved_median_ms, write_report  # noqa: E402
 from stn_core.data import tasks as ds  # noqa: E402
 from stn_core.models import build_model  # noqa: E402
 from stn_core.train import loop as L  # noqa: E402
+from stn_core.train.heap import keep_freed_memory  # noqa: E402
 from stn_core.train.mnist import CONV_MODELS  # noqa: E402
 
 #: (label, task, model, transform) of the step section; "cub:<model>" rows use the CUB loader.
@@ -70,7 +76,7 @@ FAMILIES = [
 ]
 DATA_TASKS = [("R", "mnist-r"), ("RTS", "mnist-rts"), ("P", "mnist-p"), ("E", "mnist-e"),
               ("addition", "mnist-addition")]
-SECTIONS = ("step", "data", "compile", "accuracy")
+SECTIONS = ("step", "data", "heap", "compile", "accuracy")
 TITLE = "# Training throughput: fp32 against the fast path (bf16 autocast + channels-last)"
 
 
@@ -175,6 +181,7 @@ def timed_rounds(fns: dict, a) -> tuple[dict, int]:
 
 def section_step(a, log) -> None:
     fast = fast_precision()
+    keep_freed_memory()  # as the training CLI does on a CPU, for every configuration of this section
     threads = [int(t) for t in a.threads.split(",")]
     only = set(a.models.split(",")) if a.models else None
     fams = [f for f in FAMILIES if only is None or f[2] in only]
@@ -186,7 +193,9 @@ def section_step(a, log) -> None:
         f"behaviour before `--precision`). MNIST batch {a.batch}, CUB batch {a.cub_batch} at {a.cub_size} px. "
         f"Per model: {a.warmup} warm-up round(s), then the median of at least {a.rounds} interleaved rounds "
         f"(one step of each configuration per round; more rounds, up to {a.max_rounds}, for the fast models, "
-        f"filling ~{a.model_seconds:g} s). ratio = fast / fp32 samples/s; ratio vs CL = fast / (fp32+CL).")
+        f"filling ~{a.model_seconds:g} s). ratio = fast / fp32 samples/s; ratio vs CL = fast / (fp32+CL). "
+        f"All configurations share this process, whose heap keeps freed memory as the CLI now does (the "
+        f"heap section measures the CLI before it in separate processes).")
     log("")
     head = ["model", "task", "params"]
     for t in threads:
@@ -259,6 +268,67 @@ def section_step(a, log) -> None:
         for cfg in ("fp32", "fp32+CL", "fast"):
             log(f"| {cfg} | " + " | ".join(
                 f"{step_ms[('ST-CNN Aff', cfg, t)] / step_ms[('CNN', cfg, t)]:.2f}×" for t in threads) + " |")
+
+
+#: (label, task, model, transform) of the heap section: the CNN family where the buffers are biggest.
+HEAP_MODELS = [("CNN", "mnist-rts", "cnn", None), ("CNN", "mnist-r", "cnn", None),
+               ("ST-CNN Aff", "mnist-r", "st-cnn", "affine")]
+#: heap-section configurations: (label, precision ("fast" = the auto one), channels-last, keep the heap).
+HEAP_CONFIGS = [("fp32, default heap", "fp32", False, False), ("fp32+CL, default heap", "fp32", True, False),
+                ("fast, default heap", "fast", True, False), ("fast, heap kept (CLI now)", "fast", True, True)]
+
+
+def heap_child(a) -> None:
+    """One heap-section measurement in this fresh process: prints ``{"ms": median step ms}``."""
+    _label, precision, cl, keep = HEAP_CONFIGS[a.child_config]
+    if keep:
+        keep_freed_memory()
+    task, name, transform = a.child_task, a.child_model, a.child_transform or None
+    precision = fast_precision() if precision == "fast" else precision
+    step = make_step(mnist_model(task, name, transform, cl), mnist_batches(task, a.batch), precision, 1)
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(a.child_steps):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    print(json.dumps({"ms": statistics.median(times)}))
+
+
+def section_heap(a, log) -> None:
+    fast = fast_precision()
+    log("## The whole fast path against the CLI before it, in fresh processes (1 thread)")
+    log("")
+    log(f"Each cell: the median of {a.heap_rounds} fresh processes (one per round, the configurations "
+        f"alternating), each timing the median of {a.child_steps} training steps after 2 warm-up steps, "
+        f"batch {a.batch}, 1 thread. fast = `--precision auto` → **{fast}** autocast + channels-last; "
+        f"\"heap kept\" = `stn_core.train.heap.keep_freed_memory()` (glibc keeps freed buffers for reuse "
+        f"instead of unmapping them, so big activations are not page-faulted in again every step), which "
+        f"`python -m stn_core.train` now applies on a CPU. \"today's fp32\" of the engine issue is the "
+        f"first column; the CLI before `--precision` ran the second.")
+    log("")
+    head = ["model", "task"] + [c[0] for c in HEAP_CONFIGS] + ["CLI now / fp32", "CLI now / fp32+CL",
+                                                                "heap kept / default (fast)"]
+    log("| " + " | ".join(head) + " |")
+    log("|" + "---|" * len(head))
+    for label, task, name, transform in HEAP_MODELS:
+        ms: dict[int, list[float]] = {i: [] for i in range(len(HEAP_CONFIGS))}
+        for _ in range(a.heap_rounds):
+            for i in range(len(HEAP_CONFIGS)):
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--child-config", str(i), "--child-task", task,
+                       "--child-model", name, "--child-transform", transform or "", "--batch", str(a.batch),
+                       "--child-steps", str(a.child_steps)]
+                env = dict(os.environ, OMP_NUM_THREADS="1")
+                p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+                ms[i].append(json.loads(p.stdout.strip().splitlines()[-1])["ms"])
+        med = [statistics.median(ms[i]) for i in range(len(HEAP_CONFIGS))]
+        row = [label, task] + [f"{a.batch / m * 1e3:,.0f} ({m:.0f} ms)" for m in med]
+        row += [f"**{med[0] / med[3]:.2f}×**", f"{med[1] / med[3]:.2f}×", f"{med[2] / med[3]:.2f}×"]
+        log("| " + " | ".join(row) + " |")
+        print(f"  ({label} {task} done)", flush=True)
+    log("")
+    log("Cells: samples/s (median step ms).")
 
 
 def section_data(a, log) -> None:
@@ -445,7 +515,7 @@ def merge_sections(path: Path, blocks: dict[str, list[str]], header: list[str]) 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sections", default="step,data", help=f"comma-separated, of {', '.join(SECTIONS)}")
+    ap.add_argument("--sections", default="step,data,heap", help=f"comma-separated, of {', '.join(SECTIONS)}")
     ap.add_argument("--batch", type=int, default=256, help="MNIST batch")
     ap.add_argument("--cub-batch", type=int, default=4)
     ap.add_argument("--cub-size", type=int, default=224)
@@ -467,8 +537,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--acc-budget", type=float, default=100,
                     help="accuracy section: seconds of training per invocation (unfinished runs continue next time)")
     ap.add_argument("--acc-fresh", action="store_true", help="accuracy section: start the runs afresh")
+    ap.add_argument("--heap-rounds", type=int, default=3, help="heap section: fresh processes per configuration")
+    ap.add_argument("--child-steps", type=int, default=5, help="heap section: timed steps per process")
+    ap.add_argument("--child-config", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-task", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-model", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-transform", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "results" / "bench-train.md"))
     a = ap.parse_args(argv)
+    if a.child_config is not None:
+        heap_child(a)
+        return
     a.argv = list(sys.argv[1:] if argv is None else argv)
     sections = [s for s in a.sections.split(",") if s]
     bad = [s for s in sections if s not in SECTIONS]

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from stn_core.checkpoints import checkpoint_paths, load_optimizer_tensors, load_train_state, load_weights, recover
+from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
 OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False, "schedule": "paper", "warmup": 0,
@@ -287,8 +288,11 @@ class Run(NamedTuple):
 def start_run(a) -> Run:
     """Set up this training process from the parsed ``--device --batch --threads --precision --out``:
     torch.distributed and threads (:func:`start_process`), the resolved precision, printing on rank 0
-    only, and the checkpoint's paths with any interrupted commit finished or cleaned up first."""
+    only, and the checkpoint's paths with any interrupted commit finished or cleaned up first. On a CPU
+    the process keeps freed memory for reuse (:func:`stn_core.train.heap.keep_freed_memory`)."""
     rank, world, device, threads = start_process(a.device, a.batch, a.threads)
+    if device.type == "cpu":
+        keep_freed_memory()
     main_proc = rank == 0
     paths = checkpoint_paths(a.out)
     recover(paths["meta"])
