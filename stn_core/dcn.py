@@ -65,8 +65,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import deform_conv2d
 
+from .torchvision_lazy import deform_conv2d
 from .transforms import autocast_enabled
 
 BACKENDS = ("auto", "torchvision", "sampled")

@@ -42,10 +42,10 @@ from typing import Any, NamedTuple, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from stn_core.data.common import repo_root
 from stn_core.sampling import sample
+from stn_core.torchvision_lazy import mobilenet_v2
 from stn_core.transforms import attention_grid
 
 CUB_MODEL_NAMES = ("cub-baseline", "cub-2st", "cub-4st")
@@ -77,7 +77,7 @@ def mobilenet_v2_features(weights: str | os.PathLike | None = "default") -> nn.M
     float state_dict, ``"torchvision"`` (``MobileNet_V2_Weights.IMAGENET1K_V1``, downloads), or
     None (random init, for tests)."""
     if weights == "torchvision":
-        return mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1).features
+        return mobilenet_v2(imagenet_download=True).features
     net = mobilenet_v2()
     if weights is None:
         return net.features
