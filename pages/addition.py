@@ -22,7 +22,7 @@ from pages.lab import addition as ad
 from pages.lab import common
 from pages.lab import explorer as ex
 from pages.lab import figures as viz
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 from stn_core import registry as reg
 from stn_core.analysis import addition as an_add
 from stn_core.checkpoints import CheckpointError

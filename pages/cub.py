@@ -19,7 +19,7 @@ from pages.lab import common
 from pages.lab import cub as ca
 from pages.lab import figures as viz
 from pages.lab.export import MAX_FRAMES
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 from stn_core import registry as reg
 from stn_core.checkpoints import CheckpointError
 

@@ -23,7 +23,7 @@ from pages.lab import explorer as ex
 from pages.lab import figures as viz
 from pages.lab import links
 from pages.lab import playground as pg
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 from stn_core import registry as reg
 from stn_core.analysis import deformable as dfm
 from stn_core.analysis import stn_vs_dcn as svd

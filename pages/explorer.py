@@ -24,7 +24,7 @@ from pages.lab import export_ui
 from pages.lab import figures as viz
 from pages.lab import links
 from pages.lab import playground as pg
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 from stn_core import registry as reg
 from stn_core.analysis import inspect as insp
 from stn_core.analysis import table1 as t1

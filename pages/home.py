@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.lab import common
-from pages.lab import figures as viz
-from pages.lab import playground as pg
-from pages.lab.navigation import require_app
+from pages.shell import home
+from pages.shell.navigation import require_app
+from pages.shell.widgets import copy_link, png_download, svg_img_tag
 
 require_app()  # first: a run that bypassed app.py reruns through it
-
-
-
-@st.cache_data(show_spinner=False)
-def _schematic() -> tuple[str, bytes, str]:
-    """The pipeline picture as SVG and as PNG (the same layout), and a caption naming the digit used."""
-    labels = common.catalog().digit_labels
-    index = labels.index(4) if 4 in labels else 0
-    ex = pg.pipeline_example(common.sample_image("mnist", index))
-    scene = viz.pipeline_scene(ex.u, ex.grid, ex.v, ex.outline)
-    what = f"MNIST test digit #{index}" if labels[index] >= 0 else "a generated stand-in digit"
-    return viz.scene_svg(scene), viz.scene_png(scene), what
-
 
 st.title("STN Lab")
 st.markdown(
@@ -34,17 +20,22 @@ st.markdown(
     "is differentiable, so it learns where to look from the task's loss alone, without being told."
 )
 
-svg, png, what = _schematic()
-st.html(viz.svg_img_tag(svg, alt="The spatial transformer: input U, localisation net, grid generator "
-                                        "with the sampling grid drawn over U, sampler, output V"))
-downloads = st.container(horizontal=True)
-common.png_download(png, "stn-pipeline.png", where=downloads, key="home_png")
-downloads.download_button("Download SVG", data=svg.encode("utf-8"), file_name="stn-pipeline.svg",
-                          mime="image/svg+xml", icon=":material/download:", key="home_svg")
-st.caption(f"Real thumbnails, computed live from {what}: U is the digit rotated, shrunk and moved; θ is the affine "
-           "map that undoes this (what a trained localisation net would predict). Cyan: the sampling grid "
-           "$T_\\theta(G)$ drawn over U; red: the border of the output window. The sampler reads U at the grid points, "
-           "which gives the straightened V.")
+fig = home.load()
+if fig is None:
+    st.error("The pipeline picture (pages/shell/assets/pipeline.*) is missing or unreadable; "
+             "`python scripts/make_home_figure.py` renders it again.")
+else:
+    st.html(svg_img_tag(fig.svg, alt="The spatial transformer: input U, localisation net, grid generator "
+                                     "with the sampling grid drawn over U, sampler, output V"))
+    downloads = st.container(horizontal=True)
+    png_download(fig.png, "stn-pipeline.png", where=downloads, key="home_png")
+    downloads.download_button("Download SVG", data=fig.svg.encode("utf-8"), file_name="stn-pipeline.svg",
+                              mime="image/svg+xml", icon=":material/download:", key="home_svg")
+    st.caption(f"Real thumbnails, computed by the library from {fig.what} (`python scripts/make_home_figure.py`; "
+               "a test renders them again and compares): U is the digit rotated, shrunk and moved; θ is the affine "
+               "map that undoes this (what a trained localisation net would predict). Cyan: the sampling grid "
+               "$T_\\theta(G)$ drawn over U; red: the border of the output window. The sampler reads U at the grid "
+               "points, which gives the straightened V. Try it live in the Transform playground.")
 
 st.subheader("The three parts")
 c1, c2, c3 = st.columns([1.0, 1.1, 1.3], gap="large")
@@ -74,4 +65,4 @@ links[2].page_link("pages/playground.py", label="… tilt the view (projective)"
                    query_params={"image": "bird-0", "kind": "projective", "sx": "0.9", "sy": "0.9", "py": "0.5"})
 links2 = st.columns(3)
 links2[0].page_link("pages/tour.py", label="Guided tour (for a lecture)", icon=":material/school:")
-common.copy_link()
+copy_link()

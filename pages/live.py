@@ -19,7 +19,7 @@ import streamlit as st
 from pages.lab import common
 from pages.lab import figures as viz
 from pages.lab import links, live
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 from stn_core import registry as reg
 from stn_core.train import live as live_train
 from stn_core.train import live_state

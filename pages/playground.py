@@ -33,7 +33,7 @@ import streamlit as st
 from pages.lab import common, export_ui
 from pages.lab import figures as viz
 from pages.lab import playground as pg
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

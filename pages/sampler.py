@@ -24,7 +24,7 @@ from pages.lab import common
 from pages.lab import figures as viz
 from pages.lab import playground as pg
 from pages.lab import sampler as sl
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

@@ -22,7 +22,7 @@ from pages.lab import links
 from pages.lab import playground as pg
 from pages.lab import sampler as sl
 from pages.lab import tour
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 from stn_core import registry as reg
 from stn_core.analysis import deformable as dfm
 from stn_core.analysis import inspect as insp

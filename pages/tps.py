@@ -23,7 +23,7 @@ from pages.lab import figures as viz
 from pages.lab import links
 from pages.lab import playground as pg
 from pages.lab import tps_editor as te
-from pages.lab.navigation import require_app
+from pages.shell.navigation import require_app
 
 require_app()  # first: a run that bypassed app.py reruns through it
 

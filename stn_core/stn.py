@@ -46,9 +46,12 @@ def conv_localisation(in_channels: int, in_size: Sequence[int], filters: int = 2
         nn.Conv2d(filters, filters, 5), nn.ReLU(inplace=True),
         nn.Flatten(),
     )
-    with torch.no_grad():
-        flat = body(torch.zeros(1, in_channels, *in_size)).shape[1]
-    return nn.Sequential(*body, nn.Linear(flat, hidden), nn.ReLU(inplace=True))
+    side = [((int(n) // 2 - 4) // 2) - 4 for n in in_size]  # pool, conv 5 (valid), pool, conv 5
+    if min(side) < 1:
+        raise ValueError(f"the ST-CNN localisation net needs inputs of at least 28 pixels a side, got {tuple(in_size)}")
+    # computed, not measured by a forward pass: on the meta device (checkpoint loading) a max-pool
+    # pulls in torch's symbolic shapes and sympy, ~0.3 s of a page's first visit
+    return nn.Sequential(*body, nn.Linear(filters * side[0] * side[1], hidden), nn.ReLU(inplace=True))
 
 
 def fc_localisation(in_channels: int, in_size: Sequence[int], hidden: int = 32) -> nn.Sequential:

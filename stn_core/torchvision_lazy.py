@@ -27,3 +27,9 @@ def mobilenet_v2(imagenet_download: bool = False) -> nn.Module:
     from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 
     return tv_mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1 if imagenet_download else None)
+
+
+def preload() -> None:
+    """Import torchvision's ops and models now (a server warming up in the background)."""
+    import torchvision.models  # noqa: F401
+    import torchvision.ops  # noqa: F401

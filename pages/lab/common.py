@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import streamlit as st
@@ -15,6 +14,7 @@ import torch
 
 from pages.lab import explorer as ex
 from pages.lab import playground as pg
+from pages.shell.widgets import copy_link, png_download, query_dict, view_url  # noqa: F401 (re-exported)
 from stn_core import registry as reg
 from stn_core.checkpoints import load_model
 from stn_core.data import test_digits as td
@@ -150,11 +150,6 @@ def show_messages(messages: Iterable[pg.Message], where=st) -> None:
     for m in messages:
         fn = {"error": where.error, "warning": where.warning}.get(m.level, where.info)
         fn(m.text)
-
-
-def query_dict() -> dict[str, str]:
-    """The current URL query parameters as a plain dict (last value wins)."""
-    return {k: st.query_params.get(k, "") for k in st.query_params.keys()}
 
 
 def sync_query_params(params: dict[str, str]) -> None:
@@ -354,26 +349,3 @@ def plot_config(filename: str) -> dict:
     return {**PLOT_CONFIG, "toImageButtonOptions": {"format": "png", "scale": 2, "filename": filename}}
 
 
-def view_url(params: dict[str, str] | None = None) -> str:
-    """The absolute URL of this page with ``params`` (default: the current query string)."""
-    base = str(getattr(st.context, "url", "") or "")
-    parts = urlsplit(base)
-    query = urlencode(query_dict() if params is None else params)
-    if not parts.scheme:  # no browser context (tests): a relative link
-        return "?" + query if query else "./"
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-def copy_link(where=None, params: dict[str, str] | None = None) -> None:
-    """A "Link to this view" box with a copy button (``st.code``'s clipboard icon)."""
-    where = st.sidebar if where is None else where
-    with where.expander(":material/link: Link to this view", expanded=False):
-        st.code(view_url(params), language=None, wrap_lines=True)
-        st.caption("Copy with the icon at the right; the link reopens this page with these settings.")
-
-
-def png_download(image_png: bytes, filename: str, label: str = "Download PNG", where=st, key: str | None = None
-                 ) -> None:
-    """A download button for an already encoded PNG (``viz.png_bytes``)."""
-    where.download_button(label, data=image_png, file_name=filename, mime="image/png",
-                          icon=":material/download:", key=key)

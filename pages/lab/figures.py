@@ -21,6 +21,8 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 from plotly.subplots import make_subplots
 
+from pages.shell.widgets import svg_img_tag  # noqa: F401 (re-exported)
+
 GRID_COLOUR = "#00d8ff"
 OUTLINE_COLOUR = "#ff4b2b"
 CORNER_COLOUR = "#ffd400"
@@ -624,14 +626,6 @@ def scene_png(scene: Scene, scale: float = PNG_SCALE, supersample: int = 3) -> b
     buf = io.BytesIO()
     Image.fromarray(scene_image(scene, scale, supersample)).save(buf, format="PNG", optimize=False)
     return buf.getvalue()
-
-
-def svg_img_tag(svg: str, alt: str = "") -> str:
-    """Wrap an SVG document as an ``<img>`` with a data URI: it survives HTML sanitisers
-    (st.html strips inline <svg>) and scales to the container width."""
-    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    return (f'<img src="data:image/svg+xml;base64,{data}" alt="{html.escape(alt, quote=True)}" '
-            'style="width:100%;max-width:1200px;height:auto"/>')
 
 
 # --------------------------------------------------------------------------- home-page schematic

@@ -40,3 +40,12 @@ def test_the_lazy_deform_conv2d_is_torchvisions():
     x, w = torch.randn(2, 3, 6, 6, generator=g), torch.randn(4, 3, 3, 3, generator=g)
     off = torch.randn(2, 18, 4, 4, generator=g)
     torch.testing.assert_close(deform_conv2d(x, off, w), reference(x, off, w), rtol=0, atol=0)
+
+
+def test_loading_an_st_cnn_checkpoint_does_not_load_sympy():
+    """The checkpoint loader builds the model on the meta device first; the localisation net's size is
+    computed, not measured with a meta forward pass (whose max-pool imports torch's symbolic shapes and
+    sympy, ~0.3 s of the explorer's first visit)."""
+    mods = _modules_after("from stn_core.checkpoints import load_model\n"
+                          "load_model('checkpoints/mnist_rts_st-cnn-aff')")
+    assert "stn_core.stn" in mods and "sympy" not in mods
