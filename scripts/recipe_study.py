@@ -20,7 +20,9 @@ the next session (``--time-limit`` counts a run's training seconds over all its 
 script passes the seconds already trained + the seconds left). They run one at a time in PRIORITY
 order (the most informative first). Finished runs (``"final": true``) are skipped. A run that fails
 (e.g. diverges) leaves runs/recipe/<name>.failed with the error and is not retried unless that file
-is deleted. ``--report`` reads the JSONs only (no training).
+is deleted. ``--report`` reads the JSONs only (no training). Several instances may share the grid, one
+per core (e.g. ``--models cnn`` beside ``--models st-cnn-aff``): each run is claimed by a lock file
+(runs/recipe/<name>.lock, its pid) and an instance skips a run that a live process holds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -145,6 +148,33 @@ def stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S")
 
 
+def claim(name: str) -> bool:
+    """Take run ``name`` for this process (runs/recipe/<name>.lock holds the pid), so that several
+    ``--models`` instances share the grid on several cores; False when a live process holds it."""
+    lock = RUN_DIR / f"{name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+                os.kill(pid, 0)
+                return False  # alive
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release(name: str) -> None:
+    (RUN_DIR / f"{name}.lock").unlink(missing_ok=True)
+
+
 def train(deadline: float, only: list[str] | None = None) -> None:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     (RUN_DIR / "logs").mkdir(exist_ok=True)
@@ -163,27 +193,38 @@ def train(deadline: float, only: list[str] | None = None) -> None:
         if left < MIN_LEFT:
             print(f"[{stamp()}] deadline: {left:.0f} s left, not starting {name}", flush=True)
             return
-        done_s = float(meta.get("train_seconds", 0.0)) if meta else 0.0
-        limit = done_s + max(1.0, left - START_MARGIN)
-        cmd = [sys.executable, "-m", "stn_core.train", *train_command(model, recipe, budget)]
-        if meta:
-            cmd.append("--resume")
-        cmd += ["--time-limit", str(int(limit))]
-        print(f"[{stamp()}] $ {' '.join(cmd[1:])}", flush=True)
-        with open(RUN_DIR / "logs" / f"{name}.log", "a") as log:
-            log.write(f"\n[{stamp()}] $ {' '.join(cmd[1:])}\n")
-            log.flush()
-            rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-        tail = (RUN_DIR / "logs" / f"{name}.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
-        meta = read_meta(name)
-        if rc != 0:
-            failed.write_text(f"exit {rc}: {tail[0]}\n")
-            print(f"[{stamp()}] FAILED ({rc}) {name}: {tail[0][:300]}", flush=True)
+        if not claim(name):
+            print(f"[{stamp()}] skip {name}: another process is training it", flush=True)
             continue
-        state = ("final, test error %.2f %%" % meta["test_error"]) if meta and meta.get("final") else \
-            f"stopped at step {meta['steps'] if meta else '?'} / {steps_of(budget)} (resumable)"
-        print(f"[{stamp()}] {name}: {state}", flush=True)
-    print(f"[{stamp()}] the whole grid is done", flush=True)
+        try:
+            run_one(name, model, recipe, budget, meta, left, failed)
+        finally:
+            release(name)
+    print(f"[{stamp()}] the whole grid is done (or its rest is being trained elsewhere)", flush=True)
+
+
+def run_one(name: str, model: str, recipe: str, budget: str, meta: dict | None, left: float, failed: Path) -> None:
+    """Train (or resume) one run until it finishes or ``left`` seconds are spent."""
+    done_s = float(meta.get("train_seconds", 0.0)) if meta else 0.0
+    limit = done_s + max(1.0, left - START_MARGIN)
+    cmd = [sys.executable, "-m", "stn_core.train", *train_command(model, recipe, budget)]
+    if meta:
+        cmd.append("--resume")
+    cmd += ["--time-limit", str(int(limit))]
+    print(f"[{stamp()}] $ {' '.join(cmd[1:])}", flush=True)
+    with open(RUN_DIR / "logs" / f"{name}.log", "a") as log:
+        log.write(f"\n[{stamp()}] $ {' '.join(cmd[1:])}\n")
+        log.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    tail = (RUN_DIR / "logs" / f"{name}.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
+    meta = read_meta(name)
+    if rc != 0:
+        failed.write_text(f"exit {rc}: {tail[0]}\n")
+        print(f"[{stamp()}] FAILED ({rc}) {name}: {tail[0][:300]}", flush=True)
+        return
+    state = ("final, test error %.2f %%" % meta["test_error"]) if meta and meta.get("final") else \
+        f"stopped at step {meta['steps'] if meta else '?'} / {steps_of(budget)} (resumable)"
+    print(f"[{stamp()}] {name}: {state}", flush=True)
 
 
 # --------------------------------------------------------------------------- report

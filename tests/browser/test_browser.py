@@ -243,7 +243,7 @@ def test_deep_link_on_fresh_server(browser):
             pg = ctx.new_page()
             pg.js_errors = []
             open_page(pg, server.url, "/playground")
-            # The guard (pages/lab/navigation.require_app) reruns through app.py; on a busy machine
+            # The guard (pages/shell/navigation.require_app) reruns through app.py; on a busy machine
             # the legacy navigation can show until that rerun lands: wait for it (bounded), so
             # only a navigation that stays wrong fails.
             deadline = time.monotonic() + 45.0
@@ -272,7 +272,7 @@ COLD_LINKS = tuple((link, _HEADING[link.split("?")[0]]) for link in
 def test_simultaneous_cold_deep_links(browser):
     """A lecture hall opens the shared links at once on a server nobody has visited yet: every
     visitor gets the right page, in the app's layout (wide, the app's navigation), with no error.
-    Before the per-run guard (pages/lab/navigation.py) and the ordered warm imports (pages/lab/
+    Before the per-run guard (pages/shell/navigation.py) and the ordered warm imports (pages/lab/
     __init__.py), most such visits came up in Streamlit's legacy pages/ mode or with
     "partially initialized module" errors."""
     want_nav = [p.title for p in APP_PAGES]
