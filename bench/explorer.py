@@ -33,8 +33,8 @@ from stn_core import build_model  # noqa: E402
 from pages.lab import explorer as ex  # noqa: E402
 from pages.lab import figures as viz  # noqa: E402
 from stn_core.data.common import atomic_write_bytes  # noqa: E402
-from stn_core import registry as reg
-from stn_core.analysis import inspect as insp
+from stn_core import registry as reg  # noqa: E402
+from stn_core.analysis import inspect as insp  # noqa: E402
 
 TARGET_MS = 30.0
 
@@ -61,9 +61,14 @@ def _digit(size: int) -> np.ndarray:
     return ex.to_canvas(a, size)
 
 
+_TURN = iter(range(10 ** 9))
+
+
 def redraw(model, cnn, base: np.ndarray) -> int:
-    """Everything the page computes for one change of a control; returns the JSON size in bytes."""
-    x, _ = ex.distort(base, {"rot": 20.0, "sx": 0.9, "sy": 0.9})
+    """Everything the page computes for one change of a control; returns the JSON size in bytes. Every
+    call turns the rotation slider to a new angle, so no image the page memoises (``viz.display_uri``)
+    is found again: every changing picture is encoded, as after a real slider move."""
+    x, _ = ex.distort(base, {"rot": 20.0 + 0.1 * (next(_TURN) % 997), "sx": 0.9, "sy": 0.9})
     p = insp.predict(model, x)[0]
     series = [("model", p.probs)]
     if cnn is not None:
@@ -117,7 +122,8 @@ def main() -> None:
         "not depend on their values). *predict* = `pages.lab.explorer.predict` on one digit (forward pass, softmax, "
         "the sampled region's border); *redraw* = hand distortion + predict + the plain CNN's predict for contrast + "
         "the four Figure 1 plotly figures + `fig.to_json()`, i.e. everything the page computes per change except "
-        "Streamlit's own overhead and the browser's drawing (galleries are cached per batch).",
+        "Streamlit's own overhead and the browser's drawing (galleries are cached per batch). Every redraw uses a new "
+        "rotation, so none of its pictures is found in the page's encoding memo.",
         "",
         "| model, input | predict ms | redraw total ms | figure JSON KiB |",
         "|---|---|---|---|",
