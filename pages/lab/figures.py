@@ -184,11 +184,23 @@ def view_range(in_size: tuple[int, int], points: np.ndarray, max_extra: float = 
 
 # --------------------------------------------------------------------------- plotly figures
 
-def image_trace(image: np.ndarray, empty: np.ndarray | None = None, name: str = "image") -> go.Image:
+def _trace(kind: str, **props) -> dict:
+    """A trace as a plain spec, e.g. ``_trace("scatter", x=…, y=…)``."""
+    return dict(type=kind, **props)
+
+
+def _figure(data: list[dict], layout: dict) -> go.Figure:
+    """A figure from plain specs, without plotly's property-by-property validation: that cost ~8 ms of
+    every redraw of the playground here. ``tests/app/test_figure_specs.py`` validates what every builder
+    makes (validating it again must give the same figure), so a typo still fails a test."""
+    return go.Figure(data=data, layout=layout, _validate=False)
+
+
+def image_trace(image: np.ndarray, empty: np.ndarray | None = None, name: str = "image") -> dict:
     """An image trace in pixel coordinates of the *original* image, shown nearest-upscaled
     (small images) and drawn without smoothing (``zsmooth=False``), so pixels stay crisp."""
     uri, k = display_uri(image, empty)
-    return go.Image(source=uri, x0=-0.5 + 0.5 / k, y0=-0.5 + 0.5 / k, dx=1.0 / k, dy=1.0 / k,
+    return _trace("image", source=uri, x0=-0.5 + 0.5 / k, y0=-0.5 + 0.5 / k, dx=1.0 / k, dy=1.0 / k,
                     zsmooth=False, name=name, hoverinfo="skip")
 
 
@@ -206,7 +218,7 @@ def plot_figure(traces: list, title: str, xr: tuple[float, float], yr: tuple[flo
     (several times faster than ``update_layout``; this runs on every redraw)."""
     height = auto_height(xr, yr) if height is None else height
     axis = dict(showgrid=False, zeroline=False, showticklabels=False, ticks="", constrain="domain")
-    layout = go.Layout(
+    layout = dict(
         title=dict(text=title, font=dict(size=FONT_SIZE + 4), x=0.0, xanchor="left"),
         height=height, margin=dict(l=10, r=10, t=50, b=10), font=dict(size=FONT_SIZE),
         showlegend=True, dragmode="pan", plot_bgcolor="#f3f3f3",
@@ -214,16 +226,16 @@ def plot_figure(traces: list, title: str, xr: tuple[float, float], yr: tuple[flo
         xaxis=dict(range=list(xr), **axis),
         yaxis=dict(range=[yr[1], yr[0]], scaleanchor="x", scaleratio=1.0, **axis),
     )
-    return go.Figure(data=traces, layout=layout)
+    return _figure(traces, layout)
 
 
-def _lines(points: np.ndarray, name: str, colour: str, width: float, opacity: float = 1.0) -> go.Scatter:
-    return go.Scatter(x=points[:, 0], y=points[:, 1], mode="lines", name=name, opacity=opacity,
+def _lines(points: np.ndarray, name: str, colour: str, width: float, opacity: float = 1.0) -> dict:
+    return _trace("scatter", x=points[:, 0], y=points[:, 1], mode="lines", name=name, opacity=opacity,
                       line=dict(color=colour, width=width), hoverinfo="skip", connectgaps=False)
 
 
-def _corner(x: float, y: float, name: str) -> go.Scatter:
-    return go.Scatter(x=[x], y=[y], mode="markers", name=name, hoverinfo="skip",
+def _corner(x: float, y: float, name: str) -> dict:
+    return _trace("scatter", x=[x], y=[y], mode="markers", name=name, hoverinfo="skip",
                       marker=dict(color=CORNER_COLOUR, size=16, line=dict(color="black", width=2)))
 
 
@@ -708,9 +720,9 @@ AFFINE_COLOUR = "#ff4b2b"
 
 
 def _numbered_points(px: np.ndarray, name: str, colour: str = LATTICE_COLOUR, size: int = 22,
-                     symbol: str = "circle") -> go.Scatter:
+                     symbol: str = "circle") -> dict:
     """Numbered markers (1, 2, …) at pixel positions ``px (K, 2)``."""
-    return go.Scatter(x=px[:, 0], y=px[:, 1], mode="markers+text", name=name, hoverinfo="skip",
+    return _trace("scatter", x=px[:, 0], y=px[:, 1], mode="markers+text", name=name, hoverinfo="skip",
                       text=[str(i + 1) for i in range(px.shape[0])], textposition="middle center",
                       textfont=dict(size=FONT_SIZE - 4, color="black"),
                       marker=dict(color=colour, size=size, symbol=symbol, line=dict(color="black", width=1.5)))
@@ -746,7 +758,7 @@ def affine_fit_figure(image: np.ndarray, grid: np.ndarray, mapped: np.ndarray, c
     gaps[0::3], gaps[1::3] = m_px, c_px
     traces = [image_trace(image, name="U"), _lines(lines, "affine sampling grid", GRID_COLOUR, 1.6),
               _lines(gaps, "miss", AFFINE_COLOUR, 2.5),
-              go.Scatter(x=c_px[:, 0], y=c_px[:, 1], mode="markers", name="your points", hoverinfo="skip",
+              _trace("scatter", x=c_px[:, 0], y=c_px[:, 1], mode="markers", name="your points", hoverinfo="skip",
                          marker=dict(color="rgba(0,0,0,0)", size=18, line=dict(color=LATTICE_COLOUR, width=3))),
               _numbered_points(m_px, "where the affine fit puts them", AFFINE_COLOUR, size=20, symbol="diamond")]
     xr, yr = view_range((h, w), np.concatenate([lines, m_px, c_px], 0), max_extra=0.3, margin=0.05)
@@ -770,9 +782,9 @@ def image_panel(image: np.ndarray, title: str, height: int | None = None) -> go.
     xr, yr = view_range((h, w), np.zeros((0, 2)), margin=0.01)
     height = auto_height(xr, yr, plot_width=420, lo=220, hi=460, chrome=60) if height is None else height
     axis = dict(showgrid=False, zeroline=False, showticklabels=False, ticks="", constrain="domain")
-    layout = go.Layout(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
+    layout = dict(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
                        xaxis=dict(range=list(xr), **axis), yaxis=dict(range=[yr[1], yr[0]], scaleanchor="x", **axis))
-    return go.Figure(data=[image_trace(image, name=title)], layout=layout)
+    return _figure([image_trace(image, name=title)], layout)
 
 
 DIFF_SCALE = [[0.0, "#ffffff"], [0.15, "#ffd8a8"], [0.5, "#f76707"], [1.0, "#5c0a0a"]]
@@ -786,12 +798,12 @@ def heatmap_panel(values: np.ndarray, title: str, colorscale: str | list = DIFF_
     xr, yr = view_range((h, w), np.zeros((0, 2)), margin=0.01)
     height = auto_height(xr, yr, plot_width=400, lo=220, hi=460, chrome=60) if height is None else height
     axis = dict(showgrid=False, zeroline=False, showticklabels=False, ticks="", constrain="domain")
-    trace = go.Heatmap(z=v, zmin=zmin, zmax=zmax, colorscale=colorscale, zsmooth=False,
+    trace = _trace("heatmap", z=v, zmin=zmin, zmax=zmax, colorscale=colorscale, zsmooth=False,
                        colorbar=dict(title=dict(text=colorbar_title), thickness=14, len=0.9),
                        hovertemplate="row %{y}, column %{x}: %{z:.3g}<extra></extra>")
-    layout = go.Layout(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
+    layout = dict(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
                        xaxis=dict(range=list(xr), **axis), yaxis=dict(range=[yr[1], yr[0]], scaleanchor="x", **axis))
-    return go.Figure(data=[trace], layout=layout)
+    return _figure([trace], layout)
 
 
 def gradient_pair_figure(gx: np.ndarray, gy: np.ndarray, title: str, height: int = 430) -> go.Figure:
@@ -851,7 +863,7 @@ def zoom_figure(z, title: str | None = None, height: int = 640) -> go.Figure:
     Axes in input pixel indices (m: column, n: row)."""
     size = z.patch.shape[0]
     uri, k = display_uri(z.patch)
-    traces: list = [go.Image(source=uri, x0=z.m0 - 0.5 + 0.5 / k, y0=z.n0 - 0.5 + 0.5 / k, dx=1.0 / k, dy=1.0 / k,
+    traces: list = [_trace("image", source=uri, x0=z.m0 - 0.5 + 0.5 / k, y0=z.n0 - 0.5 + 0.5 / k, dx=1.0 / k, dy=1.0 / k,
                              hoverinfo="skip", name="U")]
     grey = z.patch.mean(-1)
     xs, ys, texts, colours = [], [], [], []
@@ -861,7 +873,7 @@ def zoom_figure(z, title: str | None = None, height: int = 640) -> go.Figure:
             ys.append(z.n0 + a + 0.27)
             texts.append(f"{grey[a, b]:.2f}")
             colours.append("black" if grey[a, b] > 0.55 else "white")
-    traces.append(go.Scatter(x=xs, y=ys, mode="text", text=texts, textfont=dict(size=FONT_SIZE - 3, color=colours),
+    traces.append(_trace("scatter", x=xs, y=ys, mode="text", text=texts, textfont=dict(size=FONT_SIZE - 3, color=colours),
                              hoverinfo="skip", showlegend=False))
 
     def square(m: int, n: int, inset: float) -> tuple[list[float], list[float]]:
@@ -873,7 +885,7 @@ def zoom_figure(z, title: str | None = None, height: int = 640) -> go.Figure:
         sx, sy = square(r.m, r.n, 0.06)
         bx += sx
         by += sy
-    traces.append(go.Scatter(x=bx, y=by, mode="lines", name="bilinear reads (weight)",
+    traces.append(_trace("scatter", x=bx, y=by, mode="lines", name="bilinear reads (weight)",
                              line=dict(color=BILINEAR_COLOUR, width=5), hoverinfo="skip"))
     # weight labels (boxed, readable on any pixel) on the side of each pixel away from the source point
     labels = [dict(x=r.m + 0.1 * (1.0 if r.m >= z.x else -1.0), y=r.n - 0.2 if r.n <= z.y else r.n - 0.02,
@@ -881,24 +893,24 @@ def zoom_figure(z, title: str | None = None, height: int = 640) -> go.Figure:
                    bordercolor=BILINEAR_COLOUR, borderwidth=1.5, borderpad=2,
                    font=dict(size=FONT_SIZE, color=BILINEAR_COLOUR)) for r in z.bilinear]
     nx, ny = square(z.nearest.m, z.nearest.n, 0.16)
-    traces.append(go.Scatter(x=nx, y=ny, mode="lines", name="nearest reads (weight 1)",
+    traces.append(_trace("scatter", x=nx, y=ny, mode="lines", name="nearest reads (weight 1)",
                              line=dict(color=NEAREST_COLOUR, width=4, dash="dot"), hoverinfo="skip"))
     nb = z.sources.reshape(-1, 2)
-    traces.append(go.Scatter(x=nb[:, 0], y=nb[:, 1], mode="markers", name="source points of the 3×3 output pixels",
+    traces.append(_trace("scatter", x=nb[:, 0], y=nb[:, 1], mode="markers", name="source points of the 3×3 output pixels",
                              marker=dict(size=9, color="#00d8ff", line=dict(color="black", width=1)), hoverinfo="skip"))
-    traces.append(go.Scatter(x=[z.x], y=[z.y], mode="markers", name=f"(x<sup>s</sup>, y<sup>s</sup>) of pixel "
+    traces.append(_trace("scatter", x=[z.x], y=[z.y], mode="markers", name=f"(x<sup>s</sup>, y<sup>s</sup>) of pixel "
                              f"({z.i}, {z.j})", hoverinfo="skip", opacity=0.9,
                              marker=dict(size=15, symbol="x", color=CORNER_COLOUR, line=dict(color="black", width=1.5))))
     axis = dict(showgrid=False, zeroline=False, dtick=1, ticks="outside", constrain="domain")
     lo_x, lo_y = z.m0 - 0.5, z.n0 - 0.5
-    layout = go.Layout(**_plain_layout(title or f"Output pixel (row {z.i}, column {z.j}) reads from the input",
+    layout = dict(**_plain_layout(title or f"Output pixel (row {z.i}, column {z.j}) reads from the input",
                                        height, showlegend=True, dragmode=False),
                        legend=dict(orientation="v", yanchor="top", y=-0.1, x=0.0, font=dict(size=FONT_SIZE - 2)),
                        xaxis=dict(range=[lo_x, lo_x + size], title=dict(text="column m"), **axis),
                        yaxis=dict(range=[lo_y + size, lo_y], scaleanchor="x", title=dict(text="row n"), **axis))
-    layout.margin = dict(l=60, r=10, t=50, b=10)
-    layout.annotations = labels
-    return go.Figure(data=traces, layout=layout)
+    layout["margin"] = dict(l=60, r=10, t=50, b=10)
+    layout["annotations"] = labels
+    return _figure(traces, layout)
 
 
 def loss_figure(runs: dict, height: int = 360) -> go.Figure:
@@ -906,14 +918,14 @@ def loss_figure(runs: dict, height: int = 360) -> go.Figure:
     traces = []
     for mode, run in runs.items():
         colour = BILINEAR_COLOUR if mode == "bilinear" else NEAREST_COLOUR
-        traces.append(go.Scatter(x=np.arange(len(run.losses)), y=np.maximum(run.losses, 1e-12), mode="lines",
+        traces.append(_trace("scatter", x=np.arange(len(run.losses)), y=np.maximum(run.losses, 1e-12), mode="lines",
                                  name=mode, line=dict(color=colour, width=4, dash="solid" if mode == "bilinear" else "dash")))
-    layout = go.Layout(**_plain_layout("Loss (MSE to the template)", height, showlegend=True),
+    layout = dict(**_plain_layout("Loss (MSE to the template)", height, showlegend=True),
                        xaxis=dict(title=dict(text="step")),
                        yaxis=dict(type="log", dtick=1, exponentformat="power", title=dict(text="loss")),
                        legend=dict(orientation="v", yanchor="top", y=0.98, x=0.98, xanchor="right",
                                    bgcolor="rgba(255,255,255,0.8)"))
-    return go.Figure(data=traces, layout=layout)
+    return _figure(traces, layout)
 
 
 def theta_figure(runs: dict, target: np.ndarray, height: int = 420) -> go.Figure:
@@ -967,14 +979,14 @@ def region_figure(image: np.ndarray, region: np.ndarray | None, grid: np.ndarray
             traces.append(_corner(float(ol[0, 0]), float(ol[0, 1]), "output's top-left corner"))
     if ctrl is not None:
         c = norm_to_pixel(np.asarray(ctrl), (h, w))
-        traces.append(go.Scatter(x=c[:, 0], y=c[:, 1], mode="markers", name="control points", hoverinfo="skip",
+        traces.append(_trace("scatter", x=c[:, 0], y=c[:, 1], mode="markers", name="control points", hoverinfo="skip",
                                  marker=dict(color=LATTICE_COLOUR, size=9, line=dict(color="black", width=1))))
     xr, yr = view_range((h, w), np.concatenate(pts, 0), max_extra=0.35, margin=0.01)
     height = auto_height(xr, yr, plot_width=330, lo=220, hi=420, chrome=60) if height is None else height
     axis = dict(showgrid=False, zeroline=False, showticklabels=False, ticks="", constrain="domain")
-    layout = go.Layout(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
+    layout = dict(**_plain_layout(title, height, showlegend=False, dragmode="pan"),
                        xaxis=dict(range=list(xr), **axis), yaxis=dict(range=[yr[1], yr[0]], scaleanchor="x", **axis))
-    return go.Figure(data=traces, layout=layout)
+    return _figure(traces, layout)
 
 
 def probability_figure(series: list[tuple[str, np.ndarray]], classes: list[str] | None = None,
@@ -990,23 +1002,23 @@ def probability_figure(series: list[tuple[str, np.ndarray]], classes: list[str] 
         p = np.asarray(probs, dtype=np.float64)
         top = int(p.argmax())
         text = [f"{100 * v:.0f}%" if j == top else "" for j, v in enumerate(p)]
-        traces.append(go.Bar(x=classes, y=p, name=name, text=text, textposition="outside", cliponaxis=False,
+        traces.append(_trace("bar", x=classes, y=p, name=name, text=text, textposition="outside", cliponaxis=False,
                              constraintext="none",
                              textfont=dict(size=FONT_SIZE, color="#222"),
                              marker=dict(color=MODEL_COLOUR if i == 0 else CONTRAST_COLOUR),
                              hovertemplate=f"{name}<br>class %{{x}}: %{{y:.3f}}<extra></extra>"))
     ticks = [f"<b>{c}</b>" if true_label is not None and j == true_label else c for j, c in enumerate(classes)]
-    layout = go.Layout(**_plain_layout(title, height, showlegend=len(series) > 1, barmode="group", bargap=0.25),
+    layout = dict(**_plain_layout(title, height, showlegend=len(series) > 1, barmode="group", bargap=0.25),
                        xaxis=dict(type="category", tickmode="array", tickvals=classes, ticktext=ticks,
                                   tickfont=dict(size=FONT_SIZE + 2), title=dict(text="class")),
                        yaxis=dict(range=[0, 1.12], tickformat=".0%", dtick=0.25, title=dict(text="probability")),
                        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0,
                                    font=dict(size=FONT_SIZE - 1)))
-    layout.plot_bgcolor = "#ffffff"
+    layout["plot_bgcolor"] = "#ffffff"
     if true_label is not None:
-        layout.annotations = [dict(x=classes[true_label], y=-0.02, yref="paper", yanchor="top", yshift=-30,
+        layout["annotations"] = [dict(x=classes[true_label], y=-0.02, yref="paper", yanchor="top", yshift=-30,
                                    text="true", showarrow=False, font=dict(size=FONT_SIZE - 2, color=CORRECT_COLOUR))]
-    return go.Figure(data=traces, layout=layout)
+    return _figure(traces, layout)
 
 
 def figure1_gallery_scene(inputs: list[np.ndarray], preds: list[int], confidences: list[float],
