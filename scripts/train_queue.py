@@ -2,8 +2,10 @@
 
 Runs ``python -m stn_core.train`` commands from the repo root, one after another or (``jobs`` > 1,
 e.g. on a GPU) several at once: skips runs whose checkpoint JSON says ``"final": true``, and with a
-time limit passes each run the seconds left (``--time-limit``) and starts none when fewer than 60 s
-are left.
+time limit starts none when fewer than 60 s are left and passes each run ``--time-limit`` = the
+seconds it has trained already (``train_seconds`` of its JSON: the trainer's limit counts all of a
+run's sessions) + the seconds left, so a resumed run trains for the time left instead of stopping
+at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ def is_final(stem: Path) -> bool:
         return False
 
 
+def trained_seconds(stem: Path) -> float:
+    """``train_seconds`` recorded in ``<stem>.json`` (0 for a new run)."""
+    try:
+        return float(json.loads(stem.with_suffix(".json").read_text()).get("train_seconds") or 0.0)
+    except (OSError, ValueError, TypeError):
+        return 0.0
+
+
 def _command_or_none(stem: Path, make_cmd: Callable[[], list[str]], start: float,
                      time_limit: float | None) -> list[str] | None:
     """The run's command with the seconds left appended, or None when no run should start."""
@@ -37,7 +47,7 @@ def _command_or_none(stem: Path, make_cmd: Callable[[], list[str]], start: float
         if left < 60:
             print(f"time limit reached: not starting {stem.name}", flush=True)
             return None
-        cmd += ["--time-limit", str(int(left))]
+        cmd += ["--time-limit", str(int(trained_seconds(stem) + left))]
     return cmd
 
 

@@ -44,6 +44,12 @@ def test_parallel_queue_reports_a_failed_run_after_the_others(tmp_path):
     assert (tmp_path / "logs" / "good.log").read_text().strip() == "fine"
 
 
+def test_a_resumed_run_gets_its_trained_seconds_plus_the_time_left(tmp_path):
+    (tmp_path / "x.json").write_text('{"final": false, "train_seconds": 5000.0}')
+    cmd = Q._command_or_none(tmp_path / "x", lambda: ["python", "run"], start=time.time(), time_limit=600)
+    assert cmd[2] == "--time-limit" and 5590 <= int(cmd[3]) <= 5600  # the trainer's limit is cumulative
+
+
 def test_time_limit_is_passed_on_and_stops_new_runs(tmp_path, capsys):
     cmd = Q._command_or_none(tmp_path / "x", lambda: ["python", "run"], start=0.0, time_limit=1e12)
     assert cmd[:2] == ["python", "run"] and cmd[2] == "--time-limit" and int(cmd[3]) > 60
