@@ -152,7 +152,9 @@ def main() -> None:
         "output-size change (the cached system inverse and design matrix are rebuilt); *drawing* = the "
         "point-drag payload (grid lines, PNG data URI of U, JSON) and the three plotly figures with "
         "`fig.to_json()` (PNG encoding of both outputs and, twice, of U); *drawing, U memoised* = the same with "
-        "U's encoding reused, as the page does (`viz.display_uri`); *total* = compute + drawing (worst case). "
+        "U's encoding reused, as the page does (`viz.display_uri`), over 24 distinct drags (jittered control "
+        "points: every V is new, and busier than the one result the *drawing* column redraws, so its PNG encoding can "
+        "cost more); *total* = compute + drawing (worst case). "
         "Streamlit's own overhead and the browser are not included.",
         "",
         "| case | compute ms | compute ms (cold) | drawing ms | drawing ms, U memoised | total ms | sent KiB |",
