@@ -54,7 +54,6 @@ def test_a_resumed_run_gets_its_trained_seconds_plus_the_time_left(tmp_path):
 def test_time_limit_is_passed_on_and_stops_new_runs(tmp_path, capsys):
     cmd = Q._command_or_none(tmp_path / "x", lambda: ["python", "run"], start=0.0, time_limit=1e12)
     assert cmd[:2] == ["python", "run"] and cmd[2] == "--time-limit" and int(cmd[3]) > 60
-    import time
     assert Q._command_or_none(tmp_path / "x", lambda: ["python"], start=time.time(), time_limit=30) is None
     assert "time limit reached" in capsys.readouterr().out
 
