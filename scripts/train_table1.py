@@ -2,6 +2,7 @@
 
     python scripts/train_table1.py [--tasks rts r p e] [--families fcn cnn] [--models ...]
                                    [--time-limit 3600] [--jobs 1] [--steps N]
+                                   [--recipe v1|v2] [--seeds 0 1 2] [--out-dir DIR]
 
 Each run is one `python -m stn_core.train` command, written to checkpoints/ under the issue's
 names (mnist_<task>_<model>.safetensors + .json); the command is recorded in the JSON. The
@@ -9,6 +10,14 @@ schedule is shortened from the paper's 150k steps to fit a 2-core CPU (see SCHED
 JSONs and results/table1.md say so. ``--jobs N`` keeps N runs going at once (on a GPU, where one
 small run leaves the card mostly idle; logs in runs/logs/); ``--steps N`` gives the chosen runs a
 longer (or shorter) schedule, evaluated every N/10 steps.
+
+``--recipe v1`` (default) is the schedule of the shipped checkpoints. ``--recipe v2`` is issue #17's
+retrain: one budget for every model of every column (V2_STEPS × 256 = 4.0 M samples, 5.2× the CNN
+family's v1 budget) with the recipe study's choice (results/recipe.md: SGD momentum 0.9, lr 0.05,
+5 % warm-up, cosine to 0; localisation nets at 0.1× the lr), into ``--out-dir`` (default
+runs/table1-v2, a staging folder: only final checkpoints are copied into checkpoints/ and
+committed). ``--seeds 0 1 2`` trains those seeds of every chosen cell (stems of seed s > 0 end in
+``_s<s>``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,13 @@ SCHEDULES = {
 }
 
 
+#: Issue #17's single budget per column (steps of batch 256) and its recipe (see the module docstring).
+V2_STEPS = 15625
+V2_FLAGS = ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--schedule", "cosine"]
+V2_LOC_LR_MULT = "0.1"
+V2_OUT_DIR = "runs/table1-v2"
+
+
 def family(name: str) -> str:
     return "cnn" if MODELS[name][0] in ("cnn", "st-cnn", "dcn") else "fcn"
 
@@ -49,13 +65,28 @@ def schedule(name: str, steps: int | None = None) -> list[str]:
     return flags
 
 
-def command(task: str, name: str, stem: Path, threads: int, steps: int | None = None) -> list[str]:
+def v2_schedule(name: str, steps: int | None = None) -> list[str]:
+    """The v2 flags of model ``name`` (issue #17): one budget for all, the recipe study's choice."""
+    n = V2_STEPS if steps is None else steps
+    flags = V2_FLAGS + ["--steps", str(n), "--eval-every", str(max(1, n // 10))]
+    if MODELS[name][1] is not None:  # a spatial transformer: its localisation net at 0.1× the lr
+        flags += ["--loc-lr-mult", V2_LOC_LR_MULT]
+    return flags
+
+
+def stem_name(task: str, name: str, seed: int = 0) -> str:
+    return f"mnist_{task}_{name}" + (f"_s{seed}" if seed else "")
+
+
+def command(task: str, name: str, stem: Path, threads: int, steps: int | None = None, recipe: str = "v1",
+            seed: int = 0) -> list[str]:
     model, transform = MODELS[name]
     cmd = [sys.executable, "-m", "stn_core.train", "--task", f"mnist-{task}", "--model", model]
     if transform:
         cmd += ["--transform", transform]
-    cmd += schedule(name, steps) + ["--seed", "0", "--threads", str(threads), "--out", str(stem.relative_to(ROOT)),
-                                       "--no-progress"]
+    flags = schedule(name, steps) if recipe == "v1" else v2_schedule(name, steps)
+    cmd += flags + ["--seed", str(seed), "--threads", str(threads), "--out", str(stem.relative_to(ROOT)),
+                    "--no-progress"]
     if stem.with_suffix(".json").exists():
         cmd.append("--resume")
     return cmd
@@ -70,13 +101,21 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (logs in runs/logs/)")
     ap.add_argument("--steps", type=int, default=None, help="steps of every chosen run (default: its family's)")
-    ap.add_argument("--out-dir", default="checkpoints", help="folder of the checkpoints, relative to the repo")
+    ap.add_argument("--recipe", choices=["v1", "v2"], default="v1",
+                    help="v1: the shipped checkpoints' schedules; v2: issue #17's one budget per column")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every chosen cell")
+    ap.add_argument("--out-dir", default=None,
+                    help="folder of the checkpoints, relative to the repo (default: checkpoints, or "
+                         f"{V2_OUT_DIR} for --recipe v2)")
     args = ap.parse_args()
     if args.steps is not None and args.steps < 1:
         ap.error("--steps must be positive")
-    jobs = [(stem, lambda task=task, name=name, stem=stem: command(task, name, stem, args.threads, args.steps))
-            for task in args.tasks for name in args.models if family(name) in args.families
-            for stem in [ROOT / args.out_dir / f"mnist_{task}_{name}"]]
+    if args.out_dir is None:
+        args.out_dir = "checkpoints" if args.recipe == "v1" else V2_OUT_DIR
+    jobs = [(stem, lambda task=task, name=name, stem=stem, seed=seed:
+             command(task, name, stem, args.threads, args.steps, args.recipe, seed))
+            for seed in args.seeds for task in args.tasks for name in args.models if family(name) in args.families
+            for stem in [ROOT / args.out_dir / stem_name(task, name, seed)]]
     run_queue(jobs, args.time_limit, parallel=args.jobs, log_dir=ROOT / "runs" / "logs" / Path(args.out_dir).name)
 
 

@@ -66,3 +66,19 @@ def test_table_schedules_and_a_longer_one():
     cmd = T1.command("rts", "st-cnn-aff", ROOT / "checkpoints" / "long" / "mnist_rts_st-cnn-aff", 1, 12000)
     assert cmd[cmd.index("--out") + 1] == "checkpoints/long/mnist_rts_st-cnn-aff"
     assert cmd[cmd.index("--transform") + 1] == "affine"
+
+
+def test_v2_gives_every_model_of_a_column_one_budget_and_the_study_recipe():
+    fcn = T1.command("rts", "fcn", ROOT / "runs" / "table1-v2" / "mnist_rts_fcn", 1, recipe="v2")
+    st = T1.command("rts", "st-cnn-aff", ROOT / "runs" / "table1-v2" / "mnist_rts_st-cnn-aff_s2", 1, recipe="v2",
+                    seed=2)
+
+    def flag(cmd, name):
+        return cmd[cmd.index(name) + 1]
+
+    assert flag(fcn, "--steps") == flag(st, "--steps") == str(T1.V2_STEPS)
+    assert T1.V2_STEPS * 256 >= 5 * 3000 * 256  # at least 5× the CNN family's v1 budget (issue #17)
+    assert flag(st, "--schedule") == "cosine" and flag(st, "--momentum") == "0.9" and flag(st, "--lr") == "0.05"
+    assert flag(st, "--loc-lr-mult") == "0.1" and "--loc-lr-mult" not in fcn
+    assert flag(st, "--seed") == "2" and flag(fcn, "--seed") == "0"
+    assert T1.stem_name("rts", "st-cnn-aff", 2) == "mnist_rts_st-cnn-aff_s2" and T1.stem_name("r", "cnn") == "mnist_r_cnn"
