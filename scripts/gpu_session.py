@@ -9,9 +9,13 @@ last one to the time left:
 1. smoke: two 5-step runs of the costliest models (stops here if they fail);
 2. CUDA timings of the CNN / ST-CNN / DCN comparison and of the sampler, on a quiet GPU:
    ``scripts/make_stn_vs_dcn.py --devices cuda --save-timings`` and ``bench/sampler.py --device cuda``;
-3. every Table 1 / DCN checkpoint not yet final, on the table's own schedules, all at once:
-   ``scripts/train_table1.py --jobs 24`` (the CUDA tests run beside it);
-4. with the time left: the CNN family (by default CNN, ST-CNN Aff/Proj/TPS and DCN of every
+3. issue #17's retrain: every Table 1 / DCN cell not yet final on the v2 recipe (one 4.0 M-sample
+   budget for all, the recipe study's SGD momentum + cosine), all at once:
+   ``scripts/train_table1.py --recipe v2 --jobs 36`` into runs/table1-v2 (the CUDA tests run beside
+   it); then, with the time left, seeds 1 and 2 of the RTS column and of every ST-CNN cell
+   (``--seeds 1 2``), whose JSONs come back (their numbers, not their weights). ``--plan v1`` runs
+   the old step 3 (the shipped schedules into checkpoints/) and step 4 instead;
+4. (``--plan v1`` only) with the time left: the CNN family (by default CNN, ST-CNN Aff/Proj/TPS and DCN of every
    distortion) again on a longer schedule, into checkpoints/long/, all with the same step count,
    chosen from the throughput that 200-step calibration runs of all of them measure side by side
    (at least 3× the table's 3,000 steps, at most the paper's 150,000; skipped if that does not fit);
@@ -37,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from train_queue import is_final  # noqa: E402
-from train_table1 import MODELS  # noqa: E402
+from train_table1 import MODELS, V2_OUT_DIR, stem_name  # noqa: E402
 
 TASKS = ("r", "rts", "p", "e")
 LONG_MODELS = ("cnn", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps", "dcn")
@@ -51,6 +55,8 @@ class Session:
                  long_models: tuple[str, ...] = LONG_MODELS) -> None:
         self.out, self.t0, self.budget, self.dry = out, time.time(), budget, dry
         self.long_tasks, self.long_models = long_tasks, long_models
+        # a dry run never writes into the real staging folder (its 20-step runs would count as final)
+        self.v2_dir = ROOT / (V2_OUT_DIR + "-dry" if dry else V2_OUT_DIR)
         self.log = open(out / "session.log", "a")
 
     def left(self) -> float:
@@ -112,25 +118,55 @@ def timings(s: Session) -> None:
            "--out", str(s.out / "bench-sampler-cuda.md")], log="timings.log", timeout=max(30.0, min(60.0, s.left() / 6)))
 
 
-def checkpoint_stems(folder: Path) -> list[Path]:
-    return [folder / f"mnist_{t}_{m}" for t in TASKS for m in MODELS]
+V2_SEEDS = (1, 2)
+V2_SEED_CELLS = [("rts", m) for m in MODELS] + [(t, m) for t in TASKS if t != "rts"
+                                                 for m in ("st-cnn-aff", "st-cnn-proj", "st-cnn-tps")]
 
 
-def table_runs(s: Session) -> subprocess.Popen:
+def checkpoint_stems(folder: Path, seeds: tuple[int, ...] = (0,)) -> list[Path]:
+    return [folder / stem_name(t, m, seed) for seed in seeds for t in TASKS for m in MODELS]
+
+
+def table_runs(s: Session, plan: str = "v2") -> subprocess.Popen:
     """Phase 3 in the background: every missing Table 1 / DCN cell at once."""
-    cmd = [sys.executable, "scripts/train_table1.py", "--jobs", "24", "--time-limit", str(int(s.left() - 60))]
+    cmd = [sys.executable, "scripts/train_table1.py", "--jobs", "36" if plan == "v2" else "24",
+           "--time-limit", str(int(s.left() - 60))]
+    if plan == "v2":
+        cmd += ["--recipe", "v2", "--out-dir", str(s.v2_dir.relative_to(ROOT))]
     if s.dry:
         cmd += ["--tasks", "p", "--models", "fcn", "cnn", "--steps", "20"]
     s.say("$ " + " ".join(cmd))
     return subprocess.Popen(cmd, cwd=ROOT, stdout=open(s.out / "table1.log", "w"), stderr=subprocess.STDOUT)
 
 
+def seed_runs(s: Session) -> None:
+    """Phase 3b (v2): seeds 1 and 2 of the RTS column and of the other columns' ST-CNN cells, with the time left."""
+    if s.left() < 120:
+        s.say("no time left for the extra seeds")
+        return
+    limit = str(int(s.left() - 60))
+    common = [sys.executable, "scripts/train_table1.py", "--recipe", "v2", "--out-dir", str(s.v2_dir.relative_to(ROOT)),
+              "--jobs", "18", "--seeds", *map(str, V2_SEEDS)]
+    rts = common + ["--tasks", "rts", "--time-limit", limit]
+    st = common + ["--tasks", "r", "p", "e", "--models", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps", "--time-limit", limit]
+    if s.dry:
+        rts += ["--models", "fcn", "--steps", "20"]
+        st = st[:st.index("--models")] + ["--models", "st-cnn-aff", "--steps", "20", "--time-limit", limit]
+    procs = []
+    for cmd, log in ((rts, "seeds-rts.log"), (st, "seeds-st-cnn.log")):
+        s.say("$ " + " ".join(cmd))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=open(s.out / log, "w"), stderr=subprocess.STDOUT))
+    for p in procs:
+        p.wait()
+    s.say(f"seed runs: exit {[p.returncode for p in procs]}")
+
+
 def cuda_tests(s: Session, all_files: bool = True) -> subprocess.Popen | None:
     """The CUDA tests in the background (4 CPU threads, to leave the cores to the training runs)."""
     if s.dry:
         return None
-    files = ["tests/test_cuda.py"] + (["tests/test_sampling.py", "tests/test_stn.py", "tests/test_transforms.py"]
-                                      if all_files else [])
+    files = ["tests/core/test_cuda.py"] + (
+        ["tests/core/test_sampling.py", "tests/core/test_stn.py", "tests/core/test_transforms.py"] if all_files else [])
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files, "-k", "cuda"]
     s.say("$ " + " ".join(cmd))
     return subprocess.Popen(cmd, cwd=ROOT, stdout=open(s.out / "pytest-cuda.log", "w"), stderr=subprocess.STDOUT,
@@ -164,19 +200,49 @@ def long_runs(s: Session) -> int | None:
     return steps
 
 
-def pack(s: Session, before: dict[str, float], long_steps: int | None) -> None:
-    """Tar the new or changed checkpoints (json + safetensors) in priority order within the size limits."""
-    def changed(root: Path) -> list[Path]:
+def pack(s: Session, before: dict[str, float], long_steps: int | None, plan: str = "v2") -> None:
+    """Tar the new or changed checkpoints (json + safetensors) in priority order within the size limits;
+    v2: the seed-0 weights, and the JSONs of every seed."""
+    def changed(root: Path, seeds: tuple[int, ...] = (0,), suffixes: tuple[str, ...] = (".json", ".safetensors")
+                ) -> list[Path]:
         """The checkpoint files of ``root`` new or modified since the session started."""
         out = []
-        for stem in checkpoint_stems(root):
-            for suffix in (".json", ".safetensors"):
+        for stem in checkpoint_stems(root, seeds):
+            for suffix in suffixes:
                 f = stem.with_suffix(suffix)
                 if f.is_file() and before.get(str(f)) != f.stat().st_mtime:
                     out.append(f)
         return out
 
     copy = ROOT / LONG_DIR
+    if plan == "v2":
+        table = changed(s.v2_dir)
+        extra = changed(s.v2_dir, V2_SEEDS, (".json",))
+        with tarfile.open(s.out / "v2.tgz", "w:gz") as tf:  # every v2 JSON (all seeds) always comes back
+            for f in table + extra:
+                if f.suffix == ".json":
+                    tf.add(f, arcname="table1-v2/" + f.name)
+            if (ROOT / "runs" / "logs").is_dir():
+                tf.add(ROOT / "runs" / "logs", arcname="logs")
+        weights = [f for f in table if f.suffix == ".safetensors"]
+        total, n = 0, 0
+        part, size = None, 0
+        for f in weights:
+            b = f.stat().st_size
+            if total + b > TOTAL_BYTES:
+                s.say(f"left out (size limit): {f}")
+                continue
+            if part is None or size + b > PART_BYTES:
+                if part is not None:
+                    part.close()
+                n += 1
+                part, size = tarfile.open(s.out / f"v2_weights_{n}.tar", "w"), 0
+            part.add(f, arcname="table1-v2/" + f.name)
+            size, total = size + b, total + b
+        if part is not None:
+            part.close()
+        s.say(f"packed {total / 2**20:.1f} MiB of v2 weights in {n} tar file(s), {len(table) + len(extra)} files changed")
+        return
     table = changed(ROOT / "checkpoints")
     long = changed(copy) if long_steps else []
     long_all_final = bool(long) and all(is_final(copy / f"mnist_{t}_{m}") for t in s.long_tasks for m in s.long_models)
@@ -215,6 +281,8 @@ def main() -> None:
     ap.add_argument("--long-only", action="store_true", help="only step 4 (after the smoke runs)")
     ap.add_argument("--long-tasks", nargs="+", default=list(TASKS), choices=TASKS)
     ap.add_argument("--long-models", nargs="+", default=list(LONG_MODELS), choices=LONG_MODELS)
+    ap.add_argument("--plan", choices=["v2", "v1"], default="v2",
+                    help="v2: issue #17's retrain into runs/table1-v2 (default); v1: the old table + long runs")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,17 +294,21 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("error: no CUDA device (use --dry-run to check the plumbing on a CPU)")
         s.say(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
-    before = {str(f): f.stat().st_mtime for f in (ROOT / "checkpoints").glob("**/mnist_*")}
+    before = {str(f): f.stat().st_mtime for root in (ROOT / "checkpoints", s.v2_dir) for f in root.glob("**/mnist_*")}
     if not smoke(s):
         raise SystemExit("smoke runs failed")
     if not a.long_only:
         timings(s)
     tests = cuda_tests(s, all_files=not a.long_only)
     if not a.long_only:
-        phase = table_runs(s)
+        phase = table_runs(s, a.plan)
         phase.wait()
         s.say(f"table runs: exit {phase.returncode}")
-    long_steps = long_runs(s) if s.left() > 150 else None
+    if a.plan == "v2" and not a.long_only:
+        seed_runs(s)
+        long_steps = None
+    else:
+        long_steps = long_runs(s) if s.left() > 150 else None
     if tests is not None:
         try:
             tests.wait(timeout=max(1.0, s.left() - 20))
@@ -244,7 +316,7 @@ def main() -> None:
             tests.kill()
             s.say("CUDA tests killed (out of time)")
         s.say(f"CUDA tests: exit {tests.returncode}")
-    pack(s, before, long_steps)
+    pack(s, before, long_steps, "v1" if a.long_only else a.plan)
     s.say("done")
 
 
