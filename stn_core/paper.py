@@ -37,8 +37,13 @@ PAPER_TC: dict[str, float] = {"fcn": 13.2, "cnn": 3.5, "st-fcn": 2.0, "st-cnn": 
 
 
 def paper_error(model: str, transform: str | None, task: str) -> float | None:
-    """Published test error (%) (Table 1, or the MNIST addition experiment) or None."""
+    """Published test error (%) (Table 1, the MNIST addition experiment, or TC from the text) or None.
+    The text's TC numbers name no transform; we read them as the affine transformers', like the
+    other experiments' headline ST models."""
     if task == "mnist-addition":
         return PAPER_ADDITION.get((model, transform))
+    if task == "mnist-tc":
+        return PAPER_TC.get(model) if transform in (None, "affine") and (transform is None) == (
+            model in ("fcn", "cnn")) else None
     return PAPER_TABLE1.get((model, transform), {}).get(task)
 

@@ -20,6 +20,14 @@ notes, ``[ours]`` = an implementation choice where the paper says nothing):
   canvas) thin-plate spline whose control points are moved by N(0, σ = 1.5 px) [notes]. The
   noise is put on the *sampling* side: output lattice point L_k reads the input at
   (L_k + ε_k)/s — distributed like a forward perturbation to first order [ours].
+* ``TC``  — translated and cluttered (the paper's Figure 1, third row; its errors are in the text): a
+  60×60 black canvas [paper], the 28×28 digit pasted at a uniform random integer position [paper],
+  and clutter: 6×6 crops of other digits [notes], 6 of them [ours: the count of the widely used
+  ``mnist_cluttered_60x60_6distortions`` set; the paper gives none for this experiment], each cut at
+  a uniform random position from a randomly chosen digit of a *pool* (the whole training or test
+  split: ``warp(..., pool=...)``; by default the batch itself) and pasted at a uniform random position.
+  Where pieces and the digit overlap the brighter pixel wins (max) [ours]. A piece may come from the
+  digit itself (chance 1 / pool size) [ours].
 
 All functions are vectorised over a batch and deterministic given a ``torch.Generator``.
 Random numbers are always drawn on the CPU (in float64) and then moved to the images'
@@ -33,10 +41,11 @@ import torch
 from stn_core.sampling import sample
 from stn_core.transforms import affine_grid, projective_grid, tps_grid, tps_lattice
 
-#: Distortion kinds of Table 1.
-KINDS = ("R", "RTS", "P", "E")
+#: Distortion kinds of Table 1, and TC (the paper's text). The index of a kind seeds its fixed test set,
+#: so new kinds are appended.
+KINDS = ("R", "RTS", "P", "E", "TC")
 #: Output canvas side (pixels) of each kind.
-CANVAS = {"R": 28, "RTS": 42, "P": 28, "E": 28}
+CANVAS = {"R": 28, "RTS": 42, "P": 28, "E": 28, "TC": 60}
 #: Side of the source digits.
 DIGIT = 28
 
@@ -50,6 +59,8 @@ P_SIGMA_PX = 5.0          # corner noise, [notes]
 E_SCALE = (0.75, 1.0)     # [notes]
 E_SIGMA_PX = 1.5          # control point noise, [notes]
 E_POINTS = 16             # 4×4 lattice, [paper]
+TC_PIECES = 6             # clutter pieces, [ours]
+TC_PIECE = 6              # side of a piece (px), [notes]
 
 
 def _check_kind(kind: str) -> str:
@@ -69,8 +80,10 @@ def sample_params(kind: str, n: int, generator: torch.Generator | None = None) -
     Returns a dict of tensors, all with leading dimension n:
     R: ``angle`` (deg); RTS: ``angle``, ``scale``, ``pos`` (n, 2) uniforms in [0, 1) that
     pick the position inside the allowed range; P: ``scale``, ``noise`` (n, 4, 2) px;
-    E: ``scale``, ``noise`` (n, 16, 2) px. Independent of the images, so the same stream of
-    parameters can be split across processes.
+    E: ``scale``, ``noise`` (n, 16, 2) px; TC: ``pos`` (n, 2), ``src`` (n, 6), ``crop`` (n, 6, 2),
+    ``place`` (n, 6, 2), uniforms in [0, 1) that pick the digit's position, each piece's source digit
+    in the pool, the crop inside it and the piece's position. Independent of the images, so the
+    same stream of parameters can be split across processes.
     """
     k = _check_kind(kind)
     g = generator
@@ -80,6 +93,11 @@ def sample_params(kind: str, n: int, generator: torch.Generator | None = None) -
         return {"angle": _uniform(n, -RTS_ANGLE, RTS_ANGLE, g),
                 "scale": _uniform(n, *RTS_SCALE, g),
                 "pos": torch.rand(n, 2, generator=g, dtype=torch.float64)}
+    if k == "TC":
+        return {"pos": torch.rand(n, 2, generator=g, dtype=torch.float64),
+                "src": torch.rand(n, TC_PIECES, generator=g, dtype=torch.float64),
+                "crop": torch.rand(n, TC_PIECES, 2, generator=g, dtype=torch.float64),
+                "place": torch.rand(n, TC_PIECES, 2, generator=g, dtype=torch.float64)}
     if k == "P":
         return {"scale": _uniform(n, *P_SCALE, g),
                 "noise": P_SIGMA_PX * torch.randn(n, 4, 2, generator=g, dtype=torch.float64)}
@@ -177,12 +195,49 @@ def _elastic_ctrl(params: dict[str, torch.Tensor]) -> torch.Tensor:
     return (lat + params["noise"] / (DIGIT / 2)) / s.view(-1, 1, 1)
 
 
+def _pick(u: torch.Tensor, count: int) -> torch.Tensor:
+    """Uniforms in [0, 1) → integers in [0, count)."""
+    return (u * count).long().clamp_(0, count - 1)
+
+
+def _paste_max(canvas: torch.Tensor, pieces: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
+    """``canvas (n, S, S)`` ← max(canvas, pieces) with ``pieces (n, m, h, w)`` placed at integer
+    ``top, left (n, m)`` (all inside the canvas); deterministic on CPU and CUDA."""
+    n, m, h, w = pieces.shape
+    side = canvas.shape[-1]
+    dev = canvas.device
+    rows = top[..., None, None] + torch.arange(h, device=dev).view(h, 1)
+    cols = left[..., None, None] + torch.arange(w, device=dev).view(1, w)
+    flat = (torch.arange(n, device=dev).view(n, 1, 1, 1) * side + rows) * side + cols
+    canvas.view(-1).scatter_reduce_(0, flat.reshape(-1), pieces.reshape(-1), reduce="amax")
+
+
+def _cluttered(u: torch.Tensor, params: dict[str, torch.Tensor], pool: torch.Tensor) -> torch.Tensor:
+    """TC: ``u (n, 28, 28)`` float → ``(n, 1, 60, 60)``, clutter cropped from ``pool (m, 28, 28)``."""
+    n, side, p = u.shape[0], CANVAS["TC"], TC_PIECE
+    dev = u.device
+    canvas = torch.zeros(n, side, side, dtype=u.dtype, device=dev)
+    src = _pick(params["src"], pool.shape[0])                              # (n, 6)
+    cy, cx = _pick(params["crop"][..., 1], DIGIT - p + 1), _pick(params["crop"][..., 0], DIGIT - p + 1)
+    ar = torch.arange(p, device=dev)
+    pieces = pool[src[..., None, None], (cy[..., None, None] + ar.view(p, 1)), (cx[..., None, None] + ar.view(1, p))]
+    _paste_max(canvas, pieces, _pick(params["place"][..., 1], side - p + 1), _pick(params["place"][..., 0], side - p + 1))
+    top, left = _pick(params["pos"][:, 1:2], side - DIGIT + 1), _pick(params["pos"][:, 0:1], side - DIGIT + 1)
+    _paste_max(canvas, u.unsqueeze(1), top, left)
+    return canvas.unsqueeze(1)
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
 def warp(images: torch.Tensor, kind: str, params: dict[str, torch.Tensor],
-         bbox: torch.Tensor | None = None) -> torch.Tensor:
+         bbox: torch.Tensor | None = None, pool: torch.Tensor | None = None) -> torch.Tensor:
     """Apply distortions with given parameters.
 
     images: ``(n, 28, 28)`` uint8 (0..255) or float (0..1), or ``(n, 1, 28, 28)`` float.
     bbox: optional precomputed :func:`ink_bbox` of the images (RTS only; saves its cost).
+    pool: ``(m, 28, 28)`` digits the TC clutter is cropped from (default: ``images``).
     Returns ``(n, 1, S, S)`` float32 in [0, 1] on the images' device, S = ``CANVAS[kind]``.
     """
     k = _check_kind(kind)
@@ -197,7 +252,12 @@ def warp(images: torch.Tensor, kind: str, params: dict[str, torch.Tensor],
     params = {key: v.to(dev) for key, v in params.items()}
     if any(v.shape[0] != n for v in params.values()):
         raise ValueError(f"parameters are for {next(iter(params.values())).shape[0]} images, got {n}")
-    u = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    u = _as_float(images)
+    if k == "TC":
+        pool_u = u if pool is None else _as_float(pool.to(dev))
+        if pool_u.dim() != 3 or pool_u.shape[1:] != (DIGIT, DIGIT) or pool_u.shape[0] < 1:
+            raise ValueError(f"the clutter pool must have shape (m >= 1, 28, 28), got {tuple(pool_u.shape)}")
+        return _cluttered(u, params, pool_u)
     u = u.unsqueeze(1)
     out = (CANVAS[k], CANVAS[k])
     if k == "R":
@@ -238,6 +298,8 @@ def describe(kind: str) -> str:
               f"homography, 28×28"),
         "E": (f"scale U[{E_SCALE[0]}, {E_SCALE[1]}], 16-point TPS, control points moved by "
               f"N(0, {E_SIGMA_PX:g} px), 28×28"),
+        "TC": (f"digit at a random position on a 60×60 canvas, {TC_PIECES} pieces of {TC_PIECE}×{TC_PIECE} "
+               f"clutter cropped from other digits"),
     }[k]
 
 

@@ -27,7 +27,7 @@ from stn_core.data.mnist import load_mnist
 
 #: task name → distortion kind (None: plain MNIST).
 TASKS: dict[str, str | None] = {"mnist-r": "R", "mnist-rts": "RTS", "mnist-p": "P", "mnist-e": "E", "mnist": None,
-                                "mnist-addition": "RTS"}
+                                "mnist-addition": "RTS", "mnist-tc": "TC"}
 #: Tasks whose input is a *pair* of digits in two channels and whose label is their sum
 #: (paper appendix, MNIST addition): x ``(N, 2, 42, 42)``, y = label₁ + label₂ in 0..18.
 PAIR_TASKS = ("mnist-addition",)
@@ -65,12 +65,12 @@ def classes(task: str) -> list[str]:
 
 
 def task_kind(task: str) -> str | None:
-    """Distortion kind of a task (``"R"``, ``"RTS"``, ``"P"``, ``"E"`` or None)."""
+    """Distortion kind of a task (``"R"``, ``"RTS"``, ``"P"``, ``"E"``, ``"TC"`` or None)."""
     return TASKS[check_task(task)]
 
 
 def input_size(task: str) -> int:
-    """Side of the square images of a task (28, or 42 for RTS)."""
+    """Side of the square images of a task (28, 42 for RTS, 60 for TC)."""
     kind = task_kind(task)
     return D.DIGIT if kind is None else D.CANVAS[kind]
 
@@ -182,7 +182,8 @@ class TrainStream:
         g = D.make_generator(derive_seed(self.seed, 2, step))
         params = D.slice_params(D.sample_params(self.kind, self.batch_size, g), self.lo, self.hi)
         box = self.bbox[idx] if self.bbox is not None else None
-        return D.warp(imgs, self.kind, params, bbox=box), y
+        # TC: clutter cut from the whole training split
+        return D.warp(imgs, self.kind, params, bbox=box, pool=self.images if self.kind == "TC" else None), y
 
     def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         step = start
@@ -256,7 +257,8 @@ def make_test_set(images: torch.Tensor, labels: torch.Tensor, task: str, seed: i
         return images.unsqueeze(1).float() / 255.0, labels.clone()
     g = D.make_generator(derive_seed(seed, D.KINDS.index(kind)))
     params = D.sample_params(kind, images.shape[0], g)
-    parts = [D.warp(images[i:i + chunk], kind, D.slice_params(params, i, i + chunk))
+    pool = images if kind == "TC" else None  # TC: clutter cut from the whole split, whatever the chunk
+    parts = [D.warp(images[i:i + chunk], kind, D.slice_params(params, i, i + chunk), pool=pool)
              for i in range(0, images.shape[0], chunk)]
     return torch.cat(parts), labels.clone()
 

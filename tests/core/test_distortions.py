@@ -166,3 +166,56 @@ def test_fixed_test_set_numerics_do_not_drift(task):
 
     x, y = td.sample_test_set(task)
     assert ds.test_set_md5(x, y) == SAMPLE_TEST_SET_MD5[task]
+
+
+# --------------------------------------------------------------------------- TC: translated and cluttered
+
+def _tc_digits(n: int = 12) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    x = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    x[:, 6:22, 10:18] = (200 + 55 * torch.rand(n, 16, 8, generator=g)).to(torch.uint8)
+    return x
+
+
+def test_tc_pastes_the_whole_digit_at_its_position_on_a_60_pixel_canvas():
+    x = _tc_digits()
+    p = D.sample_params("TC", x.shape[0], D.make_generator(1))
+    out = D.warp(x, "TC", p)
+    assert out.shape == (12, 1, 60, 60) and out.dtype == torch.float32
+    top, left = (p["pos"][:, 1] * 33).long(), (p["pos"][:, 0] * 33).long()
+    for i in range(x.shape[0]):
+        window = out[i, 0, top[i]:top[i] + 28, left[i]:left[i] + 28]
+        assert torch.all(window >= x[i].float() / 255 - 1e-6)  # the digit is intact (clutter only adds ink)
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+def test_tc_clutter_is_six_crops_of_the_pool_and_nothing_else():
+    x = torch.zeros(4, 28, 28, dtype=torch.uint8)  # blank digits: only clutter can put ink on the canvas
+    pool = torch.full((3, 28, 28), 255, dtype=torch.uint8)
+    out = D.warp(x, "TC", D.sample_params("TC", 4, D.make_generator(2)), pool=pool)
+    ink = (out > 0).sum(dim=(1, 2, 3))
+    assert torch.all(ink <= D.TC_PIECES * D.TC_PIECE ** 2) and torch.all(ink >= D.TC_PIECE ** 2)
+    assert D.warp(x, "TC", D.sample_params("TC", 4, D.make_generator(2)), pool=torch.zeros(3, 28, 28)).max() == 0
+
+
+def test_tc_is_deterministic_and_its_test_set_does_not_depend_on_the_chunk():
+    from stn_core.data import tasks as ds
+
+    x, y = _tc_digits(30), torch.arange(30) % 10
+    a, _ = ds.make_test_set(x, y, "mnist-tc", chunk=7)
+    b, _ = ds.make_test_set(x, y, "mnist-tc", chunk=1000)
+    assert torch.equal(a, b)
+    assert ds.input_size("mnist-tc") == 60
+
+
+def test_a_bad_clutter_pool_is_a_clear_error():
+    with pytest.raises(ValueError, match="clutter pool"):
+        D.warp(_tc_digits(2), "TC", D.sample_params("TC", 2, D.make_generator(0)), pool=torch.zeros(3, 14, 14))
+
+
+def test_the_papers_tc_numbers_are_the_affine_transformers_and_the_baselines():
+    from stn_core.paper import paper_error
+
+    assert paper_error("fcn", None, "mnist-tc") == 13.2 and paper_error("cnn", None, "mnist-tc") == 3.5
+    assert paper_error("st-fcn", "affine", "mnist-tc") == 2.0 and paper_error("st-cnn", "affine", "mnist-tc") == 1.7
+    assert paper_error("st-cnn", "tps", "mnist-tc") is None and paper_error("dcn", None, "mnist-tc") is None
