@@ -212,19 +212,35 @@ def _paste_max(canvas: torch.Tensor, pieces: torch.Tensor, top: torch.Tensor, le
     canvas.view(-1).scatter_reduce_(0, flat.reshape(-1), pieces.reshape(-1), reduce="amax")
 
 
+def clutter_canvas(u: torch.Tensor, side: int, pos: torch.Tensor, src: torch.Tensor, crop: torch.Tensor,
+                   place: torch.Tensor, pool: torch.Tensor, piece: int = TC_PIECE) -> torch.Tensor:
+    """Digits ``u (n, 28, 28)`` float pasted at random integer positions on black ``side × side``
+    canvases with ``piece × piece`` clutter crops of ``pool (m, 28, 28)`` digits (brighter pixel wins).
+
+    ``pos (n, 2)``, ``src (n, k)``, ``crop (n, k, 2)``, ``place (n, k, 2)``: uniforms in [0, 1) picking
+    the digit's (x, y) position, each piece's source digit, the crop inside it and its (x, y) place
+    (k = 0: no clutter). Returns the canvases ``(n, 1, side, side)`` and nothing random of its own.
+    """
+    n, dev = u.shape[0], u.device
+    canvas = torch.zeros(n, side, side, dtype=u.dtype, device=dev)
+    if src.shape[1] > 0:
+        ids = _pick(src, pool.shape[0])                                     # (n, k)
+        cy, cx = _pick(crop[..., 1], DIGIT - piece + 1), _pick(crop[..., 0], DIGIT - piece + 1)
+        ar = torch.arange(piece, device=dev)
+        pieces = pool[ids[..., None, None], cy[..., None, None] + ar.view(piece, 1), cx[..., None, None] + ar.view(1, piece)]
+        _paste_max(canvas, pieces, _pick(place[..., 1], side - piece + 1), _pick(place[..., 0], side - piece + 1))
+    _paste_max(canvas, u.unsqueeze(1), *digit_corner(pos, side))
+    return canvas.unsqueeze(1)
+
+
+def digit_corner(pos: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top, left) ``(n, 1)`` integer pixel of the digit that ``pos (n, 2)`` places on a ``side`` canvas."""
+    return _pick(pos[:, 1:2], side - DIGIT + 1), _pick(pos[:, 0:1], side - DIGIT + 1)
+
+
 def _cluttered(u: torch.Tensor, params: dict[str, torch.Tensor], pool: torch.Tensor) -> torch.Tensor:
     """TC: ``u (n, 28, 28)`` float → ``(n, 1, 60, 60)``, clutter cropped from ``pool (m, 28, 28)``."""
-    n, side, p = u.shape[0], CANVAS["TC"], TC_PIECE
-    dev = u.device
-    canvas = torch.zeros(n, side, side, dtype=u.dtype, device=dev)
-    src = _pick(params["src"], pool.shape[0])                              # (n, 6)
-    cy, cx = _pick(params["crop"][..., 1], DIGIT - p + 1), _pick(params["crop"][..., 0], DIGIT - p + 1)
-    ar = torch.arange(p, device=dev)
-    pieces = pool[src[..., None, None], (cy[..., None, None] + ar.view(p, 1)), (cx[..., None, None] + ar.view(1, p))]
-    _paste_max(canvas, pieces, _pick(params["place"][..., 1], side - p + 1), _pick(params["place"][..., 0], side - p + 1))
-    top, left = _pick(params["pos"][:, 1:2], side - DIGIT + 1), _pick(params["pos"][:, 0:1], side - DIGIT + 1)
-    _paste_max(canvas, u.unsqueeze(1), top, left)
-    return canvas.unsqueeze(1)
+    return clutter_canvas(u, CANVAS["TC"], params["pos"], params["src"], params["crop"], params["place"], pool)
 
 
 def _as_float(images: torch.Tensor) -> torch.Tensor:
@@ -303,5 +319,5 @@ def describe(kind: str) -> str:
     }[k]
 
 
-__all__ = ["CANVAS", "KINDS", "describe", "distort", "fit_homography", "ink_bbox", "make_generator",
+__all__ = ["CANVAS", "KINDS", "clutter_canvas", "describe", "digit_corner", "distort", "fit_homography", "ink_bbox", "make_generator",
            "sample_params", "slice_params", "warp"]

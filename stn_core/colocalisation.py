@@ -1,0 +1,260 @@
+"""Co-localisation without labels (the paper's appendix A.2, its Figure 4).
+
+Status (issue #19, work in progress): the data, the localisation net, the transformer, the loss and the
+scoring are here and tested; the optimisation does not localise yet. Measured on the 100 first test
+"3"s without clutter (R CNN as the encoder, 200 SGD steps): 0 % correct. Unbounded, the windows left
+the canvas (all-black crops are alike: a trivial minimum of the loss); bounded inside the canvas and
+started at half its side they settled on empty background; started at 0.9 of it they grew to the
+whole canvas. Next: the paper's random crop at the transformer's own scale, an encoder more
+invariant to shifts, and a learning-rate search — see the closing note of session 7.
+
+A set of images that all show a digit of one class somewhere on a black 84×84 canvas (T), optionally
+with clutter (TC). No label and no box is used: an attention spatial transformer (scale s and
+translation t) crops a 28×28 view of every image, and a triplet hinge loss on the features of a
+frozen digit classifier (the encoder e) makes the crops of two different images alike and each crop
+unlike a random crop of its own image::
+
+    L = mean over pairs n ≠ m of  max(0, ‖e(Tₙ) − e(Tₘ)‖² − ‖e(Tₙ) − e(Rₙ)‖² + α),   α = 1.
+
+The only thing the crops of all images have in common is the digit, so the transformer learns to
+find it. A crop is correct when its box overlaps the digit's true 28×28 box with IoU > 0.5.
+
+Provenance ([paper] = appendix A.2, [ours] = the paper does not say):
+
+* canvas 84×84, the 28×28 digit at a uniform random position [paper]; TC: 16 random 6×6 crops of
+  other digits [paper] (cut from the same split's digits of every class [ours]); 100 images per set
+  [paper];
+* localisation net: conv 8 filters 9×9 stride 4 → max-pool 2×2 stride 2 → FC 8 → FC 8 → FC 3 [paper],
+  ReLUs between [ours]; its 3 outputs (a, b_x, b_y) become s = S_MIN + (S_MAX − S_MIN)·sigmoid(a) and
+  t = (1 − s)·tanh(b), so the window stays inside the canvas and between 0.2 and 0.8 of its side
+  [ours: unbounded, the loss has a trivial minimum — windows off the canvas crop nothing but black,
+  alike for every image — which plain SGD reached within 200 steps here]; the last layer starts at
+  zero weights and bias: a centred window of half the canvas [ours];
+* encoder e: a Table 1 CNN trained for digit classification, frozen; its three layers' activations
+  (both hidden layers after ReLU and the logits) flattened and concatenated [paper];
+* margin α = 1 [paper]; each step draws a batch of images and uses every pair in it; Rₙ is a
+  28×28 window of image n at a uniform random position, redrawn every step [ours];
+* optimiser: SGD with momentum [paper: SGD], learning rate and steps in :class:`CoLocConfig` [ours].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stn_core.data import distortions as D
+from stn_core.sampling import sample
+from stn_core.transforms import attention_grid
+
+CANVAS = 84
+CROP = 28
+S_MIN, S_MAX = 0.2, 1.0
+S_START = 0.9
+N_IMAGES = 100
+CLUTTER_PIECES = 16
+MARGIN = 1.0
+IOU_CORRECT = 0.5
+
+
+class CoLocSet(NamedTuple):
+    """Images ``x (n, 1, 84, 84)`` float in [0, 1] and the digits' true boxes ``(n, 4)`` = (x0, y0, x1,
+    y1) in pixels (edges; the canvas spans [0, 84])."""
+
+    x: torch.Tensor
+    boxes: torch.Tensor
+
+
+def make_set(digits: torch.Tensor, clutter: bool, generator: torch.Generator,
+             pool: torch.Tensor | None = None) -> CoLocSet:
+    """One co-localisation set from ``digits (n, 28, 28)`` (uint8 or float) of one class: each on its
+    own canvas at a uniform random position; with ``clutter``, 16 random 6×6 crops of ``pool``
+    digits (default: ``digits``) around it."""
+    u = digits.float() / 255.0 if digits.dtype == torch.uint8 else digits.float()
+    n, k = u.shape[0], CLUTTER_PIECES if clutter else 0
+    pos = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    src = torch.rand(n, k, generator=generator, dtype=torch.float64)
+    crop = torch.rand(n, k, 2, generator=generator, dtype=torch.float64)
+    place = torch.rand(n, k, 2, generator=generator, dtype=torch.float64)
+    pool_u = u if pool is None else (pool.float() / 255.0 if pool.dtype == torch.uint8 else pool.float())
+    x = D.clutter_canvas(u, CANVAS, pos, src, crop, place, pool_u)
+    top, left = D.digit_corner(pos, CANVAS)
+    boxes = torch.cat([left, top, left + CROP, top + CROP], 1).float()
+    return CoLocSet(x, boxes)
+
+
+def bounded_attention(raw: torch.Tensor) -> torch.Tensor:
+    """``(N, 3)`` unbounded (a, b_x, b_y) → attention (s, t_x, t_y) with s in [S_MIN, S_MAX] and the
+    window inside the canvas: s = S_MIN + (S_MAX − S_MIN)·sigmoid(a), t = (1 − s)·tanh(b)."""
+    s = S_MIN + (S_MAX - S_MIN) * torch.sigmoid(raw[:, :1])
+    return torch.cat([s, (1 - s) * torch.tanh(raw[:, 1:])], 1)
+
+
+class LocalisationNet(nn.Module):
+    """``(N, 1, 84, 84)`` → attention parameters ``(N, 3)`` = (s, t_x, t_y), normalised coordinates,
+    the window inside the canvas (:func:`bounded_attention`); it starts centred at s = S_START."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 9, stride=4), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+                                  nn.Flatten(), nn.LazyLinear(8), nn.ReLU(inplace=True), nn.Linear(8, 8),
+                                  nn.ReLU(inplace=True))
+        self.body(torch.zeros(1, 1, CANVAS, CANVAS))  # materialise the lazy layer: (84 − 9) / 4 + 1 = 19 → 9
+        self.head = nn.Linear(8, 3)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        with torch.no_grad():  # start as a centred window of S_START of the canvas: the digit is inside it
+            self.head.bias[0] = torch.logit(torch.tensor((S_START - S_MIN) / (S_MAX - S_MIN)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bounded_attention(self.head(self.body(x)))
+
+
+class CoLocOutput(NamedTuple):
+    crops: torch.Tensor   # (N, 1, 28, 28)
+    params: torch.Tensor  # (N, 3) = (s, t_x, t_y)
+
+
+class CoLocaliser(nn.Module):
+    """The localisation net and the attention transformer that crops a 28×28 view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loc = LocalisationNet()
+
+    def forward(self, x: torch.Tensor) -> CoLocOutput:
+        params = self.loc(x)
+        return CoLocOutput(sample(x, attention_grid(params, (CROP, CROP))), params)
+
+
+def boxes_of(params: torch.Tensor, side: int = CANVAS) -> torch.Tensor:
+    """The input window of attention ``params (N, 3)`` as pixel boxes ``(N, 4)`` = (x0, y0, x1, y1):
+    output [−1, 1] maps to s·[−1, 1] + t (``align_corners=False``: ±1 are the canvas edges)."""
+    s, tx, ty = params.unbind(1)
+    half = s.abs()
+    return torch.stack([(tx - half + 1) / 2 * side, (ty - half + 1) / 2 * side,
+                        (tx + half + 1) / 2 * side, (ty + half + 1) / 2 * side], 1)
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of boxes ``(N, 4)`` row by row."""
+    w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    h = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = w * h
+    area = lambda r: (r[:, 2] - r[:, 0]).clamp(min=0) * (r[:, 3] - r[:, 1]).clamp(min=0)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
+
+
+def encoder_features(classifier: nn.Sequential, x: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+    """``(N, D)``: the activations after every ReLU of a Table 1 CNN ``classifier`` and its last layer's
+    output (the logits), flattened and concatenated; with ``normalise`` each layer's part is divided by
+    its mean norm over the batch [ours: raw, the 8,700 first-layer values dominate every distance]."""
+    feats = []
+    for layer in classifier:
+        x = layer(x)
+        if isinstance(layer, nn.ReLU):
+            feats.append(x.flatten(1))
+    feats.append(x.flatten(1))
+    if normalise:
+        feats = [f / f.norm(dim=1).mean().clamp(min=1e-6).detach() for f in feats]
+    return torch.cat(feats, 1)
+
+
+def random_crops(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A 28×28 window of each image ``(N, 1, S, S)`` at a uniform random integer position."""
+    n, side = x.shape[0], x.shape[-1]
+    top = torch.randint(0, side - CROP + 1, (n,), generator=generator)
+    left = torch.randint(0, side - CROP + 1, (n,), generator=generator)
+    ar = torch.arange(CROP)
+    rows = (top.view(n, 1, 1) + ar.view(1, CROP, 1)).to(x.device)
+    cols = (left.view(n, 1, 1) + ar.view(1, 1, CROP)).to(x.device)
+    return x[torch.arange(n, device=x.device).view(n, 1, 1), 0, rows, cols].unsqueeze(1)
+
+
+def triplet_loss(f_t: torch.Tensor, f_rand: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
+    """Mean over ordered pairs n ≠ m of max(0, ‖f_t[n] − f_t[m]‖² − ‖f_t[n] − f_rand[n]‖² + margin)."""
+    n = f_t.shape[0]
+    if n < 2:
+        raise ValueError("the triplet loss needs at least two images")
+    d_pair = torch.cdist(f_t, f_t).pow(2)
+    d_rand = (f_t - f_rand).pow(2).sum(1)
+    hinge = F.relu(d_pair - d_rand.view(n, 1) + margin)
+    return (hinge.sum() - hinge.diagonal().sum()) / (n * (n - 1))
+
+
+@dataclass
+class CoLocConfig:
+    """Optimisation of one co-localisation run [ours, see the module docstring]."""
+
+    steps: int = 300
+    batch: int = 20
+    lr: float = 0.02
+    momentum: float = 0.9
+    seed: int = 0
+    track: int = 6          # how many images' boxes the history keeps (Figure 4)
+    every: int = 10         # history interval (steps)
+
+
+@dataclass
+class CoLocRun:
+    """What a run gives back: the loss per step, the tracked images' boxes over the steps, the final
+    boxes of all images and the fraction with IoU > 0.5."""
+
+    losses: list[float] = field(default_factory=list)
+    history_steps: list[int] = field(default_factory=list)
+    history_boxes: list[torch.Tensor] = field(default_factory=list)  # each (track, 4)
+    final_boxes: torch.Tensor | None = None
+    ious: torch.Tensor | None = None
+
+    @property
+    def correct(self) -> float:
+        return float((self.ious > IOU_CORRECT).float().mean()) if self.ious is not None else float("nan")
+
+
+def predict_boxes(model: CoLocaliser, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return boxes_of(model.loc(x))
+
+
+def train(data: CoLocSet, encoder: nn.Sequential, cfg: CoLocConfig = CoLocConfig(),
+          callback=None) -> tuple[CoLocaliser, CoLocRun]:
+    """Train a :class:`CoLocaliser` on ``data`` with the frozen ``encoder`` (a Table 1 CNN's classifier
+    taking 28×28 digits). ``callback(step, run)`` is called after each history point (a page draws the
+    boxes live) and may return True to stop early."""
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    model = CoLocaliser()
+    encoder.eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    run = CoLocRun()
+    n = data.x.shape[0]
+    tracked = data.x[:cfg.track]
+    for step in range(cfg.steps + 1):
+        if step % cfg.every == 0 or step == cfg.steps:
+            run.history_steps.append(step)
+            run.history_boxes.append(predict_boxes(model, tracked))
+            if callback is not None and callback(step, run):
+                break
+        if step == cfg.steps:
+            break
+        idx = torch.randperm(n, generator=g)[:cfg.batch]
+        x = data.x[idx]
+        out = model(x)
+        loss = triplet_loss(encoder_features(encoder, out.crops), encoder_features(encoder, random_crops(x, g)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.losses.append(float(loss.detach()))
+    run.final_boxes = predict_boxes(model, data.x)
+    run.ious = iou(run.final_boxes, data.boxes)
+    return model, run
+
+
+__all__ = ["S_MAX", "S_MIN", "bounded_attention", "CANVAS", "CLUTTER_PIECES", "CROP", "CoLocConfig", "CoLocOutput", "CoLocRun", "CoLocSet", "CoLocaliser",
+           "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set",
+           "predict_boxes", "random_crops", "train", "triplet_loss"]

@@ -1,0 +1,81 @@
+"""The co-localisation pieces (appendix A.2): data and true boxes, the attention window as a box, IoU,
+the triplet loss, the encoder's features and the bounded transformer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stn_core import colocalisation as C
+
+
+def _digits(n: int = 5) -> torch.Tensor:
+    x = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    x[:, 4:24, 12:16] = 255
+    return x
+
+
+def test_each_image_holds_its_digit_inside_its_true_box():
+    data = C.make_set(_digits(), clutter=False, generator=torch.Generator().manual_seed(0))
+    assert data.x.shape == (5, 1, 84, 84) and data.boxes.shape == (5, 4)
+    for img, (x0, y0, x1, y1) in zip(data.x[:, 0], data.boxes.long()):
+        assert x1 - x0 == 28 and y1 - y0 == 28
+        assert img[y0:y1, x0:x1].sum() == img.sum() == 20 * 4  # all the ink is inside the box
+
+
+def test_clutter_adds_ink_outside_the_box():
+    g = torch.Generator().manual_seed(1)
+    data = C.make_set(_digits(), clutter=True, generator=g, pool=torch.full((3, 28, 28), 255, dtype=torch.uint8))
+    inside = sum(float(img[y0:y1, x0:x1].sum()) for img, (x0, y0, x1, y1) in zip(data.x[:, 0], data.boxes.long()))
+    assert float(data.x.sum()) > inside
+
+
+def test_the_window_of_the_identity_is_the_canvas_and_iou_is_exact():
+    full = C.boxes_of(torch.tensor([[1.0, 0.0, 0.0]]))
+    torch.testing.assert_close(full, torch.tensor([[0.0, 0.0, 84.0, 84.0]]))
+    third = C.boxes_of(torch.tensor([[1 / 3, -2 / 3, 2 / 3]]))  # the bottom-left 28×28 cell of a 3×3 split
+    torch.testing.assert_close(third, torch.tensor([[0.0, 56.0, 28.0, 84.0]]), atol=1e-4, rtol=0)
+    a, b = torch.tensor([[0.0, 0.0, 28.0, 28.0]]), torch.tensor([[14.0, 0.0, 42.0, 28.0]])
+    torch.testing.assert_close(C.iou(a, b), torch.tensor([1 / 3]))
+    torch.testing.assert_close(C.iou(a, a), torch.tensor([1.0]))
+
+
+def test_the_triplet_loss_is_the_mean_hinge_over_ordered_pairs():
+    f_t = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    f_r = torch.tensor([[0.0, 1.0], [1.0, 3.0], [0.0, 2.0]])
+    d = torch.cdist(f_t, f_t) ** 2
+    r = ((f_t - f_r) ** 2).sum(1)
+    want = sum(max(0.0, float(d[n, m] - r[n] + 1.0)) for n in range(3) for m in range(3) if n != m) / 6
+    assert float(C.triplet_loss(f_t, f_r)) == pytest.approx(want)
+    with pytest.raises(ValueError):
+        C.triplet_loss(f_t[:1], f_r[:1])
+
+
+def test_the_transformer_starts_centred_and_stays_inside_the_canvas():
+    model = C.CoLocaliser()
+    x = torch.rand(4, 1, 84, 84)
+    out = model(x)
+    assert out.crops.shape == (4, 1, 28, 28)
+    torch.testing.assert_close(out.params, torch.tensor([[C.S_START, 0.0, 0.0]] * 4), atol=1e-6, rtol=0)
+    wild = C.bounded_attention(torch.tensor([[50.0, 50.0, -50.0], [-50.0, 3.0, 0.2]]))
+    boxes = C.boxes_of(wild)
+    assert torch.all(boxes >= -1e-4) and torch.all(boxes <= 84 + 1e-4)
+    assert torch.all((wild[:, 0] >= C.S_MIN - 1e-6) & (wild[:, 0] <= C.S_MAX + 1e-6))
+
+
+def test_encoder_features_concatenate_every_hidden_layer_and_the_logits():
+    from stn_core.models import build_model
+
+    cnn = build_model("cnn", None, 28).eval()
+    f = C.encoder_features(cnn.classifier, torch.rand(3, 1, 28, 28), normalise=False)
+    relus = [m for m in cnn.classifier if isinstance(m, torch.nn.ReLU)]
+    assert len(relus) == 2 and f.shape[0] == 3 and f.shape[1] > 10 + 2 * 10
+
+
+def test_a_short_run_records_its_history_and_scores_every_image():
+    data = C.make_set(_digits(6), clutter=False, generator=torch.Generator().manual_seed(2))
+    from stn_core.models import build_model
+
+    _, run = C.train(data, build_model("cnn", None, 28).classifier, C.CoLocConfig(steps=4, batch=4, every=2, track=3))
+    assert run.history_steps == [0, 2, 4] and all(b.shape == (3, 4) for b in run.history_boxes)
+    assert len(run.losses) == 4 and run.ious.shape == (6,) and 0.0 <= run.correct <= 1.0
