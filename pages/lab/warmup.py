@@ -4,15 +4,21 @@ then fills the caches shared by all sessions and imports torchvision for the DCN
 
 from __future__ import annotations
 
-
 from pages.lab import common
+from pages.lab import explorer as ex
 from pages.lab import figures  # noqa: F401 (plotly figures: imported once, here)
 from pages.lab import playground  # noqa: F401
+from stn_core import registry as reg
 from stn_core import torchvision_lazy
+from stn_core.data import test_digits as td
 
 
 def warm() -> None:
-    """Shipped samples, the checkpoint catalogue, and torchvision (no element drawn, no spinner)."""
+    """Shipped samples, the checkpoint catalogue, the explorer's first test set and torchvision. Only
+    caches that draw nothing: Streamlit's with ``show_spinner=False``, and the library's own (the test
+    set goes into ``stn_core.data.tasks``' memory cache, so the explorer's first visit finds it)."""
     common.catalog()
-    common.discover_checkpoints()
+    choice = ex.default_choice(common.discover_checkpoints())
+    if choice is not None:
+        td.test_digits(reg.DIST_TASK[choice[0]])
     torchvision_lazy.preload()
