@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_util import CHROMIUM_ARGS, CHROMIUM_PATH, free_port  # noqa: E402
+from browser_util import CHROMIUM_ARGS, CHROMIUM_PATH, free_port, stop_process  # noqa: E402
 from timing import write_report  # noqa: E402
 
 from pages import PAGES  # noqa: E402
@@ -144,12 +144,7 @@ def measure(browser, app_dir: Path, script: str, path: str, heading: str) -> dic
             out.update({f"warm {k}": v for k, v in warm.items()})
             out["warm"] = warm["full render"]
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+            stop_process(proc)
     return out
 
 

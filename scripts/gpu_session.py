@@ -200,6 +200,27 @@ def long_runs(s: Session) -> int | None:
     return steps
 
 
+def pack_parts(s: Session, files: list[Path], prefix: str, arcname) -> tuple[int, int]:
+    """``files`` in order into ``<out>/<prefix>_<n>.tar`` parts of at most PART_BYTES, TOTAL_BYTES in
+    all (what does not fit is said and left out); returns (bytes packed, parts)."""
+    total, part, size, n = 0, None, 0, 0
+    for f in files:
+        b = f.stat().st_size
+        if total + b > TOTAL_BYTES:
+            s.say(f"left out (size limit): {f}")
+            continue
+        if part is None or size + b > PART_BYTES:
+            if part is not None:
+                part.close()
+            n += 1
+            part, size = tarfile.open(s.out / f"{prefix}_{n}.tar", "w"), 0
+        part.add(f, arcname=arcname(f))
+        size, total = size + b, total + b
+    if part is not None:
+        part.close()
+    return total, n
+
+
 def pack(s: Session, before: dict[str, float], long_steps: int | None, plan: str = "v2") -> None:
     """Tar the new or changed checkpoints (json + safetensors) in priority order within the size limits;
     v2: the seed-0 weights, and the JSONs of every seed."""
@@ -225,22 +246,7 @@ def pack(s: Session, before: dict[str, float], long_steps: int | None, plan: str
             if (ROOT / "runs" / "logs").is_dir():
                 tf.add(ROOT / "runs" / "logs", arcname="logs")
         weights = [f for f in table if f.suffix == ".safetensors"]
-        total, n = 0, 0
-        part, size = None, 0
-        for f in weights:
-            b = f.stat().st_size
-            if total + b > TOTAL_BYTES:
-                s.say(f"left out (size limit): {f}")
-                continue
-            if part is None or size + b > PART_BYTES:
-                if part is not None:
-                    part.close()
-                n += 1
-                part, size = tarfile.open(s.out / f"v2_weights_{n}.tar", "w"), 0
-            part.add(f, arcname="table1-v2/" + f.name)
-            size, total = size + b, total + b
-        if part is not None:
-            part.close()
+        total, n = pack_parts(s, weights, "v2_weights", lambda f: "table1-v2/" + f.name)
         s.say(f"packed {total / 2**20:.1f} MiB of v2 weights in {n} tar file(s), {len(table) + len(extra)} files changed")
         return
     table = changed(ROOT / "checkpoints")
@@ -253,22 +259,7 @@ def pack(s: Session, before: dict[str, float], long_steps: int | None, plan: str
                 tf.add(f, arcname=("long/" if f.is_relative_to(copy) else "table/") + f.name)
         if (ROOT / "runs" / "logs").is_dir():
             tf.add(ROOT / "runs" / "logs", arcname="logs")
-    total, part, size, n = 0, None, 0, 0
-    for f in first:
-        b = f.stat().st_size
-        if total + b > TOTAL_BYTES:
-            s.say(f"left out (size limit): {f}")
-            continue
-        if part is None or size + b > PART_BYTES:
-            if part is not None:
-                part.close()
-            n += 1
-            part, size = tarfile.open(s.out / f"ckpt_{n}.tar", "w"), 0
-        part.add(f, arcname=("long/" if f.is_relative_to(copy) else "table/") + f.name)
-        size += b
-        total += b
-    if part is not None:
-        part.close()
+    total, n = pack_parts(s, first, "ckpt", lambda f: ("long/" if f.is_relative_to(copy) else "table/") + f.name)
     s.say(f"packed {total / 2**20:.1f} MiB of checkpoints in {n} tar file(s)"
           + (" (long runs first: all final)" if long_all_final else ""))
 

@@ -93,6 +93,17 @@ def _wait_healthy(server: StreamlitServer, timeout_s: float) -> None:
     )
 
 
+def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """Terminate ``proc`` if it still runs, kill it after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+
+
 @contextlib.contextmanager
 def streamlit_server(app: str = "app.py") -> Iterator[StreamlitServer]:
     """Start `streamlit run <app>` headless on a free port, wait until healthy, stop at exit."""
@@ -118,13 +129,7 @@ def streamlit_server(app: str = "app.py") -> Iterator[StreamlitServer]:
         _wait_healthy(server, HEALTH_TIMEOUT_S)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+        stop_process(proc)
         with contextlib.suppress(OSError):
             log_path.unlink()
 
