@@ -12,8 +12,8 @@ encoder, loss averaged over 5 draws of the random crops, 100 images):
 * with each layer's features scaled to unit length per image (:func:`encoder_features`, the default)
   the loss is *right*: true boxes 0.024, empty corner 0.70, the starting centred half window 1.77;
 * but the optimisation from the centred start gets trapped: SGD lr 1e-2 … 1e-1 and Adam 1e-3 … 1e-2,
-  200–800 steps, random crops at 28 px or at the transformer's scale, all end on background (mean IoU
-  ≤ 0.25). The localisation net starts at zero weights, so every image's window first moves alike and
+  200–800 steps, random crops at 28 px or at the transformer's scale, a random (std 0.5) instead of a
+  zero last layer, all end on background (mean IoU ≤ 0.25). The localisation net starts at zero weights, so every image's window first moves alike and
   only a move away from all digits helps every image at once.
 
 Next: start each image's window where it can see its digit (several starting windows, or a coarse
