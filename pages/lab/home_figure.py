@@ -10,8 +10,8 @@ import json
 from pages.lab import figures as viz
 from pages.lab import playground as pg
 from pages.shell.home import META, PNG, SVG, HomeFigure
-from stn_core.fileio import atomic_write_bytes
 from stn_core.data.samples import load_mnist_sample
+from stn_core.fileio import atomic_write_bytes
 
 #: The digit shown: the first shipped test digit with this label.
 DIGIT = 4

@@ -4,10 +4,10 @@ then fills the caches shared by all sessions and imports torchvision for the DCN
 
 from __future__ import annotations
 
-from pages.lab import common
-from pages.lab import explorer as ex
 from pages.lab import figures  # noqa: F401 (plotly figures: imported once, here)
 from pages.lab import playground  # noqa: F401
+from pages.lab import common
+from pages.lab import explorer as ex
 from stn_core import registry as reg
 from stn_core import torchvision_lazy
 from stn_core.data import test_digits as td
