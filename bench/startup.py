@@ -117,15 +117,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_server_quiet(pid: int, timeout_s: float = 20.0, window_s: float = 0.5, share: float = 0.05) -> float:
-    """Wait until the server uses under ``share`` of a core over ``window_s`` (its background warm-up
-    done); returns the seconds waited."""
+def wait_server_quiet(pid: int, timeout_s: float = 30.0, window_s: float = 0.5, share: float = 0.05,
+                      windows: int = 4) -> float:
+    """Wait until the server has used under ``share`` of a core in each of ``windows`` consecutive
+    ``window_s`` windows (2 s: longer than the background warm-up's initial pause, ``pages.shell.preload.
+    DELAY_S``, so the warm-up has run and finished); returns the seconds waited."""
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
+    quiet = 0
+    while time.perf_counter() - t0 < timeout_s and quiet < windows:
         c0 = cpu_seconds(pid)
         time.sleep(window_s)
-        if cpu_seconds(pid) - c0 < share * window_s:
-            break
+        quiet = quiet + 1 if cpu_seconds(pid) - c0 < share * window_s else 0
     return time.perf_counter() - t0
 
 
@@ -206,7 +208,7 @@ def main() -> None:
              f"medians (all rounds in brackets). First full render: the script run finished, the h1 shown, no "
              f"stale element or skeleton, every plotly chart drawn and every image loaded "
              f"(`bench/startup.py`, `FULL_RENDER_JS`). Warm: a new tab on the same server once it has gone "
-             f"quiet (under 5 % of a core for 0.5 s: its background warm-up finished).", "",
+             f"quiet (under 5 % of a core for 2 s running: its background warm-up has run and finished).", "",
              "| variant | cold: server launch → full render | cold / minimal app | warm new tab |",
              "|---|---|---|---|"]
     for label, _d, _s, _p, _h in variants:
