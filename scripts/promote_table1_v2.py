@@ -1,0 +1,88 @@
+"""Promote finished Table 1 v2 runs from the staging folder into checkpoints/ (issue #17).
+
+Usage: python scripts/promote_table1_v2.py [--from runs/table1-v2] [--to checkpoints] [--dry-run]
+
+For every cell ``mnist_<task>_<model>`` whose seed-0 run is final in the staging folder
+(``scripts/train_table1.py --recipe v2``), this copies its weights (``.safetensors``; never the
+optimiser state ``.train.safetensors``) and its JSON into ``--to``, with the other seeds' numbers
+added to the JSON under ``extra.seeds``: ``errors`` (seed → test error %, finished seeds only) and,
+with two or more, ``mean`` and ``std`` (sample standard deviation). Unfinished cells are listed and left
+alone. Files are written atomically, the JSON last, and the copy is checked by loading it
+(``stn_core.checkpoints.load_model``). Afterwards run ``scripts/hash_checkpoints.py`` (weights
+SHA-256 for checkpoints that lack it) and ``scripts/make_table1.py`` (results/table1.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from train_table1 import MODELS, V2_OUT_DIR, stem_name  # noqa: E402
+
+from stn_core.checkpoints import load_model  # noqa: E402
+from stn_core.fileio import atomic_write_bytes  # noqa: E402
+
+TASKS = ("r", "rts", "p", "e")
+MAX_SEEDS = 10
+
+
+def _final_meta(json_path: Path) -> dict | None:
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("final") else None
+
+
+def seed_errors(src: Path, task: str, name: str) -> dict[str, float]:
+    """Test error of every finished seed of a cell in ``src`` (seed 0 included)."""
+    out = {}
+    for seed in range(MAX_SEEDS):
+        meta = _final_meta(src / f"{stem_name(task, name, seed)}.json")
+        if meta is not None and isinstance(meta.get("test_error"), (int, float)):
+            out[str(seed)] = float(meta["test_error"])
+    return out
+
+
+def promote(src: Path, dst: Path, task: str, name: str, dry_run: bool = False) -> str:
+    """Promote one cell; returns a line saying what happened."""
+    stem = stem_name(task, name)
+    meta = _final_meta(src / f"{stem}.json")
+    if meta is None:
+        return f"not final yet: {stem}"
+    errors = seed_errors(src, task, name)
+    seeds: dict = {"errors": errors}
+    if len(errors) >= 2:
+        seeds["mean"] = round(statistics.mean(errors.values()), 3)
+        seeds["std"] = round(statistics.stdev(errors.values()), 3)
+    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seeds}
+    if dry_run:
+        return f"would promote {stem}: seeds {errors}"
+    dst.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dst / f"{stem}.safetensors", (src / f"{stem}.safetensors").read_bytes())
+    atomic_write_bytes(dst / f"{stem}.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    load_model(dst / stem)  # raises CheckpointError if the copy does not load
+    return f"promoted {stem}: test error {meta['test_error']:.2f} %, seeds {errors}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--from", dest="src", default=str(ROOT / V2_OUT_DIR))
+    ap.add_argument("--to", dest="dst", default=str(ROOT / "checkpoints"))
+    ap.add_argument("--dry-run", action="store_true")
+    a = ap.parse_args(argv)
+    for task in TASKS:
+        for name in MODELS:
+            print(promote(Path(a.src), Path(a.dst), task, name, a.dry_run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
