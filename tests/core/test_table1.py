@@ -126,3 +126,15 @@ def test_goals_skip_longer_runs_that_have_not_finished(tmp_path):
     text = t1.table1_report(ck)  # a run still training is listed, but is no evidence for the goals
     assert "| RTS | ST-CNN Aff | 50 × 32 | training, step 20 of 50" in text
     assert "What would close the gap" not in text
+
+
+def test_a_cell_with_three_seeds_shows_their_mean_and_spread_and_compares_the_mean(tmp_path):
+    ck = tmp_path / "ck"
+    make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=0.9,
+                         extra={"seeds": {"errors": {"0": 0.9, "1": 1.0, "2": 1.1}, "mean": 1.0, "std": 0.1}})
+    make_tiny_checkpoint(ck, "r", "cnn", test_error=2.5, extra={"seeds": {"errors": {"0": 2.5}}})  # one seed only
+    cells = {(c.dist, c.key): c for row in t1.table1_cells(ck) for c in row}
+    st = cells[("rts", "st-cnn-aff")]
+    assert st.ours == 1.0 and st.ours_text() == "1.00 ± 0.10 (3 seeds)"
+    assert cells[("r", "cnn")].ours_text() == "2.50" and cells[("r", "cnn")].seed_stats() is None
+    assert "1.00 ± 0.10 (3 seeds)" in t1.table1_markdown(t1.table1_cells(ck))
