@@ -31,8 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_util import CHROMIUM_ARGS, CHROMIUM_PATH, free_port, stop_process  # noqa: E402
+from browser_util import (CHROMIUM_ARGS, CHROMIUM_PATH, StreamlitServer, free_port, launch_streamlit,  # noqa: E402
+                          stop_process, wait_healthy)
 from timing import write_report  # noqa: E402
 
 from pages import PAGES  # noqa: E402
@@ -60,29 +59,6 @@ FULL_RENDER_JS = """(heading) => {
         if (!c.querySelector('.main-svg')) return false;
     return Array.from(document.images).filter(i => i.loading !== 'lazy').every(i => i.complete && i.naturalWidth > 0);
 }"""
-
-
-def launch(app_dir: Path, script: str, port: int, log) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-           "--browser.gatherUsageStats", "false"]
-    return subprocess.Popen(cmd, cwd=app_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(0.02)
-    raise TimeoutError("server not healthy")
 
 
 #: The page's h1 is on screen (the script has started drawing).
@@ -134,11 +110,11 @@ def wait_server_quiet(pid: int, timeout_s: float = 30.0, window_s: float = 0.5, 
 def measure(browser, app_dir: Path, script: str, path: str, heading: str) -> dict[str, float]:
     """Cold and warm times (and the cold phases) for one fresh server of ``script`` in ``app_dir``."""
     port = free_port()
-    with tempfile.TemporaryFile() as log:
+    with tempfile.NamedTemporaryFile(prefix="stn-startup-", suffix=".log") as log:
         t0 = time.perf_counter()
-        proc = launch(app_dir, script, port, log)
+        proc = launch_streamlit(script, port, log, cwd=app_dir)
         try:
-            wait_healthy(port, proc)
+            wait_healthy(StreamlitServer(port, proc, Path(log.name)), 60.0, poll_s=0.02)
             out = {"healthy": time.perf_counter() - t0}
             out.update(render(browser, f"http://127.0.0.1:{port}{path}", heading, t0))
             out["quiet wait"] = wait_server_quiet(proc.pid)

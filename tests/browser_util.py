@@ -71,7 +71,9 @@ class StreamlitServer:
             return "<no log>"
 
 
-def _wait_healthy(server: StreamlitServer, timeout_s: float) -> None:
+def wait_healthy(server: StreamlitServer, timeout_s: float, poll_s: float = 0.25) -> None:
+    """Poll ``/_stcore/health`` every ``poll_s`` until it answers 200; a clear error when the server
+    exits first or stays silent for ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     health = f"{server.url}/_stcore/health"
     while time.monotonic() < deadline:
@@ -86,7 +88,7 @@ def _wait_healthy(server: StreamlitServer, timeout_s: float) -> None:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
-        time.sleep(0.25)
+        time.sleep(poll_s)
     raise TimeoutError(
         f"streamlit did not answer {health} within {timeout_s:.0f}s. "
         f"Log tail:\n{server.log_tail()}"
@@ -104,12 +106,9 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
             proc.wait(timeout=timeout_s)
 
 
-@contextlib.contextmanager
-def streamlit_server(app: str = "app.py") -> Iterator[StreamlitServer]:
-    """Start `streamlit run <app>` headless on a free port, wait until healthy, stop at exit."""
-    port = free_port()
-    log_fd, log_name = tempfile.mkstemp(prefix="stn-streamlit-", suffix=".log")
-    log_path = Path(log_name)
+def launch_streamlit(app: str, port: int, log, cwd: Path = REPO_ROOT) -> subprocess.Popen:
+    """``streamlit run <app>`` headless on 127.0.0.1:``port`` (no file watcher, no usage stats), run
+    from ``cwd``, stdout and stderr to ``log`` (a file or descriptor)."""
     cmd = [
         sys.executable, "-m", "streamlit", "run", app,
         "--server.headless", "true",
@@ -118,15 +117,21 @@ def streamlit_server(app: str = "app.py") -> Iterator[StreamlitServer]:
         "--server.fileWatcherType", "none",  # no file watching: saves CPU
         "--browser.gatherUsageStats", "false",
     ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=log_fd, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-    )
+    return subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+
+
+@contextlib.contextmanager
+def streamlit_server(app: str = "app.py") -> Iterator[StreamlitServer]:
+    """Start `streamlit run <app>` headless on a free port, wait until healthy, stop at exit."""
+    port = free_port()
+    log_fd, log_name = tempfile.mkstemp(prefix="stn-streamlit-", suffix=".log")
+    log_path = Path(log_name)
+    proc = launch_streamlit(app, port, log_fd)
     os.close(log_fd)
     server = StreamlitServer(port, proc, log_path)
     try:
-        _wait_healthy(server, HEALTH_TIMEOUT_S)
+        wait_healthy(server, HEALTH_TIMEOUT_S)
         yield server
     finally:
         stop_process(proc)
