@@ -119,8 +119,6 @@ def timings(s: Session) -> None:
 
 
 V2_SEEDS = (1, 2)
-V2_SEED_CELLS = [("rts", m) for m in MODELS] + [(t, m) for t in TASKS if t != "rts"
-                                                 for m in ("st-cnn-aff", "st-cnn-proj", "st-cnn-tps")]
 
 
 def checkpoint_stems(folder: Path, seeds: tuple[int, ...] = (0,)) -> list[Path]:

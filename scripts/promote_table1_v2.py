@@ -24,28 +24,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from train_queue import read_meta  # noqa: E402
 from train_table1 import MODELS, V2_OUT_DIR, stem_name  # noqa: E402
 
 from stn_core.checkpoints import load_model  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
+from stn_core.registry import DISTORTIONS  # noqa: E402
 
-TASKS = ("r", "rts", "p", "e")
 MAX_SEEDS = 10
 
 
-def _final_meta(json_path: Path) -> dict | None:
-    try:
-        meta = json.loads(json_path.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("final") else None
+def _final_meta(stem: Path) -> dict | None:
+    meta = read_meta(stem)
+    return meta if meta is not None and meta.get("final") else None
 
 
 def seed_errors(src: Path, task: str, name: str) -> dict[str, float]:
     """Test error of every finished seed of a cell in ``src`` (seed 0 included)."""
     out = {}
     for seed in range(MAX_SEEDS):
-        meta = _final_meta(src / f"{stem_name(task, name, seed)}.json")
+        meta = _final_meta(src / stem_name(task, name, seed))
         if meta is not None and isinstance(meta.get("test_error"), (int, float)):
             out[str(seed)] = float(meta["test_error"])
     return out
@@ -54,7 +52,7 @@ def seed_errors(src: Path, task: str, name: str) -> dict[str, float]:
 def promote(src: Path, dst: Path, task: str, name: str, dry_run: bool = False) -> str:
     """Promote one cell; returns a line saying what happened."""
     stem = stem_name(task, name)
-    meta = _final_meta(src / f"{stem}.json")
+    meta = _final_meta(src / stem)
     if meta is None:
         return f"not final yet: {stem}"
     errors = seed_errors(src, task, name)
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--to", dest="dst", default=str(ROOT / "checkpoints"))
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
-    for task in TASKS:
+    for task in DISTORTIONS:
         for name in MODELS:
             print(promote(Path(a.src), Path(a.dst), task, name, a.dry_run))
     return 0

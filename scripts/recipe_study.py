@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import re
@@ -39,6 +38,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from train_queue import read_meta as read_stem_meta  # noqa: E402
+
 RUN_DIR = ROOT / "runs" / "recipe"
 REPORT = ROOT / "results" / "recipe.md"
 FIGURE = ROOT / "results" / "recipe.png"
@@ -118,10 +120,8 @@ def train_command(model: str, recipe: str, budget: str) -> list[str]:
 
 
 def read_meta(name: str) -> dict | None:
-    try:
-        return json.loads((RUN_DIR / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return None
+    """The JSON of run ``name`` in runs/recipe/, or None."""
+    return read_stem_meta(RUN_DIR / name)
 
 
 def parse_deadline(text: str, now: dt.datetime | None = None) -> float:

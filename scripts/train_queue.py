@@ -19,19 +19,25 @@ from typing import Callable, Iterable
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def read_meta(stem: Path) -> dict | None:
+    """The JSON of a run's checkpoint ``<stem>.json`` as a dict, or None (missing, unreadable, not an object)."""
+    try:
+        meta = json.loads(Path(f"{stem}.json").read_text())  # not with_suffix: run names may hold dots ("0.25M")
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def is_final(stem: Path) -> bool:
     """True when ``<stem>.json`` exists and records a finished run (``"final": true``)."""
-    try:
-        return bool(json.loads(stem.with_suffix(".json").read_text()).get("final"))
-    except (OSError, ValueError):
-        return False
+    return bool((read_meta(stem) or {}).get("final"))
 
 
 def trained_seconds(stem: Path) -> float:
     """``train_seconds`` recorded in ``<stem>.json`` (0 for a new run)."""
     try:
-        return float(json.loads(stem.with_suffix(".json").read_text()).get("train_seconds") or 0.0)
-    except (OSError, ValueError, TypeError):
+        return float((read_meta(stem) or {}).get("train_seconds") or 0.0)
+    except (TypeError, ValueError):
         return 0.0
 
 

@@ -82,3 +82,11 @@ def test_v2_gives_every_model_of_a_column_one_budget_and_the_study_recipe():
     assert flag(st, "--loc-lr-mult") == "0.1" and "--loc-lr-mult" not in fcn
     assert flag(st, "--seed") == "2" and flag(fcn, "--seed") == "0"
     assert T1.stem_name("rts", "st-cnn-aff", 2) == "mnist_rts_st-cnn-aff_s2" and T1.stem_name("r", "cnn") == "mnist_r_cnn"
+
+
+def test_read_meta_takes_run_names_with_dots(tmp_path):
+    (tmp_path / "cnn_sgdm-cosine_0.25M.json").write_text('{"final": true, "train_seconds": 12.5}')
+    stem = tmp_path / "cnn_sgdm-cosine_0.25M"
+    assert Q.read_meta(stem) == {"final": True, "train_seconds": 12.5}
+    assert Q.is_final(stem) and Q.trained_seconds(stem) == 12.5
+    assert Q.read_meta(tmp_path / "missing") is None
