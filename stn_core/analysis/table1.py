@@ -35,7 +35,8 @@ class Cell:
     def seed_stats(self) -> tuple[float, float, int] | None:
         """(mean, sample std, n) of the cell's finished seeds when n ≥ 2: ``extra.seeds`` of the JSON,
         written by ``scripts/promote_table1_v2.py``; None otherwise."""
-        seeds = (self.meta.get("extra") or {}).get("seeds") if isinstance(self.meta.get("extra"), dict) else None
+        extra = self.meta.get("extra")
+        seeds = extra.get("seeds") if isinstance(extra, dict) else None
         if not isinstance(seeds, dict):
             return None
         errors, mean, std = seeds.get("errors"), seeds.get("mean"), seeds.get("std")

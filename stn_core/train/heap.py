@@ -37,8 +37,9 @@ def _mallopt():
     if not name:
         return None
     try:
-        fn = ctypes.CDLL(name).mallopt
-        ctypes.CDLL(name).gnu_get_libc_version  # glibc only (musl has no such symbol)
+        libc = ctypes.CDLL(name)
+        fn = libc.mallopt
+        libc.gnu_get_libc_version  # glibc only (musl has no such symbol)
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int]
