@@ -56,6 +56,7 @@ RTS_SCALE = (0.7, 1.2)    # [paper]
 RTS_MARGIN_PX = 1.0       # ink margin kept inside the canvas, [ours]
 P_SCALE = (0.75, 1.0)     # [notes]
 P_SIGMA_PX = 5.0          # corner noise, [notes]
+P_CONVEX = False          # redraw corner noise until the moved quad is convex, [ours] (results/p-fidelity.md)
 E_SCALE = (0.75, 1.0)     # [notes]
 E_SIGMA_PX = 1.5          # control point noise, [notes]
 E_POINTS = 16             # 4×4 lattice, [paper]
@@ -99,10 +100,40 @@ def sample_params(kind: str, n: int, generator: torch.Generator | None = None) -
                 "crop": torch.rand(n, TC_PIECES, 2, generator=g, dtype=torch.float64),
                 "place": torch.rand(n, TC_PIECES, 2, generator=g, dtype=torch.float64)}
     if k == "P":
-        return {"scale": _uniform(n, *P_SCALE, g),
-                "noise": P_SIGMA_PX * torch.randn(n, 4, 2, generator=g, dtype=torch.float64)}
+        return projective_params(n, g)
     return {"scale": _uniform(n, *E_SCALE, g),
             "noise": E_SIGMA_PX * torch.randn(n, E_POINTS, 2, generator=g, dtype=torch.float64)}
+
+
+def quad_is_convex(quads: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` bool: the quadrilaterals ``(n, 4, 2)`` (corners in order) are strictly convex, i.e. every
+    turn along the boundary has the same sign (a self-intersecting or re-entrant quad fails)."""
+    e = quads.roll(-1, 1) - quads                        # edge k: corner k → k+1
+    f = e.roll(-1, 1)
+    cross = e[..., 0] * f[..., 1] - e[..., 1] * f[..., 0]
+    return (cross > 0).all(1) | (cross < 0).all(1)
+
+
+def projective_params(n: int, generator: torch.Generator | None = None, sigma_px: float | None = None,
+                      convex: bool | None = None, max_rounds: int = 100) -> dict[str, torch.Tensor]:
+    """P's parameters: ``scale (n,)`` ~ U[P_SCALE], corner ``noise (n, 4, 2)`` ~ N(0, sigma_px) px.
+
+    With ``convex`` the noise of every row whose moved quad (:func:`projective_corners`) is not convex is
+    drawn again from the same generator, round after round (deterministic given the generator). The
+    defaults are the module's ``P_SIGMA_PX`` and ``P_CONVEX``.
+    """
+    sigma = P_SIGMA_PX if sigma_px is None else float(sigma_px)
+    g = generator
+    params = {"scale": _uniform(n, *P_SCALE, g),
+              "noise": sigma * torch.randn(n, 4, 2, generator=g, dtype=torch.float64)}
+    if not (P_CONVEX if convex is None else convex):
+        return params
+    for _ in range(max_rounds):
+        bad = (~quad_is_convex(projective_corners(params))).nonzero().flatten()
+        if bad.numel() == 0:
+            return params
+        params["noise"][bad] = sigma * torch.randn(bad.numel(), 4, 2, generator=g, dtype=torch.float64)
+    raise RuntimeError(f"no convex quad after {max_rounds} rounds (sigma {sigma} px is too large)")
 
 
 def slice_params(params: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
@@ -180,11 +211,19 @@ def fit_homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 _CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
 
 
-def _projective_h(params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Homography ``(n, 3, 3)`` of P: output coords → input coords (normalised)."""
+def projective_corners(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Where P moves the image's corners ``(n, 4, 2)`` (normalised output coords, in the order of
+    ``_CORNERS``): scaled by ``scale`` about the centre, then moved by ``noise`` px."""
     s = params["scale"]
     corners = torch.tensor(_CORNERS, dtype=torch.float64, device=s.device).expand(s.shape[0], 4, 2)
-    moved = corners * s.view(-1, 1, 1) + params["noise"] / (DIGIT / 2)
+    return corners * s.view(-1, 1, 1) + params["noise"].to(s.device) / (DIGIT / 2)
+
+
+def _projective_h(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Homography ``(n, 3, 3)`` of P: output coords → input coords (normalised). It maps the moved
+    corners back onto the image's corners, so the image's corners appear at the moved corners."""
+    moved = projective_corners(params)
+    corners = torch.tensor(_CORNERS, dtype=torch.float64, device=moved.device).expand_as(moved)
     return fit_homography(moved, corners)
 
 
@@ -319,5 +358,6 @@ def describe(kind: str) -> str:
     }[k]
 
 
-__all__ = ["CANVAS", "KINDS", "clutter_canvas", "describe", "digit_corner", "distort", "fit_homography", "ink_bbox", "make_generator",
-           "sample_params", "slice_params", "warp"]
+__all__ = ["CANVAS", "KINDS", "clutter_canvas", "describe", "digit_corner", "distort", "fit_homography", "ink_bbox",
+           "make_generator", "projective_corners", "projective_params", "quad_is_convex", "sample_params",
+           "slice_params", "warp"]

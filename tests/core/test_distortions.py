@@ -106,6 +106,47 @@ def test_fit_homography_maps_the_four_points():
     torch.testing.assert_close(hom[..., :2] / hom[..., 2:], dst, atol=1e-9, rtol=0)
 
 
+def test_quad_is_convex_rejects_re_entrant_and_self_intersecting_quads():
+    square = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
+    dart = square.clone()
+    dart[2] = torch.tensor([-0.5, -0.5])               # corner 2 pushed inside: re-entrant
+    bow_tie = square[[0, 1, 3, 2]]                      # edges cross
+    mirrored = square.flip(0)                           # clockwise instead of counter-clockwise: still convex
+    got = D.quad_is_convex(torch.stack([square, dart, bow_tie, mirrored]))
+    assert got.tolist() == [True, False, False, True]
+
+
+def test_projective_params_redraw_makes_every_quad_convex_and_keeps_the_others():
+    n, sigma = 4000, 8.0                                # a large σ: many non-convex draws to redraw
+    raw = D.projective_params(n, D.make_generator(5), sigma, convex=False)
+    fixed = D.projective_params(n, D.make_generator(5), sigma, convex=True)
+    again = D.projective_params(n, D.make_generator(5), sigma, convex=True)
+    bad = ~D.quad_is_convex(D.projective_corners(raw))
+    assert int(bad.sum()) > 40                          # the case is exercised
+    assert bool(D.quad_is_convex(D.projective_corners(fixed)).all())
+    assert torch.equal(fixed["noise"][~bad], raw["noise"][~bad])    # convex draws are kept as drawn
+    assert torch.equal(fixed["scale"], raw["scale"])
+    assert torch.equal(fixed["noise"], again["noise"])              # deterministic given the generator
+
+
+def test_projective_warp_puts_the_image_corners_at_the_moved_corners():
+    # A bright 2×2 block in the input's top-left corner (centre at pixel edge (1, 1)) must appear where
+    # the homography sends the top-left corner: moved inward by (+4, +3) px after a 0.9 scale. The
+    # opposite direction (moved corners → image corners) would put it outside the canvas.
+    img = torch.zeros(1, 28, 28)
+    img[:, :2, :2] = 1.0
+    noise = torch.zeros(1, 4, 2, dtype=torch.float64)
+    noise[0, 0] = torch.tensor([4.0, 3.0])
+    params = {"scale": torch.tensor([0.9], dtype=torch.float64), "noise": noise}
+    out = D.warp(img, "P", params)[0, 0]
+    ys, xs = torch.meshgrid(torch.arange(28) + 0.5, torch.arange(28) + 0.5, indexing="ij")
+    centre = torch.stack([(out * xs).sum(), (out * ys).sum()]).double() / out.sum()
+    corner = (D.projective_corners(params)[0, 0] + 1) * 14          # moved corner, pixel edges
+    assert corner.tolist() == pytest.approx([14 * 0.1 + 4, 14 * 0.1 + 3])
+    # the block's centre is 1 px inside the corner, shrunk by about the local scale (~0.9)
+    torch.testing.assert_close(centre, corner + 0.9, atol=0.35, rtol=0)
+
+
 def test_train_stream_is_a_function_of_seed_and_step_and_shards(digits):
     x, y = digits
     s = ds.TrainStream(x, y, "mnist-rts", seed=5, batch_size=32)
