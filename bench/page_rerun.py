@@ -8,7 +8,10 @@ each timed rerun moves the control to a value it did not have before (so no cach
 reused that a real move would not reuse) and runs the whole script: Streamlit's widget handling, the
 page's logic, the figures, and the serialisation of every element into the messages sent. The
 browser's drawing is not included (``bench/startup.py`` times pages in Chromium). AppTest's own
-bookkeeping is included; a minimal page's rerun is given as the floor.
+bookkeeping is included; a minimal page's rerun is given as the floor. A real server compiles each
+script once and keeps the bytecode (the runtime's one ``ScriptCache``), while AppTest makes a new
+``ScriptCache`` for every run, which would add compiling app.py and the page to every rerun; the bench
+gives AppTest one shared cache, as the server has (:func:`share_script_cache`).
 
 Each round measures every case in a fresh process; with ``--baseline REF`` a process on REF's code
 (a git worktree beside this repository, as in ``bench/startup.py``) alternates with one on this code,
@@ -56,6 +59,16 @@ CASES = [
 ]
 
 
+def share_script_cache() -> None:
+    """Make every AppTest run use one ``ScriptCache``, like a server's runtime (compile once per script)."""
+    import streamlit.testing.v1.app_test as app_test
+    import streamlit.testing.v1.local_script_runner as local_runner
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+
+    shared = ScriptCache()
+    app_test.ScriptCache = local_runner.ScriptCache = lambda: shared
+
+
 def time_case(script, kind, key, values, repeats: int) -> list[float]:
     at = app().run() if script is None else open_page(script)
     times = []
@@ -75,6 +88,7 @@ def child(repeats: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    share_script_cache()
     print(json.dumps({c[0]: time_case(*c[1:5], repeats) for c in CASES}))
 
 
@@ -128,7 +142,8 @@ def main() -> None:
     lines = ["# Whole-page rerun after one control change (server side, AppTest)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, one torch thread. {a.rounds} rounds of a "
              f"fresh process per code version, alternating; in each, {a.repeats} reruns after 2, each after the "
-             f"control moved to a new value (see `bench/page_rerun.py`). Medians over all rounds.", ""]
+             f"control moved to a new value (see `bench/page_rerun.py`). Medians over all rounds. Scripts are "
+             f"compiled once per process, as on a server (AppTest alone recompiles them on every run).", ""]
     lines += rows
     lines += ["", f"Command: `{cmd}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
               f"{time.perf_counter() - t_start:.0f} s, load average {load0:.2f} at the start "
