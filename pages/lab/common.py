@@ -3,10 +3,12 @@ query-parameter sync and message display. No maths here (see stn_core)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from types import MappingProxyType
+from typing import Iterable, Mapping
 
 import numpy as np
 import streamlit as st
@@ -112,10 +114,10 @@ def test_digits(task: str) -> td.TestDigits:
     return td.test_digits(task)
 
 
-def _folder_versions(folder: Path) -> tuple:
-    """(name, mtime_ns, size) of every checkpoint file in the folder and its long/ and live/ sub-folders
-    (one directory listing each, no file read): any new, removed or rewritten checkpoint changes it, so it
-    keys the cached discovery below."""
+def _folder_versions(folder: Path) -> str:
+    """A digest of (name, mtime_ns, size) of every checkpoint file in the folder and its long/ and live/
+    sub-folders (one directory listing each, no file read): any new, removed or rewritten checkpoint
+    changes it, so it keys the cached discovery below (a short string: cheap for Streamlit to hash)."""
     out = []
     for f in (folder, folder / reg.LONG_SUBDIR, folder / reg.LIVE_SUBDIR):
         try:
@@ -126,19 +128,21 @@ def _folder_versions(folder: Path) -> tuple:
                         out.append((f.name, e.name, s.st_mtime_ns, s.st_size))
         except OSError:
             continue
-    return tuple(sorted(out))
+    return hashlib.blake2b(repr(sorted(out)).encode(), digest_size=16).hexdigest()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _discover_all(folder: str, versions: tuple) -> dict:
-    """Discovery keyed by the folder and :func:`_folder_versions` (the key, unused in the body)."""
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _discover_all(folder: str, versions: str) -> Mapping[tuple[str, str], reg.Entry]:
+    """Discovery keyed by the folder and :func:`_folder_versions` (the key, unused in the body); one
+    read-only mapping shared by every rerun and session (no copy per call)."""
     f = Path(folder)
-    return {**reg.discover(f), **reg.discover_long(f), **reg.discover_live(f)}
+    return MappingProxyType({**reg.discover(f), **reg.discover_long(f), **reg.discover_live(f)})
 
 
-def discover_checkpoints(folder: Path | None = None) -> dict:
+def discover_checkpoints(folder: Path | None = None) -> Mapping[tuple[str, str], reg.Entry]:
     """Every distorted-MNIST checkpoint (Table 1, longer schedule, live runs) of ``folder`` (default
-    :func:`stn_core.registry.checkpoint_dir`), read once per change of the folders, not on every rerun."""
+    :func:`stn_core.registry.checkpoint_dir`), read once per change of the folders, not on every rerun;
+    read-only (copy it with ``dict(...)`` to change it)."""
     folder = reg.checkpoint_dir() if folder is None else Path(folder)
     return _discover_all(str(folder), _folder_versions(folder))
 
