@@ -33,6 +33,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from components import BundledComponent, event_value
 
 COMPONENT_NAME = "stn_lab.point_drag"
@@ -54,6 +56,20 @@ def _finite_pair(p: Sequence[float], what: str, digits: int | None = None) -> li
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError(f"{what} must be finite numbers, got ({x}, {y})")
     return [x, y] if digits is None else [round(x, digits), round(y, digits)]
+
+
+def _finite_polyline(line: Iterable[Sequence[float]], digits: int) -> list[list[float]]:
+    """A polyline's points as ``[[x, y], ...]`` rounded to ``digits`` (vectorised: grids have
+    hundreds of points and are redrawn on every move)."""
+    a = np.asarray(line if isinstance(line, np.ndarray) else list(line), dtype=np.float64)
+    if a.size == 0:
+        return []
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"lines must be (x, y) pairs, got an array of shape {a.shape}")
+    if not np.isfinite(a).all():
+        x, y = a[~np.isfinite(a).all(1)][0]
+        raise ValueError(f"lines must be finite numbers, got ({x}, {y})")
+    return np.round(a, digits).tolist()
 
 
 def payload(image_uri: str, image_size: Sequence[int], points: Iterable[Sequence[float]], *,
@@ -80,7 +96,7 @@ def payload(image_uri: str, image_size: Sequence[int], points: Iterable[Sequence
     if not (math.isfinite(radius_px) and 2.0 <= radius_px <= 60.0):
         raise ValueError(f"radius_px must be between 2 and 60, got {radius_px}")
     # Points go at full precision (unmoved points come back bit-identical); drawings at 4 decimals.
-    clean_lines = [[_finite_pair(p, "lines", 4) for p in line] for line in lines]
+    clean_lines = [_finite_polyline(line, 4) for line in lines]
     clean_marks = []
     for m in marks:
         kind = m.get("kind", "landed")

@@ -261,6 +261,14 @@ def test_payload_is_json_and_validated() -> None:
         pd.payload(URI, (2, 2), [(0, 0)], view=0.5)
     with pytest.raises(ValueError, match="radius_px"):
         pd.payload(URI, (2, 2), [(0, 0)], radius_px=math.inf)
+    with pytest.raises(ValueError, match="lines must be finite"):
+        pd.payload(URI, (2, 2), [(0, 0)], lines=[np.array([[0.0, 0.0], [np.nan, 1.0]])])
+    with pytest.raises(ValueError, match="lines must be .x, y. pairs"):
+        pd.payload(URI, (2, 2), [(0, 0)], lines=[[(0.0, 0.0, 1.0)]])
+    # a numpy polyline and a list of tuples give the same rounded lists; an empty line stays empty
+    grid = np.array([[0.123456789, -1.0], [0.5, 0.25]])
+    a = pd.payload(URI, (2, 2), [(0, 0)], lines=[grid, [], [tuple(r) for r in grid]])["lines"]
+    assert a[0] == a[2] == [[0.1235, -1.0], [0.5, 0.25]] and a[1] == []
 
 
 def test_parse_drop() -> None:
