@@ -10,7 +10,7 @@ import reprlib
 from pathlib import Path
 from typing import Any
 
-from stn_core.models import ALL_MODEL_NAMES, CUB_MODEL_NAMES, ST_TRANSFORMS
+from stn_core.models import ALL_MODEL_NAMES, CUB_MODEL_NAMES, ST_TRANSFORMS, VOLUME_MODELS
 
 FORMAT = "stn-lab-checkpoint"
 FORMAT_VERSION = 1
@@ -239,8 +239,13 @@ def _check_meta(meta: Any, where: Any) -> None:
         if transform not in (None, "attention"):
             raise CheckpointError(f"{where}: CUB model transform must be 'attention' or null, "
                                   f"got {_show(transform)}")
+    elif model in VOLUME_MODELS:  # volume classifiers (stn_core.models.volume)
+        if transform != VOLUME_MODELS[model]:
+            raise CheckpointError(f"{where}: {model} transform must be {_show(VOLUME_MODELS[model])}, "
+                                  f"got {_show(transform)}")
     elif model not in ALL_MODEL_NAMES:
-        raise CheckpointError(f"{where}: unknown model {_show(model)}; known: {', '.join(ALL_MODEL_NAMES)}")
+        known = ", ".join((*ALL_MODEL_NAMES, *CUB_MODEL_NAMES, *VOLUME_MODELS))
+        raise CheckpointError(f"{where}: unknown model {_show(model)}; known: {known}")
     elif transform is not None and transform not in ST_TRANSFORMS:
         raise CheckpointError(f"{where}: unknown transform {_show(transform)}; known: "
                               f"{', '.join(ST_TRANSFORMS)} or null")
