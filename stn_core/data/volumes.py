@@ -115,8 +115,11 @@ def test_poses(n: int = TEST_SIZE, seed: int = TEST_SEED) -> dict[str, torch.Ten
 
 
 def projection(volume: torch.Tensor) -> torch.Tensor:
-    """``(N, C, D, H, W)`` → its mean along depth ``(N, C, H, W)``: what a viewer along z sees."""
-    return volume.mean(2)
+    """``(N, C, D, H, W)`` → its sum along depth in units of the slab's thickness ``(N, C, H, W)``: what a
+    viewer along z sees. A slab facing the viewer, sampled once per voxel, projects to the digit itself
+    (values in [0, 1]); a mean over the 60 slices would make the digit 10× dimmer than the 2-D CNN's
+    inputs, and training stalled at chance with it."""
+    return volume.sum(2) / SLAB
 
 
 __all__ = ["DIGIT", "SLAB", "WINDOW", "TEST_SEED", "TEST_SIZE", "VOLUME", "digit_block", "make_volumes", "pose_theta",
