@@ -387,8 +387,9 @@ def addition_train_command(key: str) -> str:
 
 
 @dataclass
-class AdditionEntry:
-    """One addition model's checkpoint: ``stem`` path, ``meta`` (None when unreadable), ``final`` flag."""
+class KeyedEntry:
+    """One checkpoint of a page's fixed set of models (MNIST addition, the volume models): its model
+    ``key``, ``stem`` path, ``meta`` (None when unreadable, then ``error`` says why) and ``final`` flag."""
 
     key: str
     stem: Path
@@ -405,18 +406,53 @@ class AdditionEntry:
         return version(self.stem)
 
 
-def find_addition(folder: str | os.PathLike | None = None) -> dict[str, AdditionEntry]:
-    """The MNIST-addition checkpoints present in ``folder`` (both files needed), by model key."""
-    out: dict[str, AdditionEntry] = {}
-    for key in ADDITION_KEYS:
-        path = stem(addition_stem_name(key), folder)
+#: The addition page's name for it.
+AdditionEntry = KeyedEntry
+
+
+def _find_keyed(keys: tuple[str, ...], name_of, folder: str | os.PathLike | None) -> dict[str, KeyedEntry]:
+    """The checkpoints ``name_of(key)`` present in ``folder`` (both files needed), by key."""
+    out: dict[str, KeyedEntry] = {}
+    for key in keys:
+        path = stem(name_of(key), folder)
         if not ready(path):
             continue
         try:
-            out[key] = AdditionEntry(key, path, load_meta(path))
+            out[key] = KeyedEntry(key, path, load_meta(path))
         except CheckpointError as e:
-            out[key] = AdditionEntry(key, path, None, str(e))
+            out[key] = KeyedEntry(key, path, None, str(e))
     return out
+
+
+def find_addition(folder: str | os.PathLike | None = None) -> dict[str, KeyedEntry]:
+    """The MNIST-addition checkpoints present in ``folder`` (both files needed), by model key."""
+    return _find_keyed(ADDITION_KEYS, addition_stem_name, folder)
+
+
+# --------------------------------------------------------------------------- volumes (3-D transformer)
+
+VOLUME_KEYS = ("vol-st-cnn", "vol-cnn")
+VOLUME_LABELS = {"vol-st-cnn": "3-D ST-CNN", "vol-cnn": "CNN on the raw projection"}
+#: Training steps of the shipped volume models (batch 32).
+VOLUME_STEPS = 2000
+
+
+def volume_stem_name(key: str) -> str:
+    """``volume_st-cnn`` / ``volume_cnn``."""
+    if key not in VOLUME_KEYS:
+        raise ValueError(f"unknown model {key!r}; choose one of {', '.join(VOLUME_KEYS)}")
+    return f"volume_{key[len('vol-'):]}"
+
+
+def volume_train_command(key: str, folder: str = "checkpoints") -> str:
+    """The command that trains (or, with ``--resume``, continues) one volume model."""
+    return (f"python -m stn_core.train.volume --model {key} --steps {VOLUME_STEPS} "
+            f"--out {folder}/{volume_stem_name(key)}")
+
+
+def find_volume(folder: str | os.PathLike | None = None) -> dict[str, KeyedEntry]:
+    """The volume models' checkpoints present in ``folder``, by key."""
+    return _find_keyed(VOLUME_KEYS, volume_stem_name, folder)
 
 
 # --------------------------------------------------------------------------- CUB birds
