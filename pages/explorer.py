@@ -13,6 +13,8 @@ controls), ``ex_gal_start`` (gallery), ``ex_scan`` (how many test digits to sear
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
@@ -145,24 +147,35 @@ def _no_checkpoints(folder) -> None:
             "`mnist_{r,rts,p,e}_{fcn,cnn,st-fcn-aff,…,st-cnn-tps}`), then reload this page.")
 
 
-def _table1(found) -> None:
-    st.header("Table 1: ours beside the paper's")
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _table1_texts(folder: str, versions: str) -> tuple[str, str, str, str, str] | None:
+    """The Table 1 markdown pieces of the checkpoints discovered in ``folder`` (keyed by
+    :func:`pages.lab.common.discovery_key`: built once per change of the checkpoints, not per rerun):
+    table, details, schedule, goals, longer-schedule table; None for goals when nothing is finished."""
+    found = common.discover_checkpoints(Path(folder))
     cells = t1.table1_cells(found=found)
+    done = any(c.status == "done" for row in cells for c in row)
+    long = reg.long_runs(found)  # already discovered: no second read of checkpoints/long
+    return (t1.table1_markdown(cells), t1.table1_details(cells), t1.schedule_markdown(cells),
+            t1.goals_markdown(cells, long) if done else None, t1.longer_schedule_markdown(long, cells) if done else "")
+
+
+def _table1(folder: Path) -> None:
+    st.header("Table 1: ours beside the paper's")
+    table, details, schedule, goals, long_md = _table1_texts(*common.discovery_key(folder))
     st.caption("Test error (%) on the fixed seeded test set of each distortion. \"ours\" comes from the "
                "checkpoints' JSON files (bold: training finished; \"(step a/b)\": still training, the error of "
                "its last evaluation), \"paper\" from Jaderberg et al. (2015), mean of 3 runs. "
                "`python scripts/make_table1.py` writes the same table to results/table1.md.")
-    st.markdown(t1.table1_markdown(cells))
+    st.markdown(table)
     with st.expander("Checkpoints, the commands that made them, and how our schedule differs from the paper's"):
-        st.markdown(t1.table1_details(cells))
-        st.markdown(t1.schedule_markdown(cells))
-    if not any(c.status == "done" for row in cells for c in row):
+        st.markdown(details)
+        st.markdown(schedule)
+    if goals is None:
         return
-    long = reg.long_runs(found)  # already discovered by the page: no second read of checkpoints/long
-    long_md = t1.longer_schedule_markdown(long, cells)
     with st.expander("How close to the paper: the goals, checked from these numbers"
                      + (", and a longer schedule" if long_md else "")):
-        st.markdown(t1.goals_markdown(cells, long))
+        st.markdown(goals)
         if long_md:
             st.markdown("**Longer schedule** (`checkpoints/long/`): the same models with only `--steps` raised.")
             st.markdown(long_md)
@@ -181,7 +194,7 @@ def main() -> None:
     found = common.discover_checkpoints(folder)
     if not found:
         _no_checkpoints(folder)
-        _table1(found)
+        _table1(folder)
         return
 
     # ---------------------------------------------------------------- sidebar: model
@@ -210,7 +223,7 @@ def main() -> None:
     if not options:
         st.info(f"No model has been trained on {reg.DIST_LABELS[dist]} yet. Train one with\n\n"
                 f"`{reg.train_command(dist, 'st-cnn-aff')}`\n\nor pick another distortion in the sidebar.")
-        _table1(found)
+        _table1(folder)
         return
     if ss.get(_k("model")) not in options:
         ss[_k("model")] = next((k for k in reg.PREFERRED if k in options), options[0])
@@ -224,13 +237,13 @@ def main() -> None:
     if not entry.usable:
         st.error(f"This checkpoint cannot be used: {entry.error} Retrain it with\n\n"
                  f"`{reg.train_command(dist, key)}`")
-        _table1(found)
+        _table1(folder)
         return
     try:
         model, meta = common.load_checkpoint(str(entry.stem), entry.version)
     except CheckpointError as e:
         st.error(f"This checkpoint cannot be loaded: {e}. Retrain it with\n\n`{reg.train_command(dist, key)}`")
-        _table1(found)
+        _table1(folder)
         return
     size = int(meta["input_size"])
     td = common.test_digits(task)
@@ -383,7 +396,7 @@ def main() -> None:
     else:
         st.success(f"No mistakes in the first {n_scan:,} test digits.")
 
-    _table1(found)
+    _table1(folder)
 
 
 main()

@@ -139,12 +139,18 @@ def _discover_all(folder: str, versions: str) -> Mapping[tuple[str, str], reg.En
     return MappingProxyType({**reg.discover(f), **reg.discover_long(f), **reg.discover_live(f)})
 
 
+def discovery_key(folder: Path | None = None) -> tuple[str, str]:
+    """``(folder, digest of its listings)``: changes exactly when :func:`discover_checkpoints` would read
+    anew, so a cache of anything derived from the discovered checkpoints can be keyed by it."""
+    folder = reg.checkpoint_dir() if folder is None else Path(folder)
+    return str(folder), _folder_versions(folder)
+
+
 def discover_checkpoints(folder: Path | None = None) -> Mapping[tuple[str, str], reg.Entry]:
     """Every distorted-MNIST checkpoint (Table 1, longer schedule, live runs) of ``folder`` (default
     :func:`stn_core.registry.checkpoint_dir`), read once per change of the folders, not on every rerun;
     read-only (copy it with ``dict(...)`` to change it)."""
-    folder = reg.checkpoint_dir() if folder is None else Path(folder)
-    return _discover_all(str(folder), _folder_versions(folder))
+    return _discover_all(*discovery_key(folder))
 
 
 # --------------------------------------------------------------------------- messages, query params
