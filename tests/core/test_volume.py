@@ -163,3 +163,22 @@ def test_trainer_runs_resumes_and_records_its_recipe(tmp_path, monkeypatch):
     assert meta["train_args"]["loc_lr_mult"] == 0.1 and meta["extra"]["tilt_deg"] == V.TILT_DEG
     model, _ = load_model(out)
     assert model.config["model"] == "vol-st-cnn"
+
+
+def test_facing_measure_of_the_results_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "make_volume_results.py"
+    spec = importlib.util.spec_from_file_location("make_volume_results", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pose = V.sample_pose(64, torch.Generator().manual_seed(9))
+    flat = {"angles": torch.zeros(2, 3, dtype=torch.float64), "shift": torch.zeros(2, 3, dtype=torch.float64)}
+    assert torch.allclose(mod.facing(None, flat), torch.ones(2))               # no tilt: face-on
+    tilt = {"angles": torch.tensor([[math.radians(60), 0, 0]], dtype=torch.float64), "shift": torch.zeros(1, 3, dtype=torch.float64)}
+    assert mod.facing(None, tilt).item() == pytest.approx(0.5, abs=1e-6)    # cos 60°
+    # the θ that undoes each pose ([(14/30)·R | shift/30]) turns every digit face-on
+    undo = theta_3d(rotation_matrix_3d(pose["angles"]) * (V.DIGIT / V.VOLUME), pose["shift"] / (V.VOLUME / 2))
+    torch.testing.assert_close(mod.facing(undo, pose), torch.ones(64), atol=1e-5, rtol=0)
+    assert float(mod.facing(None, pose).mean()) < 0.9                        # the raw views are tilted
