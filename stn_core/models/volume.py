@@ -45,9 +45,10 @@ class VolumeViews(NamedTuple):
 
 
 class LocalisationNet3d(nn.Module):
-    """``(N, 1, 60, 60, 60)`` → θ ``(N, 3, 4)``, starting at the identity."""
+    """``(N, 1, 60, 60, 60)`` → θ ``(N, 3, 4)``, starting at ``start_scale`` × the identity (a centred cube
+    that fraction of the volume's side; 1: the identity)."""
 
-    def __init__(self, hidden: int = 32) -> None:
+    def __init__(self, hidden: int = 32, start_scale: float = 1.0) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.AvgPool3d(3), nn.Conv3d(1, 8, 5), nn.ReLU(inplace=True), nn.MaxPool3d(2),   # 20³ → 16³ → 8³
@@ -56,7 +57,7 @@ class LocalisationNet3d(nn.Module):
         self.head = nn.Linear(hidden, 12)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
-            self.head.bias.copy_(torch.eye(3, 4).flatten())
+            self.head.bias.copy_((torch.eye(3, 4) * float(start_scale)).flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).view(-1, 3, 4)
@@ -65,12 +66,15 @@ class LocalisationNet3d(nn.Module):
 class VolumeNet(nn.Module):
     """A volume classifier: optional 3-D affine transformer → depth projection → CNN."""
 
-    def __init__(self, transform: str | None = "affine3d", num_classes: int = 10, width: int = WIDTH) -> None:
+    def __init__(self, transform: str | None = "affine3d", num_classes: int = 10, width: int = WIDTH,
+                 start_scale: float = 1.0) -> None:
         super().__init__()
         if transform not in (None, "affine3d"):
             raise ValueError(f"transform must be 'affine3d' or None, got {transform!r}")
+        if not 0.1 <= start_scale <= 1.0:
+            raise ValueError(f"start_scale must be in [0.1, 1], got {start_scale}")
         self.transform = transform
-        self.loc = LocalisationNet3d() if transform else None
+        self.loc = LocalisationNet3d(start_scale=start_scale) if transform else None
         self.classifier = cnn_classifier(OUT if transform else VOLUME, int(width), int(num_classes))
         self.config = {"model": "vol-st-cnn" if transform else "vol-cnn", "transform": transform,
                        "input_size": VOLUME, "num_classes": int(num_classes), "width": int(width)}
@@ -99,14 +103,15 @@ class VolumeNet(nn.Module):
 
 
 def build_volume_model(name: str, transform: str | None = None, num_classes: int = 10,
-                       width: int | None = None) -> VolumeNet:
-    """``vol-cnn`` or ``vol-st-cnn`` (its transform must be ``affine3d``)."""
+                       width: int | None = None, start_scale: float = 1.0) -> VolumeNet:
+    """``vol-cnn`` or ``vol-st-cnn`` (its transform must be ``affine3d``); ``start_scale``: the transformer's
+    starting zoom (an initialisation only: the architecture is the same)."""
     if name not in VOLUME_MODELS:
         raise ValueError(f"unknown volume model {name!r}; choose one of {', '.join(VOLUME_MODELS)}")
     want = VOLUME_MODELS[name]
     if transform not in (None, want):
         raise ValueError(f"{name} takes transform {want!r}, got {transform!r}")
-    return VolumeNet(want, num_classes, WIDTH if width is None else width)
+    return VolumeNet(want, num_classes, WIDTH if width is None else width, start_scale)
 
 
 def volume_model_from_meta(meta: dict) -> VolumeNet:

@@ -29,6 +29,8 @@ from stn_core.train.loop import (check_same_settings, command_line, default_warm
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "steps", "batch", "lr", "momentum", "loc_lr_mult", "seed", "schedule", "test_size")
+#: Recorded only when not the default (so runs made before the flag resume as they were).
+OPTIONAL_FIXED = {"start_scale": 1.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--schedule", choices=["cosine", "paper"], default="cosine")
     p.add_argument("--loc-lr-mult", type=float, default=0.1)
+    p.add_argument("--start-scale", type=float, default=1.0,
+                   help="the transformer's starting zoom: a centred cube this fraction of the volume (1: identity)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-size", type=int, default=V.TEST_SIZE)
     p.add_argument("--eval-every", type=int, default=500)
@@ -101,13 +105,14 @@ def main(argv: list[str] | None = None) -> dict:
     a.task = "mnist-volume"
     _, _, device, threads, precision, _, say, paths = start_run(a)
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
+    train_args.update({k: getattr(a, k) for k, d in OPTIONAL_FIXED.items() if getattr(a, k) != d})
     images, labels = ds.load_split("train", a.data_root)
     t_images, t_labels = ds.load_split("test", a.data_root)
     x_test, y_test = test_set(t_images, t_labels, a.test_size, device)
     stream = VolumeStream(images, labels, a.seed, a.batch, device)
 
     torch.manual_seed(a.seed)
-    model = build_volume_model(a.model).to(device)
+    model = build_volume_model(a.model, start_scale=a.start_scale).to(device)
     opt = make_optimizer(param_groups(model, a.loc_lr_mult), "sgd", a.lr, a.momentum)
     warmup = default_warmup(a.steps) if a.schedule == "cosine" else 0
     start, history, train_seconds = 0, [], 0.0

@@ -182,3 +182,11 @@ def test_facing_measure_of_the_results_script():
     undo = theta_3d(rotation_matrix_3d(pose["angles"]) * (V.DIGIT / V.VOLUME), pose["shift"] / (V.VOLUME / 2))
     torch.testing.assert_close(mod.facing(undo, pose), torch.ones(64), atol=1e-5, rtol=0)
     assert float(mod.facing(None, pose).mean()) < 0.9                        # the raw views are tilted
+
+
+def test_start_scale_is_the_transformers_starting_zoom():
+    x = torch.zeros(1, 1, 60, 60, 60)
+    theta = build_volume_model("vol-st-cnn", start_scale=0.6).views(x).theta
+    torch.testing.assert_close(theta, identity_theta_3d(1) * 0.6, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="start_scale"):
+        build_volume_model("vol-st-cnn", start_scale=0.0)
