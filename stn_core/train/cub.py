@@ -51,10 +51,10 @@ from stn_core.data.cub import find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
 from stn_core.models.cub import CUB_MODEL_NAMES, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
-from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, check_same_settings, command_line,
-                                 default_ckpt_every, keep_depthwise_fp32, make_grad_scaler, resume_precision,
-                                 resume_state, rng_tensors, scaler_tensors, set_lr, start_run, task_of, train_step,
-                                 wrap_ddp)
+from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, command_line, default_ckpt_every,
+                                 keep_depthwise_fp32, make_grad_scaler, refuse_to_overwrite, resume_precision,
+                                 resume_state, rng_tensors, run_to_resume, scaler_tensors, set_lr, start_run, task_of,
+                                 train_step, wrap_ddp)
 
 #: task name -> class list (None: --classes required)
 CUB_TASKS: dict[str, Optional[str]] = {"cub50": "1-50", "cub200": "1-200", "cub": None}
@@ -259,9 +259,7 @@ def _save_eval_cache(meta_path: Path, logits: torch.Tensor, boxes: Optional[torc
 def main(argv: list[str]) -> dict[str, Any]:
     a = parse_args(argv)
     rank, world, device, threads, precision, main_proc, say, paths = start_run(a)
-    exists = paths["meta"].is_file()
-    if exists and not (a.resume or a.overwrite):
-        raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")
+    refuse_to_overwrite(a, paths)  # before the data: a mistake is said at once
 
     # ---- data
     try:
@@ -315,19 +313,15 @@ def main(argv: list[str]) -> dict[str, Any]:
     box_hist: dict[str, Any] = {"birds": birds, "steps": [], "boxes": []}
     start, history, train_seconds = 0, [], 0.0
     scaler = make_grad_scaler(precision, device)
-    if a.resume and exists:
-        meta = load_meta(paths["meta"])
-        check_same_settings(a.out, meta, train_args)
+    meta = run_to_resume(a, paths, train_args, say)
+    if meta is not None:
         if meta.get("final"):
-            say(f"{a.out} is already finished (final checkpoint); nothing to do")
             return meta
         precision = resume_precision(a.out, meta, a.precision, device)
         scaler = make_grad_scaler(precision, device)
         start, history, train_seconds = resume_state(paths, meta, model, opt, device, scaler)
         box_hist = (meta.get("extra") or {}).get("box_history", box_hist)
         say(f"resuming {a.out} at step {start}/{total} ({precision})")
-    elif a.resume:
-        say(f"no checkpoint at {paths['meta']}: starting afresh")
 
     keep_depthwise_fp32(model, precision, device)  # no-op unless CPU autocast and depthwise convs
     net = wrap_ddp(model, world, device)

@@ -29,7 +29,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from stn_core.checkpoints import checkpoint_paths, load_optimizer_tensors, load_train_state, load_weights, recover
+from stn_core.checkpoints import (checkpoint_paths, load_meta, load_optimizer_tensors, load_train_state, load_weights,
+                                  recover)
 from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
@@ -368,6 +369,29 @@ def resume_state(paths: dict[str, Path], meta: dict[str, Any], model: torch.nn.M
     restore_rng(state, device)
     restore_scaler(state, scaler)
     return int(info["step"]), list(meta.get("history", [])), float(meta.get("train_seconds", 0.0))
+
+
+def refuse_to_overwrite(a, paths: dict[str, Path]) -> None:
+    """SystemExit when ``paths`` (the run's checkpoint) exists and neither ``--resume`` nor ``--overwrite`` was
+    given: a finished model is never replaced by accident."""
+    if paths["meta"].is_file() and not (a.resume or a.overwrite):
+        raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")
+
+
+def run_to_resume(a, paths: dict[str, Path], train_args: dict[str, Any], say: Callable[..., None]) -> dict | None:
+    """The metadata of the run ``--resume`` continues, its settings checked against ``train_args``
+    (:func:`check_same_settings`); None to start afresh. A finished run's metadata has ``"final"`` true:
+    the caller returns it (resuming a finished run changes nothing and adds no history entry)."""
+    if not a.resume:
+        return None
+    if not paths["meta"].is_file():
+        say(f"no checkpoint at {paths['meta']}: starting afresh")
+        return None
+    meta = load_meta(paths["meta"])
+    check_same_settings(a.out, meta, train_args)
+    if meta.get("final"):
+        say(f"{a.out} is already finished (final checkpoint); nothing to do")
+    return meta
 
 
 def check_same_settings(out: str, meta: dict[str, Any], train_args: dict[str, Any]) -> None:

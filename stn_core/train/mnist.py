@@ -27,15 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm import tqdm
 
-from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkpoint
 from stn_core.data import tasks as ds
 from stn_core.dcn import set_backend
 from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
 from stn_core.paper import paper_error
 from stn_core.train.loop import (OPTIONAL_TRAIN_ARGS, PRECISION_HELP, PRECISIONS, SCHEDULES, all_reduce, barrier,
-                                 check_same_settings, command_line, default_ckpt_every, default_warmup, evaluate,
-                                 keep_depthwise_fp32, lr_at, make_grad_scaler, make_optimizer, param_groups,
-                                 resume_precision, resume_state, rng_tensors, scaler_tensors, set_lr, start_run,
+                                 command_line, default_ckpt_every, default_warmup, evaluate, keep_depthwise_fp32, lr_at,
+                                 make_grad_scaler, make_optimizer, param_groups, refuse_to_overwrite, resume_precision,
+                                 resume_state, rng_tensors, run_to_resume, scaler_tensors, set_lr, start_run,
                                  train_step, wrap_ddp)
 
 #: Models whose classifier is convolutional: channels-last by default (it speeds their convolutions up;
@@ -181,21 +181,15 @@ def main(argv: list[str] | None = None) -> dict:
     start, history, train_seconds = 0, [], 0.0
     scaler = make_grad_scaler(precision, device)
     command = command_line(argv, world)
-    exists = paths["meta"].is_file()
-    if exists and not (a.resume or a.overwrite):
-        raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")
-    if a.resume and exists:
-        meta = load_meta(paths["meta"])
-        check_same_settings(a.out, meta, train_args)
-        if meta.get("final"):  # resuming a finished run changes nothing (and adds no history entry)
-            say(f"{a.out} is already finished (final checkpoint); nothing to do")
+    refuse_to_overwrite(a, paths)
+    meta = run_to_resume(a, paths, train_args, say)
+    if meta is not None:
+        if meta.get("final"):
             return meta
         precision = resume_precision(a.out, meta, a.precision, device)
         scaler = make_grad_scaler(precision, device)
         start, history, train_seconds = resume_state(paths, meta, model, opt, device, scaler)
         say(f"resuming {a.out} at step {start}/{a.steps} ({precision})")
-    elif a.resume:
-        say(f"no checkpoint at {paths['meta']}: starting afresh")
 
     keep_depthwise_fp32(model, precision, device)  # no-op unless CPU autocast and depthwise convs
     net = wrap_ddp(model, world, device)

@@ -20,12 +20,13 @@ import time
 
 import torch
 
-from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkpoint
 from stn_core.data import tasks as ds
 from stn_core.data import volumes as V
 from stn_core.models.volume import VOLUME_MODELS, build_volume_model
-from stn_core.train.loop import (check_same_settings, command_line, default_warmup, evaluate, lr_at, make_optimizer,
-                                 param_groups, resume_state, rng_tensors, set_lr, start_run, train_step)
+from stn_core.train.loop import (command_line, default_warmup, evaluate, lr_at, make_optimizer, param_groups,
+                                 refuse_to_overwrite, resume_state, rng_tensors, run_to_resume, set_lr, start_run,
+                                 train_step)
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "steps", "batch", "lr", "momentum", "loc_lr_mult", "seed", "schedule", "test_size")
@@ -116,14 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     opt = make_optimizer(param_groups(model, a.loc_lr_mult), "sgd", a.lr, a.momentum)
     warmup = default_warmup(a.steps) if a.schedule == "cosine" else 0
     start, history, train_seconds = 0, [], 0.0
-    exists = paths["meta"].is_file()
-    if exists and not (a.resume or a.overwrite):
-        raise SystemExit(f"error: {paths['meta']} exists; pass --resume to continue it or --overwrite")
-    if a.resume and exists:
-        meta = load_meta(paths["meta"])
-        check_same_settings(a.out, meta, train_args)
+    refuse_to_overwrite(a, paths)
+    meta = run_to_resume(a, paths, train_args, say)
+    if meta is not None:
         if meta.get("final"):
-            say(f"{a.out} is already finished (final checkpoint); nothing to do")
             return meta
         start, history, train_seconds = resume_state(paths, meta, model, opt, device)
         say(f"resuming {a.out} at step {start}/{a.steps}")
