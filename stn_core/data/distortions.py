@@ -36,6 +36,8 @@ device, so a seed gives the same parameters on CPU and CUDA.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from stn_core.sampling import sample
@@ -342,6 +344,15 @@ def make_generator(seed: int) -> torch.Generator:
     return g
 
 
+def fingerprint(kind: str) -> str:
+    """8 hex digits naming the current parameters of ``kind``'s generator: a cache of distorted images
+    keyed by it is never read back after a parameter changed (e.g. P's σ)."""
+    k = _check_kind(kind)
+    params = {"R": (R_ANGLE,), "RTS": (RTS_ANGLE, RTS_SCALE, RTS_MARGIN_PX), "P": (P_SCALE, P_SIGMA_PX, P_CONVEX),
+              "E": (E_SCALE, E_SIGMA_PX, E_POINTS), "TC": (TC_PIECES, TC_PIECE)}[k]
+    return hashlib.md5(repr((k, CANVAS[k], DIGIT) + params).encode()).hexdigest()[:8]
+
+
 def describe(kind: str) -> str:
     """One line describing a distortion and its parameter ranges."""
     k = _check_kind(kind)
@@ -358,6 +369,7 @@ def describe(kind: str) -> str:
     }[k]
 
 
-__all__ = ["CANVAS", "KINDS", "clutter_canvas", "describe", "digit_corner", "distort", "fit_homography", "ink_bbox",
+__all__ = ["CANVAS", "KINDS", "clutter_canvas", "describe", "digit_corner", "distort", "fingerprint", "fit_homography",
+           "ink_bbox",
            "make_generator", "projective_corners", "projective_params", "quad_is_convex", "sample_params",
            "slice_params", "warp"]

@@ -263,8 +263,14 @@ def make_test_set(images: torch.Tensor, labels: torch.Tensor, task: str, seed: i
     return torch.cat(parts), labels.clone()
 
 
+def _generator_key(task: str) -> str:
+    """The fingerprint of the task's distortion generator (:func:`distortions.fingerprint`; pairs: RTS)."""
+    kind = "RTS" if is_pair_task(task) else task_kind(task)
+    return "plain" if kind is None else D.fingerprint(kind)
+
+
 def _cache_file(cache_dir: Path, task: str, seed: int) -> Path:
-    return Path(cache_dir) / f"{task}-test-seed{seed}-v{DATA_VERSION}.npz"
+    return Path(cache_dir) / f"{task}-test-seed{seed}-v{DATA_VERSION}-{_generator_key(task)}.npz"
 
 
 def _save_npz(path: Path, x: torch.Tensor, y: torch.Tensor, source_md5: str) -> None:
@@ -297,10 +303,11 @@ def fixed_test_set(task: str, seed: int = TEST_SEED, root: str | os.PathLike | N
     """The fixed test set of a task: ``x (N, 1, S, S)`` float32 in [0, 1], ``y (N,)`` (CPU).
 
     Built once per process (cached in memory); with ``cache_dir`` also stored as / read from
-    ``<cache_dir>/<task>-test-seed<seed>-v<version>.npz``. ``limit`` keeps the first N images.
+    ``<cache_dir>/<task>-test-seed<seed>-v<version>-<generator fingerprint>.npz``. ``limit`` keeps the
+    first N images.
     """
     check_task(task)
-    key = (task, int(seed), str(root), bool(verify))
+    key = (task, int(seed), str(root), bool(verify), _generator_key(task))
     if key not in _TEST_CACHE:
         images, labels = load_split("test", root, verify)
         src = _tensor_md5(images, labels)

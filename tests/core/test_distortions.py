@@ -260,3 +260,13 @@ def test_the_papers_tc_numbers_are_the_affine_transformers_and_the_baselines():
     assert paper_error("fcn", None, "mnist-tc") == 13.2 and paper_error("cnn", None, "mnist-tc") == 3.5
     assert paper_error("st-fcn", "affine", "mnist-tc") == 2.0 and paper_error("st-cnn", "affine", "mnist-tc") == 1.7
     assert paper_error("st-cnn", "tps", "mnist-tc") is None and paper_error("dcn", None, "mnist-tc") is None
+
+
+def test_test_set_cache_is_keyed_by_the_generators_parameters(monkeypatch, tmp_path):
+    from stn_core.data import tasks as ds
+
+    before = ds._cache_file(tmp_path, "mnist-p", 7)
+    assert before == ds._cache_file(tmp_path, "mnist-p", 7)       # stable
+    monkeypatch.setattr(D, "P_SIGMA_PX", D.P_SIGMA_PX + 1.0)
+    assert ds._cache_file(tmp_path, "mnist-p", 7) != before       # a changed σ never reads the old file
+    assert D.fingerprint("R") != D.fingerprint("RTS")
