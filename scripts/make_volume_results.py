@@ -3,7 +3,7 @@
     python scripts/make_volume_results.py [--folder checkpoints] [--n 500]
 
 Reads ``volume_st-cnn`` and ``volume_cnn`` (their JSONs: test error on the fixed 2,000-volume test set,
-steps, command) and measures, on the first ``--n`` test volumes, how squarely the digit faces the camera
+steps, command, and the ST variants ``scripts/promote_volume.py`` chose from) and measures, on the first ``--n`` test volumes, how squarely the digit faces the camera
 before and after the learned transformer: |cos| of the angle between the slab's normal and the viewing
 (depth) axis, 1 = face-on. The paper reports no number for this experiment (appendix A.3 shows pictures).
 """
@@ -72,6 +72,17 @@ def main() -> None:
         batch = (m.get("train_args") or {}).get("batch")
         lines.append(f"| {reg.VOLUME_LABELS[key]} | {m.get('test_error')}{state} | {m.get('params')} | "
                      f"{m.get('steps')} × {batch} | {m.get('train_seconds')} | `{m.get('command')}` |")
+    variants = ((entries.get("vol-st-cnn").meta or {}).get("extra") or {}).get("variants") if "vol-st-cnn" in entries else None
+    if variants:
+        lines += ["", "## The 3-D ST-CNN's variants", "",
+                  "Trained with the same data, steps and classifier; they differ in the transformer's starting zoom "
+                  "(`--start-scale`: a centred cube that fraction of the volume; 1 = the identity) and the localisation "
+                  "net's learning-rate multiplier. The published model is the one with the lowest test error, chosen "
+                  "on the test set (there is no validation split here), so its number is slightly optimistic.", "",
+                  "| run | start scale | loc lr × | steps | test error % | command |", "|---|---|---|---|---|---|"]
+        for v in variants:
+            lines.append(f"| {v['run']} | {v['start_scale']} | {v['loc_lr_mult']} | {v['steps']} | {v['test_error']} | "
+                         f"`{v['command']}` |")
     lines += ["", "## Does the transformer turn the digit to face the camera?", "",
               f"|cos| between the slab's normal and the depth axis, over the first {a.n} test volumes "
               "(1 = the digit faces the camera):", "",

@@ -15,7 +15,6 @@ SHA-256 for checkpoints that lack it) and ``scripts/make_table1.py`` (results/ta
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -27,8 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from train_queue import read_meta  # noqa: E402
 from train_table1 import MODELS, V2_OUT_DIR, stem_name  # noqa: E402
 
-from stn_core.checkpoints import load_model  # noqa: E402
-from stn_core.fileio import atomic_write_bytes  # noqa: E402
+from stn_core.checkpoints import copy_checkpoint  # noqa: E402
 from stn_core.registry import DISTORTIONS  # noqa: E402
 
 MAX_SEEDS = 10
@@ -63,10 +61,7 @@ def promote(src: Path, dst: Path, task: str, name: str, dry_run: bool = False) -
     meta["extra"] = {**(meta.get("extra") or {}), "seeds": seeds}
     if dry_run:
         return f"would promote {stem}: seeds {errors}"
-    dst.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(dst / f"{stem}.safetensors", (src / f"{stem}.safetensors").read_bytes())
-    atomic_write_bytes(dst / f"{stem}.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    load_model(dst / stem)  # raises CheckpointError if the copy does not load
+    copy_checkpoint(src / stem, dst / stem, meta)  # raises CheckpointError if the copy does not load
     return f"promoted {stem}: test error {meta['test_error']:.2f} %, seeds {errors}"
 
 

@@ -68,6 +68,7 @@ that leaves a finite number cannot be detected there. ``integrity`` is never wri
 
 from __future__ import annotations
 
+import json
 import os
 import stat as _stat
 from pathlib import Path
@@ -82,6 +83,7 @@ from stn_core.checkpoints.bounds import (_FLOAT_DTYPES, _INT_DTYPES, FORMAT, FOR
                                          _RaceError, _show, checkpoint_paths, parse_json_bounded)
 from stn_core.checkpoints.commit import _recover_quietly, recover, save_checkpoint
 from stn_core.checkpoints.files import _check_format, _non_finite, _read_st, _STFile, _tensors, read_safetensors
+from stn_core.fileio import atomic_write_bytes
 from stn_core.models import model_from_meta
 
 # --------------------------------------------------------------------------- reading
@@ -209,6 +211,20 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval(), meta
 
 
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, meta: dict | None = None) -> dict:
+    """Publish a finished checkpoint: copy its weights and JSON (never its train state) from stem ``src`` to
+    stem ``dst``, the JSON replaced by ``meta`` when given (e.g. with numbers of other runs added under
+    ``extra``). Written atomically, the JSON last; the copy is checked by loading it (CheckpointError if it
+    does not load). Returns the copy's metadata."""
+    s, d = checkpoint_paths(src), checkpoint_paths(dst)
+    meta = load_meta(s["meta"]) if meta is None else meta
+    meta = {k: v for k, v in meta.items() if k != "integrity"}  # added by load_model, never stored
+    d["meta"].parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(d["weights"], s["weights"].read_bytes())
+    atomic_write_bytes(d["meta"], (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return load_model(dst)[1]
+
+
 def load_train_state(path: str | os.PathLike, meta: dict | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and header info of ``<stem>.train.safetensors``; checks it belongs to ``meta``
     (same ``checkpoint_id``, SHA-256 ``train_sha256`` if recorded) and holds finite numbers."""
@@ -275,6 +291,6 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "OPTIONAL_META", "REQUIRED_META", "commit",
            "INTEGRITY_UNVERIFIED", "INTEGRITY_VERIFIED", "MAX_JSON_DEPTH",
-           "MAX_META_BYTES", "MAX_TRAIN_BYTES", "MAX_WEIGHTS_BYTES", "checkpoint_paths", "load_meta",
+           "MAX_META_BYTES", "MAX_TRAIN_BYTES", "MAX_WEIGHTS_BYTES", "checkpoint_paths", "copy_checkpoint", "load_meta",
            "load_model", "load_optimizer_tensors", "load_train_state", "load_weights", "optimizer_tensors",
            "parse_json_bounded", "read_safetensors", "recover", "save_checkpoint"]
