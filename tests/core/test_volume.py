@@ -190,3 +190,33 @@ def test_start_scale_is_the_transformers_starting_zoom():
     torch.testing.assert_close(theta, identity_theta_3d(1) * 0.6, atol=0, rtol=0)
     with pytest.raises(ValueError, match="start_scale"):
         build_volume_model("vol-st-cnn", start_scale=0.0)
+
+
+def test_promote_volume_publishes_the_best_variant_with_all_variants_listed(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from stn_core.checkpoints import load_meta
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "promote_volume.py"
+    spec = importlib.util.spec_from_file_location("promote_volume", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs = tmp_path / "runs"
+    for name, key, err, args in (("a", "vol-st-cnn", 30.0, {"loc_lr_mult": 0.1}),
+                                 ("b", "vol-st-cnn", 20.0, {"loc_lr_mult": 0.1, "start_scale": 0.6}),
+                                 ("c", "vol-cnn", 15.0, {})):
+        model = build_volume_model(key)
+        save_checkpoint(runs / name, model, {"task": "mnist-volume", "model": key, "transform": model.config["transform"],
+                                             "input_size": 60, "num_classes": 10, "test_error": err, "final": True,
+                                             "steps": 5, "train_args": args, "command": f"train {name}"})
+    out = tmp_path / "ck"
+    monkeypatch.setattr(sys, "argv", ["promote_volume.py", "--st", str(runs / "a"), str(runs / "b"),
+                                      "--cnn", str(runs / "c"), "--to", str(out)])
+    mod.main()
+    st_meta, cnn_meta = load_meta(out / "volume_st-cnn"), load_meta(out / "volume_cnn")
+    assert st_meta["test_error"] == 20.0 and cnn_meta["test_error"] == 15.0
+    assert [v["run"] for v in st_meta["extra"]["variants"]] == ["a", "b"]
+    assert st_meta["extra"]["variants"][1]["start_scale"] == 0.6 and st_meta["extra"]["variants"][0]["start_scale"] == 1.0
+    assert not (out / "volume_st-cnn.train.safetensors").exists()
