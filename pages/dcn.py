@@ -101,7 +101,7 @@ def main() -> None:
     q = common.query_dict()
     if not ss.get(_k("init")):  # first run: restore the view from the link
         ss[_k("init")] = True
-        if q.get("dist") in reg.DISTORTIONS:
+        if q.get("dist") in reg.TABLE1_DISTORTIONS:
             ss[_k("dist")] = q["dist"]
         if q.get("st") in ST_KEYS:
             ss[_k("st")] = q["st"]
@@ -122,7 +122,7 @@ def main() -> None:
     msgs: list[pg.Message] = []
     with st.sidebar:
         st.header("1 · Task and models")
-        dist = st.radio("Distortion", reg.DISTORTIONS, key=_k("dist"), horizontal=True,
+        dist = st.radio("Distortion", reg.TABLE1_DISTORTIONS, key=_k("dist"), horizontal=True,
                         format_func=lambda d: reg.DIST_SHORT[d], help="The task both models were trained on.")
         st_short = st.radio("Spatial transformer", list(ST_KEYS), key=_k("st"), horizontal=True,
                             format_func=lambda s: {"aff": "ST-CNN Aff", "tps": "ST-CNN TPS"}[s])

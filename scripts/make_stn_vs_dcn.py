@@ -65,7 +65,7 @@ def time_models(side: int, batch: int, repeats: int, device: torch.device) -> di
     g = torch.Generator().manual_seed(side)
     x = torch.rand(batch, 1, side, side, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
-    dist = next(d for d in reg.DISTORTIONS if input_size(reg.DIST_TASK[d]) == side)
+    dist = next(d for d in reg.TABLE1_DISTORTIONS if input_size(reg.DIST_TASK[d]) == side)
     models = {}
     for key in svd.COMPARE_KEYS:
         torch.manual_seed(0)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> Path:
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() and not a.no_cuda
                                            else [])
 
-    sides = sorted({input_size(reg.DIST_TASK[d]) for d in reg.DISTORTIONS})
+    sides = sorted({input_size(reg.DIST_TASK[d]) for d in reg.TABLE1_DISTORTIONS})
     timings: dict[str, dict[int, dict]] = {}
     for dev in devices:
         timings[dev.type] = {}
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> Path:
            if "cuda" in timings else ""),
         "",
     ]
-    for dist in reg.DISTORTIONS:
+    for dist in reg.TABLE1_DISTORTIONS:
         side = input_size(reg.DIST_TASK[dist])
         cols = [f"{dev} fwd ×cnn | {dev} fwd+bwd ×cnn" for dev in timings]
         lines += [f"## {reg.DIST_LABELS[dist]} ({side}×{side} input)", "",
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> Path:
         lines.append("")
     lines += ["## Where the test errors come from", "",
               "| checkpoint | the command that trained it (its JSON's \"command\") |", "|---|---|"]
-    for dist in reg.DISTORTIONS:
+    for dist in reg.TABLE1_DISTORTIONS:
         for key in svd.COMPARE_KEYS:
             rec = data["tasks"][dist][key]
             cmd = rec["checkpoint_command"]

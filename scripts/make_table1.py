@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> Path:
     cells = t1.table1_cells(folder)
     done = sum(c.status == "done" for row in cells for c in row)
     running = sum(c.status == "training" for row in cells for c in row)
-    print(f"wrote {out}: {done} of 32 cells trained, {running} still training")
+    print(f"wrote {out}: {done} of {sum(len(r) for r in cells)} cells trained, {running} still training")
     return out
 
 

@@ -3,7 +3,7 @@ the paper's number beside it. Every page, script and report finds checkpoints th
 
 * Folder: ``checkpoints/`` (or ``$STN_LAB_CHECKPOINTS``), :func:`checkpoint_dir`; a checkpoint is
   ``<stem>.safetensors`` + ``<stem>.json`` (:mod:`stn_core.checkpoints`).
-* Table 1: ``mnist_{r,rts,p,e}_{fcn,cnn,st-fcn-aff,…,st-cnn-tps}`` (:func:`discover`), their
+* Table 1: ``mnist_{r,rts,p,e,tc}_{fcn,cnn,st-fcn-aff,…,st-cnn-tps}`` (:func:`discover`), their
   longer-schedule runs in ``long/`` and the Live page's runs in ``live/``; the DCNs ``mnist_<dist>_dcn``.
 * MNIST addition: ``mnist_addition_{fcn,cnn,st-fcn,2st-fcn}`` (:func:`find_addition`).
 * CUB birds: ``cub50_{baseline,2st,4st}`` (:func:`cub_stem`); the tour's upright CNN: :data:`UPRIGHT_CNN`.
@@ -19,14 +19,18 @@ from typing import Mapping
 
 from stn_core.checkpoints import CheckpointError, checkpoint_paths, load_meta
 from stn_core.data.common import repo_root
-from stn_core.paper import PAPER_ADDITION, PAPER_TABLE1
+from stn_core import paper
+from stn_core.paper import PAPER_ADDITION
 
-#: Distortions of Table 1 as they appear in checkpoint names, in table order.
-DISTORTIONS = ("r", "rts", "p", "e")
+#: Distortions of Table 1 as they appear in checkpoint names, in table order: the paper's four, then TC
+#: (translated + cluttered, 60×60), whose errors the paper gives in its text.
+DISTORTIONS = ("r", "rts", "p", "e", "tc")
+#: The paper's Table 1 proper (the deformable-conv contrast covers these).
+TABLE1_DISTORTIONS = ("r", "rts", "p", "e")
 DIST_TASK = {d: f"mnist-{d}" for d in DISTORTIONS}
-DIST_SHORT = {"r": "R", "rts": "RTS", "p": "P", "e": "E"}
+DIST_SHORT = {"r": "R", "rts": "RTS", "p": "P", "e": "E", "tc": "TC"}
 DIST_LABELS = {"r": "R: rotation", "rts": "RTS: rotation, translation, scale", "p": "P: projective",
-               "e": "E: elastic"}
+               "e": "E: elastic", "tc": "TC: translated, cluttered (60×60)"}
 #: Models of Table 1 as they appear in checkpoint names, in table order.
 MODEL_KEYS = ("fcn", "cnn", "st-fcn-aff", "st-fcn-proj", "st-fcn-tps", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps")
 MODEL_LABELS = {"fcn": "FCN", "cnn": "CNN", "st-fcn-aff": "ST-FCN Aff", "st-fcn-proj": "ST-FCN Proj",
@@ -113,7 +117,7 @@ def paper_error(dist: str, key: str) -> float | None:
     a small model trained for minutes is not the paper's setup)."""
     if is_live(key):
         return None
-    return PAPER_TABLE1.get(model_spec(base_key(key)), {}).get(DIST_TASK[dist])
+    return paper.paper_error(*model_spec(base_key(key)), DIST_TASK[dist])
 
 
 def train_command(dist: str, key: str, folder: str = "checkpoints") -> str:

@@ -51,7 +51,7 @@ def read_meta(dist: str, key: str, directory: str | os.PathLike | None = None) -
 def default_distortion(directory: str | os.PathLike | None = None) -> str:
     """The distortion a page opens on: the first of RTS, R, P, E with a usable, finished DCN
     checkpoint, else the first with any usable DCN checkpoint, else RTS."""
-    order = ("rts",) + tuple(d for d in reg.DISTORTIONS if d != "rts")
+    order = ("rts",) + tuple(d for d in reg.TABLE1_DISTORTIONS if d != "rts")
     metas = {d: read_meta(d, "dcn", directory)[0] for d in order}
     for want_final in (True, False):
         for d in order:

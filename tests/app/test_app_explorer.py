@@ -68,7 +68,7 @@ def test_no_checkpoints_says_how_to_train(monkeypatch, tmp_path):
     assert "No trained checkpoints" in info and "python -m stn_core.train --task mnist-rts --model st-cnn" in info
     assert not at.error and not at.get("plotly_chart")
     md = _markdown(at)
-    assert md.count("not trained yet") == 32 and "| | paper | 0.7 | 0.5 | 0.8 | 1.2 |" in md
+    assert md.count("not trained yet") == 40 and "| | paper | 0.7 | 0.5 | 0.8 | 1.2 | 1.7 |" in md
 
 
 
@@ -240,3 +240,19 @@ def test_shared_link_reopens_model_and_digit(monkeypatch, ckdir):
     _ok(at)
     assert at.radio(key="ex_dist").value == "rts" and at.selectbox(key="ex_model").value == "cnn"
     assert at.number_input(key="ex_index").value == 7
+
+
+def test_tc_column_shows_a_cluttered_model_and_its_paper_number(monkeypatch, tmp_path):
+    # TC (translated + cluttered, 60×60): a tiny ST-FCN trained "on TC", its 60×60 test digits with clutter,
+    # and the paper's text number beside it in Table 1
+    make_tiny_checkpoint(tmp_path, "tc", "st-fcn-aff", test_error=2.4)
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.query_params = {"dist": "tc", "model": "st-fcn-aff"}
+    at.switch_page(PAGE).run()
+    _ok(at)
+    assert at.radio(key="ex_dist").value == "tc"
+    assert at.get("plotly_chart"), "the digit, the sampled region and the output are drawn"
+    md = _markdown(at)
+    assert "| ST-FCN Aff | ours |" in md and "**2.40** |" in md
+    assert "| | paper | 1.2 | 0.8 | 1.5 | 2.7 | 2 |" in md  # ST-FCN Aff: R, RTS, P, E and TC (the text's 2.0 %)
