@@ -130,7 +130,6 @@ def main() -> None:
     st_loaded = _model(dist, ST_KEYS[st_short], msgs)
     dcn_loaded = _model(dist, "dcn", msgs)
     td = common.test_digits(task)
-    n_test = int(td.x.shape[0])
     size = int(td.x.shape[-1])
     with st.sidebar:
         picked = common.digit_picker(P, td.x, td.y, reg.DIST_SHORT[dist], size, SRC_LABELS, msgs,
