@@ -150,12 +150,19 @@ def volume_figure(points: np.ndarray, values: np.ndarray, boxes: list[tuple[np.n
     for lines, name, colour in boxes:
         traces.append(viz._trace("scatter3d", x=lines[:, 0], y=lines[:, 1], z=lines[:, 2], mode="lines", name=name,
                                  hoverinfo="skip", line=dict(color=colour, width=5), connectgaps=False))
-    axis = dict(range=[0, V.VOLUME], showbackground=True, backgroundcolor="#f3f5f9", title=dict(text=""))
+    ends = [np.nanmin(b[0], 0) for b in boxes] + [np.nanmax(b[0], 0) for b in boxes]
+    lo = np.minimum(0.0, np.min(ends, 0) - 1) if ends else np.zeros(3)
+    hi = np.maximum(float(V.VOLUME), np.max(ends, 0) + 1) if ends else np.full(3, float(V.VOLUME))
+    span = float(np.max(hi - lo))  # one scale on every axis: the volume stays a cube, the boxes fit
+    lo = (lo + hi) / 2 - span / 2
+    axes = [dict(range=[float(lo[i]), float(lo[i] + span)], showbackground=True, backgroundcolor="#f3f5f9")
+            for i in range(3)]
     layout = dict(
         height=height, margin=dict(l=0, r=0, t=10, b=0), font=dict(size=viz.FONT_SIZE),
         legend=dict(orientation="h", yanchor="top", y=-0.02, x=0.0),
-        scene=dict(xaxis=dict(axis, title=dict(text="x")), yaxis=dict(axis, title=dict(text="y"), autorange="reversed"),
-                   zaxis=dict(axis, title=dict(text="z (depth)")), aspectmode="cube",
+        scene=dict(xaxis=dict(axes[0], title=dict(text="x")),
+                   yaxis=dict(axes[1], title=dict(text="y"), range=axes[1]["range"][::-1]),
+                   zaxis=dict(axes[2], title=dict(text="z (depth)")), aspectmode="cube",
                    camera=dict(eye=dict(x=1.3, y=-1.1, z=-1.5), up=dict(x=0, y=-1, z=0))),
     )
     return viz._figure(traces, layout)

@@ -102,3 +102,14 @@ def test_volume_figure_spec_is_valid_plotly():
     go.Figure(fig.to_dict())  # raises on an invalid property
     lines = vl.box_lines(vl.hand_theta(vl.PageState()))
     assert np.nanmin(lines) == 0 and np.nanmax(lines) == 60  # the identity reads the whole volume
+
+
+def test_the_3d_view_widens_to_show_a_box_that_leaves_the_volume():
+    vol, _ = vl.make_volume(np.eye(28, dtype=np.float32), 3)
+    pts, vals = vl.volume_points(vol, max_points=20)
+    outside = vl.box_lines(vl.hand_theta(vl.PageState(mode="hand", tx=0.5, ty=-0.5)))  # 15 voxels past two faces
+    scene = vl.volume_figure(pts, vals, [(outside, "hand θ", "#000")]).to_dict()["layout"]["scene"]
+    xr, yr, zr = scene["xaxis"]["range"], sorted(scene["yaxis"]["range"]), scene["zaxis"]["range"]
+    assert xr[0] <= 0 and xr[1] >= 75 and yr[0] <= -15 and yr[1] >= 60 and zr[0] <= 0 and zr[1] >= 60
+    assert scene["yaxis"]["range"][0] > scene["yaxis"]["range"][1]  # y points down, as in the images
+    assert xr[1] - xr[0] == pytest.approx(yr[1] - yr[0]) == pytest.approx(zr[1] - zr[0])  # one scale: a cube
