@@ -1,4 +1,4 @@
-"""Re-evaluate every distorted-MNIST checkpoint here and compare with the test error in its JSON.
+"""Re-evaluate every distorted-MNIST checkpoint (and the volume models) here and compare with the test error in its JSON.
 
 Usage: python scripts/check_checkpoints.py [--checkpoints DIR] [--out results/checkpoint-check.md] [--threads 2]
                                            [--data-root DIR] [--no-verify]
@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from stn_core.data import tasks as ds  # noqa: E402
 from stn_core.train import mnist as T  # noqa: E402
+from stn_core.train import volume as TV  # noqa: E402
 from stn_core.checkpoints import CheckpointError, load_meta, load_model  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
 
@@ -40,11 +41,16 @@ def check(stem: Path, root: str | None = None, verify: bool = True) -> dict:
         return row
     model, meta = load_model(stem)
     test = meta["test_set"]
-    x, y = ds.fixed_test_set(meta["task"], test["seed"], root, limit=test["size"], verify=verify)
+    if meta["task"] == "mnist-volume":  # volumes are made on demand (stn_core.train.volume), not cached
+        images, labels = ds.load_split("test", root, verify)
+        x, y = TV.test_set(images, labels, test["size"], torch.device("cpu"))
+    else:
+        x, y = ds.fixed_test_set(meta["task"], test["seed"], root, limit=test["size"], verify=verify)
     if ds.test_set_md5(x, y) != test["md5"]:
         row["note"] = "test set differs from the one it was evaluated on"
         return row
-    err, _ = T.evaluate(model, x, y, torch.device("cpu"))
+    evaluate = TV.evaluate_volumes if meta["task"] == "mnist-volume" else T.evaluate
+    err, _ = evaluate(model, x, y, torch.device("cpu"))
     row["here"] = round(err, 4)
     row["digits"] = round((err - meta["test_error"]) * len(y) / 100)
     return row
@@ -62,8 +68,8 @@ def main(argv: list[str] | None = None) -> Path:
     torch.set_num_threads(a.threads)
     command = "python scripts/check_checkpoints.py" + (" " + shlex.join(argv) if argv else "")
     folder = Path(a.checkpoints)
-    stems = sorted(p.with_suffix("") for pattern in ("mnist_*.json", "long/mnist_*.json") for p in folder.glob(pattern)
-                   if not p.name.startswith("mnist_addition"))
+    stems = sorted(p.with_suffix("") for pattern in ("mnist_*.json", "long/mnist_*.json", "volume_*.json")
+                   for p in folder.glob(pattern) if not p.name.startswith("mnist_addition"))
     rows, t0 = [], time.time()
     for stem in stems:
         try:
