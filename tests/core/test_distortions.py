@@ -270,3 +270,29 @@ def test_test_set_cache_is_keyed_by_the_generators_parameters(monkeypatch, tmp_p
     monkeypatch.setattr(D, "P_SIGMA_PX", D.P_SIGMA_PX + 1.0)
     assert ds._cache_file(tmp_path, "mnist-p", 7) != before       # a changed σ never reads the old file
     assert D.fingerprint("R") != D.fingerprint("RTS")
+
+
+def _p_fidelity():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "p_fidelity.py"
+    spec = importlib.util.spec_from_file_location("p_fidelity", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_p_fidelity_ink_measure_and_decision_rule():
+    mod = _p_fidelity()
+    img = torch.zeros(2, 28, 28)
+    img[:, 10:18, 10:18] = 1.0
+    ident = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
+    assert mod.ink_kept(img, ident).tolist() == [1.0, 1.0]                # the identity keeps all ink
+    shift = ident.clone()
+    shift[:, 0, 2] = -1.0                   # output x reads input x − 1: the ink moves right by 14 px
+    assert mod.ink_kept(img, shift).tolist() == [0.5, 0.5]  # columns 10–17 → 24–31: half stay inside the 28
+    errs = {"r": 2.2, "e": 2.0, "legacy": 11.0, "convex-5": 10.0, "convex-4": 5.0, "convex-3": 3.4, "convex-2": 1.9}
+    text = "\n".join(mod.decision({}, errs.get))
+    assert "Chosen: **convex-3**" in text                                 # |3.4 − 3.1| < |1.9 − 3.1|
+    assert "Not yet" in "\n".join(mod.decision({}, lambda n: None))
