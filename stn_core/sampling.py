@@ -65,14 +65,19 @@ def check_sample_options(mode: str, backend: str, padding: str) -> None:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
 
 
-def _check_inputs(u: torch.Tensor, grid: torch.Tensor, mode: str, backend: str, padding: str) -> None:
+def _check_inputs(u: torch.Tensor, grid: torch.Tensor, mode: str, backend: str, padding: str,
+                  dims: int = 2) -> None:
+    """ValueError / TypeError naming what is wrong with a sampler's inputs: ``dims`` = 2 (images) or 3
+    (volumes, :mod:`stn_core.sampling3d`)."""
     check_sample_options(mode, backend, padding)
     if not isinstance(u, torch.Tensor) or not isinstance(grid, torch.Tensor):
         raise TypeError("U and grid must be torch tensors")
-    if u.dim() != 4:
-        raise ValueError(f"U must have shape (N, C, H, W), got {tuple(u.shape)}")
-    if grid.dim() != 4 or grid.shape[-1] != 2:
-        raise ValueError(f"grid must have shape (N, H', W', 2), got {tuple(grid.shape)}")
+    axes = ("D", "H", "W")[3 - dims:]
+    if u.dim() != dims + 2:
+        raise ValueError(f"U must have shape (N, C, {', '.join(axes)}), got {tuple(u.shape)}")
+    if grid.dim() != dims + 2 or grid.shape[-1] != dims:
+        raise ValueError(f"grid must have shape (N, {', '.join(a + chr(39) for a in axes)}, {dims}), "
+                         f"got {tuple(grid.shape)}")
     if grid.shape[0] != u.shape[0]:
         raise ValueError(f"U has batch {u.shape[0]} but grid has batch {grid.shape[0]}")
     if grid.dtype != u.dtype or grid.device != u.device:

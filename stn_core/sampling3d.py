@@ -22,31 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .sampling import BACKENDS, PADDINGS
+from .sampling import _check_inputs
 from .transforms import autocast_enabled
 
 _FAR_OUTSIDE = -7.0
 _FAR_LIMIT = 1e6
-
-
-def _check_inputs(u: torch.Tensor, grid: torch.Tensor, backend: str, padding: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    if u.dim() != 5:
-        raise ValueError(f"U must have shape (N, C, D, H, W), got {tuple(u.shape)}")
-    if grid.dim() != 5 or grid.shape[-1] != 3:
-        raise ValueError(f"grid must have shape (N, D', H', W', 3), got {tuple(grid.shape)}")
-    if grid.shape[0] != u.shape[0]:
-        raise ValueError(f"U and grid batch sizes differ: {u.shape[0]} vs {grid.shape[0]}")
-    if u.dtype != grid.dtype or u.device != grid.device:
-        raise ValueError(f"U and grid must share dtype and device, got {u.dtype}/{u.device} and "
-                         f"{grid.dtype}/{grid.device}")
-    if not u.is_floating_point():
-        raise ValueError(f"U must be floating point, got {u.dtype}")
-    if min(u.shape[2:]) < 1 or u.shape[1] < 1:
-        raise ValueError(f"U must not be empty, got {tuple(u.shape)}")
 
 
 def to_voxel(grid: torch.Tensor, depth: int, height: int, width: int) -> tuple[torch.Tensor, ...]:
@@ -131,7 +111,7 @@ def sample_3d(u: torch.Tensor, grid: torch.Tensor, backend: str = "fast", paddin
         dt = torch.promote_types(torch.promote_types(u.dtype, grid.dtype), torch.float32)
         with torch.autocast(u.device.type, enabled=False):
             return sample_3d(u.to(dt), grid.to(dt), backend, padding).to(u.dtype)
-    _check_inputs(u, grid, backend, padding)
+    _check_inputs(u, grid, "bilinear", backend, padding, dims=3)
     finite = None
     if not bool(torch.isfinite(grid.detach()).all()):  # one cheap pass; the per-point mask only when needed
         finite = torch.isfinite(grid).all(-1)
