@@ -79,3 +79,29 @@ def test_a_short_run_records_its_history_and_scores_every_image():
     _, run = C.train(data, build_model("cnn", None, 28).classifier, C.CoLocConfig(steps=4, batch=4, every=2, track=3))
     assert run.history_steps == [0, 2, 4] and all(b.shape == (3, 4) for b in run.history_boxes)
     assert len(run.losses) == 4 and run.ious.shape == (6,) and 0.0 <= run.correct <= 1.0
+
+
+def test_candidate_windows_are_native_scale_and_inside_the_canvas():
+    w = C.candidate_windows(4)
+    assert w.shape == (15 * 15, 3) and torch.allclose(w[:, 0], torch.full((225,), 28 / 84))
+    boxes = C.boxes_of(w)
+    assert float(boxes.min()) >= 0 and float(boxes.max()) <= 84
+    assert torch.allclose(boxes[:, 2] - boxes[:, 0], torch.full((225,), 28.0))
+
+
+def test_search_finds_shipped_digits_of_one_class_with_the_shipped_cnn():
+    # the shipped R CNN as the encoder and 12 shipped test "1"s: the search, which sees neither labels nor
+    # boxes, should put most windows on the digits (the full 100-image runs: results/colocalisation.md)
+    from stn_core.checkpoints import load_model
+    from stn_core.data.samples import load_mnist_sample
+    from stn_core.registry import checkpoint_dir
+
+    stem = checkpoint_dir() / "mnist_r_cnn"
+    if not stem.with_suffix(".json").is_file():
+        pytest.skip("the shipped R CNN checkpoint is missing")
+    x, y = load_mnist_sample()
+    ones = torch.as_tensor(x[y == 1][:12])
+    data = C.make_set(ones, clutter=False, generator=torch.Generator().manual_seed(0))
+    res = C.search(data, load_model(stem)[0].classifier.eval(), iters=3)
+    assert len(res.changed) == 3 and res.changed[0] > 0
+    assert res.final_correct >= 0.75, res.correct
