@@ -283,12 +283,14 @@ def train(data: CoLocSet, encoder: nn.Sequential, cfg: CoLocConfig = CoLocConfig
 
 class CoLocSearch(NamedTuple):
     """A search's result: the chosen windows ``params (N, 3)`` (attention s, t_x, t_y), their boxes' IoU with
-    the true boxes ``(N,)``, and per iteration how many images changed window and the correct fraction."""
+    the true boxes ``(N,)``, and per sweep how many images changed window, the correct fraction and the
+    triplet loss of the windows (random crops: every candidate of each image)."""
 
     params: torch.Tensor
     ious: torch.Tensor
     changed: list[int]
     correct: list[float]
+    losses: list[float]
 
     @property
     def final_correct(self) -> float:
@@ -315,22 +317,40 @@ def window_features(x: torch.Tensor, encoder: nn.Sequential, windows: torch.Tens
                         for i in range(x.shape[0])])
 
 
+def _loss_of(feats: torch.Tensor, d_rand: torch.Tensor, choice: torch.Tensor, margin: float) -> float:
+    """The triplet loss of one window per image, the random crop's term averaged over each image's candidates."""
+    n = feats.shape[0]
+    cur = feats[torch.arange(n), choice]
+    d_pair = torch.cdist(cur, cur).pow(2)                               # (N, N)
+    rand = d_rand[torch.arange(n), choice]                             # (N, K): chosen window to every candidate
+    hinge = F.relu(d_pair.unsqueeze(2) - rand.unsqueeze(1) + margin).mean(2)
+    return float((hinge.sum() - hinge.diagonal().sum()) / (n * (n - 1)))
+
+
 @torch.no_grad()
 def search(data: CoLocSet, encoder: nn.Sequential, iters: int = 6, stride: int = 4,
-           margin: float = MARGIN) -> CoLocSearch:
+           margin: float = MARGIN, callback=None) -> CoLocSearch:
     """Minimise the triplet loss (:func:`triplet_loss`) over one native-scale window per image by coordinate
     descent [ours]: every image in turn takes the candidate window (:func:`candidate_windows`) with the lowest
     loss against the other images' current windows, the random crop's term averaged over all of its own
     candidates; all images start centred; ``iters`` sweeps. No label and no box is used (the true boxes only
     score the result). SGD on a localisation net from a shared start gets trapped on background here (module
-    docstring); this reaches the loss's low region directly."""
+    docstring); this reaches the loss's low region directly. ``callback(sweep, params (N, 3), result so far)``
+    is called after the start (sweep 0) and after every sweep (a page draws the windows live)."""
     windows = candidate_windows(stride)
     feats = window_features(data.x, encoder, windows)                    # (N, K, D)
     n, k = feats.shape[:2]
     d_rand = torch.stack([torch.cdist(f, f).pow(2) for f in feats])     # (N, K, K): candidate to candidate
     choice = torch.full((n,), k // 2, dtype=torch.long)
-    changed, correct = [], []
-    for _ in range(iters):
+    changed, correct, losses = [], [], [_loss_of(feats, d_rand, choice, margin)]
+
+    def report(sweep: int) -> None:
+        if callback is not None:
+            params = windows[choice]
+            callback(sweep, params, CoLocSearch(params, iou(boxes_of(params), data.boxes), changed, correct, losses))
+
+    report(0)
+    for sweep in range(1, iters + 1):
         current = feats[torch.arange(n), choice]                        # (N, D)
         new = choice.clone()
         for i in range(n):
@@ -342,8 +362,10 @@ def search(data: CoLocSet, encoder: nn.Sequential, iters: int = 6, stride: int =
         choice = new
         ious = iou(boxes_of(windows[choice]), data.boxes)
         correct.append(float((ious > IOU_CORRECT).float().mean()))
+        losses.append(_loss_of(feats, d_rand, choice, margin))
+        report(sweep)
     params = windows[choice]
-    return CoLocSearch(params, iou(boxes_of(params), data.boxes), changed, correct)
+    return CoLocSearch(params, iou(boxes_of(params), data.boxes), changed, correct, losses)
 
 
 __all__ = ["S_MAX", "S_MIN", "bounded_attention", "CANVAS", "CLUTTER_PIECES", "CROP", "CoLocConfig", "CoLocOutput",

@@ -105,3 +105,14 @@ def test_search_finds_shipped_digits_of_one_class_with_the_shipped_cnn():
     res = C.search(data, load_model(stem)[0].classifier.eval(), iters=3)
     assert len(res.changed) == 3 and res.changed[0] > 0
     assert res.final_correct >= 0.75, res.correct
+
+
+def test_search_reports_every_sweep_and_its_loss_falls():
+    from stn_core.models import build_model
+
+    data = C.make_set(_digits(6), clutter=False, generator=torch.Generator().manual_seed(3))
+    seen = []
+    res = C.search(data, build_model("cnn", None, 28).classifier.eval(), iters=2,
+                   callback=lambda sweep, params, r: seen.append((sweep, params.shape, len(r.losses))))
+    assert seen == [(0, (6, 3), 1), (1, (6, 3), 2), (2, (6, 3), 3)]
+    assert len(res.losses) == 3 and res.losses[-1] <= res.losses[0]   # each move takes the lowest loss at that time

@@ -1,0 +1,108 @@
+"""Co-localisation without labels (paper appendix A.2, its Figure 4): windows that find a digit class in a set
+of images, from a triplet loss on a frozen CNN's features, with no label and no box.
+
+URL path: ``/colocalisation``; query parameters ``digit`` (0–9), ``clutter`` (1: TC) and ``seed``. Data:
+the shipped test digits of the class (about 50; the paper uses 100) on 84×84 canvases. Encoder: the shipped
+R CNN (``checkpoints/mnist_r_cnn``). Logic in :mod:`pages.lab.colocalisation` and
+:mod:`stn_core.colocalisation`.
+
+Widget keys (for AppTest): ``co_digit``, ``co_clutter``, ``co_seed``; button ``co_run``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from pages.lab import colocalisation as cl
+from pages.lab import common, links
+from pages.shell.navigation import require_app
+from stn_core import colocalisation as C
+from stn_core import registry as reg
+from stn_core.checkpoints import CheckpointError
+from stn_core.data.samples import load_mnist_sample
+
+require_app()  # first: a run that bypassed app.py reruns through it
+
+P = "co_"
+ss = st.session_state
+
+if P + "init" not in ss:
+    q = common.query_dict()
+    for name, default, hi in (("digit", 3, 9), ("seed", 0, 10**6)):
+        v = links.parse_int(q[name], 0, hi) if q.get(name) else default
+        if v is None:
+            st.warning(f"Ignored {name}={str(q[name])[:20]!r}: choose a whole number from 0 to {hi}.")
+            v = default
+        ss[P + name] = v
+    ss[P + "clutter"] = links.parse_flag(q.get("clutter", ""))
+    ss[P + "init"] = True
+
+st.title("Co-localisation without labels")
+st.markdown(
+    "The paper's appendix A.2: give a spatial transformer a set of images that all show a digit of one class "
+    "somewhere, and nothing else — no label, no box. It crops a 28×28 window of every image, and a triplet loss on "
+    "the features of a frozen digit classifier makes the crops of two different images alike and each crop unlike "
+    "a random crop of its own image. The only thing the images share is the digit, so the windows go to the "
+    "digits. Here the loss is minimised by **coordinate descent over windows** (each image in turn takes the "
+    "window with the lowest loss against the others'): the paper's SGD on a localisation net got trapped on "
+    "background in our runs (`stn_core/colocalisation.py` says what was tried). Results for every class: "
+    "`results/colocalisation.md`.")
+
+sb = st.sidebar
+sb.subheader("The set")
+sb.selectbox("Digit class", list(range(10)), key=P + "digit")
+sb.toggle("Clutter (16 pieces of other digits)", key=P + "clutter")
+sb.number_input("Placement seed", 0, 10**6, step=1, key=P + "seed")
+state = {"digit": str(ss[P + "digit"]), "clutter": "1" if ss[P + "clutter"] else "0", "seed": str(ss[P + "seed"])}
+common.sync_query_params(state)
+common.copy_link(sb, state)
+
+images, labels = load_mnist_sample()
+try:
+    data = cl.make_set(images, labels, int(ss[P + "digit"]), bool(ss[P + "clutter"]), int(ss[P + "seed"]))
+except ValueError as e:
+    st.error(str(e))
+    st.stop()
+stem = reg.checkpoint_dir() / "mnist_r_cnn"
+try:
+    encoder = common.load_checkpoint(str(stem), reg.version(stem))[0].classifier
+except CheckpointError as e:
+    st.error(f"The encoder (the R CNN, `{stem}`) cannot be loaded: {e}")
+    st.stop()
+
+n = data.x.shape[0]
+st.caption(f"{n} shipped test digits of class {ss[P + 'digit']} (the paper uses 100), "
+           + ("with" if ss[P + "clutter"] else "without") + " clutter. Orange: the window; thin green: the digit's "
+           "true box, drawn for you only — the method never sees it.")
+key = (int(ss[P + "digit"]), bool(ss[P + "clutter"]), int(ss[P + "seed"]))
+done = ss.get(P + "result")
+st.button("Run the search", key=P + "run", type="primary", icon=":material/play_arrow:",
+          on_click=lambda: ss.__setitem__(P + "want_run", True))
+run = ss.pop(P + "want_run", False)
+cols = st.columns(cl.TRACK)
+slots = [c.empty() for c in cols]
+chart = st.empty()
+status = st.empty()
+
+
+def _show(sweep: int, params: torch.Tensor, res: C.CoLocSearch) -> None:
+    for slot, pic in zip(slots, cl.pictures(data, params)):
+        slot.image(pic, width="stretch")
+    chart.plotly_chart(cl.loss_figure(res.losses, res.correct), width="stretch", key=f"{P}loss_{sweep}")
+    shown = f"{100 * res.correct[-1]:.0f} % of the {n} windows correct" if res.correct else "all windows start centred"
+    status.markdown(f"**Sweep {sweep}**: {shown}.")
+
+
+if run:
+    with st.spinner("Computing every window's features …"):
+        res = C.search(data, encoder, iters=6, callback=_show)
+    ss[P + "result"] = (key, res)
+elif done is not None and done[0] == key:
+    res = done[1]
+    _show(len(res.losses) - 1, res.params, res)
+else:
+    start = C.candidate_windows()
+    for slot, pic in zip(slots, cl.pictures(data, start[[len(start) // 2] * n])):
+        slot.image(pic, width="stretch")
+    status.markdown("Press **Run the search**: about ten seconds on this CPU.")

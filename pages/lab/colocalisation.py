@@ -1,0 +1,61 @@
+"""View logic of the co-localisation page (no Streamlit): the set of images from the shipped sample, the
+pictures of the windows during a search, and the loss figure. The method: :mod:`stn_core.colocalisation`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from pages.lab import figures as viz
+from stn_core import colocalisation as C
+
+#: How many images the page draws (the paper's Figure 4 shows a handful).
+TRACK = 6
+WINDOW_COLOUR, TRUTH_COLOUR = (247, 103, 7), (55, 178, 77)
+
+
+def make_set(images: np.ndarray, labels: np.ndarray, digit: int, clutter: bool, seed: int,
+             limit: int = C.N_IMAGES) -> C.CoLocSet:
+    """The shipped digits of class ``digit`` (at most ``limit``) on 84×84 canvases, with or without clutter
+    (cut from every shipped digit)."""
+    pick = torch.as_tensor(images[labels == digit][:limit])
+    if pick.shape[0] < 2:
+        raise ValueError(f"the shipped sample has fewer than two digits of class {digit}")
+    return C.make_set(pick, clutter, torch.Generator().manual_seed(int(seed)), pool=torch.as_tensor(images))
+
+
+def picture(x: torch.Tensor, window: torch.Tensor, truth: torch.Tensor | None, scale: int = 3) -> np.ndarray:
+    """One canvas ``(1, 84, 84)`` with its window box (orange) and, for reference, the true box (green, thin):
+    an RGB uint8 image ``scale``× larger."""
+    a = (x[0].clamp(0, 1).numpy() * 255).astype(np.uint8)
+    im = Image.fromarray(a).convert("RGB").resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(im)
+    if truth is not None:
+        draw.rectangle([float(v) * scale for v in truth], outline=TRUTH_COLOUR, width=1)
+    draw.rectangle([float(v) * scale for v in window], outline=WINDOW_COLOUR, width=3)
+    return np.asarray(im)
+
+
+def pictures(data: C.CoLocSet, params: torch.Tensor, track: int = TRACK, truth: bool = True) -> list[np.ndarray]:
+    """The first ``track`` canvases with their current windows."""
+    boxes = C.boxes_of(params[:track])
+    return [picture(data.x[i], boxes[i], data.boxes[i] if truth else None) for i in range(min(track, len(boxes)))]
+
+
+def loss_figure(losses: list[float], correct: list[float], height: int = 300):
+    """The triplet loss (left axis) and the correct fraction (right axis) over the sweeps."""
+    sweeps = list(range(len(losses)))
+    traces = [viz._trace("scatter", x=sweeps, y=losses, mode="lines+markers", name="triplet loss",
+                         line=dict(color=viz.MODEL_COLOUR, width=3)),
+              viz._trace("scatter", x=sweeps[1:], y=[100 * c for c in correct], mode="lines+markers",
+                         name="correct (IoU > 0.5), %", yaxis="y2", line=dict(color="#37b24d", width=3, dash="dot"))]
+    layout = dict(height=height, margin=dict(l=10, r=10, t=40, b=10), font=dict(size=viz.FONT_SIZE),
+                  title=dict(text="The loss falls as the windows find the digits", x=0.0, xanchor="left"),
+                  xaxis=dict(title=dict(text="sweep"), dtick=1), yaxis=dict(title=dict(text="loss"), rangemode="tozero"),
+                  yaxis2=dict(title=dict(text="correct %"), overlaying="y", side="right", range=[0, 105]),
+                  legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0), plot_bgcolor="#ffffff")
+    return viz._figure(traces, layout)
+
+
+__all__ = ["TRACK", "loss_figure", "make_set", "picture", "pictures"]
