@@ -44,8 +44,9 @@ st.markdown(
     "somewhere, and nothing else — no label, no box. It crops a 28×28 window of every image, and a triplet loss on "
     "the features of a frozen digit classifier makes the crops of two different images alike and each crop unlike "
     "a random crop of its own image. The only thing the images share is the digit, so the windows go to the "
-    "digits. Here the loss is minimised by **coordinate descent over windows** (each image in turn takes the "
-    "window with the lowest loss against the others'): the paper's SGD on a localisation net got trapped on "
+    "digits. Here the loss is minimised by **coordinate descent over windows** (in each sweep every image takes "
+    "the window with the lowest loss against the others' windows of the sweep before): the paper's SGD on a "
+    "localisation net got trapped on "
     "background in our runs (`stn_core/colocalisation.py` says what was tried). Results for every class: "
     "`results/colocalisation.md`.")
 

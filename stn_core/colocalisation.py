@@ -331,9 +331,10 @@ def _loss_of(feats: torch.Tensor, d_rand: torch.Tensor, choice: torch.Tensor, ma
 def search(data: CoLocSet, encoder: nn.Sequential, iters: int = 6, stride: int = 4,
            margin: float = MARGIN, callback=None) -> CoLocSearch:
     """Minimise the triplet loss (:func:`triplet_loss`) over one native-scale window per image by coordinate
-    descent [ours]: every image in turn takes the candidate window (:func:`candidate_windows`) with the lowest
-    loss against the other images' current windows, the random crop's term averaged over all of its own
-    candidates; all images start centred; ``iters`` sweeps. No label and no box is used (the true boxes only
+    descent [ours]: in each sweep every image takes the candidate window (:func:`candidate_windows`) with the
+    lowest loss against the other images' windows of the previous sweep (all images at once, so a sweep can
+    also move away from the digits: results/colocalisation.md shows it for some classes), the random crop's
+    term averaged over all of its own candidates; all images start centred; ``iters`` sweeps. No label and no box is used (the true boxes only
     score the result). SGD on a localisation net from a shared start gets trapped on background here (module
     docstring); this reaches the loss's low region directly. ``callback(sweep, params (N, 3), result so far)``
     is called after the start (sweep 0) and after every sweep (a page draws the windows live)."""
