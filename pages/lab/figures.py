@@ -18,7 +18,6 @@ from functools import lru_cache
 
 import numpy as np
 import plotly.graph_objects as go
-from _plotly_utils.utils import convert_to_base64
 from PIL import Image, ImageDraw, ImageFont
 from plotly.subplots import make_subplots
 
@@ -190,35 +189,11 @@ def _trace(kind: str, **props) -> dict:
     return dict(type=kind, **props)
 
 
-def _copy_containers(obj):
-    """A copy of the dicts and lists (tuples become lists) of a JSON-like spec; leaves (numbers, strings,
-    numpy arrays) are shared. Several times cheaper than ``copy.deepcopy`` on a figure's spec."""
-    if isinstance(obj, dict):
-        return {k: _copy_containers(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_copy_containers(v) for v in obj]
-    return obj
-
-
-class SpecFigure(go.Figure):
-    """A ``go.Figure`` whose :meth:`to_dict` (what ``st.plotly_chart`` sends) copies only the containers
-    of its spec instead of deep-copying every value: plotly's base64 step then replaces the numpy arrays
-    in the copy, and the figure itself is left as it was."""
-
-    def to_dict(self) -> dict:
-        res = {"data": _copy_containers(self._data), "layout": _copy_containers(self._layout)}
-        frames = _copy_containers([frame._props for frame in self._frame_objs])
-        if frames:
-            res["frames"] = frames
-        convert_to_base64(res)
-        return res
-
-
 def _figure(data: list[dict], layout: dict) -> go.Figure:
     """A figure from plain specs, without plotly's property-by-property validation: that cost ~8 ms of
     every redraw of the playground here. ``tests/app/test_figure_specs.py`` validates what every builder
     makes (validating it again must give the same figure), so a typo still fails a test."""
-    return SpecFigure(data=data, layout=layout, _validate=False)
+    return go.Figure(data=data, layout=layout, _validate=False)
 
 
 def image_trace(image: np.ndarray, empty: np.ndarray | None = None, name: str = "image") -> dict:
