@@ -1,6 +1,6 @@
 """Real-browser load test: a lecture hall opens the app at once. Twenty browser sessions (own
-contexts: own cookies, own Streamlit session) on a fresh server, two on each of the app's ten
-pages, all in flight before any is drawn. Every one must render its page's title (h1), finish its
+contexts: own cookies, own Streamlit session) on a fresh server, the app's pages in turn (every page
+at least once), all in flight before any is drawn. Every one must render its page's title (h1), finish its
 script run, show the app's navigation (the titles of ``pages.PAGES``, in order) and no exception
 box, error alert or uncaught JavaScript error.
 
@@ -21,15 +21,16 @@ require_browser()
 from pages import PAGES  # noqa: E402
 
 MAIN = '[data-testid="stMainBlockContainer"]'
-N_PER_PAGE = 2  # 10 pages x 2 = 20 sessions
+N_SESSIONS = 20  # a lecture hall; the pages in turn
 TITLES = {p.path: p.heading for p in PAGES}  # each page's h1, from pages/__init__.py
 ALL_RENDERED_S = 420.0  # all twenty first renders together (cold server, busy 2-core machine)
 PER_PAGE_IDLE_S = 120.0  # one page's remaining run after its title shows
 
 
 def _sessions() -> list[str]:
-    """Twenty URL paths, the pages interleaved (home, tour, …, live, home, tour, …)."""
-    return [p.path for _ in range(N_PER_PAGE) for p in PAGES]
+    """Twenty URL paths, the pages in turn (home, tour, …, live, home, tour, …): every page at least once."""
+    assert len(PAGES) <= N_SESSIONS, "more pages than sessions: raise N_SESSIONS"
+    return [PAGES[i % len(PAGES)].path for i in range(N_SESSIONS)]
 
 
 def test_titles_match_the_page_scripts():
