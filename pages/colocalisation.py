@@ -59,8 +59,8 @@ state = {"digit": str(ss[P + "digit"]), "clutter": "1" if ss[P + "clutter"] else
 common.sync_query_params(state)
 common.copy_link(sb, state)
 
-images, labels = load_mnist_sample()
-try:
+try:  # a missing or damaged shipped sample (DataError) or too few digits of the class
+    images, labels = load_mnist_sample()
     data = cl.make_set(images, labels, int(ss[P + "digit"]), bool(ss[P + "clutter"]), int(ss[P + "seed"]))
 except ValueError as e:
     st.error(str(e))
