@@ -160,9 +160,10 @@ def _table1_texts(folder: str, versions: str) -> tuple[str, str, str, str, str] 
             t1.goals_markdown(cells, long) if done else None, t1.longer_schedule_markdown(long, cells) if done else "")
 
 
-def _table1(folder: Path) -> None:
+def _table1(key: tuple[str, str]) -> None:
+    """Table 1 of the checkpoints discovered under ``key`` (:func:`pages.lab.common.discovery_key`)."""
     st.header("Table 1: ours beside the paper's")
-    table, details, schedule, goals, long_md = _table1_texts(*common.discovery_key(folder))
+    table, details, schedule, goals, long_md = _table1_texts(*key)
     st.caption("Test error (%) on the fixed seeded test set of each distortion. \"ours\" comes from the "
                "checkpoints' JSON files (bold: training finished; \"(step a/b)\": still training, the error of "
                "its last evaluation), \"paper\" from Jaderberg et al. (2015), mean of 3 runs. "
@@ -191,10 +192,11 @@ def main() -> None:
                 "hands the classifier, (d) the prediction.")
     folder = reg.checkpoint_dir()
     # Table 1 models, their longer-schedule runs, then live-page runs
-    found = common.discover_checkpoints(folder)
+    listing = common.discovery_key(folder)  # one listing of the folders per rerun
+    found = common.discover_checkpoints(key=listing)
     if not found:
         _no_checkpoints(folder)
-        _table1(folder)
+        _table1(listing)
         return
 
     # ---------------------------------------------------------------- sidebar: model
@@ -223,7 +225,7 @@ def main() -> None:
     if not options:
         st.info(f"No model has been trained on {reg.DIST_LABELS[dist]} yet. Train one with\n\n"
                 f"`{reg.train_command(dist, 'st-cnn-aff')}`\n\nor pick another distortion in the sidebar.")
-        _table1(folder)
+        _table1(listing)
         return
     if ss.get(_k("model")) not in options:
         ss[_k("model")] = next((k for k in reg.PREFERRED if k in options), options[0])
@@ -237,13 +239,13 @@ def main() -> None:
     if not entry.usable:
         st.error(f"This checkpoint cannot be used: {entry.error} Retrain it with\n\n"
                  f"`{reg.train_command(dist, key)}`")
-        _table1(folder)
+        _table1(listing)
         return
     try:
         model, meta = common.load_checkpoint(str(entry.stem), entry.version)
     except CheckpointError as e:
         st.error(f"This checkpoint cannot be loaded: {e}. Retrain it with\n\n`{reg.train_command(dist, key)}`")
-        _table1(folder)
+        _table1(listing)
         return
     size = int(meta["input_size"])
     td = common.test_digits(task)
@@ -396,7 +398,7 @@ def main() -> None:
     else:
         st.success(f"No mistakes in the first {n_scan:,} test digits.")
 
-    _table1(folder)
+    _table1(listing)
 
 
 main()

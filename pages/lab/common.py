@@ -146,11 +146,13 @@ def discovery_key(folder: Path | None = None) -> tuple[str, str]:
     return str(folder), _folder_versions(folder)
 
 
-def discover_checkpoints(folder: Path | None = None) -> Mapping[tuple[str, str], reg.Entry]:
+def discover_checkpoints(folder: Path | None = None, key: tuple[str, str] | None = None
+                         ) -> Mapping[tuple[str, str], reg.Entry]:
     """Every distorted-MNIST checkpoint (Table 1, longer schedule, live runs) of ``folder`` (default
     :func:`stn_core.registry.checkpoint_dir`), read once per change of the folders, not on every rerun;
-    read-only (copy it with ``dict(...)`` to change it)."""
-    return _discover_all(*discovery_key(folder))
+    read-only (copy it with ``dict(...)`` to change it). ``key``: a :func:`discovery_key` the caller already
+    has (the folders are then not listed again)."""
+    return _discover_all(*(discovery_key(folder) if key is None else key))
 
 
 # --------------------------------------------------------------------------- messages, query params
