@@ -10,7 +10,10 @@ import reprlib
 from pathlib import Path
 from typing import Any
 
-from stn_core.models import ALL_MODEL_NAMES, CUB_MODEL_NAMES, ST_TRANSFORMS, VOLUME_MODELS
+from stn_core.models import ALL_MODEL_NAMES, CUB_MODEL_NAMES, SEQUENCE_TRANSFORMS, ST_TRANSFORMS, VOLUME_MODELS
+
+#: Model families whose every model has one fixed transform: volume classifiers and digit-string readers.
+FIXED_TRANSFORM = {**VOLUME_MODELS, **SEQUENCE_TRANSFORMS}
 
 FORMAT = "stn-lab-checkpoint"
 FORMAT_VERSION = 1
@@ -239,12 +242,12 @@ def _check_meta(meta: Any, where: Any) -> None:
         if transform not in (None, "attention"):
             raise CheckpointError(f"{where}: CUB model transform must be 'attention' or null, "
                                   f"got {_show(transform)}")
-    elif model in VOLUME_MODELS:  # volume classifiers (stn_core.models.volume)
-        if transform != VOLUME_MODELS[model]:
-            raise CheckpointError(f"{where}: {model} transform must be {_show(VOLUME_MODELS[model])}, "
+    elif model in FIXED_TRANSFORM:  # stn_core.models.volume and .sequence
+        if transform != FIXED_TRANSFORM[model]:
+            raise CheckpointError(f"{where}: {model} transform must be {_show(FIXED_TRANSFORM[model])}, "
                                   f"got {_show(transform)}")
     elif model not in ALL_MODEL_NAMES:
-        known = ", ".join((*ALL_MODEL_NAMES, *CUB_MODEL_NAMES, *VOLUME_MODELS))
+        known = ", ".join((*ALL_MODEL_NAMES, *CUB_MODEL_NAMES, *FIXED_TRANSFORM))
         raise CheckpointError(f"{where}: unknown model {_show(model)}; known: {known}")
     elif transform is not None and transform not in ST_TRANSFORMS:
         raise CheckpointError(f"{where}: unknown transform {_show(transform)}; known: "

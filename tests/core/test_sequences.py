@@ -1,0 +1,168 @@
+"""Digit strings (the SVHN analogue of Table 2): the generator, the three readers with transformers in
+the conv stack, the sequence loss and read-out, checkpoints and the trainer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stn_core.checkpoints import CheckpointError, load_model, save_checkpoint
+from stn_core.data import sequences as Q
+from stn_core.data.samples import load_mnist_sample
+from stn_core.models.sequence import build_sequence_model, composite_theta, read_strings, sequence_errors, sequence_loss
+from stn_core.train import sequence as TS
+
+
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = load_mnist_sample()
+    return torch.as_tensor(x), torch.as_tensor(y).long()
+
+
+@pytest.mark.parametrize("crop", ["tight", "loose"])
+def test_strings_have_their_labels_lengths_and_canvas(crop):
+    x, y = _digits()
+    s = Q.make_strings(x, y, 40, crop, torch.Generator().manual_seed(0))
+    side = Q.SIZES[crop]
+    assert s.images.shape == (40, 1, side, side) and s.images.dtype == torch.float32
+    assert 0 <= float(s.images.min()) and float(s.images.max()) <= 1
+    assert s.length.min() >= 1 and s.length.max() <= Q.MAX_DIGITS and len(set(s.length.tolist())) > 1
+    for d, n in zip(s.digits, s.length):                 # digits, then NULL past the end
+        assert (d[:n] < 10).all() and (d[n:] == Q.NULL).all()
+    again = Q.make_strings(x, y, 40, crop, torch.Generator().manual_seed(0))
+    assert torch.equal(s.images, again.images) and torch.equal(s.digits, again.digits)
+
+
+def test_each_frame_lands_inside_the_string_box():
+    """The backward warps put every digit's frame centre inside the box the generator reports: map the
+    frame centre (0, 0) forward by inverting θ and test it against the box's corners."""
+    layout = Q.sample_layout(200, "tight", torch.Generator().manual_seed(1))
+    theta = Q.layout_thetas(layout, "tight")                        # canvas → frame
+    boxes = Q.layout_boxes(layout, "tight")                          # (n, 4, 2)
+    a, b = theta[..., :2], theta[..., 2]
+    centre = torch.linalg.solve(a, -b)                               # canvas point that maps to the frame's centre
+    lo, hi = boxes.amin(1, keepdim=True), boxes.amax(1, keepdim=True)
+    present = torch.arange(Q.MAX_DIGITS).view(1, -1) < layout["length"].view(-1, 1)
+    inside = ((centre >= lo - 1e-6) & (centre <= hi + 1e-6)).all(-1)
+    assert inside[present].all()
+    assert (boxes.abs() <= 1.0 + 0.2).all()                           # the tight box nearly fills the canvas
+
+
+def test_a_one_digit_string_with_no_jitter_is_the_digit_resized():
+    """Length 1, no rotation/shift/jitter, scale 1: the frame fills the tight canvas less its 30 % margin,
+    so the image equals the digit resized by the same affine map through grid_sample."""
+    x, _ = _digits()
+    layout = Q.sample_layout(1, "tight", torch.Generator().manual_seed(2))
+    f64 = torch.float64
+    layout.update(length=torch.tensor([1]), jitter=torch.zeros(1, 5, dtype=f64), angle=torch.zeros(1, dtype=f64),
+                  shift=torch.zeros(1, 2, dtype=f64),
+                  scale=torch.ones(1, dtype=f64))
+    theta = Q.layout_thetas(layout, "tight")[:, 0]
+    torch.testing.assert_close(theta, torch.tensor([[[Q.MARGIN, 0.0, 0.0], [0.0, Q.MARGIN, 0.0]]], dtype=theta.dtype))
+    frames = torch.zeros(1, 5, 28, 28)
+    frames[0, 0] = x[0].float() / 255
+    img = Q.render(frames, layout, "tight")
+    want = F.grid_sample(frames[:, :1], F.affine_grid(theta.float(), [1, 1, 64, 64], align_corners=False),
+                         align_corners=False)
+    torch.testing.assert_close(img, want)
+
+
+def test_loose_crops_keep_the_string_inside_and_add_clutter():
+    x, y = _digits()
+    s = Q.make_strings(x, y, 30, "loose", torch.Generator().manual_seed(3))
+    assert (s.boxes.abs() <= 0.5 * 1.0 + 1e-6 + 0.5).all()           # the 64-px box sits inside the 128 canvas
+    # clutter: ink outside the strings' boxes (a tight crop has none outside its margin)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 128), torch.linspace(-1, 1, 128), indexing="ij")
+    lo, hi = s.boxes.amin(1), s.boxes.amax(1)
+    out = (xs < lo[:, None, None, 0] - 0.2) | (xs > hi[:, None, None, 0] + 0.2) | \
+          (ys < lo[:, None, None, 1] - 0.2) | (ys > hi[:, None, None, 1] + 0.2)
+    assert float((s.images[:, 0] * out).sum()) > 0
+    with pytest.raises(ValueError, match="pool"):
+        Q.render(torch.zeros(1, 5, 28, 28), Q.sample_layout(1, "loose"), "loose")
+    with pytest.raises(ValueError, match="crop must be one of"):
+        Q.sample_layout(1, "wide")
+
+
+@pytest.mark.parametrize("name,count", [("seq-cnn", 0), ("seq-st-single", 1), ("seq-st-multi", 4)])
+def test_readers_start_at_the_identity_and_expose_their_transformers(name, count):
+    torch.manual_seed(0)
+    m = build_sequence_model(name, 64)
+    x = torch.rand(3, 1, 64, 64)
+    v = m.views(x)
+    assert v.length_logits.shape == (3, 5) and v.digit_logits.shape == (3, 5, 10)
+    assert len(v.thetas) == len(v.st_inputs) == len(v.st_outputs) == count
+    eye = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(3, 2, 3)
+    for t, u, o in zip(v.thetas, v.st_inputs, v.st_outputs):
+        torch.testing.assert_close(t, eye)
+        assert o.shape == u.shape
+        torch.testing.assert_close(o, u, atol=1e-5, rtol=0)          # the identity warp reproduces its input
+    if count == 4:                                                   # three of them warp feature maps
+        assert [u.shape[1] for u in v.st_inputs] == [1, 32, 48, 64]
+    assert set(map(id, m.localisation_parameters())) <= set(map(id, m.parameters()))
+    with pytest.raises(ValueError, match=r"\(N, 1, 64, 64\)"):
+        m(torch.zeros(1, 1, 128, 128))
+    with pytest.raises(ValueError, match="unknown sequence model"):
+        build_sequence_model("seq-dcn")
+
+
+def test_composite_theta_is_the_product_of_the_maps():
+    """Sampling with θ₂ then θ₁ equals sampling once with θ₁θ₂ (where both land inside the input)."""
+    t1 = torch.tensor([[[0.8, 0.1, 0.05], [-0.1, 0.9, 0.0]]])
+    t2 = torch.tensor([[[0.7, 0.0, -0.1], [0.05, 0.6, 0.1]]])
+    comp = composite_theta([t1, t2])
+    torch.testing.assert_close(comp, torch.tensor([[[0.565, 0.06, -0.02], [-0.025, 0.54, 0.1]]]))
+    # a point of the last output goes through θ₂ then θ₁
+    p = torch.tensor([0.3, -0.4, 1.0])
+    q = t1[0] @ torch.cat([t2[0] @ p, torch.ones(1)])
+    torch.testing.assert_close(comp[0] @ p, q)
+    with pytest.raises(ValueError):
+        composite_theta([])
+
+
+def test_sequence_loss_ignores_positions_past_the_end_and_read_out_needs_every_digit():
+    digits = torch.tensor([[3, 1, Q.NULL, Q.NULL, Q.NULL], [7, Q.NULL, Q.NULL, Q.NULL, Q.NULL]])
+    length = torch.tensor([2, 1])
+    ll = torch.full((2, 5), -10.0)
+    ll[0, 1], ll[1, 0] = 10.0, 10.0                                  # lengths 2 and 1
+    dl = torch.full((2, 5, 10), -10.0)
+    dl[0, 0, 3] = dl[0, 1, 1] = dl[1, 0, 7] = 10.0
+    dl[1, 1:, 4] = 10.0                                              # confident garbage past the end: ignored
+    assert float(sequence_loss(ll, dl, digits, length)) < 1e-6
+    assert torch.equal(read_strings(ll, dl), digits) and not sequence_errors(ll, dl, digits).any()
+    dl[0, 1, 1], dl[0, 1, 2] = -10.0, 10.0                           # one digit wrong → the string is wrong
+    assert sequence_errors(ll, dl, digits).tolist() == [True, False]
+    ll[1, 0], ll[1, 2] = -10.0, 10.0                                 # a wrong length alone → wrong
+    assert sequence_errors(ll, dl, digits).tolist() == [True, True]
+
+
+def test_sequence_checkpoint_round_trip_and_a_wrong_transform_is_refused(tmp_path):
+    model = build_sequence_model("seq-st-multi", 64)
+    meta = {"task": "mnist-strings-tight", "model": "seq-st-multi", "transform": "affine", "input_size": 64,
+            "num_classes": 10, "test_error": 9.5}
+    save_checkpoint(tmp_path / "s", model, meta)
+    loaded, _ = load_model(tmp_path / "s")
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="transform must be None|transform must be null"):
+        save_checkpoint(tmp_path / "w", build_sequence_model("seq-cnn"), dict(meta, model="seq-cnn"))
+        load_model(tmp_path / "w")
+
+
+def test_trainer_runs_resumes_and_records_its_recipe(tmp_path, monkeypatch):
+    data = _digits()
+    monkeypatch.setattr(TS.ds, "load_split", lambda split, root=None, verify=True: data)
+    monkeypatch.setattr(TS.ds, "mnist_md5", lambda root=None, verify=True: "sample")
+    out = str(tmp_path / "seq")
+    args = ["--model", "seq-st-multi", "--steps", "4", "--batch", "4", "--test-size", "8", "--eval-every", "2",
+            "--ckpt-every", "2", "--threads", "1", "--precision", "fp32", "--out", out]
+    part = TS.main(args + ["--time-limit", "0"])      # stops after the first step, resumable
+    assert part["final"] is False and part["steps"] == 1
+    meta = TS.main(args + ["--resume"])
+    assert meta["final"] is True and meta["steps"] == 4 and 0 <= meta["test_error"] <= 100
+    assert meta["command"].startswith("python -m stn_core.train.sequence ")
+    assert meta["train_args"]["loc_lr_mult"] == 0.1 and meta["train_args"]["weight_decay"] == 5e-4
+    assert "not SVHN" in meta["extra"]["dataset_note"]
+    model, _ = load_model(out)
+    assert model.config["model"] == "seq-st-multi"
+    with pytest.raises(SystemExit, match="--resume"):
+        TS.main(args)                                 # a finished run is not overwritten by accident
