@@ -45,6 +45,8 @@ PAGES: tuple[PageSpec, ...] = (
              "CUB birds: where do the attention transformers look?"),
     PageSpec("pages/addition.py", "MNIST addition", ":material/add_circle:", "addition",
              "MNIST addition: two digits, two transformers"),
+    PageSpec("pages/multidigit.py", "Digit strings", ":material/pin:", "multidigit",
+             "Digit strings: transformers inside the network"),
     PageSpec("pages/colocalisation.py", "Co-localisation", ":material/center_focus_strong:", "colocalisation",
              "Co-localisation without labels"),
     PageSpec("pages/volume.py", "3-D transformer", ":material/view_in_ar:", "volume",

@@ -462,6 +462,37 @@ def find_volume(folder: str | os.PathLike | None = None) -> dict[str, KeyedEntry
     return _find_keyed(VOLUME_KEYS, volume_stem_name, folder)
 
 
+# --------------------------------------------------------------------------- digit strings (Table 2's analogue)
+
+SEQUENCE_KEYS = ("seq-st-multi", "seq-st-single", "seq-cnn")
+SEQUENCE_LABELS = {"seq-st-multi": "ST-CNN Multi", "seq-st-single": "ST-CNN Single", "seq-cnn": "CNN"}
+#: Training steps (batch 64) of the shipped readers per crop ('tight' 64 px, 'loose' 128 px).
+SEQUENCE_STEPS = {"tight": 6000, "loose": 3000}
+#: The paper's SVHN sequence error (%) per crop (its Table 2; a different dataset from ours).
+SEQUENCE_PAPER = {"tight": {"seq-cnn": 4.0, "seq-st-single": 3.7, "seq-st-multi": 3.6},
+                  "loose": {"seq-cnn": 5.6, "seq-st-single": 3.9, "seq-st-multi": 3.9}}
+
+
+def sequence_stem_name(key: str, crop: str) -> str:
+    """``seq64_st-multi``, ``seq128_cnn``, …"""
+    if key not in SEQUENCE_KEYS:
+        raise ValueError(f"unknown model {key!r}; choose one of {', '.join(SEQUENCE_KEYS)}")
+    if crop not in SEQUENCE_STEPS:
+        raise ValueError(f"crop must be one of {', '.join(SEQUENCE_STEPS)}, got {crop!r}")
+    return f"seq{64 if crop == 'tight' else 128}_{key[len('seq-'):]}"
+
+
+def sequence_train_command(key: str, crop: str, folder: str = "checkpoints") -> str:
+    """The command that trains (or, with ``--resume``, continues) one digit-string reader."""
+    return (f"python -m stn_core.train.sequence --model {key} --crop {crop} --steps {SEQUENCE_STEPS[crop]} "
+            f"--out {folder}/{sequence_stem_name(key, crop)}")
+
+
+def find_sequences(crop: str, folder: str | os.PathLike | None = None) -> dict[str, KeyedEntry]:
+    """The digit-string readers' checkpoints for ``crop`` present in ``folder``, by key."""
+    return _find_keyed(SEQUENCE_KEYS, lambda k: sequence_stem_name(k, crop), folder)
+
+
 # --------------------------------------------------------------------------- CUB birds
 
 CUB_KEYS = ("baseline", "2st", "4st")

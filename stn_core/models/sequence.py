@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stn_core.data.sequences import MAX_DIGITS, NULL, SIZES
-from stn_core.stn import SpatialTransformer, conv_localisation
+from stn_core.stn import SpatialTransformer
 
 #: Model name → where its transformers sit.
 SEQUENCE_MODELS = {"seq-cnn": "none", "seq-st-single": "input", "seq-st-multi": "first 4 conv layers"}
@@ -76,9 +76,11 @@ def composite_theta(thetas: list[torch.Tensor]) -> torch.Tensor:
 
 
 class SequenceNet(nn.Module):
-    """A digit-string reader: optional transformers → 4 conv blocks → FC → length and digit heads."""
+    """A digit-string reader: optional transformers → 4 conv blocks → FC → length and digit heads.
+    ``channels`` / ``hidden``: other widths (the cost benchmark's wider variant; checkpoints use the defaults)."""
 
-    def __init__(self, name: str = "seq-cnn", input_size: int = 64) -> None:
+    def __init__(self, name: str = "seq-cnn", input_size: int = 64, channels: tuple[int, ...] = CHANNELS,
+                 hidden: int = HIDDEN) -> None:
         super().__init__()
         if name not in SEQUENCE_MODELS:
             raise ValueError(f"unknown sequence model {name!r}; choose one of {', '.join(SEQUENCE_MODELS)}")
@@ -86,7 +88,9 @@ class SequenceNet(nn.Module):
             raise ValueError(f"input_size must be one of {sorted(SIZES.values())}, got {input_size}")
         s = int(input_size)
         self.name, self.input_size = name, s
-        chans = (1,) + CHANNELS
+        if len(channels) != len(KERNELS) or min(channels) < 1 or hidden < 1:
+            raise ValueError(f"channels must be {len(KERNELS)} positive widths and hidden positive, got {channels}, {hidden}")
+        chans = (1,) + tuple(int(c) for c in channels)
         self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], k, padding=k // 2) for i, k in enumerate(KERNELS))
         sides = [s // 2 ** i for i in range(len(CHANNELS))]                # input side of each conv block
         if name == "seq-st-single":
@@ -97,10 +101,10 @@ class SequenceNet(nn.Module):
                 for i, (c, sd) in enumerate(zip(chans[:-1], sides)))
         else:
             self.transformers = nn.ModuleList()
-        flat = CHANNELS[-1] * (s // 2 ** len(CHANNELS)) ** 2
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, HIDDEN), nn.ReLU(inplace=True))
-        self.length_head = nn.Linear(HIDDEN, MAX_DIGITS)
-        self.digit_heads = nn.Linear(HIDDEN, MAX_DIGITS * 10)
+        flat = chans[-1] * (s // 2 ** len(KERNELS)) ** 2
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, int(hidden)), nn.ReLU(inplace=True))
+        self.length_head = nn.Linear(int(hidden), MAX_DIGITS)
+        self.digit_heads = nn.Linear(int(hidden), MAX_DIGITS * 10)
         self.config = {"model": name, "transform": SEQUENCE_TRANSFORMS[name], "input_size": s,
                        "num_classes": 10}
 
