@@ -1,24 +1,27 @@
-"""Guided tour: the paper in eight live steps, for a lecture on a projector.
+"""Guided tour: the paper in nine live steps, for a lecture on a projector.
 
-URL path: ``/tour``. ``?step=N`` (1–8) opens step N (anything else: step 1 with a warning);
+URL path: ``/tour``. ``?step=N`` (1–9) opens step N (anything else: step 1 with a warning);
 step 1 also keeps ``angle`` (−90…90) and ``digit`` (shipped test digit index) in the URL.
 Logic in :mod:`pages.lab.tour` (and the playground, sampler-lab and explorer modules).
 
 Widget keys (for AppTest): ``tour_sel`` (step selector), buttons ``tour_prev``, ``tour_next``,
 ``tour_present`` (presentation-mode toggle); step 1 ``tour_angle``, ``tour_digit``, ``tour_sweep``;
 step 2 ``tour_m_rot``; step 3 ``tour_g_rot``, ``tour_g_scale``, ``tour_g_tx``, ``tour_g_ty``,
-``tour_g_src``; step 4 ``tour_s_i``, ``tour_s_j``; step 6 ``tour_r_start``; step 8 ``tour_d_y``, ``tour_d_x``.
+``tour_g_src``; step 4 ``tour_s_i``, ``tour_s_j``; step 6 ``tour_r_start``; step 7 ``tour_f_seed``;
+step 9 ``tour_d_y``, ``tour_d_x``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+import torch
 
 from pages.lab import common
 from pages.lab import cub as ca
 from pages.lab import figures as viz
 from pages.lab import links
+from pages.lab import multidigit as md
 from pages.lab import playground as pg
 from pages.lab import sampler as sl
 from pages.lab import tour
@@ -426,8 +429,44 @@ def step_results() -> dict[str, str]:
     return {}
 
 
+def step_features() -> dict[str, str]:
+    st.header("7 · Transformers inside the network")
+    st.markdown("A transformer can sit anywhere in a network. For house numbers (SVHN, the paper's Table 2), "
+                "**ST-CNN Multi** puts one before each of the first four conv layers: the first warps the image, "
+                "the other three warp **feature maps**, each from a tiny localisation net. Convolutions and pooling "
+                "keep normalised coordinates, so the four affine maps compose: their product shows where the last "
+                "one's output lies in the image. Here on strings of MNIST digits (SVHN is not available offline).")
+    st.latex(r"A_{\text{total}} = A_{\theta_1} A_{\theta_2} A_{\theta_3} A_{\theta_4}")
+    seed = int(st.slider("String", 0, 49, 3, key=_k("f_seed")))
+    images, labels = _mnist() or (None, None)
+    if images is None:
+        st.info("The shipped MNIST sample is missing: no string to show.")
+        return {}
+    s = md.make_string(images, labels, "tight", seed)
+    stem = reg.stem(reg.sequence_stem_name("seq-st-multi", "tight"))
+    if not reg.ready(stem):
+        st.image(md.picture(s.images[0, 0].numpy(), [], scale=5), caption="A string (no trained reader here yet)")
+        st.info(f"The trained ST-CNN Multi is not here yet: `{reg.sequence_train_command('seq-st-multi', 'tight')}`.")
+    else:
+        model, _meta = common.load_checkpoint(str(stem), reg.version(stem))
+        with torch.no_grad():
+            v = model.views(s.images)
+        text, p = md.reading(v)
+        c1, c2 = st.columns([1, 2], gap="large")
+        c1.image(md.picture(s.images[0, 0].numpy(), [(md.product_quad(v), md.PRODUCT_COLOUR, 4)], scale=5),
+                 caption=f"Reads {text} ({100 * p:.0f} %); orange: the product of the four maps", width="stretch")
+        cols = c2.columns(4)
+        for i, col in enumerate(cols):
+            col.image(md.feature_picture(v.st_inputs[i][0], md.theta_quad(v.thetas[i][0]), md.ST_COLOURS[i], 128),
+                      caption=f"ST {i + 1} input" + (" (image)" if i == 0 else f" ({v.st_inputs[i].shape[1]} maps)"),
+                      width="stretch")
+            col.image(md.feature_picture(v.st_outputs[i][0], target=128), caption=f"ST {i + 1} output", width="stretch")
+    st.page_link("pages/multidigit.py", label="Digit strings page", icon=":material/pin:")
+    return {}
+
+
 def step_cub() -> dict[str, str]:
-    st.header("7 · CUB birds: attention without box labels")
+    st.header("8 · CUB birds: attention without box labels")
     st.markdown("On 200 bird species the paper puts 2 or 4 **attention** transformers (scale + translation) in "
                 "parallel. Trained with species labels only, one learns to look at the **head**, another at the "
                 "**body**: 2×ST-CNN 83.1 %, 4×ST-CNN 84.1 % accuracy against 82.3 % for the CNN (paper).")
@@ -477,7 +516,7 @@ def step_cub() -> dict[str, str]:
 
 
 def step_dcn() -> dict[str, str]:
-    st.header("8 · Deformable convolution, for contrast")
+    st.header("9 · Deformable convolution, for contrast")
     st.markdown("Both learn **where to sample** from the data. A spatial transformer predicts a few global numbers "
                 "(6 for affine) and warps the whole map once. A deformable convolution predicts an **offset for "
                 "every tap of every kernel at every position** (2·k·k per position) and folds the sampling into "
@@ -547,7 +586,8 @@ def step_dcn() -> dict[str, str]:
     return {}
 
 
-STEP_FUNCS = (step_problem, step_module, step_grid, step_sampler, step_training, step_results, step_cub, step_dcn)
+STEP_FUNCS = (step_problem, step_module, step_grid, step_sampler, step_training, step_results, step_features, step_cub,
+              step_dcn)
 
 try:
     extra = STEP_FUNCS[step - 1]() or {}

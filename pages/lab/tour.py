@@ -48,6 +48,7 @@ STEPS: tuple[Step, ...] = (
     Step("sampler", "Sampler and its gradients"),
     Step("training", "End-to-end training"),
     Step("results", "Distorted MNIST: Table 1 and Figure 1"),
+    Step("features", "Transformers inside the network: digit strings"),
     Step("cub", "CUB birds: attention without box labels"),
     Step("dcn", "Deformable convolution, for contrast"),
 )

@@ -97,7 +97,7 @@ def test_step_survives_a_visit_to_another_page():
 
 
 def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp_path):
-    """Tiny untrained checkpoints in $STN_LAB_CHECKPOINTS: step 1 falls back to the RTS pair, step 8 shows a
+    """Tiny untrained checkpoints in $STN_LAB_CHECKPOINTS: step 1 falls back to the RTS pair, step 9 shows a
     deformable CNN's own taps (the other helper's pages.lab.dcn)."""
     import torch
 
@@ -115,7 +115,7 @@ def test_steps_with_tiny_checkpoints_including_a_deformable_cnn(monkeypatch, tmp
     save_checkpoint(tmp_path / "mnist_rts_dcn", dcn, {"task": "mnist-rts", "final": True})
     monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
     seen = record_downloads(monkeypatch)
-    for n in (1, 5, 6, 8):
+    for n in (1, 5, 6, 9):
         at = open_page(TOUR, {"step": str(n)})
         assert not at.error, (n, [e.value for e in at.error])
         if n == 6:  # Figure 1 row: PNG and SVG downloads
@@ -174,6 +174,30 @@ def test_cub_step_with_a_bird_model(monkeypatch, tmp_path):
         for ext in (".json", ".safetensors"):
             shutil.copy(CUB_BASELINE.with_suffix(ext), tmp_path / f"{name}{ext}")
     monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
-    at = open_page(TOUR, {"step": "7"})
+    at = open_page(TOUR, {"step": "8"})
     assert not at.error and not at.info, ([e.value for e in at.error], [i.value for i in at.info])
     assert any("Top 5" in m.value for m in at.markdown)
+
+
+def test_step_seven_draws_the_four_transformers_of_a_string_reader(monkeypatch, tmp_path):
+    """Step 7 (transformers on feature maps): with ST-CNN Multi present, the string with the product of the
+    four maps, and each transformer's input and output; without it, the string and the training command."""
+    import torch
+
+    from stn_core.checkpoints import save_checkpoint
+    from stn_core.models.sequence import build_sequence_model
+
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
+    at = open_page(TOUR, {"step": "7"})
+    assert not at.error and "python -m stn_core.train.sequence" in " ".join(i.value for i in at.info)
+    assert len(at.get("image")) == 1
+    torch.manual_seed(0)
+    model = build_sequence_model("seq-st-multi")
+    save_checkpoint(tmp_path / reg.sequence_stem_name("seq-st-multi", "tight"), model,
+                    {"task": "mnist-strings-tight", "model": "seq-st-multi", "transform": "affine", "input_size": 64,
+                     "num_classes": 10, "final": True})
+    at = open_page(TOUR, {"step": "7"})
+    assert not at.error and not at.info, [e.value for e in at.error]
+    assert len(at.get("image")) == 1 + 2 * 4
+    at.slider(key="tour_f_seed").set_value(9).run()
+    assert not at.error

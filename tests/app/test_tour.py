@@ -20,7 +20,7 @@ CKPT = Path(__file__).resolve().parents[2] / "checkpoints"
 # --------------------------------------------------------------------------- steps
 
 @pytest.mark.parametrize("value, expected", [("1", 1), ("3", 3), (" 8 ", 8), (["2", "5"], 5), ("grid", 3),
-                                             ("DCN", 8)])
+                                             ("DCN", 9), ("features", 7)])
 def test_parse_step_valid(value, expected):
     assert tour.parse_step(value) == (expected, None)
 
@@ -30,7 +30,7 @@ def test_parse_step_missing_is_step_one_without_warning(value):
     assert tour.parse_step(value) == (1, None)
 
 
-@pytest.mark.parametrize("value, words", [("0", "no step 0"), ("9", "no step 9"), ("-2", "no step -2"),
+@pytest.mark.parametrize("value, words", [("0", "no step 0"), ("10", "no step 10"), ("-2", "no step -2"),
                                           ("abc", "not a step number"), ("2.5", "not a step number")])
 def test_parse_step_invalid_falls_back_with_warning(value, words):
     step, warn = tour.parse_step(value)
@@ -38,10 +38,10 @@ def test_parse_step_invalid_falls_back_with_warning(value, words):
 
 
 def test_steps_and_progress():
-    assert tour.N_STEPS == len(tour.STEPS) == 8
-    assert len({s.slug for s in tour.STEPS}) == 8
-    assert tour.progress(1) == pytest.approx(1 / 8) and tour.progress(8) == 1.0
-    assert tour.clamp_step(0) == 1 and tour.clamp_step(99) == 8
+    assert tour.N_STEPS == len(tour.STEPS) == 9
+    assert len({s.slug for s in tour.STEPS}) == 9
+    assert tour.progress(1) == pytest.approx(1 / 9) and tour.progress(9) == 1.0
+    assert tour.clamp_step(0) == 1 and tour.clamp_step(99) == 9
 
 
 # --------------------------------------------------------------------------- rotation sweep

@@ -1,0 +1,167 @@
+"""results/multidigit.md: the digit-string readers (the paper's Table 2 on MNIST strings) and their cost.
+
+    python scripts/make_multidigit_results.py [--folder checkpoints] [--repeats 8]
+
+For each crop (tight 64 px, loose 128 px) reads the three readers' checkpoints (``seq64_*``, ``seq128_*``),
+re-evaluates each on the fixed test set of ``TEST_SIZE`` strings (sequence error overall and by string
+length, checked against the JSON), measures where the transformers look (the area of the input the
+product of their affine maps reads, and how much of the string's box lies inside it), and times one
+training step's compute of each reader round-robin (``bench/multidigit_cost.py``'s measurement) for the
+"+6 %" claim. The paper's numbers are SVHN's (its Table 2), a different dataset, shown for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.multidigit_cost import measure  # noqa: E402
+from stn_core import registry as reg  # noqa: E402
+from stn_core.checkpoints import load_model  # noqa: E402
+from stn_core.data import sequences as Q  # noqa: E402
+from stn_core.data import tasks as ds  # noqa: E402
+from stn_core.models.sequence import composite_theta, sequence_errors  # noqa: E402
+
+PAPER_COST = 1.06
+
+
+def quad_of(theta: torch.Tensor) -> torch.Tensor:
+    """Corners ``(n, 4, 2)`` of the input region θ ``(n, 2, 3)`` reads."""
+    c = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])
+    return c @ theta.transpose(1, 2)
+
+
+def quad_area(q: torch.Tensor) -> torch.Tensor:
+    """Shoelace area ``(n,)`` of quadrilaterals ``(n, 4, 2)``."""
+    x, y = q[..., 0], q[..., 1]
+    return 0.5 * (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs()
+
+
+def box_inside(theta: torch.Tensor, boxes: torch.Tensor, k: int = 9) -> torch.Tensor:
+    """Share ``(n,)`` of each string box's ``k × k`` lattice points inside the region θ ``(n, 2, 3)`` reads:
+    those that θ's inverse maps into the output square [-1, 1]²."""
+    t = torch.linspace(0, 1, k)
+    a, b, d = boxes[:, 0], boxes[:, 1], boxes[:, 3]                    # top-left, top-right, bottom-left
+    pts = a[:, None, None] + t.view(1, -1, 1, 1) * (b - a)[:, None, None] + t.view(1, 1, -1, 1) * (d - a)[:, None, None]
+    pts = pts.reshape(boxes.shape[0], -1, 2)
+    out = torch.linalg.solve(theta[:, :, :2].unsqueeze(1), (pts - theta[:, None, :, 2]).unsqueeze(-1)).squeeze(-1)
+    return (out.abs() <= 1.0).all(-1).float().mean(1)
+
+
+def evaluate(model: torch.nn.Module, s: Q.Strings, chunk: int = 250):
+    """(wrong ``(n,)`` bool, the product θ ``(n, 2, 3)`` of its transformers or None) of ``model`` on ``s``."""
+    wrong, regions = [], []
+    with torch.no_grad():
+        for i in range(0, s.images.shape[0], chunk):
+            v = model.views(s.images[i:i + chunk])
+            wrong.append(sequence_errors(v.length_logits, v.digit_logits, s.digits[i:i + chunk]))
+            if v.thetas:
+                regions.append(composite_theta([t.float() for t in v.thetas]))
+    return torch.cat(wrong), (torch.cat(regions) if regions else None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--folder", default=str(reg.checkpoint_dir()))
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--out", default=str(ROOT / "results" / "multidigit.md"))
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    images, labels = ds.load_split("test")
+    lines = ["# Digit strings: transformers inside the conv stack (the paper's Table 2, on MNIST strings)", "",
+             f"Made by `python {' '.join(['scripts/make_multidigit_results.py', *sys.argv[1:]])}`, "
+             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, from the checkpoints in "
+             f"`{reg.display_dir(a.folder)}/`.", "",
+             "**Not SVHN.** SVHN's images are not available offline, so the readers are trained and tested on "
+             "strings of 1–5 MNIST digits (`stn_core/data/sequences.py`: varied size, spacing, vertical offset and "
+             "±10° slant; tight 64×64 crops, and loose 128×128 crops with the string at a random place among "
+             "clutter). The paper's column is its SVHN result with an 11-layer network, for reference only. "
+             "Readers (`stn_core/models/sequence.py`, scaled to a CPU): 4 conv layers (32, 48, 64, 96) and FC 256 "
+             "with a length head and 5 digit heads; ST-CNN Single: one affine transformer on the input with a "
+             "4-layer CNN localisation net; ST-CNN Multi: an affine transformer before each of the 4 conv layers, "
+             "each with a 2-layer FC localisation net of 32 units. Recipe: SGD momentum 0.9, lr 0.02, warm-up + "
+             "cosine, weight decay 5e-4, localisation lr 0.1× (paper), bf16 autocast; one sample budget per crop.",
+             "", f"Test: {Q.TEST_SIZE:,} strings of MNIST test digits drawn with seed {Q.TEST_SEED}. Sequence "
+             "error: a string counts only when its length and every digit are right.", ""]
+    goals = []
+    for crop in Q.SIZES:
+        side = Q.SIZES[crop]
+        entries = reg.find_sequences(crop, a.folder)
+        s = Q.test_strings(images, labels, crop)
+        lines += [f"## {crop.capitalize()} crops, {side}×{side}", "",
+                  "| model | sequence error % | paper, SVHN % | error by length 1 / 2 / 3 / 4 / 5 | params | "
+                  "steps × batch | train s | command |", "|---|---|---|---|---|---|---|---|"]
+        errs, regions = {}, {}
+        for key in reg.SEQUENCE_KEYS:
+            paper = reg.SEQUENCE_PAPER[crop][key]
+            e = entries.get(key)
+            if e is None or e.meta is None:
+                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | {paper} | | | | | "
+                             f"`{reg.sequence_train_command(key, crop)}` |")
+                continue
+            m = e.meta
+            model, _ = load_model(e.stem)
+            model.eval()
+            wrong, region = evaluate(model, s)
+            err = 100 * float(wrong.float().mean())
+            if e.final and m.get("test_error") is not None and abs(err - m["test_error"]) > 0.05:
+                raise SystemExit(f"error: {e.stem} measures {err:.2f} % but its JSON says {m['test_error']} %")
+            by_len = " / ".join(f"{100 * float(wrong[s.length == n].float().mean()):.1f}" for n in range(1, 6))
+            state = "" if e.final else f" (partial: step {m.get('steps')})"
+            if e.final:
+                errs[key] = round(err, 2)
+            if region is not None:
+                regions[key] = region
+            batch = (m.get("train_args") or {}).get("batch")
+            lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {err:.2f}{state} | {paper} | {by_len} | {m.get('params'):,} | "
+                         f"{m.get('steps')} × {batch} | {m.get('train_seconds')} | `{m.get('command')}` |")
+        if regions:
+            lines += ["", "Where the transformers look: the input region the product of a reader's affine maps reads "
+                      "(for ST-CNN Single its one map), as a share of the image's area, and the share of the "
+                      "string's box inside it (mean over the test strings).", "",
+                      "| model | region area / image | string box inside the region |", "|---|---|---|"]
+            for key, r in regions.items():
+                area = quad_area(quad_of(r)) / 4.0
+                inside = box_inside(r, s.boxes)
+                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {100 * float(area.mean()):.1f} % | "
+                             f"{100 * float(inside.mean()):.1f} % |")
+        if "seq-st-multi" in errs and "seq-cnn" in errs:
+            ok = errs["seq-st-multi"] < errs["seq-cnn"]
+            goals.append(f"- {crop} ({side} px), ST-CNN Multi beats the CNN (paper: {reg.SEQUENCE_PAPER[crop]['seq-st-multi']} "
+                         f"against {reg.SEQUENCE_PAPER[crop]['seq-cnn']} % on SVHN): **{'met' if ok else 'missed'}** "
+                         f"({errs['seq-st-multi']} % against {errs['seq-cnn']} %).")
+        lines.append("")
+    lines += ["## Cost of the transformers (forward + backward)", "",
+              "One training step's compute (forward, sequence loss, backward) on a batch of 64, median of "
+              f"{a.repeats} round-robin rounds in one run on this machine's CPU (one thread); *wide*: the paper's "
+              "first four conv widths (48, 64, 128, 160) and its FC 3072. Paper: ST-CNN Multi only 6 % slower "
+              "than the CNN (SVHN, a GPU, its 11-layer network).", "",
+              "| crop | backbone | precision | CNN ms | ST Single / CNN | ST Multi / CNN |", "|---|---|---|---|---|---|"]
+    best = None
+    for side in Q.SIZES.values():
+        for backbone in ("ours", "wide"):
+            for precision in ("fp32", "bf16"):
+                ms = measure(side, backbone, precision, torch.device("cpu"), a.repeats, 64)
+                c = ms["seq-cnn"]
+                ratio = ms["seq-st-multi"] / c
+                best = ratio if best is None else min(best, ratio)
+                lines.append(f"| {side} px | {backbone} | {precision} | {c:.0f} | {ms['seq-st-single'] / c:.2f}× | "
+                             f"{ratio:.2f}× |")
+    goals.append(f"- ST-CNN Multi costs at most {PAPER_COST:.2f}× the CNN (the paper's +6 %): "
+                 f"**{'met' if best <= PAPER_COST else 'missed'}** on this CPU (best case {best:.2f}×). On a CPU the "
+                 "bilinear sampler's backward pass on 32–64-channel feature maps weighs more against small "
+                 "convolutions than on the paper's GPU; the wider backbone narrows the gap.")
+    lines += ["", "## Goals", ""] + goals
+    Path(a.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
