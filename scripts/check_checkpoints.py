@@ -1,4 +1,4 @@
-"""Re-evaluate every distorted-MNIST checkpoint (and the volume models) here and compare with the test error in its JSON.
+"""Re-evaluate every distorted-MNIST checkpoint (and the volume and digit-string models) here and compare with the test error in its JSON.
 
 Usage: python scripts/check_checkpoints.py [--checkpoints DIR] [--out results/checkpoint-check.md] [--threads 2]
                                            [--data-root DIR] [--no-verify]
@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from stn_core.data import tasks as ds  # noqa: E402
 from stn_core.train import mnist as T  # noqa: E402
+from stn_core.train import sequence as TS  # noqa: E402
 from stn_core.train import volume as TV  # noqa: E402
+from stn_core.data import sequences as Q  # noqa: E402
 from stn_core.checkpoints import CheckpointError, load_meta, load_model  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
 
@@ -41,6 +43,17 @@ def check(stem: Path, root: str | None = None, verify: bool = True) -> dict:
         return row
     model, meta = load_model(stem)
     test = meta["test_set"]
+    if meta["task"].startswith("mnist-strings-"):  # digit strings are made on demand (stn_core.train.sequence)
+        images, labels = ds.load_split("test", root, verify)
+        s = Q.test_strings(images, labels, meta["extra"]["crop"], test["size"], test["seed"])
+        if ds.test_set_md5(s.images, s.digits) != test["md5"]:
+            row["note"] = "test set differs from the one it was evaluated on"
+            return row
+        err, _ = TS.evaluate_strings(model, s)
+        row["here"] = round(err, 4)
+        row["digits"] = round((err - meta["test_error"]) * s.images.shape[0] / 100)
+        row["note"] = "difference counted in strings"
+        return row
     if meta["task"] == "mnist-volume":  # volumes are made on demand (stn_core.train.volume), not cached
         images, labels = ds.load_split("test", root, verify)
         x, y = TV.test_set(images, labels, test["size"], torch.device("cpu"))
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> Path:
     torch.set_num_threads(a.threads)
     command = "python scripts/check_checkpoints.py" + (" " + shlex.join(argv) if argv else "")
     folder = Path(a.checkpoints)
-    stems = sorted(p.with_suffix("") for pattern in ("mnist_*.json", "long/mnist_*.json", "volume_*.json")
+    stems = sorted(p.with_suffix("") for pattern in ("mnist_*.json", "long/mnist_*.json", "volume_*.json", "seq*_*.json")
                    for p in folder.glob(pattern) if not p.name.startswith("mnist_addition"))
     rows, t0 = [], time.time()
     for stem in stems:

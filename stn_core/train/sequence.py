@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--data-root", default=None)
+    p.add_argument("--no-verify", action="store_true", help="skip the md5 check of the MNIST files")
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/seq64_st-multi")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
@@ -95,8 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     a.task = f"mnist-strings-{a.crop}"
     _, _, device, threads, precision, _, say, paths = start_run(a)
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
-    images, labels = ds.load_split("train", a.data_root)
-    t_images, t_labels = ds.load_split("test", a.data_root)
+    images, labels = ds.load_split("train", a.data_root, not a.no_verify)
+    t_images, t_labels = ds.load_split("test", a.data_root, not a.no_verify)
     test = Q.test_strings(t_images.to(device), t_labels.to(device), a.crop, a.test_size)
     stream = StringStream(images, labels, a.crop, a.seed, a.batch, device)
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {"task": a.task, "model": a.model, "transform": model.config["transform"],
                 "input_size": Q.SIZES[a.crop], "num_classes": 10, "classes": [str(c) for c in range(10)],
                 "test_error": err, "paper_error": None, "command": command, "steps": step, "seed": a.seed,
-                "data_md5": ds.mnist_md5(a.data_root), "torch_version": torch.__version__, "train_args": train_args,
+                "data_md5": ds.mnist_md5(a.data_root, not a.no_verify), "torch_version": torch.__version__, "train_args": train_args,
                 "final": final, "test_set": {"seed": Q.TEST_SEED, "size": int(test.images.shape[0]), "md5": test_md5},
                 "world_size": 1, "device": str(device), "threads": threads, "history": history,
                 "train_seconds": round(train_seconds, 2),

@@ -166,3 +166,23 @@ def test_trainer_runs_resumes_and_records_its_recipe(tmp_path, monkeypatch):
     assert model.config["model"] == "seq-st-multi"
     with pytest.raises(SystemExit, match="--resume"):
         TS.main(args)                                 # a finished run is not overwritten by accident
+
+
+def test_check_checkpoints_reevaluates_a_string_reader(data_root, tmp_path):
+    """scripts/check_checkpoints.py rebuilds the fixed test strings from the JSON (md5-checked) and gets the
+    recorded sequence error back."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    ck = tmp_path / "ck"
+    TS.main(["--model", "seq-cnn", "--steps", "3", "--batch", "8", "--test-size", "40", "--threads", "1",
+             "--precision", "fp32", "--data-root", str(data_root), "--no-verify", "--out", str(ck / "seq64_cnn")])
+    meta = json.loads((ck / "seq64_cnn.json").read_text())
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("check_checkpoints", root / "scripts" / "check_checkpoints.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = mod.main(["--checkpoints", str(ck), "--out", str(tmp_path / "check.md"), "--data-root", str(data_root),
+                     "--no-verify", "--threads", "1"]).read_text()
+    assert f"| seq64_cnn | cpu | {meta['test_error']:.2f} | {meta['test_error']:.2f} | 0 | difference counted in strings |" in text
