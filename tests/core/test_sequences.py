@@ -186,3 +186,20 @@ def test_check_checkpoints_reevaluates_a_string_reader(data_root, tmp_path):
     text = mod.main(["--checkpoints", str(ck), "--out", str(tmp_path / "check.md"), "--data-root", str(data_root),
                      "--no-verify", "--threads", "1"]).read_text()
     assert f"| seq64_cnn | cpu | {meta['test_error']:.2f} | {meta['test_error']:.2f} | 0 | difference counted in strings |" in text
+
+
+def test_channels_last_training_records_it_and_evaluates_in_the_default_layout(tmp_path, monkeypatch):
+    """--channels-last on: the JSON says so, and the recorded error is what a contiguous copy of the weights
+    (as load_model gives) measures on the same strings."""
+    data = _digits()
+    monkeypatch.setattr(TS.ds, "load_split", lambda split, root=None, verify=True: data)
+    monkeypatch.setattr(TS.ds, "mnist_md5", lambda root=None, verify=True: "sample")
+    out = str(tmp_path / "cl")
+    meta = TS.main(["--model", "seq-st-single", "--steps", "3", "--batch", "4", "--test-size", "24", "--threads", "1",
+                    "--precision", "bf16", "--channels-last", "on", "--out", out])
+    assert meta["extra"]["channels_last"] is True and meta["extra"]["precision"] == "bf16"
+    model, _ = load_model(out)
+    s = Q.test_strings(*data, "tight", 24)
+    err, _ = TS.evaluate_strings(model, s)
+    assert err == pytest.approx(meta["test_error"], abs=1e-9)
+    assert next(model.parameters()).is_contiguous()
