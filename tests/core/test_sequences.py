@@ -203,3 +203,32 @@ def test_channels_last_training_records_it_and_evaluates_in_the_default_layout(t
     err, _ = TS.evaluate_strings(model, s)
     assert err == pytest.approx(meta["test_error"], abs=1e-9)
     assert next(model.parameters()).is_contiguous()
+
+
+def test_promote_publishes_a_crop_only_when_all_three_readers_are_finished(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from stn_core import registry as reg
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("promote_sequences", root / "scripts" / "promote_sequences.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs, dest = tmp_path / "runs", tmp_path / "ck"
+    for i, key in enumerate(reg.SEQUENCE_KEYS):
+        model = build_sequence_model(key)
+        meta = {"task": "mnist-strings-tight", "model": key, "transform": model.config["transform"], "input_size": 64,
+                "num_classes": 10, "test_error": 5.0 + i, "final": i < 2, "steps": 10,
+                "train_args": {"steps": reg.SEQUENCE_STEPS["tight"]}}
+        save_checkpoint(runs / reg.sequence_stem_name(key, "tight"), model, meta)
+    assert mod.main(["--from", str(runs), "--to", str(dest), "--crops", "tight"]) == 1
+    assert not dest.exists() or not list(dest.iterdir())             # one unfinished reader: none published
+    stem = runs / reg.sequence_stem_name("seq-cnn", "tight")
+    model, meta = load_model(stem)
+    save_checkpoint(stem, model, {k: v for k, v in dict(meta, final=True).items() if k in (
+        "task", "model", "transform", "input_size", "num_classes", "test_error", "final", "steps", "train_args")})
+    assert mod.main(["--from", str(runs), "--to", str(dest), "--crops", "tight"]) == 0
+    assert sorted(p.name for p in dest.glob("*.json")) == sorted(
+        f"{reg.sequence_stem_name(k, 'tight')}.json" for k in reg.SEQUENCE_KEYS)
+    assert not list(dest.glob("*.train.safetensors"))
