@@ -1,6 +1,11 @@
 """Train a digit-string reader with or without transformers in its conv stack (the paper's Table 2).
 
-    python -m stn_core.train.sequence --model seq-st-multi --crop tight --steps 5000 --out checkpoints/seq64_st-multi
+    python -m stn_core.train.sequence --model seq-st-multi --crop tight --steps 6000 --out checkpoints/seq64_st-multi
+    python -m stn_core.train.sequence --svhn PATH --model seq-st-multi --crop tight --steps 6000 --out runs/svhn64_st-multi
+
+``--svhn PATH``: SVHN's own images instead (format 1: ``PATH/train`` and ``PATH/test``, each PNGs + digitStruct.mat,
+read by :mod:`stn_core.data.svhn`; batches drawn from the training images, the test split whole or its first
+``--test-size``).
 
 Data: strings of MNIST training digits (:mod:`stn_core.data.sequences`, a synthetic analogue of SVHN; batch
 t is a pure function of (seed, t)); test: the fixed set of ``TEST_SIZE`` strings of test-split digits drawn
@@ -16,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -56,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "faster per step on this CPU)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check of the MNIST files")
+    p.add_argument("--svhn", default=None, help="SVHN folder with train/ and test/ (format 1) instead of MNIST strings")
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/seq64_st-multi")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
@@ -67,6 +74,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class FixedStrings:
+    """Training batches drawn from a fixed set of strings (SVHN's images), as pure functions of (seed, step)."""
+
+    def __init__(self, data: Q.Strings, seed: int, batch: int, device: torch.device, channels_last: bool = False):
+        self.data = Q.Strings(*(t.to(device) for t in data))
+        self.seed, self.batch, self.format = seed, batch, memory_format(channels_last)
+
+    def batch_at(self, step: int) -> Q.Strings:
+        g = torch.Generator().manual_seed(ds.derive_seed(self.seed, 5, step))
+        idx = torch.randint(0, self.data.images.shape[0], (self.batch,), generator=g).to(self.data.images.device)
+        s = Q.Strings(*(t[idx] for t in self.data))
+        return s._replace(images=s.images.contiguous(memory_format=self.format))
 
 
 class StringStream:
@@ -108,14 +129,25 @@ def evaluate_strings(model: torch.nn.Module, s: Q.Strings, chunk: int = 250,
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse_args(argv)
-    a.task = f"mnist-strings-{a.crop}"
+    a.task = f"{'svhn' if a.svhn else 'mnist-strings'}-{a.crop}"
     _, _, device, threads, precision, _, say, paths = start_run(a)
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
-    images, labels = ds.load_split("train", a.data_root, not a.no_verify)
-    t_images, t_labels = ds.load_split("test", a.data_root, not a.no_verify)
-    test = Q.test_strings(t_images.to(device), t_labels.to(device), a.crop, a.test_size)
     channels_last = a.channels_last == "on" or (a.channels_last == "auto" and precision in ("bf16", "fp16"))
-    stream = StringStream(images, labels, a.crop, a.seed, a.batch, device, channels_last)
+    if a.svhn:
+        from stn_core.data.svhn import load_svhn
+
+        train = load_svhn(Path(a.svhn) / "train", a.crop)
+        test = load_svhn(Path(a.svhn) / "test", a.crop, limit=a.test_size)
+        stream = FixedStrings(train, a.seed, a.batch, device, channels_last)
+        test = Q.Strings(*(t.to(device) for t in test))
+        data_md5 = ds.test_set_md5(train.images, train.digits)
+        say(f"SVHN: {train.images.shape[0]} training and {test.images.shape[0]} test images from {a.svhn}")
+    else:
+        images, labels = ds.load_split("train", a.data_root, not a.no_verify)
+        t_images, t_labels = ds.load_split("test", a.data_root, not a.no_verify)
+        test = Q.test_strings(t_images.to(device), t_labels.to(device), a.crop, a.test_size)
+        stream = StringStream(images, labels, a.crop, a.seed, a.batch, device, channels_last)
+        data_md5 = ds.mnist_md5(a.data_root, not a.no_verify)
 
     torch.manual_seed(a.seed)
     model = build_sequence_model(a.model, Q.SIZES[a.crop]).to(device, memory_format=memory_format(channels_last))
@@ -138,14 +170,16 @@ def main(argv: list[str] | None = None) -> dict:
         return {"task": a.task, "model": a.model, "transform": model.config["transform"],
                 "input_size": Q.SIZES[a.crop], "num_classes": 10, "classes": [str(c) for c in range(10)],
                 "test_error": err, "paper_error": None, "command": command, "steps": step, "seed": a.seed,
-                "data_md5": ds.mnist_md5(a.data_root, not a.no_verify), "torch_version": torch.__version__, "train_args": train_args,
-                "final": final, "test_set": {"seed": Q.TEST_SEED, "size": int(test.images.shape[0]), "md5": test_md5},
+                "data_md5": data_md5, "torch_version": torch.__version__, "train_args": train_args,
+                "final": final, "test_set": {"seed": None if a.svhn else Q.TEST_SEED, "size": int(test.images.shape[0]),
+                                              "md5": test_md5},
                 "world_size": 1, "device": str(device), "threads": threads, "history": history,
                 "train_seconds": round(train_seconds, 2),
                 "samples_per_s": round(step * a.batch / train_seconds, 1) if train_seconds > 0 else None,
                 "extra": {"precision": precision, "channels_last": channels_last, "data": Q.__name__, "crop": a.crop,
                           "error_metric": "sequence error: a string counts only when its length and every digit are right",
-                          "dataset_note": "MNIST digit strings, a synthetic analogue of SVHN (not SVHN)"}}
+                          "dataset_note": ("SVHN format 1 from " + a.svhn) if a.svhn else
+                          "MNIST digit strings, a synthetic analogue of SVHN (not SVHN)"}}
 
     def checkpoint(step: int, err: float | None, final: bool) -> None:
         save_checkpoint(a.out, model, meta_now(step, err, final), {**optimizer_tensors(opt), **rng_tensors(device)},

@@ -35,20 +35,25 @@ def _write_digit_struct(path, images: list[tuple[str, list[tuple[int, float, flo
         ds.create_dataset("bbox", data=np.array(bbox_refs, dtype=h5py.ref_dtype).reshape(-1, 1))
 
 
-@pytest.fixture()
-def svhn_dir(tmp_path):
+def _make_split(folder) -> None:
     from PIL import Image
 
+    folder.mkdir(parents=True, exist_ok=True)
     rgb = np.zeros((40, 80, 3), np.uint8)
     rgb[10:30, 20:30] = 255                                   # a bright bar where the first digit's box is
-    Image.fromarray(rgb).save(tmp_path / "1.png")
-    Image.fromarray(rgb[:, :40]).save(tmp_path / "2.png")
-    Image.fromarray(rgb).save(tmp_path / "3.png")
-    _write_digit_struct(tmp_path / "digitStruct.mat", [
+    Image.fromarray(rgb).save(folder / "1.png")
+    Image.fromarray(rgb[:, :40]).save(folder / "2.png")
+    Image.fromarray(rgb).save(folder / "3.png")
+    _write_digit_struct(folder / "digitStruct.mat", [
         ("1.png", [(1, 20, 10, 10, 20), (10, 32, 10, 10, 20)]),  # "10": label 10 is the digit 0
         ("2.png", [(7, 20, 10, 10, 20)]),                         # one digit: fields inline
         ("3.png", [(k % 10 + 1, 5 + 12 * k, 5, 10, 20) for k in range(6)]),  # six digits: skipped
     ])
+
+
+@pytest.fixture()
+def svhn_dir(tmp_path):
+    _make_split(tmp_path)
     return tmp_path
 
 
@@ -90,3 +95,17 @@ def test_bad_svhn_files_are_clear_errors(tmp_path):
     _write_digit_struct(tmp_path / "digitStruct.mat", [("missing.png", [(1, 0, 0, 5, 5)])])
     with pytest.raises(DataError, match="cannot read"):
         load_svhn(tmp_path)
+
+
+def test_the_sequence_trainer_trains_on_svhn_folders(tmp_path):
+    from stn_core.checkpoints import load_model
+    from stn_core.train import sequence as TS
+
+    for split in ("train", "test"):
+        _make_split(tmp_path / "svhn" / split)
+    out = str(tmp_path / "svhn64_cnn")
+    meta = TS.main(["--svhn", str(tmp_path / "svhn"), "--model", "seq-cnn", "--steps", "2", "--batch", "4",
+                    "--threads", "1", "--precision", "fp32", "--out", out])
+    assert meta["task"] == "svhn-tight" and meta["final"] and meta["test_set"]["size"] == 2
+    assert meta["extra"]["dataset_note"].startswith("SVHN format 1") and meta["test_error"] in (0.0, 50.0, 100.0)
+    assert load_model(out)[1]["task"] == "svhn-tight"
