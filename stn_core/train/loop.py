@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import shlex
+import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -432,6 +433,48 @@ def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor
         loss.backward()
         opt.step()
     return logits.detach(), loss.detach()
+
+
+def run_schedule(a, opt: torch.optim.Optimizer, start: int, history: list[dict], train_seconds: float, warmup: int,
+                 step_once: Callable[[int], torch.Tensor], evaluate_now: Callable[[], tuple[float, float]],
+                 save: Callable[[int, float | None, bool, float], None],
+                 meta_now: Callable[[int, float | None, bool, float], dict], say: Callable[..., None],
+                 what: str = "test error") -> dict:
+    """The single-process training loop of the volume and digit-string trainers, from step ``start`` to
+    ``a.steps``: lr → eval → step → log. Reads ``a.steps a.lr a.schedule a.eval_every a.ckpt_every
+    a.time_limit``. ``step_once(step)`` makes one update and returns its loss; ``evaluate_now()`` gives
+    (error %, loss) on the test set; ``save(step, error, final, train_seconds)`` writes a checkpoint and
+    ``meta_now`` (same arguments) builds its metadata. ``history`` gains an entry per evaluation. Stops
+    resumably after ``a.time_limit`` training seconds (all sessions together); returns the last metadata."""
+    t0 = time.perf_counter()
+    last_err, step, loss_avg = (history[-1]["test_error"] if history else None), start, None
+    while step < a.steps:
+        set_lr(opt, lr_at(step, a.steps, a.lr, a.schedule, warmup))
+        if step > start and step % a.eval_every == 0:
+            last_err, tl = evaluate_now()
+            history.append({"step": step, "test_error": round(last_err, 4), "test_loss": round(tl, 5)})
+            say(f"step {step}: {what} {last_err:.2f}%")
+        loss = float(step_once(step).detach())
+        step += 1
+        if not math.isfinite(loss):
+            raise SystemExit(f"error: training diverged at step {step}; try a smaller --lr")
+        loss_avg = loss if loss_avg is None else 0.95 * loss_avg + 0.05 * loss
+        if step % 50 == 0:
+            say(f"step {step}: loss {loss_avg:.3f}")
+        elapsed = train_seconds + time.perf_counter() - t0
+        out_of_time = a.time_limit is not None and elapsed > a.time_limit
+        if step < a.steps and (step % a.ckpt_every == 0 or out_of_time):
+            train_seconds = elapsed
+            save(step, last_err, False, train_seconds)
+            t0 = time.perf_counter()
+            if out_of_time:
+                say(f"stopped at step {step}/{a.steps}; continue with --resume")
+                return meta_now(step, last_err, False, train_seconds)
+    train_seconds += time.perf_counter() - t0
+    err, tl = evaluate_now()
+    history.append({"step": step, "test_error": round(err, 4), "test_loss": round(tl, 5)})
+    save(step, round(err, 4), True, train_seconds)
+    return meta_now(step, round(err, 4), True, train_seconds)
 
 
 def command_line(argv: list[str], world: int) -> str:

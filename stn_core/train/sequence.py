@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,9 +28,9 @@ from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkp
 from stn_core.data import sequences as Q
 from stn_core.data import tasks as ds
 from stn_core.models.sequence import SEQUENCE_MODELS, build_sequence_model, sequence_errors, sequence_loss
-from stn_core.train.loop import (autocast_context, command_line, default_warmup, lr_at, make_optimizer, param_groups,
-                                 refuse_to_overwrite, resume_precision, resume_state, rng_tensors, run_to_resume,
-                                 set_lr, start_run)
+from stn_core.train.loop import (autocast_context, command_line, default_warmup, make_optimizer, param_groups,
+                                 refuse_to_overwrite, resume_precision, resume_state, rng_tensors, run_schedule,
+                                 run_to_resume, start_run)
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "crop", "steps", "batch", "lr", "momentum", "weight_decay", "loc_lr_mult", "seed",
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = command_line(argv, 1).replace("-m stn_core.train ", "-m stn_core.train.sequence ", 1)
     test_md5 = ds.test_set_md5(test.images, test.digits)
 
-    def meta_now(step: int, err: float | None, final: bool) -> dict:
+    def meta_now(step: int, err: float | None, final: bool, train_seconds: float) -> dict:
         return {"task": a.task, "model": a.model, "transform": model.config["transform"],
                 "input_size": Q.SIZES[a.crop], "num_classes": 10, "classes": [str(c) for c in range(10)],
                 "test_error": err, "paper_error": None, "command": command, "steps": step, "seed": a.seed,
@@ -181,18 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
                           "dataset_note": ("SVHN format 1 from " + a.svhn) if a.svhn else
                           "MNIST digit strings, a synthetic analogue of SVHN (not SVHN)"}}
 
-    def checkpoint(step: int, err: float | None, final: bool) -> None:
-        save_checkpoint(a.out, model, meta_now(step, err, final), {**optimizer_tensors(opt), **rng_tensors(device)},
-                        train_info={"step": step, "data_seed": a.seed})
+    def save(step: int, err: float | None, final: bool, seconds: float) -> None:
+        save_checkpoint(a.out, model, meta_now(step, err, final, seconds),
+                        {**optimizer_tensors(opt), **rng_tensors(device)}, train_info={"step": step, "data_seed": a.seed})
 
-    model.train()
-    t0, last_err, step, loss_avg = time.perf_counter(), (history[-1]["test_error"] if history else None), start, None
-    while step < a.steps:                                   # lr → eval → step → log
-        set_lr(opt, lr_at(step, a.steps, a.lr, a.schedule, warmup))
-        if step > start and step % a.eval_every == 0:
-            last_err, tl = evaluate_strings(model, test, channels_last=channels_last)
-            history.append({"step": step, "test_error": round(last_err, 4), "test_loss": round(tl, 5)})
-            say(f"step {step}: test sequence error {last_err:.2f}%")
+    def step_once(step: int) -> torch.Tensor:
         b = stream.batch_at(step)
         with autocast_context(precision, device):
             ll, dl = model(b.images)
@@ -200,27 +192,15 @@ def main(argv: list[str] | None = None) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        loss_val = float(loss.detach())
-        loss_avg = loss_val if loss_avg is None else 0.95 * loss_avg + 0.05 * loss_val
-        if not torch.isfinite(loss):
-            raise SystemExit(f"error: training diverged at step {step}; try a smaller --lr")
-        if step % 50 == 0:
-            say(f"step {step}: loss {loss_avg:.3f}")
-        elapsed = train_seconds + time.perf_counter() - t0
-        out_of_time = a.time_limit is not None and elapsed > a.time_limit
-        if step < a.steps and (step % a.ckpt_every == 0 or out_of_time):
-            train_seconds, t0 = elapsed, time.perf_counter()
-            checkpoint(step, last_err, final=False)
-            t0 = time.perf_counter()
-            if out_of_time:
-                say(f"stopped at step {step}/{a.steps}; continue with --resume")
-                return meta_now(step, last_err, False)
-    train_seconds += time.perf_counter() - t0
-    err, tl = evaluate_strings(model, test, channels_last=channels_last)
-    history.append({"step": step, "test_error": round(err, 4), "test_loss": round(tl, 5)})
-    checkpoint(step, round(err, 4), final=True)
-    meta = meta_now(step, round(err, 4), True)
+        return loss
+
+    model.train()
+    meta = run_schedule(a, opt, start, history, train_seconds, warmup, step_once,
+                        lambda: evaluate_strings(model, test, channels_last=channels_last), save, meta_now, say,
+                        "test sequence error")
+    if not meta["final"]:
+        return meta
+    err = meta["test_error"]
     say(f"test sequence error {err:.2f}% on {test.images.shape[0]} strings; wrote {paths['meta']}")
     say(json.dumps({k: meta[k] for k in ("model", "steps", "test_error", "samples_per_s", "command")}))
     return meta

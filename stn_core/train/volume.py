@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import torch
 
@@ -24,8 +23,8 @@ from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkp
 from stn_core.data import tasks as ds
 from stn_core.data import volumes as V
 from stn_core.models.volume import VOLUME_MODELS, build_volume_model
-from stn_core.train.loop import (command_line, default_warmup, evaluate, lr_at, make_optimizer, param_groups,
-                                 refuse_to_overwrite, resume_state, rng_tensors, run_to_resume, set_lr, start_run,
+from stn_core.train.loop import (command_line, default_warmup, evaluate, make_optimizer, param_groups,
+                                 refuse_to_overwrite, resume_state, rng_tensors, run_schedule, run_to_resume, start_run,
                                  train_step)
 
 #: Settings a resumed run must share with the run it continues.
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         say(f"resuming {a.out} at step {start}/{a.steps}")
     command = command_line(argv, 1).replace("-m stn_core.train ", "-m stn_core.train.volume ", 1)
 
-    def meta_now(step: int, err: float | None, final: bool) -> dict:
+    def meta_now(step: int, err: float | None, final: bool, train_seconds: float) -> dict:
         return {"task": a.task, "model": a.model, "transform": VOLUME_MODELS[a.model], "input_size": V.VOLUME,
                 "num_classes": 10, "classes": [str(c) for c in range(10)], "test_error": err, "paper_error": None,
                 "command": command, "steps": step, "seed": a.seed, "data_md5": ds.mnist_md5(a.data_root),
@@ -138,40 +137,20 @@ def main(argv: list[str] | None = None) -> dict:
                 "extra": {"precision": precision, "data": V.__name__, "volume": V.VOLUME, "slab": V.SLAB,
                           "tilt_deg": V.TILT_DEG, "spin_deg": V.SPIN_DEG}}
 
-    def checkpoint(step: int, err: float | None, final: bool) -> None:
-        save_checkpoint(a.out, model, meta_now(step, err, final), {**optimizer_tensors(opt), **rng_tensors(device)},
-                        train_info={"step": step, "data_seed": a.seed})
+    def save(step: int, err: float | None, final: bool, seconds: float) -> None:
+        save_checkpoint(a.out, model, meta_now(step, err, final, seconds),
+                        {**optimizer_tensors(opt), **rng_tensors(device)}, train_info={"step": step, "data_seed": a.seed})
+
+    def step_once(step: int) -> torch.Tensor:
+        xb, yb = stream.batch_at(step)
+        return train_step(model, opt, xb, yb)[1]
 
     model.train()
-    t0, last_err, step, loss_avg = time.perf_counter(), (history[-1]["test_error"] if history else None), start, None
-    while step < a.steps:                                   # lr → eval → step → log
-        set_lr(opt, lr_at(step, a.steps, a.lr, a.schedule, warmup))
-        if step > start and step % a.eval_every == 0:
-            last_err, tl = evaluate_volumes(model, x_test, y_test, device)
-            history.append({"step": step, "test_error": round(last_err, 4), "test_loss": round(tl, 5)})
-            say(f"step {step}: test error {last_err:.2f}%")
-        xb, yb = stream.batch_at(step)
-        _, loss = train_step(model, opt, xb, yb)
-        step += 1
-        loss_avg = float(loss) if loss_avg is None else 0.95 * loss_avg + 0.05 * float(loss)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"error: training diverged at step {step}; try a smaller --lr")
-        if step % 50 == 0:
-            say(f"step {step}: loss {loss_avg:.3f}")
-        elapsed = train_seconds + time.perf_counter() - t0
-        out_of_time = a.time_limit is not None and elapsed > a.time_limit
-        if step < a.steps and (step % a.ckpt_every == 0 or out_of_time):
-            train_seconds, t0 = elapsed, time.perf_counter()
-            checkpoint(step, last_err, final=False)
-            t0 = time.perf_counter()
-            if out_of_time:
-                say(f"stopped at step {step}/{a.steps}; continue with --resume")
-                return meta_now(step, last_err, False)
-    train_seconds += time.perf_counter() - t0
-    err, tl = evaluate_volumes(model, x_test, y_test, device)
-    history.append({"step": step, "test_error": round(err, 4), "test_loss": round(tl, 5)})
-    checkpoint(step, round(err, 4), final=True)
-    meta = meta_now(step, round(err, 4), True)
+    meta = run_schedule(a, opt, start, history, train_seconds, warmup, step_once,
+                        lambda: evaluate_volumes(model, x_test, y_test, device), save, meta_now, say)
+    if not meta["final"]:
+        return meta
+    err = meta["test_error"]
     say(f"test error {err:.2f}% on {x_test.shape[0]} volumes; wrote {paths['meta']}")
     say(json.dumps({k: meta[k] for k in ("model", "steps", "test_error", "samples_per_s", "command")}))
     return meta
