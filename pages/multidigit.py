@@ -105,7 +105,6 @@ with left:
                         else "Blue: where the transformer reads the image." if quads
                         else f"{reg.SEQUENCE_LABELS[state.model]} has no transformer." if chosen is not None else ""))
 with right:
-    st.markdown(f"**What each reader reads** (truth: `{truth}`)")
     rows = []
     for key in reg.SEQUENCE_KEYS:
         if key in views:
@@ -113,6 +112,7 @@ with right:
             rows.append({"model": reg.SEQUENCE_LABELS[key], "reads": text, "probability": round(p, 3),
                          "right": "✓" if text == truth else "✗"})
     if rows:
+        st.markdown(f"**What each reader reads** (truth: `{truth}`)")
         st.dataframe(rows, hide_index=True, width="stretch")
         st.caption("Probability: the length head's times each digit head's, for the string read. A string "
                    "counts only when its length and every digit are right (the paper's sequence error).")

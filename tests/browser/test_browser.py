@@ -65,6 +65,7 @@ PAGES = (
     AppPage("addition", "/addition", ready=f'{MAIN} [data-testid="stPlotlyChart"] .main-svg'),
     AppPage("dcn", "/dcn", ready=f'{MAIN} [data-testid="stDataFrame"]'),  # with whatever checkpoints/ holds
     AppPage("cub", "/cub", ready=f'{MAIN} [data-testid="stImage"] img'),  # birds shown with or without checkpoints
+    AppPage("multidigit", "/multidigit", ready=f'{MAIN} [data-testid="stImage"] img'),  # the string, with or without readers
     AppPage("colocalisation", "/colocalisation", ready=f'{MAIN} [data-testid="stImage"] img'),
     AppPage("volume", "/volume", ready=f'{MAIN} [data-testid="stImage"] img'),  # the flat views (the 3-D chart is WebGL)
 )
