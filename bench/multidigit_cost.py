@@ -1,6 +1,6 @@
 """The cost of transformers in the conv stack: forward + backward of ST-CNN Multi / Single against the CNN.
 
-    python bench/multidigit_cost.py [--repeats 15] [--threads 1] [--out results/bench-multidigit.md]
+    python bench/multidigit_cost.py [--repeats 15] [--threads 1] [--devices cpu cuda] [--out results/bench-multidigit.md]
 
 The paper reports its SVHN ST-CNN Multi "only 6 % slower than the CNN" (forward + backward). One
 training step's compute (forward, sequence loss, backward; no optimiser, no data) of the three readers
@@ -57,10 +57,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=None,
+                    help="default: the CPU, and CUDA when present")
     ap.add_argument("--out", default="results/bench-multidigit.md")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    names = a.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    if "cuda" in names and not torch.cuda.is_available():
+        raise SystemExit("error: --devices cuda but no CUDA device")
+    devices = [torch.device(n) for n in names]
     rows = []
     for dev in devices:
         for side in a.sizes:

@@ -7,8 +7,9 @@ $STN_LAB_DATA). Everything it does is a command of this repo; it only orders the
 last one to the time left:
 
 1. smoke: two 5-step runs of the costliest models (stops here if they fail);
-2. CUDA timings of the CNN / ST-CNN / DCN comparison and of the sampler, on a quiet GPU:
-   ``scripts/make_stn_vs_dcn.py --devices cuda --save-timings`` and ``bench/sampler.py --device cuda``;
+2. CUDA timings of the CNN / ST-CNN / DCN comparison, of the sampler and of transformers in the conv
+   stack (the paper's "+6 %"), on a quiet GPU: ``scripts/make_stn_vs_dcn.py --devices cuda --save-timings``,
+   ``bench/sampler.py --device cuda`` and ``bench/multidigit_cost.py --devices cuda``;
 3. issue #17's retrain: every Table 1 / DCN cell not yet final on the v2 recipe (one 4.0 M-sample
    budget for all, the recipe study's SGD momentum + cosine), all at once:
    ``scripts/train_table1.py --recipe v2 --jobs 36`` into runs/table1-v2 (the CUDA tests run beside
@@ -120,6 +121,9 @@ def timings(s: Session) -> None:
           log="timings.log", timeout=max(30.0, min(120.0, s.left() / 4)))
     s.run([sys.executable, "bench/sampler.py", "--device", dev, "--repeats", "2" if s.dry else "20",
            "--out", str(s.out / "bench-sampler-cuda.md")], log="timings.log", timeout=max(30.0, min(60.0, s.left() / 6)))
+    s.run([sys.executable, "bench/multidigit_cost.py", "--devices", dev, "--repeats", "1" if s.dry else "15",
+           *(["--sizes", "64"] if s.dry else []), "--out", str(s.out / "bench-multidigit-cuda.md")],
+          log="timings.log", timeout=max(30.0, min(60.0, s.left() / 6)))
 
 
 V2_SEEDS = (1, 2)
