@@ -6,7 +6,7 @@ The paper reports its SVHN ST-CNN Multi "only 6 % slower than the CNN" (forward 
 training step's compute (forward, sequence loss, backward; no optimiser, no data) of the three readers
 of :mod:`stn_core.models.sequence` on a batch of 64 strings, timed round-robin in one run
 (``bench.timing.interleaved_median_ms``) so that ratios are fair, for both crop sizes, fp32 and the
-bf16 fast path, with this repo's backbone and a wider one (the paper's first four conv widths 48, 64,
+bf16 fast path (also with channels_last), with this repo's backbone and a wider one (the paper's first four conv widths 48, 64,
 128, 160 and its FC 3072), where the convolutions weigh more against the transformers. A GPU column is
 added when CUDA is present (fp32 and bf16 autocast).
 """
@@ -40,14 +40,22 @@ def step_fn(model: torch.nn.Module, x: torch.Tensor, digits: torch.Tensor, lengt
     return run
 
 
+#: Precision settings timed: fp32, bf16 autocast, and bf16 with channels_last weights and inputs (what the
+#: sequence trainer uses under bf16).
+PRECISIONS = ("fp32", "bf16", "bf16+cl")
+
+
 def measure(side: int, backbone: str, precision: str, device: torch.device, repeats: int, batch: int) -> dict[str, float]:
     """Median ms per step of each model (same data, same weights where shared)."""
     torch.manual_seed(0)
-    x = torch.rand(batch, 1, side, side, device=device)
+    fmt = torch.channels_last if precision.endswith("+cl") else torch.contiguous_format
+    x = torch.rand(batch, 1, side, side, device=device).contiguous(memory_format=fmt)
     digits = torch.randint(0, 10, (batch, 5), device=device)
     length = torch.randint(1, 6, (batch,), device=device)
     chans, hidden = BACKBONES[backbone]
-    fns = {m: step_fn(SequenceNet(m, side, chans, hidden).to(device), x, digits, length, precision) for m in MODELS}
+    amp = precision.split("+")[0]
+    fns = {m: step_fn(SequenceNet(m, side, chans, hidden).to(device, memory_format=fmt), x, digits, length, amp)
+           for m in MODELS}
     return interleaved_median_ms(fns, repeats, warmup=2, device=device)
 
 
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     for dev in devices:
         for side in a.sizes:
             for backbone in BACKBONES:
-                for precision in ("fp32", "bf16"):
+                for precision in PRECISIONS:
                     ms = measure(side, backbone, precision, dev, a.repeats, a.batch)
                     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {a.threads} thread(s)"
                     rows.append((name, side, backbone, precision, ms))
@@ -79,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# Cost of transformers in the conv stack (forward + backward)", "",
              f"Made by `{cmd.strip()}` on {platform.machine()} with torch {torch.__version__}; batch {a.batch}, "
              f"median of {a.repeats} round-robin rounds. One step's compute: forward, sequence loss, backward "
-             "(no optimiser, no data). Paper (SVHN, its 11-layer CNN): ST-CNN Multi only 6 % slower than the CNN.",
+             "(no optimiser, no data); bf16+cl: bf16 with channels_last weights and inputs. Paper (SVHN, its 11-layer "
+             "CNN, a GPU): ST-CNN Multi only 6 % slower than the CNN.",
              "", "Backbones: *ours* (conv 32, 48, 64, 96; FC 256: the trained readers) and *wide* (the paper's first "
              "four conv widths 48, 64, 128, 160 and its FC 3072; the paper has four more conv layers of 192, "
              "not modelled here).", "",

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.multidigit_cost import measure  # noqa: E402
+from bench.multidigit_cost import PRECISIONS, measure  # noqa: E402
 from stn_core import registry as reg  # noqa: E402
 from stn_core.checkpoints import load_model  # noqa: E402
 from stn_core.data import sequences as Q  # noqa: E402
@@ -141,13 +141,14 @@ def main() -> None:
     lines += ["## Cost of the transformers (forward + backward)", "",
               "One training step's compute (forward, sequence loss, backward) on a batch of 64, median of "
               f"{a.repeats} round-robin rounds in one run on this machine's CPU (one thread); *wide*: the paper's "
-              "first four conv widths (48, 64, 128, 160) and its FC 3072. Paper: ST-CNN Multi only 6 % slower "
+              "first four conv widths (48, 64, 128, 160) and its FC 3072; bf16+cl: bf16 with channels_last weights and "
+              "inputs (the trainer's default under bf16). Paper: ST-CNN Multi only 6 % slower "
               "than the CNN (SVHN, a GPU, its 11-layer network).", "",
               "| crop | backbone | precision | CNN ms | ST Single / CNN | ST Multi / CNN |", "|---|---|---|---|---|---|"]
     best = None
     for side in Q.SIZES.values():
         for backbone in ("ours", "wide"):
-            for precision in ("fp32", "bf16"):
+            for precision in PRECISIONS:
                 ms = measure(side, backbone, precision, torch.device("cpu"), a.repeats, 64)
                 c = ms["seq-cnn"]
                 ratio = ms["seq-st-multi"] / c
