@@ -97,13 +97,13 @@ def main() -> None:
         s = Q.test_strings(images, labels, crop)
         lines += [f"## {crop.capitalize()} crops, {side}×{side}", "",
                   "| model | sequence error % | paper, SVHN % | error by length 1 / 2 / 3 / 4 / 5 | params | "
-                  "steps × batch | train s | command |", "|---|---|---|---|---|---|---|---|"]
+                  "steps × batch | precision | train s | command |", "|---|---|---|---|---|---|---|---|---|"]
         errs, regions = {}, {}
         for key in reg.SEQUENCE_KEYS:
             paper = reg.SEQUENCE_PAPER[crop][key]
             e = entries.get(key)
             if e is None or e.meta is None:
-                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | {paper} | | | | | "
+                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | {paper} | | | | | | "
                              f"`{reg.sequence_train_command(key, crop)}` |")
                 continue
             m = e.meta
@@ -120,8 +120,10 @@ def main() -> None:
             if region is not None:
                 regions[key] = region
             batch = (m.get("train_args") or {}).get("batch")
+            extra = m.get("extra") or {}
+            prec = str(extra.get("precision")) + (" + channels_last" if extra.get("channels_last") else "")
             lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {err:.2f}{state} | {paper} | {by_len} | {m.get('params'):,} | "
-                         f"{m.get('steps')} × {batch} | {m.get('train_seconds')} | `{m.get('command')}` |")
+                         f"{m.get('steps')} × {batch} | {prec} | {m.get('train_seconds')} | `{m.get('command')}` |")
         if regions:
             lines += ["", "Where the transformers look: the input region the product of a reader's affine maps reads "
                       "(for ST-CNN Single its one map), as a share of the image's area, and the share of the "
