@@ -122,8 +122,8 @@ with right:
 if chosen is not None and chosen.thetas:
     st.subheader(f"The {len(chosen.thetas)} transformer{'s' if len(chosen.thetas) > 1 else ''} of "
                  f"{reg.SEQUENCE_LABELS[state.model]} on {'their inputs' if len(chosen.thetas) > 1 else 'its input'}")
-    cols = st.columns(len(chosen.thetas))
-    for i, col in enumerate(cols):
+    cols = st.columns(4)  # a quarter of the width each, also for ST-CNN Single's one transformer
+    for i, col in enumerate(cols[:len(chosen.thetas)]):
         th = chosen.thetas[i][0]
         u, v = chosen.st_inputs[i][0], chosen.st_outputs[i][0]
         what = "the image" if i == 0 else f"conv {i}'s feature maps ({u.shape[0]}×{u.shape[1]}×{u.shape[2]})"

@@ -70,19 +70,30 @@ def theta_quad(theta: torch.Tensor) -> np.ndarray:
     return (corners @ theta.detach().float().T).numpy()
 
 
-def _pixels(quad: np.ndarray, side: int, scale: int) -> list[tuple[float, float]]:
-    return [(((x + 1) * side / 2) * scale, ((y + 1) * side / 2) * scale) for x, y in quad]
+#: Grey of the margin drawn around an image when a box reaches outside it (zero padding lies there).
+MARGIN_GREY = 70
 
 
-def picture(image: np.ndarray, quads: list[tuple[np.ndarray, tuple[int, int, int], int]], scale: int = 4) -> np.ndarray:
+def _pixels(quad: np.ndarray, side: int, scale: int, pad: int) -> list[tuple[float, float]]:
+    return [(((x + 1) * side / 2 + pad) * scale, ((y + 1) * side / 2 + pad) * scale) for x, y in quad]
+
+
+def picture(image: np.ndarray, quads: list[tuple[np.ndarray, tuple[int, int, int], int]], scale: int = 4,
+            max_extent: float = 2.0) -> np.ndarray:
     """``image (S, S)`` in [0, 1] upscaled ``scale``× with each quadrilateral (normalised corners, colour,
-    width) drawn on it: an RGB uint8 picture."""
+    width) drawn on it: an RGB uint8 picture. A box that reaches outside the image (a transformer that zooms
+    out reads zeros there) gets a grey margin around the image, up to ``max_extent`` in normalised units."""
     a = (np.clip(image, 0, 1) * 255).astype(np.uint8)
     side = a.shape[0]
-    im = Image.fromarray(a).convert("RGB").resize((a.shape[1] * scale, side * scale), Image.NEAREST)
+    reach = max([float(np.abs(q).max()) for q, _c, _w in quads if np.isfinite(q).all()], default=1.0)
+    pad = int(np.ceil((min(reach, max_extent) - 1.0) / 2 * side)) if reach > 1.0 else 0
+    if pad:
+        a = np.pad(a, pad, constant_values=MARGIN_GREY)
+        a[pad:pad + side, pad:pad + side] = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    im = Image.fromarray(a).convert("RGB").resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(im)
     for quad, colour, width in quads:
-        pts = _pixels(quad, side, scale)
+        pts = _pixels(quad, side, scale, pad)
         draw.line(pts + pts[:1], fill=colour, width=width)
         draw.ellipse([pts[0][0] - 2 * width, pts[0][1] - 2 * width, pts[0][0] + 2 * width, pts[0][1] + 2 * width],
                      fill=colour)
@@ -116,5 +127,5 @@ def reading(views: SequenceViews) -> tuple[str, float]:
     return text, p
 
 
-__all__ = ["CROPS", "MAX_SEED", "PRODUCT_COLOUR", "ST_COLOURS", "PageState", "feature_picture", "make_string",
+__all__ = ["CROPS", "MARGIN_GREY", "MAX_SEED", "PRODUCT_COLOUR", "ST_COLOURS", "PageState", "feature_picture", "make_string",
            "parse_state", "picture", "product_quad", "reading", "theta_quad"]

@@ -92,3 +92,14 @@ def test_identity_transformers_read_the_whole_map_and_the_product_is_the_identit
     text, p = md.reading(v)
     assert 1 <= len(text) <= 5 and 0 < p <= 1
     assert md.product_quad(build_sequence_model("seq-cnn").views(s.images)) is None
+
+
+def test_a_box_that_reaches_outside_the_image_gets_a_grey_margin():
+    img = np.zeros((64, 64), np.float32)
+    inside = md.picture(img, [(np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]), (255, 0, 0), 1)], scale=2)
+    assert inside.shape == (128, 128, 3)
+    big = np.array([[-1.5, -1.5], [1.5, -1.5], [1.5, 1.5], [-1.5, 1.5]])
+    out = md.picture(img, [(big, (255, 0, 0), 1)], scale=2)
+    assert out.shape == (2 * (64 + 2 * 16), 2 * (64 + 2 * 16), 3)          # 0.25 of the side on each edge
+    assert (out[4, 40] == md.MARGIN_GREY).all() and (out[96, 96] == 0).all()  # margin grey, image black
+    assert (out[:, :, 0] == 255).any()                                       # the box is drawn in the margin
