@@ -209,6 +209,9 @@ def _check_arch(meta: dict, where: Any) -> None:
         _int_in(arch, "loc_hidden", 1, MAX_LOC_HIDDEN, where, "extra.arch.loc_hidden")
         if "crop_scale" in arch and not (_is_num(arch["crop_scale"]) and 0.05 <= arch["crop_scale"] <= 1.0):
             raise _bad(where, "extra.arch.crop_scale", "a number in [0.05, 1]", arch["crop_scale"])
+        _int_in(arch, "loc_size", 32, MAX_INPUT_SIZE, where, "extra.arch.loc_size")
+        if "learn_scale" in arch and not isinstance(arch["learn_scale"], bool):
+            raise _bad(where, "extra.arch.learn_scale", "true or false", arch["learn_scale"])
         return
     arch = meta.get("arch")
     if arch is None:

@@ -8,7 +8,9 @@ Reduced-scale analogue of the paper's birds experiment (which used Inception-BN 
   or random init (``None``, for tests).
 * ``n_st = 0`` (``cub-baseline``): backbone on the whole image + a new linear classifier.
 * ``n_st = 2 / 4`` (``cub-2st`` / ``cub-4st``): a localisation net on backbone features of the
-  whole image predicts one translation (tx, ty) per transformer; the scale is FIXED at
+  whole image (``loc_size``: down-sampled to that side first, the paper's 448 → 224) predicts one
+  translation (tx, ty) per transformer (``learn_scale``: also its scale s in [0.2, 1], starting at
+  ``crop_scale``, the box kept at most half outside the image); otherwise the scale is FIXED at
   ``crop_scale`` (default 0.5: each box is half the image width and height, a quarter of its
   area, like the paper's fixed-scale attention). Translations are bounded,
   ``t = (1 - s/2) · tanh(raw)``, so at most half of a box can leave the image. The last layer
@@ -35,6 +37,7 @@ applied inside. Returns logits over ``classes`` (official class ids, in order).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
@@ -55,6 +58,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_FILE = "mobilenet_v2_imagenet_float.pth"
 ENV_WEIGHTS = "STN_LAB_MOBILENET"
 FEAT_DIM = 1280
+#: Range of a learned attention scale (``learn_scale``): a box from a fifth of the image to all of it.
+LEARNED_SCALE = (0.2, 1.0)
 BOX_COLOURS = ("red", "green", "blue", "orange")
 
 
@@ -126,7 +131,7 @@ class CubNet(nn.Module):
     def __init__(self, classes: Sequence[int], n_st: int = 0, input_size: int = 224, crop_size: int = 112,
                  crop_scale: float = 0.5, loc_hidden: int = 128, dropout: float = 0.2,
                  backbone_weights: str | os.PathLike | None = "default", backbone: str = "mobilenet_v2",
-                 detach_loc_features: bool = True) -> None:
+                 detach_loc_features: bool = True, loc_size: int | None = None, learn_scale: bool = False) -> None:
         super().__init__()
         if backbone != "mobilenet_v2":
             raise ValueError(f"unknown backbone {backbone!r}; available: mobilenet_v2")
@@ -139,8 +144,12 @@ class CubNet(nn.Module):
         self.classes = [int(c) for c in classes]
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise ValueError("classes must be a non-empty list of distinct class ids")
+        if loc_size is not None and not 32 <= int(loc_size) <= int(input_size):
+            raise ValueError(f"loc_size must be between 32 and input_size ({input_size}), got {loc_size}")
         self.n_st = n_st
         self.input_size, self.crop_size, self.crop_scale = int(input_size), int(crop_size), float(crop_scale)
+        self.loc_size = None if loc_size is None or int(loc_size) == self.input_size else int(loc_size)
+        self.learn_scale = bool(learn_scale) and n_st > 0
         self.detach_loc_features = detach_loc_features
         self.features = mobilenet_v2_features(backbone_weights)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -154,7 +163,8 @@ class CubNet(nn.Module):
             # localisation net: 1x1 conv on the 1280-channel map, 4x4 spatial pooling, 2-layer MLP
             self.loc = nn.Sequential(
                 nn.Conv2d(FEAT_DIM, 64, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                nn.Linear(64 * 16, loc_hidden), nn.ReLU(inplace=True), nn.Linear(loc_hidden, 2 * n_st))
+                nn.Linear(64 * 16, loc_hidden), nn.ReLU(inplace=True),
+                nn.Linear(loc_hidden, (3 if self.learn_scale else 2) * n_st))
             self.reset_localisation()
         self.config = {"name": {0: "cub-baseline", 1: "cub-1st", 2: "cub-2st", 4: "cub-4st"}[n_st],
                        "transform": "attention" if n_st else None, "input_size": self.input_size,
@@ -163,16 +173,25 @@ class CubNet(nn.Module):
     # ------------------------------------------------------------------ setup
     @property
     def t_bound(self) -> float:
-        """Largest |tx|, |ty|: a box may leave the image by at most half its size."""
+        """Largest |tx|, |ty| of a fixed-scale box: it may leave the image by at most half its size."""
         return 1.0 - self.crop_scale / 2
 
+    def _scale_logit(self) -> float:
+        """The raw scale output that gives ``crop_scale`` (learned scale: s = lo + (hi − lo)·sigmoid(raw))."""
+        lo, hi = LEARNED_SCALE
+        p = min(max((self.crop_scale - lo) / (hi - lo), 1e-4), 1 - 1e-4)
+        return math.log(p / (1 - p))  # plain floats: models are also built on the meta device (load_model)
+
     def reset_localisation(self) -> None:
-        """Zero last-layer weights, bias = tiled start (see :func:`tiled_translations`)."""
+        """Zero last-layer weights, bias = tiled start (see :func:`tiled_translations`) at ``crop_scale``."""
         last = self.loc[-1]
         nn.init.zeros_(last.weight)
         with torch.no_grad():
-            t = torch.tensor(tiled_translations(self.n_st), dtype=torch.float32).flatten() / self.t_bound
-            last.bias.copy_(torch.atanh(t.clamp(-0.999, 0.999)))
+            t = torch.tensor(tiled_translations(self.n_st), dtype=torch.float32) / self.t_bound
+            raw = torch.atanh(t.clamp(-0.999, 0.999))                     # (n_st, 2)
+            if self.learn_scale:
+                raw = torch.cat([torch.full((self.n_st, 1), self._scale_logit()), raw], 1)
+            last.bias.copy_(raw.flatten())
 
     def localisation_parameters(self) -> list[nn.Parameter]:
         return list(self.loc.parameters()) if self.loc is not None else []
@@ -197,15 +216,23 @@ class CubNet(nn.Module):
 
     def attention_params(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] → (N, n_st, 3) attention parameters (s, tx, ty)."""
+        if self.loc_size is not None:  # the localisation net sees the image down-sampled (the paper: 448 → 224)
+            x = F.interpolate(x, size=(self.loc_size, self.loc_size), mode="bilinear", align_corners=False,
+                              antialias=True)
         xn = (x - self.mean) / self.std
         if self.detach_loc_features:
             with torch.no_grad():
                 fmap = self.features(xn)
         else:
             fmap = self.features(xn)
-        t = self.t_bound * torch.tanh(self.loc(fmap)).view(-1, self.n_st, 2)
-        s = torch.full_like(t[..., :1], self.crop_scale)
-        return torch.cat([s, t], -1)
+        raw = self.loc(fmap)
+        if not self.learn_scale:
+            t = self.t_bound * torch.tanh(raw).view(-1, self.n_st, 2)
+            return torch.cat([torch.full_like(t[..., :1], self.crop_scale), t], -1)
+        raw = raw.view(-1, self.n_st, 3)
+        lo, hi = LEARNED_SCALE
+        s = lo + (hi - lo) * torch.sigmoid(raw[..., :1])
+        return torch.cat([s, (1.0 - s / 2) * torch.tanh(raw[..., 1:])], -1)
 
     @staticmethod
     def params_to_boxes(params: torch.Tensor) -> torch.Tensor:
@@ -254,7 +281,7 @@ def arch_of(model: CubNet) -> dict[str, Any]:
     """The JSON-able architecture description stored as meta["extra"]["arch"]."""
     return {"backbone": "mobilenet_v2", "n_st": model.n_st, "crop_size": model.crop_size,
             "crop_scale": model.crop_scale, "loc_hidden": model.loc[-1].in_features if model.loc is not None else None,
-            "input_size": model.input_size}
+            "input_size": model.input_size, "loc_size": model.loc_size, "learn_scale": model.learn_scale}
 
 
 def model_from_meta(meta: dict[str, Any]) -> CubNet:
@@ -267,6 +294,10 @@ def model_from_meta(meta: dict[str, Any]) -> CubNet:
     kw = {}
     if arch.get("loc_hidden"):
         kw["loc_hidden"] = int(arch["loc_hidden"])
+    if arch.get("loc_size"):
+        kw["loc_size"] = int(arch["loc_size"])
+    if arch.get("learn_scale"):
+        kw["learn_scale"] = True
     return build_cub_model(meta["model"], [int(c) for c in classes], input_size=int(meta["input_size"]),
                            crop_size=int(arch.get("crop_size", 112)), crop_scale=float(arch.get("crop_scale", 0.5)),
                            backbone_weights=None, **kw)
@@ -280,6 +311,6 @@ def boxes_to_pixels(boxes: torch.Tensor, width: int, height: int) -> torch.Tenso
     return b
 
 
-__all__ = ["BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
+__all__ = ["BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "LEARNED_SCALE", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
            "build_cub_model", "default_weights_path", "mobilenet_v2_features", "model_from_meta",
            "tiled_translations"]

@@ -66,7 +66,7 @@ FULL_SCALE_COMMAND = ("torchrun --nproc_per_node 1 -m stn_core.train --task cub2
                       "--crop-scale 0.5 --seed 0 --device cuda --out checkpoints/cub200_2st_448")
 RESUME_FIXED = ("task", "model", "classes", "epochs", "steps", "batch", "lr", "momentum", "weight_decay",
                 "optimizer", "head_lr_mult", "loc_lr_mult", "seed", "input_size", "crop_size", "crop_scale",
-                "train_limit", "aug")
+                "train_limit", "aug", "loc_size", "learn_scale")
 N_BOX_BIRDS = 6
 
 
@@ -96,7 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loc-lr-mult", type=float, default=0.1, help="lr multiplier of the localisation net")
     p.add_argument("--input-size", type=int, default=224, help="input image side (paper: 224 or 448)")
     p.add_argument("--crop-size", type=int, default=112, help="side of each transformer's crop")
-    p.add_argument("--crop-scale", type=float, default=0.5, help="fixed scale s of the attention boxes")
+    p.add_argument("--crop-scale", type=float, default=0.5, help="scale s of the attention boxes (the start with --learn-scale)")
+    p.add_argument("--learn-scale", action="store_true", help="the localisation net also predicts each box's scale")
+    p.add_argument("--loc-size", type=int, default=None,
+                   help="side the localisation net sees the image at (paper: 224 for 448-px input; default: input size)")
     p.add_argument("--aug", action=argparse.BooleanOptionalAction, default=True, help="flip + small random crop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/cub50_2st")
@@ -288,7 +291,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     torch.manual_seed(a.seed)
     try:
         model = build_cub_model(a.model, class_ids, input_size=a.input_size, crop_size=a.crop_size,
-                                crop_scale=a.crop_scale, backbone_weights=a.backbone_weights).to(device)
+                                crop_scale=a.crop_scale, backbone_weights=a.backbone_weights, loc_size=a.loc_size,
+                                learn_scale=a.learn_scale).to(device)
     except ValueError as e:  # WeightsError and bad architecture settings: a sentence, not a traceback
         raise SystemExit(f"error: {e}") from None
     if a.channels_last:

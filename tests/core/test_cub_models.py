@@ -133,6 +133,57 @@ def test_load_model_round_trip(tmp_path):
         load_meta(tmp_path / "c")
 
 
+def test_learned_scale_starts_at_the_fixed_boxes_moves_and_stays_in_range():
+    fixed = tiny("cub-2st").eval()
+    torch.manual_seed(0)
+    m = build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None,
+                        learn_scale=True).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(m.views(x).boxes, fixed.views(x).boxes, atol=2e-3, rtol=0)
+    m.train()
+    m(x).logsumexp(1).sum().backward()
+    scale_bias = m.loc[-1].bias.grad.view(2, 3)[:, 0]
+    assert scale_bias.abs().sum() > 0                                  # the scale gets a gradient
+    with torch.no_grad():
+        m.loc[-1].bias.copy_(torch.tensor([50.0, 50, -50, -50, 50, 50]))
+        p = m.views(x).params
+    assert (p[..., 0] <= 1.0 + 1e-6).all() and (p[..., 0] >= 0.2 - 1e-6).all()
+    assert (p[..., 1:].abs() <= 1.0 - p[..., :1] / 2 + 1e-6).all()     # at most half a box outside
+    assert arch_of(m)["learn_scale"] is True
+
+
+def test_loc_size_down_samples_what_the_localisation_net_sees():
+    """The 448-px protocol: the localisation net looks at the image at ``loc_size``, the crops come from the
+    full-resolution input; boxes equal those of the same net given the down-sampled image directly."""
+    torch.manual_seed(0)
+    m = build_cub_model("cub-2st", [1, 12, 14], input_size=128, crop_size=64, backbone_weights=None,
+                        loc_size=64).eval()
+    with torch.no_grad():
+        m.loc[-1].weight.normal_(0, 0.1)
+        x = torch.rand(1, 3, 128, 128)
+        small = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+        m_small = build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=64, backbone_weights=None).eval()
+        m_small.load_state_dict(m.state_dict())
+        torch.testing.assert_close(m.attention_params(x), m_small.attention_params(small))
+        assert m.crops(x, m.attention_params(x)).shape == (1, 2, 3, 64, 64)
+    assert arch_of(m)["loc_size"] == 64 and model_from_meta(
+        {"model": "cub-2st", "classes": [1, 12, 14], "num_classes": 3, "input_size": 128,
+         "extra": {"arch": arch_of(m)}}).loc_size == 64
+    with pytest.raises(ValueError, match="loc_size"):
+        build_cub_model("cub-2st", [1], input_size=64, backbone_weights=None, loc_size=128)
+
+
+@pytest.mark.parametrize("arch,words", [({"loc_size": 10**9}, "loc_size"), ({"learn_scale": "yes"}, "learn_scale")])
+def test_a_hostile_cub_arch_is_refused(tmp_path, arch, words):
+    m = tiny("cub-2st")
+    meta = {"task": "cub", "model": "cub-2st", "transform": "attention", "input_size": 64, "num_classes": 3,
+            "classes": [1, 12, 14], "extra": {"arch": {**arch_of(m), **arch}}}
+    with pytest.raises(CheckpointError, match=words):
+        save_checkpoint(tmp_path / "h", m, meta)
+        load_model(tmp_path / "h")
+
+
 # --------------------------------------------------------------------------- CLI
 
 TINY = ["--task", "cub", "--classes", "1,12,14", "--backbone-weights", "none", "--input-size", "64",
@@ -166,6 +217,20 @@ def test_cli_tiny_run_and_resume(tmp_path):
         main(common + ["--out", str(tmp_path / "a")])
     with pytest.raises(SystemExit, match="different settings"):
         main(common + ["--out", str(tmp_path / "a"), "--resume", "--lr", "0.1"])
+
+
+def test_cli_448_protocol_with_learned_scale(tmp_path):
+    """--loc-size and --learn-scale reach the model and the checkpoint, which load_model rebuilds."""
+    from stn_core.train import main
+
+    root = make_tiny_cub(tmp_path / "cub")
+    meta = main(TINY + ["--data-root", str(root), "--model", "cub-2st", "--loc-size", "32", "--learn-scale",
+                        "--out", str(tmp_path / "s")])
+    arch = meta["extra"]["arch"]
+    assert meta["final"] and arch["loc_size"] == 32 and arch["learn_scale"] is True
+    assert meta["train_args"]["learn_scale"] is True
+    m, _ = load_model(tmp_path / "s")
+    assert m.learn_scale and m.loc_size == 32 and m.loc[-1].out_features == 6
 
 
 def test_cli_help_and_dispatch(capsys):
