@@ -310,6 +310,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         opt = torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay)
 
     train_args = {k: getattr(a, k) for k in RESUME_FIXED if k not in ("steps",)}
+    for k, default in (("loc_size", None), ("learn_scale", False)):  # recorded when set: older runs resume as before
+        if train_args[k] == default:
+            del train_args[k]
     train_args["steps"] = total
     bird_idx = box_birds(y_te, image_ids=[r.image_id for r in te_recs])
     birds = [{"image_id": te_recs[i].image_id, "class_id": te_recs[i].class_id,

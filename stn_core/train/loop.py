@@ -36,7 +36,7 @@ from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
 OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False, "schedule": "paper", "warmup": 0,
-                       "weight_decay": 0.0, "loc_size": None, "learn_scale": False}
+                       "weight_decay": 0.0}
 
 
 def task_of(argv: list[str]) -> str | None:

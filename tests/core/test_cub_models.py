@@ -228,7 +228,7 @@ def test_cli_448_protocol_with_learned_scale(tmp_path):
                         "--out", str(tmp_path / "s")])
     arch = meta["extra"]["arch"]
     assert meta["final"] and arch["loc_size"] == 32 and arch["learn_scale"] is True
-    assert meta["train_args"]["learn_scale"] is True
+    assert meta["train_args"]["learn_scale"] is True and meta["train_args"]["loc_size"] == 32
     m, _ = load_model(tmp_path / "s")
     assert m.learn_scale and m.loc_size == 32 and m.loc[-1].out_features == 6
 
