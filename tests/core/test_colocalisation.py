@@ -116,3 +116,33 @@ def test_search_reports_every_sweep_and_its_loss_falls():
                    callback=lambda sweep, params, r: seen.append((sweep, params.shape, len(r.losses))))
     assert seen == [(0, (6, 3), 1), (1, (6, 3), 2), (2, (6, 3), 3)]
     assert len(res.losses) == 3 and res.losses[-1] <= res.losses[0]   # each move takes the lowest loss at that time
+
+
+def test_distil_learns_to_predict_given_windows_with_a_fixed_native_scale():
+    """The localisation net trained on the true boxes' windows (a stand-in for a search result) reproduces
+    them: every predicted window overlaps its digit at IoU > 0.5, the scale stays native."""
+    data = C.make_set(_digits(16), clutter=False, generator=torch.Generator().manual_seed(3))
+    s = C.CROP / C.CANVAS
+    centre = (data.boxes[:, :2] + data.boxes[:, 2:]) / 2 / C.CANVAS * 2 - 1
+    windows = torch.cat([torch.full((16, 1), s), centre], 1)
+    model = C.distil(data, windows, steps=400)
+    params = model.loc(data.x).detach()
+    assert torch.allclose(params[:, 0], torch.full((16,), s))
+    assert C.correct_fraction(model, data) == 1.0
+    with pytest.raises(ValueError, match="windows"):
+        C.distil(data, windows[:3])
+    with pytest.raises(ValueError, match="fixed_scale"):
+        C.CoLocaliser(fixed_scale=5.0)
+
+
+def test_training_can_continue_from_a_given_localiser():
+    from stn_core.models import build_model
+
+    data = C.make_set(_digits(6), clutter=False, generator=torch.Generator().manual_seed(2))
+    start = C.CoLocaliser(fixed_scale=C.CROP / C.CANVAS)
+    before = [p.detach().clone() for p in start.parameters()]
+    model, run = C.train(data, build_model("cnn", None, 28).classifier, C.CoLocConfig(steps=2, batch=4, every=1),
+                         model=start)
+    assert model is start and len(run.losses) == 2
+    assert torch.allclose(model.loc(data.x)[:, 0], torch.full((6,), C.CROP / C.CANVAS))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
