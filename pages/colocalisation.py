@@ -47,7 +47,9 @@ st.markdown(
     "digits. Here the loss is minimised by **coordinate descent over windows** (in each sweep every image takes "
     "the window with the lowest loss against the others' windows of the sweep before): the paper's SGD on a "
     "localisation net got trapped on "
-    "background in our runs (`stn_core/colocalisation.py` says what was tried). Results for every class: "
+    "background in our runs (`stn_core/colocalisation.py` says what was tried). A localisation net *taught* the "
+    "windows the search finds then predicts windows for images it never saw, and SGD on the paper's loss keeps "
+    "them there. Results for every class, the search and the taught net on held-out images: "
     "`results/colocalisation.md`.")
 
 sb = st.sidebar
