@@ -128,11 +128,19 @@ def main() -> None:
                 inside = box_inside(r, s.boxes)
                 lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {100 * float(area.mean()):.1f} % | "
                              f"{100 * float(inside.mean()):.1f} % |")
-        if "seq-st-multi" in errs and "seq-cnn" in errs:
-            ok = errs["seq-st-multi"] < errs["seq-cnn"]
-            goals.append(f"- {crop} ({side} px), ST-CNN Multi beats the CNN (paper: {reg.SEQUENCE_PAPER[crop]['seq-st-multi']} "
-                         f"against {reg.SEQUENCE_PAPER[crop]['seq-cnn']} % on SVHN): **{'met' if ok else 'missed'}** "
-                         f"({errs['seq-st-multi']} % against {errs['seq-cnn']} %).")
+        curves = {k: e.meta.get("history") or [] for k, e in entries.items() if e.meta}
+        if curves:
+            lines += ["", "Test sequence error during training (every evaluation, %):", "",
+                      "| model | " + " | ".join(f"step {h['step']}" for h in max(curves.values(), key=len)) + " |",
+                      "|---|" + "---|" * max(len(c) for c in curves.values())]
+            for key, c in curves.items():
+                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | " + " | ".join(f"{h['test_error']:.2f}" for h in c) + " |")
+        for st_key in ("seq-st-multi", "seq-st-single"):
+            if st_key in errs and "seq-cnn" in errs:
+                ok = errs[st_key] < errs["seq-cnn"]
+                goals.append(f"- {crop} ({side} px), {reg.SEQUENCE_LABELS[st_key]} beats the CNN (paper: "
+                             f"{reg.SEQUENCE_PAPER[crop][st_key]} against {reg.SEQUENCE_PAPER[crop]['seq-cnn']} % on SVHN): "
+                             f"**{'met' if ok else 'missed'}** ({errs[st_key]} % against {errs['seq-cnn']} %).")
         lines.append("")
     lines += ["## Cost of the transformers (forward + backward)", "",
               "Measured by `python bench/multidigit_cost.py` → [bench-multidigit.md](bench-multidigit.md): one "
