@@ -13,7 +13,8 @@ from pages.shell import navigation, preload
 st.set_page_config(page_title="STN Lab", page_icon="🧭", layout="wide")
 navigation.mark_app_run()
 try:
+    # expanded: every page stays listed (Streamlit folds a list of more than twelve behind "View more")
     st.navigation([st.Page(p.script, title=p.title, icon=p.icon, url_path=p.url_path, default=p.url_path is None)
-                   for p in PAGES]).run()
+                   for p in PAGES], expanded=True).run()
 finally:  # also when the page stopped or asked for a rerun
     preload.start_once()
