@@ -17,7 +17,6 @@ from pages.lab import common
 from pages.lab import multidigit as md
 from pages.shell.navigation import require_app
 from stn_core import registry as reg
-from stn_core.checkpoints import CheckpointError
 from stn_core.data import sequences as Q
 from stn_core.data.samples import load_mnist_sample
 
@@ -72,15 +71,7 @@ except (OSError, ValueError) as e:
 s = md.make_string(images, labels, state.crop, state.seed)
 truth = Q.sequence_text(s.digits[0])
 entries = reg.find_sequences(state.crop, reg.checkpoint_dir())
-models: dict[str, torch.nn.Module] = {}
-for key, e in entries.items():
-    if e.meta is None:
-        st.error(f"{reg.SEQUENCE_LABELS[key]}: {e.error}")
-        continue
-    try:
-        models[key], _ = common.load_checkpoint(str(e.stem), e.version)
-    except CheckpointError as err:
-        st.error(f"{reg.SEQUENCE_LABELS[key]}: {err}")
+models = common.load_keyed_models(entries, reg.SEQUENCE_LABELS)
 if not models:
     st.info(f"No trained reader for {md.CROPS[state.crop]} crops yet: the page shows the string only. Train them with\n\n"
             + "\n\n".join(f"`{reg.sequence_train_command(k, state.crop)}`" for k in reg.SEQUENCE_KEYS))

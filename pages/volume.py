@@ -21,7 +21,6 @@ from pages.lab import figures as viz
 from pages.lab import volume as vl
 from pages.shell.navigation import require_app
 from stn_core import registry as reg
-from stn_core.checkpoints import CheckpointError
 
 require_app()  # first: a run that bypassed app.py reruns through it
 
@@ -96,15 +95,7 @@ digit = common.sample_image("mnist", state.index)[..., 0].astype(np.float32)
 label = cat.digit_labels[state.index] if n_digits else -1
 volume, pose = vl.make_volume(digit, state.seed)
 entries = reg.find_volume(reg.checkpoint_dir())
-models: dict[str, torch.nn.Module] = {}
-for key, e in entries.items():
-    if e.meta is None:
-        st.error(f"{reg.VOLUME_LABELS[key]}: {e.error}")
-        continue
-    try:
-        models[key], _ = common.load_checkpoint(str(e.stem), e.version)
-    except CheckpointError as err:
-        st.error(f"{reg.VOLUME_LABELS[key]}: {err}")
+models = common.load_keyed_models(entries, reg.VOLUME_LABELS)
 if not models:
     st.info("No trained volume model yet: the page shows the volume and the hand θ only. Train them with\n\n"
             + "\n\n".join(f"`{reg.volume_train_command(k)}`" for k in reg.VOLUME_KEYS))

@@ -18,7 +18,7 @@ from pages.lab import explorer as ex
 from pages.lab import playground as pg
 from pages.shell.widgets import copy_link, png_download, query_dict, view_url  # noqa: F401 (re-exported)
 from stn_core import registry as reg
-from stn_core.checkpoints import load_model
+from stn_core.checkpoints import CheckpointError, load_model
 from stn_core.data import test_digits as td
 from stn_core.data.samples import load_cub_sample, load_mnist_sample
 
@@ -106,6 +106,21 @@ def load_checkpoint(stem: str, version: tuple[int, int]) -> tuple[torch.nn.Modul
     """(model in eval mode, meta) of a checkpoint, shared by every session and page; ``version``
     (:func:`stn_core.registry.version`: mtime, size) reloads a checkpoint that training rewrote."""
     return load_model(stem)
+
+
+def load_keyed_models(entries: Mapping[str, reg.KeyedEntry], labels: Mapping[str, str]) -> dict[str, torch.nn.Module]:
+    """The models of a page's fixed set of checkpoints (:func:`stn_core.registry.find_volume`, ``find_sequences``
+    …), by key; an unreadable one is an ``st.error`` naming it (``labels[key]``) and is left out."""
+    models: dict[str, torch.nn.Module] = {}
+    for key, e in entries.items():
+        if e.meta is None:
+            st.error(f"{labels[key]}: {e.error}")
+            continue
+        try:
+            models[key], _ = load_checkpoint(str(e.stem), e.version)
+        except CheckpointError as err:
+            st.error(f"{labels[key]}: {err}")
+    return models
 
 
 @st.cache_resource(show_spinner="Distorting the test digits …", max_entries=8)

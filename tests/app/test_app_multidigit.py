@@ -103,3 +103,16 @@ def test_a_box_that_reaches_outside_the_image_gets_a_grey_margin():
     assert out.shape == (2 * (64 + 2 * 16), 2 * (64 + 2 * 16), 3)          # 0.25 of the side on each edge
     assert (out[4, 40] == md.MARGIN_GREY).all() and (out[96, 96] == 0).all()  # margin grey, image black
     assert (out[:, :, 0] == 255).any()                                       # the box is drawn in the margin
+
+
+def test_a_broken_checkpoint_is_a_named_error_and_the_others_still_read(monkeypatch, tmp_path, ckdir):
+    import shutil
+
+    for f in ckdir.glob("seq64_*"):
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "seq64_cnn.json").write_text("{not json")
+    monkeypatch.setenv(reg.ENV_CHECKPOINTS, str(tmp_path))
+    at = open_page(PAGE)
+    assert_no_exception(at)
+    assert any(e.value.startswith("CNN:") for e in at.error)
+    assert list(at.dataframe[0].value["model"]) == ["ST-CNN Multi", "ST-CNN Single"]
