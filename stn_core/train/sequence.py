@@ -131,6 +131,13 @@ def main(argv: list[str] | None = None) -> dict:
     a.task = f"{'svhn' if a.svhn else 'mnist-strings'}-{a.crop}"
     _, _, device, threads, precision, _, say, paths = start_run(a)
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
+    refuse_to_overwrite(a, paths)
+    meta = run_to_resume(a, paths, train_args, say)
+    if meta is not None:
+        if meta.get("final"):
+            return meta
+        precision = resume_precision(a.out, meta, a.precision, device)
+    # the layout follows the precision the run actually uses (a resumed run's own)
     channels_last = a.channels_last == "on" or (a.channels_last == "auto" and precision in ("bf16", "fp16"))
     if a.svhn:
         from stn_core.data.svhn import load_svhn
@@ -153,12 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     opt = make_optimizer(param_groups(model, a.loc_lr_mult), "sgd", a.lr, a.momentum, a.weight_decay)
     warmup = default_warmup(a.steps) if a.schedule == "cosine" else 0
     start, history, train_seconds = 0, [], 0.0
-    refuse_to_overwrite(a, paths)
-    meta = run_to_resume(a, paths, train_args, say)
     if meta is not None:
-        if meta.get("final"):
-            return meta
-        precision = resume_precision(a.out, meta, a.precision, device)
         start, history, train_seconds = resume_state(paths, meta, model, opt, device)
         model.to(memory_format=memory_format(channels_last))
         say(f"resuming {a.out} at step {start}/{a.steps} ({precision})")

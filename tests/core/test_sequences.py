@@ -232,3 +232,16 @@ def test_promote_publishes_a_crop_only_when_all_three_readers_are_finished(tmp_p
     assert sorted(p.name for p in dest.glob("*.json")) == sorted(
         f"{reg.sequence_stem_name(k, 'tight')}.json" for k in reg.SEQUENCE_KEYS)
     assert not list(dest.glob("*.train.safetensors"))
+
+
+def test_a_resumed_run_keeps_the_layout_of_its_own_precision(tmp_path, monkeypatch):
+    """An fp32 run resumed with --precision auto continues in fp32, so its layout stays the default one
+    (channels_last follows the precision the run uses, not the one auto would pick for a new run)."""
+    data = _digits()
+    monkeypatch.setattr(TS.ds, "load_split", lambda split, root=None, verify=True: data)
+    monkeypatch.setattr(TS.ds, "mnist_md5", lambda root=None, verify=True: "sample")
+    out = str(tmp_path / "r")
+    args = ["--model", "seq-cnn", "--steps", "3", "--batch", "4", "--test-size", "8", "--threads", "1", "--out", out]
+    TS.main(args + ["--precision", "fp32", "--time-limit", "0"])
+    meta = TS.main(args + ["--resume"])
+    assert meta["final"] and meta["extra"]["precision"] == "fp32" and meta["extra"]["channels_last"] is False
