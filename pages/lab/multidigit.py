@@ -89,7 +89,6 @@ def picture(image: np.ndarray, quads: list[tuple[np.ndarray, tuple[int, int, int
     pad = int(np.ceil((min(reach, max_extent) - 1.0) / 2 * side)) if reach > 1.0 else 0
     if pad:
         a = np.pad(a, pad, constant_values=MARGIN_GREY)
-        a[pad:pad + side, pad:pad + side] = (np.clip(image, 0, 1) * 255).astype(np.uint8)
     im = Image.fromarray(a).convert("RGB").resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(im)
     for quad, colour, width in quads:
