@@ -23,9 +23,9 @@ encoder, loss averaged over 5 draws of the random crops, 100 images):
   predicts windows for held-out images too, and SGD on the loss from there (``train(..., model=)``, lr 1e-4)
   keeps them; with the scale free, SGD moved even well-placed windows off the digits. Tried on the 3s
   (``python scripts/colocalisation.py --digits 3``): T 93 % on the set, 79 % held out; TC 81 % / 36 %.
-  Two other sweep orders were tried and dropped: Gauss–Seidel (one image at a time) gave mixed results
-  (1s 29 %, 5s-with-clutter 60 %, 3s-with-clutter 91 %) and exact coordinate descent (each image's terms
-  in both roles) fell into a degenerate minimum, every window on empty background (0 %).
+  Two other sweep orders were tried in throw-away experiments (not kept, so no numbers here) and dropped:
+  Gauss–Seidel (one image at a time) was better for some classes and worse for others, and exact coordinate
+  descent (each image's terms in both roles) fell into a degenerate minimum, every window on empty background.
 
 A set of images that all show a digit of one class somewhere on a black 84×84 canvas (T), optionally
 with clutter (TC). No label and no box is used: an attention spatial transformer (scale s and
