@@ -1,79 +1,111 @@
-"""Train the CUB birds models (baseline, 2×ST-CNN, 4×ST-CNN) one after another.
+"""Train the CUB birds models (baseline, 2×ST-CNN, 4×ST-CNN) at 224 and 448 px.
 
-    python scripts/train_cub.py [--models baseline 2st 4st] [--threads 1] [--time-limit 4800]
+    python scripts/train_cub.py [--sizes 224 448] [--models baseline 2st 4st] [--jobs 2] [--threads 1] [--time-limit S]
 
 Skips finished runs (``final: true`` in the JSON), resumes unfinished ones. Every run is one
-``python -m stn_core.train --task cub50 ...`` command with the SAME reduced protocol (see
-PROTOCOL), written to ``checkpoints/cub50_<name>.safetensors`` + ``.json`` (command recorded in
-the JSON). Reduced scale for a 2-core CPU: 50 classes (the images on hand), 224-px input,
-MobileNetV2 backbone, 2 epochs of 1,500 training images, batch 16, seed 0. The paper's full scale
-(200 classes, 448 px, GPU) is ``FULL_SCALE`` below, printed by ``--print-full``.
+``python -m stn_core.train --task cub50 ...`` command; all models of one size share ONE protocol
+(:func:`protocol_args`): same epochs, batch, learning rates, augmentation (flip + 85-100 % crop) and
+input resolution, so the baseline gets exactly the ST models' budget. Runs are written to
+``runs/cub/cub50_<name>`` (224) and ``runs/cub/cub50_<name>_448``; ``--promote`` copies the finished
+ones to ``checkpoints/`` (the app's defaults) with their JSON unchanged.
+
+* 224: the image at 224 px; ST crops of 112 px at scale 0.5 (native resolution of a half-size box).
+* 448: the image at 448 px (``../shared/data/cub448``, made from the full-resolution originals); the
+  localisation net sees it down-sampled to 224; each ST crop is sampled at 224 px from the 448-px image
+  (the paper's setting: a half-size box carries 224 px of real detail). The 448 baseline sees the
+  whole image at 448 px: the same pixels the ST models may crop from.
+
+Reduced scale for a 2-core CPU: 50 classes (the images on hand), MobileNetV2 backbone shared by the
+branches, ``EPOCHS`` epochs of 1,500 training images, batch 16, seed 0. The localisation learning-rate
+multiplier and the box start were chosen on a validation split carved from train
+(``scripts/cub_search.py`` → ``results/cub-search.md``). The paper's full scale (200 classes, GPU) is
+``FULL_SCALE`` below, printed by ``--print-full``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}
-
-#: One protocol for all three models.
-PROTOCOL = ["--epochs", "2", "--batch", "16", "--optimizer", "sgd", "--lr", "0.001", "--momentum", "0.9",
-            "--weight-decay", "1e-4", "--head-lr-mult", "10", "--loc-lr-mult", "0.5", "--input-size", "224",
-            "--crop-size", "112", "--crop-scale", "0.5", "--seed", "0"]
-
-#: Documented full-scale run (200 classes, 448 px, GPU): see stn_core.train.cub.FULL_SCALE_COMMAND.
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from train_queue import is_final, read_meta, run_queue  # noqa: E402
+
+from stn_core.fileio import atomic_write_bytes  # noqa: E402
 from stn_core.train.cub import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
 
+MODELS = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}
+SIZES = ("224", "448")
+EPOCHS = 6
+#: chosen on the validation split by scripts/cub_search.py (results/cub-search.md)
+LOC_LR_MULT = 1.0
+LOC_INIT = "tiled"
+DATA_448 = "../shared/data/cub448"
+RUN_DIR = ROOT / "runs" / "cub"
 
-def is_final(stem: Path) -> bool:
-    try:
-        return bool(json.loads(stem.with_suffix(".json").read_text()).get("final"))
-    except (OSError, ValueError):
-        return False
+
+def protocol_args(size: str, epochs: float = EPOCHS, loc_lr_mult: float = LOC_LR_MULT) -> list[str]:
+    """The shared training flags of one input size (every model of that size gets exactly these)."""
+    common = ["--epochs", f"{epochs:g}", "--batch", "16", "--optimizer", "sgd", "--lr", "0.001", "--momentum", "0.9",
+              "--weight-decay", "1e-4", "--head-lr-mult", "10", "--loc-lr-mult", f"{loc_lr_mult:g}",
+              "--crop-scale", "0.5", "--seed", "0", "--data-root", DATA_448]
+    if size == "224":
+        return [*common, "--input-size", "224", "--crop-size", "112"]
+    if size == "448":
+        return [*common, "--input-size", "448", "--crop-size", "224", "--loc-size", "224"]
+    raise ValueError(f"size must be one of {SIZES}, got {size!r}")
 
 
-def command(name: str, stem: Path, threads: int, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "stn_core.train", "--task", "cub50", "--model", MODELS[name], *PROTOCOL,
-           "--threads", str(threads), "--out", str(stem.relative_to(ROOT)), "--log-every", "5", *extra]
-    if stem.with_suffix(".json").exists():
+def stem_of(name: str, size: str, folder: Path = RUN_DIR) -> Path:
+    return folder / (f"cub50_{name}" if size == "224" else f"cub50_{name}_{size}")
+
+
+def command(name: str, size: str, threads: int) -> list[str]:
+    stem = stem_of(name, size)
+    cmd = [sys.executable, "-m", "stn_core.train", "--task", "cub50", "--model", MODELS[name], *protocol_args(size),
+           "--threads", str(threads), "--out", str(stem.relative_to(ROOT)), "--log-every", "10", "--no-progress"]
+    if name != "baseline" and LOC_INIT != "tiled":
+        cmd += ["--loc-init", LOC_INIT]
+    if read_meta(stem) is not None:
         cmd.append("--resume")
     return cmd
 
 
+def promote(names: list[str], sizes: list[str]) -> None:
+    """Copy finished runs to checkpoints/ (safetensors + JSON, atomically; unfinished ones are refused)."""
+    for size in sizes:
+        for name in names:
+            src = stem_of(name, size)
+            if not is_final(src):
+                print(f"not final, not promoted: {src.relative_to(ROOT)}")
+                continue
+            dst = stem_of(name, size, ROOT / "checkpoints")
+            for ext in (".safetensors", ".json"):
+                atomic_write_bytes(Path(f"{dst}{ext}"), Path(f"{src}{ext}").read_bytes())
+            print(f"promoted {src.relative_to(ROOT)} -> {dst.relative_to(ROOT)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (logs in runs/logs/cub/)")
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
     ap.add_argument("--print-full", action="store_true", help="print the documented full-scale command and exit")
+    ap.add_argument("--promote", action="store_true", help="copy the finished runs to checkpoints/ and exit")
     args = ap.parse_args()
     if args.print_full:
         print(FULL_SCALE)
         return
-    start = time.time()
-    for name in args.models:
-        stem = ROOT / "checkpoints" / f"cub50_{name}"
-        if is_final(stem):
-            print(f"done already: {stem.name}", flush=True)
-            continue
-        extra: list[str] = []
-        if args.time_limit is not None:
-            left = args.time_limit - (time.time() - start)
-            if left < 60:
-                print(f"time limit reached; {stem.name} not started/continued", flush=True)
-                continue
-            extra = ["--time-limit", str(int(left))]
-        cmd = command(name, stem, args.threads, extra)
-        print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd)}", flush=True)
-        rc = subprocess.call(cmd, cwd=ROOT)
-        print(f"[{time.strftime('%H:%M:%S')}] {stem.name}: exit {rc}, final={is_final(stem)}", flush=True)
+    if args.promote:
+        promote(args.models, args.sizes)
+        return
+    jobs = [(stem_of(name, size), lambda name=name, size=size: command(name, size, args.threads))
+            for size in args.sizes for name in args.models]
+    run_queue(jobs, args.time_limit, parallel=args.jobs, log_dir=ROOT / "runs" / "logs" / "cub")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ FEAT_DIM = 1280
 #: Range of a learned attention scale (``learn_scale``): a box from a fifth of the image to all of it.
 LEARNED_SCALE = (0.2, 1.0)
 BOX_COLOURS = ("red", "green", "blue", "orange")
+#: Where the boxes start (the localisation net's last-layer bias): tiled over the image, or all on its centre.
+LOC_INITS = ("tiled", "centre")
 
 
 class WeightsError(ValueError):
@@ -131,7 +133,8 @@ class CubNet(nn.Module):
     def __init__(self, classes: Sequence[int], n_st: int = 0, input_size: int = 224, crop_size: int = 112,
                  crop_scale: float = 0.5, loc_hidden: int = 128, dropout: float = 0.2,
                  backbone_weights: str | os.PathLike | None = "default", backbone: str = "mobilenet_v2",
-                 detach_loc_features: bool = True, loc_size: int | None = None, learn_scale: bool = False) -> None:
+                 detach_loc_features: bool = True, loc_size: int | None = None, learn_scale: bool = False,
+                 loc_init: str = "tiled") -> None:
         super().__init__()
         if backbone != "mobilenet_v2":
             raise ValueError(f"unknown backbone {backbone!r}; available: mobilenet_v2")
@@ -144,6 +147,9 @@ class CubNet(nn.Module):
         self.classes = [int(c) for c in classes]
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise ValueError("classes must be a non-empty list of distinct class ids")
+        if loc_init not in LOC_INITS:
+            raise ValueError(f"loc_init must be one of {', '.join(LOC_INITS)}, got {loc_init!r}")
+        self.loc_init = loc_init
         if loc_size is not None and not 32 <= int(loc_size) <= int(input_size):
             raise ValueError(f"loc_size must be between 32 and input_size ({input_size}), got {loc_size}")
         self.n_st = n_st
@@ -183,11 +189,13 @@ class CubNet(nn.Module):
         return math.log(p / (1 - p))  # plain floats: models are also built on the meta device (load_model)
 
     def reset_localisation(self) -> None:
-        """Zero last-layer weights, bias = tiled start (see :func:`tiled_translations`) at ``crop_scale``."""
+        """Zero last-layer weights, bias = the start boxes at ``crop_scale``: tiled (see
+        :func:`tiled_translations`) or all centred (``loc_init="centre"``)."""
         last = self.loc[-1]
         nn.init.zeros_(last.weight)
         with torch.no_grad():
-            t = torch.tensor(tiled_translations(self.n_st), dtype=torch.float32) / self.t_bound
+            start = tiled_translations(self.n_st) if self.loc_init == "tiled" else [(0.0, 0.0)] * self.n_st
+            t = torch.tensor(start, dtype=torch.float32) / self.t_bound
             raw = torch.atanh(t.clamp(-0.999, 0.999))                     # (n_st, 2)
             if self.learn_scale:
                 raw = torch.cat([torch.full((self.n_st, 1), self._scale_logit()), raw], 1)
@@ -281,7 +289,8 @@ def arch_of(model: CubNet) -> dict[str, Any]:
     """The JSON-able architecture description stored as meta["extra"]["arch"]."""
     return {"backbone": "mobilenet_v2", "n_st": model.n_st, "crop_size": model.crop_size,
             "crop_scale": model.crop_scale, "loc_hidden": model.loc[-1].in_features if model.loc is not None else None,
-            "input_size": model.input_size, "loc_size": model.loc_size, "learn_scale": model.learn_scale}
+            "input_size": model.input_size, "loc_size": model.loc_size, "learn_scale": model.learn_scale,
+            "loc_init": model.loc_init if model.n_st else None}
 
 
 def model_from_meta(meta: dict[str, Any]) -> CubNet:
@@ -311,6 +320,6 @@ def boxes_to_pixels(boxes: torch.Tensor, width: int, height: int) -> torch.Tenso
     return b
 
 
-__all__ = ["BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "LEARNED_SCALE", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
+__all__ = ["BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "LEARNED_SCALE", "LOC_INITS", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
            "build_cub_model", "default_weights_path", "mobilenet_v2_features", "model_from_meta",
            "tiled_translations"]

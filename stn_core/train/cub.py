@@ -47,9 +47,9 @@ from tqdm import tqdm
 
 from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, save_checkpoint
 from stn_core.data.common import DataError, repo_root
-from stn_core.data.cub import find_cub_root, load_cub, parse_classes
+from stn_core.data.cub import CubRecord, find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
-from stn_core.models.cub import CUB_MODEL_NAMES, CubNet, arch_of, build_cub_model
+from stn_core.models.cub import CUB_MODEL_NAMES, LOC_INITS, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
 from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, command_line, default_ckpt_every,
                                  keep_depthwise_fp32, make_grad_scaler, refuse_to_overwrite, resume_precision,
@@ -66,7 +66,9 @@ FULL_SCALE_COMMAND = ("torchrun --nproc_per_node 1 -m stn_core.train --task cub2
                       "--crop-scale 0.5 --seed 0 --device cuda --out checkpoints/cub200_2st_448")
 RESUME_FIXED = ("task", "model", "classes", "epochs", "steps", "batch", "lr", "momentum", "weight_decay",
                 "optimizer", "head_lr_mult", "loc_lr_mult", "seed", "input_size", "crop_size", "crop_scale",
-                "train_limit", "aug", "loc_size", "learn_scale")
+                "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction")
+#: seed of the validation split carved from train (fixed: every setting of a search sees the same split)
+VAL_SEED = 20150605
 N_BOX_BIRDS = 6
 
 
@@ -100,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learn-scale", action="store_true", help="the localisation net also predicts each box's scale")
     p.add_argument("--loc-size", type=int, default=None,
                    help="side the localisation net sees the image at (paper: 224 for 448-px input; default: input size)")
+    p.add_argument("--loc-init", default="tiled", choices=list(LOC_INITS),
+                   help="where the boxes start: 'tiled' (side by side / quadrants) or 'centre' (all on the image centre)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="carve this fraction of each class's TRAINING images as a validation split, train on the "
+                        "rest and evaluate there (never on the test split): for choosing settings")
     p.add_argument("--aug", action=argparse.BooleanOptionalAction, default=True, help="flip + small random crop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/cub50_2st")
@@ -127,12 +134,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.classes = CUB_TASKS[a.task]
     if a.batch < 1 or (a.steps is not None and a.steps < 1) or a.epochs <= 0:
         p.error("--batch, --steps and --epochs must be positive")
+    if a.val_fraction is not None and not 0.0 < a.val_fraction < 1.0:
+        p.error("--val-fraction must be between 0 and 1")
     if a.backbone_weights.lower() == "none":
         a.backbone_weights = None
     return a
 
 
 # --------------------------------------------------------------------------- data
+
+def carve_validation(recs: list[CubRecord], fraction: float, seed: int = VAL_SEED) -> tuple[list, list]:
+    """Split training records → (train, validation): ``round(fraction · n_c)`` images of each class
+    (at least 1 where the class has 2 or more), chosen by a seeded permutation; order kept."""
+    by_class: dict[int, list[int]] = {}
+    for i, r in enumerate(recs):
+        by_class.setdefault(r.class_id, []).append(i)
+    val: set[int] = set()
+    for c, idx in sorted(by_class.items()):
+        k = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
+        perm = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed * 1009 + c))
+        val.update(idx[int(j)] for j in perm[:k])
+    return [r for i, r in enumerate(recs) if i not in val], [r for i, r in enumerate(recs) if i in val]
+
 
 def load_split_tensors(root: Optional[str], classes: str, split: str, size: int,
                        limit: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -142,6 +165,11 @@ def load_split_tensors(root: Optional[str], classes: str, split: str, size: int,
         recs = recs[:limit]
     if not recs:
         raise SystemExit(f"error: no {split} images of classes {classes} found under the CUB folder")
+    return decode_records(recs, size)
+
+
+def decode_records(recs: list[CubRecord], size: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Records → (images uint8 (N, 3, size, size), class ids int64 (N,), records)."""
     out = np.empty((len(recs), size, size, 3), dtype=np.uint8)
     for i, r in enumerate(recs):
         with Image.open(r.path) as im:
@@ -234,6 +262,16 @@ def evaluate(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.
     return 100.0 * float(stats[0]) / cnt, float(stats[1]) / cnt
 
 
+def box_stats(boxes: torch.Tensor) -> dict[str, Any]:
+    """Boxes (n, n_st, 4) → per transformer: mean and std over images of the box centre (x, y) and
+    the mean side (normalised units); the std is how much a box follows each image."""
+    c = (boxes[..., :2] + boxes[..., 2:]) / 2
+    side = (boxes[..., 2] - boxes[..., 0]).mean(0)
+    r = lambda t: [[round(float(v), 4) for v in row] for row in t]  # noqa: E731
+    return {"images": int(boxes.shape[0]), "centre_mean": r(c.mean(0)), "centre_std": r(c.std(0)),
+            "side_mean": [round(float(v), 4) for v in side]}
+
+
 def eval_cache_path(meta_path: Path, checkpoint_id: str) -> Path:
     """``<repo>/runs/cub_eval/<stem>_<checkpoint_id>.npz``: test logits/boxes of a final checkpoint."""
     return repo_root() / "runs" / "cub_eval" / f"{Path(meta_path).stem}_{checkpoint_id}.npz"
@@ -268,8 +306,16 @@ def main(argv: list[str]) -> dict[str, Any]:
     try:
         class_ids = sorted(parse_classes(a.classes))
         t0 = time.perf_counter()
-        x_tr, y_tr_id, _ = load_split_tensors(a.data_root, a.classes, "train", a.input_size, a.train_limit)
-        x_te, y_te_id, te_recs = load_split_tensors(a.data_root, a.classes, "test", a.input_size, a.test_limit)
+        if a.val_fraction is None:
+            x_tr, y_tr_id, _ = load_split_tensors(a.data_root, a.classes, "train", a.input_size, a.train_limit)
+            x_te, y_te_id, te_recs = load_split_tensors(a.data_root, a.classes, "test", a.input_size, a.test_limit)
+        else:  # a validation split carved from train: the test split is never read
+            recs = load_cub(Path(a.data_root) if a.data_root else None, classes=a.classes, split="train")
+            tr_recs, va_recs = carve_validation(recs[:a.train_limit] if a.train_limit else recs, a.val_fraction)
+            if not tr_recs or not va_recs:
+                raise DataError(f"too few training images of classes {a.classes} to carve a validation split")
+            x_tr, y_tr_id, _ = decode_records(tr_recs, a.input_size)
+            x_te, y_te_id, te_recs = decode_records(va_recs[:a.test_limit] if a.test_limit else va_recs, a.input_size)
     except (DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     present = sorted(set(y_tr_id.tolist()) | set(y_te_id.tolist()))
@@ -281,7 +327,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     y_te = torch.tensor([index[int(c)] for c in y_te_id])
     data_md5 = data_digest(x_tr, y_tr_id, x_te, y_te_id)
     test_md5 = data_digest(x_te, y_te_id)
-    say(f"CUB {a.task}: {len(class_ids)} classes, {len(y_tr)} train / {len(y_te)} test images at "
+    eval_name = "test" if a.val_fraction is None else "validation"
+    say(f"CUB {a.task}: {len(class_ids)} classes, {len(y_tr)} train / {len(y_te)} {eval_name} images at "
         f"{a.input_size}px ({time.perf_counter() - t0:.1f}s to load)")
     steps_per_epoch = max(1, len(y_tr) // a.batch)
     total = a.steps if a.steps is not None else max(1, round(a.epochs * steps_per_epoch))
@@ -292,7 +339,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     try:
         model = build_cub_model(a.model, class_ids, input_size=a.input_size, crop_size=a.crop_size,
                                 crop_scale=a.crop_scale, backbone_weights=a.backbone_weights, loc_size=a.loc_size,
-                                learn_scale=a.learn_scale).to(device)
+                                learn_scale=a.learn_scale, loc_init=a.loc_init).to(device)
     except ValueError as e:  # WeightsError and bad architecture settings: a sentence, not a traceback
         raise SystemExit(f"error: {e}") from None
     if a.channels_last:
@@ -310,14 +357,16 @@ def main(argv: list[str]) -> dict[str, Any]:
         opt = torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay)
 
     train_args = {k: getattr(a, k) for k in RESUME_FIXED if k not in ("steps",)}
-    for k, default in (("loc_size", None), ("learn_scale", False)):  # recorded when set: older runs resume as before
+    # recorded when set: older runs resume as before
+    for k, default in (("loc_size", None), ("learn_scale", False), ("loc_init", "tiled"), ("val_fraction", None)):
         if train_args[k] == default:
             del train_args[k]
     train_args["steps"] = total
-    bird_idx = box_birds(y_te, image_ids=[r.image_id for r in te_recs])
+    bird_idx = box_birds(y_te, image_ids=[r.image_id for r in te_recs] if a.val_fraction is None else None)
     birds = [{"image_id": te_recs[i].image_id, "class_id": te_recs[i].class_id,
               "class_name": te_recs[i].class_name, "test_index": i} for i in bird_idx]
     box_hist: dict[str, Any] = {"birds": birds, "steps": [], "boxes": []}
+    eval_boxes: dict[str, Any] = {}  # box statistics over the evaluated images (final run only)
     start, history, train_seconds = 0, [], 0.0
     scaler = make_grad_scaler(precision, device)
     meta = run_to_resume(a, paths, train_args, say)
@@ -354,7 +403,9 @@ def main(argv: list[str]) -> dict[str, Any]:
             "final": final, "world_size": world, "device": str(device), "threads": threads,
             "history": history, "train_seconds": round(train_seconds, 2),
             "samples_per_s": round(step * a.batch / train_seconds, 2) if train_seconds > 0 else None,
-            "test_set": {"split": "official test", "size": int(len(y_te)), "md5": test_md5},
+            "test_set": {"split": "official test" if a.val_fraction is None else
+                         f"VALIDATION: {a.val_fraction:g} of each class's training images (seed {VAL_SEED}); "
+                         f"test_error is the validation error", "size": int(len(y_te)), "md5": test_md5},
             "extra": {
                 "test_accuracy": acc, "backbone": "mobilenet_v2 (ImageNet, torchvision layout)",
                 "backbone_weights": str(a.backbone_weights), "arch": arch_of(model),
@@ -363,9 +414,10 @@ def main(argv: list[str]) -> dict[str, Any]:
                 "epochs": round(total / steps_per_epoch, 3), "steps_per_epoch": steps_per_epoch,
                 "augmentation": "random horizontal flip + random crop 85-100% per side" if a.aug else "none",
                 "box_history": box_hist if model.n_st else None,
-                "scale_note": "reduced scale: MobileNetV2 backbone, 224 px input; the paper used "
+                "scale_note": f"reduced scale: MobileNetV2 backbone, {a.input_size} px input; the paper used "
                               "Inception-BN, 200 classes, 224/448 px",
                 "precision": precision, "channels_last": bool(a.channels_last),
+                "eval_box_stats": eval_boxes or None,
             },
         }
 
@@ -434,26 +486,28 @@ def main(argv: list[str]) -> dict[str, Any]:
         say(f"stopped at step {step}/{total}; continue with --resume")
         return meta_now(step, None, False)
 
-    say(f"evaluating on {len(y_te)} test images ...")
+    say(f"evaluating on {len(y_te)} {eval_name} images ...")
     preds = None
     if world == 1:  # keep the predictions: scripts/make_cub_results.py reuses them
         logits, boxes = predict(model, x_te, device)
         acc = 100.0 * float((logits.argmax(1) == y_te).double().mean())
         tl = float(F.cross_entropy(logits, y_te))
         preds = (logits, boxes)
+        if boxes is not None:
+            eval_boxes.update(box_stats(boxes))
     else:
         acc, tl = evaluate(model, x_te, y_te, device, rank, world)
     history.append({"step": step, "test_accuracy": round(acc, 4), "test_loss": round(tl, 5),
                     "train_loss": None if ema is None else round(ema, 5)})
     checkpoint(step, round(acc, 4), final=True)
-    if preds is not None and main_proc:
+    if preds is not None and main_proc and a.val_fraction is None:
         _save_eval_cache(paths["meta"], preds[0], preds[1], [r.image_id for r in te_recs])
     meta = meta_now(step, round(acc, 4), True)
-    say(f"test accuracy {acc:.2f}% on {len(y_te)} images ({len(class_ids)} classes); wrote {paths['meta']}")
+    say(f"{eval_name} accuracy {acc:.2f}% on {len(y_te)} images ({len(class_ids)} classes); wrote {paths['meta']}")
     if world > 1:
         torch.distributed.destroy_process_group()
     return meta
 
 
-__all__ = ["CUB_TASKS", "FULL_SCALE_COMMAND", "PAPER_TABLE3", "augment", "box_birds", "evaluate", "is_cub_task",
+__all__ = ["CUB_TASKS", "FULL_SCALE_COMMAND", "PAPER_TABLE3", "augment", "box_birds", "box_stats", "carve_validation", "decode_records", "evaluate", "is_cub_task",
            "load_split_tensors", "main", "parse_args", "predict"]
