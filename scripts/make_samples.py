@@ -6,7 +6,8 @@
 - data/samples/mnist_test_500.npz: first 500 digits of the official MNIST test set
   (images uint8 (500,28,28), labels int64 (500,)), np.savez_compressed, no pickles.
 - data/samples/cub/*.jpg + metadata.json: the first 5 test-split birds (by image_id) of each
-  class in CLASSES, re-encoded as JPEG (quality 85) with the longer side 160 px; boxes and the
+  class in CLASSES, from the 448-px copy of the originals (``cub448``), re-encoded as JPEG (quality 85)
+  with the longer side 448 px (the 448-px models' input; the 224-px ones down-sample); boxes and the
   15 parts mapped from original CUB pixel coordinates into the shipped file, per axis.
 Deterministic: running it again gives the same pictures and metadata.
 """
@@ -33,7 +34,7 @@ N_MNIST = 500
 #: colourful, visually different classes among the 50 on hand (1-based official ids)
 CLASSES = (1, 12, 14, 17, 36, 42, 47, 50)
 PER_CLASS = 5
-LONG_SIDE = 160
+LONG_SIDE = 448
 JPEG_QUALITY = 85
 
 
@@ -46,7 +47,7 @@ def make_mnist(shared: Path, out: Path) -> None:
 
 
 def make_cub(shared: Path, out: Path) -> None:
-    recs = load_cub(shared / "cub", classes=CLASSES, split="test")
+    recs = load_cub(shared / "cub448", classes=CLASSES, split="test")
     folder = out / "cub"
     folder.mkdir(parents=True, exist_ok=True)
     birds = []
@@ -64,7 +65,7 @@ def make_cub(shared: Path, out: Path) -> None:
             buf = io.BytesIO()
             small.save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True)
             atomic_write_bytes(folder / r.path.name, buf.getvalue())
-            # r.bbox / r.parts are in the coordinates of the 256-px file (fw, fh): map per axis.
+            # r.bbox / r.parts are in the coordinates of the 448-px file (fw, fh): map per axis.
             sx, sy = nw / fw, nh / fh
             x, y, w, h = r.bbox
             parts = []
@@ -91,7 +92,7 @@ def make_cub(shared: Path, out: Path) -> None:
         if f.name not in keep:
             f.unlink()
     meta = {
-        "description": "CUB-200-2011 test-split birds, longer side 160 px; bbox (x, y, w, h) and parts (x, y) "
+        "description": f"CUB-200-2011 test-split birds, longer side {LONG_SIDE} px; bbox (x, y, w, h) and parts (x, y) "
         "in pixels of the shipped file (visible=0 parts are (0, 0)).",
         "source": "CUB-200-2011, Wah et al., Caltech 2011 (images from Flickr, research use only)",
         "made_by": "python scripts/make_samples.py",

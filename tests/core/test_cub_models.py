@@ -233,6 +233,45 @@ def test_cli_448_protocol_with_learned_scale(tmp_path):
     assert m.learn_scale and m.loc_size == 32 and m.loc[-1].out_features == 6
 
 
+def test_centre_start_puts_every_box_on_the_image_centre():
+    torch.manual_seed(0)
+    m = build_cub_model("cub-4st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None,
+                        loc_init="centre").eval()
+    with torch.no_grad():
+        boxes = m.views(torch.rand(2, 3, 64, 64)).boxes
+    assert torch.allclose(boxes, torch.tensor([-0.5, -0.5, 0.5, 0.5]).expand(2, 4, 4), atol=2e-3)
+    assert arch_of(m)["loc_init"] == "centre"
+    with pytest.raises(ValueError, match="loc_init"):
+        build_cub_model("cub-2st", [1], input_size=64, crop_size=32, backbone_weights=None, loc_init="middle")
+
+
+def test_validation_split_is_carved_per_class_from_train_only():
+    from stn_core.train.cub import carve_validation
+
+    fake = [type("R", (), {"class_id": c, "image_id": 10 * c + i})() for c in (1, 2, 3) for i in range(10)]
+    fake += [type("R", (), {"class_id": 4, "image_id": 99})()]  # a class with one image keeps it for training
+    tr, va = carve_validation(fake, 0.2)
+    assert sorted(r.image_id for r in tr + va) == sorted(r.image_id for r in fake)
+    assert not {r.image_id for r in tr} & {r.image_id for r in va}
+    assert [sum(r.class_id == c for r in va) for c in (1, 2, 3, 4)] == [2, 2, 2, 0]
+    assert [r.image_id for r in carve_validation(fake, 0.2)[1]] == [r.image_id for r in va]  # fixed split
+
+
+def test_cli_validation_run_never_reads_the_test_split(tmp_path):
+    """--val-fraction trains on part of train, scores on the rest, labels the JSON so, and records box statistics."""
+    from stn_core.train import main
+
+    root = make_tiny_cub(tmp_path / "cub")
+    meta = main(TINY + ["--data-root", str(root), "--model", "cub-2st", "--val-fraction", "0.34",
+                        "--loc-init", "centre", "--out", str(tmp_path / "v")])
+    assert meta["final"] and meta["test_set"]["split"].startswith("VALIDATION")
+    assert meta["train_args"]["val_fraction"] == 0.34 and meta["train_args"]["loc_init"] == "centre"
+    # make_tiny_cub marks 3 of each class's 5 birds as training: 1 of the 3 (round(0.34 · 3)) becomes validation
+    assert meta["extra"]["n_train"] == 6 and meta["test_set"]["size"] == 3
+    st = meta["extra"]["eval_box_stats"]
+    assert st["images"] == meta["test_set"]["size"] and len(st["centre_std"]) == 2 and len(st["side_mean"]) == 2
+
+
 def test_cli_help_and_dispatch(capsys):
     from stn_core.train.cub import is_cub_task, parse_args
 

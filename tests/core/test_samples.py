@@ -55,7 +55,7 @@ def test_cub_sample_records():
         img = r["image"]
         assert img.dtype == np.float32 and img.ndim == 3 and img.shape[2] == 3
         h, w = img.shape[:2]
-        assert max(h, w) == 160 and [w, h] == r["size"]
+        assert max(h, w) == 448 and [w, h] == r["size"]  # the 448-px models' input
         assert r["is_train"] is False
         x, y, bw, bh = r["bbox"]
         assert -1 <= x and -1 <= y and x + bw <= w + 1 and y + bh <= h + 1

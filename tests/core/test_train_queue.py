@@ -90,3 +90,31 @@ def test_read_meta_takes_run_names_with_dots(tmp_path):
     assert Q.read_meta(stem) == {"final": True, "train_seconds": 12.5}
     assert Q.is_final(stem) and Q.trained_seconds(stem) == 12.5
     assert Q.read_meta(tmp_path / "missing") is None
+
+
+def test_cub_protocol_gives_every_model_of_a_size_the_same_budget(tmp_path):
+    import train_cub as TC
+
+    for size in TC.SIZES:
+        cmds = {name: TC.command(name, size, threads=1) for name in TC.MODELS}
+        flags = {name: c[c.index("--epochs"):c.index("--threads")] for name, c in cmds.items()}
+        assert flags["baseline"] == flags["2st"] == flags["4st"], size
+        assert all("--resume" not in c or TC.read_meta(TC.stem_of(n, size)) is not None for n, c in cmds.items())
+    p448 = TC.protocol_args("448")
+    assert p448[p448.index("--input-size") + 1] == "448" and p448[p448.index("--crop-size") + 1] == "224"
+    assert p448[p448.index("--loc-size") + 1] == "224"
+    with pytest.raises(ValueError):
+        TC.protocol_args("300")
+
+
+def test_cub_search_writes_a_report_of_what_is_there(tmp_path, monkeypatch):
+    import cub_search as CS
+
+    monkeypatch.setattr(CS, "OUT_DIR", tmp_path)
+    meta = {"final": True, "test_error": 40.0, "steps": 150, "command": "python -m stn_core.train …",
+            "test_set": {"size": 300}, "extra": {"eval_box_stats": {"centre_std": [[0.1, 0.2], [0.0, 0.05]],
+                                                                    "centre_mean": [[-0.5, 0.0], [0.5, 0.0]]}}}
+    CS.stem_of(10.0, "centre").with_suffix(".json").write_text(json.dumps(meta))
+    text = CS.report()
+    assert "| 10 | centre | **60.00** | 0.100, 0.200; 0.000, 0.050 |" in text and "300 birds" in text
+    assert "Chosen: loc lr × 10, centre start" in text and text.count("not run") == len(CS.LOC_LR_MULTS) * 2 - 1
