@@ -184,7 +184,12 @@ def head_detector_verdict(stats: PartStats, min_diff: float = MIN_DIFF) -> dict:
 
 def tiled_boxes(n_st: int, n: int, scale: float = 0.5) -> np.ndarray:
     """The tiled start boxes (n, n_st, 4) of an n_st×ST model (the control for the analysis)."""
-    t = np.array(tiled_translations(n_st), dtype=np.float64)
+    return start_boxes(n_st, n, scale, "tiled")
+
+
+def start_boxes(n_st: int, n: int, scale: float = 0.5, loc_init: str = "tiled") -> np.ndarray:
+    """The boxes (n, n_st, 4) an n_st×ST model starts from: tiled, or all centred (``loc_init="centre"``)."""
+    t = np.array(tiled_translations(n_st) if loc_init == "tiled" else [(0.0, 0.0)] * n_st, dtype=np.float64)
     b = np.stack([t[:, 0] - scale, t[:, 1] - scale, t[:, 0] + scale, t[:, 1] + scale], 1)
     return np.broadcast_to(b, (n, n_st, 4)).copy()
 
@@ -211,5 +216,5 @@ def whole_image_iou(birds: Sequence[Bird]) -> float:
 
 
 __all__ = ["BODY_PARTS", "Bird", "HEAD_PARTS", "MIN_DIFF", "PartStats", "bbox_to_normalised", "box_contains",
-           "centre_spread", "group_hit", "group_points", "head_detector_verdict", "mean_boxes", "paired_diff_ci", "part_stats", "tiled_boxes",
+           "centre_spread", "group_hit", "group_points", "head_detector_verdict", "mean_boxes", "paired_diff_ci", "part_stats", "start_boxes", "tiled_boxes",
            "to_normalised", "union_iou", "whole_image_iou"]

@@ -152,9 +152,11 @@ def test_make_cub_results_on_tiny_checkpoints(tmp_path):
 
     root = make_tiny_cub(tmp_path / "cub")
     ck = tmp_path / "ck"
-    for key, name in (("baseline", "cub-baseline"), ("2st", "cub-2st"), ("4st", "cub-4st")):
+    for key, name in (("baseline", "cub-baseline"), ("2st", "cub-2st"), ("4st", "cub-4st"),
+                      ("baseline_448", "cub-baseline"), ("2st_448", "cub-2st")):
         torch.manual_seed(0)
-        m = build_cub_model(name, [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None)
+        m = build_cub_model(name, [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None,
+                            loc_init="centre" if key == "2st_448" else "tiled")
         save_checkpoint(ck / f"cub50_{key}", m, {
             "task": "cub", "model": name, "transform": "attention" if m.n_st else None, "input_size": 64,
             "num_classes": 3, "classes": [1, 12, 14], "final": key != "4st", "steps": 3,
@@ -170,7 +172,12 @@ def test_make_cub_results_on_tiny_checkpoints(tmp_path):
     assert "One transformer becomes a head detector:" in text and "paper" in text.lower()
     assert "python -m stn_core.train --task cub --model cub-2st" in text
     data = json.loads(out.with_suffix(".json").read_text())
-    assert set(data["models"]) == {"baseline", "2st"}
+    assert set(data["models"]) == {"baseline", "2st", "baseline_448", "2st_448"}
+    assert "### 2×ST-CNN, 448 px" in text and "4×ST-CNN, 448 px | not trained" in text
+    # the goals are checked from the numbers, each said met or missed
+    goals = text.split("## Goal check")[1].split("##")[0]
+    assert goals.count("**met**") + goals.count("**missed**") == 2 + 2 * 2  # 2 accuracy goals + 2 per ST model
+    assert "448 px: 2×ST-CNN beats the baseline by ≥ 1 points" in goals
     assert len(data["models"]["2st"]["transformers"]) == 2 and 0 <= data["models"]["2st"]["accuracy"] <= 100
     assert ca.part_table_rows(data)
 
