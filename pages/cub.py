@@ -2,10 +2,11 @@
 
 URL path: ``/cub``; query parameters ``src`` (sample | dataset | upload), ``cls`` (class id, 0 =
 all), ``i`` (bird index within the class filter), ``parts`` / ``bbox`` (0/1 overlays), ``st``
-(2st | 4st: model of the gallery and replay tabs). Checkpoints: ``checkpoints/cub50_{baseline,2st,4st}``
-(or ``$STN_LAB_CHECKPOINTS``). Logic in :mod:`pages.lab.cub`.
+(2st | 4st: model of the gallery and replay tabs), ``res`` (224 | 448: the models' input size).
+Checkpoints: ``checkpoints/cub50_{baseline,2st,4st}`` (224 px) and ``…_448`` (or
+``$STN_LAB_CHECKPOINTS``). Logic in :mod:`pages.lab.cub`.
 
-Widget keys (for AppTest): ``cub_src``, ``cub_cls``, ``cub_i``, ``cub_parts``, ``cub_bbox``, ``cub_st``,
+Widget keys (for AppTest): ``cub_res``, ``cub_src``, ``cub_cls``, ``cub_i``, ``cub_parts``, ``cub_bbox``, ``cub_st``,
 ``cub_step``, ``cub_gif_bird``; button ``cub_random``; upload ``cub_upload``; download ``cub_gif``
 (box replay GIF).
 """
@@ -28,7 +29,8 @@ require_app()  # first: a run that bypassed app.py reruns through it
 
 P = "cub_"
 ss = st.session_state
-TRAIN_CMD = "python scripts/train_cub.py --threads 1"
+TRAIN_CMD = "python scripts/train_cub.py --jobs 2"
+PROMOTE_CMD = "python scripts/train_cub.py --promote"
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -69,27 +71,40 @@ def _random_bird() -> None:
 
 # --------------------------------------------------------------------------- models
 
-status = {k: reg.cub_status(k) for k in reg.CUB_KEYS}
+# --------------------------------------------------------------------------- state
+
+if P + "init" not in ss:
+    q0 = common.query_dict()
+    s0, warns = ca.parse_state(q0, True)  # the bird source is checked again below, once the dataset is known
+    if "res" not in q0 and not any(reg.cub_status(k, size=448)["exists"] for k in reg.CUB_KEYS):
+        s0.res = 224  # no 448-px models here: open on the 224-px ones
+    ss[P + "src"], ss[P + "cls"], ss[P + "i"] = s0.src, s0.cls, s0.i
+    ss[P + "parts"], ss[P + "bbox"], ss[P + "st"], ss[P + "res"] = s0.parts, s0.bbox, s0.st_model, s0.res
+    ss[P + "warns"] = warns
+    ss[P + "init"] = True
+
+sb = st.sidebar
+sb.subheader("The models")
+sb.radio("Input size", list(reg.CUB_SIZES), key=P + "res", horizontal=True,
+         format_func=lambda r: f"{r} px", help="The paper's two settings: 224 px (crops of 112 px), or 448 px "
+         "(the localisation net sees 224 px; each crop is sampled at 224 px from the 448-px photo, so it carries "
+         "more detail than the whole photo at 224 px).")
+res = int(ss[P + "res"])
+status = {k: reg.cub_status(k, size=res) for k in reg.CUB_KEYS}
 models: dict[str, tuple] = {}
 load_errors: dict[str, str] = {}
 for k, s in status.items():
     if s["exists"]:
         try:
-            models[k] = common.load_checkpoint(str(reg.cub_stem(k)), s["version"])
+            models[k] = common.load_checkpoint(str(reg.cub_stem(k, size=res)), s["version"])
         except CheckpointError as e:
             load_errors[k] = str(e)
 any_meta = next((m for _, m in models.values()), None)
 classes = tuple(int(c) for c in any_meta["classes"]) if any_meta else tuple(range(1, 51))
 dataset = _dataset_birds(classes)
-
-# --------------------------------------------------------------------------- state
-
-if P + "init" not in ss:
-    s0, warns = ca.parse_state(common.query_dict(), dataset is not None)
-    ss[P + "src"], ss[P + "cls"], ss[P + "i"] = s0.src, s0.cls, s0.i
-    ss[P + "parts"], ss[P + "bbox"], ss[P + "st"] = s0.parts, s0.bbox, s0.st_model
-    ss[P + "warns"] = warns
-    ss[P + "init"] = True
+if ss[P + "src"] == "dataset" and dataset is None:
+    ss[P + "warns"] = ss.get(P + "warns", []) + ["The full CUB copy is not available here; showing the shipped birds."]
+    ss[P + "src"] = "sample"
 
 st.title("CUB birds: where do the attention transformers look?")
 st.markdown(
@@ -97,13 +112,12 @@ st.markdown(
     "at the whole photo and places N fixed-size boxes; each box is cropped and classified by the same ImageNet "
     "backbone, and the crops' features together decide the species. Nobody tells the boxes where the head or the "
     "body is — in the paper, one box of the 2×ST-CNN ends up on the **head** (red) and one on the **body** (green). "
-    "Here: *reduced scale* (50 species, MobileNetV2, 224-px input, 2 epochs on a CPU); the numbers are in "
-    "`results/cub.md`.")
+    "Here: *reduced scale* (50 species, MobileNetV2, a few epochs on a CPU), at the paper's two input sizes; "
+    "the numbers are in `results/cub.md`.")
 for w in ss.get(P + "warns", []):
     st.warning(w)
 
 common.restore_widget_values({P + "cls": 0, P + "i": 0})
-sb = st.sidebar
 sb.subheader("The bird")
 src_opts = [s for s in ca.SOURCES if s != "dataset" or dataset is not None]
 if ss[P + "src"] not in src_opts:
@@ -148,18 +162,19 @@ sb.toggle("Annotated parts (head white, body yellow)", key=P + "parts", disabled
 sb.toggle("Annotated bird box (dashed)", key=P + "bbox", disabled=src == "upload")
 common.keep_widget_values([P + "cls", P + "i"])
 state = ca.PageState(src, int(ss[P + "cls"]), int(ss[P + "i"]), bool(ss[P + "parts"]), bool(ss[P + "bbox"]),
-                     ss[P + "st"])
+                     ss[P + "st"], res)
 common.sync_query_params(state.query())
 common.copy_link(sb, state.query())
 
 if not models:
-    st.info("No CUB checkpoints yet. Train the baseline, 2×ST-CNN and 4×ST-CNN (same protocol, about an hour "
-            f"on one CPU thread) with\n\n`{TRAIN_CMD}`\n\nThe birds below are shown without boxes until then.")
+    st.info(f"No {res}-px CUB checkpoints yet. Train the baseline, 2×ST-CNN and 4×ST-CNN (one protocol per input "
+            f"size; about an hour on two CPU cores) with\n\n`{TRAIN_CMD} --sizes {res}` and then "
+            f"`{PROMOTE_CMD} --sizes {res}`\n\nThe birds below are shown without boxes until then.")
 for k, e in load_errors.items():
     st.warning(f"{reg.CUB_LABELS[k]}: the checkpoint could not be loaded ({e}).")
 missing = [reg.CUB_LABELS[k] for k in reg.CUB_KEYS if k not in models and k not in load_errors]
 if models and missing:
-    st.info(f"Not trained yet: {', '.join(missing)}. Train with `{TRAIN_CMD}`.")
+    st.info(f"Not trained yet at {res} px: {', '.join(missing)}. Train with `{TRAIN_CMD} --sizes {res}`.")
 for k, (_, meta) in models.items():
     if not meta.get("final"):
         st.warning(f"{reg.CUB_LABELS[k]}: training in progress (step {meta.get('steps')} of "
@@ -228,7 +243,7 @@ with tab_gallery:
                 ids.append(b["image_id"])
         ids += [b["image_id"] for b in pool if b["image_id"] not in ids]
         ids = tuple(ids[:16])
-        tiles = _gallery(str(reg.cub_stem(k)), status[k]["version"], gal_src, ids)
+        tiles = _gallery(str(reg.cub_stem(k, size=res)), status[k]["version"], gal_src, ids)
         by_id = {b["image_id"]: b for b in pool}
         gcols = st.columns(4)
         for n, (iid, tile) in enumerate(zip(ids, tiles)):
@@ -240,19 +255,19 @@ with tab_gallery:
 
 with tab_parts:
     data = ca.read_part_table()
-    rows = ca.part_table_rows(data) if data else []
+    rows = ca.part_table_rows(data, res) if data else []
     if not rows:
-        st.info("No part analysis yet. After training, run `python scripts/make_cub_results.py` "
-                "(writes results/cub.md and results/cub.json).")
+        st.info(f"No part analysis of the {res}-px models yet. After training, run "
+                "`python scripts/make_cub_results.py` (writes results/cub.md and results/cub.json).")
     else:
         st.markdown("Fraction of test birds whose box contains at least half of the visible **head** parts (beak, "
-                    "crown, forehead, eyes, nape, throat) or **body** parts (back, breast, belly, wings). The *tiled "
-                    "start* columns are the boxes before training: a head detector must beat them. The *mean box* column gives "
+                    "crown, forehead, eyes, nape, throat) or **body** parts (back, breast, belly, wings). The *start "
+                    "boxes* columns are the boxes before training: a head detector must beat them. The *mean box* column gives "
                     "every bird the transformer's average box: if the learned boxes do no better, the transformer "
                     "found where heads usually are, not each bird's head.")
         st.dataframe(rows, hide_index=True, width="stretch")
         for k in ("2st", "4st"):
-            m = (data.get("models") or {}).get(k) or {}
+            m = (data.get("models") or {}).get(reg.cub_stem_name(k, res).removeprefix("cub50_")) or {}
             v = m.get("head_detector")
             if v:
                 st.markdown(f"**{reg.CUB_LABELS[k]}: one transformer becomes a head detector: "
@@ -303,7 +318,7 @@ with tab_replay:
                              format_func=lambda i: f"{gif_names.get(i, '')} (CUB image {i})")
                 gid = ss[P + "gif_bird"]
 
-                def _make_gif(stem=str(reg.cub_stem(k)), version=status[k]["version"], gid=gid,
+                def _make_gif(stem=str(reg.cub_stem(k, size=res)), version=status[k]["version"], gid=gid,
                               b=sample_by_id[gid]) -> bytes:
                     return _box_replay_gif(stem, version, gid, ca.load_bird_image(b))
 

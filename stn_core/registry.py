@@ -497,16 +497,25 @@ def find_sequences(crop: str, folder: str | os.PathLike | None = None) -> dict[s
 
 CUB_KEYS = ("baseline", "2st", "4st")
 CUB_LABELS = {"baseline": "CNN baseline", "2st": "2×ST-CNN", "4st": "4×ST-CNN"}
+#: input sizes of the shipped CUB models (the paper's two rows); 224 has no suffix in the stem
+CUB_SIZES = (224, 448)
 
 
-def cub_stem(key: str, folder: str | os.PathLike | None = None) -> Path:
-    """``checkpoints/cub50_<key>`` for key in baseline | 2st | 4st."""
-    return stem(f"cub50_{key}", folder)
+def cub_stem_name(key: str, size: int = 224) -> str:
+    """``cub50_<key>`` (224 px) or ``cub50_<key>_<size>``."""
+    if size not in CUB_SIZES:
+        raise ValueError(f"CUB input size must be one of {CUB_SIZES}, got {size!r}")
+    return f"cub50_{key}" if size == 224 else f"cub50_{key}_{size}"
 
 
-def cub_status(key: str, folder: str | os.PathLike | None = None) -> dict:
+def cub_stem(key: str, folder: str | os.PathLike | None = None, size: int = 224) -> Path:
+    """``checkpoints/cub50_<key>[_448]`` for key in baseline | 2st | 4st."""
+    return stem(cub_stem_name(key, size), folder)
+
+
+def cub_status(key: str, folder: str | os.PathLike | None = None, size: int = 224) -> dict:
     """{"exists", "final", "steps", "total", "version"} of a CUB checkpoint (no weights loaded)."""
-    path = cub_stem(key, folder)
+    path = cub_stem(key, folder, size)
     none = {"exists": False, "final": False, "steps": None, "total": None, "version": None}
     if not ready(path):
         return none

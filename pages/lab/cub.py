@@ -34,7 +34,7 @@ from stn_core.data.common import repo_root
 from stn_core.data.cub import load_cub
 from stn_core.data.images import load_image_file
 from stn_core.data.samples import load_cub_metadata, load_cub_sample
-from stn_core.registry import CUB_LABELS
+from stn_core.registry import CUB_LABELS, CUB_SIZES, cub_stem_name
 
 #: Transformer colours, in order (RGB).
 COLOURS: tuple[tuple[int, int, int], ...] = ((230, 25, 25), (30, 180, 40), (40, 90, 235), (255, 150, 0))
@@ -229,11 +229,12 @@ def read_part_table(path: Optional[Path] = None) -> Optional[dict[str, Any]]:
         return None
 
 
-def part_table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flat rows (model, transformer, colour, head-hit %, body-hit %, tiled start …) for a table."""
+def part_table_rows(data: dict[str, Any], size: int = 224) -> list[dict[str, Any]]:
+    """Flat rows (model, transformer, colour, head-hit %, body-hit %, start boxes …) of the models of
+    one input size, for a table."""
     rows = []
     for key in ("2st", "4st"):
-        m = (data.get("models") or {}).get(key)
+        m = (data.get("models") or {}).get(cub_stem_name(key, size).removeprefix("cub50_"))
         if not m or "transformers" not in m:
             continue
         for t in m["transformers"]:
@@ -241,9 +242,9 @@ def part_table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 return None if v is None else round(100 * float(v), 1)
             rows.append({"model": CUB_LABELS[key], "transformer": f"{t['transformer'] + 1} ({t['colour']})",
                          "head-hit %": p(t["head_hit"]), "body-hit %": p(t["body_hit"]),
-                         "tiled start head-hit %": p(t.get("tiled_head_hit")),
+                         "start boxes head-hit %": p(t.get("tiled_head_hit")),
                          "mean box for every bird: head-hit %": p(t.get("mean_box_head_hit")),
-                         "tiled start body-hit %": p(t.get("tiled_body_hit"))})
+                         "start boxes body-hit %": p(t.get("tiled_body_hit"))})
     return rows
 
 
@@ -291,7 +292,7 @@ SOURCE_LABELS = {"sample": "Shipped test birds", "dataset": "CUB test split (ful
 @dataclass
 class PageState:
     """The CUB page's view (kept in the URL): bird source, class filter (0 = all), index within
-    the filtered birds, overlays, and the ST model of the gallery/replay tabs."""
+    the filtered birds, overlays, the ST model of the gallery/replay tabs, and the models' input size."""
 
     src: str = "sample"
     cls: int = 0
@@ -299,10 +300,11 @@ class PageState:
     parts: bool = False
     bbox: bool = False
     st_model: str = "2st"
+    res: int = 448
 
     def query(self) -> dict[str, str]:
         return {"src": self.src, "cls": str(self.cls), "i": str(self.i), "parts": str(int(self.parts)),
-                "bbox": str(int(self.bbox)), "st": self.st_model}
+                "bbox": str(int(self.bbox)), "st": self.st_model, "res": str(self.res)}
 
 
 def parse_state(q: dict[str, str], dataset_available: bool) -> tuple[PageState, list[str]]:
@@ -328,6 +330,11 @@ def parse_state(q: dict[str, str], dataset_available: bool) -> tuple[PageState, 
         warns.append(f"Unknown ST model {st_model!r}; showing the 2×ST-CNN.")
         st_model = "2st"
     s.st_model = st_model
+    res = links.parse_int(q.get("res", "448"))
+    if res not in CUB_SIZES:
+        warns.append(f"Unknown input size {q.get('res', '')[:10]!r}; showing the 448-px models.")
+        res = 448
+    s.res = res
     return s, warns
 
 

@@ -19,8 +19,8 @@ PAGE = "pages/cub.py"
 CLASSES = [1, 12, 14, 17, 36, 42, 47, 50]
 
 
-def make_tiny_cub_checkpoint(folder: Path, key: str, final: bool = True) -> Path:
-    """An untrained tiny CUB model saved as ``folder/cub50_<key>`` with a fake box history."""
+def make_tiny_cub_checkpoint(folder: Path, key: str, final: bool = True, size: int = 224) -> Path:
+    """An untrained tiny CUB model saved as ``folder/cub50_<key>[_448]`` with a fake box history."""
     name = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}[key]
     torch.manual_seed(0)
     m = build_cub_model(name, CLASSES, input_size=64, crop_size=32, backbone_weights=None)
@@ -37,7 +37,7 @@ def make_tiny_cub_checkpoint(folder: Path, key: str, final: bool = True) -> Path
             "num_classes": len(CLASSES), "classes": CLASSES, "final": final, "steps": 10, "test_error": 50.0,
             "command": f"python -m stn_core.train --task cub50 --model {name}", "train_args": {"steps": 20},
             "extra": extra}
-    return save_checkpoint(folder / f"cub50_{key}", m, meta)
+    return save_checkpoint(folder / (f"cub50_{key}" if size == 224 else f"cub50_{key}_{size}"), m, meta)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +147,22 @@ def test_box_replay_gif_download(monkeypatch, ckdir):
     at.radio(key="cub_st").set_value("4st").run()
     assert_no_exception(at)
     assert any("cub_gif" in str(b.proto) for b in at.get("download_button"))
+
+
+def test_both_input_sizes(monkeypatch, tmp_path):
+    """448-px checkpoints present: the page opens on them (res=448 in the URL); the radio switches to the
+    224-px models, which are missing here, so it says how to train them."""
+    make_tiny_cub_checkpoint(tmp_path, "2st", size=448)
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))
+    at = open_page(PAGE)
+    assert_no_exception(at)
+    assert _q(at, "res") == "448" and at.radio(key="cub_res").value == 448
+    infos = " ".join(i.value for i in at.info)
+    assert "Not trained yet at 448 px: CNN baseline, 4×ST-CNN" in infos
+    at.radio(key="cub_res").set_value(224).run()
+    assert_no_exception(at)
+    assert _q(at, "res") == "224"
+    assert "No 224-px CUB checkpoints yet" in " ".join(i.value for i in at.info)
+    bad = open_page(PAGE, {"res": "300"})
+    assert_no_exception(bad)
+    assert any("Unknown input size" in w.value for w in bad.warning) and _q(bad, "res") == "448"
