@@ -117,4 +117,7 @@ def test_cub_search_writes_a_report_of_what_is_there(tmp_path, monkeypatch):
     CS.stem_of(10.0, "centre").with_suffix(".json").write_text(json.dumps(meta))
     text = CS.report()
     assert "| 10 | centre | **60.00** | 0.100, 0.200; 0.000, 0.050 |" in text and "300 birds" in text
-    assert "Chosen: loc lr × 10, centre start" in text and text.count("not run") == len(CS.LOC_LR_MULTS) * 2 - 1
+    assert "Chosen: loc lr × 10, centre start" in text and text.count("not run") == len(CS.SETTINGS)  # + baseline - 1
+    CS.stem_of(None, "baseline").with_suffix(".json").write_text(json.dumps({**meta, "test_error": 45.0}))
+    text = CS.report()
+    assert "| (baseline, no transformer) | baseline | **55.00** |" in text and "60.00 % vs 55.00 % (+5.00 points)" in text
