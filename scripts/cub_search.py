@@ -32,23 +32,25 @@ OUT_DIR = ROOT / "runs" / "cub-search"
 RESULTS = ROOT / "results" / "cub-search.md"
 SEARCH_EPOCHS = 2
 VAL_FRACTION = 0.2
-#: (localisation lr multiplier, box start) of the 2×ST-CNN; the centred start saturated at × 1 (both boxes
-#: ran to the corners of their range), so it is not tried at × 100
-SETTINGS = ((1.0, "tiled"), (1.0, "centre"), (10.0, "tiled"), (10.0, "centre"), (100.0, "tiled"),
-            (0.1, "tiled"), (0.1, "centre"))
-BASELINE = (None, "baseline")  # the 448-px baseline on the same split: the reference a setting should beat
+#: (localisation lr multiplier, box start, localisation head) of the 2×ST-CNN. The centred start saturated at
+#: × 1 with the MLP head (both boxes ran to the corners of their range), so the heatmap head is tried from
+#: the tiled start only.
+SETTINGS = ((1.0, "tiled", "mlp"), (1.0, "centre", "mlp"), (10.0, "tiled", "mlp"), (10.0, "centre", "mlp"),
+            (1.0, "tiled", "heatmap"), (10.0, "tiled", "heatmap"), (0.1, "tiled", "mlp"))
+BASELINE = (None, "baseline", None)  # the 448-px baseline on the same split: the reference a setting should beat
 
 
-def stem_of(mult: float | None, init: str) -> Path:
+def stem_of(mult: float | None, init: str, head: str | None = "mlp") -> Path:
     if mult is None:
         return OUT_DIR / "cub50_baseline_448"
-    return OUT_DIR / f"cub50_2st_448_loc{mult:g}_{init}"
+    return OUT_DIR / (f"cub50_2st_448_loc{mult:g}_{init}" + ("" if head == "mlp" else f"_{head}"))
 
 
-def command(mult: float | None, init: str, threads: int) -> list[str]:
-    stem = stem_of(mult, init)
+def command(mult: float | None, init: str, head: str | None, threads: int) -> list[str]:
+    stem = stem_of(mult, init, head)
     model = ["--model", "cub-baseline", *protocol_args("448", epochs=SEARCH_EPOCHS)] if mult is None else \
-        ["--model", "cub-2st", *protocol_args("448", epochs=SEARCH_EPOCHS, loc_lr_mult=mult), "--loc-init", init]
+        ["--model", "cub-2st", *protocol_args("448", epochs=SEARCH_EPOCHS, loc_lr_mult=mult), "--loc-init", init,
+         "--loc-head", head]
     cmd = [sys.executable, "-m", "stn_core.train", "--task", "cub50", *model,
            "--val-fraction", str(VAL_FRACTION), "--threads", str(threads),
            "--out", str(stem.relative_to(ROOT)), "--log-every", "10", "--no-progress"]
@@ -59,26 +61,26 @@ def command(mult: float | None, init: str, threads: int) -> list[str]:
 
 def report() -> str:
     rows, best, n_val, base = [], None, "?", None
-    for mult, init in (*SETTINGS, BASELINE):
-        p = stem_of(mult, init).with_suffix(".json")
+    for mult, init, head in (*SETTINGS, BASELINE):
+        p = stem_of(mult, init, head).with_suffix(".json")
         lr = "(baseline, no transformer)" if mult is None else f"{mult:g}"
         try:
             m = json.loads(p.read_text())
         except (OSError, ValueError):
-            rows.append(f"| {lr} | {init} | not run | | | |")
+            rows.append(f"| {lr} | {init} | {head or ''} | not run | | | |")
             continue
         if not m.get("final"):
-            rows.append(f"| {lr} | {init} | unfinished (step {m.get('steps')}) | | | |")
+            rows.append(f"| {lr} | {init} | {head or ''} | unfinished (step {m.get('steps')}) | | | |")
             continue
         acc = 100.0 - m["test_error"]
         st = m["extra"].get("eval_box_stats") or {}
         spread = "; ".join(f"{sx:.3f}, {sy:.3f}" for sx, sy in st.get("centre_std", []))
         centre = "; ".join(f"{x:+.2f}, {y:+.2f}" for x, y in st.get("centre_mean", []))
-        rows.append(f"| {lr} | {init} | **{acc:.2f}** | {spread} | {centre} | {m['steps']} |")
+        rows.append(f"| {lr} | {init} | {head or ''} | **{acc:.2f}** | {spread} | {centre} | {m['steps']} |")
         if mult is None:
             base = acc
         elif best is None or acc > best[0]:
-            best = (acc, mult, init, m["command"])
+            best = (acc, mult, init, head, m["command"])
         n_val = m["test_set"]["size"]
     L = ["# CUB 2×ST-CNN at 448 px: localisation learning rate and box start, chosen on a validation split", "",
          f"Made by `python scripts/cub_search.py` from the runs in `runs/cub-search/`. Each setting trains the "
@@ -87,12 +89,14 @@ def report() -> str:
          "the official test split is never read). Everything else is `scripts/train_cub.py`'s 448 protocol.", "",
          "Box-centre spread: std over the validation birds of each box's centre (x, y), normalised units "
          "(the image spans [-1, 1]); 0 means the box sits in the same place for every bird.", "",
-         "| loc lr × | box start | validation accuracy (%) | box-centre spread per transformer (std x, y) | "
-         "mean box centre per transformer (x, y) | steps |",
-         "|---|---|---|---|---|---|", *rows, ""]
+         "Localisation head: `mlp` (pooled features → 2-layer MLP → translations) or `heatmap` (a score map per "
+         "transformer over the feature cells, soft-argmax: `stn_core.models.cub.HeatmapLocaliser`).", "",
+         "| loc lr × | box start | localisation head | validation accuracy (%) | box-centre spread per transformer "
+         "(std x, y) | mean box centre per transformer (x, y) | steps |",
+         "|---|---|---|---|---|---|---|", *rows, ""]
     if best is not None:
-        L += [f"**Chosen: loc lr × {best[1]:g}, {best[2]} start** (rule: highest validation accuracy of the "
-              f"2×ST-CNN settings). Its command: `{best[3]}`", ""]
+        L += [f"**Chosen: loc lr × {best[1]:g}, {best[2]} start, {best[3]} head** (rule: highest validation accuracy "
+              f"of the 2×ST-CNN settings). Its command: `{best[4]}`", ""]
         if base is not None:
             L += [f"Against the 448-px baseline on the same split and budget: {best[0]:.2f} % vs {base:.2f} % "
                   f"({best[0] - base:+.2f} points).", ""]
@@ -108,7 +112,8 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.time()
     if not args.report:
-        jobs = [(stem_of(m, i), lambda m=m, i=i: command(m, i, args.threads)) for m, i in (*SETTINGS, BASELINE)]
+        jobs = [(stem_of(m, i, h), lambda m=m, i=i, h=h: command(m, i, h, args.threads))
+                for m, i, h in (*SETTINGS, BASELINE)]
         run_queue(jobs, args.time_limit, parallel=args.jobs, log_dir=ROOT / "runs" / "logs" / "cub-search")
     text = report() + f"\n_Generated in {time.time() - t0:.0f} s by `python scripts/cub_search.py`._\n"
     atomic_write_bytes(RESULTS, text.encode())

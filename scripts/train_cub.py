@@ -42,6 +42,7 @@ EPOCHS = 5
 #: chosen on the validation split by scripts/cub_search.py (results/cub-search.md)
 LOC_LR_MULT = 1.0
 LOC_INIT = "tiled"
+LOC_HEAD = "mlp"
 DATA_448 = "../shared/data/cub448"
 RUN_DIR = ROOT / "runs" / "cub"
 
@@ -68,6 +69,8 @@ def command(name: str, size: str, threads: int) -> list[str]:
            "--threads", str(threads), "--out", str(stem.relative_to(ROOT)), "--log-every", "10", "--no-progress"]
     if name != "baseline" and LOC_INIT != "tiled":
         cmd += ["--loc-init", LOC_INIT]
+    if name != "baseline" and LOC_HEAD != "mlp":
+        cmd += ["--loc-head", LOC_HEAD]
     if read_meta(stem) is not None:
         cmd.append("--resume")
     return cmd

@@ -212,6 +212,10 @@ def _check_arch(meta: dict, where: Any) -> None:
         _int_in(arch, "loc_size", 32, MAX_INPUT_SIZE, where, "extra.arch.loc_size")
         if "learn_scale" in arch and not isinstance(arch["learn_scale"], bool):
             raise _bad(where, "extra.arch.learn_scale", "true or false", arch["learn_scale"])
+        if arch.get("loc_head") is not None and arch["loc_head"] not in ("mlp", "heatmap"):
+            raise _bad(where, "extra.arch.loc_head", "'mlp' or 'heatmap'", arch["loc_head"])
+        if arch.get("loc_init") is not None and arch["loc_init"] not in ("tiled", "centre"):
+            raise _bad(where, "extra.arch.loc_init", "'tiled' or 'centre'", arch["loc_init"])
         return
     arch = meta.get("arch")
     if arch is None:

@@ -63,6 +63,39 @@ LEARNED_SCALE = (0.2, 1.0)
 BOX_COLOURS = ("red", "green", "blue", "orange")
 #: Where the boxes start (the localisation net's last-layer bias): tiled over the image, or all on its centre.
 LOC_INITS = ("tiled", "centre")
+#: Localisation heads: "mlp" (1×1 conv, 4×4 pooling, 2-layer MLP regressing (tx, ty)) or "heatmap"
+#: (:class:`HeatmapLocaliser`: a score map per transformer over the feature cells, soft-argmax).
+LOC_HEADS = ("mlp", "heatmap")
+#: Heatmap head: raw translation = start + HEATMAP_GAIN · (expected cell position); with the tanh bound
+#: a box can then reach most of the image from either start.
+HEATMAP_GAIN = 2.0
+
+
+class HeatmapLocaliser(nn.Module):
+    """Soft-argmax localisation head: (N, C, h, w) features → raw translations (N, n_st, 2).
+
+    Per transformer k, a 1×1 conv scores every feature cell, a softmax over the h·w cells turns the
+    scores into a distribution p_k, and the box centre moves by the expected cell position
+    E_p[(x, y)] (cell centres in normalised [-1, 1] coordinates): raw_k = start_k + gain · E_p[(x, y)].
+    The conv starts at zero (uniform p: E = 0, the box sits at its start), so the start is exact.
+    Unlike the MLP head on pooled features, every image gets its own p, so the box can follow each
+    bird from the first step."""
+
+    def __init__(self, channels: int, n_st: int, gain: float = HEATMAP_GAIN) -> None:
+        super().__init__()
+        self.score = nn.Conv2d(channels, n_st, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+        self.start = nn.Parameter(torch.zeros(n_st, 2))
+        self.gain = float(gain)
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = fmap.shape
+        p = torch.softmax(self.score(fmap).flatten(2).float(), -1)               # (N, n_st, h·w)
+        ys = (torch.arange(h, device=fmap.device, dtype=torch.float32) + 0.5) / h * 2 - 1
+        xs = (torch.arange(w, device=fmap.device, dtype=torch.float32) + 0.5) / w * 2 - 1
+        pos = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).view(h * w, 2)  # (h·w, 2) as (x, y)
+        return self.start + self.gain * (p @ pos)                                # (N, n_st, 2)
 
 
 class WeightsError(ValueError):
@@ -134,7 +167,7 @@ class CubNet(nn.Module):
                  crop_scale: float = 0.5, loc_hidden: int = 128, dropout: float = 0.2,
                  backbone_weights: str | os.PathLike | None = "default", backbone: str = "mobilenet_v2",
                  detach_loc_features: bool = True, loc_size: int | None = None, learn_scale: bool = False,
-                 loc_init: str = "tiled") -> None:
+                 loc_init: str = "tiled", loc_head: str = "mlp") -> None:
         super().__init__()
         if backbone != "mobilenet_v2":
             raise ValueError(f"unknown backbone {backbone!r}; available: mobilenet_v2")
@@ -150,6 +183,11 @@ class CubNet(nn.Module):
         if loc_init not in LOC_INITS:
             raise ValueError(f"loc_init must be one of {', '.join(LOC_INITS)}, got {loc_init!r}")
         self.loc_init = loc_init
+        if loc_head not in LOC_HEADS:
+            raise ValueError(f"loc_head must be one of {', '.join(LOC_HEADS)}, got {loc_head!r}")
+        if loc_head == "heatmap" and learn_scale:
+            raise ValueError("the heatmap localisation head places fixed-scale boxes; use loc_head='mlp' with learn_scale")
+        self.loc_head = loc_head
         if loc_size is not None and not 32 <= int(loc_size) <= int(input_size):
             raise ValueError(f"loc_size must be between 32 and input_size ({input_size}), got {loc_size}")
         self.n_st = n_st
@@ -164,8 +202,11 @@ class CubNet(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEAT_DIM * n_branch, len(self.classes)))
         nn.init.normal_(self.classifier[1].weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier[1].bias)
-        self.loc: Optional[nn.Sequential] = None
-        if n_st:
+        self.loc: Optional[nn.Module] = None
+        if n_st and loc_head == "heatmap":
+            self.loc = HeatmapLocaliser(FEAT_DIM, n_st)
+            self.reset_localisation()
+        elif n_st:
             # localisation net: 1x1 conv on the 1280-channel map, 4x4 spatial pooling, 2-layer MLP
             self.loc = nn.Sequential(
                 nn.Conv2d(FEAT_DIM, 64, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
@@ -191,12 +232,17 @@ class CubNet(nn.Module):
     def reset_localisation(self) -> None:
         """Zero last-layer weights, bias = the start boxes at ``crop_scale``: tiled (see
         :func:`tiled_translations`) or all centred (``loc_init="centre"``)."""
-        last = self.loc[-1]
-        nn.init.zeros_(last.weight)
         with torch.no_grad():
             start = tiled_translations(self.n_st) if self.loc_init == "tiled" else [(0.0, 0.0)] * self.n_st
             t = torch.tensor(start, dtype=torch.float32) / self.t_bound
             raw = torch.atanh(t.clamp(-0.999, 0.999))                     # (n_st, 2)
+            if isinstance(self.loc, HeatmapLocaliser):
+                nn.init.zeros_(self.loc.score.weight)
+                nn.init.zeros_(self.loc.score.bias)
+                self.loc.start.copy_(raw)
+                return
+            last = self.loc[-1]
+            nn.init.zeros_(last.weight)
             if self.learn_scale:
                 raw = torch.cat([torch.full((self.n_st, 1), self._scale_logit()), raw], 1)
             last.bias.copy_(raw.flatten())
@@ -233,7 +279,7 @@ class CubNet(nn.Module):
                 fmap = self.features(xn)
         else:
             fmap = self.features(xn)
-        raw = self.loc(fmap)
+        raw = self.loc(fmap.float() if isinstance(self.loc, HeatmapLocaliser) else fmap)
         if not self.learn_scale:
             t = self.t_bound * torch.tanh(raw).view(-1, self.n_st, 2)
             return torch.cat([torch.full_like(t[..., :1], self.crop_scale), t], -1)
@@ -288,9 +334,10 @@ def build_cub_model(name: str, classes: Sequence[int], input_size: int = 224, cr
 def arch_of(model: CubNet) -> dict[str, Any]:
     """The JSON-able architecture description stored as meta["extra"]["arch"]."""
     return {"backbone": "mobilenet_v2", "n_st": model.n_st, "crop_size": model.crop_size,
-            "crop_scale": model.crop_scale, "loc_hidden": model.loc[-1].in_features if model.loc is not None else None,
+            "crop_scale": model.crop_scale,
+            "loc_hidden": model.loc[-1].in_features if isinstance(model.loc, nn.Sequential) else None,
             "input_size": model.input_size, "loc_size": model.loc_size, "learn_scale": model.learn_scale,
-            "loc_init": model.loc_init if model.n_st else None}
+            "loc_init": model.loc_init if model.n_st else None, "loc_head": model.loc_head if model.n_st else None}
 
 
 def model_from_meta(meta: dict[str, Any]) -> CubNet:
@@ -307,6 +354,10 @@ def model_from_meta(meta: dict[str, Any]) -> CubNet:
         kw["loc_size"] = int(arch["loc_size"])
     if arch.get("learn_scale"):
         kw["learn_scale"] = True
+    if arch.get("loc_head"):
+        kw["loc_head"] = str(arch["loc_head"])
+    if arch.get("loc_init"):
+        kw["loc_init"] = str(arch["loc_init"])
     return build_cub_model(meta["model"], [int(c) for c in classes], input_size=int(meta["input_size"]),
                            crop_size=int(arch.get("crop_size", 112)), crop_scale=float(arch.get("crop_scale", 0.5)),
                            backbone_weights=None, **kw)
@@ -320,6 +371,6 @@ def boxes_to_pixels(boxes: torch.Tensor, width: int, height: int) -> torch.Tenso
     return b
 
 
-__all__ = ["BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "LEARNED_SCALE", "LOC_INITS", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
+__all__ = ["BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "HeatmapLocaliser", "LEARNED_SCALE", "LOC_HEADS", "LOC_INITS", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
            "build_cub_model", "default_weights_path", "mobilenet_v2_features", "model_from_meta",
            "tiled_translations"]

@@ -49,7 +49,7 @@ from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, 
 from stn_core.data.common import DataError, repo_root
 from stn_core.data.cub import CubRecord, find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
-from stn_core.models.cub import CUB_MODEL_NAMES, LOC_INITS, CubNet, arch_of, build_cub_model
+from stn_core.models.cub import CUB_MODEL_NAMES, LOC_HEADS, LOC_INITS, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
 from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, command_line, default_ckpt_every,
                                  keep_depthwise_fp32, make_grad_scaler, refuse_to_overwrite, resume_precision,
@@ -66,7 +66,7 @@ FULL_SCALE_COMMAND = ("torchrun --nproc_per_node 1 -m stn_core.train --task cub2
                       "--crop-scale 0.5 --seed 0 --device cuda --out checkpoints/cub200_2st_448")
 RESUME_FIXED = ("task", "model", "classes", "epochs", "steps", "batch", "lr", "momentum", "weight_decay",
                 "optimizer", "head_lr_mult", "loc_lr_mult", "seed", "input_size", "crop_size", "crop_scale",
-                "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction")
+                "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction", "loc_head")
 #: seed of the validation split carved from train (fixed: every setting of a search sees the same split)
 VAL_SEED = 20150605
 N_BOX_BIRDS = 6
@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="side the localisation net sees the image at (paper: 224 for 448-px input; default: input size)")
     p.add_argument("--loc-init", default="tiled", choices=list(LOC_INITS),
                    help="where the boxes start: 'tiled' (side by side / quadrants) or 'centre' (all on the image centre)")
+    p.add_argument("--loc-head", default="mlp", choices=list(LOC_HEADS),
+                   help="localisation head: 'mlp' (pooled features → 2-layer MLP) or 'heatmap' (a score map per "
+                        "transformer, soft-argmax: the box follows each image's features)")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="carve this fraction of each class's TRAINING images as a validation split, train on the "
                         "rest and evaluate there (never on the test split): for choosing settings")
@@ -339,7 +342,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     try:
         model = build_cub_model(a.model, class_ids, input_size=a.input_size, crop_size=a.crop_size,
                                 crop_scale=a.crop_scale, backbone_weights=a.backbone_weights, loc_size=a.loc_size,
-                                learn_scale=a.learn_scale, loc_init=a.loc_init).to(device)
+                                learn_scale=a.learn_scale, loc_init=a.loc_init, loc_head=a.loc_head).to(device)
     except ValueError as e:  # WeightsError and bad architecture settings: a sentence, not a traceback
         raise SystemExit(f"error: {e}") from None
     if a.channels_last:
@@ -358,7 +361,8 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     train_args = {k: getattr(a, k) for k in RESUME_FIXED if k not in ("steps",)}
     # recorded when set: older runs resume as before
-    for k, default in (("loc_size", None), ("learn_scale", False), ("loc_init", "tiled"), ("val_fraction", None)):
+    for k, default in (("loc_size", None), ("learn_scale", False), ("loc_init", "tiled"), ("val_fraction", None),
+                       ("loc_head", "mlp")):
         if train_args[k] == default:
             del train_args[k]
     train_args["steps"] = total

@@ -128,7 +128,7 @@ def test_page_state_and_helpers():
     rows = ca.part_table_rows({"models": {"2st": {"transformers": [
         {"transformer": 0, "colour": "red", "head_hit": 0.5, "body_hit": 0.25, "tiled_head_hit": 0.4,
          "tiled_body_hit": None}]}}})
-    assert rows[0]["head-hit %"] == 50.0 and rows[0]["tiled start body-hit %"] is None
+    assert rows[0]["head-hit %"] == 50.0 and rows[0]["start boxes body-hit %"] is None
 
 
 def test_sample_birds_and_status(tmp_path):

@@ -245,6 +245,36 @@ def test_centre_start_puts_every_box_on_the_image_centre():
         build_cub_model("cub-2st", [1], input_size=64, crop_size=32, backbone_weights=None, loc_init="middle")
 
 
+def test_heatmap_head_starts_at_the_start_boxes_and_follows_the_image():
+    """Zero score maps: every box exactly at its start. A score map peaked on one cell moves the box
+    towards that cell, differently for different images (what the MLP head's shared offset cannot)."""
+    torch.manual_seed(0)
+    m = build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None,
+                        loc_head="heatmap").eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(m.views(x).boxes, m.views(torch.rand(2, 3, 64, 64)).boxes)
+        assert torch.allclose(m.views(x).boxes[0], torch.tensor([[-1.0, -0.5, 0.0, 0.5], [0.0, -0.5, 1.0, 0.5]]),
+                              atol=1e-5)
+    loc = m.loc
+    fmap = torch.zeros(2, 1280, 2, 2)
+    fmap[0, 0, 0, 0] = 1.0   # image 0: feature 0 fires in the top-left cell
+    fmap[1, 0, 1, 1] = 1.0   # image 1: in the bottom-right cell
+    with torch.no_grad():
+        loc.score.weight[:, 0] = 20.0
+        raw = loc(fmap)
+    assert raw.shape == (2, 2, 2)
+    d = raw - loc.start
+    assert torch.allclose(d[0], torch.full((2, 2), -1.0), atol=1e-3)  # gain 2 × cell centre (-0.5, -0.5)
+    assert torch.allclose(d[1], torch.full((2, 2), 1.0), atol=1e-3)
+    g = torch.autograd.grad(m.views(x).boxes.sum(), loc.score.weight, allow_unused=True)[0]
+    assert g is not None  # reached by the gradient through the soft-argmax
+    assert arch_of(m)["loc_head"] == "heatmap" and arch_of(m)["loc_hidden"] is None
+    with pytest.raises(ValueError, match="learn_scale"):
+        build_cub_model("cub-2st", [1], input_size=64, crop_size=32, backbone_weights=None, loc_head="heatmap",
+                        learn_scale=True)
+
+
 def test_validation_split_is_carved_per_class_from_train_only():
     from stn_core.train.cub import carve_validation
 
@@ -263,9 +293,12 @@ def test_cli_validation_run_never_reads_the_test_split(tmp_path):
 
     root = make_tiny_cub(tmp_path / "cub")
     meta = main(TINY + ["--data-root", str(root), "--model", "cub-2st", "--val-fraction", "0.34",
-                        "--loc-init", "centre", "--out", str(tmp_path / "v")])
+                        "--loc-init", "centre", "--loc-head", "heatmap", "--out", str(tmp_path / "v")])
     assert meta["final"] and meta["test_set"]["split"].startswith("VALIDATION")
     assert meta["train_args"]["val_fraction"] == 0.34 and meta["train_args"]["loc_init"] == "centre"
+    assert meta["train_args"]["loc_head"] == "heatmap"
+    m, _ = load_model(tmp_path / "v")  # rebuilt with its heatmap head
+    assert m.loc_head == "heatmap" and m.loc_init == "centre"
     # make_tiny_cub marks 3 of each class's 5 birds as training: 1 of the 3 (round(0.34 · 3)) becomes validation
     assert meta["extra"]["n_train"] == 6 and meta["test_set"]["size"] == 3
     st = meta["extra"]["eval_box_stats"]

@@ -114,10 +114,10 @@ def test_cub_search_writes_a_report_of_what_is_there(tmp_path, monkeypatch):
     meta = {"final": True, "test_error": 40.0, "steps": 150, "command": "python -m stn_core.train …",
             "test_set": {"size": 300}, "extra": {"eval_box_stats": {"centre_std": [[0.1, 0.2], [0.0, 0.05]],
                                                                     "centre_mean": [[-0.5, 0.0], [0.5, 0.0]]}}}
-    CS.stem_of(10.0, "centre").with_suffix(".json").write_text(json.dumps(meta))
+    CS.stem_of(10.0, "centre", "mlp").with_suffix(".json").write_text(json.dumps(meta))
     text = CS.report()
-    assert "| 10 | centre | **60.00** | 0.100, 0.200; 0.000, 0.050 |" in text and "300 birds" in text
-    assert "Chosen: loc lr × 10, centre start" in text and text.count("not run") == len(CS.SETTINGS)  # + baseline - 1
-    CS.stem_of(None, "baseline").with_suffix(".json").write_text(json.dumps({**meta, "test_error": 45.0}))
+    assert "| 10 | centre | mlp | **60.00** | 0.100, 0.200; 0.000, 0.050 |" in text and "300 birds" in text
+    assert "Chosen: loc lr × 10, centre start, mlp head" in text and text.count("not run") == len(CS.SETTINGS)  # + baseline - 1
+    CS.stem_of(None, "baseline", None).with_suffix(".json").write_text(json.dumps({**meta, "test_error": 45.0}))
     text = CS.report()
-    assert "| (baseline, no transformer) | baseline | **55.00** |" in text and "60.00 % vs 55.00 % (+5.00 points)" in text
+    assert "| (baseline, no transformer) | baseline |  | **55.00** |" in text and "60.00 % vs 55.00 % (+5.00 points)" in text
