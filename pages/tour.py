@@ -481,14 +481,17 @@ def step_cub() -> dict[str, str]:
     except Exception as e:
         st.info(f"The shipped CUB samples are missing ({type(e).__name__}: {e}).")
     shown = False
-    if bird is not None and reg.ready(reg.stem("cub50_2st")):
+    # the 448-px models (the paper's high-resolution setting) when they are here, else the 224-px ones
+    size = 448 if reg.ready(reg.cub_stem("2st", size=448)) else 224
+    st_stem, base_stem = reg.cub_stem("2st", size=size), reg.cub_stem("baseline", size=size)
+    if bird is not None and reg.ready(st_stem):
         try:
-            model, meta = common.load_checkpoint(str(reg.stem("cub50_2st")), reg.version(reg.stem("cub50_2st")))
+            model, meta = common.load_checkpoint(str(st_stem), reg.version(st_stem))
             pred = ca.predict_bird(model, meta, bird)
             c1, c2 = st.columns([1.4, 1], gap="large")
             with c1:
                 boxed = ca.draw_boxes(bird, pred.boxes)
-                st.image(boxed, caption=f"{name}: the transformers' boxes", width="stretch")
+                st.image(boxed, caption=f"{name}: the transformers' boxes ({size}-px model)", width="stretch")
                 common.png_download(viz.png_bytes(boxed), "tour-cub-boxes.png", key=_k("c_png"))
             with c2:
                 crops = list(pred.crops)
@@ -496,8 +499,8 @@ def step_cub() -> dict[str, str]:
                 for k, (col, crop) in enumerate(zip(cols, crops)):
                     col.image(viz.to_uint8(np.asarray(crop)), caption=f"transformer {k + 1}", width="stretch")
                 st.markdown("**Top 5**  \n" + "  \n".join(f"{n_}: {100 * p:.0f} %" for _c, n_, p in pred.top5))
-                if reg.ready(reg.stem("cub50_baseline")):
-                    base, bmeta = common.load_checkpoint(str(reg.stem("cub50_baseline")), reg.version(reg.stem("cub50_baseline")))
+                if reg.ready(base_stem):
+                    base, bmeta = common.load_checkpoint(str(base_stem), reg.version(base_stem))
                     top = ca.predict_bird(base, bmeta, bird).top5[0]
                     st.caption(f"The CNN without transformers says {top[1]} ({100 * top[2]:.0f} %).")
             if not meta.get("final", False):
