@@ -36,7 +36,7 @@ VAL_FRACTION = 0.2
 #: × 1 with the MLP head (both boxes ran to the corners of their range), so the heatmap head is tried from
 #: the tiled start only.
 SETTINGS = ((1.0, "tiled", "mlp"), (1.0, "centre", "mlp"), (10.0, "tiled", "mlp"), (10.0, "centre", "mlp"),
-            (1.0, "tiled", "heatmap"), (10.0, "tiled", "heatmap"), (0.1, "tiled", "mlp"))
+            (1.0, "tiled", "heatmap"), (10.0, "tiled", "heatmap"), (0.1, "tiled", "mlp"), (0.1, "tiled", "heatmap"))
 BASELINE = (None, "baseline", None)  # the 448-px baseline on the same split: the reference a setting should beat
 
 
