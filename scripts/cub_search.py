@@ -74,13 +74,14 @@ def report() -> str:
             continue
         acc = 100.0 - m["test_error"]
         st = m["extra"].get("eval_box_stats") or {}
+        follow = max((max(sx, sy) for sx, sy in st.get("centre_std", [])), default=0.0)
         spread = "; ".join(f"{sx:.3f}, {sy:.3f}" for sx, sy in st.get("centre_std", []))
         centre = "; ".join(f"{x:+.2f}, {y:+.2f}" for x, y in st.get("centre_mean", []))
         rows.append(f"| {lr} | {init} | {head or ''} | **{acc:.2f}** | {spread} | {centre} | {m['steps']} |")
         if mult is None:
             base = acc
-        elif best is None or acc > best[0]:
-            best = (acc, mult, init, head, m["command"])
+        elif best is None or (acc, follow) > (best[0], best[5]):
+            best = (acc, mult, init, head, m["command"], follow)
         n_val = m["test_set"]["size"]
     L = ["# CUB 2×ST-CNN at 448 px: localisation learning rate and box start, chosen on a validation split", "",
          f"Made by `python scripts/cub_search.py` from the runs in `runs/cub-search/`. Each setting trains the "
@@ -96,7 +97,8 @@ def report() -> str:
          "|---|---|---|---|---|---|---|", *rows, ""]
     if best is not None:
         L += [f"**Chosen: loc lr × {best[1]:g}, {best[2]} start, {best[3]} head** (rule: highest validation accuracy "
-              f"of the 2×ST-CNN settings). Its command: `{best[4]}`", ""]
+              f"of the 2×ST-CNN settings; a tie goes to the boxes that follow the birds more, the larger "
+              f"box-centre spread). Its command: `{best[4]}`", ""]
         if base is not None:
             L += [f"Against the 448-px baseline on the same split and budget: {best[0]:.2f} % vs {base:.2f} % "
                   f"({best[0] - base:+.2f} points).", ""]

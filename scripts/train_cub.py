@@ -37,6 +37,9 @@ from stn_core.fileio import atomic_write_bytes  # noqa: E402
 from stn_core.train.cub import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
 
 MODELS = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}
+#: 448-px 2×ST-CNN variants, reported separately (``--variants``): the learned scale (s, tx, ty) and the
+#: heatmap localisation head at its best validation setting (loc lr × 0.1, results/cub-search.md)
+VARIANTS = {"2st-scale": ["--learn-scale"], "2st-heatmap": ["--loc-head", "heatmap", "--loc-lr-mult", "0.1"]}
 SIZES = ("224", "448")
 EPOCHS = 5
 #: chosen on the validation split by scripts/cub_search.py (results/cub-search.md)
@@ -60,12 +63,27 @@ def protocol_args(size: str, epochs: float = EPOCHS, loc_lr_mult: float = LOC_LR
 
 
 def stem_of(name: str, size: str, folder: Path = RUN_DIR) -> Path:
-    return folder / (f"cub50_{name}" if size == "224" else f"cub50_{name}_{size}")
+    """``cub50_<name>`` (224) / ``cub50_<name>_448``; a variant ``2st-x`` → ``cub50_2st_448_x``."""
+    base, _, variant = name.partition("-")
+    return folder / ((f"cub50_{base}" if size == "224" else f"cub50_{base}_{size}") + (f"_{variant}" if variant else ""))
+
+
+def with_overrides(flags: list[str], extra: list[str]) -> list[str]:
+    """``flags`` + ``extra``, where a ``--name value`` pair of ``extra`` replaces the same flag's pair in ``flags``."""
+    out = list(flags)
+    for i, tok in enumerate(extra):
+        valued = i + 1 < len(extra) and not extra[i + 1].startswith("--")
+        if tok.startswith("--") and valued and tok in out:
+            j = out.index(tok)
+            del out[j:j + 2]
+    return out + extra
 
 
 def command(name: str, size: str, threads: int) -> list[str]:
     stem = stem_of(name, size)
-    cmd = [sys.executable, "-m", "stn_core.train", "--task", "cub50", "--model", MODELS[name], *protocol_args(size),
+    flags = with_overrides(protocol_args(size), VARIANTS.get(name, []))
+    model = MODELS[name.partition("-")[0]]
+    cmd = [sys.executable, "-m", "stn_core.train", "--task", "cub50", "--model", model, *flags,
            "--threads", str(threads), "--out", str(stem.relative_to(ROOT)), "--log-every", "10", "--no-progress"]
     if name != "baseline" and LOC_INIT != "tiled":
         cmd += ["--loc-init", LOC_INIT]
@@ -94,6 +112,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--variants", nargs="*", default=[], choices=list(VARIANTS),
+                    help="448-px 2×ST-CNN variants to train after the models (reported separately)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (logs in runs/logs/cub/)")
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
@@ -105,9 +125,11 @@ def main() -> None:
         return
     if args.promote:
         promote(args.models, args.sizes)
+        promote(args.variants, ["448"])
         return
-    jobs = [(stem_of(name, size), lambda name=name, size=size: command(name, size, args.threads))
-            for size in args.sizes for name in args.models]
+    runs = [(name, size) for size in reversed(sorted(args.sizes)) for name in args.models]  # the long 448 runs first
+    runs += [(v, "448") for v in args.variants]
+    jobs = [(stem_of(name, size), lambda name=name, size=size: command(name, size, args.threads)) for name, size in runs]
     run_queue(jobs, args.time_limit, parallel=args.jobs, log_dir=ROOT / "runs" / "logs" / "cub")
 
 

@@ -105,6 +105,11 @@ def test_cub_protocol_gives_every_model_of_a_size_the_same_budget(tmp_path):
     assert p448[p448.index("--loc-size") + 1] == "224"
     with pytest.raises(ValueError):
         TC.protocol_args("300")
+    # a variant keeps the 448 protocol but its own localisation settings, and its own stem
+    hm = TC.command("2st-heatmap", "448", threads=1)
+    assert hm.count("--loc-lr-mult") == 1 and hm[hm.index("--loc-lr-mult") + 1] == "0.1"
+    assert "--loc-head" in hm and hm[hm.index("--out") + 1] == "runs/cub/cub50_2st_448_heatmap"
+    assert TC.with_overrides(["--a", "1", "--b", "2"], ["--b", "3", "--flag"]) == ["--a", "1", "--b", "3", "--flag"]
 
 
 def test_cub_search_writes_a_report_of_what_is_there(tmp_path, monkeypatch):
