@@ -124,5 +124,7 @@ def test_cub_search_writes_a_report_of_what_is_there(tmp_path, monkeypatch):
     assert "| 10 | centre | mlp | **60.00** | 0.100, 0.200; 0.000, 0.050 |" in text and "300 birds" in text
     assert "Chosen: loc lr × 10, centre start, mlp head" in text and text.count("not run") == len(CS.SETTINGS)  # + baseline - 1
     CS.stem_of(None, "baseline", None).with_suffix(".json").write_text(json.dumps({**meta, "test_error": 45.0}))
+    Path(f"{CS.stem_of(0.1, 'tiled', 'heatmap')}.json").write_text(json.dumps({**meta, "test_error": 41.0}))
     text = CS.report()
     assert "| (baseline, no transformer) | baseline |  | **55.00** |" in text and "60.00 % vs 55.00 % (+5.00 points)" in text
+    assert "| 0.1 | tiled | heatmap | **59.00** |" in text  # a stem with a dot in it is read
