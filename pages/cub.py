@@ -91,6 +91,8 @@ sb.radio("Input size", list(reg.CUB_SIZES), key=P + "res", horizontal=True,
          "more detail than the whole photo at 224 px).")
 res = int(ss[P + "res"])
 status = {k: reg.cub_status(k, size=res) for k in reg.CUB_KEYS}
+if res == 448:  # the variants, when present, beside the three models
+    status.update({k: v for k in reg.CUB_VARIANT_KEYS if (v := reg.cub_status(k, size=res))["exists"]})
 models: dict[str, tuple] = {}
 load_errors: dict[str, str] = {}
 for k, s in status.items():
@@ -190,12 +192,13 @@ part_names = bird["part_names"] if bird is not None else None
 with tab_bird:
     st.caption(caption + (f" — true species: **{bird['class_name']}**" if bird is not None else ""))
     panels = []
-    cols = st.columns(len(reg.CUB_KEYS), gap="medium")  # one column per model, fixed widths
+    shown_keys = [k for k in status if k in reg.CUB_KEYS or k in models]
+    cols = st.columns(len(shown_keys), gap="medium")  # one column per model, fixed widths
     if not models:
         drawn = ca.draw_boxes(image, np.zeros((0, 4)), overlay_parts, overlay_bbox, part_names)
         cols[0].image(drawn, caption="the bird", width="stretch")
         panels.append(drawn)
-    for col, k in zip(cols, reg.CUB_KEYS):
+    for col, k in zip(cols, shown_keys):
         if k not in models:
             if models:
                 col.markdown(f"**{reg.CUB_LABELS[k]}**")
@@ -224,7 +227,7 @@ with tab_bird:
 
 # --------------------------------------------------------------------------- gallery
 
-st_models = [k for k in ("2st", "4st") if k in models]
+st_models = [k for k in ("2st", "4st", *reg.CUB_VARIANT_KEYS) if k in models]
 with tab_gallery:
     if not st_models:
         st.info(f"The gallery needs a trained 2×ST-CNN or 4×ST-CNN: `{TRAIN_CMD}`")
@@ -266,14 +269,17 @@ with tab_parts:
                     "every bird the transformer's average box: if the learned boxes do no better, the transformer "
                     "found where heads usually are, not each bird's head.")
         st.dataframe(rows, hide_index=True, width="stretch")
-        for k in ("2st", "4st"):
+        for k in ("2st", "4st", *(reg.CUB_VARIANT_KEYS if res == 448 else ())):
             m = (data.get("models") or {}).get(reg.cub_stem_name(k, res).removeprefix("cub50_")) or {}
             v = m.get("head_detector")
             if v:
                 st.markdown(f"**{reg.CUB_LABELS[k]}: one transformer becomes a head detector: "
                             f"{'yes' if v['holds'] else 'no'}** (head-hit difference {100 * v['diff']:.1f} points, "
                             f"95% CI [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}]; mean union IoU with the bird "
-                            f"box {m.get('mean_union_iou', float('nan')):.3f}).")
+                            f"box {m.get('mean_union_iou', float('nan')):.3f})."
+                            + (f" Per bird, its best head box beats its own mean box by "
+                               f"{100 * pb['diff']:+.1f} points (95% CI [{100 * pb['ci'][0]:.1f}, "
+                               f"{100 * pb['ci'][1]:.1f}])." if (pb := m.get("per_bird_vs_mean_box")) else ""))
         st.caption(f"Source: results/cub.json, made by `{data.get('command')}`.")
 
 # --------------------------------------------------------------------------- replay

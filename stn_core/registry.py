@@ -499,13 +499,17 @@ CUB_KEYS = ("baseline", "2st", "4st")
 CUB_LABELS = {"baseline": "CNN baseline", "2st": "2×ST-CNN", "4st": "4×ST-CNN"}
 #: input sizes of the shipped CUB models (the paper's two rows); 224 has no suffix in the stem
 CUB_SIZES = (224, 448)
+#: 448-px 2×ST-CNN variants, shown beside the three models when present (stem ``cub50_2st_448_<variant>``)
+CUB_VARIANT_KEYS = ("2st-heatmap", "2st-scale")
+CUB_LABELS.update({"2st-heatmap": "2×ST-CNN, heatmap head", "2st-scale": "2×ST-CNN, learned scale"})
 
 
 def cub_stem_name(key: str, size: int = 224) -> str:
-    """``cub50_<key>`` (224 px) or ``cub50_<key>_<size>``."""
+    """``cub50_<key>`` (224 px) or ``cub50_<key>_<size>``; a variant ``2st-x`` → ``cub50_2st_<size>_x``."""
     if size not in CUB_SIZES:
         raise ValueError(f"CUB input size must be one of {CUB_SIZES}, got {size!r}")
-    return f"cub50_{key}" if size == 224 else f"cub50_{key}_{size}"
+    base, _, variant = key.partition("-")
+    return (f"cub50_{base}" if size == 224 else f"cub50_{base}_{size}") + (f"_{variant}" if variant else "")
 
 
 def cub_stem(key: str, folder: str | os.PathLike | None = None, size: int = 224) -> Path:

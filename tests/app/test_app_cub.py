@@ -21,9 +21,10 @@ CLASSES = [1, 12, 14, 17, 36, 42, 47, 50]
 
 def make_tiny_cub_checkpoint(folder: Path, key: str, final: bool = True, size: int = 224) -> Path:
     """An untrained tiny CUB model saved as ``folder/cub50_<key>[_448]`` with a fake box history."""
-    name = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}[key]
+    name = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st", "2st-heatmap": "cub-2st"}[key]
     torch.manual_seed(0)
-    m = build_cub_model(name, CLASSES, input_size=64, crop_size=32, backbone_weights=None)
+    m = build_cub_model(name, CLASSES, input_size=64, crop_size=32, backbone_weights=None,
+                        loc_head="heatmap" if key == "2st-heatmap" else "mlp")
     extra = {"arch": arch_of(m), "class_names": {"1": "Black footed Albatross", "12": "Yellow headed Blackbird"},
              "box_history": None}
     if m.n_st:
@@ -37,7 +38,9 @@ def make_tiny_cub_checkpoint(folder: Path, key: str, final: bool = True, size: i
             "num_classes": len(CLASSES), "classes": CLASSES, "final": final, "steps": 10, "test_error": 50.0,
             "command": f"python -m stn_core.train --task cub50 --model {name}", "train_args": {"steps": 20},
             "extra": extra}
-    return save_checkpoint(folder / (f"cub50_{key}" if size == 224 else f"cub50_{key}_{size}"), m, meta)
+    from stn_core.registry import cub_stem_name
+
+    return save_checkpoint(folder / cub_stem_name(key, size), m, meta)
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +156,16 @@ def test_both_input_sizes(monkeypatch, tmp_path):
     """448-px checkpoints present: the page opens on them (res=448 in the URL); the radio switches to the
     224-px models, which are missing here, so it says how to train them."""
     make_tiny_cub_checkpoint(tmp_path, "2st", size=448)
+    make_tiny_cub_checkpoint(tmp_path, "2st-heatmap", size=448)
     monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))
     at = open_page(PAGE)
     assert_no_exception(at)
     assert _q(at, "res") == "448" and at.radio(key="cub_res").value == 448
+    md = " ".join(m.value for m in at.markdown)
+    assert "2×ST-CNN, heatmap head" in md, "the 448-px variant is shown beside the models"
+    at.radio(key="cub_st").set_value("2st-heatmap").run()  # the gallery / replay of the variant
+    assert_no_exception(at)
+    assert _q(at, "st") == "2st-heatmap"
     infos = " ".join(i.value for i in at.info)
     assert "Not trained yet at 448 px: CNN baseline, 4×ST-CNN" in infos
     at.radio(key="cub_res").set_value(224).run()
