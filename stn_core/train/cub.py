@@ -282,9 +282,10 @@ def eval_cache_path(meta_path: Path, checkpoint_id: str) -> Path:
 
 def _save_eval_cache(meta_path: Path, logits: torch.Tensor, boxes: Optional[torch.Tensor],
                      image_ids: list[int]) -> None:
-    """Store final test predictions for the repo's own checkpoints (checkpoints/cub*) only."""
+    """Store final test predictions for the repo's own checkpoints (``checkpoints/``) and for the runs of
+    ``scripts/train_cub.py`` (``runs/cub/``, promoted to checkpoints/ with the same checkpoint id) only."""
     meta_path = Path(meta_path).resolve()
-    if meta_path.parent != repo_root() / "checkpoints":
+    if meta_path.parent not in ((repo_root() / "checkpoints").resolve(), (repo_root() / "runs" / "cub").resolve()):
         return
     try:
         cid = load_meta(meta_path)["checkpoint_id"]
