@@ -12,7 +12,9 @@ Reduced-scale analogue of the paper's birds experiment (which used Inception-BN 
   translation (tx, ty) per transformer (``learn_scale``: also its scale s in [0.2, 1], starting at
   ``crop_scale``, the box kept at most half outside the image); otherwise the scale is FIXED at
   ``crop_scale`` (default 0.5: each box is half the image width and height, a quarter of its
-  area, like the paper's fixed-scale attention). Translations are bounded,
+  area, like the paper's fixed-scale attention). ``loc_head``: ``"mlp"`` (pooled features → 2-layer
+  MLP, the default) or ``"heatmap"`` (:class:`HeatmapLocaliser`, soft-argmax over the feature cells);
+  ``loc_init``: boxes start ``"tiled"`` (below) or all on the image ``"centre"``. Translations are bounded,
   ``t = (1 - s/2) · tanh(raw)``, so at most half of a box can leave the image. The last layer
   starts with zero weights and a bias that TILES the boxes over the image (2: left / right
   halves, centred vertically; 4: the 2×2 quadrants), as in the paper. Each crop is sampled
