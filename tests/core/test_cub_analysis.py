@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -135,6 +137,14 @@ def test_sample_birds_and_status(tmp_path):
     birds = ca.sample_birds()
     assert len(birds) >= 30 and birds[0]["parts"].shape == (15, 3) and birds[0]["image"].ndim == 3
     assert reg.cub_status("2st", tmp_path)["exists"] is False
+
+
+def test_cub_stem_names_of_both_sizes_and_the_variants():
+    assert reg.cub_stem_name("2st") == "cub50_2st" and reg.cub_stem_name("2st", 448) == "cub50_2st_448"
+    assert reg.cub_stem_name("2st-heatmap", 448) == "cub50_2st_448_heatmap"
+    assert reg.cub_stem("baseline", "/x", size=448) == Path("/x/cub50_baseline_448")
+    with pytest.raises(ValueError, match="224, 448"):
+        reg.cub_stem_name("2st", 300)
 
 
 def test_make_cub_results_on_tiny_checkpoints(tmp_path):
