@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from stn_core.analysis import cub as an
 from pages.lab import cub as ca
-from stn_core.models.cub import build_cub_model
 from stn_core import registry as reg
+from stn_core.analysis import cub as an
+from stn_core.models.cub import build_cub_model
 
 torch.set_num_threads(1)
 NAMES = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
