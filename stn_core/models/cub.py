@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stn_core.data.common import repo_root
+from stn_core.localisers import HeatmapLocaliser
 from stn_core.sampling import sample
 from stn_core.torchvision_lazy import mobilenet_v2
 from stn_core.transforms import attention_grid
@@ -68,38 +69,6 @@ LOC_INITS = ("tiled", "centre")
 #: Localisation heads: "mlp" (1×1 conv, 4×4 pooling, 2-layer MLP regressing (tx, ty)) or "heatmap"
 #: (:class:`HeatmapLocaliser`: a score map per transformer over the feature cells, soft-argmax).
 LOC_HEADS = ("mlp", "heatmap")
-#: Heatmap head: raw translation = start + HEATMAP_GAIN · (expected cell position); with the tanh bound
-#: a box can then reach most of the image from either start.
-HEATMAP_GAIN = 2.0
-
-
-class HeatmapLocaliser(nn.Module):
-    """Soft-argmax localisation head: (N, C, h, w) features → raw translations (N, n_st, 2).
-
-    Per transformer k, a 1×1 conv scores every feature cell, a softmax over the h·w cells turns the
-    scores into a distribution p_k, and the box centre moves by the expected cell position
-    E_p[(x, y)] (cell centres in normalised [-1, 1] coordinates): raw_k = start_k + gain · E_p[(x, y)].
-    The conv starts at zero (uniform p: E = 0, the box sits at its start), so the start is exact.
-    Unlike the MLP head on pooled features, every image gets its own p, so the box can follow each
-    bird from the first step."""
-
-    def __init__(self, channels: int, n_st: int, gain: float = HEATMAP_GAIN) -> None:
-        super().__init__()
-        self.score = nn.Conv2d(channels, n_st, 1)
-        nn.init.zeros_(self.score.weight)
-        nn.init.zeros_(self.score.bias)
-        self.start = nn.Parameter(torch.zeros(n_st, 2))
-        self.gain = float(gain)
-
-    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = fmap.shape
-        p = torch.softmax(self.score(fmap).flatten(2).float(), -1)               # (N, n_st, h·w)
-        ys = (torch.arange(h, device=fmap.device, dtype=torch.float32) + 0.5) / h * 2 - 1
-        xs = (torch.arange(w, device=fmap.device, dtype=torch.float32) + 0.5) / w * 2 - 1
-        pos = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).view(h * w, 2)  # (h·w, 2) as (x, y)
-        return self.start + self.gain * (p @ pos)                                # (N, n_st, 2)
-
-
 class WeightsError(ValueError):
     """The ImageNet backbone weights are missing or do not fit MobileNetV2."""
 
