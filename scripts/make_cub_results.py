@@ -113,12 +113,16 @@ def protocol_line(meta: dict) -> str:
     """One sentence of a run's protocol, read from its JSON."""
     ta, ex = meta.get("train_args") or {}, meta.get("extra") or {}
     arch = ex.get("arch") or {}
-    crops = (f"; {arch['n_st']} crops of {arch['crop_size']} px at scale {arch['crop_scale']:g}"
-             + (f", localisation net on the image at {arch['loc_size']} px" if arch.get("loc_size") else "")
-             + (f", boxes start {arch.get('loc_init') or 'tiled'}" if arch.get("n_st") else "")) if arch.get("n_st") else ""
+    crops = ""
+    if arch.get("n_st"):
+        crops = (f"; {arch['n_st']} crops of {arch['crop_size']} px at scale {arch['crop_scale']:g}"
+                 + (" (start; learned)" if arch.get("learn_scale") else "")
+                 + (f", localisation net on the image at {arch['loc_size']} px" if arch.get("loc_size") else "")
+                 + f", {arch.get('loc_head') or 'mlp'} localisation head, boxes start {arch.get('loc_init') or 'tiled'}"
+                 + f", localisation lr × {ta.get('loc_lr_mult')}")
     return (f"{meta.get('input_size')}-px input{crops}; {ex.get('epochs')} epochs × {ex.get('steps_per_epoch')} steps of "
             f"batch {ta.get('batch')}, SGD lr {ta.get('lr')} (cosine), head × {ta.get('head_lr_mult')}, "
-            f"localisation × {ta.get('loc_lr_mult')}, {ex.get('precision')}")
+            f"{ex.get('precision')}")
 
 
 def part_section(k: str, label: str, r: dict, birds: list, data: dict) -> tuple[list[str], dict]:
