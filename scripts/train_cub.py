@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from train_queue import is_final, read_meta, run_queue  # noqa: E402
 
-from stn_core.fileio import atomic_write_bytes  # noqa: E402
+from stn_core.checkpoints import copy_checkpoint  # noqa: E402
 from stn_core.train.cub import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
 
 MODELS = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}
@@ -98,7 +98,8 @@ def command(name: str, size: str, threads: int) -> list[str]:
 
 
 def promote(names: list[str], sizes: list[str]) -> None:
-    """Copy finished runs to checkpoints/ (safetensors + JSON, atomically; unfinished ones are refused)."""
+    """Publish finished runs to checkpoints/ (``checkpoints.copy_checkpoint``: weights + JSON, atomically, the
+    copy loaded as a check); unfinished ones are refused."""
     for size in sizes:
         for name in names:
             src = stem_of(name, size)
@@ -106,8 +107,7 @@ def promote(names: list[str], sizes: list[str]) -> None:
                 print(f"not final, not promoted: {src.relative_to(ROOT)}")
                 continue
             dst = stem_of(name, size, ROOT / "checkpoints")
-            for ext in (".safetensors", ".json"):
-                atomic_write_bytes(Path(f"{dst}{ext}"), Path(f"{src}{ext}").read_bytes())
+            copy_checkpoint(src, dst)
             print(f"promoted {src.relative_to(ROOT)} -> {dst.relative_to(ROOT)}")
 
 
