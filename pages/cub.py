@@ -213,10 +213,11 @@ with tab_bird:
             st.image(drawn, width="stretch",
                      caption="whole image" if not len(pred.boxes) else
                      ", ".join(f"box {j + 1} {ca.COLOUR_NAMES[j]}" for j in range(len(pred.boxes))))
-            if pred.crops:
-                ccols = st.columns(len(pred.crops))
-                for j, (cc, crop) in enumerate(zip(ccols, pred.crops)):
-                    cc.image(crop, caption=ca.COLOUR_NAMES[j], width="stretch")
+            if pred.crops:  # two crops a row: four in one row of a narrow column would be thumbnails
+                for row in range(0, len(pred.crops), 2):
+                    ccols = st.columns(2)
+                    for j, (cc, crop) in enumerate(zip(ccols, pred.crops[row:row + 2]), start=row):
+                        cc.image(crop, caption=ca.COLOUR_NAMES[j], width="stretch")
             truth = bird["class_id"] if bird is not None else None
             rows = [{"species": f"{cid:03d} {name}" + (" ✓" if cid == truth else ""), "probability": round(p, 3)}
                     for cid, name, p in pred.top5]
