@@ -170,7 +170,7 @@ common.copy_link(sb, state.query())
 
 if not models:
     st.info(f"No {res}-px CUB checkpoints yet. Train the baseline, 2×ST-CNN and 4×ST-CNN (one protocol per input "
-            f"size; about an hour on two CPU cores) with\n\n`{TRAIN_CMD} --sizes {res}` and then "
+            f"size; under an hour on two CPU cores) with\n\n`{TRAIN_CMD} --sizes {res}` and then "
             f"`{PROMOTE_CMD} --sizes {res}`\n\nThe birds below are shown without boxes until then.")
 for k, e in load_errors.items():
     st.warning(f"{reg.CUB_LABELS[k]}: the checkpoint could not be loaded ({e}).")
