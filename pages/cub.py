@@ -271,7 +271,7 @@ with tab_parts:
                     "found where heads usually are, not each bird's head.")
         st.dataframe(rows, hide_index=True, width="stretch")
         for k in ("2st", "4st", *(reg.CUB_VARIANT_KEYS if res == 448 else ())):
-            m = (data.get("models") or {}).get(reg.cub_stem_name(k, res).removeprefix("cub50_")) or {}
+            m = (data.get("models") or {}).get(reg.cub_key(k, res)) or {}
             v = m.get("head_detector")
             if v:
                 st.markdown(f"**{reg.CUB_LABELS[k]}: one transformer becomes a head detector: "

@@ -21,6 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stn_core import registry as reg  # noqa: E402
 from stn_core.checkpoints import load_meta, load_model  # noqa: E402
 from stn_core.data.cub import load_cub  # noqa: E402
 from stn_core.analysis.cub import (BODY_PARTS, HEAD_PARTS, Bird, centre_spread, head_detector_verdict,  # noqa: E402
@@ -44,8 +45,7 @@ GOAL_SPECIALISE = 0.15   # one transformer's head-hit exceeds the other's by ≥
 def key_of(name: str, size: str) -> str:
     """``baseline`` / ``2st`` / ``4st`` (224) or ``…_448``, a variant ``2st-x`` → ``2st_448_x``: the
     checkpoint stem ``cub50_<key>``."""
-    base, _, variant = name.partition("-")
-    return (base if size == "224" else f"{base}_{size}") + (f"_{variant}" if variant else "")
+    return reg.cub_key(name, int(size))
 
 
 def label_of(name: str, size: str) -> str:

@@ -512,6 +512,11 @@ def cub_stem_name(key: str, size: int = 224) -> str:
     return (f"cub50_{base}" if size == 224 else f"cub50_{base}_{size}") + (f"_{variant}" if variant else "")
 
 
+def cub_key(key: str, size: int = 224) -> str:
+    """The model's key in ``results/cub.json``: its stem name without ``cub50_`` (``2st``, ``2st_448``, …)."""
+    return cub_stem_name(key, size).removeprefix("cub50_")
+
+
 def cub_stem(key: str, folder: str | os.PathLike | None = None, size: int = 224) -> Path:
     """``checkpoints/cub50_<key>[_448]`` for key in baseline | 2st | 4st."""
     return stem(cub_stem_name(key, size), folder)

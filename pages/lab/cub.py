@@ -34,7 +34,7 @@ from stn_core.data.common import repo_root
 from stn_core.data.cub import load_cub
 from stn_core.data.images import load_image_file
 from stn_core.data.samples import load_cub_metadata, load_cub_sample
-from stn_core.registry import CUB_LABELS, CUB_SIZES, CUB_VARIANT_KEYS, cub_stem_name
+from stn_core.registry import CUB_LABELS, CUB_SIZES, CUB_VARIANT_KEYS, cub_key
 
 #: Transformer colours, in order (RGB).
 COLOURS: tuple[tuple[int, int, int], ...] = ((230, 25, 25), (30, 180, 40), (40, 90, 235), (255, 150, 0))
@@ -234,7 +234,7 @@ def part_table_rows(data: dict[str, Any], size: int = 224) -> list[dict[str, Any
     one input size, for a table."""
     rows = []
     for key in ("2st", "4st", *(CUB_VARIANT_KEYS if size == 448 else ())):
-        m = (data.get("models") or {}).get(cub_stem_name(key, size).removeprefix("cub50_"))
+        m = (data.get("models") or {}).get(cub_key(key, size))
         if not m or "transformers" not in m:
             continue
         for t in m["transformers"]:

@@ -142,6 +142,7 @@ def test_sample_birds_and_status(tmp_path):
 def test_cub_stem_names_of_both_sizes_and_the_variants():
     assert reg.cub_stem_name("2st") == "cub50_2st" and reg.cub_stem_name("2st", 448) == "cub50_2st_448"
     assert reg.cub_stem_name("2st-heatmap", 448) == "cub50_2st_448_heatmap"
+    assert reg.cub_key("2st-heatmap", 448) == "2st_448_heatmap" and reg.cub_key("baseline") == "baseline"
     assert reg.cub_stem("baseline", "/x", size=448) == Path("/x/cub50_baseline_448")
     with pytest.raises(ValueError, match="224, 448"):
         reg.cub_stem_name("2st", 300)
