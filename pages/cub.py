@@ -2,7 +2,7 @@
 
 URL path: ``/cub``; query parameters ``src`` (sample | dataset | upload), ``cls`` (class id, 0 =
 all), ``i`` (bird index within the class filter), ``parts`` / ``bbox`` (0/1 overlays), ``st``
-(2st | 4st: model of the gallery and replay tabs), ``res`` (224 | 448: the models' input size).
+(2st | 4st | 2st-heatmap | 2st-scale: model of the gallery and replay tabs), ``res`` (224 | 448: the models' input size).
 Checkpoints: ``checkpoints/cub50_{baseline,2st,4st}`` (224 px) and ``…_448`` (or
 ``$STN_LAB_CHECKPOINTS``). Logic in :mod:`pages.lab.cub`.
 
@@ -69,9 +69,7 @@ def _random_bird() -> None:
     ss[P + "i"] = int(np.random.default_rng().integers(0, max(1, n)))
 
 
-# --------------------------------------------------------------------------- models
-
-# --------------------------------------------------------------------------- state
+# --------------------------------------------------------------------------- state and models
 
 if P + "init" not in ss:
     q0 = common.query_dict()
@@ -228,7 +226,7 @@ with tab_bird:
 
 # --------------------------------------------------------------------------- gallery
 
-st_models = [k for k in ("2st", "4st", *reg.CUB_VARIANT_KEYS) if k in models]
+st_models = [k for k in reg.cub_st_keys(res) if k in models]
 with tab_gallery:
     if not st_models:
         st.info(f"The gallery needs a trained 2×ST-CNN or 4×ST-CNN: `{TRAIN_CMD}`")
@@ -270,7 +268,7 @@ with tab_parts:
                     "every bird the transformer's average box: if the learned boxes do no better, the transformer "
                     "found where heads usually are, not each bird's head.")
         st.dataframe(rows, hide_index=True, width="stretch")
-        for k in ("2st", "4st", *(reg.CUB_VARIANT_KEYS if res == 448 else ())):
+        for k in reg.cub_st_keys(res):
             m = (data.get("models") or {}).get(reg.cub_key(k, res)) or {}
             v = m.get("head_detector")
             if v:

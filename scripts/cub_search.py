@@ -90,7 +90,7 @@ def report() -> str:
          "Box-centre spread: std over the validation birds of each box's centre (x, y), normalised units "
          "(the image spans [-1, 1]); 0 means the box sits in the same place for every bird.", "",
          "Localisation head: `mlp` (pooled features → 2-layer MLP → translations) or `heatmap` (a score map per "
-         "transformer over the feature cells, soft-argmax: `stn_core.models.cub.HeatmapLocaliser`).", "",
+         "transformer over the feature cells, soft-argmax: `stn_core.localisers.HeatmapLocaliser`).", "",
          "| loc lr × | box start | localisation head | validation accuracy (%) | box-centre spread per transformer "
          "(std x, y) | mean box centre per transformer (x, y) | steps |",
          "|---|---|---|---|---|---|---|", *rows, ""]
@@ -100,8 +100,8 @@ def report() -> str:
               f"box-centre spread). Its command: `{best[4]}`", ""]
         if pinned:
             L += [f"Pinned (every box at a corner of its range, the same for every bird): {', '.join(pinned)}. A likely "
-                  "cause (an explanation, not measured here): the MLP head's last layer starts at zero, so its first updates move the raw output by lr · g · |h|² (h: "
-                  "its 128 hidden activations, unnormalised): a larger localisation lr throws the boxes to the "
+                  "cause (an explanation, not measured here): the MLP head's last layer starts at zero, so its first "
+                  "updates move the raw output by lr · g · |h|² (h: its 128 hidden activations, unnormalised): a larger localisation lr throws the boxes to the "
                   "bound of the tanh, where its gradient vanishes. The heatmap head's soft-argmax is bounded by "
                   "construction.", ""]
         if base is not None:

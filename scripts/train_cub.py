@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from train_queue import is_final, read_meta, run_queue  # noqa: E402
 
+from stn_core import registry as reg  # noqa: E402
 from stn_core.checkpoints import copy_checkpoint  # noqa: E402
 from stn_core.train.cub import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
 
@@ -66,9 +67,8 @@ def protocol_args(size: str, epochs: float = EPOCHS, loc_lr_mult: float = LOC_LR
 
 
 def stem_of(name: str, size: str, folder: Path = RUN_DIR) -> Path:
-    """``cub50_<name>`` (224) / ``cub50_<name>_448``; a variant ``2st-x`` → ``cub50_2st_448_x``."""
-    base, _, variant = name.partition("-")
-    return folder / ((f"cub50_{base}" if size == "224" else f"cub50_{base}_{size}") + (f"_{variant}" if variant else ""))
+    """``cub50_<name>`` (224) / ``cub50_<name>_448``; a variant ``2st-x`` → ``cub50_2st_448_x`` (the registry's names)."""
+    return folder / reg.cub_stem_name(name, int(size))
 
 
 def with_overrides(flags: list[str], extra: list[str]) -> list[str]:

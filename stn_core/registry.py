@@ -512,6 +512,11 @@ def cub_stem_name(key: str, size: int = 224) -> str:
     return (f"cub50_{base}" if size == 224 else f"cub50_{base}_{size}") + (f"_{variant}" if variant else "")
 
 
+def cub_st_keys(size: int = 224) -> tuple[str, ...]:
+    """The models with attention boxes at ``size``: the 2× and 4×ST-CNN, and at 448 px the variants."""
+    return ("2st", "4st", *(CUB_VARIANT_KEYS if size == 448 else ()))
+
+
 def cub_key(key: str, size: int = 224) -> str:
     """The model's key in ``results/cub.json``: its stem name without ``cub50_`` (``2st``, ``2st_448``, …)."""
     return cub_stem_name(key, size).removeprefix("cub50_")

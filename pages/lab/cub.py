@@ -34,7 +34,7 @@ from stn_core.data.common import repo_root
 from stn_core.data.cub import load_cub
 from stn_core.data.images import load_image_file
 from stn_core.data.samples import load_cub_metadata, load_cub_sample
-from stn_core.registry import CUB_LABELS, CUB_SIZES, CUB_VARIANT_KEYS, cub_key
+from stn_core.registry import CUB_LABELS, CUB_SIZES, cub_key, cub_st_keys
 
 #: Transformer colours, in order (RGB).
 COLOURS: tuple[tuple[int, int, int], ...] = ((230, 25, 25), (30, 180, 40), (40, 90, 235), (255, 150, 0))
@@ -233,7 +233,7 @@ def part_table_rows(data: dict[str, Any], size: int = 224) -> list[dict[str, Any
     """Flat rows (model, transformer, colour, head-hit %, body-hit %, start boxes …) of the models of
     one input size, for a table."""
     rows = []
-    for key in ("2st", "4st", *(CUB_VARIANT_KEYS if size == 448 else ())):
+    for key in cub_st_keys(size):
         m = (data.get("models") or {}).get(cub_key(key, size))
         if not m or "transformers" not in m:
             continue
@@ -326,7 +326,7 @@ def parse_state(q: dict[str, str], dataset_available: bool) -> tuple[PageState, 
     s.parts = q.get("parts", "0") == "1"
     s.bbox = q.get("bbox", "0") == "1"
     st_model = q.get("st", "2st")
-    if st_model not in ("2st", "4st", *CUB_VARIANT_KEYS):
+    if st_model not in cub_st_keys(448):  # any size's: the size is read below
         warns.append(f"Unknown ST model {st_model!r}; showing the 2×ST-CNN.")
         st_model = "2st"
     s.st_model = st_model
