@@ -113,7 +113,9 @@ def table1_markdown(cells: list[list[Cell]]) -> str:
 def _schedule(meta: Mapping) -> dict:
     args = meta.get("train_args") or {}
     return {"steps": args.get("steps"), "batch": args.get("batch"), "lr": args.get("lr"),
-            "momentum": args.get("momentum"), "loc_lr_mult": args.get("loc_lr_mult")}
+            "momentum": args.get("momentum"), "loc_lr_mult": args.get("loc_lr_mult"),
+            "schedule": args.get("schedule", "paper"), "warmup": args.get("warmup"),
+            "precision": (meta.get("extra") or {}).get("precision")}
 
 
 def _count(n: int) -> str:
@@ -193,15 +195,23 @@ def schedule_markdown(cells: list[list[Cell]]) -> str:
         desc = [f"{steps:,} steps × batch {batch} = {_count(seen)} digits "
                 f"({100 * seen / paper_samples:.2g} % of the paper's)"]
         if lr is not None:
-            drops = lr_drop_steps(steps)
-            desc.append(f"lr {lr:g}" + (f" (paper: {PAPER_LR:g})" if lr != PAPER_LR else "")
-                        + (f" ÷10 at steps {' and '.join(f'{d:,}' for d in drops)}" if drops else ""))
+            lr_text = f"lr {lr:g}" + (f" (paper: {PAPER_LR:g})" if lr != PAPER_LR else "")
+            if s["schedule"] == "cosine":
+                warm = s["warmup"]
+                lr_text += (f" with {warm:,} warm-up steps" if isinstance(warm, int) and warm else "") + \
+                    " and cosine decay to 0 (paper: ÷10 steps)"
+            else:
+                drops = lr_drop_steps(steps)
+                lr_text += f" ÷10 at steps {' and '.join(f'{d:,}' for d in drops)}" if drops else ""
+            desc.append(lr_text)
         if mom:
             desc.append(f"momentum {mom:g} (paper: none)")
         if s.get("loc_lr_mult") not in (None, 1, 1.0):
             desc.append(f"localisation-net lr × {s['loc_lr_mult']:g}")
         if batch != PAPER_BATCH:
             desc.append(f"batch {batch} (paper: {PAPER_BATCH})")
+        if s["precision"] and s["precision"] != "fp32":
+            desc.append(f"{s['precision']} autocast (paper: fp32)")
         items.append("- " + ", ".join(desc) + ": " + ", ".join(f"`{n}`" for n in names))
     out.append("Our runs, grouped by schedule (from each checkpoint's `train_args`):\n\n" + "\n".join(items))
     return "\n\n".join(out)
@@ -252,6 +262,17 @@ def _best(cells: list[Cell]) -> Cell | None:
     return min(done, key=lambda c: c.ours) if done else None
 
 
+def _samples(meta: Mapping | None) -> int | None:
+    s = _schedule(meta or {})
+    return s["steps"] * s["batch"] if isinstance(s["steps"], int) and isinstance(s["batch"], int) else None
+
+
+def _longer(run: Mapping, cell: Mapping | None) -> bool:
+    """Whether ``run`` saw more training samples than the table's ``cell`` (True when the cell has no record)."""
+    mine, table = _samples(run), _samples(cell)
+    return mine is not None and (table is None or mine > table)
+
+
 def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry] | None = None) -> str:
     """Issue 4's goals, each checked from the table's numbers: met or missed, by how much."""
     by = {(c.dist, c.key): c for row in cells for c in row}
@@ -295,7 +316,7 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
            + (" (met)." if n_gap == n else " (**missed**)."),
            f"- RTS ST-CNN at {GOAL_RTS_ST_CNN:g} % or better: {rts}."]
     finished = {k: e.meta for k, e in (long or {}).items() if (e.meta or {}).get("final")
-                and e.meta.get("test_error") is not None}
+                and e.meta.get("test_error") is not None and k in by and _longer(e.meta, by[k].meta)}
     rts_long = [(m["test_error"], k) for (d, k), m in finished.items() if d == "rts" and k.startswith("st-cnn")]
     if rts_long:
         best_long = min(rts_long)
@@ -336,7 +357,8 @@ def longer_schedule_markdown(long: Mapping[tuple[str, str], Entry], cells: list[
         table = by[(d, k)]
         secs = m.get("train_seconds")
         t = f"{secs / 60:.1f} min ({m.get('device', '?')})" if isinstance(secs, (int, float)) else "–"
-        lines.append(f"| {DIST_SHORT[d]} | {MODEL_LABELS[k]} | {sch['steps']:,} × {sch['batch']} | "
+        fewer = "" if _longer(m, table.meta) else " (not more than the table's cell)"
+        lines.append(f"| {DIST_SHORT[d]} | {MODEL_LABELS[k]} | {sch['steps']:,} × {sch['batch']}{fewer} | "
                      + (f"**{err:.2f}**" if err is not None and not note else _md_escape(note or "–"))
                      + f" | {table.ours_text()} | {_fmt_paper(table.paper)} | {t} | `{m.get('command', '–')}` |")
     return "\n".join(lines)

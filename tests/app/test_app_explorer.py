@@ -99,25 +99,30 @@ def test_figure1_with_tiny_checkpoints(monkeypatch, ckdir):
     assert "Longer schedule" not in md
 
 
+#: a longer run than the tiny table cells (50 × 32)
+LONG = {"steps": 200, "train_args": {"steps": 200, "batch": 32, "lr": 0.01, "momentum": 0.9, "loc_lr_mult": 1.0}}
+
+
 def test_longer_schedule_runs_are_listed_beside_the_table(monkeypatch, tmp_path):
     make_tiny_checkpoint(tmp_path, "rts", "st-cnn-aff", test_error=2.6)
-    make_tiny_checkpoint(tmp_path / reg.LONG_SUBDIR, "rts", "st-cnn-aff", test_error=1.1, samples_per_s=30000.0)
+    make_tiny_checkpoint(tmp_path / reg.LONG_SUBDIR, "rts", "st-cnn-aff", test_error=1.1, samples_per_s=30000.0,
+                         **LONG)
     at = _open(monkeypatch, tmp_path)
     md = _markdown(at)
-    assert "**Longer schedule**" in md and "| RTS | ST-CNN Aff | 50 × 32 | **1.10** | 2.60 | 0.5 |" in md
+    assert "**Longer schedule**" in md and "| RTS | ST-CNN Aff | 200 × 32 | **1.10** | 2.60 | 0.5 |" in md
     assert "the best RTS ST-CNN reaches 1.10 % (ST-CNN Aff)" in md
     # and they can be explored: after the Table 1 models, with the plain CNN of the same schedule for contrast
     make_tiny_checkpoint(tmp_path, "rts", "cnn", test_error=7.0)
-    make_tiny_checkpoint(tmp_path / reg.LONG_SUBDIR, "rts", "cnn", test_error=3.0)
+    make_tiny_checkpoint(tmp_path / reg.LONG_SUBDIR, "rts", "cnn", test_error=3.0, **LONG)
     at = _open(monkeypatch, tmp_path)
     assert at.selectbox(key="ex_model").options == ["CNN: 7.00 %", "ST-CNN Aff: 2.60 %",
-                                                    "CNN, 50 steps: 3.00 %", "ST-CNN Aff, 50 steps: 1.10 %"]
+                                                    "CNN, 200 steps: 3.00 %", "ST-CNN Aff, 200 steps: 1.10 %"]
     at.selectbox(key="ex_model").set_value("long:st-cnn-aff").run()
     _ok(at)
     md = _markdown(at)
-    assert "**ST-CNN Aff, 50 steps** on RTS" in md and "test error **1.10 %**" in md and "paper: 0.5 %" in md
-    assert [b["name"] for b in _fig(at, 3)["data"]] == ["ST-CNN Aff, 50 steps", "CNN, 50 steps"]
-    assert "the plain CNN (CNN, 50 steps)" in md
+    assert "**ST-CNN Aff, 200 steps** on RTS" in md and "test error **1.10 %**" in md and "paper: 0.5 %" in md
+    assert [b["name"] for b in _fig(at, 3)["data"]] == ["ST-CNN Aff, 200 steps", "CNN, 200 steps"]
+    assert "the plain CNN (CNN, 200 steps)" in md
 
 
 def test_controls_change_the_input(monkeypatch, ckdir):

@@ -122,10 +122,34 @@ def test_longer_schedule_runs_are_reported_beside_the_table(tmp_path):
 def test_goals_skip_longer_runs_that_have_not_finished(tmp_path):
     ck = tmp_path / "ck"
     make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=2.6)
-    make_tiny_checkpoint(ck / reg.LONG_SUBDIR, "rts", "st-cnn-aff", final=False, test_error=None, steps=20)
+    make_tiny_checkpoint(ck / reg.LONG_SUBDIR, "rts", "st-cnn-aff", final=False, test_error=None, steps=20,
+                         train_args={"steps": 100, "batch": 32, "lr": 0.01, "momentum": 0.9, "loc_lr_mult": 1.0})
     text = t1.table1_report(ck)  # a run still training is listed, but is no evidence for the goals
-    assert "| RTS | ST-CNN Aff | 50 × 32 | training, step 20 of 50" in text
+    assert "| RTS | ST-CNN Aff | 100 × 32 | training, step 20 of 100" in text
     assert "What would close the gap" not in text
+
+
+def test_a_long_run_with_no_more_samples_than_its_cell_is_flagged_and_no_evidence_for_the_goals(tmp_path):
+    ck = tmp_path / "ck"  # the table's cell (50 × 32, tiny default) was retrained past the long run (40 × 32)
+    make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=0.8)
+    make_tiny_checkpoint(ck / reg.LONG_SUBDIR, "rts", "st-cnn-aff", test_error=1.1, steps=40,
+                         train_args={"steps": 40, "batch": 32, "lr": 0.01, "momentum": 0.9, "loc_lr_mult": 1.0})
+    text = t1.table1_report(ck)
+    assert "| RTS | ST-CNN Aff | 40 × 32 (not more than the table's cell) | **1.10** | 0.80 |" in text
+    assert "What would close the gap" not in text
+
+
+def test_schedule_section_names_a_cosine_schedule_and_the_precision(tmp_path):
+    ck = tmp_path / "ck"
+    make_tiny_checkpoint(ck, "rts", "cnn", test_error=1.2, extra={"precision": "bf16"},
+                         train_args={"steps": 300, "batch": 256, "lr": 0.05, "momentum": 0.9, "loc_lr_mult": 1.0,
+                                     "schedule": "cosine", "warmup": 15})
+    make_tiny_checkpoint(ck, "r", "cnn", test_error=2.0)  # paper-style steps, fp32 (no precision recorded)
+    text = t1.schedule_markdown(t1.table1_cells(ck))
+    assert ("300 steps × batch 256 = 76.8 k digits (0.2 % of the paper's), lr 0.05 (paper: 0.01) with 15 warm-up "
+            "steps and cosine decay to 0 (paper: ÷10 steps), momentum 0.9 (paper: none), bf16 autocast (paper: fp32)"
+            ": `mnist_rts_cnn`") in text
+    assert "lr 0.01 ÷10 at steps 17 and 34, batch 32 (paper: 256): `mnist_r_cnn`" in text
 
 
 def test_a_cell_with_three_seeds_shows_their_mean_and_spread_and_compares_the_mean(tmp_path):
