@@ -194,16 +194,17 @@ def main(argv: list[str] | None = None) -> Path:
         side = input_size(reg.DIST_TASK[dist])
         cols = [f"{dev} fwd ×cnn | {dev} fwd+bwd ×cnn" for dev in timings]
         lines += [f"## {reg.DIST_LABELS[dist]} ({side}×{side} input)", "",
-                  "| model | test error % | params | numbers predicted / image | what is predicted | warped map? | "
-                  + " | ".join(cols) + " |",
-                  "|---|---:|---:|---:|---|---|" + "---:|---:|" * len(timings)]
+                  "| model | test error % | trained on (steps × batch) | params | numbers predicted / image | "
+                  "what is predicted | warped map? | " + " | ".join(cols) + " |",
+                  "|---|---:|---:|---:|---:|---|---|" + "---:|---:|" * len(timings)]
         data["tasks"][dist] = {}
         for key in svd.COMPARE_KEYS:
             meta, why = svd.read_meta(dist, key, folder)
             cell, err = _err_cell(meta, why)
             model = svd.compare_model(dist, key)
             n_pred, how = svd.predicted_numbers(model)
-            rec = {"test_error": err, "test_error_text": cell, "params": count_params(model),
+            rec = {"test_error": err, "test_error_text": cell, "trained_on": svd.trained_on(meta),
+                   "params": count_params(model),
                    "predicted_per_image": n_pred, "predicted_how": how,
                    "checkpoint_command": (meta or {}).get("command")}
             ratios = []
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> Path:
                             f"fwd_ratio_{dev}": rf, f"fwd_bwd_ratio_{dev}": rb})
                 ratios.append(f"{rf:.2f} | {rb:.2f}")
             data["tasks"][dist][key] = rec
-            lines.append(f"| {svd.COMPARE_LABELS[key]} | {cell} | {rec['params']:,} | {n_pred:,} | {how} | "
+            lines.append(f"| {svd.COMPARE_LABELS[key]} | {cell} | {rec['trained_on']} | {rec['params']:,} | "
+                         f"{n_pred:,} | {how} | "
                          f"{svd.WARPED_MAP[key]} | " + " | ".join(ratios) + " |")
         lines.append("")
     lines += ["## Where the test errors come from", "",

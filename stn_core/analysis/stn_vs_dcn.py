@@ -151,11 +151,23 @@ def _fmt_ratio(v) -> str:
     return f"{float(v):.2f}×" if isinstance(v, (int, float)) and math.isfinite(v) else "not measured"
 
 
+def trained_on(meta: dict | None) -> str:
+    """The training samples of a checkpoint, e.g. "15,625 × 256 = 4 M" (steps × batch from its JSON's
+    train_args; "–" when not recorded): models of one distortion may have had different budgets."""
+    args = (meta or {}).get("train_args") or {}
+    steps, batch = args.get("steps"), args.get("batch")
+    if not (isinstance(steps, int) and isinstance(batch, int)):
+        return "–"
+    n = steps * batch
+    return f"{steps:,} × {batch} = " + (f"{n / 1e6:.3g} M" if n >= 1e6 else f"{n / 1e3:.3g} k" if n >= 1e3 else str(n))
+
+
 def comparison_rows(dist: str, results: Mapping | None = None,
                     directory: str | os.PathLike | None = None) -> list[dict[str, str]]:
     """The page's side-by-side table for distortion ``dist``: one dict per model of
     :data:`COMPARE_KEYS` with "model", "predicts", "numbers per image", "warped map",
-    "fwd+bwd vs CNN (CPU)" (and "(GPU)" when the results have CUDA timings), "test error" —
+    "fwd+bwd vs CNN (CPU)" (and "(GPU)" when the results have CUDA timings), "test error", "trained on
+    (steps × batch)" —
     numbers from ``results`` (:func:`load_results`) and the checkpoint JSONs, never typed by hand."""
     res = (results or {}).get("tasks", {}).get(dist, {}) if results else {}
     gpu = isinstance(res, Mapping) and any(isinstance(v, Mapping) and "fwd_bwd_ratio_cuda" in v for v in res.values())
@@ -173,6 +185,7 @@ def comparison_rows(dist: str, results: Mapping | None = None,
             "fwd+bwd vs CNN (CPU)": _fmt_ratio(r.get("fwd_bwd_ratio_cpu")),
             **({"fwd+bwd vs CNN (GPU)": _fmt_ratio(r.get("fwd_bwd_ratio_cuda"))} if gpu else {}),
             "test error": f"{err:.2f} %" if err is not None else (why or "not trained yet"),
+            "trained on (steps × batch)": trained_on(meta),
         })
     return rows
 

@@ -167,6 +167,16 @@ def test_comparison_rows_read_the_checkpoints_and_results(tmp_path):
         svd.stem("r", "fcn")
 
 
+def test_the_comparison_names_each_models_training_budget(tmp_path):
+    assert svd.trained_on({"train_args": {"steps": 15625, "batch": 256}}) == "15,625 × 256 = 4 M"
+    assert svd.trained_on({"train_args": {"steps": 3000, "batch": 256}}) == "3,000 × 256 = 768 k"
+    assert svd.trained_on({"train_args": {}}) == "–" and svd.trained_on(None) == "–"
+    make_tiny(tmp_path, "rts", "dcn", test_error=2.5)  # 5 × 8
+    rows = {r["model"]: r for r in svd.comparison_rows("rts", None, tmp_path)}
+    assert rows["DCN"]["trained on (steps × batch)"] == "5 × 8 = 40"
+    assert rows["CNN"]["trained on (steps × batch)"] == "–"  # not trained here
+
+
 def test_make_stn_vs_dcn_script(tmp_path):
     import subprocess
     import sys
@@ -177,7 +187,7 @@ def test_make_stn_vs_dcn_script(tmp_path):
                     "--checkpoints", str(tmp_path), "--out", str(out), "--no-cuda"], check=True, cwd=root,
                    capture_output=True, timeout=600)
     text = out.read_text()
-    assert "| DCN | 2.50 |" in text and "not trained yet" in text and "--batch 2" in text
+    assert "| DCN | 2.50 | 5 × 8 = 40 |" in text and "not trained yet" in text and "--batch 2" in text
     assert "| 28×28 |" in text and "TPS / affine" in text
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["tasks"]["rts"]["dcn"]["test_error"] == 2.5
