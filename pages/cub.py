@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.lab import common
+from pages.lab import cached, common
 from pages.lab import cub as ca
 from pages.lab import figures as viz
 from pages.lab.export import MAX_FRAMES
@@ -31,37 +31,6 @@ P = "cub_"
 ss = st.session_state
 TRAIN_CMD = "python scripts/train_cub.py --jobs 2"
 PROMOTE_CMD = "python scripts/train_cub.py --promote"
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _box_replay_gif(stem: str, version: tuple[int, int], image_id: int, _image: np.ndarray) -> bytes:
-    """GIF of one history bird's boxes (``_image``: that bird, identified by ``image_id``)."""
-    _, meta = common.load_checkpoint(stem, version)
-    steps, hist, hbirds = ca.history_frames(meta)
-    n = [hb["image_id"] for hb in hbirds].index(image_id)
-    return ca.box_replay_gif(_image, steps, hist[:, n], ca.steps_per_epoch(meta))
-
-
-@st.cache_data(show_spinner=False)
-def _sample_birds() -> list[dict]:
-    return ca.sample_birds()
-
-
-@st.cache_data(show_spinner=False)
-def _dataset_birds(classes: tuple[int, ...]) -> list[dict] | None:
-    try:
-        return ca.dataset_birds(classes)
-    except Exception:  # no full copy here: the page offers the shipped birds only
-        return None
-
-
-@st.cache_data(show_spinner="Running the model on the gallery …", max_entries=8)
-def _gallery(stem: str, version: tuple[int, int], src: str, ids: tuple[int, ...]) -> list[np.ndarray]:
-    model, _ = common.load_checkpoint(stem, version)
-    birds = {b["image_id"]: b for b in (_sample_birds() if src == "sample" else _dataset_birds(tuple(model.classes)))}
-    images = [ca.load_bird_image(birds[i]) for i in ids]
-    _, boxes = ca.predict_batch(model, images)
-    return [ca.draw_boxes(im, ca.norm_to_pixels(b, im.shape[1], im.shape[0])) for im, b in zip(images, boxes)]
 
 
 def _random_bird() -> None:
@@ -101,7 +70,7 @@ for k, s in status.items():
             load_errors[k] = str(e)
 any_meta = next((m for _, m in models.values()), None)
 classes = tuple(int(c) for c in any_meta["classes"]) if any_meta else tuple(range(1, 51))
-dataset = _dataset_birds(classes)
+dataset = cached.cub_dataset_birds(classes)
 if ss[P + "src"] == "dataset" and dataset is None:
     ss[P + "warns"] = ss.get(P + "warns", []) + ["The full CUB copy is not available here; showing the shipped birds."]
     ss[P + "src"] = "sample"
@@ -136,7 +105,7 @@ if src == "upload":
         st.info("Upload a bird photo in the sidebar; until then the first shipped bird is shown.")
     else:
         caption = f"your photo: {name}"
-birds = dataset if src == "dataset" else _sample_birds()
+birds = dataset if src == "dataset" else cached.cub_sample_birds()
 if src != "upload" or image is None:
     present = sorted({b["class_id"]: b["class_name"] for b in birds}.items())
     cls_ids = [0] + [c for c, _ in present]
@@ -236,7 +205,7 @@ with tab_gallery:
         st.radio("Model", st_models, format_func=reg.CUB_LABELS.get, key=P + "st", horizontal=True)
         k = ss[P + "st"]
         gal_src = "dataset" if src == "dataset" else "sample"
-        pool = ca.filter_birds(birds if src != "upload" else _sample_birds(), 0)
+        pool = ca.filter_birds(birds if src != "upload" else cached.cub_sample_birds(), 0)
         # one bird per species first, then the rest, at most 16
         seen, ids = set(), []
         for b in pool:
@@ -245,7 +214,7 @@ with tab_gallery:
                 ids.append(b["image_id"])
         ids += [b["image_id"] for b in pool if b["image_id"] not in ids]
         ids = tuple(ids[:16])
-        tiles = _gallery(str(reg.cub_stem(k, size=res)), status[k]["version"], gal_src, ids)
+        tiles = cached.cub_gallery(str(reg.cub_stem(k, size=res)), status[k]["version"], gal_src, ids)
         by_id = {b["image_id"]: b for b in pool}
         gcols = st.columns(4)
         for n, (iid, tile) in enumerate(zip(ids, tiles)):
@@ -289,7 +258,7 @@ with tab_replay:
     else:
         k = ss[P + "st"] if ss[P + "st"] in st_models else st_models[0]
         steps, hist, hbirds = ca.history_frames(models[k][1])
-        sample_by_id = {b["image_id"]: b for b in _sample_birds()}
+        sample_by_id = {b["image_id"]: b for b in cached.cub_sample_birds()}
         if dataset is not None:
             sample_by_id.update({b["image_id"]: b for b in dataset if b["image_id"] not in sample_by_id})
         if not steps:
@@ -325,7 +294,7 @@ with tab_replay:
 
                 def _make_gif(stem=str(reg.cub_stem(k, size=res)), version=status[k]["version"], gid=gid,
                               b=sample_by_id[gid]) -> bytes:
-                    return _box_replay_gif(stem, version, gid, ca.load_bird_image(b))
+                    return cached.cub_box_replay_gif(stem, version, gid, ca.load_bird_image(b))
 
                 # made on click (deferred; cached per model and bird): no cost for a page that is only looked at
                 g2.download_button("Box replay (GIF)", data=_make_gif, file_name=f"cub-{k}-replay-image{gid}.gif",

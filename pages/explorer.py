@@ -13,13 +13,10 @@ controls), ``ex_gal_start`` (gallery), ``ex_scan`` (how many test digits to sear
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
-from pages.lab import common
+from pages.lab import cached, common
 from pages.lab import explorer as ex
 from pages.lab import export as E
 from pages.lab import export_ui
@@ -29,7 +26,6 @@ from pages.lab import playground as pg
 from pages.shell.navigation import require_app
 from stn_core import registry as reg
 from stn_core.analysis import inspect as insp
-from stn_core.analysis import table1 as t1
 from stn_core.checkpoints import CheckpointError
 
 require_app()  # first: a run that bypassed app.py reruns through it
@@ -48,31 +44,7 @@ def _k(name: str) -> str:
     return P + name
 
 
-# --------------------------------------------------------------------------- cached work
-
-@st.cache_data(show_spinner="Running the model on the test digits …", max_entries=32)
-def _probs(stem: str, version: tuple[int, int], task: str, n: int) -> np.ndarray:
-    model, _ = common.load_checkpoint(stem, version)
-    return insp.predict_probs(model, common.test_digits(task).x[:n])
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _gallery(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, bytes]:
-    """Figure 1 layout for test digits ``indices`` as SVG and as PNG (the same picture)."""
-    model, _ = common.load_checkpoint(stem, version)
-    td = common.test_digits(task)
-    idx = list(indices)
-    preds = insp.predict(model, td.x[idx])
-    has_st = preds[0].output is not None if preds else False
-    scene = viz.figure1_gallery_scene(
-        [td.x[i, 0].numpy() for i in idx], [p.pred for p in preds], [p.confidence for p in preds],
-        [int(td.y[i]) for i in idx],
-        regions=[p.region for p in preds] if has_st else None,
-        outputs=[p.output for p in preds] if has_st else None,
-        grids=[p.grid if p.kind == "tps" else None for p in preds] if has_st else None,
-        captions=[f"#{i}" for i in idx])
-    return viz.scene_svg(scene), viz.scene_png(scene)
-
+# --------------------------------------------------------------------------- pictures
 
 def _picture_downloads(svg: str, png: bytes, name: str) -> None:
     """"Download PNG" and "Download SVG" buttons side by side for a gallery picture."""
@@ -83,6 +55,7 @@ def _picture_downloads(svg: str, png: bytes, name: str) -> None:
 
 
 # --------------------------------------------------------------------------- callbacks
+
 
 def _shift_gallery(delta: int, n: int) -> None:
     ss[_k("gal_start")] = int(min(max(0, int(ss.get(_k("gal_start"), 0)) + delta), max(0, n - GALLERY_N)))
@@ -147,23 +120,10 @@ def _no_checkpoints(folder) -> None:
             "`mnist_{r,rts,p,e}_{fcn,cnn,st-fcn-aff,…,st-cnn-tps}`), then reload this page.")
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _table1_texts(folder: str, versions: str) -> tuple[str, str, str, str, str] | None:
-    """The Table 1 markdown pieces of the checkpoints discovered in ``folder`` (keyed by
-    :func:`pages.lab.common.discovery_key`: built once per change of the checkpoints, not per rerun):
-    table, details, schedule, goals, longer-schedule table; None for goals when nothing is finished."""
-    found = common.discover_checkpoints(Path(folder))
-    cells = t1.table1_cells(found=found)
-    done = any(c.status == "done" for row in cells for c in row)
-    long = reg.long_runs(found)  # already discovered: no second read of checkpoints/long
-    return (t1.table1_markdown(cells), t1.table1_details(cells), t1.schedule_markdown(cells),
-            t1.goals_markdown(cells, long) if done else None, t1.longer_schedule_markdown(long, cells) if done else "")
-
-
 def _table1(key: tuple[str, str]) -> None:
     """Table 1 of the checkpoints discovered under ``key`` (:func:`pages.lab.common.discovery_key`)."""
     st.header("Table 1: ours beside the paper's")
-    table, details, schedule, goals, long_md = _table1_texts(*key)
+    table, details, schedule, goals, long_md = cached.table1_texts(*key)
     st.caption("Test error (%) on the fixed seeded test set of each distortion. \"ours\" comes from the "
                "checkpoints' JSON files (bold: training finished; \"(step a/b)\": still training, the error of "
                "its last evaluation), \"paper\" from Jaderberg et al. (2015), mean of 3 runs. "
@@ -359,7 +319,7 @@ def main() -> None:
     g2.button("◀ Previous 10", key=_k("gal_prev"), on_click=_shift_gallery, args=(-GALLERY_N, n_test), width="stretch")
     g3.button("Next 10 ▶", key=_k("gal_next"), on_click=_shift_gallery, args=(GALLERY_N, n_test), width="stretch")
     indices = tuple(range(start, min(n_test, start + GALLERY_N)))
-    gal_svg, gal_png = _gallery(str(entry.stem), entry.version, task, indices)
+    gal_svg, gal_png = cached.explorer_gallery(str(entry.stem), entry.version, task, indices)
     st.html(viz.svg_img_tag(gal_svg, alt=f"Figure 1 layout for test digits {indices[0]} to {indices[-1]}"))
     _picture_downloads(gal_svg, gal_png, "figure1-gallery")
     st.caption("Columns: test digits (number on top). Rows: (a) the distorted test digit" +
@@ -376,7 +336,7 @@ def main() -> None:
     n_scan = int(m1.selectbox("Search the first … test digits", choices, key=_k("scan"),
                               format_func=lambda n: f"{n:,}" + (" (all)" if n == n_test else ""),
                               help="Larger searches take a few seconds on a CPU (once per model)."))
-    probs = _probs(str(entry.stem), entry.version, task, n_scan)
+    probs = cached.explorer_probs(str(entry.stem), entry.version, task, n_scan)
     mk = insp.find_mistakes(probs, td.y[:n_scan].numpy())
     json_err, note = reg.training_status(meta)
     line = f"**{mk.count}** mistakes in the first {n_scan:,} test digits: **{mk.error:.2f} %** (computed now)"
@@ -385,7 +345,7 @@ def main() -> None:
     st.markdown(line + ".")
     if mk.count:
         shown = tuple(int(i) for i in mk.indices[:MISTAKES_N])
-        mis_svg, mis_png = _gallery(str(entry.stem), entry.version, task, shown)
+        mis_svg, mis_png = cached.explorer_gallery(str(entry.stem), entry.version, task, shown)
         st.html(viz.svg_img_tag(mis_svg, alt="The model's most confident mistakes in the Figure 1 layout"))
         _picture_downloads(mis_svg, mis_png, "figure1-mistakes")
         st.caption(f"The {len(shown)} most confident mistakes, most confident first.")

@@ -17,7 +17,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from pages.lab import common
+from pages.lab import cached, common
 from pages.lab import cub as ca
 from pages.lab import figures as viz
 from pages.lab import links
@@ -31,7 +31,7 @@ from stn_core.analysis import deformable as dfm
 from stn_core.analysis import inspect as insp
 from stn_core.analysis import table1 as t1
 from stn_core.checkpoints import CheckpointError
-from stn_core.data.samples import load_cub_sample, load_mnist_sample
+from stn_core.data.samples import load_cub_sample
 
 require_app()  # first: a run that bypassed app.py reruns through it
 
@@ -46,64 +46,11 @@ def _k(name: str) -> str:
     return P + name
 
 
-# --------------------------------------------------------------------------- cached work
-
-@st.cache_data(show_spinner=False, max_entries=1)
-def _mnist() -> tuple[np.ndarray, np.ndarray] | None:
-    try:
-        x, y = load_mnist_sample()
-        return x.astype(np.float32) / 255.0, y
-    except Exception:
-        return None
-
-
-#: Models of step 1's sweep: ((stem, version), ...) — version (mtime, size) keys the caches.
-Models = tuple[tuple[str, tuple[int, int]], ...]
-
-
-@st.cache_data(show_spinner="Turning the digit through −90°…90° …", max_entries=64)
-def _curves(models: Models, index: int, size: int) -> tuple[np.ndarray, ...]:
-    digit, label = _digit(index)
-    d = tour.place_digit(digit, size)
-    return tuple(tour.confidence_curve(common.load_checkpoint(stem, v)[0], d, label) for stem, v in models)
-
-
-@st.cache_data(show_spinner="Turning 100 test digits through −90°…90° …", max_entries=16)
-def _mean_curves(models: Models, size: int, n: int = 100) -> tuple[np.ndarray, ...] | None:
-    mn = _mnist()
-    if mn is None:
-        return None
-    digits = np.stack([tour.place_digit(d, size) for d in mn[0][:n]])
-    labels = [int(v) for v in mn[1][:n]]
-    return tuple(tour.mean_confidence_curve(common.load_checkpoint(stem, v)[0], digits, labels) for stem, v in models)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _figure1(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, bytes]:
-    """Figure 1 for test digits ``indices`` as SVG and as PNG (the same layout)."""
-    td = common.test_digits(task)
-    idx = list(indices)
-    scene = tour.figure1_row_scene(common.load_checkpoint(stem, version)[0], td.x[idx], [int(td.y[i]) for i in idx],
-                                   [f"#{i}" for i in idx])
-    return viz.scene_svg(scene), viz.scene_png(scene)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _pipeline(rotation_deg: int) -> tuple[str, bytes]:
-    """Step 2's pipeline picture (shipped digit turned by ``rotation_deg``) as SVG and as PNG."""
-    ex_ = pg.pipeline_example(common.sample_image("mnist", 4 if len(common.catalog().digit_labels) > 4 else 0),
-                              rotation_deg=float(rotation_deg))
-    scene = viz.pipeline_scene(ex_.u, ex_.grid, ex_.v, ex_.outline)
-    return viz.scene_svg(scene), viz.scene_png(scene)
-
+# --------------------------------------------------------------------------- helpers
 
 def _digit(index: int) -> tuple[np.ndarray, int]:
     """Shipped test digit ``index`` (28×28 grey, its label); a stand-in "F" (label 0) if missing."""
-    mn = _mnist()
-    if mn is None:
-        return pg.fallback_digit()[:, :, 0], 0
-    i = int(index) % len(mn[0])
-    return mn[0][i], int(mn[1][i])
+    return cached.tour_digit(index)
 
 
 def _found() -> dict:
@@ -222,13 +169,13 @@ def step_problem() -> dict[str, str]:
     x = tour.rotate_digits(d, [angle])[0, 0].numpy()
     preds = [insp.predict(m, x)[0] for m, _ in loaded]
     p_st = preds[1]
-    keys: Models = tuple((stem, v) for _, stem, v in models)
+    keys: cached.Models = tuple((stem, v) for _, stem, v in models)
     left, right = st.columns([2.2, 2], gap="large")
     with left:
         if sweep:
-            curves = _mean_curves(keys, pair.input_size) if mean else None
+            curves = cached.tour_mean_curves(keys, pair.input_size) if mean else None
             if curves is None:
-                curves = _curves(keys, index, pair.input_size)
+                curves = cached.tour_curves(keys, index, pair.input_size)
             fig = tour.confidence_figure(tour.SWEEP_ANGLES, {name: c for (name, _, _), c in zip(models, curves)},
                                          angle)
             if mean:
@@ -270,7 +217,7 @@ def step_module() -> dict[str, str]:
     st.markdown("A spatial transformer is a small, differentiable module you can put anywhere in a network. "
                 "For each input it **predicts θ**, builds a **sampling grid** from it and **resamples** the input.")
     rot = st.slider("How much the digit U is turned (°)", -60, 60, 35, step=5, key=_k("m_rot"))
-    svg, png = _pipeline(int(rot))
+    svg, png = cached.tour_pipeline(int(rot))
     st.html(viz.svg_img_tag(svg, alt="Input U, localisation net, grid generator, sampler, output V"))
     downloads = st.container(horizontal=True)
     common.png_download(png, "tour-pipeline.png", where=downloads, key=_k("m_png"))
@@ -410,7 +357,7 @@ def step_results() -> dict[str, str]:
         indices = tuple(range(start, min(n, start + 8)))
         with f2:
             try:
-                svg, png = _figure1(str(entry.stem), entry.version, entry.task, indices)
+                svg, png = cached.tour_figure1(str(entry.stem), entry.version, entry.task, indices)
                 st.html(viz.svg_img_tag(svg, alt="Figure 1: inputs, sampled regions, outputs, predictions"))
             except CheckpointError as e:
                 svg = ""
@@ -438,7 +385,7 @@ def step_features() -> dict[str, str]:
                 "one's output lies in the image. Here on strings of MNIST digits (SVHN is not available offline).")
     st.latex(r"A_{\text{total}} = A_{\theta_1} A_{\theta_2} A_{\theta_3} A_{\theta_4}")
     seed = int(st.slider("String", 0, 49, 3, key=_k("f_seed")))
-    images, labels = _mnist() or (None, None)
+    images, labels = cached.tour_mnist() or (None, None)
     if images is None:
         st.info("The shipped MNIST sample is missing: no string to show.")
         return {}
