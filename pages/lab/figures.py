@@ -98,12 +98,15 @@ _URI_CACHE: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
 _URI_CACHE_SIZE = 16
 
 
-def display_uri(image: np.ndarray, empty: np.ndarray | None = None) -> tuple[str, int]:
+def display_uri(image: np.ndarray, empty: np.ndarray | None = None, upscale: bool = True) -> tuple[str, int]:
     """PNG data URI of :func:`display_image` and its upscale factor, memoised on the pixels
-    (the input U is re-sent unchanged on most redraws, so its encoding is reused)."""
+    (the input U is re-sent unchanged on most redraws, so its encoding is reused).
+    ``upscale=False``: the pixels as they are (factor 1; the empty-pixel checkerboard keeps the cell
+    size, in image pixels, that the upscaled picture has) — for a viewer that enlarges without
+    smoothing, such as plotly's image trace with ``zsmooth=False``."""
     rgb = to_uint8(image)
     h = hashlib.blake2b(rgb.tobytes(), digest_size=16)
-    h.update(repr(rgb.shape).encode())
+    h.update(repr(rgb.shape).encode() + bytes([upscale]))
     if empty is not None and empty.any():
         h.update(np.packbits(empty).tobytes())
     key = h.digest()
@@ -111,7 +114,11 @@ def display_uri(image: np.ndarray, empty: np.ndarray | None = None) -> tuple[str
     if hit is not None:
         _URI_CACHE.move_to_end(key)
         return hit
-    big, k = display_image(rgb, empty)
+    if upscale:
+        big, k = display_image(rgb, empty)
+    else:
+        cell = 2 if display_factor(*rgb.shape[:2]) > 1 else 8  # what display_image's checker cell is, in pixels
+        big, k = (checker_fill(rgb, empty, cell) if empty is not None else rgb), 1
     out = (png_data_uri(big), k)
     _URI_CACHE[key] = out
     if len(_URI_CACHE) > _URI_CACHE_SIZE:
@@ -197,9 +204,10 @@ def _figure(data: list[dict], layout: dict) -> go.Figure:
 
 
 def image_trace(image: np.ndarray, empty: np.ndarray | None = None, name: str = "image") -> dict:
-    """An image trace in pixel coordinates of the *original* image, shown nearest-upscaled
-    (small images) and drawn without smoothing (``zsmooth=False``), so pixels stay crisp."""
-    uri, k = display_uri(image, empty)
+    """An image trace in pixel coordinates of the image, drawn without smoothing (``zsmooth=False``:
+    plotly renders a source image "pixelated"), so pixels stay crisp. The pixels are sent as they are,
+    not enlarged: a 42×42 digit is a 0.2 ms PNG of ~3 kB instead of a 3 ms one of ~12 kB per redraw."""
+    uri, k = display_uri(image, empty, upscale=False)
     return _trace("image", source=uri, x0=-0.5 + 0.5 / k, y0=-0.5 + 0.5 / k, dx=1.0 / k, dy=1.0 / k,
                     zsmooth=False, name=name, hoverinfo="skip")
 

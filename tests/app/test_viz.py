@@ -100,8 +100,9 @@ def test_input_figure() -> None:
     kinds = [t.type for t in fig.data]
     assert kinds == ["image", "scatter", "scatter", "scatter"]
     img = fig.data[0]
-    assert img.dx == img.dy == 1 / 16 and np.isclose(img.x0, -0.5 + 0.5 / 16)
-    assert _decode(img.source).shape == (28 * 16, 28 * 16, 3)
+    # the pixels as they are (plotly draws a source image pixelated with zsmooth=False), one unit each
+    assert img.dx == img.dy == 1 and img.x0 == img.y0 == 0 and img.zsmooth is False
+    assert _decode(img.source).shape == (28, 28, 3)
     y_range = fig.layout.yaxis.range
     assert y_range[0] > y_range[1]  # image rows go down
     assert fig.layout.yaxis.scaleanchor == "x"
@@ -121,9 +122,10 @@ def test_output_figure_shows_empty_pixels_as_checkerboard() -> None:
     valid[:4] = False
     fig = viz.output_figure(v, valid)
     shown = _decode(fig.data[0].source)
-    k = viz.display_factor(32, 32)
-    assert shown.shape == (32 * k, 32 * k, 3)
-    assert shown[: 4 * k].min() >= min(viz.CHECKER) and (shown[4 * k:] == 0).all()
+    assert shown.shape == (32, 32, 3)
+    assert shown[:4].min() >= min(viz.CHECKER) and (shown[4:] == 0).all()
+    # cells of 2 image pixels, as in the enlarged picture (display_image), not one grey per pixel
+    assert shown[0, 0, 0] == shown[0, 1, 0] == viz.CHECKER[0] and shown[0, 2, 0] == viz.CHECKER[1]
     no_grid = viz.output_figure(v, None, show_grid=False)
     assert len(no_grid.data) == len(fig.data) - 1
 
