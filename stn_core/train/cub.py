@@ -52,9 +52,8 @@ from stn_core.data.samples import load_cub_metadata
 from stn_core.models.cub import CUB_MODEL_NAMES, LOC_HEADS, LOC_INITS, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
 from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, command_line, default_ckpt_every,
-                                 keep_depthwise_fp32, make_grad_scaler, refuse_to_overwrite, resume_precision,
-                                 resume_state, rng_tensors, run_to_resume, scaler_tensors, set_lr, start_run, task_of,
-                                 train_step, wrap_ddp)
+                                 keep_depthwise_fp32, make_grad_scaler, open_run, refuse_to_overwrite, resume_state,
+                                 rng_tensors, scaler_tensors, set_lr, start_run, task_of, train_step, wrap_ddp)
 
 #: task name -> class list (None: --classes required)
 CUB_TASKS: dict[str, Optional[str]] = {"cub50": "1-50", "cub200": "1-200", "cub": None}
@@ -374,11 +373,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     eval_boxes: dict[str, Any] = {}  # box statistics over the evaluated images (final run only)
     start, history, train_seconds = 0, [], 0.0
     scaler = make_grad_scaler(precision, device)
-    meta = run_to_resume(a, paths, train_args, say)
+    meta, precision = open_run(a, paths, train_args, say, precision, device)  # refuses again: cheap
     if meta is not None:
         if meta.get("final"):
             return meta
-        precision = resume_precision(a.out, meta, a.precision, device)
         scaler = make_grad_scaler(precision, device)
         start, history, train_seconds = resume_state(paths, meta, model, opt, device, scaler)
         box_hist = (meta.get("extra") or {}).get("box_history", box_hist)

@@ -395,6 +395,19 @@ def run_to_resume(a, paths: dict[str, Path], train_args: dict[str, Any], say: Ca
     return meta
 
 
+def open_run(a, paths: dict[str, Path], train_args: dict[str, Any], say: Callable[..., None],
+             precision: str | None = None, device: torch.device | str = "cpu") -> tuple[dict | None, str | None]:
+    """Open the run ``a.out``: refuse to replace a checkpoint by accident (:func:`refuse_to_overwrite`), find the
+    run ``--resume`` continues (:func:`run_to_resume`) and the precision it trains in: a resumed run keeps its
+    own (:func:`resume_precision`), a new one ``precision`` (None: a trainer without ``--precision``).
+    Returns ``(meta or None, precision)``; a meta with ``"final"`` true means there is nothing to do."""
+    refuse_to_overwrite(a, paths)
+    meta = run_to_resume(a, paths, train_args, say)
+    if meta is not None and not meta.get("final") and precision is not None:
+        precision = resume_precision(a.out, meta, a.precision, device)
+    return meta, precision
+
+
 def check_same_settings(out: str, meta: dict[str, Any], train_args: dict[str, Any]) -> None:
     """SystemExit naming every setting that differs from the run being resumed (meta["train_args"])."""
     old = {**OPTIONAL_TRAIN_ARGS, **meta.get("train_args", {})}

@@ -34,9 +34,8 @@ from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
 from stn_core.paper import paper_error
 from stn_core.train.loop import (OPTIONAL_TRAIN_ARGS, PRECISION_HELP, PRECISIONS, SCHEDULES, all_reduce, barrier,
                                  command_line, default_ckpt_every, default_warmup, evaluate, keep_depthwise_fp32, lr_at,
-                                 make_grad_scaler, make_optimizer, param_groups, refuse_to_overwrite, resume_precision,
-                                 resume_state, rng_tensors, run_to_resume, scaler_tensors, set_lr, start_run,
-                                 train_step, wrap_ddp)
+                                 make_grad_scaler, make_optimizer, open_run, param_groups, resume_state, rng_tensors,
+                                 scaler_tensors, set_lr, start_run, train_step, wrap_ddp)
 
 #: Models whose classifier is convolutional: channels-last by default (it speeds their convolutions up;
 #: for the FCN classifiers it only costs a copy).
@@ -181,12 +180,10 @@ def main(argv: list[str] | None = None) -> dict:
     start, history, train_seconds = 0, [], 0.0
     scaler = make_grad_scaler(precision, device)
     command = command_line(argv, world)
-    refuse_to_overwrite(a, paths)
-    meta = run_to_resume(a, paths, train_args, say)
+    meta, precision = open_run(a, paths, train_args, say, precision, device)
     if meta is not None:
         if meta.get("final"):
             return meta
-        precision = resume_precision(a.out, meta, a.precision, device)
         scaler = make_grad_scaler(precision, device)
         start, history, train_seconds = resume_state(paths, meta, model, opt, device, scaler)
         say(f"resuming {a.out} at step {start}/{a.steps} ({precision})")

@@ -28,9 +28,8 @@ from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkp
 from stn_core.data import sequences as Q
 from stn_core.data import tasks as ds
 from stn_core.models.sequence import SEQUENCE_MODELS, build_sequence_model, sequence_errors, sequence_loss
-from stn_core.train.loop import (autocast_context, command_line, default_warmup, make_optimizer, param_groups,
-                                 refuse_to_overwrite, resume_precision, resume_state, rng_tensors, run_schedule,
-                                 run_to_resume, start_run)
+from stn_core.train.loop import (autocast_context, command_line, default_warmup, make_optimizer, open_run, param_groups,
+                                 resume_state, rng_tensors, run_schedule, start_run)
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "crop", "steps", "batch", "lr", "momentum", "weight_decay", "loc_lr_mult", "seed",
@@ -131,12 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     a.task = f"{'svhn' if a.svhn else 'mnist-strings'}-{a.crop}"
     _, _, device, threads, precision, _, say, paths = start_run(a)
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
-    refuse_to_overwrite(a, paths)
-    meta = run_to_resume(a, paths, train_args, say)
-    if meta is not None:
-        if meta.get("final"):
-            return meta
-        precision = resume_precision(a.out, meta, a.precision, device)
+    meta, precision = open_run(a, paths, train_args, say, precision, device)
+    if meta is not None and meta.get("final"):
+        return meta
     # the layout follows the precision the run actually uses (a resumed run's own)
     channels_last = a.channels_last == "on" or (a.channels_last == "auto" and precision in ("bf16", "fp16"))
     if a.svhn:

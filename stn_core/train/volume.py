@@ -23,9 +23,8 @@ from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkp
 from stn_core.data import tasks as ds
 from stn_core.data import volumes as V
 from stn_core.models.volume import VOLUME_MODELS, build_volume_model
-from stn_core.train.loop import (command_line, default_warmup, evaluate, make_optimizer, param_groups,
-                                 refuse_to_overwrite, resume_state, rng_tensors, run_schedule, run_to_resume, start_run,
-                                 train_step)
+from stn_core.train.loop import (command_line, default_warmup, evaluate, make_optimizer, open_run, param_groups,
+                                 resume_state, rng_tensors, run_schedule, start_run, train_step)
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "steps", "batch", "lr", "momentum", "loc_lr_mult", "seed", "schedule", "test_size")
@@ -116,8 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     opt = make_optimizer(param_groups(model, a.loc_lr_mult), "sgd", a.lr, a.momentum)
     warmup = default_warmup(a.steps) if a.schedule == "cosine" else 0
     start, history, train_seconds = 0, [], 0.0
-    refuse_to_overwrite(a, paths)
-    meta = run_to_resume(a, paths, train_args, say)
+    meta, _ = open_run(a, paths, train_args, say)
     if meta is not None:
         if meta.get("final"):
             return meta

@@ -272,3 +272,25 @@ def test_cub_cli_records_its_precision_and_keeps_it_on_resume(tmp_path, monkeypa
     _same_weights(tmp_path / "full", tmp_path / "part")  # bit-exact within bf16
     # no --ckpt-every: min(20, max(1, 4 // 10)) = every step
     assert [st for name, st in written if name == "full"] == [1, 2, 3, 4]
+
+
+def test_open_run_refuses_to_overwrite_and_a_resumed_run_keeps_its_precision(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    paths = {"meta": tmp_path / "run.json"}
+    said: list[str] = []
+    base = {"task": "mnist", "model": "fcn", "transform": None, "input_size": 28, "num_classes": 10,
+            "train_args": {"steps": 4}}
+    a = SimpleNamespace(out=str(tmp_path / "run"), resume=False, overwrite=False, precision="auto")
+    assert L.open_run(a, paths, {"steps": 4}, said.append, "fp32") == (None, "fp32")  # nothing there: start afresh
+    paths["meta"].write_text(json.dumps({**base, "final": False, "extra": {"precision": "bf16"}}))
+    with pytest.raises(SystemExit, match="exists; pass --resume"):
+        L.open_run(a, paths, {"steps": 4}, said.append, "fp32")
+    monkeypatch.setattr(L, "resolve_precision", lambda p, device: p)  # any machine may "run" bf16 here
+    meta, precision = L.open_run(SimpleNamespace(**{**vars(a), "resume": True}), paths, {"steps": 4}, said.append,
+                                 "fp32")
+    assert meta["extra"]["precision"] == "bf16" and precision == "bf16"
+    # a trainer without --precision (None) gets None back, and a finished run is returned as it is
+    paths["meta"].write_text(json.dumps({**base, "final": True}))
+    meta, precision = L.open_run(SimpleNamespace(**{**vars(a), "resume": True}), paths, {"steps": 4}, said.append)
+    assert meta["final"] and precision is None and "already finished" in said[-1]
