@@ -199,8 +199,10 @@ def _trace(kind: str, **props) -> dict:
 def _figure(data: list[dict], layout: dict) -> go.Figure:
     """A figure from plain specs, without plotly's property-by-property validation: that cost ~8 ms of
     every redraw of the playground here. ``tests/app/test_figure_specs.py`` validates what every builder
-    makes (validating it again must give the same figure), so a typo still fails a test."""
-    return go.Figure(data=data, layout=layout, _validate=False)
+    makes (validating it again must give the same figure), so a typo still fails a test. No plotly template
+    (``{}``): Streamlit's theme styles the chart in the browser, and plotly's default template was ~3 kB
+    copied, validated and sent with every figure (Chromium screenshots of every page unchanged)."""
+    return go.Figure(data=data, layout={"template": {}, **layout}, _validate=False)
 
 
 def image_trace(image: np.ndarray, empty: np.ndarray | None = None, name: str = "image") -> dict:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from pages.lab import playground as pg
 from pages.lab import figures as viz
+from pages.lab import playground as pg
 
 
 def _decode(uri: str) -> np.ndarray:
@@ -107,6 +108,12 @@ def test_input_figure() -> None:
     assert y_range[0] > y_range[1]  # image rows go down
     assert fig.layout.yaxis.scaleanchor == "x"
     fig.to_json()  # serialisable as Streamlit will send it
+    # no plotly template travels with the figure (Streamlit's theme styles it): what st.plotly_chart sends
+    import plotly.io
+    import plotly.tools
+    sent = json.loads(plotly.io.to_json(plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True)))
+    template = sent["layout"].get("template", {})
+    assert "layout" not in template and all(t == [{"type": k}] for k, t in template.get("data", {}).items())
 
 
 def test_input_figure_without_corner_when_undefined() -> None:
