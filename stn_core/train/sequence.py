@@ -28,6 +28,7 @@ from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkp
 from stn_core.data import sequences as Q
 from stn_core.data import tasks as ds
 from stn_core.models.sequence import SEQUENCE_MODELS, build_sequence_model, sequence_errors, sequence_loss
+from stn_core.registry import SEQUENCE_STEPS
 from stn_core.train.loop import (autocast_context, command_line, default_warmup, make_optimizer, open_run, param_groups,
                                  resume_state, rng_tensors, run_schedule, start_run)
 
@@ -40,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=list(SEQUENCE_MODELS), default="seq-st-multi")
     p.add_argument("--crop", choices=list(Q.SIZES), default="tight", help="tight: 64×64; loose: 128×128")
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"training steps (default: the shipped readers' budget per crop, {SEQUENCE_STEPS})")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--momentum", type=float, default=0.9)
@@ -65,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
+    if a.steps is None:
+        a.steps = SEQUENCE_STEPS[a.crop]
     if a.steps < 1 or a.batch < 2 or a.test_size < 1:
         p.error("--steps, --batch (≥ 2) and --test-size must be positive")
     return a

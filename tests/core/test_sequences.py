@@ -245,3 +245,12 @@ def test_a_resumed_run_keeps_the_layout_of_its_own_precision(tmp_path, monkeypat
     TS.main(args + ["--precision", "fp32", "--time-limit", "0"])
     meta = TS.main(args + ["--resume"])
     assert meta["final"] and meta["extra"]["precision"] == "fp32" and meta["extra"]["channels_last"] is False
+
+
+def test_the_steps_default_is_the_shipped_readers_budget_per_crop():
+    from stn_core.registry import SEQUENCE_STEPS
+    from stn_core.train import sequence as TS
+
+    assert TS.parse_args(["--crop", "tight", "--out", "x"]).steps == SEQUENCE_STEPS["tight"] == 6000
+    assert TS.parse_args(["--crop", "loose", "--out", "x"]).steps == SEQUENCE_STEPS["loose"] == 3000
+    assert TS.parse_args(["--crop", "loose", "--steps", "12", "--out", "x"]).steps == 12
