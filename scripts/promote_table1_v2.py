@@ -1,13 +1,14 @@
 """Promote finished Table 1 v2 runs from the staging folder into checkpoints/ (issue #17).
 
-Usage: python scripts/promote_table1_v2.py [--from runs/table1-v2] [--to checkpoints] [--dry-run]
+Usage: python scripts/promote_table1_v2.py [--from runs/table1-v2] [--to checkpoints] [--tasks rts ...] [--dry-run]
 
 For every cell ``mnist_<task>_<model>`` whose seed-0 run is final in the staging folder
 (``scripts/train_table1.py --recipe v2``), this copies its weights (``.safetensors``; never the
 optimiser state ``.train.safetensors``) and its JSON into ``--to``, with the other seeds' numbers
 added to the JSON under ``extra.seeds``: ``errors`` (seed → test error %, finished seeds only) and,
 with two or more, ``mean`` and ``std`` (sample standard deviation). Unfinished cells are listed and left
-alone. Files are written atomically, the JSON last, and the copy is checked by loading it
+alone. ``--tasks`` limits it to those columns (a column is promoted whole, and a column whose data
+generator changes lands with that change). Files are written atomically, the JSON last, and the copy is checked by loading it
 (``stn_core.checkpoints.load_model``). Afterwards run ``scripts/hash_checkpoints.py`` (weights
 SHA-256 for checkpoints that lack it) and ``scripts/make_table1.py`` (results/table1.md).
 """
@@ -69,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--from", dest="src", default=str(ROOT / V2_OUT_DIR))
     ap.add_argument("--to", dest="dst", default=str(ROOT / "checkpoints"))
+    ap.add_argument("--tasks", nargs="+", choices=list(DISTORTIONS), default=list(DISTORTIONS),
+                    help="columns to promote (default: all)")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
-    for task in DISTORTIONS:
+    for task in a.tasks:
         for name in MODELS:
             print(promote(Path(a.src), Path(a.dst), task, name, a.dry_run))
     return 0

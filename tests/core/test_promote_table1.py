@@ -53,3 +53,12 @@ def test_a_dry_run_writes_nothing(tmp_path, capsys):
     P.main(["--from", str(src), "--to", str(dst), "--dry-run"])
     assert "would promote mnist_e_st-cnn-aff" in capsys.readouterr().out
     assert not dst.exists()
+
+
+def test_tasks_limits_the_promotion_to_those_columns(tmp_path):
+    src, dst = tmp_path / "v2", tmp_path / "ckpt"
+    src.mkdir()
+    _seeded(src, "rts", "cnn", 0, 1.0)
+    _seeded(src, "p", "fcn", 0, 3.0)  # e.g. trained on a generator that lands later
+    P.main(["--from", str(src), "--to", str(dst), "--tasks", "rts"])
+    assert (dst / "mnist_rts_cnn.json").exists() and not (dst / "mnist_p_fcn.json").exists()
