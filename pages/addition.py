@@ -145,7 +145,7 @@ with left:
                          title=f"Input pair: {'drawn' if l1 is None else l1} + {'drawn' if l2 is None else l2}"
                          + ("" if theta is None else f" — {label}'s boxes"))
     st.plotly_chart(fig, config=common.plot_config("addition-input"), key=P + "pair_fig")
-    common.png_download(viz.png_bytes(ad.pair_image(x[0].numpy()), 8), "addition-pair.png",
+    common.png_download(lambda x=x: viz.png_bytes(ad.pair_image(x[0].numpy()), 8), "addition-pair.png",
                         label="Download the pair (PNG)", key=P + "png_pair")
 with right:
     if view is not None:

@@ -189,8 +189,8 @@ with tab_bird:
             rows = [{"species": f"{cid:03d} {name}" + (" ✓" if cid == truth else ""), "probability": round(p, 3)}
                     for cid, name, p in pred.top5]
             st.dataframe(rows, hide_index=True, width="stretch")
-    fig_png = viz.png_bytes(ca.side_by_side(panels, 320))
-    common.png_download(fig_png, f"cub-bird-{bird['image_id'] if bird else 'upload'}.png",
+    common.png_download(lambda panels=panels: viz.png_bytes(ca.side_by_side(panels, 320)),
+                        f"cub-bird-{bird['image_id'] if bird else 'upload'}.png",
                         label="Download these boxes (PNG)", key=P + "png_main")
 
 # --------------------------------------------------------------------------- gallery
@@ -219,7 +219,7 @@ with tab_gallery:
         gcols = st.columns(4)
         for n, (iid, tile) in enumerate(zip(ids, tiles)):
             gcols[n % 4].image(tile, caption=by_id[iid]["class_name"], width="stretch")
-        common.png_download(viz.png_bytes(ca.side_by_side(tiles[:8], 200)), f"cub-gallery-{k}.png",
+        common.png_download(lambda tiles=tiles: viz.png_bytes(ca.side_by_side(tiles[:8], 200)), f"cub-gallery-{k}.png",
                             label="Download the first 8 (PNG)", key=P + "png_gallery")
 
 # --------------------------------------------------------------------------- part analysis

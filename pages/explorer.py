@@ -13,6 +13,8 @@ controls), ``ex_gal_start`` (gallery), ``ex_scan`` (how many test digits to sear
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from components.draw_digit import draw_digit, read_drawing
@@ -46,7 +48,7 @@ def _k(name: str) -> str:
 
 # --------------------------------------------------------------------------- pictures
 
-def _picture_downloads(svg: str, png: bytes, name: str) -> None:
+def _picture_downloads(svg: str, png: Callable[[], bytes], name: str) -> None:
     """"Download PNG" and "Download SVG" buttons side by side for a gallery picture."""
     downloads = st.container(horizontal=True)
     common.png_download(png, f"{name}.png", where=downloads, key=_k(f"{name}_png"))
@@ -319,9 +321,11 @@ def main() -> None:
     g2.button("◀ Previous 10", key=_k("gal_prev"), on_click=_shift_gallery, args=(-GALLERY_N, n_test), width="stretch")
     g3.button("Next 10 ▶", key=_k("gal_next"), on_click=_shift_gallery, args=(GALLERY_N, n_test), width="stretch")
     indices = tuple(range(start, min(n_test, start + GALLERY_N)))
-    gal_svg, gal_png = cached.explorer_gallery(str(entry.stem), entry.version, task, indices)
+    gal_svg = cached.explorer_gallery(str(entry.stem), entry.version, task, indices)
     st.html(viz.svg_img_tag(gal_svg, alt=f"Figure 1 layout for test digits {indices[0]} to {indices[-1]}"))
-    _picture_downloads(gal_svg, gal_png, "figure1-gallery")
+    _picture_downloads(gal_svg,
+                       lambda e=entry, t=task, i=indices: cached.explorer_gallery_png(str(e.stem), e.version, t, i),
+                       "figure1-gallery")
     st.caption("Columns: test digits (number on top). Rows: (a) the distorted test digit" +
                (", (b) the region the transformer samples (red), (c) its output" if pred.output is not None else "") +
                ", (d) the prediction and its probability: green when right, red when wrong.")
@@ -345,9 +349,11 @@ def main() -> None:
     st.markdown(line + ".")
     if mk.count:
         shown = tuple(int(i) for i in mk.indices[:MISTAKES_N])
-        mis_svg, mis_png = cached.explorer_gallery(str(entry.stem), entry.version, task, shown)
+        mis_svg = cached.explorer_gallery(str(entry.stem), entry.version, task, shown)
         st.html(viz.svg_img_tag(mis_svg, alt="The model's most confident mistakes in the Figure 1 layout"))
-        _picture_downloads(mis_svg, mis_png, "figure1-mistakes")
+        _picture_downloads(mis_svg,
+                           lambda e=entry, t=task, i=shown: cached.explorer_gallery_png(str(e.stem), e.version, t, i),
+                           "figure1-mistakes")
         st.caption(f"The {len(shown)} most confident mistakes, most confident first.")
         if ss.get(_k("open")) not in shown:
             ss.pop(_k("open"), None)

@@ -176,10 +176,10 @@ def _batch(snap: live_state.Snapshot) -> None:
         right_caption += f"; plain CNN: {int((snap.lanes[1].display_pred == snap.labels).sum())}/{len(snap.labels)}"
     c.image(right, caption=right_caption + f" (step {snap.display_step or 0:,})", width="stretch")
     if not snap.active:  # downloads only while still: a new file every second would be wasted work
-        common.png_download(viz.png_bytes(left), f"live-inputs-step{snap.step}.png", "Download (a)+(b) PNG", where=a,
-                            key="lv_dl_in")
-        common.png_download(viz.png_bytes(right), f"live-outputs-step{snap.step}.png", "Download (c) PNG", where=c,
-                            key="lv_dl_out")
+        common.png_download(lambda left=left: viz.png_bytes(left), f"live-inputs-step{snap.step}.png",
+                            "Download (a)+(b) PNG", where=a, key="lv_dl_in")
+        common.png_download(lambda right=right: viz.png_bytes(right), f"live-outputs-step{snap.step}.png",
+                            "Download (c) PNG", where=c, key="lv_dl_out")
         if len(snap.replay) >= 2:
             run = _run()
             # made on click (deferred: about a second for 60 frames), then kept by the run

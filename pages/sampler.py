@@ -243,7 +243,7 @@ else:
                                                      (ex.runs["nearest"].final, "after 60 steps: nearest")))):
         shown = viz.display_image(img, target=224)[0]
         col.image(shown, caption=label, width="stretch")
-        common.png_download(viz.png_bytes(shown), f"sampler-experiment-{i + 1}.png", where=col,
+        common.png_download(lambda shown=shown: viz.png_bytes(shown), f"sampler-experiment-{i + 1}.png", where=col,
                             key=_k(f"ex_png_{i}"))
     b, n = ex.runs["bilinear"], ex.runs["nearest"]
     st.caption(f"{ex.steps} Adam steps, lr {ex.lr:g}, {ex.seconds * 1000:.0f} ms. Bilinear: loss "
@@ -265,7 +265,8 @@ else:
             (ds.area, f"area average ↓4 ({hs}×{ws})")))):
         shown = viz.display_image(img, target=256)[0]
         col.image(shown, caption=label, width="stretch")
-        common.png_download(viz.png_bytes(shown), f"sampler-aliasing-{i + 1}.png", where=col, key=_k(f"alias_png_{i}"))
+        common.png_download(lambda shown=shown: viz.png_bytes(shown), f"sampler-aliasing-{i + 1}.png", where=col,
+                            key=_k(f"alias_png_{i}"))
     f_n, f_b = sl.read_fraction(4)
     st.markdown(f"The attention θ with s = 1 on a grid 4× smaller puts one source point in each 4 × 4 block. "
                 f"Nearest reads **{f_n:.0%}** of the input pixels, bilinear **{f_b:.0%}** (the 2 × 2 around each "

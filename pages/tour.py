@@ -217,10 +217,10 @@ def step_module() -> dict[str, str]:
     st.markdown("A spatial transformer is a small, differentiable module you can put anywhere in a network. "
                 "For each input it **predicts θ**, builds a **sampling grid** from it and **resamples** the input.")
     rot = st.slider("How much the digit U is turned (°)", -60, 60, 35, step=5, key=_k("m_rot"))
-    svg, png = cached.tour_pipeline(int(rot))
+    svg, scene = cached.tour_pipeline(int(rot))
     st.html(viz.svg_img_tag(svg, alt="Input U, localisation net, grid generator, sampler, output V"))
     downloads = st.container(horizontal=True)
-    common.png_download(png, "tour-pipeline.png", where=downloads, key=_k("m_png"))
+    common.png_download(lambda scene=scene: viz.scene_png(scene), "tour-pipeline.png", where=downloads, key=_k("m_png"))
     downloads.download_button("Download SVG", data=svg.encode("utf-8"), file_name="tour-pipeline.svg",
                               mime="image/svg+xml", icon=":material/download:", key=_k("m_svg"))
     c1, c2, c3 = st.columns(3, gap="large")
@@ -333,7 +333,8 @@ def step_training() -> dict[str, str]:
             strip = tour.image_rows(rows)
             st.image(strip, width="stretch",
                      caption="Rows, top to bottom: " + " · ".join(name for name, _imgs in rows))
-            common.png_download(viz.png_bytes(strip), "tour-before-after-training.png", key=_k("t_png"))
+            common.png_download(lambda strip=strip: viz.png_bytes(strip), "tour-before-after-training.png",
+                                key=_k("t_png"))
             st.caption("The same test digits before and after training: the transformer has learned, from the "
                        "labels alone, to zoom in on the digit and turn it upright.")
     st.page_link("pages/live.py", label="Watch it learn: Live training", icon=":material/play_circle:")
@@ -357,13 +358,13 @@ def step_results() -> dict[str, str]:
         indices = tuple(range(start, min(n, start + 8)))
         with f2:
             try:
-                svg, png = cached.tour_figure1(str(entry.stem), entry.version, entry.task, indices)
+                svg, scene = cached.tour_figure1(str(entry.stem), entry.version, entry.task, indices)
                 st.html(viz.svg_img_tag(svg, alt="Figure 1: inputs, sampled regions, outputs, predictions"))
             except CheckpointError as e:
                 svg = ""
                 st.error(f"The checkpoint could not be loaded: {e}")
         if svg:
-            common.png_download(png, "tour-figure1.png", where=f1, key=_k("r_png"))
+            common.png_download(lambda scene=scene: viz.scene_png(scene), "tour-figure1.png", where=f1, key=_k("r_png"))
             f1.download_button("Download SVG", data=svg.encode("utf-8"), file_name="tour-figure1.svg",
                                mime="image/svg+xml", icon=":material/download:", key=_k("r_svg"))
     st.subheader("Table 1: test error (%)")
@@ -439,7 +440,7 @@ def step_cub() -> dict[str, str]:
             with c1:
                 boxed = ca.draw_boxes(bird, pred.boxes)
                 st.image(boxed, caption=f"{name}: the transformers' boxes ({size}-px model)", width="stretch")
-                common.png_download(viz.png_bytes(boxed), "tour-cub-boxes.png", key=_k("c_png"))
+                common.png_download(lambda boxed=boxed: viz.png_bytes(boxed), "tour-cub-boxes.png", key=_k("c_png"))
             with c2:
                 crops = list(pred.crops)
                 cols = st.columns(max(1, len(crops)))

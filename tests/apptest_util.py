@@ -44,9 +44,28 @@ def record_downloads(monkeypatch) -> dict[str, bytes]:
         return file_id
 
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    add_deferred = MediaFileManager.add_deferred
+
+    def recording_deferred(self, data_callable, *args, **kwargs):  # data made on a click: keep the maker
+        file_id = add_deferred(self, data_callable, *args, **kwargs)
+        seen[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", recording_deferred)
     return seen
 
 
-def downloads(at: AppTest, seen: dict[str, bytes], label: str) -> list[bytes]:
-    """Data of the download buttons labelled ``label`` (see :func:`record_downloads`)."""
-    return [seen[b.proto.url.rsplit("/", 1)[1].split(".")[0]] for b in at.get("download_button") if b.label == label]
+def downloads(at: AppTest, seen: dict, label: str) -> list[bytes]:
+    """Data of the download buttons labelled ``label`` (see :func:`record_downloads`); a deferred button's
+    data (made only when clicked) is made here, as a click would."""
+    out = []
+    for b in at.get("download_button"):
+        if b.label != label:
+            continue
+        if b.proto.deferred_file_id:
+            out.append(seen[b.proto.deferred_file_id]())
+        else:
+            out.append(seen[b.proto.url.rsplit("/", 1)[1].split(".")[0]])
+    return out

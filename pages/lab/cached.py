@@ -32,21 +32,33 @@ def explorer_probs(stem: str, version: tuple[int, int], task: str, n: int) -> np
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def explorer_gallery(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, bytes]:
-    """Figure 1 layout for test digits ``indices`` as SVG and as PNG (the same picture)."""
+def explorer_gallery_scene(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> viz.Scene:
+    """Figure 1 layout for test digits ``indices`` (the picture; :func:`explorer_gallery` draws it as SVG and
+    :func:`explorer_gallery_png` as PNG)."""
     model, _ = common.load_checkpoint(stem, version)
     td = common.test_digits(task)
     idx = list(indices)
     preds = insp.predict(model, td.x[idx])
     has_st = preds[0].output is not None if preds else False
-    scene = viz.figure1_gallery_scene(
+    return viz.figure1_gallery_scene(
         [td.x[i, 0].numpy() for i in idx], [p.pred for p in preds], [p.confidence for p in preds],
         [int(td.y[i]) for i in idx],
         regions=[p.region for p in preds] if has_st else None,
         outputs=[p.output for p in preds] if has_st else None,
         grids=[p.grid if p.kind == "tps" else None for p in preds] if has_st else None,
         captions=[f"#{i}" for i in idx])
-    return viz.scene_svg(scene), viz.scene_png(scene)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def explorer_gallery(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> str:
+    """The Figure 1 gallery of test digits ``indices`` as SVG (what the page shows)."""
+    return viz.scene_svg(explorer_gallery_scene(stem, version, task, indices))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def explorer_gallery_png(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> bytes:
+    """The same gallery as PNG: made only when its download button is clicked (~0.3 s of drawing)."""
+    return viz.scene_png(explorer_gallery_scene(stem, version, task, indices))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -128,22 +140,22 @@ def tour_mean_curves(models: Models, size: int, n: int = 100) -> tuple[np.ndarra
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def tour_figure1(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, bytes]:
-    """Figure 1 for test digits ``indices`` as SVG and as PNG (the same layout)."""
+def tour_figure1(stem: str, version: tuple[int, int], task: str, indices: tuple[int, ...]) -> tuple[str, viz.Scene]:
+    """Figure 1 for test digits ``indices``: its SVG and the picture (drawn as PNG only for a download)."""
     td = common.test_digits(task)
     idx = list(indices)
     scene = tour.figure1_row_scene(common.load_checkpoint(stem, version)[0], td.x[idx], [int(td.y[i]) for i in idx],
                                    [f"#{i}" for i in idx])
-    return viz.scene_svg(scene), viz.scene_png(scene)
+    return viz.scene_svg(scene), scene
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def tour_pipeline(rotation_deg: int) -> tuple[str, bytes]:
-    """Step 2's pipeline picture (shipped digit turned by ``rotation_deg``) as SVG and as PNG."""
+def tour_pipeline(rotation_deg: int) -> tuple[str, viz.Scene]:
+    """Step 2's pipeline picture (shipped digit turned by ``rotation_deg``): its SVG and the picture."""
     ex_ = pg.pipeline_example(common.sample_image("mnist", 4 if len(common.catalog().digit_labels) > 4 else 0),
                               rotation_deg=float(rotation_deg))
     scene = viz.pipeline_scene(ex_.u, ex_.grid, ex_.v, ex_.outline)
-    return viz.scene_svg(scene), viz.scene_png(scene)
+    return viz.scene_svg(scene), scene
 
 
 def tour_digit(index: int) -> tuple[np.ndarray, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import base64
 import html
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -32,9 +34,10 @@ def copy_link(where=None, params: dict[str, str] | None = None) -> None:
         st.caption("Copy with the icon at the right; the link reopens this page with these settings.")
 
 
-def png_download(image_png: bytes, filename: str, label: str = "Download PNG", where=st, key: str | None = None
-                 ) -> None:
-    """A download button for an already encoded PNG (``viz.png_bytes``)."""
+def png_download(image_png: bytes | Callable[[], bytes], filename: str, label: str = "Download PNG", where=st,
+                 key: str | None = None) -> None:
+    """A download button for a PNG: its bytes, or a function that makes them (``lambda: viz.png_bytes(x)``),
+    called only when the button is clicked (Streamlit's deferred download), so a rerun encodes nothing."""
     where.download_button(label, data=image_png, file_name=filename, mime="image/png",
                           icon=":material/download:", key=key)
 

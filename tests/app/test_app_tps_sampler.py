@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from apptest_util import assert_no_exception, open_page
+from apptest_util import assert_no_exception, downloads, open_page, record_downloads
 from pages.lab import tps_editor as te
 
 TPS = "pages/tps.py"
@@ -245,3 +245,15 @@ def test_tps_link_reopens_the_points() -> None:
     assert at.query_params["pts"] == q["pts"] and at.query_params["reg"] == "0.01"
     bad = open_page(TPS, {"pts": "1,2,3"})
     assert any("pts=" in w.value for w in bad.warning)
+
+
+def test_sampler_downloads_are_made_on_click_each_its_own_picture(monkeypatch) -> None:
+    seen = record_downloads(monkeypatch)
+    at = open_page(SAMPLER)
+    assert_no_exception(at)
+    buttons = [b for b in at.get("download_button") if "sp_alias_png_" in b.proto.id]
+    assert len(buttons) == 4 and all(b.proto.deferred_file_id and not b.proto.url for b in buttons)  # nothing encoded
+    pngs = [seen[b.proto.deferred_file_id]() for b in buttons]  # what four clicks would get
+    assert all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+    assert len(set(pngs)) == 4  # the input and three different down-scalings, not one picture four times
+    assert downloads(at, seen, "Download PNG") == pngs  # the helper makes deferred data as a click would
