@@ -159,6 +159,41 @@ class CoLocaliser(nn.Module):
         return CoLocOutput(sample(x, attention_grid(params, (CROP, CROP))), params)
 
 
+#: The checkpoint model name of :class:`CoLocBank` (its transform: "attention").
+BANK_MODEL = "coloc-bank"
+#: The two settings of the appendix: without (T) and with clutter (TC); a bank's checkpoint task.
+BANK_TASKS = {"T": "coloc-t", "TC": "coloc-tc"}
+
+
+class CoLocBank(nn.Module):
+    """The localisation nets of one setting (T or TC), one per digit class: ``bank(x (N, 1, 84, 84), digit)``
+    → :class:`CoLocOutput` of that class's net, windows at the native scale. Each net learned from its own
+    class's set, without labels or boxes inside it (``scripts/colocalisation.py --save``)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        if not 1 <= num_classes <= 10:
+            raise ValueError(f"a co-localisation bank has 1 to 10 nets (digit classes), got {num_classes}")
+        self.nets = nn.ModuleList(CoLocaliser(fixed_scale=CROP / CANVAS) for _ in range(num_classes))
+        self.config = {"name": BANK_MODEL, "transform": "attention", "input_size": CANVAS,
+                       "num_classes": num_classes}
+
+    def forward(self, x: torch.Tensor, digit: int) -> CoLocOutput:
+        if not 0 <= int(digit) < len(self.nets):
+            raise ValueError(f"digit must be in 0..{len(self.nets) - 1}, got {digit}")
+        return self.nets[int(digit)](x)
+
+    def localisation_parameters(self) -> list[nn.Parameter]:
+        return list(self.parameters())
+
+
+def bank_from_meta(meta: dict) -> CoLocBank:
+    """An untrained :class:`CoLocBank` as a checkpoint's metadata describes it (input 84, ≤ 10 classes)."""
+    if meta["input_size"] != CANVAS:
+        raise ValueError(f"a co-localisation bank takes {CANVAS}×{CANVAS} canvases, got input_size {meta['input_size']}")
+    return CoLocBank(int(meta["num_classes"]))
+
+
 def boxes_of(params: torch.Tensor, side: int = CANVAS) -> torch.Tensor:
     """The input window of attention ``params (N, 3)`` as pixel boxes ``(N, 4)`` = (x0, y0, x1, y1):
     output [−1, 1] maps to s·[−1, 1] + t (``align_corners=False``: ±1 are the canvas edges)."""
@@ -413,7 +448,7 @@ def search(data: CoLocSet, encoder: nn.Sequential, iters: int = 6, stride: int =
     return CoLocSearch(params, iou(boxes_of(params), data.boxes), changed, correct, losses)
 
 
-__all__ = ["S_MAX", "S_MIN", "bounded_attention", "CANVAS", "CLUTTER_PIECES", "CROP", "CoLocConfig", "CoLocOutput",
+__all__ = ["BANK_MODEL", "BANK_TASKS", "CoLocBank", "bank_from_meta", "S_MAX", "S_MIN", "bounded_attention", "CANVAS", "CLUTTER_PIECES", "CROP", "CoLocConfig", "CoLocOutput",
            "CoLocRun", "CoLocSearch", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "distil", "search",
            "window_features",
            "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set",

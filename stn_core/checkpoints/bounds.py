@@ -10,10 +10,12 @@ import reprlib
 from pathlib import Path
 from typing import Any
 
-from stn_core.models import ALL_MODEL_NAMES, CUB_MODEL_NAMES, SEQUENCE_TRANSFORMS, ST_TRANSFORMS, VOLUME_MODELS
+from stn_core.models import (ALL_MODEL_NAMES, COLOC_MODELS, CUB_MODEL_NAMES, SEQUENCE_TRANSFORMS, ST_TRANSFORMS,
+                             VOLUME_MODELS)
 
-#: Model families whose every model has one fixed transform: volume classifiers and digit-string readers.
-FIXED_TRANSFORM = {**VOLUME_MODELS, **SEQUENCE_TRANSFORMS}
+#: Model families whose every model has one fixed transform: volume classifiers, digit-string readers and the
+#: co-localisation bank.
+FIXED_TRANSFORM = {**VOLUME_MODELS, **SEQUENCE_TRANSFORMS, **COLOC_MODELS}
 
 FORMAT = "stn-lab-checkpoint"
 FORMAT_VERSION = 1
@@ -216,6 +218,10 @@ def _check_arch(meta: dict, where: Any) -> None:
             raise _bad(where, "extra.arch.loc_head", "'mlp' or 'heatmap'", arch["loc_head"])
         if arch.get("loc_init") is not None and arch["loc_init"] not in ("tiled", "centre"):
             raise _bad(where, "extra.arch.loc_init", "'tiled' or 'centre'", arch["loc_init"])
+        return
+    if meta["model"] in COLOC_MODELS:  # one small net per digit class, on 84×84 canvases
+        _int_in(meta, "num_classes", 1, 10, where, "num_classes of a co-localisation bank", allow_none=False)
+        _int_in(meta, "input_size", 84, 84, where, "input_size of a co-localisation bank", allow_none=False)
         return
     arch = meta.get("arch")
     if arch is None:

@@ -6,6 +6,7 @@
 - :mod:`stn_core.models.volume`: volume classifiers with and without a 3-D transformer (:func:`build_volume_model`).
 - :mod:`stn_core.models.sequence`: digit-string readers with transformers in the conv stack, Table 2's
   analogue (:func:`build_sequence_model`).
+- :class:`stn_core.colocalisation.CoLocBank`: the co-localisation nets of the appendix, one per digit class.
 
 Each model declares its localisation net's weights with ``localisation_parameters()`` (the training
 loop gives them their own learning-rate multiplier).
@@ -24,8 +25,11 @@ from .mnist import (ALL_MODEL_NAMES, EXTRA_MODEL_NAMES, MODEL_NAMES, MODELS, ST_
 from .sequence import SEQUENCE_TRANSFORMS, SequenceNet, build_sequence_model, sequence_model_from_meta
 from .volume import VOLUME_MODELS, VolumeNet, build_volume_model, volume_model_from_meta
 
+#: The co-localisation bank (:class:`stn_core.colocalisation.CoLocBank`) and its one transform.
+COLOC_MODELS = {"coloc-bank": "attention"}
+
 __all__ = [
-    "ALL_MODEL_NAMES", "CUB_MODEL_NAMES", "EXTRA_MODEL_NAMES", "MODEL_NAMES", "MODELS", "ST_TRANSFORMS",
+    "ALL_MODEL_NAMES", "COLOC_MODELS", "CUB_MODEL_NAMES", "EXTRA_MODEL_NAMES", "MODEL_NAMES", "MODELS", "ST_TRANSFORMS",
     "SEQUENCE_TRANSFORMS", "TPS_POINTS", "VOLUME_MODELS", "CubNet", "SequenceNet", "DeformableCNN", "ModelViews", "DistortedMNISTNet", "ParallelSTNet",
     "VolumeNet", "build_cub_model", "build_model", "build_sequence_model", "build_volume_model", "count_params", "model_from_meta",
     "solve_width", "volume_model_from_meta",
@@ -41,6 +45,10 @@ def model_from_meta(meta: dict[str, Any]) -> nn.Module:
         return volume_model_from_meta(meta)
     if meta["model"] in SEQUENCE_TRANSFORMS:
         return sequence_model_from_meta(meta)
+    if meta["model"] in COLOC_MODELS:
+        from stn_core.colocalisation import bank_from_meta  # not at import: it needs stn_core.data
+
+        return bank_from_meta(meta)
     arch = meta.get("arch") or {}
     optional = {k: arch[k] for k in ("target_params", "modulated", "in_channels") if k in arch}
     return build_model(meta["model"], meta["transform"], meta["input_size"], meta["num_classes"],
