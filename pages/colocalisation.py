@@ -6,7 +6,8 @@ the shipped test digits of the class (about 50; the paper uses 100) on 84×84 ca
 R CNN (``checkpoints/mnist_r_cnn``). Logic in :mod:`pages.lab.colocalisation` and
 :mod:`stn_core.colocalisation`.
 
-Widget keys (for AppTest): ``co_digit``, ``co_clutter``, ``co_seed``; button ``co_run``.
+Widget keys (for AppTest): ``co_digit``, ``co_clutter``, ``co_seed``; button ``co_run``. Below the search: the
+shipped localisation nets (``checkpoints/coloc_t``, ``coloc_tc``: one per class) on the same canvases.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pages.lab import common, links
 from pages.shell.navigation import require_app
 from stn_core import colocalisation as C
 from stn_core import registry as reg
-from stn_core.checkpoints import CheckpointError
+from stn_core.checkpoints import CheckpointError, checkpoint_paths
 from stn_core.data.samples import load_mnist_sample
 
 require_app()  # first: a run that bypassed app.py reruns through it
@@ -109,3 +110,34 @@ else:
     for slot, pic in zip(slots, cl.pictures(data, start[[len(start) // 2] * n])):
         slot.image(pic, width="stretch")
     status.markdown("Press **Run the search**: about ten seconds on this CPU.")
+
+# ---------------------------------------------------------------------------- the shipped localisation nets
+st.subheader("A localisation net that learned this class")
+bank_stem = reg.checkpoint_dir() / cl.bank_stem(bool(ss[P + "clutter"]))
+if not checkpoint_paths(bank_stem)["meta"].is_file():
+    st.info(f"No trained nets here yet (`{bank_stem.name}`): `python scripts/colocalisation.py --save checkpoints` "
+            "trains them (about half an hour on a 2-core CPU).")
+else:
+    try:
+        bank, bank_meta = common.load_checkpoint(str(bank_stem), reg.version(bank_stem))
+        params, right = cl.bank_windows(bank, data, int(ss[P + "digit"]))
+    except (CheckpointError, ValueError) as e:
+        st.error(f"The shipped localisation nets (`{bank_stem.name}`) cannot be used: {e}")
+    else:
+        per = ((bank_meta.get("extra") or {}).get("per_class") or {}).get(str(ss[P + "digit"])) or {}
+        bcols = st.columns(cl.TRACK)
+        for c, pic in zip(bcols, cl.pictures(data, params)):
+            c.image(pic, width="stretch")
+        held = per.get("sgd_held_out")
+        st.markdown(
+            f"The spatial transformer's own localisation net for this class, in one forward pass: **{100 * right:.0f} %** "
+            f"of these {n} windows are correct" + (f"; on {C.N_IMAGES} held-out canvases of the class it never saw, "
+                                                  f"**{100 * held:.0f} %**" if isinstance(held, (int, float)) else "")
+            + ".")
+        st.caption(
+            "How it learned, with no label and no box: it was taught the windows the search finds on the class's "
+            f"first {C.N_IMAGES} MNIST test digits, then trained further by SGD on the paper's triplet loss "
+            "(the paper's SGD from scratch got trapped on background here). The shipped digits above are among "
+            "those 100, at other places when the placement seed is not 0. "
+            f"`{bank_meta.get('command', 'python scripts/colocalisation.py --save checkpoints')}`; every class: "
+            "`results/colocalisation.md`.")

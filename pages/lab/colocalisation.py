@@ -58,4 +58,17 @@ def loss_figure(losses: list[float], correct: list[float], height: int = 300):
     return viz._figure(traces, layout)
 
 
-__all__ = ["TRACK", "loss_figure", "make_set", "picture", "pictures"]
+def bank_stem(clutter: bool) -> str:
+    """The checkpoint stem of the shipped localisation nets for T (no clutter) or TC."""
+    return "coloc_tc" if clutter else "coloc_t"
+
+
+def bank_windows(bank: C.CoLocBank, data: C.CoLocSet, digit: int) -> tuple[torch.Tensor, float]:
+    """The windows ``(N, 3)`` the bank's net for ``digit`` predicts for ``data``'s canvases, and the share
+    of them that are correct (IoU > 0.5 with the digit's box, which the net never saw)."""
+    with torch.no_grad():
+        params = bank(data.x, digit).params
+    return params, float((C.iou(C.boxes_of(params), data.boxes) > C.IOU_CORRECT).float().mean())
+
+
+__all__ = ["TRACK", "bank_stem", "bank_windows", "loss_figure", "make_set", "picture", "pictures"]

@@ -5,18 +5,34 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 from apptest_util import assert_no_exception, open_page
 
 from pages.lab import colocalisation as cl
 from stn_core import colocalisation as C
+from stn_core.checkpoints import save_checkpoint
 from stn_core.data.samples import load_mnist_sample
 
 PAGE = "pages/colocalisation.py"
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_before_the_run_every_window_starts_centred():
+def _folder(monkeypatch, tmp_path, bank: bool, **meta) -> Path:
+    """A checkpoint folder with the shipped R CNN (the encoder) and, if ``bank``, an untrained bank of nets."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for f in (ROOT / "checkpoints").glob("mnist_r_cnn.*"):
+        (ck / f.name).symlink_to(f)
+    if bank:
+        save_checkpoint(ck / "coloc_t", C.CoLocBank(), {"task": C.BANK_TASKS["T"], "final": True, **meta})
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(ck))
+    return ck
+
+
+def test_before_the_run_every_window_starts_centred(monkeypatch, tmp_path):
+    _folder(monkeypatch, tmp_path, bank=False)
     at = open_page(PAGE, {"digit": "1"})
     assert at.selectbox(key="co_digit").value == 1
     assert len(at.get("image")) == cl.TRACK and not at.get("plotly_chart")
@@ -51,3 +67,33 @@ def test_pictures_draw_the_window_and_the_truth():
     assert len(pics) == cl.TRACK and pics[0].shape == (252, 252, 3)
     orange = np.all(pics[0] == np.array(cl.WINDOW_COLOUR, np.uint8), -1)
     assert orange[:, :3].any() and orange.sum() > 200   # the top-left window's frame, drawn 3 px wide
+
+
+def test_the_shipped_nets_draw_their_windows_at_once_with_their_held_out_score(monkeypatch, tmp_path):
+    _folder(monkeypatch, tmp_path, bank=True, command="python scripts/colocalisation.py --save checkpoints",
+            extra={"per_class": {"4": {"sgd_held_out": 0.71}}})
+    at = open_page(PAGE, {"digit": "4", "seed": "0"})
+    assert_no_exception(at)
+    assert len(at.get("image")) == 2 * cl.TRACK  # the search's start, and the nets' windows
+    text = " ".join(m.value for m in at.markdown)
+    # an untrained net keeps its centred start, which some shipped 4s overlap: the share is computed, not typed
+    found = re.search(r"\*\*(\d+) %\*\* of these (\d+) windows are correct; on 100 held-out canvases of the class "
+                      r"it never saw, \*\*71 %\*\*", text)
+    assert found, text
+    x, y = load_mnist_sample()
+    data = cl.make_set(x, y, 4, clutter=False, seed=0)
+    assert int(found.group(1)) == round(100 * cl.bank_windows(C.CoLocBank(), data, 4)[1])
+    assert "--save checkpoints" in " ".join(c.value for c in at.caption)
+
+
+def test_without_the_nets_the_page_says_how_to_train_them_and_a_broken_file_is_an_error(monkeypatch, tmp_path):
+    ck = _folder(monkeypatch, tmp_path, bank=False)
+    at = open_page(PAGE, {"clutter": "1"})
+    assert_no_exception(at)
+    assert any("coloc_tc" in i.value and "--save checkpoints" in i.value for i in at.info)
+    save_checkpoint(ck / "coloc_tc", C.CoLocBank(), {"task": C.BANK_TASKS["TC"]})
+    meta = json.loads((ck / "coloc_tc.json").read_text())
+    (ck / "coloc_tc.json").write_text(json.dumps({**meta, "input_size": 90}))
+    at = open_page(PAGE, {"clutter": "1"})
+    assert_no_exception(at)
+    assert any("cannot be used" in e.value for e in at.error)

@@ -146,3 +146,37 @@ def test_training_can_continue_from_a_given_localiser():
     assert model is start and len(run.losses) == 2
     assert torch.allclose(model.loc(data.x)[:, 0], torch.full((6,), C.CROP / C.CANVAS))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_a_bank_saves_loads_and_runs_the_net_of_the_asked_class(tmp_path):
+    from stn_core.checkpoints import load_model, save_checkpoint
+
+    bank = C.CoLocBank()
+    with torch.no_grad():  # make class 3's net point somewhere else than the others (b_x = 1 → right)
+        bank.nets[3].loc.head.bias[1] = 1.0
+    save_checkpoint(tmp_path / "coloc_t", bank, {"task": C.BANK_TASKS["T"], "final": True, "test_error": 12.5})
+    loaded, meta = load_model(tmp_path / "coloc_t")
+    assert isinstance(loaded, C.CoLocBank) and meta["model"] == C.BANK_MODEL and meta["input_size"] == C.CANVAS
+    x = torch.zeros(2, 1, C.CANVAS, C.CANVAS)
+    out3, out0 = loaded(x, 3), loaded(x, 0)
+    assert out3.crops.shape == (2, 1, C.CROP, C.CROP)
+    assert torch.allclose(out3.params[:, 0], torch.full((2,), C.CROP / C.CANVAS))  # native scale
+    assert (out3.params[:, 1] > 0.3).all() and (out0.params[:, 1:] == 0).all()
+    with pytest.raises(ValueError, match="digit must be in 0..9"):
+        loaded(x, 10)
+
+
+@pytest.mark.parametrize("change, message", [({"num_classes": 11, "classes": [str(i) for i in range(11)]},
+                                              "num_classes of a co-localisation bank"),
+                                             ({"input_size": 90}, "input_size of a co-localisation bank"),
+                                             ({"transform": "affine"}, "coloc-bank transform must be")])
+def test_a_bank_checkpoint_with_impossible_settings_is_refused(tmp_path, change, message):
+    import json
+
+    from stn_core.checkpoints import CheckpointError, load_model, save_checkpoint
+
+    save_checkpoint(tmp_path / "b", C.CoLocBank(), {"task": "coloc-t"})
+    meta = json.loads((tmp_path / "b.json").read_text())
+    (tmp_path / "b.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(tmp_path / "b")
