@@ -52,6 +52,14 @@ V2_LOC_LR_MULT = "0.1"
 V2_OUT_DIR = "runs/table1-v2"
 
 
+def _p_generator_is_new() -> bool:
+    """Whether this code's P generator is the new one (imported here only: the queue itself needs no torch)."""
+    sys.path.insert(0, str(ROOT))
+    from stn_core.data.distortions import P_CONVEX
+
+    return bool(P_CONVEX)
+
+
 def family(name: str) -> str:
     return "cnn" if MODELS[name][0] in ("cnn", "st-cnn", "dcn") else "fcn"
 
@@ -111,6 +119,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.steps is not None and args.steps < 1:
         ap.error("--steps must be positive")
+    if args.recipe == "v2" and "p" in args.tasks and not _p_generator_is_new():
+        ap.error("the v2 P column trains on the new P generator (σ = 3 px, non-convex quads redrawn: "
+                 "results/p-fidelity.md), which becomes the default together with that column; this code still "
+                 "has the old one (stn_core.data.distortions.P_CONVEX is False)")
     if args.out_dir is None:
         args.out_dir = "checkpoints" if args.recipe == "v1" else V2_OUT_DIR
     jobs = [(stem, lambda task=task, name=name, stem=stem, seed=seed:

@@ -128,3 +128,18 @@ def test_cub_search_writes_a_report_of_what_is_there(tmp_path, monkeypatch):
     text = CS.report()
     assert "| (baseline, no transformer) | baseline |  | **55.00** |" in text and "60.00 % vs 55.00 % (+5.00 points)" in text
     assert "| 0.1 | tiled | heatmap | **59.00** |" in text  # a stem with a dot in it is read
+
+
+def test_the_v2_p_column_is_refused_until_its_new_generator_is_the_default(monkeypatch, capsys):
+    from stn_core.data import distortions as D
+
+    monkeypatch.setattr(D, "P_CONVEX", False)  # the old generator: σ = 5 px, non-convex quads kept
+    monkeypatch.setattr(sys, "argv", ["train_table1.py", "--recipe", "v2", "--tasks", "p"])
+    ran = []
+    monkeypatch.setattr(T1, "run_queue", lambda jobs, *a, **k: ran.extend(stem.name for stem, _ in jobs))
+    with pytest.raises(SystemExit):
+        T1.main()
+    assert "new P generator" in capsys.readouterr().err and not ran
+    monkeypatch.setattr(D, "P_CONVEX", True)  # with the new one the same command queues the column
+    T1.main()
+    assert "mnist_p_st-cnn-aff" in ran and len(ran) == len(T1.MODELS)  # the 8 of Table 1 and the DCN
