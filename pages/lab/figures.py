@@ -94,19 +94,40 @@ def png_data_uri(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode("ascii")
 
 
+#: JPEG quality of colour photographs sent to the browser (4:4:4, no chroma subsampling).
+JPEG_QUALITY = 90
+
+
+def is_colour(rgb: np.ndarray) -> bool:
+    """Whether a uint8 (H, W, 3) image has colour (some pixel's channels differ): a photograph, not a digit."""
+    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+
+
+def image_data_uri(rgb: np.ndarray, exact: bool = False) -> str:
+    """uint8 (H, W, 3) → a data URI: a colour photograph as JPEG (quality :data:`JPEG_QUALITY`, 4:4:4; ~10× faster
+    to encode and ~5× smaller than PNG for a 256-px bird), anything grey (digits) or ``exact`` as PNG, lossless."""
+    if exact or not is_colour(rgb):
+        return png_data_uri(rgb)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 _URI_CACHE: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
 _URI_CACHE_SIZE = 16
 
 
-def display_uri(image: np.ndarray, empty: np.ndarray | None = None, upscale: bool = True) -> tuple[str, int]:
-    """PNG data URI of :func:`display_image` and its upscale factor, memoised on the pixels
-    (the input U is re-sent unchanged on most redraws, so its encoding is reused).
+def display_uri(image: np.ndarray, empty: np.ndarray | None = None, upscale: bool = True,
+                exact: bool = False) -> tuple[str, int]:
+    """Data URI of :func:`display_image` (:func:`image_data_uri`: colour photographs as JPEG, grey images and
+    ``exact`` ones as PNG) and its upscale factor, memoised on the pixels (the input U is re-sent unchanged on
+    most redraws, so its encoding is reused).
     ``upscale=False``: the pixels as they are (factor 1; the empty-pixel checkerboard keeps the cell
     size, in image pixels, that the upscaled picture has) — for a viewer that enlarges without
     smoothing, such as plotly's image trace with ``zsmooth=False``."""
     rgb = to_uint8(image)
     h = hashlib.blake2b(rgb.tobytes(), digest_size=16)
-    h.update(repr(rgb.shape).encode() + bytes([upscale]))
+    h.update(repr(rgb.shape).encode() + bytes([upscale, exact]))
     if empty is not None and empty.any():
         h.update(np.packbits(empty).tobytes())
     key = h.digest()
@@ -119,7 +140,7 @@ def display_uri(image: np.ndarray, empty: np.ndarray | None = None, upscale: boo
     else:
         cell = 2 if display_factor(*rgb.shape[:2]) > 1 else 8  # what display_image's checker cell is, in pixels
         big, k = (checker_fill(rgb, empty, cell) if empty is not None else rgb), 1
-    out = (png_data_uri(big), k)
+    out = (image_data_uri(big, exact), k)
     _URI_CACHE[key] = out
     if len(_URI_CACHE) > _URI_CACHE_SIZE:
         _URI_CACHE.popitem(last=False)
@@ -872,7 +893,7 @@ def zoom_figure(z, title: str | None = None, height: int = 640) -> go.Figure:
     nearest reads (orange), the source point (×) and those of the 8 neighbouring output pixels (dots).
     Axes in input pixel indices (m: column, n: row)."""
     size = z.patch.shape[0]
-    uri, k = display_uri(z.patch)
+    uri, k = display_uri(z.patch, exact=True)  # the pixel values are the lesson: lossless
     traces: list = [_trace("image", source=uri, x0=z.m0 - 0.5 + 0.5 / k, y0=z.n0 - 0.5 + 0.5 / k, dx=1.0 / k, dy=1.0 / k,
                              hoverinfo="skip", name="U")]
     grey = z.patch.mean(-1)

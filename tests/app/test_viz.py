@@ -15,8 +15,8 @@ from pages.lab import figures as viz
 from pages.lab import playground as pg
 
 
-def _decode(uri: str) -> np.ndarray:
-    assert uri.startswith("data:image/png;base64,")
+def _decode(uri: str, kind: str = "png") -> np.ndarray:
+    assert uri.startswith(f"data:image/{kind};base64,")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
 
 
@@ -54,13 +54,26 @@ def test_display_uri_is_memoised() -> None:
     a = np.random.default_rng(1).random((30, 20, 3)).astype(np.float32)
     uri, k = viz.display_uri(a)
     assert viz.display_uri(a.copy()) == (uri, k)
-    assert _decode(uri).shape == (30 * k, 20 * k, 3)
+    assert _decode(uri, "jpeg").shape == (30 * k, 20 * k, 3)  # a colour picture travels as JPEG
     empty = np.zeros((30, 20), bool)
     empty[0] = True
     assert viz.display_uri(a, empty)[0] != uri
     b = a.copy()
     b[0, 0] = 1 - b[0, 0]
     assert viz.display_uri(b)[0] != uri
+
+
+def test_colour_photos_travel_as_jpeg_and_grey_digits_or_exact_pictures_as_png() -> None:
+    rng = np.random.default_rng(2)
+    photo = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    photo[:32] = 90  # a flat area, as skies are: JPEG keeps it within a few levels
+    digit = np.repeat((rng.random((28, 28, 1)) > 0.8).astype(np.uint8) * 255, 3, axis=2)
+    assert viz.is_colour(photo) and not viz.is_colour(digit)
+    jpeg = _decode(viz.image_data_uri(photo), "jpeg")
+    assert jpeg.shape == photo.shape and np.abs(jpeg[:32].astype(int) - 90).max() <= 3
+    assert (_decode(viz.image_data_uri(digit)) == digit).all()  # lossless
+    assert (_decode(viz.image_data_uri(photo, exact=True)) == photo).all()
+    assert viz.display_uri(photo, exact=True)[0].startswith("data:image/png")  # the sampler zoom's pixels
 
 
 def test_norm_to_pixel_matches_align_corners_false() -> None:
