@@ -38,9 +38,11 @@ from stn_core.checkpoints import copy_checkpoint  # noqa: E402
 from stn_core.train.cub import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
 
 MODELS = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}
-#: 448-px 2×ST-CNN variants, reported separately (``--variants``): the learned scale (s, tx, ty) and the
-#: heatmap localisation head at its best validation setting (loc lr × 0.1, results/cub-search.md)
-VARIANTS = {"2st-scale": ["--learn-scale"], "2st-heatmap": ["--loc-head", "heatmap", "--loc-lr-mult", "0.1"]}
+#: 448-px 2×ST-CNN variants, reported separately (``--variants``): the learned scale (s, tx, ty), the
+#: heatmap localisation head at its best validation setting (loc lr × 0.1, results/cub-search.md) and the
+#: paper's separate backbone per transformer (not trained yet: ~2× the shared model's weights)
+VARIANTS = {"2st-scale": ["--learn-scale"], "2st-heatmap": ["--loc-head", "heatmap", "--loc-lr-mult", "0.1"],
+            "2st-branches": ["--branches", "separate"]}
 SIZES = ("224", "448")
 EPOCHS = 5
 #: chosen on the validation split by scripts/cub_search.py (results/cub-search.md): × 1 and × 0.1 tied there,

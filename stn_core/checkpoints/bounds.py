@@ -218,6 +218,8 @@ def _check_arch(meta: dict, where: Any) -> None:
             raise _bad(where, "extra.arch.loc_head", "'mlp' or 'heatmap'", arch["loc_head"])
         if arch.get("loc_init") is not None and arch["loc_init"] not in ("tiled", "centre"):
             raise _bad(where, "extra.arch.loc_init", "'tiled' or 'centre'", arch["loc_init"])
+        if arch.get("branches") is not None and arch["branches"] not in ("shared", "separate"):
+            raise _bad(where, "extra.arch.branches", "'shared' or 'separate'", arch["branches"])
         return
     if meta["model"] in COLOC_MODELS:  # one small net per digit class, on 84×84 canvases
         _int_in(meta, "num_classes", 1, 10, where, "num_classes of a co-localisation bank", allow_none=False)

@@ -69,6 +69,9 @@ LOC_INITS = ("tiled", "centre")
 #: Localisation heads: "mlp" (1×1 conv, 4×4 pooling, 2-layer MLP regressing (tx, ty)) or "heatmap"
 #: (:class:`HeatmapLocaliser`: a score map per transformer over the feature cells, soft-argmax).
 LOC_HEADS = ("mlp", "heatmap")
+#: Where the crops are embedded: "shared" — one backbone for every crop and the localisation net (ours, cheaper);
+#: "separate" — one backbone per transformer, all from the same ImageNet weights (the paper's Inception branches).
+BRANCHES = ("shared", "separate")
 class WeightsError(ValueError):
     """The ImageNet backbone weights are missing or do not fit MobileNetV2."""
 
@@ -138,7 +141,7 @@ class CubNet(nn.Module):
                  crop_scale: float = 0.5, loc_hidden: int = 128, dropout: float = 0.2,
                  backbone_weights: str | os.PathLike | None = "default", backbone: str = "mobilenet_v2",
                  detach_loc_features: bool = True, loc_size: int | None = None, learn_scale: bool = False,
-                 loc_init: str = "tiled", loc_head: str = "mlp") -> None:
+                 loc_init: str = "tiled", loc_head: str = "mlp", branches: str = "shared") -> None:
         super().__init__()
         if backbone != "mobilenet_v2":
             raise ValueError(f"unknown backbone {backbone!r}; available: mobilenet_v2")
@@ -159,6 +162,9 @@ class CubNet(nn.Module):
         if loc_head == "heatmap" and learn_scale:
             raise ValueError("the heatmap localisation head places fixed-scale boxes; use loc_head='mlp' with learn_scale")
         self.loc_head = loc_head
+        if branches not in BRANCHES:
+            raise ValueError(f"branches must be one of {', '.join(BRANCHES)}, got {branches!r}")
+        self.branches = branches if n_st else "shared"
         if loc_size is not None and not 32 <= int(loc_size) <= int(input_size):
             raise ValueError(f"loc_size must be between 32 and input_size ({input_size}), got {loc_size}")
         self.n_st = n_st
@@ -167,6 +173,10 @@ class CubNet(nn.Module):
         self.learn_scale = bool(learn_scale) and n_st > 0
         self.detach_loc_features = detach_loc_features
         self.features = mobilenet_v2_features(backbone_weights)
+        # the paper: each transformer's crop goes through its own Inception branch; "shared" (ours, cheaper on a
+        # CPU): every crop through self.features, which also serves the localisation net
+        self.crop_features = (nn.ModuleList(mobilenet_v2_features(backbone_weights) for _ in range(n_st))
+                              if self.branches == "separate" else None)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         n_branch = max(1, n_st)
@@ -226,17 +236,18 @@ class CubNet(nn.Module):
         return list(self.classifier.parameters()) + self.localisation_parameters()
 
     def train(self, mode: bool = True) -> "CubNet":
-        """As nn.Module.train, but the backbone's BatchNorm layers always stay in eval mode."""
+        """As nn.Module.train, but the backbones' BatchNorm layers always stay in eval mode."""
         super().train(mode)
-        for m in self.features.modules():
+        backbones = [self.features, *(self.crop_features or [])]
+        for m in (m for b in backbones for m in b.modules()):
             if isinstance(m, nn.BatchNorm2d):
                 m.eval()
         return self
 
     # ------------------------------------------------------------------ forward
-    def _embed(self, x01: torch.Tensor) -> torch.Tensor:
-        """(N, 3, h, w) in [0, 1] → pooled features (N, 1280)."""
-        f = self.features((x01 - self.mean) / self.std)
+    def _embed(self, x01: torch.Tensor, features: nn.Module | None = None) -> torch.Tensor:
+        """(N, 3, h, w) in [0, 1] → pooled features (N, 1280) of ``features`` (default: the shared backbone)."""
+        f = (self.features if features is None else features)((x01 - self.mean) / self.std)
         return F.adaptive_avg_pool2d(f, 1).flatten(1)
 
     def attention_params(self, x: torch.Tensor) -> torch.Tensor:
@@ -284,8 +295,13 @@ class CubNet(nn.Module):
             return CubViews(self.classifier(self._embed(x)))
         params = self.attention_params(x)
         n = x.shape[0]
-        v = self.crops(x, params).flatten(0, 1)  # (N·n_st, 3, c, c)
-        feats = self._embed(v).view(n, self.n_st * FEAT_DIM) * self.n_st ** -0.5
+        if self.crop_features is None:
+            v = self.crops(x, params).flatten(0, 1)  # (N·n_st, 3, c, c): one batch through the shared backbone
+            feats = self._embed(v).view(n, self.n_st * FEAT_DIM)
+        else:  # crop j through branch j
+            v = self.crops(x, params)
+            feats = torch.cat([self._embed(v[:, j], b) for j, b in enumerate(self.crop_features)], 1)
+        feats = feats * self.n_st ** -0.5
         return CubViews(self.classifier(feats), params, self.params_to_boxes(params))
 
     def use_channels_last(self) -> None:
@@ -308,7 +324,8 @@ def arch_of(model: CubNet) -> dict[str, Any]:
             "crop_scale": model.crop_scale,
             "loc_hidden": model.loc[-1].in_features if isinstance(model.loc, nn.Sequential) else None,
             "input_size": model.input_size, "loc_size": model.loc_size, "learn_scale": model.learn_scale,
-            "loc_init": model.loc_init if model.n_st else None, "loc_head": model.loc_head if model.n_st else None}
+            "loc_init": model.loc_init if model.n_st else None, "loc_head": model.loc_head if model.n_st else None,
+            "branches": model.branches}
 
 
 def model_from_meta(meta: dict[str, Any]) -> CubNet:
@@ -329,6 +346,8 @@ def model_from_meta(meta: dict[str, Any]) -> CubNet:
         kw["loc_head"] = str(arch["loc_head"])
     if arch.get("loc_init"):
         kw["loc_init"] = str(arch["loc_init"])
+    if arch.get("branches"):
+        kw["branches"] = str(arch["branches"])
     return build_cub_model(meta["model"], [int(c) for c in classes], input_size=int(meta["input_size"]),
                            crop_size=int(arch.get("crop_size", 112)), crop_scale=float(arch.get("crop_scale", 0.5)),
                            backbone_weights=None, **kw)
@@ -342,6 +361,6 @@ def boxes_to_pixels(boxes: torch.Tensor, width: int, height: int) -> torch.Tenso
     return b
 
 
-__all__ = ["BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "HeatmapLocaliser", "LEARNED_SCALE", "LOC_HEADS", "LOC_INITS", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
+__all__ = ["BRANCHES", "BOX_COLOURS", "CUB_MODEL_NAMES", "CubNet", "HeatmapLocaliser", "LEARNED_SCALE", "LOC_HEADS", "LOC_INITS", "N_ST", "WeightsError", "arch_of", "boxes_to_pixels",
            "build_cub_model", "default_weights_path", "mobilenet_v2_features", "model_from_meta",
            "tiled_translations"]

@@ -49,7 +49,7 @@ from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, 
 from stn_core.data.common import DataError, repo_root
 from stn_core.data.cub import CubRecord, find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
-from stn_core.models.cub import CUB_MODEL_NAMES, LOC_HEADS, LOC_INITS, CubNet, arch_of, build_cub_model
+from stn_core.models.cub import BRANCHES, CUB_MODEL_NAMES, LOC_HEADS, LOC_INITS, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
 from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, command_line, default_ckpt_every,
                                  keep_depthwise_fp32, make_grad_scaler, open_run, refuse_to_overwrite, resume_state,
@@ -65,7 +65,7 @@ FULL_SCALE_COMMAND = ("torchrun --nproc_per_node 1 -m stn_core.train --task cub2
                       "--crop-scale 0.5 --seed 0 --device cuda --out checkpoints/cub200_2st_448")
 RESUME_FIXED = ("task", "model", "classes", "epochs", "steps", "batch", "lr", "momentum", "weight_decay",
                 "optimizer", "head_lr_mult", "loc_lr_mult", "seed", "input_size", "crop_size", "crop_scale",
-                "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction", "loc_head")
+                "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction", "loc_head", "branches")
 #: seed of the validation split carved from train (fixed: every setting of a search sees the same split)
 VAL_SEED = 20150605
 N_BOX_BIRDS = 6
@@ -106,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loc-head", default="mlp", choices=list(LOC_HEADS),
                    help="localisation head: 'mlp' (pooled features → 2-layer MLP) or 'heatmap' (a score map per "
                         "transformer, soft-argmax: the box follows each image's features)")
+    p.add_argument("--branches", default="shared", choices=list(BRANCHES),
+                   help="'shared': every crop through one backbone (ours, cheaper on a CPU); 'separate': one "
+                        "backbone per transformer, all from the ImageNet weights (the paper's branches)")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="carve this fraction of each class's TRAINING images as a validation split, train on the "
                         "rest and evaluate there (never on the test split): for choosing settings")
@@ -342,7 +345,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     try:
         model = build_cub_model(a.model, class_ids, input_size=a.input_size, crop_size=a.crop_size,
                                 crop_scale=a.crop_scale, backbone_weights=a.backbone_weights, loc_size=a.loc_size,
-                                learn_scale=a.learn_scale, loc_init=a.loc_init, loc_head=a.loc_head).to(device)
+                                learn_scale=a.learn_scale, loc_init=a.loc_init, loc_head=a.loc_head,
+                                branches=a.branches).to(device)
     except ValueError as e:  # WeightsError and bad architecture settings: a sentence, not a traceback
         raise SystemExit(f"error: {e}") from None
     if a.channels_last:
@@ -362,7 +366,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     train_args = {k: getattr(a, k) for k in RESUME_FIXED if k not in ("steps",)}
     # recorded when set: older runs resume as before
     for k, default in (("loc_size", None), ("learn_scale", False), ("loc_init", "tiled"), ("val_fraction", None),
-                       ("loc_head", "mlp")):
+                       ("loc_head", "mlp"), ("branches", "shared")):
         if train_args[k] == default:
             del train_args[k]
     train_args["steps"] = total

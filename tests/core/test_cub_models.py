@@ -344,3 +344,35 @@ def test_cli_clear_errors(tmp_path):
               "--backbone-weights", str(tmp_path / "missing.pth")])
     with pytest.raises(SystemExit, match="not found"):
         main([*TINY, "--data-root", str(tmp_path / "nowhere"), "--model", "cub-2st", "--out", str(tmp_path / "e")])
+
+
+def test_separate_branches_send_each_crop_through_its_own_backbone(tmp_path):
+    """The paper's architecture: transformer j's crop goes through branch j (all start from the same weights,
+    so at the start the logits equal the shared model's); the localisation net keeps the shared backbone."""
+    torch.manual_seed(0)
+    shared = build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None).eval()
+    sep = build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None,
+                          branches="separate").eval()
+    assert len(sep.crop_features) == 2 and shared.crop_features is None
+    with torch.no_grad():  # same starting weights everywhere → the same function
+        sep.features.load_state_dict(shared.features.state_dict())
+        for b in sep.crop_features:
+            b.load_state_dict(shared.features.state_dict())
+        sep.loc.load_state_dict(shared.loc.state_dict())
+        sep.classifier.load_state_dict(shared.classifier.state_dict())
+        x = torch.rand(3, 3, 64, 64)
+        torch.testing.assert_close(sep(x), shared(x), atol=1e-5, rtol=1e-4)
+        for p in sep.crop_features[1].parameters():  # change branch 1 only: the logits move, the boxes do not
+            p.add_(0.01 * torch.randn_like(p))
+        assert not torch.allclose(sep(x), shared(x), atol=1e-4)
+        torch.testing.assert_close(sep.views(x).boxes, shared.views(x).boxes)
+    g = torch.autograd.grad(sep.train()(x).sum(), [next(b.parameters()) for b in sep.crop_features])
+    assert all(t.abs().sum() > 0 for t in g)  # each branch learns from its own crop
+    assert all(not m.training for b in sep.crop_features for m in b.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert arch_of(sep)["branches"] == "separate"
+    save_checkpoint(tmp_path / "sep", sep, {"task": "cub-50", "extra": {"arch": arch_of(sep)},
+                                            "classes": [1, 12, 14]})
+    m, _ = load_model(tmp_path / "sep")
+    assert m.branches == "separate" and len(m.crop_features) == 2
+    with pytest.raises(ValueError, match="branches"):
+        build_cub_model("cub-2st", [1], input_size=64, crop_size=32, backbone_weights=None, branches="own")
