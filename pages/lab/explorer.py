@@ -23,15 +23,25 @@ def model_options(found: Mapping[tuple[str, str], Entry], dist: str) -> list[str
             + sorted(k for d, k in found if d == dist and is_live(k)))
 
 
+def _samples(e: Entry) -> int:
+    """Training samples of a checkpoint (steps × batch from its JSON's train_args; 0 when not recorded)."""
+    args = (e.meta or {}).get("train_args") or {}
+    steps, batch = args.get("steps"), args.get("batch")
+    return steps * batch if isinstance(steps, int) and isinstance(batch, int) else 0
+
+
 def default_choice(found: Mapping[tuple[str, str], Entry]) -> tuple[str, str] | None:
     """The (dist, key) to open first: the preferred model of the distortion with most usable Table 1
-    checkpoints (then most usable checkpoints of any kind; ties: table order); None when nothing is usable."""
+    checkpoints (then most usable checkpoints of any kind, then the most training samples in its Table 1
+    models — the best-trained column; ties: table order); None when nothing is usable."""
     usable = [k for k, e in found.items() if e.usable]
     if not usable:
         return None
     table = {d: sum(1 for dd, k in usable if dd == d and k in MODEL_KEYS) for d in DISTORTIONS}
     counts = {d: sum(1 for dd, _ in usable if dd == d) for d in DISTORTIONS}
-    dist = max(DISTORTIONS, key=lambda d: (table[d], counts[d], -DISTORTIONS.index(d)))
+    samples = {d: sum(_samples(found[(dd, k)]) for dd, k in usable if dd == d and k in MODEL_KEYS)
+               for d in DISTORTIONS}
+    dist = max(DISTORTIONS, key=lambda d: (table[d], counts[d], samples[d], -DISTORTIONS.index(d)))
     return dist, next((k for k in PREFERRED if (dist, k) in usable), next(k for d, k in usable if d == dist))
 
 

@@ -319,3 +319,13 @@ def test_longer_schedule_runs_are_found_beside_the_table_models(tmp_path):
     # the page opens on the distortion with the most Table 1 models, not the one with the most extra runs
     assert ex.default_choice(found) == ("r", "cnn")
     assert t1.table1_cells(tmp_path)[1][1].status == "missing"  # Table 1's RTS CNN: not the long run
+
+
+def test_with_full_columns_everywhere_the_page_opens_on_the_best_trained_one(tmp_path):
+    for d in ("r", "rts", "p", "e"):  # every column complete; RTS trained on 5× the samples (the v2 retrain)
+        for k in reg.MODEL_KEYS:
+            steps = 250 if d == "rts" else 50
+            make_tiny_checkpoint(tmp_path, d, k, steps=steps,
+                                 train_args={"steps": steps, "batch": 32, "lr": 0.01, "momentum": 0.9,
+                                             "loc_lr_mult": 1.0})
+    assert ex.default_choice(reg.discover(tmp_path)) == ("rts", "st-cnn-aff")
