@@ -265,6 +265,14 @@ def eval_step(meta: Mapping, err: float) -> int | None:
     return None
 
 
+def training_samples(meta: Mapping | None) -> int | None:
+    """Training samples a checkpoint's run is planned for: steps × batch from its JSON's ``train_args``
+    (None when not recorded)."""
+    args = (meta or {}).get("train_args") or {}
+    steps, batch = args.get("steps"), args.get("batch")
+    return steps * batch if isinstance(steps, int) and isinstance(batch, int) else None
+
+
 def training_status(meta: Mapping) -> tuple[float | None, str]:
     """(test error % or None, a note) from a checkpoint's JSON: a final run gives its test error
     and ""; a run still in progress its last evaluated test error (if any) and where it stands."""

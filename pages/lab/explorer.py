@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pages.lab import playground as pg
-from stn_core.registry import DISTORTIONS, LONG_PREFIX, MODEL_KEYS, PREFERRED, Entry, is_live
+from stn_core.registry import DISTORTIONS, LONG_PREFIX, MODEL_KEYS, PREFERRED, Entry, is_live, training_samples
 
 
 def model_options(found: Mapping[tuple[str, str], Entry], dist: str) -> list[str]:
@@ -21,13 +21,6 @@ def model_options(found: Mapping[tuple[str, str], Entry], dist: str) -> list[str
     return ([k for k in MODEL_KEYS if (dist, k) in found] + [LONG_PREFIX + k for k in MODEL_KEYS
                                                              if (dist, LONG_PREFIX + k) in found]
             + sorted(k for d, k in found if d == dist and is_live(k)))
-
-
-def _samples(e: Entry) -> int:
-    """Training samples of a checkpoint (steps × batch from its JSON's train_args; 0 when not recorded)."""
-    args = (e.meta or {}).get("train_args") or {}
-    steps, batch = args.get("steps"), args.get("batch")
-    return steps * batch if isinstance(steps, int) and isinstance(batch, int) else 0
 
 
 def default_choice(found: Mapping[tuple[str, str], Entry]) -> tuple[str, str] | None:
@@ -39,7 +32,8 @@ def default_choice(found: Mapping[tuple[str, str], Entry]) -> tuple[str, str] | 
         return None
     table = {d: sum(1 for dd, k in usable if dd == d and k in MODEL_KEYS) for d in DISTORTIONS}
     counts = {d: sum(1 for dd, _ in usable if dd == d) for d in DISTORTIONS}
-    samples = {d: sum(_samples(found[(dd, k)]) for dd, k in usable if dd == d and k in MODEL_KEYS)
+    samples = {d: sum(training_samples(found[(dd, k)].meta) or 0 for dd, k in usable
+                      if dd == d and k in MODEL_KEYS)
                for d in DISTORTIONS}
     dist = max(DISTORTIONS, key=lambda d: (table[d], counts[d], samples[d], -DISTORTIONS.index(d)))
     return dist, next((k for k in PREFERRED if (dist, k) in usable), next(k for d, k in usable if d == dist))

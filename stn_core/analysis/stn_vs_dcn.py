@@ -154,12 +154,12 @@ def _fmt_ratio(v) -> str:
 def trained_on(meta: dict | None) -> str:
     """The training samples of a checkpoint, e.g. "15,625 × 256 = 4 M" (steps × batch from its JSON's
     train_args; "–" when not recorded): models of one distortion may have had different budgets."""
-    args = (meta or {}).get("train_args") or {}
-    steps, batch = args.get("steps"), args.get("batch")
-    if not (isinstance(steps, int) and isinstance(batch, int)):
+    n = reg.training_samples(meta)
+    if n is None:
         return "–"
-    n = steps * batch
-    return f"{steps:,} × {batch} = " + (f"{n / 1e6:.3g} M" if n >= 1e6 else f"{n / 1e3:.3g} k" if n >= 1e3 else str(n))
+    args = meta["train_args"]
+    count = f"{n / 1e6:.3g} M" if n >= 1e6 else f"{n / 1e3:.3g} k" if n >= 1e3 else str(n)
+    return f"{args['steps']:,} × {args['batch']} = {count}"
 
 
 def comparison_rows(dist: str, results: Mapping | None = None,

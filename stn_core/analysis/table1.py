@@ -12,7 +12,8 @@ from typing import Mapping
 
 from stn_core.paper import PAPER_BATCH, PAPER_LR, PAPER_STEPS
 from stn_core.registry import (DIST_SHORT, DISTORTIONS, LONG_SUBDIR, MODEL_KEYS, MODEL_LABELS, Entry, checkpoint_dir,
-                               discover, display_dir, eval_step, paper_error, train_command, training_status)
+                               discover, display_dir, eval_step, paper_error, train_command, training_samples,
+                               training_status)
 
 # --------------------------------------------------------------------------- Table 1
 
@@ -262,14 +263,9 @@ def _best(cells: list[Cell]) -> Cell | None:
     return min(done, key=lambda c: c.ours) if done else None
 
 
-def _samples(meta: Mapping | None) -> int | None:
-    s = _schedule(meta or {})
-    return s["steps"] * s["batch"] if isinstance(s["steps"], int) and isinstance(s["batch"], int) else None
-
-
 def _longer(run: Mapping, cell: Mapping | None) -> bool:
     """Whether ``run`` saw more training samples than the table's ``cell`` (True when the cell has no record)."""
-    mine, table = _samples(run), _samples(cell)
+    mine, table = training_samples(run), training_samples(cell)
     return mine is not None and (table is None or mine > table)
 
 
