@@ -68,13 +68,16 @@ def checker_fill(rgb: np.ndarray, empty: np.ndarray, cell: int = 8) -> np.ndarra
     return out
 
 
-def display_image(image: np.ndarray, empty: np.ndarray | None = None, target: int = 448) -> tuple[np.ndarray, int]:
-    """Image for display: uint8, nearest-upscaled by k (returned), empty pixels as a checkerboard."""
+def display_image(image: np.ndarray, empty: np.ndarray | None = None, target: int = 448,
+                  upscale: bool = True) -> tuple[np.ndarray, int]:
+    """Image for display: uint8, nearest-upscaled by k (returned; 1 with ``upscale=False``), empty pixels as a
+    checkerboard whose cells are 2 image pixels when the image is small enough to be enlarged, else 8."""
     rgb = to_uint8(image)
-    k = display_factor(rgb.shape[0], rgb.shape[1], target)
+    small = display_factor(rgb.shape[0], rgb.shape[1], target)
+    k = small if upscale else 1
     big = upscale_nearest(rgb, k)
     if empty is not None and empty.any():
-        big = checker_fill(big, upscale_nearest(empty[:, :, None], k)[:, :, 0], cell=max(4, k * 2 if k > 1 else 8))
+        big = checker_fill(big, upscale_nearest(empty[:, :, None], k)[:, :, 0], cell=(2 if small > 1 else 8) * k)
     return big, k
 
 
@@ -135,11 +138,7 @@ def display_uri(image: np.ndarray, empty: np.ndarray | None = None, upscale: boo
     if hit is not None:
         _URI_CACHE.move_to_end(key)
         return hit
-    if upscale:
-        big, k = display_image(rgb, empty)
-    else:
-        cell = 2 if display_factor(*rgb.shape[:2]) > 1 else 8  # what display_image's checker cell is, in pixels
-        big, k = (checker_fill(rgb, empty, cell) if empty is not None else rgb), 1
+    big, k = display_image(rgb, empty, upscale=upscale)
     out = (image_data_uri(big, exact), k)
     _URI_CACHE[key] = out
     if len(_URI_CACHE) > _URI_CACHE_SIZE:
