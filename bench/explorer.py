@@ -10,9 +10,9 @@ times what the page computes when a control changes:
   generator, sampler, classifier), softmax, and the sampled region's border from θ — the
   interactive target is under 30 ms;
 * *redraw* = hand distortion (``explorer.distort`` with a rotation) + predict with the model
-  + predict with the plain CNN for contrast + building the four Figure 1 plotly figures
-  (``pages.lab.figures``) + ``fig.to_json()`` for each, i.e. everything the page computes per change
-  except Streamlit's own overhead and the browser's drawing (the galleries are cached).
+  + predict with the plain CNN for contrast + Figure 1 as one picture (``figures.figure1_digit_scene``)
+  written as SVG (``figures.scene_svg``), i.e. everything the page computes per change except
+  Streamlit's own overhead and the browser's drawing (the galleries are cached).
 """
 
 from __future__ import annotations
@@ -65,19 +65,18 @@ _TURN = iter(range(10 ** 9))
 
 
 def redraw(model, cnn, base: np.ndarray) -> int:
-    """Everything the page computes for one change of a control; returns the JSON size in bytes. Every
-    call turns the rotation slider to a new angle, so no image the page memoises (``viz.display_uri``)
-    is found again: every changing picture is encoded, as after a real slider move."""
+    """Everything the page computes for one change of a control; returns the SVG size in bytes. Every
+    call turns the rotation slider to a new angle, so every changing picture is encoded, as after a real
+    slider move."""
     x, _ = ex.distort(base, {"rot": 20.0 + 0.1 * (next(_TURN) % 997), "sx": 0.9, "sy": 0.9})
     p = insp.predict(model, x)[0]
     series = [("model", p.probs)]
     if cnn is not None:
         series.append(("CNN", insp.predict(cnn, x)[0].probs))
-    figs = [viz.image_panel(x, "(a)", height=290), viz.probability_figure(series, None, 7, height=290)]
-    if p.output is not None:
-        figs += [viz.region_figure(x, p.region, p.grid if p.kind == "tps" else None, p.ctrl, height=290),
-                 viz.image_panel(p.output, "(c)", height=290)]
-    return sum(len(f.to_json()) for f in figs)
+    titles = ("(a)", "(b)", "(c)", "(d)") if p.output is not None else ("(a)", "(d)")
+    scene = viz.figure1_digit_scene(x, series, titles, region=p.region, output=p.output,
+                                    grid=p.grid if p.kind == "tps" else None, ctrl=p.ctrl, true_label=7)
+    return len(viz.scene_svg(scene))
 
 
 def main() -> None:
@@ -121,11 +120,11 @@ def main() -> None:
         "Models built with `build_model` at the checkpoint sizes (≈400k weights each, random weights: the time does "
         "not depend on their values). *predict* = `pages.lab.explorer.predict` on one digit (forward pass, softmax, "
         "the sampled region's border); *redraw* = hand distortion + predict + the plain CNN's predict for contrast + "
-        "the four Figure 1 plotly figures + `fig.to_json()`, i.e. everything the page computes per change except "
+        "Figure 1 as one SVG picture (`figures.figure1_digit_scene` + `scene_svg`), i.e. everything the page computes per change except "
         "Streamlit's own overhead and the browser's drawing (galleries are cached per batch). Every redraw uses a new "
         "rotation, so none of its pictures is found in the page's encoding memo.",
         "",
-        "| model, input | predict ms | redraw total ms | figure JSON KiB |",
+        "| model, input | predict ms | redraw total ms | figure SVG KiB |",
         "|---|---|---|---|",
     ]
     lines += [f"| {label} | {p:.2f} | {r:.2f} | {kb:.0f} |" for label, p, r, kb in rows]

@@ -39,7 +39,6 @@ SRC_LABELS = ("test", "draw", "upload")  # digit sources (common.DIGIT_SOURCES)
 SCAN_CHOICES = (500, 1000, 2000, 10_000)
 GALLERY_N = 10
 MISTAKES_N = 10
-FIG_H = 290  # height of the Figure 1 panels (px)
 
 
 def _k(name: str) -> str:
@@ -260,25 +259,21 @@ def main() -> None:
                                                                  "canvas" if size != 28 else "") + ".")
 
     st.subheader("Figure 1 for this digit")
-    c_a, c_b, c_c, c_d = st.columns([1, 1, 1, 1.55], gap="small")
-    with c_a:
-        st.plotly_chart(viz.image_panel(x, f"(a) input {size}×{size}", height=FIG_H),
-                        config=common.plot_config("explorer-a-input"), key="ex_fig_a")
-    if pred.output is not None:
-        with c_b:
-            st.plotly_chart(viz.region_figure(x, pred.region, pred.grid if pred.kind == "tps" else None, pred.ctrl,
-                                              title="(b) sampled region", height=FIG_H),
-                            config=common.plot_config("explorer-b-region"), key="ex_fig_b")
-        with c_c:
-            st.plotly_chart(viz.image_panel(pred.output, "(c) transformer output", height=FIG_H),
-                            config=common.plot_config("explorer-c-output"), key="ex_fig_c")
-    else:
-        with c_b:
-            st.info(f"(b), (c): the {entry.label} has no spatial transformer; its classifier sees the input as it is.")
-    with c_d:
-        series = [(entry.label, pred.probs)] + ([(cnn.label, contrast.probs)] if contrast is not None else [])
-        fig_d = viz.probability_figure(series, meta.get("classes"), label, title="(d) prediction", height=FIG_H)
-        st.plotly_chart(fig_d, config=common.plot_config("explorer-d-prediction"), key="ex_fig_d")
+    series = [(entry.label, pred.probs)] + ([(cnn.label, contrast.probs)] if contrast is not None else [])
+    fig_args = dict(image=x, series=series, classes=meta.get("classes"), true_label=label,
+                    titles=(f"(a) input {size}×{size}", "(b) sampled region", "(c) transformer output", "(d) prediction")
+                    if pred.output is not None else (f"(a) input {size}×{size}", "(d) prediction"),
+                    region=pred.region, output=pred.output, grid=pred.grid if pred.kind == "tps" else None,
+                    ctrl=pred.ctrl)
+    # one SVG picture, not four plotly charts: a new browser tab then loads no plotly.js for this page
+    # (results/bench-startup.md); no hover values, the top class's probability is printed on its bar
+    fig1 = viz.figure1_digit_scene(**fig_args)
+    fig1_svg = viz.scene_svg(fig1)
+    st.html(viz.svg_img_tag(fig1_svg, alt=f"Figure 1 for this digit: {', '.join(fig_args['titles'])}",
+                            max_width=round(fig1.width)))
+    _picture_downloads(fig1_svg, lambda s=fig1: viz.scene_png(s), "figure1-digit")
+    if pred.output is None:
+        st.info(f"(b), (c): the {entry.label} has no spatial transformer; its classifier sees the input as it is.")
     verdicts = [_verdict(entry.label, pred, label)]
     if contrast is not None:
         verdicts.append(_verdict("the plain CNN" + (f" ({cnn.label})" if reg.is_long(cnn.key) else ""), contrast, label))

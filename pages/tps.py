@@ -272,10 +272,11 @@ a_table, w_table = te.parameter_tables(res.a, res.w)
 t1, t2 = st.columns([1, 1.3])
 with t1:
     st.markdown("**Affine part A** (rows: 1, x<sup>t</sup>, y<sup>t</sup>)", unsafe_allow_html=True)
-    st.dataframe(a_table, hide_index=True, width="stretch", key="tps_table_a")
+    st.markdown(te.markdown_table(a_table))
 with t2:
     st.markdown(f"**Non-rigid weights W** ({state.k} × 2; each column sums to 0)")
-    st.dataframe(w_table, hide_index=True, width="stretch", height=min(38 + 35 * state.k, 330), key="tps_table_w")
+    with st.container(height=min(45 + 36 * state.k, 330), border=False):  # scrolls past 8 points
+        st.markdown(te.markdown_table(w_table))
 st.caption(te.state_summary(state) + f"; reg = {reg:g}.")
 
 with st.expander("Move a point by numbers (keyboard alternative to dragging)"):

@@ -208,4 +208,5 @@ def test_playground_exports_a_gif_of_the_current_theta() -> None:
     assert not at.error, [e.value for e in at.error]
     buttons = at.get("download_button")
     assert any("playground-warp.gif" in str(b.proto) for b in buttons), [str(b.proto)[:200] for b in buttons]
-    assert any("Link to this view" in e.label for e in at.expander)
+    popovers = [b for b in at.sidebar if getattr(b, "type", None) == "popover"]
+    assert any("Link to this view" in b.proto.popover.label for b in popovers)

@@ -6,8 +6,9 @@ message), and a folder of tiny untrained checkpoints saved by the tests (no trai
 from __future__ import annotations
 
 import base64
+import html
 import io
-import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from tiny_checkpoints import make_tiny_checkpoint
 from apptest_util import downloads, record_downloads
+from pages.lab import figures as viz
 from stn_core import registry as reg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,15 +48,20 @@ def _ok(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
-def _values(v) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array {"dtype", "bdata"}."""
-    if isinstance(v, dict):
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
-    return np.asarray(v, dtype=float)
+def _figure1(at: AppTest) -> str:
+    """The SVG document of "Figure 1 for this digit" (the page's first st.html picture)."""
+    body = at.html[0].proto.body
+    assert 'alt="Figure 1 for this digit' in body, body[:200]
+    return base64.b64decode(re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', body).group(1)).decode()
 
 
-def _fig(at: AppTest, i: int) -> dict:
-    return json.loads(at.get("plotly_chart")[i].proto.spec)
+def _texts(svg: str) -> list[str]:
+    return [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)]
+
+
+def _input_picture(at: AppTest) -> str:
+    """The data URI of panel (a), the input digit (the figure's first image)."""
+    return re.search(r'<image [^>]*href="([^"]+)"', _figure1(at)).group(1)
 
 
 def _markdown(at: AppTest) -> str:
@@ -66,7 +73,7 @@ def test_no_checkpoints_says_how_to_train(monkeypatch, tmp_path):
     assert at.title[0].value == "Trained model explorer"
     info = " ".join(i.value for i in at.info)
     assert "No trained checkpoints" in info and "python -m stn_core.train --task mnist-rts --model st-cnn" in info
-    assert not at.error and not at.get("plotly_chart")
+    assert not at.error and not at.html
     md = _markdown(at)
     assert md.count("not trained yet") == 40 and "| | paper | 0.7 | 0.5 | 0.8 | 1.2 | 1.7 |" in md
 
@@ -81,17 +88,15 @@ def test_figure1_with_tiny_checkpoints(monkeypatch, ckdir):
     md = _markdown(at)
     assert "**ST-CNN Aff** on RTS" in md and "test error **0.61 %** on 10,000 fixed test digits" in md
     assert "paper: 0.5 %" in md and "the plain CNN:" in md and "true class" in md
-    charts = at.get("plotly_chart")
-    assert len(charts) == 4  # (a) input, (b) region, (c) output, (d) probabilities
-    titles = [_fig(at, i)["layout"]["title"]["text"] for i in range(4)]
-    assert titles == ["(a) input 42×42", "(b) sampled region", "(c) transformer output", "(d) prediction"]
-    bars = _fig(at, 3)["data"]
-    assert [b["name"] for b in bars] == ["ST-CNN Aff", "CNN"]
-    assert _values(bars[0]["y"]).sum() == pytest.approx(1.0, abs=1e-4)
-    assert len(at.html) == 2  # the gallery and the mistakes gallery (SVG images)
+    assert not at.get("plotly_chart")  # Figure 1 is one SVG picture: no plotly.js for this page
+    texts = _texts(_figure1(at))
+    assert texts[:4] == ["(a) input 42×42", "(b) sampled region", "(c) transformer output", "(d) prediction"]
+    assert "ST-CNN Aff" in texts and "CNN" in texts  # the legend of the two series
+    assert _figure1(at).count("<image ") == 3  # (a), (b) and (c) show pictures
+    assert len(at.html) == 3  # Figure 1, the gallery and the mistakes gallery (SVG images)
     assert all("data:image/svg+xml;base64," in h.proto.body for h in at.html)
     pngs, svgs = downloads(at, seen, "Download PNG"), downloads(at, seen, "Download SVG")
-    assert len(pngs) == len(svgs) == 2  # one of each per gallery
+    assert len(pngs) == len(svgs) == 3  # one of each per picture
     assert all(d.startswith(b"\x89PNG\r\n\x1a\n") for d in pngs) and all(d.startswith(b"<svg") for d in svgs)
     assert "mistakes in the first 500 test digits" in md and "| ST-CNN Aff | ours | not trained yet | **0.61** |" in md
     # the goals, checked from the same numbers, and no longer-schedule section without checkpoints/long
@@ -121,22 +126,23 @@ def test_longer_schedule_runs_are_listed_beside_the_table(monkeypatch, tmp_path)
     _ok(at)
     md = _markdown(at)
     assert "**ST-CNN Aff, 200 steps** on RTS" in md and "test error **1.10 %**" in md and "paper: 0.5 %" in md
-    assert [b["name"] for b in _fig(at, 3)["data"]] == ["ST-CNN Aff, 200 steps", "CNN, 200 steps"]
+    texts = _texts(_figure1(at))
+    assert "ST-CNN Aff, 200 steps" in texts and "CNN, 200 steps" in texts
     assert "the plain CNN (CNN, 200 steps)" in md
 
 
 def test_controls_change_the_input(monkeypatch, ckdir):
     at = _open(monkeypatch, ckdir)
-    before = _fig(at, 0)["data"][0]["source"]
+    before = _input_picture(at)
     at.slider(key="ex_rot").set_value(30.0).run()
     _ok(at)
-    assert _fig(at, 0)["data"][0]["source"] != before
+    assert _input_picture(at) != before
     at.button(key="ex_reset").click().run()
     _ok(at)
-    assert at.slider(key="ex_rot").value == 0.0 and _fig(at, 0)["data"][0]["source"] == before
+    assert at.slider(key="ex_rot").value == 0.0 and _input_picture(at) == before
     at.button(key="ex_next").click().run()
     _ok(at)
-    assert at.number_input(key="ex_index").value == 1 and _fig(at, 0)["data"][0]["source"] != before
+    assert at.number_input(key="ex_index").value == 1 and _input_picture(at) != before
 
 
 def test_switch_distortion_and_model(monkeypatch, ckdir):
@@ -144,9 +150,10 @@ def test_switch_distortion_and_model(monkeypatch, ckdir):
     at.radio(key="ex_dist").set_value("e").run()
     _ok(at)
     assert at.selectbox(key="ex_model").value == "st-fcn-tps"
-    assert "(a) input 28×28" in _fig(at, 0)["layout"]["title"]["text"]
-    names = [t.get("name") for t in _fig(at, 1)["data"]]
-    assert "sampling grid" in names and "control points" in names  # TPS: the warped grid
+    svg = _figure1(at)
+    assert _texts(svg)[0] == "(a) input 28×28"
+    assert viz.GRID_COLOUR in svg  # TPS: the warped sampling grid
+    assert len(re.findall(f'width="9" height="9" rx="4.5" fill="{viz.LATTICE_COLOUR}"', svg)) == 16  # its 16 control points
     assert "no plain CNN trained on E yet" in _markdown(at)
     at.radio(key="ex_dist").set_value("r").run()
     _ok(at)
@@ -154,7 +161,8 @@ def test_switch_distortion_and_model(monkeypatch, ckdir):
     at.radio(key="ex_dist").set_value("rts").run()
     at.selectbox(key="ex_model").set_value("cnn").run()
     _ok(at)
-    assert len(at.get("plotly_chart")) == 2 and any("no spatial transformer" in i.value for i in at.info)
+    assert _texts(_figure1(at))[:2] == ["(a) input 42×42", "(d) prediction"]  # no (b), (c) without a transformer
+    assert _figure1(at).count("<image ") == 1 and any("no spatial transformer" in i.value for i in at.info)
 
 
 def test_open_a_mistake(monkeypatch, ckdir):
@@ -257,7 +265,7 @@ def test_tc_column_shows_a_cluttered_model_and_its_paper_number(monkeypatch, tmp
     at.switch_page(PAGE).run()
     _ok(at)
     assert at.radio(key="ex_dist").value == "tc"
-    assert at.get("plotly_chart"), "the digit, the sampled region and the output are drawn"
+    assert _figure1(at).count("<image ") == 3, "the digit, the sampled region and the output are drawn"
     md = _markdown(at)
     assert "| ST-FCN Aff | ours |" in md and "**2.40** |" in md
     assert "| | paper | 1.2 | 0.8 | 1.5 | 2.7 | 2 |" in md  # ST-FCN Aff: R, RTS, P, E and TC (the text's 2.0 %)

@@ -179,6 +179,60 @@ def test_figure1_gallery_without_transformer_has_two_rows():
     assert _decode(viz.scene_png(scene, scale=1)).shape == (round(scene.height), round(scene.width), 3)
 
 
+# --------------------------------------------------------------------------- Figure 1 for one digit (explorer)
+
+TITLES = ("(a) input 28×28", "(b) sampled region", "(c) transformer output", "(d) prediction")
+
+
+def _digit_args(region_scale: float = 0.5) -> dict:
+    region = region_scale * np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    probs = np.array([0.05, 0.6, 0.05, 0.3, 0, 0, 0, 0, 0, 0])
+    return dict(image=np.full((28, 28), 0.5, np.float32), series=[("ST", probs), ("CNN", probs[::-1].copy())],
+                titles=TITLES, region=region, output=np.zeros((28, 28), np.float32), true_label=3)
+
+
+def _bars(scene, colour: str) -> list:
+    return [it for it in viz._walk(scene.items) if isinstance(it, viz.Rect) and it.fill == colour and not it.stroke]
+
+
+def test_figure1_digit_bars_are_the_probabilities_on_one_scale():
+    scene = viz.figure1_digit_scene(**_digit_args())
+    blue, grey = _bars(scene, viz.MODEL_COLOUR), _bars(scene, viz.CONTRAST_COLOUR)
+    legend = [r for r in blue + grey if r.w == r.h == 14]  # the legend's two squares
+    blue, grey = [r for r in blue if r not in legend], [r for r in grey if r not in legend]
+    assert len(blue) == 4 and len(grey) == 4  # zero probabilities draw no bar
+    # heights proportional to the probabilities, both series on one axis; each sums to the axis' 100 %
+    hb, hg = sorted(r.h for r in blue), sorted(r.h for r in grey)
+    assert hb == pytest.approx(hg) and hb[-1] / hb[0] == pytest.approx(0.6 / 0.05)
+    ticks = {it.text: it.y for it in viz._walk(scene.items) if isinstance(it, viz.Label)}
+    axis = ticks["0%"] - ticks["100%"]  # the height of 100 % on the probability axis
+    assert sum(hb) == pytest.approx(axis) and sum(hg) == pytest.approx(axis)  # each series sums to 1
+    assert {round(r.y + r.h, 6) for r in blue + grey} == {round(ticks["0%"] - 5, 6)}  # one baseline: the 0 % line
+    texts = viz.scene_texts(scene)
+    assert texts[:4] == list(TITLES) and {"60%", "true", "ST", "CNN", "100%", "0%"} <= set(texts)
+    assert len(viz.scene_thumbs(scene)) == 3
+
+
+def test_figure1_digit_view_grows_past_the_input_for_a_large_region():
+    small = viz.scene_thumbs(viz.figure1_digit_scene(**_digit_args(0.5)))[1]
+    large = viz.scene_thumbs(viz.figure1_digit_scene(**_digit_args(1.3)))[1]
+    assert small.size == pytest.approx(270.0)  # the region lies inside: the input fills panel (b)
+    assert large.size == pytest.approx(270.0 / 1.3, rel=0.02)  # the view covers the region, the input shrinks
+
+
+def test_figure1_digit_without_transformer_and_its_png():
+    args = _digit_args()
+    plain = dict(image=args["image"], series=args["series"][:1], titles=(TITLES[0], TITLES[3]))
+    scene = viz.figure1_digit_scene(**plain)
+    assert len(viz.scene_thumbs(scene)) == 1 and viz.scene_texts(scene)[:2] == [TITLES[0], TITLES[3]]
+    assert "CNN" not in viz.scene_texts(scene)  # one series: no legend
+    img = _decode(viz.scene_png(scene, scale=1))
+    assert img.shape == (round(scene.height), round(scene.width), 3)
+    t = viz.scene_thumbs(scene)[0]
+    assert _is_colour(_box_pixels(img, t.x, t.y, t.size, t.size, 1, 3), (128,) * 3, tol=2).all()
+    ET.fromstring(viz.scene_svg(scene))
+
+
 # --------------------------------------------------------------------------- painter details
 
 def test_svg_escapes_text_and_declares_the_arrow_marker_only_when_used():

@@ -227,6 +227,9 @@ def test_display_helpers() -> None:
     ident = te.compute(_image(), te.lattice_points(3), (8, 8))
     a0, _ = te.parameter_tables(ident.a - 1e-17, ident.w)
     assert a0["→ x^s"] == [0.0, 1.0, 0.0] and str(a0["→ y^s"][0]) == "0.0"  # rounded, no "-0.0"
+    md = te.markdown_table(a0).splitlines()
+    assert md[:2] == ["| term | → x\\^s | → y\\^s |", "|:---|---:|---:|"]  # text left, numbers right
+    assert md[2] == "| 1 (constant) | 0.0000 | 0.0000 |" and md[3] == "| x^t | 1.0000 | 0.0000 |"
     assert te.handle_radius(5) < te.handle_radius(3)
     lines = te.grid_lines(res.grid, n_lines=5)
     assert len(lines) == 10 and all(len(line) >= 2 for line in lines)

@@ -97,14 +97,19 @@ def _assert_clean(page, what: str) -> None:
 
 
 def _output_chart(page, title: str = OUTPUT_TITLE):
+    """The plotly chart whose text contains ``title``, or with ``title`` "alt:…" the picture whose alt text
+    starts with the rest."""
+    if title.startswith("alt:"):
+        img = page.locator(f'img[alt^="{title[4:]}"]').first
+        img.wait_for(state="visible", timeout=30_000)
+        return img
     chart = page.locator(OUTPUT_CHART).filter(has_text=title)
     chart.locator(".main-svg").first.wait_for(state="visible", timeout=30_000)
     return chart.first
 
 
 def _settled_pixels(page, timeout_s: float = 20.0, title: str = OUTPUT_TITLE):
-    """Pixels of the output chart (the plotly chart whose text contains `title`) once two
-    screenshots in a row are identical."""
+    """Pixels of the output chart (see :func:`_output_chart`) once two screenshots in a row are identical."""
     page.mouse.move(1, 1)  # keep the plotly mode bar (shown on hover) out of the picture
     deadline = time.monotonic() + timeout_s
     prev = element_pixels(_output_chart(page, title))
@@ -373,7 +378,7 @@ def test_sampler_slider_and_experiment(app_server, page):
 
 # --------------------------------------------------------------------------- trained model explorer
 
-EXPLORER_INPUT_TITLE = "(a) input"  # the Figure 1 input chart (pages/explorer.py)
+EXPLORER_INPUT_TITLE = "alt:Figure 1 for this digit"  # the Figure 1 picture (pages/explorer.py)
 
 
 def test_explorer_controls_and_drawing(browser, tmp_path, monkeypatch):
