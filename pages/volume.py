@@ -63,7 +63,7 @@ st.markdown(
     "volume, trained with class labels only; its output cube is flattened along depth, and a 2-D CNN classifies "
     "that picture. The ideal θ turns the slab back to face the camera and zooms onto it (try **by hand** → "
     "*θ that undoes the pose*). Ours, trained for 2,000 steps on a CPU, zooms onto the digit but has not learned "
-    "to undo the tilt, and it loses to the plain CNN — `results/volume.md` has the numbers.")
+    "to undo the tilt, and it loses to the plain CNN — `results/3d.md` has the numbers.")
 for w in ss.get(P + "warns", []):
     st.warning(w)
 if cat.note:
@@ -148,5 +148,5 @@ rows = [{"model": reg.VOLUME_LABELS[k], "test error (%)": e.meta.get("test_error
 if rows:
     st.subheader("Test error")
     st.dataframe(rows, hide_index=True, width="stretch")
-    st.caption("On a fixed set of 2,000 MNIST test digits in seeded poses (`results/volume.md`). The paper "
+    st.caption("On a fixed set of 2,000 MNIST test digits in seeded poses (`results/3d.md`). The paper "
                "reports no number for this experiment.")

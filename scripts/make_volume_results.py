@@ -1,4 +1,4 @@
-"""results/volume.md: the 3-D spatial transformer against the same classifier on the raw volume.
+"""results/3d.md: the 3-D spatial transformer against the same classifier on the raw volume.
 
     python scripts/make_volume_results.py [--folder checkpoints] [--n 500]
 
@@ -40,7 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", default=str(reg.checkpoint_dir()))
     ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--out", default=str(ROOT / "results" / "volume.md"))
+    ap.add_argument("--out", default=str(ROOT / "results" / "3d.md"))
     a = ap.parse_args()
     torch.set_num_threads(1)
     entries = reg.find_volume(a.folder)
