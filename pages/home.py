@@ -27,10 +27,11 @@ if fig is None:
 else:
     st.html(svg_img_tag(fig.svg, alt="The spatial transformer: input U, localisation net, grid generator "
                                      "with the sampling grid drawn over U, sampler, output V"))
-    downloads = st.container(horizontal=True)
-    png_download(fig.png, "stn-pipeline.png", where=downloads, key="home_png")
-    downloads.download_button("Download SVG", data=fig.svg.encode("utf-8"), file_name="stn-pipeline.svg",
-                              mime="image/svg+xml", icon=":material/download:", key="home_svg")
+    # in a popover: its buttons mount only when it is opened, so their bundle does not delay the first paint
+    with st.popover(":material/download: Download the picture"):
+        png_download(fig.png, "stn-pipeline.png", key="home_png")
+        st.download_button("Download SVG", data=fig.svg.encode("utf-8"), file_name="stn-pipeline.svg",
+                           mime="image/svg+xml", icon=":material/download:", key="home_svg")
     st.caption(f"Real thumbnails, computed by the library from {fig.what} (`python scripts/make_home_figure.py`; "
                "a test renders them again and compares): U is the digit rotated, shrunk and moved; θ is the affine "
                "map that undoes this (what a trained localisation net would predict). Cyan: the sampling grid "
