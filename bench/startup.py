@@ -200,7 +200,8 @@ def main() -> None:
         lines.append(f"| {label} | " + " | ".join(f"{med(label, k):.2f}" for k in (
             "healthy", "h1", "script done", "full render", "warm h1", "warm script done", "warm full render")) + " |")
     lines += ["", "Targets (issue #21): home cold ≤ 1.7× the minimal app; explorer cold ≤ 4 s; warm new tab: "
-              "home ≤ 1.5 s, explorer ≤ 2.5 s.", "",
+              "home ≤ 1.5 s, explorer ≤ 2.5 s. Where a cold explorer's server time goes (imports, then its first "
+              "script run): results/profile-explorer.md (`python bench/explorer_profile.py`).", "",
               f"Command: `{cmd}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
               f"{time.perf_counter() - t_start:.0f} s, load average {load0:.2f} at the start, "
               f"{os.getloadavg()[0]:.2f} at the end."]
