@@ -1,9 +1,6 @@
 """``python -m stn_core.train …``: see :mod:`stn_core.train`."""
 
-from stn_core.checkpoints import CheckpointError
 from stn_core.train import main
+from stn_core.train.loop import cli
 
-try:
-    main()
-except CheckpointError as e:
-    raise SystemExit(f"error: {e}") from None
+cli(main)

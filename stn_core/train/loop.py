@@ -18,6 +18,7 @@ Measurements: results/bench-train.md (``bench/train_throughput.py``).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shlex
@@ -30,8 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from stn_core.checkpoints import (checkpoint_paths, load_meta, load_optimizer_tensors, load_train_state, load_weights,
-                                  recover)
+from stn_core.checkpoints import (CheckpointError, checkpoint_paths, load_meta, load_optimizer_tensors,
+                                  load_train_state, load_weights, recover)
 from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
@@ -488,6 +489,22 @@ def run_schedule(a, opt: torch.optim.Optimizer, start: int, history: list[dict],
     history.append({"step": step, "test_error": round(err, 4), "test_loss": round(tl, 5)})
     save(step, round(err, 4), True, train_seconds)
     return meta_now(step, round(err, 4), True, train_seconds)
+
+
+def say_final(say: Callable[..., None], meta: dict[str, Any], text: str, keys: tuple[str, ...]) -> None:
+    """A finished run's last two lines: ``text`` and the JSON of ``meta``'s ``keys`` (the training queue
+    prints a run's last line)."""
+    say(text)
+    say(json.dumps({k: meta[k] for k in keys}))
+
+
+def cli(main: Callable[[], object]) -> None:
+    """Run a trainer's ``main`` as a command: a :class:`CheckpointError` (bad file, refused overwrite) ends
+    it with its message and exit status 1, not a traceback."""
+    try:
+        main()
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def command_line(argv: list[str], world: int) -> str:

@@ -19,7 +19,6 @@ channels-last and compile settings are recorded in the checkpoint's ``extra``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,15 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm import tqdm
 
-from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import optimizer_tensors, save_checkpoint
 from stn_core.data import tasks as ds
 from stn_core.dcn import set_backend
 from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
 from stn_core.paper import paper_error
-from stn_core.train.loop import (OPTIONAL_TRAIN_ARGS, PRECISION_HELP, PRECISIONS, SCHEDULES, all_reduce, barrier,
+from stn_core.train.loop import (OPTIONAL_TRAIN_ARGS, PRECISION_HELP, PRECISIONS, SCHEDULES, all_reduce, barrier, cli,
                                  command_line, default_ckpt_every, default_warmup, evaluate, keep_depthwise_fp32, lr_at,
                                  make_grad_scaler, make_optimizer, open_run, param_groups, resume_state, rng_tensors,
-                                 scaler_tensors, set_lr, start_run, train_step, wrap_ddp)
+                                 say_final, scaler_tensors, set_lr, start_run, train_step, wrap_ddp)
 
 #: Models whose classifier is convolutional: channels-last by default (it speeds their convolutions up;
 #: for the FCN classifiers it only costs a copy).
@@ -294,16 +293,12 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoint(step, round(err, 4), final=True)
     meta = meta_now(step, round(err, 4), True)
     paper = "" if meta["paper_error"] is None else f" (paper: {meta['paper_error']}%)"
-    say(f"test error {err:.2f}% on {x_test.shape[0]} images{paper}; wrote {paths['meta']}")
-    say(json.dumps({k: meta[k] for k in ("task", "model", "transform", "steps", "test_error", "paper_error",
-                                         "samples_per_s", "command")}))
+    say_final(say, meta, f"test error {err:.2f}% on {x_test.shape[0]} images{paper}; wrote {paths['meta']}",
+              ("task", "model", "transform", "steps", "test_error", "paper_error", "samples_per_s", "command"))
     if world > 1:
         torch.distributed.destroy_process_group()
     return meta
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from None
+    cli(main)

@@ -18,19 +18,18 @@ and the checkpoint JSON records data, command, recipe, precision, steps, seed an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import optimizer_tensors, save_checkpoint
 from stn_core.data import sequences as Q
 from stn_core.data import tasks as ds
 from stn_core.models.sequence import SEQUENCE_MODELS, build_sequence_model, sequence_errors, sequence_loss
 from stn_core.registry import SEQUENCE_STEPS
-from stn_core.train.loop import (autocast_context, command_line, default_warmup, make_optimizer, open_run, param_groups,
-                                 resume_state, rng_tensors, run_schedule, start_run)
+from stn_core.train.loop import (autocast_context, cli, command_line, default_warmup, make_optimizer, open_run,
+                                 param_groups, resume_state, rng_tensors, run_schedule, say_final, start_run)
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "crop", "steps", "batch", "lr", "momentum", "weight_decay", "loc_lr_mult", "seed",
@@ -203,13 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not meta["final"]:
         return meta
     err = meta["test_error"]
-    say(f"test sequence error {err:.2f}% on {test.images.shape[0]} strings; wrote {paths['meta']}")
-    say(json.dumps({k: meta[k] for k in ("model", "steps", "test_error", "samples_per_s", "command")}))
+    say_final(say, meta, f"test sequence error {err:.2f}% on {test.images.shape[0]} strings; wrote {paths['meta']}",
+              ("model", "steps", "test_error", "samples_per_s", "command"))
     return meta
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from None
+    cli(main)

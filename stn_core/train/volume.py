@@ -14,17 +14,16 @@ trainer, and the checkpoint JSON records data, command, recipe, steps, seed and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
 
-from stn_core.checkpoints import CheckpointError, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import optimizer_tensors, save_checkpoint
 from stn_core.data import tasks as ds
 from stn_core.data import volumes as V
 from stn_core.models.volume import VOLUME_MODELS, build_volume_model
-from stn_core.train.loop import (command_line, default_warmup, evaluate, make_optimizer, open_run, param_groups,
-                                 resume_state, rng_tensors, run_schedule, start_run, train_step)
+from stn_core.train.loop import (cli, command_line, default_warmup, evaluate, make_optimizer, open_run, param_groups,
+                                 resume_state, rng_tensors, run_schedule, say_final, start_run, train_step)
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "steps", "batch", "lr", "momentum", "loc_lr_mult", "seed", "schedule", "test_size")
@@ -149,13 +148,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not meta["final"]:
         return meta
     err = meta["test_error"]
-    say(f"test error {err:.2f}% on {x_test.shape[0]} volumes; wrote {paths['meta']}")
-    say(json.dumps({k: meta[k] for k in ("model", "steps", "test_error", "samples_per_s", "command")}))
+    say_final(say, meta, f"test error {err:.2f}% on {x_test.shape[0]} volumes; wrote {paths['meta']}",
+              ("model", "steps", "test_error", "samples_per_s", "command"))
     return meta
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from None
+    cli(main)
