@@ -157,6 +157,7 @@ def fmt(v: float | None, nd: int = 2) -> str:
 
 def report() -> None:
     from stn_core.checkpoints import load_model
+    from stn_core.data import distortions as D
     from stn_core.data.tasks import load_split
     torch.set_num_threads(1)
     xs, ys = load_split("test")
@@ -187,7 +188,8 @@ def report() -> None:
         "corner noise come from the paper's appendix; the value of σ (5 px in our notes) could not be found "
         "in the public record (searched: the paper's text, public re-implementations).",
         "",
-        "## Geometry and the shipped (v1, σ = 5 px, no redraw) P models on each variant",
+        "## Geometry and the shipped (" + ("v2: trained on the chosen generator" if D.P_CONVEX else
+                                          "v1, σ = 5 px, no redraw") + ") P models on each variant",
         "",
         "| variant | σ px | redraw non-convex | non-convex drawn % | non-convex kept % | ink < 99 % inside % "
         "| ink < 50 % inside % | mean corner shift px | " + " | ".join(f"shipped {k} err %" for k in SHIPPED) + " |",
@@ -234,16 +236,24 @@ def decision(rows: dict, err) -> list[str]:
            "This fits one number (σ) to one of the paper's numbers (the FCN on P), so the P column tests the "
            "other seven models and the orderings, not the FCN. The meter is good to about a point: on E the same "
            f"FCN gets {fmt(err('e'))} % against the paper's {PAPER_FCN['e']} %. Every convex variant's quads are "
-           "views of a flat square; σ = 5 px (our notes' reading) is 3.3× the paper's FCN error even with the redraw.",
-           "",
-           "## When it takes effect",
-           "",
-           f"`stn_core/data/distortions.py` gets `P_SIGMA_PX = {VARIANTS[pick][0]:g}` and `P_CONVEX = True` in the same "
-           "commit as the retrained P column (`python scripts/train_table1.py --recipe v2 --tasks p`, then "
-           "`python scripts/promote_table1_v2.py`): the shipped P checkpoints were trained and tested on the legacy "
-           "generator, and `scripts/check_checkpoints.py` re-evaluates each on its recorded test set, so switching "
-           "the default before their retrain would leave every shipped P number unverifiable. Until then the "
-           "legacy generator stays the default, and the chosen one is `--run-one " + pick + "` here."]
+           "views of a flat square" + (f"; σ = 5 px (our notes' reading) is {err('convex-5') / PAPER_FCN['p']:.1f}× the "
+                                        "paper's FCN error even with the redraw." if err("convex-5") else "."),
+           ""]
+    from stn_core.data import distortions as ds
+    if ds.P_CONVEX and ds.P_SIGMA_PX == VARIANTS[pick][0]:
+        out += ["## In effect", "",
+                f"`stn_core/data/distortions.py` has `P_SIGMA_PX = {VARIANTS[pick][0]:g}` and `P_CONVEX = True`, set in the "
+                "same commit that promoted the retrained P column (`python scripts/train_table1.py --recipe v2 --tasks "
+                "p`, then `python scripts/promote_table1_v2.py --tasks p`), so every shipped P number stays "
+                "re-checkable on its recorded test set (`scripts/check_checkpoints.py`)."]
+    else:
+        out += ["## When it takes effect", "",
+                f"`stn_core/data/distortions.py` gets `P_SIGMA_PX = {VARIANTS[pick][0]:g}` and `P_CONVEX = True` in the "
+                "same commit as the retrained P column (`python scripts/train_table1.py --recipe v2 --tasks p`, then "
+                "`python scripts/promote_table1_v2.py`): the shipped P checkpoints were trained and tested on the "
+                "legacy generator, and `scripts/check_checkpoints.py` re-evaluates each on its recorded test set, so "
+                "switching the default before their retrain would leave every shipped P number unverifiable. Until "
+                "then the legacy generator stays the default, and the chosen one is `--run-one " + pick + "` here."]
     return out
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from stn_core.data.distortions import describe
 from stn_core.paper import PAPER_BATCH, PAPER_LR, PAPER_STEPS
 from stn_core.registry import (DIST_SHORT, DISTORTIONS, LONG_SUBDIR, MODEL_KEYS, MODEL_LABELS, Entry, checkpoint_dir,
                                discover, display_dir, eval_step, paper_error, train_command, training_samples,
@@ -330,11 +331,10 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
                    f"{PAPER_STEPS:,} steps" + (f", which at the {min(sps) / 1e3:.0f}–{max(sps) / 1e3:.0f} k "
                    f"samples/s these runs made on the GPU ({meta.get('device', '?')}) is "
                    f"{min(minutes):.0f}–{max(minutes):.0f} min per model" if sps else "") + ".")
-    out.append("- P is furthest from the paper for every model, the plain CNN and FCN included, so not only the "
-               "transformers fall short there: the P generator of these checkpoints (corner noise σ = 5 px) is "
-               "harsher than the paper's. `results/p-fidelity.md` measures it: an FCN at the v2 budget gets 11.8 % "
-               "on it against the paper's 3.1 %, and 3.05 % with σ = 3 px and non-convex quads redrawn, the "
-               "generator the P column is retrained with.")
+    out.append(f"- P's generator ({describe('P')}) is the one `results/p-fidelity.md` chose: the paper does not "
+               "give its corner noise, and with this one an FCN matches the paper's FCN on P as it does on R. The P "
+               "models before the v2 column were trained on a harsher one (σ = 5 px, non-convex quads kept), which "
+               "no model matched the paper on.")
     return "\n".join(out)
 
 

@@ -48,7 +48,7 @@ def test_parameter_ranges():
     p = D.sample_params("RTS", 20000, g)
     assert -45 <= float(p["angle"].min()) < -44 and 44 < float(p["angle"].max()) <= 45
     assert 0.7 <= float(p["scale"].min()) < 0.71 and 1.19 < float(p["scale"].max()) <= 1.2
-    for kind, sigma, k in (("P", 5.0, 4), ("E", 1.5, 16)):
+    for kind, sigma, k in (("P", 3.0, 4), ("E", 1.5, 16)):
         q = D.sample_params(kind, 5000, g)
         assert q["noise"].shape == (5000, k, 2)
         assert abs(float(q["noise"].std()) - sigma) < 0.05 * sigma
@@ -197,7 +197,7 @@ def test_unknown_kind_and_bad_shapes_raise():
 # 500 of each fixed test set were computed with the code that made the shipped checkpoints' test sets
 # (the full E set's md5 matches checkpoints/mnist_e_cnn.json).
 SAMPLE_TEST_SET_MD5 = {"mnist-r": "f216819e63d9e6d3f3bbdea52997fb60", "mnist-rts": "71a95c41bac5096de5c4dfc0a68d02cd",
-                       "mnist-p": "72a1b303b385d8e3d1575012aecf84c4", "mnist-e": "d82633e9b1f704757d12f2edb1bcea04"}
+                       "mnist-p": "98f61d53953ba28b1772ce3f86ede164", "mnist-e": "d82633e9b1f704757d12f2edb1bcea04"}
 
 
 @pytest.mark.parametrize("task", sorted(SAMPLE_TEST_SET_MD5))
