@@ -1146,6 +1146,71 @@ def _dot(x: float, y: float, d: float, fill: str) -> Rect:
     return Rect(x - d / 2, y - d / 2, d, d, fill, "#000", 1.2, rx=d / 2)
 
 
+def _region_panel(image: np.ndarray, x: float, y: float, size: float, region: np.ndarray | None,
+                  grid: np.ndarray | None, ctrl: np.ndarray | None, n_lines: int) -> list:
+    """Figure 1(b) in the square (x, y, size): the input ``(S, S)`` with the sampled region (red), the TPS grid
+    (cyan) and control points; the view grows past the input to show the region (grey outside it)."""
+    h, w = image.shape[:2]
+    lines = norm_to_pixel(grid_polylines(grid, None, n_lines), (h, w)) if grid is not None else None
+    ol = norm_to_pixel(region, (h, w)) if region is not None else None
+    vx, vy, side = _square_view(h, w, np.concatenate([np.zeros((0, 2))] + [p for p in (lines, ol) if p is not None]))
+    s = size / side
+
+    def at(p: np.ndarray) -> np.ndarray:  # pixel centres → scene units
+        return np.stack([x + (p[:, 0] - vx) * s, y + (p[:, 1] - vy) * s], 1)
+
+    drawn: list = [Rect(x, y, size, size, "#e9ecef"),
+                   Thumb(np.asarray(image), x + (-0.5 - vx) * s, y + (-0.5 - vy) * s, w * s)]
+    if lines is not None:
+        drawn.append(Lines(at(lines), GRID_COLOUR, 1.6))
+    if ol is not None:
+        drawn.append(Lines(at(ol), OUTLINE_COLOUR, 3.5))
+        if np.isfinite(ol[0]).all():
+            drawn.append(_dot(*at(ol[:1])[0], 13, CORNER_COLOUR))
+    if ctrl is not None:
+        drawn += [_dot(cx, cy, 9, LATTICE_COLOUR) for cx, cy in at(norm_to_pixel(np.asarray(ctrl), (h, w)))]
+    return [Clip(x, y, size, size, tuple(drawn)), Rect(x, y, size, size, None, FRAME_COLOUR, FRAME_WIDTH)]
+
+
+def _probability_bars(series: list[tuple[str, np.ndarray]], classes: list[str], true_label: int | None,
+                      x: float, y: float, w: float, h: float) -> list:
+    """Grouped class-probability bars in the box (x, y, w, h): axis 0–100 %, one group per class, the first
+    series blue and the others grey, its top class labelled, the true class marked, a legend for two or more."""
+    items: list = []
+    ax0, ax1 = x + 58.0, x + w - 4.0
+    ay0, ay1 = y + 50.0, y + h - 40.0        # value 1.0 at ay0, 0 at ay1
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        yy = ay1 - v * (ay1 - ay0)
+        items += [Lines(np.array([[ax0, yy], [ax1, yy]]), "#dee2e6" if v else "#868e96", 1.0),
+                  Label(ax0 - 6, yy + 5, _text(f"{100 * v:.0f}%"), 18, fill="#555", anchor="end")]
+    slot = (ax1 - ax0) / max(len(classes), 1)
+    bar = 0.75 * slot / max(len(series), 1)
+    for j, c in enumerate(classes):
+        cx = ax0 + (j + 0.5) * slot
+        is_true = true_label is not None and j == true_label
+        items.append(Label(cx, ay1 + 22, _text(c), 20, fill=CORRECT_COLOUR if is_true else "#222", bold=is_true))
+        if is_true:
+            items.append(Label(cx, ay1 + 39, _text("true"), 15, fill=CORRECT_COLOUR))
+    for i, (_name, probs) in enumerate(series):
+        p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+        top_j = int(p.argmax())
+        for j, v in enumerate(p):
+            bx = ax0 + j * slot + (slot - bar * len(series)) / 2 + i * bar
+            hgt = v * (ay1 - ay0)
+            if hgt > 0.2:
+                items.append(Rect(bx, ay1 - hgt, bar, hgt, MODEL_COLOUR if i == 0 else CONTRAST_COLOUR))
+            if j == top_j and i == 0:  # the model's top class (a second label would overlap it)
+                items.append(Label(bx + bar / 2, ay1 - hgt - 5, _text(f"{100 * v:.0f}%"), 18, fill="#222"))
+    if len(series) > 1:  # legend, right-aligned above the plot
+        lx = ax1
+        for i, (name, _p) in reversed(list(enumerate(series))):
+            items.append(Label(lx, y + 15, _text(name), 18, fill="#333", anchor="end"))
+            lx -= 9.5 * len(name) + 8
+            items.append(Rect(lx - 14, y + 2, 14, 14, MODEL_COLOUR if i == 0 else CONTRAST_COLOUR))
+            lx -= 30
+    return items
+
+
 def figure1_digit_scene(image: np.ndarray, series: list[tuple[str, np.ndarray]], titles: tuple[str, ...],
                         region: np.ndarray | None = None, output: np.ndarray | None = None,
                         grid: np.ndarray | None = None, ctrl: np.ndarray | None = None,
@@ -1158,77 +1223,22 @@ def figure1_digit_scene(image: np.ndarray, series: list[tuple[str, np.ndarray]],
     grouped class-probability bars for ``series`` = [(name, probs (C,)), …], the first blue, the others grey,
     the first series' top class labelled with its percentage and the true class marked. ``titles``: one per
     panel drawn; without ``output`` only (a) and (d) are drawn."""
-    with_st = output is not None
-    h, w = image.shape[:2]
     top, gap, title_size = 34.0, 22.0, 24.0
-    items: list = []
-    x = 0.0
-    n_img = 3 if with_st else 1
-    for k in range(n_img):
-        items.append(Label(x + panel / 2, top - 11, _text(titles[k]), title_size, fill="#222"))
-        if k == 1:
-            pts = [np.zeros((0, 2))]
-            lines = norm_to_pixel(grid_polylines(grid, None, n_lines), (h, w)) if grid is not None else None
-            ol = norm_to_pixel(region, (h, w)) if region is not None else None
-            pts += [p for p in (lines, ol) if p is not None]
-            vx, vy, side = _square_view(h, w, np.concatenate(pts, 0))
-            s = panel / side
-
-            def at(p: np.ndarray, x0: float = x) -> np.ndarray:  # pixel centres → scene units
-                return np.stack([x0 + (p[:, 0] - vx) * s, top + (p[:, 1] - vy) * s], 1)
-
-            drawn: list = [Rect(x, top, panel, panel, "#e9ecef"),
-                           Thumb(np.asarray(image), x + (-0.5 - vx) * s, top + (-0.5 - vy) * s, w * s)]
-            if lines is not None:
-                drawn.append(Lines(at(lines), GRID_COLOUR, 1.6))
-            if ol is not None:
-                drawn.append(Lines(at(ol), OUTLINE_COLOUR, 3.5))
-                if np.isfinite(ol[0]).all():
-                    drawn.append(_dot(*at(ol[:1])[0], 13, CORNER_COLOUR))
-            if ctrl is not None:
-                drawn += [_dot(cx, cy, 9, LATTICE_COLOUR) for cx, cy in at(norm_to_pixel(np.asarray(ctrl), (h, w)))]
-            items += [Clip(x, top, panel, panel, tuple(drawn)),
-                      Rect(x, top, panel, panel, None, FRAME_COLOUR, FRAME_WIDTH)]
-        else:
-            items.append(Thumb(np.asarray(image if k == 0 else output), x, top, panel))
-        x += panel + gap
-    # (d) grouped probability bars
+    n_img = 3 if output is not None else 1
     n = len(series[0][1]) if series else 10
     classes = [str(i) for i in range(n)] if classes is None else [str(c) for c in classes]
-    bw_panel = 1.75 * panel
-    items.append(Label(x + bw_panel / 2, top - 11, _text(titles[n_img] if len(titles) > n_img else "prediction"),
-                       title_size, fill="#222"))
-    ax0, ax1 = x + 58.0, x + bw_panel - 4.0
-    ay0, ay1 = top + 50.0, top + panel - 40.0        # value 1.0 at ay0, 0 at ay1
-    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
-        yy = ay1 - v * (ay1 - ay0)
-        items += [Lines(np.array([[ax0, yy], [ax1, yy]]), "#dee2e6" if v else "#868e96", 1.0),
-                  Label(ax0 - 6, yy + 5, _text(f"{100 * v:.0f}%"), 18, fill="#555", anchor="end")]
-    slot = (ax1 - ax0) / max(n, 1)
-    bar = 0.75 * slot / max(len(series), 1)
-    for j, c in enumerate(classes):
-        cx = ax0 + (j + 0.5) * slot
-        is_true = true_label is not None and j == true_label
-        items.append(Label(cx, ay1 + 22, _text(c), 20, fill=CORRECT_COLOUR if is_true else "#222", bold=is_true))
-        if is_true:
-            items.append(Label(cx, ay1 + 39, _text("true"), 15, fill=CORRECT_COLOUR))
-    for i, (name, probs) in enumerate(series):
-        p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
-        colour = MODEL_COLOUR if i == 0 else CONTRAST_COLOUR
-        top_j = int(p.argmax())
-        for j, v in enumerate(p):
-            bx = ax0 + j * slot + (slot - bar * len(series)) / 2 + i * bar
-            hgt = v * (ay1 - ay0)
-            if hgt > 0.2:
-                items.append(Rect(bx, ay1 - hgt, bar, hgt, colour))
-            if j == top_j and i == 0:  # the model's top class (a second label would overlap it)
-                items.append(Label(bx + bar / 2, ay1 - hgt - 5, _text(f"{100 * v:.0f}%"), 18, fill="#222"))
-    if len(series) > 1:  # legend, right-aligned above the plot
-        lx = ax1
-        for i, (name, _p) in reversed(list(enumerate(series))):
-            items.append(Label(lx, top + 15, _text(name), 18, fill="#333", anchor="end"))
-            lx -= 9.5 * len(name) + 8
-            items.append(Rect(lx - 14, top + 2, 14, 14, MODEL_COLOUR if i == 0 else CONTRAST_COLOUR))
-            lx -= 30
-    return Scene(x + bw_panel, top + panel + 6, tuple(items))
+    bars_w = 1.75 * panel
+    items: list = []
+    for k in range(n_img + 1):
+        x = k * (panel + gap)
+        width = panel if k < n_img else bars_w
+        items.append(Label(x + width / 2, top - 11, _text(titles[k] if k < len(titles) else "prediction"),
+                           title_size, fill="#222"))
+        if k == n_img:
+            items += _probability_bars(series, classes, true_label, x, top, bars_w, panel)
+        elif k == 1:
+            items += _region_panel(image, x, top, panel, region, grid, ctrl, n_lines)
+        else:
+            items.append(Thumb(np.asarray(image if k == 0 else output), x, top, panel))
+    return Scene(n_img * (panel + gap) + bars_w, top + panel + 6, tuple(items))
 
