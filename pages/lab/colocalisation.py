@@ -3,6 +3,8 @@ pictures of the windows during a search, and the loss figure. The method: :mod:`
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -38,9 +40,44 @@ def picture(x: torch.Tensor, window: torch.Tensor, truth: torch.Tensor | None, s
 
 
 def pictures(data: C.CoLocSet, params: torch.Tensor, track: int = TRACK, truth: bool = True) -> list[np.ndarray]:
-    """The first ``track`` canvases with their current windows."""
-    boxes = C.boxes_of(params[:track])
+    """The first ``track`` canvases with their current windows (attention ``params (N, 3)``)."""
+    return box_pictures(data, C.boxes_of(params[:track]), track, truth)
+
+
+def box_pictures(data: C.CoLocSet, boxes: torch.Tensor, track: int = TRACK, truth: bool = True) -> list[np.ndarray]:
+    """The first ``track`` canvases with their windows given as pixel boxes ``(N, 4)``."""
     return [picture(data.x[i], boxes[i], data.boxes[i] if truth else None) for i in range(min(track, len(boxes)))]
+
+
+#: The page's live run of the paper's optimiser: SGD on a localisation net from scratch [ours: steps, batch].
+SGD_CONFIG = C.CoLocConfig(steps=200, batch=20, every=10)
+
+
+def run_sgd(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.CoLocRun:
+    """The page's live run: a new localisation net trained by SGD on ``data`` (:data:`SGD_CONFIG`), every image's
+    window kept in the history so that :func:`sgd_correct` can score each point; ``callback(step, run)``."""
+    return C.train(data, encoder, dataclasses.replace(SGD_CONFIG, track=data.x.shape[0]), callback=callback)[1]
+
+
+def sgd_correct(run: C.CoLocRun, data: C.CoLocSet) -> list[float]:
+    """The share of ``data``'s windows that are correct at each history point of a run that tracked every
+    image (``CoLocConfig.track`` ≥ the set's size)."""
+    return [float((C.iou(b, data.boxes[:b.shape[0]]) > C.IOU_CORRECT).float().mean()) for b in run.history_boxes]
+
+
+def sgd_figure(run: C.CoLocRun, correct: list[float], height: int = 300):
+    """The triplet loss per SGD step (left axis) and the correct share at the history points (right axis)."""
+    traces = [viz._trace("scatter", x=list(range(1, len(run.losses) + 1)), y=run.losses, mode="lines",
+                         name="triplet loss (one batch)", line=dict(color=viz.MODEL_COLOUR, width=2)),
+              viz._trace("scatter", x=run.history_steps[:len(correct)], y=[100 * c for c in correct],
+                         mode="lines+markers", name="correct (IoU > 0.5), %", yaxis="y2",
+                         line=dict(color="#37b24d", width=3, dash="dot"))]
+    layout = dict(height=height, margin=dict(l=10, r=10, t=40, b=10), font=dict(size=viz.FONT_SIZE),
+                  title=dict(text="The triplet loss and the correct windows over the SGD steps", x=0.0, xanchor="left"),
+                  xaxis=dict(title=dict(text="SGD step")), yaxis=dict(title=dict(text="loss"), rangemode="tozero"),
+                  yaxis2=dict(title=dict(text="correct %"), overlaying="y", side="right", range=[0, 105], dtick=25),
+                  legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0), plot_bgcolor="#ffffff")
+    return viz._figure(traces, layout)
 
 
 def loss_figure(losses: list[float], correct: list[float], height: int = 300):
@@ -71,4 +108,5 @@ def bank_windows(bank: C.CoLocBank, data: C.CoLocSet, digit: int) -> tuple[torch
     return params, float((C.iou(C.boxes_of(params), data.boxes) > C.IOU_CORRECT).float().mean())
 
 
-__all__ = ["TRACK", "bank_stem", "bank_windows", "loss_figure", "make_set", "picture", "pictures"]
+__all__ = ["SGD_CONFIG", "TRACK", "bank_stem", "bank_windows", "box_pictures", "loss_figure", "make_set", "picture",
+           "pictures", "run_sgd", "sgd_correct", "sgd_figure"]

@@ -3,6 +3,7 @@ the search run by the button, its windows and loss, and a bad link."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -12,11 +13,16 @@ from apptest_util import assert_no_exception, open_page
 
 from pages.lab import colocalisation as cl
 from stn_core import colocalisation as C
-from stn_core.checkpoints import save_checkpoint
+from stn_core.checkpoints import load_model, save_checkpoint
 from stn_core.data.samples import load_mnist_sample
 
 PAGE = "pages/colocalisation.py"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _size(v) -> int:
+    """Length of a plotly JSON array: a list, or a typed array {"dtype", "bdata"}."""
+    return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).size if isinstance(v, dict) else len(v)
 
 
 def _folder(monkeypatch, tmp_path, bank: bool, **meta) -> Path:
@@ -50,6 +56,36 @@ def test_the_run_finds_the_threes_and_shows_the_loss():
     assert found and int(found.group(2)) > 30
     assert int(found.group(1)) >= 60  # 80 % on the shipped 3s (the full sets: results/colocalisation.md)
     assert at.query_params["digit"] in ("3", ["3"])
+
+
+def test_the_papers_sgd_runs_live_and_shows_its_windows_and_loss(monkeypatch, tmp_path):
+    _folder(monkeypatch, tmp_path, bank=False)
+    at = open_page(PAGE, {"digit": "3", "seed": "0"})
+    at.button(key="co_sgd").click().run()
+    assert_no_exception(at)
+    fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert [t["name"] for t in fig["data"]] == ["triplet loss (one batch)", "correct (IoU > 0.5), %"]
+    steps = cl.SGD_CONFIG.steps
+    assert _size(fig["data"][0]["y"]) == steps  # one loss per SGD step
+    status = " ".join(m.value for m in at.markdown)
+    found = re.search(rf"SGD step {steps}\*\*: (\d+) % of the (\d+) windows correct", status)
+    assert found and int(found.group(2)) > 30
+    assert len(at.get("image")) == 2 * cl.TRACK  # the search's start and the SGD run's windows
+    at.run()  # a rerun shows the finished run again without training
+    assert f"SGD step {steps}" in " ".join(m.value for m in at.markdown)
+
+
+def test_run_sgd_scores_every_history_point():
+    x, y = load_mnist_sample()
+    data = cl.make_set(x, y, 5, clutter=False, seed=2)
+    encoder = load_model(ROOT / "checkpoints" / "mnist_r_cnn")[0].classifier
+    seen = []
+    run = cl.run_sgd(data, encoder, callback=lambda step, r: seen.append(step))
+    assert seen == run.history_steps == list(range(0, cl.SGD_CONFIG.steps + 1, cl.SGD_CONFIG.every))
+    assert all(b.shape == (data.x.shape[0], 4) for b in run.history_boxes)  # every image tracked
+    correct = cl.sgd_correct(run, data)
+    assert len(correct) == len(seen) and all(0.0 <= c <= 1.0 for c in correct)
+    assert correct[-1] == run.correct  # the last point is the run's own final score
 
 
 def test_a_bad_link_warns_and_falls_back():
