@@ -118,9 +118,10 @@ cfg = cl.SGD_CONFIG
 st.markdown(
     "The paper trains the localisation net (conv 8 × 9×9 stride 4, pool, FC 8, FC 8, FC 3) by SGD on the same "
     f"loss, every window starting centred at half the canvas. Run it here ({cfg.steps} steps of {cfg.batch} images, "
-    "SGD with momentum, about ten seconds) and watch the windows: in our runs they end away from the digits, on "
-    "empty background where every crop looks alike — the trap that made us search instead "
-    "(`stn_core/colocalisation.py` lists the variants tried).")
+    "SGD with momentum, about fifteen seconds) and watch the windows: in our runs they end away from the digits, "
+    "on empty background where every crop looks alike, while the loss still falls — the trap that made us search "
+    "instead. Every class, with and without clutter: `results/colocalisation-sgd.md`; the variants tried: "
+    "`stn_core/colocalisation.py`.")
 st.button("Run SGD", key=P + "sgd", icon=":material/play_arrow:",
           on_click=lambda: ss.__setitem__(P + "want_sgd", True))
 sgd_cols = st.columns(cl.TRACK)

@@ -49,8 +49,9 @@ def box_pictures(data: C.CoLocSet, boxes: torch.Tensor, track: int = TRACK, trut
     return [picture(data.x[i], boxes[i], data.boxes[i] if truth else None) for i in range(min(track, len(boxes)))]
 
 
-#: The page's live run of the paper's optimiser: SGD on a localisation net from scratch [ours: steps, batch].
-SGD_CONFIG = C.CoLocConfig(steps=200, batch=20, every=10)
+#: The page's live run of the paper's optimiser: SGD on a localisation net from scratch, the configuration
+#: of results/colocalisation-sgd.md (``scripts/colocalisation_sgd.py``), drawn every 10 steps.
+SGD_CONFIG = C.CoLocConfig(every=10)
 
 
 def run_sgd(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.CoLocRun:

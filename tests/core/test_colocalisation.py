@@ -3,6 +3,8 @@ the triplet loss, the encoder's features and the bounded transformer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -180,3 +182,23 @@ def test_a_bank_checkpoint_with_impossible_settings_is_refused(tmp_path, change,
     (tmp_path / "b.json").write_text(json.dumps({**meta, **change}))
     with pytest.raises(CheckpointError, match=message):
         load_model(tmp_path / "b")
+
+
+def test_the_sgd_results_script_writes_a_row_per_class_beside_the_paper(monkeypatch, tmp_path):
+    """scripts/colocalisation_sgd.py on the shipped sample (no MNIST files needed): one class, a few steps."""
+    import importlib.util
+
+    from stn_core.data import tasks as ds
+    from stn_core.data.samples import load_mnist_sample
+
+    x, y = load_mnist_sample()
+    monkeypatch.setattr(ds, "load_split", lambda split, *a, **k: (torch.as_tensor(x), torch.as_tensor(y)))
+    path = Path(__file__).resolve().parents[2] / "scripts" / "colocalisation_sgd.py"
+    spec = importlib.util.spec_from_file_location("colocalisation_sgd", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "sgd.md"
+    mod.main(["--digits", "3", "--steps", "3", "--out", str(out)])
+    text = out.read_text()
+    assert "| 3 | " in text and "| paper | 100 % | | 75–93 % | |" in text and "3 steps" in text
+    assert "--digits 3 --steps 3" in text  # the command that made it
