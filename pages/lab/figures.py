@@ -1205,9 +1205,9 @@ def _probability_bars(series: list[tuple[str, np.ndarray]], classes: list[str], 
         lx = ax1
         for i, (name, _p) in reversed(list(enumerate(series))):
             items.append(Label(lx, y + 15, _text(name), 18, fill="#333", anchor="end"))
-            lx -= 9.5 * len(name) + 8
+            lx -= _font(18).getlength(name) + 6  # the label's width (Helvetica-metric font) and a gap
             items.append(Rect(lx - 14, y + 2, 14, 14, MODEL_COLOUR if i == 0 else CONTRAST_COLOUR))
-            lx -= 30
+            lx -= 32
     return items
 
 
