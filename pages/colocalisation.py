@@ -132,7 +132,7 @@ sgd_chart, sgd_status = st.empty(), st.empty()
 def _show_sgd(step: int, run: C.CoLocRun) -> None:
     for slot, pic in zip(sgd_slots, cl.box_pictures(data, run.history_boxes[-1])):
         slot.image(pic, width="stretch")
-    correct = cl.sgd_correct(run, data)
+    correct = run.history_correct(data)
     sgd_chart.plotly_chart(cl.sgd_figure(run, correct), width="stretch", key=f"{P}sgd_loss_{step}")
     sgd_status.markdown(f"**SGD step {step}**: {100 * correct[-1]:.0f} % of the {n} windows correct.")
 

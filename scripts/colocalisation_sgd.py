@@ -13,6 +13,7 @@ No label and no box is used. Needs the MNIST files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 import time
@@ -50,9 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         cells = {}
         for setting in ("T", "TC"):
             data = C.make_set(x[y == d][:C.N_IMAGES], setting == "TC", torch.Generator().manual_seed(a.seed))
-            start = float((C.iou(C.boxes_of(C.CoLocaliser().loc(data.x).detach()), data.boxes) > C.IOU_CORRECT)
-                          .float().mean())
-            _, run = C.train(data, encoder, cfg)
+            _, run = C.train(data, encoder, dataclasses.replace(cfg, track=data.x.shape[0]))
+            start = run.history_correct(data)[0]  # every window centred, before the first step
             k = min(20, len(run.losses))
             first, last = sum(run.losses[:k]) / k, sum(run.losses[-k:]) / k
             cells[setting] = (start, run.correct, first, last)

@@ -203,6 +203,11 @@ def boxes_of(params: torch.Tensor, side: int = CANVAS) -> torch.Tensor:
                         (tx + half + 1) / 2 * side, (ty + half + 1) / 2 * side], 1)
 
 
+def share_correct(ious: torch.Tensor) -> float:
+    """The share of windows that are correct: IoU with the digit's box above :data:`IOU_CORRECT` (0.5)."""
+    return float((ious > IOU_CORRECT).float().mean())
+
+
 def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Intersection over union of boxes ``(N, 4)`` row by row."""
     w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
@@ -284,7 +289,12 @@ class CoLocRun:
 
     @property
     def correct(self) -> float:
-        return float((self.ious > IOU_CORRECT).float().mean()) if self.ious is not None else float("nan")
+        return share_correct(self.ious) if self.ious is not None else float("nan")
+
+    def history_correct(self, data: "CoLocSet") -> list[float]:
+        """The share of ``data``'s windows that are correct at each history point; counts the tracked images,
+        so a run with ``CoLocConfig.track`` ≥ the set's size scores every image."""
+        return [share_correct(iou(b, data.boxes[:b.shape[0]])) for b in self.history_boxes]
 
 
 def predict_boxes(model: CoLocaliser, x: torch.Tensor) -> torch.Tensor:
@@ -355,7 +365,7 @@ def distil(data: CoLocSet, windows: torch.Tensor, steps: int = 600, lr: float = 
 
 def correct_fraction(model: CoLocaliser, data: CoLocSet) -> float:
     """The share of ``data``'s images whose predicted window has IoU > 0.5 with the digit's box."""
-    return float((iou(predict_boxes(model, data.x), data.boxes) > IOU_CORRECT).float().mean())
+    return share_correct(iou(predict_boxes(model, data.x), data.boxes))
 
 
 # --------------------------------------------------------------------------- search over windows
@@ -373,7 +383,7 @@ class CoLocSearch(NamedTuple):
 
     @property
     def final_correct(self) -> float:
-        return float((self.ious > IOU_CORRECT).float().mean())
+        return share_correct(self.ious)
 
 
 def candidate_windows(stride: int = 4, side: int = CANVAS) -> torch.Tensor:
@@ -441,7 +451,7 @@ def search(data: CoLocSet, encoder: nn.Sequential, iters: int = 6, stride: int =
         changed.append(int((new != choice).sum()))
         choice = new
         ious = iou(boxes_of(windows[choice]), data.boxes)
-        correct.append(float((ious > IOU_CORRECT).float().mean()))
+        correct.append(share_correct(ious))
         losses.append(_loss_of(feats, d_rand, choice, margin))
         report(sweep)
     params = windows[choice]
@@ -452,4 +462,4 @@ __all__ = ["BANK_MODEL", "BANK_TASKS", "CoLocBank", "bank_from_meta", "S_MAX", "
            "CoLocRun", "CoLocSearch", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "distil", "search",
            "window_features",
            "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set",
-           "predict_boxes", "random_crops", "train", "triplet_loss"]
+           "predict_boxes", "random_crops", "share_correct", "train", "triplet_loss"]

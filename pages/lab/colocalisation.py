@@ -56,14 +56,8 @@ SGD_CONFIG = C.CoLocConfig(every=10)
 
 def run_sgd(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.CoLocRun:
     """The page's live run: a new localisation net trained by SGD on ``data`` (:data:`SGD_CONFIG`), every image's
-    window kept in the history so that :func:`sgd_correct` can score each point; ``callback(step, run)``."""
+    window kept in the history so that ``run.history_correct(data)`` scores every image; ``callback(step, run)``."""
     return C.train(data, encoder, dataclasses.replace(SGD_CONFIG, track=data.x.shape[0]), callback=callback)[1]
-
-
-def sgd_correct(run: C.CoLocRun, data: C.CoLocSet) -> list[float]:
-    """The share of ``data``'s windows that are correct at each history point of a run that tracked every
-    image (``CoLocConfig.track`` ≥ the set's size)."""
-    return [float((C.iou(b, data.boxes[:b.shape[0]]) > C.IOU_CORRECT).float().mean()) for b in run.history_boxes]
 
 
 def sgd_figure(run: C.CoLocRun, correct: list[float], height: int = 300):
@@ -106,8 +100,8 @@ def bank_windows(bank: C.CoLocBank, data: C.CoLocSet, digit: int) -> tuple[torch
     of them that are correct (IoU > 0.5 with the digit's box, which the net never saw)."""
     with torch.no_grad():
         params = bank(data.x, digit).params
-    return params, float((C.iou(C.boxes_of(params), data.boxes) > C.IOU_CORRECT).float().mean())
+    return params, C.share_correct(C.iou(C.boxes_of(params), data.boxes))
 
 
 __all__ = ["SGD_CONFIG", "TRACK", "bank_stem", "bank_windows", "box_pictures", "loss_figure", "make_set", "picture",
-           "pictures", "run_sgd", "sgd_correct", "sgd_figure"]
+           "pictures", "run_sgd", "sgd_figure"]

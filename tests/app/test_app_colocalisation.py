@@ -83,7 +83,7 @@ def test_run_sgd_scores_every_history_point():
     run = cl.run_sgd(data, encoder, callback=lambda step, r: seen.append(step))
     assert seen == run.history_steps == list(range(0, cl.SGD_CONFIG.steps + 1, cl.SGD_CONFIG.every))
     assert all(b.shape == (data.x.shape[0], 4) for b in run.history_boxes)  # every image tracked
-    correct = cl.sgd_correct(run, data)
+    correct = run.history_correct(data)
     assert len(correct) == len(seen) and all(0.0 <= c <= 1.0 for c in correct)
     assert correct[-1] == run.correct  # the last point is the run's own final score
 
