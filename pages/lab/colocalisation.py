@@ -62,15 +62,26 @@ def run_sgd(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.
 
 def sgd_figure(run: C.CoLocRun, correct: list[float], height: int = 300):
     """The triplet loss per SGD step (left axis) and the correct share at the history points (right axis)."""
-    traces = [viz._trace("scatter", x=list(range(1, len(run.losses) + 1)), y=run.losses, mode="lines",
-                         name="triplet loss (one batch)", line=dict(color=viz.MODEL_COLOUR, width=2)),
-              viz._trace("scatter", x=run.history_steps[:len(correct)], y=[100 * c for c in correct],
-                         mode="lines+markers", name="correct (IoU > 0.5), %", yaxis="y2",
-                         line=dict(color="#37b24d", width=3, dash="dot"))]
+    return _loss_and_correct(dict(x=list(range(1, len(run.losses) + 1)), y=run.losses, mode="lines",
+                                  name="triplet loss (one batch)", width=2),
+                             run.history_steps[:len(correct)], correct,
+                             "The triplet loss and the correct windows over the SGD steps",
+                             dict(title=dict(text="SGD step")), height, dtick=25)
+
+
+def _loss_and_correct(loss: dict, steps: list[int], correct: list[float], title: str, xaxis: dict,
+                      height: int, **yaxis2):
+    """The triplet loss (left axis; ``loss``: its scatter trace's x, y, mode, name and line width) and the correct
+    share in % at ``steps`` (right axis, 0–105, ``yaxis2`` extras)."""
+    loss = dict(loss)
+    width = loss.pop("width")
+    traces = [viz._trace("scatter", **loss, line=dict(color=viz.MODEL_COLOUR, width=width)),
+              viz._trace("scatter", x=steps, y=[100 * c for c in correct], mode="lines+markers",
+                         name="correct (IoU > 0.5), %", yaxis="y2", line=dict(color="#37b24d", width=3, dash="dot"))]
     layout = dict(height=height, margin=dict(l=10, r=10, t=40, b=10), font=dict(size=viz.FONT_SIZE),
-                  title=dict(text="The triplet loss and the correct windows over the SGD steps", x=0.0, xanchor="left"),
-                  xaxis=dict(title=dict(text="SGD step")), yaxis=dict(title=dict(text="loss"), rangemode="tozero"),
-                  yaxis2=dict(title=dict(text="correct %"), overlaying="y", side="right", range=[0, 105], dtick=25),
+                  title=dict(text=title, x=0.0, xanchor="left"),
+                  xaxis=xaxis, yaxis=dict(title=dict(text="loss"), rangemode="tozero"),
+                  yaxis2=dict(title=dict(text="correct %"), overlaying="y", side="right", range=[0, 105], **yaxis2),
                   legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0), plot_bgcolor="#ffffff")
     return viz._figure(traces, layout)
 
@@ -78,16 +89,9 @@ def sgd_figure(run: C.CoLocRun, correct: list[float], height: int = 300):
 def loss_figure(losses: list[float], correct: list[float], height: int = 300):
     """The triplet loss (left axis) and the correct fraction (right axis) over the sweeps."""
     sweeps = list(range(len(losses)))
-    traces = [viz._trace("scatter", x=sweeps, y=losses, mode="lines+markers", name="triplet loss",
-                         line=dict(color=viz.MODEL_COLOUR, width=3)),
-              viz._trace("scatter", x=sweeps[1:], y=[100 * c for c in correct], mode="lines+markers",
-                         name="correct (IoU > 0.5), %", yaxis="y2", line=dict(color="#37b24d", width=3, dash="dot"))]
-    layout = dict(height=height, margin=dict(l=10, r=10, t=40, b=10), font=dict(size=viz.FONT_SIZE),
-                  title=dict(text="The loss falls as the windows find the digits", x=0.0, xanchor="left"),
-                  xaxis=dict(title=dict(text="sweep"), dtick=1), yaxis=dict(title=dict(text="loss"), rangemode="tozero"),
-                  yaxis2=dict(title=dict(text="correct %"), overlaying="y", side="right", range=[0, 105]),
-                  legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0), plot_bgcolor="#ffffff")
-    return viz._figure(traces, layout)
+    return _loss_and_correct(dict(x=sweeps, y=losses, mode="lines+markers", name="triplet loss", width=3),
+                             sweeps[1:], correct, "The loss falls as the windows find the digits",
+                             dict(title=dict(text="sweep"), dtick=1), height)
 
 
 def bank_stem(clutter: bool) -> str:
