@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from timing import write_report  # noqa: E402
+from timing import command_footer, write_report  # noqa: E402
 
 #: Import steps, in the order a fresh server loads them for /explorer (app.py's shell first).
 IMPORTS = (("streamlit (the server's own)", "streamlit"), ("torch", "torch"), ("pandas", "pandas"),
@@ -110,7 +109,6 @@ def main() -> None:
     names = set().union(*(r["funcs"] for r in rounds))
     funcs = {n: med(r["funcs"].get(n, 0.0) for r in rounds) for n in names}
     top = sorted(funcs.items(), key=lambda kv: -kv[1])[:a.top]
-    cmd = "python " + shlex.join(["bench/explorer_profile.py"] + sys.argv[1:])
     lines = ["# Where a cold explorer's start goes (profile)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, one torch "
              f"thread. {a.rounds} fresh processes; medians. See `bench/explorer_profile.py` for what is timed; the "
@@ -124,9 +122,7 @@ def main() -> None:
               "cumulative time (nested: a caller's time includes its callees'):", "",
               "| function | cumulative s |", "|---|---|"]
     lines += [f"| `{name}` | {v:.3f} |" for name, v in top]
-    lines += ["", f"Command: `{cmd}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                  f"{time.perf_counter() - t0:.0f} s, load average {load0:.2f} at the start, "
-                  f"{os.getloadavg()[0]:.2f} at the end."]
+    lines += ["", command_footer("bench/explorer_profile.py", t0, load0)]
     write_report(a.out, lines)
 
 

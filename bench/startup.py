@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser_util import (CHROMIUM_ARGS, CHROMIUM_PATH, StreamlitServer, free_port, launch_streamlit,  # noqa: E402
                           stop_process, wait_healthy)
-from timing import write_report  # noqa: E402
+from timing import command_footer, write_report  # noqa: E402
 
 from pages import PAGES  # noqa: E402
 
@@ -177,7 +176,6 @@ def main() -> None:
         return ", ".join(f"{m[key]:.2f}" for m in times[label])
 
     floor = med("minimal app", "full render")
-    cmd = "python " + shlex.join(["bench/startup.py"] + sys.argv[1:])
     lines = ["# App start-up: fresh server → first full render, and a warm new tab", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
              f"headless Chromium on the same machine. {a.rounds} rounds, the variants alternating in each; "
@@ -202,9 +200,7 @@ def main() -> None:
     lines += ["", "Targets (issue #21): home cold ≤ 1.7× the minimal app; explorer cold ≤ 4 s; warm new tab: "
               "home ≤ 1.5 s, explorer ≤ 2.5 s. Where a cold explorer's server time goes (imports, then its first "
               "script run): results/profile-explorer.md (`python bench/explorer_profile.py`).", "",
-              f"Command: `{cmd}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-              f"{time.perf_counter() - t_start:.0f} s, load average {load0:.2f} at the start, "
-              f"{os.getloadavg()[0]:.2f} at the end."]
+              command_footer("bench/startup.py", t_start, load0)]
     write_report(a.out, lines)
 
 

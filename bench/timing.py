@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import statistics
 import sys
 import time
@@ -44,6 +46,15 @@ def interleaved_median_ms(fns: dict[str, Callable[[], object]], repeats: int, wa
             if r >= warmup:
                 times[k].append(t)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def command_footer(script: str, t_start: float, load0: float) -> str:
+    """A report's last line: the command that made it (``script`` and this process's arguments), when, how long
+    since ``t_start`` (``time.perf_counter``), and the load average at the start (``load0``) and now."""
+    cmd = "python " + shlex.join([script] + sys.argv[1:])
+    return (f"Command: `{cmd}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"{time.perf_counter() - t_start:.0f} s, load average {load0:.2f} at the start, "
+            f"{os.getloadavg()[0]:.2f} at the end.")
 
 
 def write_report(path: str | Path, lines: list[str]) -> None:
