@@ -74,7 +74,7 @@ FAMILIES = [
     ("CUB baseline", "cub", "cub-baseline", None),
     ("CUB 2×ST-CNN", "cub", "cub-2st", None),
 ]
-DATA_TASKS = [("R", "mnist-r"), ("RTS", "mnist-rts"), ("P", "mnist-p"), ("E", "mnist-e"),
+DATA_TASKS = [("R", "mnist-r"), ("RTS", "mnist-rts"), ("P", "mnist-p"), ("E", "mnist-e"), ("TC", "mnist-tc"),
               ("addition", "mnist-addition")]
 SECTIONS = ("step", "data", "heap", "compile", "accuracy")
 TITLE = "# Training throughput: fp32 against the fast path (bf16 autocast + channels-last)"

@@ -261,7 +261,8 @@ def _paste_max(canvas: torch.Tensor, pieces: torch.Tensor, top: torch.Tensor, le
 def clutter_canvas(u: torch.Tensor, side: int, pos: torch.Tensor, src: torch.Tensor, crop: torch.Tensor,
                    place: torch.Tensor, pool: torch.Tensor, piece: int = TC_PIECE) -> torch.Tensor:
     """Digits ``u (n, 28, 28)`` float pasted at random integer positions on black ``side × side``
-    canvases with ``piece × piece`` clutter crops of ``pool (m, 28, 28)`` digits (brighter pixel wins).
+    canvases with ``piece × piece`` clutter crops of ``pool (m, 28, 28)`` digits (brighter pixel wins);
+    ``pool`` uint8 (0..255) or float (0..1): only the pieces cut from it are converted, not the whole pool.
 
     ``pos (n, 2)``, ``src (n, k)``, ``crop (n, k, 2)``, ``place (n, k, 2)``: uniforms in [0, 1) picking
     the digit's (x, y) position, each piece's source digit, the crop inside it and its (x, y) place
@@ -274,6 +275,7 @@ def clutter_canvas(u: torch.Tensor, side: int, pos: torch.Tensor, src: torch.Ten
         cy, cx = _pick(crop[..., 1], DIGIT - piece + 1), _pick(crop[..., 0], DIGIT - piece + 1)
         ar = torch.arange(piece, device=dev)
         pieces = pool[ids[..., None, None], cy[..., None, None] + ar.view(piece, 1), cx[..., None, None] + ar.view(1, piece)]
+        pieces = (pieces.float() / 255.0 if pieces.dtype == torch.uint8 else pieces).to(u.dtype)
         _paste_max(canvas, pieces, _pick(place[..., 1], side - piece + 1), _pick(place[..., 0], side - piece + 1))
     _paste_max(canvas, u.unsqueeze(1), *digit_corner(pos, side))
     return canvas.unsqueeze(1)
@@ -316,10 +318,10 @@ def warp(images: torch.Tensor, kind: str, params: dict[str, torch.Tensor],
         raise ValueError(f"parameters are for {next(iter(params.values())).shape[0]} images, got {n}")
     u = _as_float(images)
     if k == "TC":
-        pool_u = u if pool is None else _as_float(pool.to(dev))
-        if pool_u.dim() != 3 or pool_u.shape[1:] != (DIGIT, DIGIT) or pool_u.shape[0] < 1:
-            raise ValueError(f"the clutter pool must have shape (m >= 1, 28, 28), got {tuple(pool_u.shape)}")
-        return _cluttered(u, params, pool_u)
+        pool = u if pool is None else pool.to(dev)  # kept uint8: clutter_canvas converts only the pieces it cuts
+        if pool.dim() != 3 or pool.shape[1:] != (DIGIT, DIGIT) or pool.shape[0] < 1:
+            raise ValueError(f"the clutter pool must have shape (m >= 1, 28, 28), got {tuple(pool.shape)}")
+        return _cluttered(u, params, pool)
     u = u.unsqueeze(1)
     out = (CANVAS[k], CANVAS[k])
     if k == "R":

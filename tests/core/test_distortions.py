@@ -239,6 +239,15 @@ def test_tc_clutter_is_six_crops_of_the_pool_and_nothing_else():
     assert D.warp(x, "TC", D.sample_params("TC", 4, D.make_generator(2)), pool=torch.zeros(3, 28, 28)).max() == 0
 
 
+def test_tc_cuts_the_same_clutter_from_a_uint8_pool_as_from_its_float_copy():
+    # The training stream passes the whole uint8 training split as the pool; only the pieces cut from it
+    # are converted (results/bench-train.md's TC row), and the canvases must be the same bits as before.
+    x = _tc_digits(8)
+    pool = (torch.rand(50, 28, 28, generator=torch.Generator().manual_seed(4)) * 255).to(torch.uint8)
+    p = D.sample_params("TC", 8, D.make_generator(5))
+    assert torch.equal(D.warp(x, "TC", p, pool=pool), D.warp(x, "TC", p, pool=pool.float() / 255.0))
+
+
 def test_tc_is_deterministic_and_its_test_set_does_not_depend_on_the_chunk():
     from stn_core.data import tasks as ds
 
