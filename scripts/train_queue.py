@@ -5,7 +5,8 @@ e.g. on a GPU) several at once: skips runs whose checkpoint JSON says ``"final":
 time limit starts none when fewer than 60 s are left and passes each run ``--time-limit`` = the
 seconds it has trained already (``train_seconds`` of its JSON: the trainer's limit counts all of a
 run's sessions) + the seconds left, so a resumed run trains for the time left instead of stopping
-at once.
+at once. A run that another process is training (its trainer exits with ``IN_USE_EXIT``) is skipped
+as "running elsewhere", so two queues with overlapping cells share the work instead of colliding.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: A trainer's exit status when another process trains the same checkpoint (``stn_core.train.run_lock``; the
+#: queue imports no torch, so the number is restated here and a test checks the two agree).
+IN_USE_EXIT = 75
 
 
 def read_meta(stem: Path) -> dict | None:
@@ -69,7 +74,11 @@ def run_queue(jobs: Iterable[tuple[Path, Callable[[], list[str]]]], time_limit: 
             cmd = _command_or_none(stem, make_cmd, start, time_limit)
             if cmd is not None:
                 print("$", " ".join(cmd[1:]), flush=True)
-                subprocess.run(cmd, cwd=ROOT, check=True)
+                code = subprocess.run(cmd, cwd=ROOT).returncode
+                if code == IN_USE_EXIT:
+                    print(f"running elsewhere (another process holds its lock): {stem.name}", flush=True)
+                elif code:
+                    raise subprocess.CalledProcessError(code, cmd)
         return
     log_dir = Path(log_dir or ROOT / "runs" / "logs")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +98,9 @@ def run_queue(jobs: Iterable[tuple[Path, Callable[[], list[str]]]], time_limit: 
             running.remove(item)
             log.close()
             tail = Path(log.name).read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            if proc.returncode == IN_USE_EXIT:
+                print(f"running elsewhere (another process holds its lock): {stem.name}", flush=True)
+                continue
             print(f"{'ended' if proc.returncode == 0 else 'FAILED'} ({proc.returncode}) after "
                   f"{time.time() - start:.0f} s: {stem.name}: {tail[0][:300]}", flush=True)
             if proc.returncode:

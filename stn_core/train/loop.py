@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -33,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from stn_core.checkpoints import (CheckpointError, checkpoint_paths, load_meta, load_optimizer_tensors,
                                   load_train_state, load_weights, recover)
+from stn_core.train import run_lock
 from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
@@ -291,13 +293,18 @@ class Run(NamedTuple):
 def start_run(a) -> Run:
     """Set up this training process from the parsed ``--device --batch --threads --precision --out``:
     torch.distributed and threads (:func:`start_process`), the resolved precision, printing on rank 0
-    only, and the checkpoint's paths with any interrupted commit finished or cleaned up first. On a CPU
+    only, the run's lock (:mod:`stn_core.train.run_lock`: exits with ``IN_USE_EXIT`` when another process
+    trains the same ``--out``), and the checkpoint's paths with any interrupted commit finished or cleaned up first. On a CPU
     the process keeps freed memory for reuse (:func:`stn_core.train.heap.keep_freed_memory`)."""
     rank, world, device, threads = start_process(a.device, a.batch, a.threads)
     if device.type == "cpu":
         keep_freed_memory()
     main_proc = rank == 0
     paths = checkpoint_paths(a.out)
+    if main_proc and not run_lock.hold(paths["meta"]):  # before recover(): it removes and renames files
+        print(f"error: another process is training {a.out} (lock {run_lock.lock_path(paths['meta'])}); "
+              "wait for it to end or stop it", file=sys.stderr, flush=True)
+        raise SystemExit(run_lock.IN_USE_EXIT)
     recover(paths["meta"])
     return Run(rank, world, device, threads, resolve_precision(a.precision, device), main_proc,
                print if main_proc else (lambda *x, **k: None), paths)

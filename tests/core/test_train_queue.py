@@ -143,3 +143,47 @@ def test_the_v2_p_column_is_refused_until_its_new_generator_is_the_default(monke
     monkeypatch.setattr(D, "P_CONVEX", True)  # with the new one the same command queues the column
     T1.main()
     assert "mnist_p_st-cnn-aff" in ran and len(ran) == len(T1.MODELS)  # the 8 of Table 1 and the DCN
+
+
+# --------------------------------------------------------------------------- one process per checkpoint
+
+def test_the_queue_and_the_trainer_agree_on_the_running_elsewhere_status():
+    from stn_core.train import run_lock
+
+    assert Q.IN_USE_EXIT == run_lock.IN_USE_EXIT
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_the_queue_skips_a_run_another_process_is_training_and_goes_on(tmp_path, capsys, parallel):
+    jobs = [_job(tmp_path / "busy", f"raise SystemExit({Q.IN_USE_EXIT})"), _job(tmp_path / "next", "print('fine')")]
+    Q.run_queue(jobs, None, parallel=parallel, log_dir=tmp_path / "logs")  # no CalledProcessError
+    out = capsys.readouterr().out
+    assert "running elsewhere (another process holds its lock): busy" in out
+    assert "print('fine')" in out  # the next run's command line: it was started
+
+
+def test_a_second_trainer_of_the_same_checkpoint_exits_with_the_in_use_status(tmp_path, capsys):
+    import argparse
+
+    from stn_core.train import run_lock
+    from stn_core.train.loop import start_run
+
+    meta = tmp_path / "run.json"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom stn_core.train import run_lock\n"
+        f"assert run_lock.hold(__import__('pathlib').Path({str(meta)!r}))\nprint('held', flush=True)\n"
+        "sys.stdin.read()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not run_lock.hold(meta)
+        a = argparse.Namespace(device="cpu", batch=8, threads=1, precision="fp32", out=str(tmp_path / "run"))
+        with pytest.raises(SystemExit) as e:
+            start_run(a)
+        assert e.value.code == run_lock.IN_USE_EXIT
+        assert "another process is training" in capsys.readouterr().err
+    finally:
+        holder.communicate("")
+    assert run_lock.hold(meta)  # released with its process: this one takes it now
+    assert run_lock.hold(meta)  # and taking it again in the same process is a no-op
+    run_lock.release(meta)
+    assert str(tmp_path) not in str(run_lock.lock_path(meta).parent)  # nothing is left beside the checkpoint
