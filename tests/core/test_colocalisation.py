@@ -184,6 +184,23 @@ def test_a_bank_checkpoint_with_impossible_settings_is_refused(tmp_path, change,
         load_model(tmp_path / "b")
 
 
+def test_descent_alignment_scores_each_window_and_leaves_windows_without_ink_out():
+    from stn_core.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.zeros(6, 1, C.CANVAS, C.CANVAS)
+    boxes = torch.zeros(6, 4)
+    for i in range(6):  # three digits overlapping the centred native window, three in the far corner
+        top, left = (30, 36 + i) if i < 3 else (0, 0)
+        x[i, 0, top + 4:top + 24, left + 10:left + 18] = torch.rand(20, 8) * 0.5 + 0.5
+        boxes[i] = torch.tensor([left, top, left + C.CROP, top + C.CROP])
+    encoder = build_model("cnn", None, 28).classifier.eval()
+    cos = C.descent_alignment(C.CoLocSet(x, boxes), encoder, C.CROP / C.CANVAS)
+    assert cos.shape == (6,)
+    assert cos[3:].isnan().all()  # a window on empty canvas has no gradient: no direction to score
+    assert not cos[:3].isnan().any() and (cos[:3].abs() <= 1 + 1e-6).all()
+
+
 def test_the_sgd_results_script_writes_a_row_per_class_beside_the_paper(monkeypatch, tmp_path):
     """scripts/colocalisation_sgd.py on the shipped sample (no MNIST files needed): one class, a few steps."""
     import importlib.util
@@ -202,3 +219,4 @@ def test_the_sgd_results_script_writes_a_row_per_class_beside_the_paper(monkeypa
     text = out.read_text()
     assert "| 3 | " in text and "| paper | 100 % | | 75–93 % | |" in text and "3 steps" in text
     assert "--digits 3 --steps 3" in text  # the command that made it
+    assert "## Where the loss sends the windows from a shared start" in text and "| **all** | **" in text
