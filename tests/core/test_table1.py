@@ -99,6 +99,24 @@ def test_goals_are_checked_from_the_numbers(tmp_path):
     assert "0.90 (ST-CNN Proj) | 0.5 | +0.40 | **no**" in t1.goals_markdown(t1.table1_cells(ck))
 
 
+def test_tps_best_on_e_and_what_would_close_a_missed_gap_come_from_the_jsons(tmp_path):
+    ck = tmp_path / "ck"
+    big = {"steps": 1000, "batch": 256, "lr": 0.05, "momentum": 0.9, "loc_lr_mult": 0.1}
+    small = {**big, "steps": 100}
+    for key, err in {"st-cnn-aff": 0.6, "st-cnn-proj": 0.7, "st-cnn-tps": 0.65}.items():  # RTS meets the gap
+        make_tiny_checkpoint(ck, "rts", key, test_error=err, train_args=big)
+    for key, err in {"st-cnn-aff": 2.0, "st-cnn-proj": 2.2, "st-cnn-tps": 1.9,
+                     "st-fcn-aff": 2.5, "st-fcn-proj": 2.6, "st-fcn-tps": 2.7}.items():  # E misses it
+        make_tiny_checkpoint(ck, "e", key, test_error=err, train_args=small)
+    text = t1.goals_markdown(t1.table1_cells(ck))
+    assert ("TPS best on E (the paper: ST-CNN: yes (1.10 against 1.20), ST-FCN: yes (2.40 against 2.60)): "
+            "ST-CNN: yes (1.90 against 2.00), ST-FCN: **no** (2.70 against 2.50).") in text
+    assert ("What would close the E gap (+0.80 pp): its ST-CNNs saw at most 0.026 M training samples, the columns "
+            "that meet the goal 0.26 M or more: the same budget for this column.") in text
+    make_tiny_checkpoint(ck, "e", "st-cnn-tps", test_error=1.3, train_args=small)  # within 0.3 pp: nothing to close
+    assert "What would close the E gap" not in t1.goals_markdown(t1.table1_cells(ck))
+
+
 def test_longer_schedule_runs_are_reported_beside_the_table(tmp_path):
     ck = tmp_path / "ck"
     make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=2.6)
