@@ -134,16 +134,23 @@ def _show_sgd(step: int, run: C.CoLocRun) -> None:
         slot.image(pic, width="stretch")
     correct = run.history_correct(data)
     sgd_chart.plotly_chart(cl.sgd_figure(run, correct), width="stretch", key=f"{P}sgd_loss_{step}")
-    sgd_status.markdown(f"**SGD step {step}**: {100 * correct[-1]:.0f} % of the {n} windows correct.")
+    sgd_status.markdown(_sgd_line(step, correct[-1]))
+
+
+def _sgd_line(step: int, correct: float, lead: tuple[float, int] | None = None) -> str:
+    return (f"**SGD step {step}**: {100 * correct:.0f} % of the {n} windows correct."
+            + (" " + cl.lead_sentence(lead, n) if lead is not None else ""))
 
 
 done_sgd = ss.get(P + "sgd_result")
 if ss.pop(P + "want_sgd", False):
     with st.spinner("SGD on the localisation net …"):
         sgd_run = cl.run_sgd(data, encoder, callback=_show_sgd)
-    ss[P + "sgd_result"] = (key, sgd_run)
+        done_sgd = ss[P + "sgd_result"] = (key, sgd_run, cl.start_lead(data, encoder))
 elif done_sgd is not None and done_sgd[0] == key:
     _show_sgd(done_sgd[1].history_steps[-1], done_sgd[1])
+if done_sgd is not None and done_sgd[0] == key:
+    sgd_status.markdown(_sgd_line(done_sgd[1].history_steps[-1], done_sgd[1].history_correct(data)[-1], done_sgd[2]))
 
 # ---------------------------------------------------------------------------- the shipped localisation nets
 st.subheader("A localisation net that learned this class")

@@ -60,6 +60,29 @@ def run_sgd(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.
     return C.train(data, encoder, dataclasses.replace(SGD_CONFIG, track=data.x.shape[0]), callback=callback)[1]
 
 
+def start_lead(data: C.CoLocSet, encoder: torch.nn.Sequential) -> tuple[float, int]:
+    """Where the loss sends the windows from SGD's shared start (:func:`stn_core.colocalisation.descent_alignment`
+    at ``S_START``): (share of the windows with a gradient that it moves towards their digit, how many have one)."""
+    cos = C.descent_alignment(data, encoder, C.S_START)
+    ok = ~cos.isnan()
+    return (float((cos[ok] > 0).float().mean()) if ok.any() else float("nan")), int(ok.sum())
+
+
+def lead_sentence(lead: tuple[float, int], n: int) -> str:
+    """The page's line on :func:`start_lead`: a lead only where the share is more than two standard errors of a
+    coin toss (√(0.25 / windows)) from one half."""
+    share, moved = lead
+    if moved == 0:
+        return f"At the start no window of the {n} saw any ink: the loss could not move them."
+    if abs(share - 0.5) <= 2 * (0.25 / moved) ** 0.5:
+        verdict = "no clear lead towards the digits (within two standard errors of a coin toss)"
+    else:
+        verdict = "a lead towards the digits" if share > 0.5 else "a lead away from the digits"
+    return (f"From the shared start, the loss's steepest descent moved {100 * share:.0f} % of the {moved} windows it "
+            f"could move (of {n}) towards their digit: {verdict}; every class: the second table of "
+            "`results/colocalisation-sgd.md`.")
+
+
 def sgd_figure(run: C.CoLocRun, correct: list[float], height: int = 300):
     """The triplet loss per SGD step (left axis) and the correct share at the history points (right axis)."""
     return _loss_and_correct(dict(x=list(range(1, len(run.losses) + 1)), y=run.losses, mode="lines",

@@ -70,9 +70,20 @@ def test_the_papers_sgd_runs_live_and_shows_its_windows_and_loss(monkeypatch, tm
     status = " ".join(m.value for m in at.markdown)
     found = re.search(rf"SGD step {steps}\*\*: (\d+) % of the (\d+) windows correct", status)
     assert found and int(found.group(2)) > 30
+    lead = re.search(r"descent moved (\d+) % of the (\d+) windows it could move \(of (\d+)\)", status)
+    assert lead and int(lead.group(2)) <= int(lead.group(3)) == int(found.group(2))  # why: the start's lead
     assert len(at.get("image")) == 2 * cl.TRACK  # the search's start and the SGD run's windows
     at.run()  # a rerun shows the finished run again without training
-    assert f"SGD step {steps}" in " ".join(m.value for m in at.markdown)
+    again = " ".join(m.value for m in at.markdown)
+    assert f"SGD step {steps}" in again and lead.group(0) in again
+
+
+def test_the_lead_sentence_names_what_the_share_means():
+    assert "no clear lead" in cl.lead_sentence((0.53, 90), 100) and "90 windows" in cl.lead_sentence((0.53, 90), 100)
+    assert "no clear lead" in cl.lead_sentence((0.61, 44), 100)  # 2 SE of a coin toss over 44 windows: ±15 %
+    assert "a lead away from the digits" in cl.lead_sentence((0.3, 60), 100)
+    assert "a lead towards the digits" in cl.lead_sentence((0.8, 60), 100)
+    assert "could not move" in cl.lead_sentence((float("nan"), 0), 100)
 
 
 def test_run_sgd_scores_every_history_point():
