@@ -89,7 +89,9 @@ def run_queue(jobs: Iterable[tuple[Path, Callable[[], list[str]]]], time_limit: 
             cmd = _command_or_none(stem, make_cmd, start, time_limit)
             if cmd is None:
                 continue
-            log = open(log_dir / f"{stem.name}.log", "w")
+            log = open(log_dir / f"{stem.name}.log", "a")  # appended: never truncate the log of a run that
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd[1:])}\n")  # another queue trains
+            log.flush()
             print("$", " ".join(cmd[1:]), f"> {log.name}", flush=True)
             running.append((stem, cmd, log, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
         time.sleep(0.5)

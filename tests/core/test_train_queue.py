@@ -35,14 +35,15 @@ def test_parallel_queue_runs_jobs_side_by_side_and_skips_final_ones(tmp_path, ca
     out = capsys.readouterr().out
     assert "done already: done" in out and out.count("ended (0)") == 2
     for name in ("a", "b"):
-        assert (tmp_path / "logs" / f"{name}.log").read_text().strip() == "both started"
+        lines = (tmp_path / "logs" / f"{name}.log").read_text().strip().splitlines()
+        assert lines[0].startswith("=== ") and " $ -c " in lines[0] and lines[-1] == "both started"
 
 
 def test_parallel_queue_reports_a_failed_run_after_the_others(tmp_path):
     jobs = [_job(tmp_path / "bad", "raise SystemExit(3)"), _job(tmp_path / "good", "print('fine')")]
     with pytest.raises(subprocess.CalledProcessError):
         Q.run_queue(jobs, None, parallel=2, log_dir=tmp_path / "logs")
-    assert (tmp_path / "logs" / "good.log").read_text().strip() == "fine"
+    assert (tmp_path / "logs" / "good.log").read_text().strip().splitlines()[-1] == "fine"
 
 
 def test_a_resumed_run_gets_its_trained_seconds_plus_the_time_left(tmp_path):
@@ -156,8 +157,12 @@ def test_the_queue_and_the_trainer_agree_on_the_running_elsewhere_status():
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_the_queue_skips_a_run_another_process_is_training_and_goes_on(tmp_path, capsys, parallel):
     jobs = [_job(tmp_path / "busy", f"raise SystemExit({Q.IN_USE_EXIT})"), _job(tmp_path / "next", "print('fine')")]
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "busy.log").write_text("the other queue's run, still writing\n")
     Q.run_queue(jobs, None, parallel=parallel, log_dir=tmp_path / "logs")  # no CalledProcessError
     out = capsys.readouterr().out
+    # its log (parallel mode) is appended to, never truncated: the other queue's lines stay
+    assert (tmp_path / "logs" / "busy.log").read_text().startswith("the other queue's run, still writing\n")
     assert "running elsewhere (another process holds its lock): busy" in out
     assert "print('fine')" in out  # the next run's command line: it was started
 
