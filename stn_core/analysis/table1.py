@@ -305,10 +305,14 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
             rts_best = best
 
         def beats(sts: list[Cell], base: Cell) -> str:
-            if base.status != "done" or any(c.status != "done" for c in sts):
+            if base.status != "done" or all(c.status != "done" for c in sts):
                 return "not all trained"
-            worse = [MODEL_LABELS[c.key] for c in sts if c.ours >= base.ours]
-            return "yes" if not worse else "no: " + ", ".join(worse)
+            worse = [MODEL_LABELS[c.key] for c in sts if c.status == "done" and c.ours >= base.ours]
+            missing = [MODEL_LABELS[c.key] for c in sts if c.status != "done"]
+            rest = f"; not trained: {', '.join(missing)}" if missing else ""
+            if worse:
+                return "no: " + ", ".join(worse) + rest
+            return "yes" if not missing else "so far" + rest
 
         cnn, fcn = beats(st_cnn, by[(d, "cnn")]), beats(st_fcn, by[(d, "fcn")])
         n_cnn += cnn == "yes"

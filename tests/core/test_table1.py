@@ -117,6 +117,17 @@ def test_tps_best_on_e_and_what_would_close_a_missed_gap_come_from_the_jsons(tmp
     assert "What would close the E gap" not in t1.goals_markdown(t1.table1_cells(ck))
 
 
+def test_a_partly_trained_column_is_judged_on_its_trained_transformers(tmp_path):
+    ck = tmp_path / "ck"
+    _fill_rts_and_r(ck, {("tc", "cnn"): 1.06, ("tc", "st-cnn-aff"): 1.09, ("tc", "fcn"): 18.1,
+                         ("tc", "st-fcn-aff"): 2.9})
+    row = [line for line in t1.goals_markdown(t1.table1_cells(ck)).splitlines() if line.startswith("| TC |")][0]
+    assert "| no: ST-CNN Aff; not trained: ST-CNN Proj, ST-CNN TPS | so far; not trained: ST-FCN Proj, ST-FCN TPS |" in row
+    make_tiny_checkpoint(ck, "tc", "st-cnn-aff", test_error=1.0)
+    row = [line for line in t1.goals_markdown(t1.table1_cells(ck)).splitlines() if line.startswith("| TC |")][0]
+    assert "| so far; not trained: ST-CNN Proj, ST-CNN TPS |" in row
+
+
 def test_longer_schedule_runs_are_reported_beside_the_table(tmp_path):
     ck = tmp_path / "ck"
     make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=2.6)
