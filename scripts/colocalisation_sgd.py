@@ -37,8 +37,8 @@ LEAD_SCALES = (C.S_START, C.CROP / C.CANVAS)
 
 def _lead(cos: torch.Tensor) -> str:
     """'towards share (windows with a gradient)' of :func:`stn_core.colocalisation.descent_alignment`'s cosines."""
-    ok = ~cos.isnan()
-    return f"{100 * float((cos[ok] > 0).float().mean()):.0f} % ({int(ok.sum())})" if ok.any() else "– (0)"
+    share, moved = C.lead_share(cos)
+    return f"{100 * share:.0f} % ({moved})" if moved else "– (0)"
 
 
 def main(argv: list[str] | None = None) -> None:

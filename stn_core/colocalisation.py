@@ -367,6 +367,13 @@ def descent_alignment(data: CoLocSet, encoder: nn.Sequential, scale: float, reps
     return torch.where(grad.norm(dim=1) > 0, cos, torch.full_like(cos, float("nan")))
 
 
+def lead_share(cos: torch.Tensor) -> tuple[float, int]:
+    """Of :func:`descent_alignment`'s cosines ``(N,)``: (the share of the windows with a gradient that the loss
+    moves towards their digit, cosine > 0; how many have a gradient). The share is NaN when none has one."""
+    ok = ~cos.isnan()
+    return (float((cos[ok] > 0).float().mean()) if ok.any() else float("nan")), int(ok.sum())
+
+
 def distil(data: CoLocSet, windows: torch.Tensor, steps: int = 600, lr: float = 3e-3, batch: int = 32,
            seed: int = 0) -> CoLocaliser:
     """A :class:`CoLocaliser` with native-scale windows (``fixed_scale = CROP / CANVAS``) whose localisation
@@ -486,7 +493,7 @@ def search(data: CoLocSet, encoder: nn.Sequential, iters: int = 6, stride: int =
 
 __all__ = ["BANK_MODEL", "BANK_TASKS", "CoLocBank", "bank_from_meta", "S_MAX", "S_MIN", "bounded_attention", "CANVAS", "CLUTTER_PIECES", "CROP", "CoLocConfig", "CoLocOutput",
            "CoLocRun", "CoLocSearch", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "descent_alignment",
-           "distil", "search",
+           "distil", "lead_share", "search",
            "window_features",
            "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set",
            "predict_boxes", "random_crops", "share_correct", "train", "triplet_loss"]

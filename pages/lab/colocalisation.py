@@ -63,9 +63,7 @@ def run_sgd(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.
 def start_lead(data: C.CoLocSet, encoder: torch.nn.Sequential) -> tuple[float, int]:
     """Where the loss sends the windows from SGD's shared start (:func:`stn_core.colocalisation.descent_alignment`
     at ``S_START``): (share of the windows with a gradient that it moves towards their digit, how many have one)."""
-    cos = C.descent_alignment(data, encoder, C.S_START)
-    ok = ~cos.isnan()
-    return (float((cos[ok] > 0).float().mean()) if ok.any() else float("nan")), int(ok.sum())
+    return C.lead_share(C.descent_alignment(data, encoder, C.S_START))
 
 
 def lead_sentence(lead: tuple[float, int], n: int) -> str:
