@@ -129,28 +129,28 @@ sgd_slots = [c.empty() for c in sgd_cols]
 sgd_chart, sgd_status = st.empty(), st.empty()
 
 
-def _show_sgd(step: int, run: C.CoLocRun) -> None:
+def _show_sgd(step: int, run: C.CoLocRun, lead: tuple[float, int] | None = None) -> None:
+    """Draw the run's windows, its loss/correct figure and the status line (with the start's lead once known)."""
     for slot, pic in zip(sgd_slots, cl.box_pictures(data, run.history_boxes[-1])):
         slot.image(pic, width="stretch")
     correct = run.history_correct(data)
     sgd_chart.plotly_chart(cl.sgd_figure(run, correct), width="stretch", key=f"{P}sgd_loss_{step}")
-    sgd_status.markdown(_sgd_line(step, correct[-1]))
+    _sgd_status(step, correct[-1], lead)
 
 
-def _sgd_line(step: int, correct: float, lead: tuple[float, int] | None = None) -> str:
-    return (f"**SGD step {step}**: {100 * correct:.0f} % of the {n} windows correct."
-            + (" " + cl.lead_sentence(lead, n) if lead is not None else ""))
+def _sgd_status(step: int, correct: float, lead: tuple[float, int] | None = None) -> None:
+    sgd_status.markdown(f"**SGD step {step}**: {100 * correct:.0f} % of the {n} windows correct."
+                        + (" " + cl.lead_sentence(lead, n) if lead is not None else ""))
 
 
 done_sgd = ss.get(P + "sgd_result")
 if ss.pop(P + "want_sgd", False):
     with st.spinner("SGD on the localisation net …"):
-        sgd_run = cl.run_sgd(data, encoder, callback=_show_sgd)
-        done_sgd = ss[P + "sgd_result"] = (key, sgd_run, cl.start_lead(data, encoder))
+        sgd_run = cl.run_sgd(data, encoder, callback=_show_sgd)  # draws every history point as it goes
+        ss[P + "sgd_result"] = (key, sgd_run, cl.start_lead(data, encoder))
+    _sgd_status(sgd_run.history_steps[-1], sgd_run.history_correct(data)[-1], ss[P + "sgd_result"][2])
 elif done_sgd is not None and done_sgd[0] == key:
-    _show_sgd(done_sgd[1].history_steps[-1], done_sgd[1])
-if done_sgd is not None and done_sgd[0] == key:
-    sgd_status.markdown(_sgd_line(done_sgd[1].history_steps[-1], done_sgd[1].history_correct(data)[-1], done_sgd[2]))
+    _show_sgd(done_sgd[1].history_steps[-1], done_sgd[1], done_sgd[2])
 
 # ---------------------------------------------------------------------------- the shipped localisation nets
 st.subheader("A localisation net that learned this class")
