@@ -25,6 +25,10 @@ re-run alone):
   cannot be A/B'd inside one): fp32 (with and without channels-last) and the fast path on glibc's
   default heap, against the fast path with the freed memory kept (what ``python -m stn_core.train``
   now does on a CPU). The step section's process keeps the heap for every configuration.
+* ``conv1``: the ST-CNN's overhead over the CNN (issue #16's target: ≤ 1.15× on R with the fast path)
+  and where it goes: CNN, ST-CNN Aff as built (conv 1 a :class:`stn_core.fold_conv.FoldGradConv2d`, its
+  input gradient a matmul + col2im) and the same ST-CNN with conv 1 a plain ``nn.Conv2d`` (oneDNN's
+  input gradient), one step of each per round, side by side; then conv 1's backward alone, both ways.
 * ``compile`` (opt-in): ``torch.compile`` of the classifier (compile time and steady-state step)
   in fp32 and bf16.
 * ``accuracy`` (opt-in): the RTS CNN trained by the CLI in fp32 and in bf16 for the same steps and
@@ -76,7 +80,7 @@ FAMILIES = [
 ]
 DATA_TASKS = [("R", "mnist-r"), ("RTS", "mnist-rts"), ("P", "mnist-p"), ("E", "mnist-e"), ("TC", "mnist-tc"),
               ("addition", "mnist-addition")]
-SECTIONS = ("step", "data", "heap", "compile", "accuracy")
+SECTIONS = ("step", "conv1", "data", "heap", "compile", "accuracy")
 TITLE = "# Training throughput: fp32 against the fast path (bf16 autocast + channels-last)"
 
 
@@ -268,6 +272,82 @@ def section_step(a, log) -> None:
         for cfg in ("fp32", "fp32+CL", "fast"):
             log(f"| {cfg} | " + " | ".join(
                 f"{step_ms[('ST-CNN Aff', cfg, t)] / step_ms[('CNN', cfg, t)]:.2f}×" for t in threads) + " |")
+
+
+def with_plain_conv1(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its classifier's first convolution as a plain ``nn.Conv2d`` (same weights, same
+    memory format): oneDNN's input gradient instead of :func:`stn_core.fold_conv.conv2d_input_grad`."""
+    old = model.classifier[0]
+    new = torch.nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, padding=old.padding)
+    new.load_state_dict(old.state_dict())
+    fmt = torch.channels_last if old.weight.is_contiguous(memory_format=torch.channels_last) \
+        and not old.weight.is_contiguous() else torch.contiguous_format
+    model.classifier[0] = new.to(memory_format=fmt)
+    return model
+
+
+def section_conv1(a, log) -> None:
+    from stn_core.fold_conv import conv2d_input_grad
+
+    fast = fast_precision()
+    keep_freed_memory()
+    t = int(a.threads.split(",")[0])
+    task = "mnist-r"
+    batches = mnist_batches(task, a.batch)
+    cfgs = {"CNN": lambda: mnist_model(task, "cnn", None, True),
+            "ST-CNN Aff (fold)": lambda: mnist_model(task, "st-cnn", "affine", True),
+            "ST-CNN Aff (oneDNN conv 1)": lambda: with_plain_conv1(mnist_model(task, "st-cnn", "affine", True))}
+    log("## The ST-CNN's step against the CNN's: conv 1's input gradient")
+    log("")
+    log(f"R (28 px), batch {a.batch}, {t} thread, the fast path (`--precision auto` → **{fast}**, channels-last). "
+        f"In the CNN conv 1's input is the data, so its backward computes the weight gradient only; in the "
+        f"ST-CNN the transformer needs conv 1's input gradient too. \"fold\" = the model as built "
+        f"(`stn_core.fold_conv.FoldGradConv2d`: that gradient as one matmul + col2im); \"oneDNN conv 1\" = "
+        f"the same ST-CNN with conv 1 a plain `nn.Conv2d`. One step of each per round, interleaved; medians.")
+    log("")
+    fns = {k: make_step(mk(), batches, fast, t) for k, mk in cfgs.items()}
+    rounds = max(a.rounds, 9)
+    ms = interleaved_median_ms(fns, rounds, warmup=max(1, a.warmup))
+    log("| model | samples/s | step ms | / CNN step |")
+    log("|---|---|---|---|")
+    for k in cfgs:
+        log(f"| {k} | {sps(a.batch, ms[k])} | {ms[k]:.1f} | {ms[k] / ms['CNN']:.2f}× |")
+    log("")
+    log(f"Rounds: {rounds}. Target (issue #16): ST-CNN step ≤ 1.15× the CNN's — "
+        f"{'met' if ms['ST-CNN Aff (fold)'] / ms['CNN'] <= 1.15 else 'not met'} "
+        f"({ms['ST-CNN Aff (fold)'] / ms['CNN']:.2f}×).")
+    # conv 1's backward alone, on the ST-CNN's real conv-1 input (the transformer's output at init)
+    torch.set_num_threads(t)
+    m = mnist_model(task, "st-cnn", "affine", True)
+    dt = torch.bfloat16 if fast == "bf16" else torch.float32
+    conv = m.classifier[0]
+    with torch.no_grad():
+        x = m.transformed(batches[0][0]).to(dt)
+        w = conv.weight.to(dt)
+        out = torch.nn.functional.conv2d(x, w, conv.bias.to(dt), padding=conv.padding)
+    g = torch.randn(out.shape, dtype=dt).contiguous(memory_format=torch.channels_last)
+    args = (g, x, w, [w.shape[0]], [1, 1], list(conv.padding), [1, 1], False, [0, 0], 1)
+    bw = torch.ops.aten.convolution_backward
+    parts = {"oneDNN: input + weight gradients": lambda: bw(*args, [True, True, True]),
+             "oneDNN: weight gradient only (the CNN's conv 1)": lambda: bw(*args, [False, True, True]),
+             "oneDNN: input gradient only": lambda: bw(*args, [True, False, False]),
+             "fold: input gradient (matmul + col2im)": lambda: conv2d_input_grad(g, w, tuple(x.shape[-2:]),
+                                                                                 tuple(conv.padding))}
+    pm = interleaved_median_ms(parts, 15, warmup=2)
+    ref = bw(*args, [True, False, False])[0].float()
+    diff = (conv2d_input_grad(g, w, tuple(x.shape[-2:]), tuple(conv.padding)) - ref).abs().max().item()
+    log("")
+    log(f"Conv 1's backward alone ({tuple(x.shape)} → {tuple(out.shape)}, {str(dt).replace('torch.', '')}, "
+        f"{t} thread; median of 15 interleaved rounds):")
+    log("")
+    log("| kernel | ms |")
+    log("|---|---|")
+    for k, v in pm.items():
+        log(f"| {k} | {v:.1f} |")
+    log("")
+    log(f"Input gradient: oneDNN / fold = {pm['oneDNN: input gradient only'] / pm['fold: input gradient (matmul + col2im)']:.1f}×; "
+        f"largest difference {diff:.3g} (oneDNN's result is rounded to {str(dt).replace('torch.', '')}, "
+        f"largest magnitude {ref.abs().max().item():.3g}).")
 
 
 #: (label, task, model, transform) of the heap section: the CNN family where the buffers are biggest.
@@ -515,7 +595,7 @@ def merge_sections(path: Path, blocks: dict[str, list[str]], header: list[str]) 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sections", default="step,data,heap", help=f"comma-separated, of {', '.join(SECTIONS)}")
+    ap.add_argument("--sections", default="step,conv1,data,heap", help=f"comma-separated, of {', '.join(SECTIONS)}")
     ap.add_argument("--batch", type=int, default=256, help="MNIST batch")
     ap.add_argument("--cub-batch", type=int, default=4)
     ap.add_argument("--cub-size", type=int, default=224)

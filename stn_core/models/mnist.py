@@ -8,7 +8,8 @@ layers in the classifier, ReLU, softmax (here: logits; the loss applies the soft
   2×2 → ReLU → FC. (Pool-then-ReLU equals ReLU-then-pool exactly — both are monotone —
   and is 4× cheaper.) Convolutions are 'valid'; when the input is smaller than 28×28
   (the 21×21 ST output of RTS) conv 1 gets padding 4 ('same'), so the conv 2 map is still
-  at least 4×4 [ours].
+  at least 4×4 [ours]. Conv 1 is a :class:`stn_core.fold_conv.FoldGradConv2d`: ``nn.Conv2d`` with a
+  faster input gradient on a CPU, which the ST-CNN's transformer needs (the CNN's data input does not).
 * ST-FCN: a spatial transformer at the input whose localisation net is FC 32 → FC 32
   (:func:`stn_core.fc_localisation`) [notes], then the FCN.
 * ST-CNN: a spatial transformer whose localisation net is 2× max-pool → conv 5×5 (20) →
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stn_core.dcn import DeformConv2d
+from stn_core.fold_conv import FoldGradConv2d
 from stn_core.stn import SpatialTransformer, conv_localisation, fc_localisation
 
 #: The models of the paper's Table 1.
@@ -94,7 +96,7 @@ def cnn_classifier(side: int, width: int, num_classes: int, in_channels: int = 1
     if s < 1:
         raise ValueError(f"input {side}×{side} is too small for the CNN (conv 9×9, pool, conv 7×7, pool)")
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 9, padding=pad), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+        FoldGradConv2d(in_channels, width, 9, padding=pad), nn.MaxPool2d(2), nn.ReLU(inplace=True),
         nn.Conv2d(width, width, 7), nn.MaxPool2d(2), nn.ReLU(inplace=True),
         nn.Flatten(), nn.Linear(width * s * s, num_classes))
 
