@@ -29,6 +29,10 @@ re-run alone):
   and where it goes: CNN, ST-CNN Aff as built (conv 1 a :class:`stn_core.fold_conv.FoldGradConv2d`, its
   input gradient a matmul + col2im) and the same ST-CNN with conv 1 a plain ``nn.Conv2d`` (oneDNN's
   input gradient), one step of each per round, side by side; then conv 1's backward alone, both ways.
+* ``depthwise``: every depthwise convolution of the CUB backbone (MobileNetV2, at the CUB batch and
+  size), forward + backward under bf16 autocast, run in bf16 against run in float32 inside autocast
+  (``stn_core.train.loop.Float32Conv2d``, with its casts), side by side: which ones
+  ``keep_depthwise_fp32`` should keep in float32.
 * ``compile`` (opt-in): ``torch.compile`` of the classifier (compile time and steady-state step)
   in fp32 and bf16.
 * ``accuracy`` (opt-in): the RTS CNN trained by the CLI in fp32 and in bf16 for the same steps and
@@ -80,7 +84,7 @@ FAMILIES = [
 ]
 DATA_TASKS = [("R", "mnist-r"), ("RTS", "mnist-rts"), ("P", "mnist-p"), ("E", "mnist-e"), ("TC", "mnist-tc"),
               ("addition", "mnist-addition")]
-SECTIONS = ("step", "conv1", "data", "heap", "compile", "accuracy")
+SECTIONS = ("step", "conv1", "depthwise", "data", "heap", "compile", "accuracy")
 TITLE = "# Training throughput: fp32 against the fast path (bf16 autocast + channels-last)"
 
 
@@ -249,8 +253,8 @@ def section_step(a, log) -> None:
     if any(f[1] == "cub" for f in fams):
         log("")
         log(f"CUB batches: {cub_batches(a.cub_batch, a.cub_size)[1]}, flip + crop augmented; random-init "
-            f"backbone (the same work as ImageNet weights). The fast path runs MobileNetV2's depthwise "
-            f"convolutions in float32 (`stn_core.train.loop.keep_depthwise_fp32`, as the CUB CLI does).")
+            f"backbone (the same work as ImageNet weights). The fast path runs MobileNetV2's strided "
+            f"depthwise convolutions in float32 (`stn_core.train.loop.keep_depthwise_fp32`, as the CUB CLI does).")
         for n in notes:
             log("")
             log(n)
@@ -348,6 +352,60 @@ def section_conv1(a, log) -> None:
     log(f"Input gradient: oneDNN / fold = {pm['oneDNN: input gradient only'] / pm['fold: input gradient (matmul + col2im)']:.1f}×; "
         f"largest difference {diff:.3g} (oneDNN's result is rounded to {str(dt).replace('torch.', '')}, "
         f"largest magnitude {ref.abs().max().item():.3g}).")
+
+
+def section_depthwise(a, log) -> None:
+    fast = fast_precision()
+    keep_freed_memory()
+    t = int(a.threads.split(",")[0])
+    torch.set_num_threads(t)
+    model = cub_model("cub-baseline", a.cub_size, True)
+    shapes: list[tuple[torch.nn.Conv2d, tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, tuple(i[0].shape))))
+             for m in model.modules() if type(m) is torch.nn.Conv2d and m.groups > 1 and m.groups == m.in_channels]
+    with torch.no_grad():
+        model(torch.rand(a.cub_batch, 3, a.cub_size, a.cub_size).contiguous(memory_format=torch.channels_last))
+    for h in hooks:
+        h.remove()
+    log("## Depthwise convolutions under bf16 autocast: bf16 or float32")
+    log("")
+    log(f"Every depthwise 3×3 convolution of the CUB backbone (MobileNetV2) at batch {a.cub_batch}, {a.cub_size} px, "
+        f"channels-last, {t} thread: forward + backward (input and weight gradients) under bf16 autocast, "
+        f"computed in bf16 against computed in float32 inside autocast (`Float32Conv2d`: input cast up, "
+        f"output cast back, the casts included). Median of 7 interleaved rounds. The CUB CLI's "
+        f"`keep_depthwise_fp32` keeps the strided ones in float32. Precision here: {fast}.")
+    log("")
+    log("| layer | input | stride | bf16 ms | float32 ms | bf16 / float32 | kept in float32 |")
+    log("|---|---|---|---|---|---|---|")
+    total = {"bf16": 0.0, "float32": 0.0, "policy": 0.0, "best": 0.0}
+    for k, (conv, shape) in enumerate(shapes):
+        fns = {}
+        for mode in ("bf16", "float32"):
+            c = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                                padding=conv.padding, groups=conv.groups, bias=False)
+            c = c.to(memory_format=torch.channels_last)
+            if mode == "float32":
+                c.__class__ = L.Float32Conv2d
+            x = torch.randn(shape).contiguous(memory_format=torch.channels_last).bfloat16().requires_grad_(True)
+
+            def fb(c=c, x=x) -> None:
+                with torch.autocast("cpu", torch.bfloat16):
+                    y = c(x)
+                y.float().sum().backward()
+
+            fns[mode] = fb
+        ms = interleaved_median_ms(fns, 7, warmup=1)
+        kept = max(conv.stride) > 1
+        total["bf16"] += ms["bf16"]
+        total["float32"] += ms["float32"]
+        total["policy"] += ms["float32"] if kept else ms["bf16"]
+        total["best"] += min(ms.values())
+        log(f"| {k + 1} | {shape[1]}×{shape[2]}×{shape[3]} | {conv.stride[0]} | {ms['bf16']:.2f} | "
+            f"{ms['float32']:.2f} | {ms['bf16'] / ms['float32']:.2f}× | {'yes' if kept else 'no'} |")
+    log("")
+    log(f"Sum over the {len(shapes)} layers: all bf16 {total['bf16']:.1f} ms, all float32 {total['float32']:.1f} ms, "
+        f"strided ones in float32 (the CLI) {total['policy']:.1f} ms, the faster of the two per layer "
+        f"{total['best']:.1f} ms.")
 
 
 #: (label, task, model, transform) of the heap section: the CNN family where the buffers are biggest.

@@ -10,7 +10,7 @@ forward pass and the loss (weights, gradients and the optimiser stay float32; th
 run their grid generation and sampling in float32 under autocast, see stn_core/stn.py); ``fp16`` =
 float16 autocast with a dynamic loss scale (GradScaler); ``auto`` = bf16 on a CPU with native bfloat16
 arithmetic (AVX-512-BF16 or AMX) and on a CUDA GPU that supports it, fp16 on an older GPU, else fp32.
-Under CPU autocast, depthwise convolutions (the CUB backbone's) compute in float32
+Under CPU autocast, strided depthwise convolutions (the CUB backbone's) compute in float32
 (:func:`keep_depthwise_fp32`). Evaluation (:func:`evaluate`) runs in fp32 unless asked otherwise.
 Measurements: results/bench-train.md (``bench/train_throughput.py``).
 """
@@ -128,17 +128,18 @@ class Float32Conv2d(torch.nn.Conv2d):
 
 
 def keep_depthwise_fp32(model: torch.nn.Module, precision: str, device: torch.device | str) -> int:
-    """Under CPU autocast (bf16/fp16), make the model's depthwise convolutions (``groups ==
-    in_channels > 1``, e.g. MobileNetV2's in the CUB backbone) compute in float32: oneDNN's bfloat16
-    depthwise backward pass is ~5× slower than float32's on this CPU (torch 2.14, measured:
-    results/bench-train.md), which cancels the gain of the other layers. In place (the modules'
-    class becomes :class:`Float32Conv2d`; weights and state_dict keys unchanged); returns how many.
-    No-op in fp32, on CUDA, and for models without depthwise convolutions (the MNIST ones)."""
+    """Under CPU autocast (bf16/fp16), make the model's **strided** depthwise convolutions (``groups ==
+    in_channels > 1``, stride > 1: four of MobileNetV2's in the CUB backbone) compute in float32:
+    oneDNN's bfloat16 backward pass of a stride-2 depthwise convolution is 2.7–8× slower than float32's
+    on this CPU (torch 2.14), while at stride 1 bfloat16 is faster than float32 with its casts
+    (``python bench/train_throughput.py --sections depthwise`` measures every MobileNetV2 shape). In
+    place (the modules' class becomes :class:`Float32Conv2d`; weights and state_dict keys unchanged);
+    returns how many. No-op in fp32, on CUDA, and for models without such convolutions (the MNIST ones)."""
     if precision == "fp32" or torch.device(device).type != "cpu":
         return 0
     n = 0
     for m in model.modules():
-        if type(m) is torch.nn.Conv2d and m.groups > 1 and m.groups == m.in_channels:
+        if type(m) is torch.nn.Conv2d and m.groups > 1 and m.groups == m.in_channels and max(m.stride) > 1:
             m.__class__ = Float32Conv2d
             n += 1
     return n

@@ -223,15 +223,17 @@ def test_short_run_writes_checkpoints_on_the_way(data_root, tmp_path, monkeypatc
     assert written == list(range(2, 21, 2))
 
 
-def test_depthwise_convolutions_run_in_fp32_under_cpu_autocast():
+def test_strided_depthwise_convolutions_run_in_fp32_under_cpu_autocast():
     import torch.nn as nn
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 4, 1))
     keys = list(net.state_dict())
     assert L.keep_depthwise_fp32(net, "fp32", "cpu") == 0 and L.keep_depthwise_fp32(net, "bf16", "cuda") == 0
     ref = [p.detach().clone() for p in net.parameters()]
-    assert L.keep_depthwise_fp32(net, "bf16", "cpu") == 1  # only the grouped 3×3 (groups == in_channels)
+    assert L.keep_depthwise_fp32(net, "bf16", "cpu") == 1  # only the strided grouped 3×3 (groups == in_channels)
+    assert type(net[3]) is nn.Conv2d  # stride 1: bf16 is the faster one
     assert isinstance(net[1], L.Float32Conv2d) and isinstance(net[1], nn.Conv2d)
     assert list(net.state_dict()) == keys and all(torch.equal(a, b) for a, b in zip(ref, net.parameters()))
     seen = {}
@@ -241,9 +243,9 @@ def test_depthwise_convolutions_run_in_fp32_under_cpu_autocast():
         y = net(x)
     assert seen["inp"].dtype == seen["out"].dtype == y.dtype == torch.bfloat16  # bf16 in and out ...
     w, b = net[1].weight.detach(), net[1].bias.detach()  # ... computed in float32 (then rounded)
-    assert torch.equal(seen["out"], F.conv2d(seen["inp"].float(), w, b, padding=1, groups=8).bfloat16())
+    assert torch.equal(seen["out"], F.conv2d(seen["inp"].float(), w, b, stride=2, padding=1, groups=8).bfloat16())
     z = torch.rand(1, 8, 4, 4)  # outside autocast: a plain float32 conv
-    assert torch.equal(net[1](z), F.conv2d(z, w, b, padding=1, groups=8))
+    assert torch.equal(net[1](z), F.conv2d(z, w, b, stride=2, padding=1, groups=8))
 
 
 def test_cub_cli_records_its_precision_and_keeps_it_on_resume(tmp_path, monkeypatch):
