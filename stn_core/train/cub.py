@@ -269,11 +269,12 @@ def evaluate(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.
 
 def box_stats(boxes: torch.Tensor) -> dict[str, Any]:
     """Boxes (n, n_st, 4) → per transformer: mean and std over images of the box centre (x, y) and
-    the mean side (normalised units); the std is how much a box follows each image."""
+    the mean side (normalised units); the std is how much a box follows each image (the population
+    std, as :func:`stn_core.analysis.cub.centre_spread` reports it in results/cub.md)."""
     c = (boxes[..., :2] + boxes[..., 2:]) / 2
     side = (boxes[..., 2] - boxes[..., 0]).mean(0)
     r = lambda t: [[round(float(v), 4) for v in row] for row in t]  # noqa: E731
-    return {"images": int(boxes.shape[0]), "centre_mean": r(c.mean(0)), "centre_std": r(c.std(0)),
+    return {"images": int(boxes.shape[0]), "centre_mean": r(c.mean(0)), "centre_std": r(c.std(0, correction=0)),
             "side_mean": [round(float(v), 4) for v in side]}
 
 
