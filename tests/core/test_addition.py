@@ -349,3 +349,28 @@ def test_outputs_figure_marks_the_channel_each_box_is_centred_on():
     assert len(titles) == 4 and "its digit" in titles[0]
     assert not any("its digit" in t for t in titles[1:])
     assert not any("its digit" in a.text for a in ad.outputs_figure(np.zeros((1, 2, 42, 42))).layout.annotations)
+
+
+def test_v2_recipe_gives_the_cnn_the_fcn_familys_samples(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_addition as TA
+
+    v1 = TA.command("cnn", tmp_path / "c", 1)
+    v2 = TA.command("cnn", tmp_path / "c", 1, recipe="v2")
+    fcn = TA.command("2st-fcn", tmp_path / "f", 1, recipe="v2")
+    steps = lambda cmd: int(cmd[cmd.index("--steps") + 1]) * int(cmd[cmd.index("--batch") + 1])  # noqa: E731
+    assert steps(v1) < steps(v2) == steps(fcn) == 60_000 * 128
+    assert "adam" in v2 and "adam" in fcn
+
+
+def test_v2_promote_is_all_four_or_none(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_addition as TA
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for name in ("fcn", "st-fcn", "2st-fcn"):  # the CNN not final
+        (src / f"mnist_addition_{name}.json").write_text(json.dumps({"final": True, "test_error": 10.0}))
+    (src / "mnist_addition_cnn.json").write_text(json.dumps({"final": False}))
+    assert TA.promote(src, dst) == 1
+    assert not dst.exists() or not any(dst.iterdir())
