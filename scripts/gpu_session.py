@@ -14,7 +14,9 @@ last one to the time left:
    budget for all, the recipe study's SGD momentum + cosine), all at once:
    ``scripts/train_table1.py --recipe v2 --jobs 36`` into runs/table1-v2 (the CUDA tests run beside
    it); then, with the time left, seeds 1 and 2 of the RTS column and of every ST-CNN cell
-   (``--seeds 1 2``), whose JSONs come back (their numbers, not their weights). ``--plan v1`` runs
+   (``--seeds 1 2``), whose JSONs come back (their numbers, not their weights); beside the table runs,
+   MNIST addition at one budget for all four models (``scripts/train_addition.py --recipe v2 --jobs 4``
+   into runs/addition-v2, whose weights come back too). ``--plan v1`` runs
    the old step 3 (the shipped schedules into checkpoints/) and step 4 instead;
 4. (``--plan v1`` only) with the time left: the CNN family (by default CNN, ST-CNN Aff/Proj/TPS and DCN of every
    distortion) again on a longer schedule, into checkpoints/long/, all with the same step count,
@@ -42,6 +44,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from train_queue import is_final  # noqa: E402
+from train_addition import MODELS as ADDITION_MODELS  # noqa: E402
+from train_addition import V2_OUT_DIR as ADDITION_DIR  # noqa: E402
 from train_table1 import MODELS, V2_OUT_DIR, stem_name  # noqa: E402
 
 TASKS = ("r", "rts", "p", "e")
@@ -62,6 +66,7 @@ class Session:
         self.long_tasks, self.long_models = long_tasks, long_models
         # a dry run never writes into the real staging folder (its 20-step runs would count as final)
         self.v2_dir = ROOT / (V2_OUT_DIR + "-dry" if dry else V2_OUT_DIR)
+        self.addition_dir = ROOT / (ADDITION_DIR + "-dry" if dry else ADDITION_DIR)
         self.log = open(out / "session.log", "a")
 
     def left(self) -> float:
@@ -144,6 +149,17 @@ def table_runs(s: Session, plan: str = "v2") -> subprocess.Popen:
         cmd += ["--tasks", "e", "--models", "fcn", "cnn", "--steps", "20"]
     s.say("$ " + " ".join(cmd))
     return subprocess.Popen(cmd, cwd=ROOT, stdout=open(s.out / "table1.log", "w"), stderr=subprocess.STDOUT)
+
+
+def addition_runs(s: Session) -> subprocess.Popen:
+    """Phase 3 (v2), beside the table: the four MNIST-addition models at one budget, all at once."""
+    cmd = [sys.executable, "scripts/train_addition.py", "--recipe", "v2", "--jobs", "4",
+           "--time-limit", str(int(s.left() - 60))]
+    if s.dry:
+        cmd += ["--checkpoints", str(s.addition_dir), "--models", "fcn", "2st-fcn",
+                "--extra", "--steps", "20", "--test-limit", "256"]
+    s.say("$ " + " ".join(cmd))
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=open(s.out / "addition.log", "w"), stderr=subprocess.STDOUT)
 
 
 def seed_runs(s: Session) -> None:
@@ -253,8 +269,12 @@ def pack(s: Session, before: dict[str, float], long_steps: int | None, plan: str
                     tf.add(f, arcname="table1-v2/" + f.name)
             if (ROOT / "runs" / "logs").is_dir():
                 tf.add(ROOT / "runs" / "logs", arcname="logs")
-        weights = [f for f in table if f.suffix == ".safetensors"]
-        total, n = pack_parts(s, weights, "v2_weights", lambda f: "table1-v2/" + f.name)
+        addition = [f for name in ADDITION_MODELS for suffix in (".json", ".safetensors")
+                    for f in [s.addition_dir / f"mnist_addition_{name}{suffix}"]
+                    if f.is_file() and before.get(str(f)) != f.stat().st_mtime]
+        weights = [f for f in table if f.suffix == ".safetensors"] + addition
+        total, n = pack_parts(s, weights, "v2_weights",
+                              lambda f: ("addition-v2/" if f.is_relative_to(s.addition_dir) else "table1-v2/") + f.name)
         s.say(f"packed {total / 2**20:.1f} MiB of v2 weights in {n} tar file(s), {len(table) + len(extra)} files changed")
         return
     table = changed(ROOT / "checkpoints")
@@ -293,7 +313,8 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("error: no CUDA device (use --dry-run to check the plumbing on a CPU)")
         s.say(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
-    before = {str(f): f.stat().st_mtime for root in (ROOT / "checkpoints", s.v2_dir) for f in root.glob("**/mnist_*")}
+    before = {str(f): f.stat().st_mtime for root in (ROOT / "checkpoints", s.v2_dir, s.addition_dir)
+              for f in root.glob("**/mnist_*")}
     if not smoke(s):
         raise SystemExit("smoke runs failed")
     if not a.long_only:
@@ -301,8 +322,12 @@ def main() -> None:
     tests = cuda_tests(s, all_files=not a.long_only)
     if not a.long_only:
         phase = table_runs(s, a.plan)
+        addition = addition_runs(s) if a.plan == "v2" else None
         phase.wait()
         s.say(f"table runs: exit {phase.returncode}")
+        if addition is not None:
+            addition.wait()
+            s.say(f"addition runs: exit {addition.returncode}")
     if a.plan == "v2" and not a.long_only:
         seed_runs(s)
         long_steps = None

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (on a GPU; logs in runs/logs/addition*)")
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")
     ap.add_argument("--checkpoints", default=None,
                     help=f"output folder (default: <repo>/checkpoints, or {V2_OUT_DIR} for --recipe v2)")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(a.checkpoints) if a.checkpoints else (ROOT / V2_OUT_DIR if a.recipe == "v2" else None)
     jobs = [(out, lambda name=name, out=out: command(name, out, a.threads, a.extra, a.recipe))
             for name in MODELS if name in a.models for out in [stem(name, folder)]]
-    run_queue(jobs, a.time_limit)
+    run_queue(jobs, a.time_limit, parallel=a.jobs, log_dir=ROOT / "runs" / "logs" / Path(folder or "addition").name)
 
 
 def promote(src: Path, dst: Path) -> int:
