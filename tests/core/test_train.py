@@ -143,7 +143,7 @@ def test_check_checkpoints_reevaluates_the_recorded_error(data_root, tmp_path):
     text = out.read_text()
     assert f"| mnist_r_fcn | cpu | {meta['test_error']:.2f} | {meta['test_error']:.2f} | 0 |  |" in text
     assert "| long/mnist_r_cnn | cpu | — | — | — | not final: skipped |" in text
-    assert "1 of 2 checkpoints re-evaluated; largest difference: 0 test digit(s)" in text
+    assert "1 of 2 checkpoints re-evaluated on their recorded test set; largest difference: 0 test digit(s)." in text
     # weights that no longer give the recorded error show up as a difference
     meta["test_error"] = meta["test_error"] + 3.0  # 3 % of 100 digits
     (ck / "mnist_r_fcn.json").write_text(json.dumps(meta))
