@@ -131,8 +131,9 @@ def keep_depthwise_fp32(model: torch.nn.Module, precision: str, device: torch.de
     """Under CPU autocast (bf16/fp16), make the model's **strided** depthwise convolutions (``groups ==
     in_channels > 1``, stride > 1: four of MobileNetV2's in the CUB backbone) compute in float32:
     oneDNN's bfloat16 backward pass of a stride-2 depthwise convolution is 2.7–8× slower than float32's
-    on this CPU (torch 2.14), while at stride 1 bfloat16 is faster than float32 with its casts
-    (``python bench/train_throughput.py --sections depthwise`` measures every MobileNetV2 shape). In
+    on an AMD EPYC (torch 2.14), while at stride 1 bfloat16 is faster than float32 with its casts
+    (``python bench/train_throughput.py --sections depthwise`` measures every MobileNetV2 shape on the
+    CPU at hand; an Intel CPU with AMX, measured whole-model only, kept all of them in float32). In
     place (the modules' class becomes :class:`Float32Conv2d`; weights and state_dict keys unchanged);
     returns how many. No-op in fp32, on CUDA, and for models without such convolutions (the MNIST ones)."""
     if precision == "fp32" or torch.device(device).type != "cpu":
