@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> Path:
              "CPU. GPU runs used TF32 convolutions, so digits whose two best logits nearly tie may differ.", "",
              f"{len(checked)} of {len(rows)} checkpoints re-evaluated on their recorded test set; largest difference: "
              f"{worst} test digit(s)." + (f" {len(regenerated)} more on a test set regenerated here whose bytes differ "
-                                          f"(float rounding of another CPU: {cpu_name()}); largest difference there: "
+                                          f"(made here on {cpu_name()}, recorded on another CPU: float rounding); largest difference there: "
                                           f"{worst_regen} test item(s)." if regenerated else ""), "",
              "| checkpoint | trained on | recorded % | here % | difference (digits) | note |",
              "|---|---|---:|---:|---:|---|"]

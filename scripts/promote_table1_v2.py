@@ -7,7 +7,8 @@ For every cell ``mnist_<task>_<model>`` whose seed-0 run is final in the staging
 optimiser state ``.train.safetensors``) and its JSON into ``--to``, with the other seeds' numbers
 added to the JSON under ``extra.seeds``: ``errors`` (seed → test error %, finished seeds only) and,
 with two or more, ``mean`` and ``std`` (sample standard deviation). Unfinished cells are listed and left
-alone. ``--tasks`` limits it to those columns (a column is promoted whole, and a column whose data
+alone, except that a cell promoted earlier (its seed 0 no longer staged) gets the staged other seeds of
+the same recipe added to its JSON. ``--tasks`` limits it to those columns (a column is promoted whole, and a column whose data
 generator changes lands with that change). Files are written atomically, the JSON last, and the copy is checked by loading it
 (``stn_core.checkpoints.load_model``). Afterwards run ``scripts/hash_checkpoints.py`` (weights
 SHA-256 for checkpoints that lack it) and ``scripts/make_table1.py`` (results/table1.md).
@@ -48,12 +49,43 @@ def seed_errors(src: Path, task: str, name: str) -> dict[str, float]:
     return out
 
 
+def _same_recipe(a: dict, b: dict) -> bool:
+    """Two runs' ``train_args`` agree on everything but the seed (same cell, same recipe, same budget)."""
+    strip = lambda m: {k: v for k, v in (m.get("train_args") or {}).items() if k != "seed"}  # noqa: E731
+    return bool(strip(a)) and strip(a) == strip(b)
+
+
+def add_seeds(src: Path, dst: Path, task: str, name: str, dry_run: bool = False) -> str | None:
+    """A cell promoted earlier (seed 0 in ``dst``, not in ``src``): add the finished other seeds of ``src``
+    that used the same recipe to its JSON's ``extra.seeds`` (weights unchanged). None when there are none."""
+    stem = stem_name(task, name)
+    meta = _final_meta(dst / stem)
+    if meta is None:
+        return None
+    errors = {"0": float(meta["test_error"])}
+    for seed in range(1, MAX_SEEDS):
+        other = _final_meta(src / stem_name(task, name, seed))
+        if other is not None and _same_recipe(meta, other) and isinstance(other.get("test_error"), (int, float)):
+            errors[str(seed)] = float(other["test_error"])
+    old = ((meta.get("extra") or {}).get("seeds") or {}).get("errors") or {}
+    errors = {**old, **errors}
+    if len(errors) < 2 or errors == old:
+        return None
+    seeds = {"errors": errors, "mean": round(statistics.mean(errors.values()), 3),
+             "std": round(statistics.stdev(errors.values()), 3)}
+    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seeds}
+    if dry_run:
+        return f"would add seeds to {stem}: {errors}"
+    copy_checkpoint(dst / stem, dst / stem, meta)  # the JSON rewritten atomically, the copy checked by loading
+    return f"added seeds to {stem}: {errors}"
+
+
 def promote(src: Path, dst: Path, task: str, name: str, dry_run: bool = False) -> str:
-    """Promote one cell; returns a line saying what happened."""
+    """Promote one cell (or add its new seeds to the promoted one); returns a line saying what happened."""
     stem = stem_name(task, name)
     meta = _final_meta(src / stem)
     if meta is None:
-        return f"not final yet: {stem}"
+        return add_seeds(src, dst, task, name, dry_run) or f"not final yet: {stem}"
     errors = seed_errors(src, task, name)
     seeds: dict = {"errors": errors}
     if len(errors) >= 2:

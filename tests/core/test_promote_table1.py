@@ -62,3 +62,20 @@ def test_tasks_limits_the_promotion_to_those_columns(tmp_path):
     _seeded(src, "p", "fcn", 0, 3.0)  # e.g. trained on a generator that lands later
     P.main(["--from", str(src), "--to", str(dst), "--tasks", "rts"])
     assert (dst / "mnist_rts_cnn.json").exists() and not (dst / "mnist_p_fcn.json").exists()
+
+
+def test_seeds_of_a_cell_promoted_earlier_are_added_to_its_json(tmp_path):
+    src, dst = tmp_path / "v2", tmp_path / "ckpt"
+    src.mkdir()
+    _seeded(src, "rts", "fcn", 0, 7.0)
+    P.main(["--from", str(src), "--to", str(dst)])
+    for f in src.glob("mnist_rts_fcn.*"):  # a later session: seed 0 is no longer staged
+        f.unlink()
+    _seeded(src, "rts", "fcn", 1, 8.0)
+    _seeded(src, "rts", "fcn", 2, 9.0, final=False)  # unfinished: left out
+    weights = (dst / "mnist_rts_fcn.safetensors").read_bytes()
+    P.main(["--from", str(src), "--to", str(dst)])
+    meta = json.loads((dst / "mnist_rts_fcn.json").read_text())
+    assert meta["extra"]["seeds"]["errors"] == {"0": 7.0, "1": 8.0} and meta["test_error"] == 7.0
+    assert (dst / "mnist_rts_fcn.safetensors").read_bytes() == weights
+    load_model(dst / "mnist_rts_fcn")
