@@ -90,16 +90,6 @@ TITLE = "# Training throughput: fp32 against the fast path (bf16 autocast + chan
 
 # --------------------------------------------------------------------------- set-up
 
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo; kernels and so ratios differ between CPUs), or the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
 
 def fast_precision() -> str:
     """What ``--precision auto`` gives on this machine's CPU."""
@@ -314,7 +304,7 @@ def section_conv1(a, log) -> None:
             "ST-CNN Aff (oneDNN conv 1)": lambda: with_plain_conv1(mnist_model(task, "st-cnn", "affine", True))}
     log("## The ST-CNN's step against the CNN's: conv 1's input gradient")
     log("")
-    log(f"CPU: {cpu_name()}. R (28 px), batch {a.batch}, {t} thread, the fast path (`--precision auto` → **{fast}**, channels-last). "
+    log(f"CPU: {L.cpu_name()}. R (28 px), batch {a.batch}, {t} thread, the fast path (`--precision auto` → **{fast}**, channels-last). "
         f"In the CNN conv 1's input is the data, so its backward computes the weight gradient only; in the "
         f"ST-CNN the transformer needs conv 1's input gradient too. \"fold\" = the model as built "
         f"(`stn_core.fold_conv.FoldGradConv2d`: that gradient as one matmul + col2im); \"oneDNN conv 1\" = "
@@ -719,7 +709,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{load:.2f} at the start of the section (cores shared with other work: ±15 %).")
         blocks[name] = lines
     header = [TITLE, "",
-              f"Machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU cores "
+              f"Machine: {L.cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU cores "
               f"(bf16 native: {L.cpu_has_fast_bf16()}), torch {torch.__version__}. Each section below was "
               f"written by the command under it; `python bench/train_throughput.py --sections NAME` "
               f"rewrites one section and keeps the others."]

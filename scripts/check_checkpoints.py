@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from stn_core.data import tasks as ds  # noqa: E402
 from stn_core.train import mnist as T  # noqa: E402
+from stn_core.train.loop import cpu_name  # noqa: E402
 from stn_core.train import sequence as TS  # noqa: E402
 from stn_core.train import volume as TV  # noqa: E402
 from stn_core.data import sequences as Q  # noqa: E402
@@ -76,16 +77,6 @@ def check(stem: Path, root: str | None = None, verify: bool = True) -> dict:
     row["same_set"] = same
     return row
 
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the platform's machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -41,6 +41,7 @@ from timing import interleaved_median_ms  # noqa: E402
 
 from stn_core.data.tasks import input_size  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
+from stn_core.train.loop import cpu_name  # noqa: E402
 from stn_core.models import count_params  # noqa: E402
 from stn_core import registry as reg
 from stn_core.analysis import stn_vs_dcn as svd
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> Path:
         f"`{reg.display_dir(folder)}`; the command that trained each checkpoint is in its JSON (\"command\").",
         "",
         f"Timing: batch {a.batch}, median of {a.repeats} round-robin repeats after 1 warm-up, the four models of "
-        f"one input size timed in the same rounds; ratios are to the plain CNN. CPU: {platform.machine()}, "
+        f"one input size timed in the same rounds; ratios are to the plain CNN. CPU: {cpu_name()} ({platform.machine()}), "
         f"{os.cpu_count()} cores shared with training runs (absolute times are noisy, the ratios are the numbers "
         f"to read), {a.threads} torch thread(s), torch {torch.__version__}; the DCN uses backend \"auto\" (CPU: the "
         "sampled grid_sample path of stn_core.dcn; CUDA: torchvision's deform_conv2d)."

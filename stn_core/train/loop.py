@@ -74,6 +74,20 @@ def _cpuinfo_flags() -> set[str]:
     return set()
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), or the machine type where there is none.
+    Benchmarks name it: kernels, and so which of two code paths is faster, differ between CPUs."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def cpu_has_fast_bf16() -> bool:
     """True if this CPU computes bfloat16 natively (AVX-512-BF16 or AMX tiles) and torch has oneDNN
     (mkldnn), the library whose bfloat16 convolutions and matmuls use them. Asks torch's own
