@@ -34,10 +34,10 @@ def conv2d_input_grad(grad_out: torch.Tensor, weight: torch.Tensor, in_size: tup
     """Gradient of a stride-1, dilation-1, one-group ``conv2d`` w.r.t. its input, as matmul + col2im.
 
     grad_out ``(N, O, Ho, Wo)`` (any memory format), weight ``(O, C, kh, kw)``, in_size ``(H, W)`` →
-    ``(N, C, H, W)`` in float32 (float64 for float64 input). The matmul gives one ``(N, Ho, Wo)`` plane per kernel tap (c, a, b); col2im
-    adds each plane into the padded input at offset (a, b) — the sum ``F.fold`` computes, as C·kh·kw
-    shifted adds of contiguous planes (twice as fast as ``F.fold`` on the transposed columns here), in
-    float32 at least, whatever the matmul's dtype.
+    ``(N, C, H, W)`` in float32 (float64 for float64 input). The matmul gives one ``(N, Ho, Wo)`` plane
+    per kernel tap (c, a, b); col2im adds each plane into the padded input at offset (a, b) — the sum
+    ``F.fold`` computes, as C·kh·kw shifted adds of contiguous planes (twice as fast as ``F.fold`` on the
+    transposed columns here), in float32 at least, whatever the matmul's dtype.
     """
     n, o, ho, wo = grad_out.shape
     c, kh, kw = weight.shape[1:]
