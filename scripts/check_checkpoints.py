@@ -78,7 +78,6 @@ def check(stem: Path, root: str | None = None, verify: bool = True) -> dict:
     return row
 
 
-
 def main(argv: list[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -49,6 +49,16 @@ def seed_errors(src: Path, task: str, name: str) -> dict[str, float]:
     return out
 
 
+def seed_summary(errors: dict[str, float]) -> dict:
+    """``extra.seeds`` of a cell: ``errors`` (seed → test error %) and, with two or more, their ``mean`` and
+    sample ``std``."""
+    seeds: dict = {"errors": errors}
+    if len(errors) >= 2:
+        seeds["mean"] = round(statistics.mean(errors.values()), 3)
+        seeds["std"] = round(statistics.stdev(errors.values()), 3)
+    return seeds
+
+
 def _same_recipe(a: dict, b: dict) -> bool:
     """Two runs' ``train_args`` agree on everything but the seed (same cell, same recipe, same budget)."""
     strip = lambda m: {k: v for k, v in (m.get("train_args") or {}).items() if k != "seed"}  # noqa: E731
@@ -71,9 +81,7 @@ def add_seeds(src: Path, dst: Path, task: str, name: str, dry_run: bool = False)
     errors = {**old, **errors}
     if len(errors) < 2 or errors == old:
         return None
-    seeds = {"errors": errors, "mean": round(statistics.mean(errors.values()), 3),
-             "std": round(statistics.stdev(errors.values()), 3)}
-    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seeds}
+    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seed_summary(errors)}
     if dry_run:
         return f"would add seeds to {stem}: {errors}"
     copy_checkpoint(dst / stem, dst / stem, meta)  # the JSON rewritten atomically, the copy checked by loading
@@ -87,11 +95,7 @@ def promote(src: Path, dst: Path, task: str, name: str, dry_run: bool = False) -
     if meta is None:
         return add_seeds(src, dst, task, name, dry_run) or f"not final yet: {stem}"
     errors = seed_errors(src, task, name)
-    seeds: dict = {"errors": errors}
-    if len(errors) >= 2:
-        seeds["mean"] = round(statistics.mean(errors.values()), 3)
-        seeds["std"] = round(statistics.stdev(errors.values()), 3)
-    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seeds}
+    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seed_summary(errors)}
     if dry_run:
         return f"would promote {stem}: seeds {errors}"
     copy_checkpoint(src / stem, dst / stem, meta)  # raises CheckpointError if the copy does not load

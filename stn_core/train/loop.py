@@ -62,16 +62,21 @@ PRECISION_HELP = ("numeric precision of the training step's forward pass and los
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _cpuinfo_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where it is unreadable: not Linux)."""
+def _cpuinfo_field(name: str) -> str | None:
+    """The value of the first ``name`` line of /proc/cpuinfo (None where there is none: not Linux)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _cpuinfo_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where it is unreadable: not Linux)."""
+    return set((_cpuinfo_field("flags") or "").split())
 
 
 def cpu_name() -> str:
@@ -79,13 +84,7 @@ def cpu_name() -> str:
     Benchmarks name it: kernels, and so which of two code paths is faster, differ between CPUs."""
     import platform
 
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
+    return _cpuinfo_field("model name") or platform.machine()
 
 
 def cpu_has_fast_bf16() -> bool:
