@@ -205,7 +205,8 @@ def step_problem() -> dict[str, str]:
     st.caption(pair.note + " Test error from the checkpoints' JSON: "
                + ", ".join(f"{name} {meta.get('test_error', '?')} %" for (name, _, _), meta in zip(models, metas))
                + ("" if upright is None else
-                  f" (the upright CNN on the plain MNIST test set; `{reg.UPRIGHT_COMMAND}`)") + ".")
+                  f" (the upright CNN on the plain MNIST test set; "
+                  f"`{metas[-1].get('command', reg.UPRIGHT_COMMAND)}`)") + ".")
     if upright is None:
         st.caption("A CNN trained on upright digits shows the problem best; it is not here yet: "
                    f"`{reg.UPRIGHT_COMMAND}`.")

@@ -143,14 +143,17 @@ def test_step_one_adds_the_upright_cnn_when_it_is_there(monkeypatch, tmp_path):
     assert_no_exception(at)
     assert len(at.metric) == 2 and "not here yet" in " ".join(c.value for c in at.caption)
     save_checkpoint(tmp_path / reg.UPRIGHT_CNN, build_model("cnn", None, 28, target_params=TINY),
-                    {"task": "mnist", "final": True, "test_error": 1.5})
+                    {"task": "mnist", "final": True, "test_error": 1.5,
+                     "command": "python -m stn_core.train --task mnist --model cnn --steps 7 --out elsewhere"})
     at = open_page(TOUR, {"step": "1"})
     assert_no_exception(at)
     assert [m.label for m in at.metric] == ["CNN (R)", "ST-CNN Aff (R)", "CNN (upright)"]
     [conf] = [c for c in at.get("plotly_chart") if "Confidence in the true class" in str(c.proto.spec)]
     assert "CNN (upright)" in str(conf.proto.spec)
     assert "What the curves say" in " ".join(m.value for m in at.markdown)
-    assert "CNN (upright) 1.5 %" in " ".join(c.value for c in at.caption)
+    captions = " ".join(c.value for c in at.caption)
+    assert "CNN (upright) 1.5 %" in captions
+    assert "--steps 7 --out elsewhere" in captions, "the command shown is the checkpoint's own, from its JSON"
 
 
 def test_pipeline_picture_downloads_as_png_and_svg(monkeypatch):
