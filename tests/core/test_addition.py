@@ -307,6 +307,35 @@ def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tm
     assert "follows neither digit: it is on digit 1 on 30.0 %" in text
 
 
+def test_verdict_checks_the_issues_goals_with_the_numbers(tmp_path):
+    """2×ST-FCN ≤ 8 % and below the ST-FCN and the CNN, one sample budget for all four: each said met or
+    missed from the final checkpoints, a miss with its size and what would close it."""
+    from tiny_checkpoints import make_tiny_addition_checkpoint
+
+    from stn_core.analysis.addition import verdict_lines
+    from stn_core.registry import find_addition
+
+    one = {"steps": 60_000, "batch": 128}
+    make_tiny_addition_checkpoint(tmp_path, "fcn", test_error=60.0, train_args=one)
+    make_tiny_addition_checkpoint(tmp_path, "st-fcn", test_error=30.0, train_args=one)
+    make_tiny_addition_checkpoint(tmp_path, "2st-fcn", test_error=14.34, train_args=one)
+    make_tiny_addition_checkpoint(tmp_path, "cnn", test_error=12.0, train_args={"steps": 800, "batch": 128})
+    text = "\n".join(verdict_lines(find_addition(tmp_path), None))
+    assert "2×ST-FCN at 8 % or better: 14.34 % — **missed** by 6.3 pp" in text
+    assert "ours saw 7.68 M samples, 20% of the paper's 38.4 M" in text
+    assert "2×ST-FCN below the ST-FCN (1 transformer): yes (14.34 vs 30.00 %)" in text
+    assert "2×ST-FCN below the CNN: **no** (14.34 vs 12.00 %; not a fair test: 7.68 M against 0.10 M samples)" \
+        in text
+    assert "one sample budget for all four: **no** (FCN 7.68 M, CNN 0.10 M," in text
+    make_tiny_addition_checkpoint(tmp_path, "2st-fcn", test_error=5.5, train_args=one)
+    make_tiny_addition_checkpoint(tmp_path, "cnn", test_error=12.0, train_args=one)
+    text = "\n".join(verdict_lines(find_addition(tmp_path), None))
+    assert "2×ST-FCN at 8 % or better: 5.50 % (met)" in text and "**missed**" not in text
+    assert "below the CNN: yes (5.50 vs 12.00 %)." in text
+    assert "one sample budget for all four: yes (FCN 7.68 M, CNN 7.68 M, ST-FCN (1 transformer) 7.68 M, " \
+           "2×ST-FCN 7.68 M samples)." in text
+
+
 def test_box_focus_reads_where_the_box_is_centred():
     from stn_core.analysis.addition import TRACK_RADIUS, box_focus
 
