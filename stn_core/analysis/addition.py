@@ -440,6 +440,11 @@ def samples_seen(meta: Mapping) -> int | None:
     return int(steps) * int(batch) if isinstance(steps, int) and isinstance(batch, int) else None
 
 
+def samples_text(n: int) -> str:
+    """``7.68 M``, ``102 k`` or ``80``: a sample count for a caption."""
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.0f} k" if n >= 1e4 else f"{n:,}"
+
+
 def goal_lines(errs: Mapping[str, float], metas: Mapping[str, Mapping]) -> list[str]:
     """Issue #17's addition goals from the final checkpoints: the 2×ST-FCN at 8 % or better and below the
     single ST-FCN and the CNN, all four at one sample budget; a missed goal with its numbers and its lever."""

@@ -54,6 +54,8 @@ def test_two_transformers_boxes_outputs_and_prediction(monkeypatch, ckdir):
     md = " ".join(m.value for m in at.markdown)
     assert "Predicted sum" in md and "transformer 1" in md
     assert "box centre is" in md and "px from digit 1's centre" in md and "within 4.2 px" in md
+    # each model's test error with the samples it saw (train_args 10 × 8), beside the paper's
+    assert "2×ST-FCN: 5.5 % after 80 samples · paper 5.8 % after 38.4 M" in md
     # the comparison table lists all four models; the missing ones get their command
     table = at.dataframe[0].value
     assert list(table["model"]) == [reg.ADDITION_LABELS[k] for k in reg.ADDITION_KEYS]

@@ -307,6 +307,12 @@ def test_verdict_checks_the_papers_ordering_and_names_each_transformers_digit(tm
     assert "follows neither digit: it is on digit 1 on 30.0 %" in text
 
 
+def test_samples_text():
+    from stn_core.analysis.addition import samples_text
+
+    assert [samples_text(n) for n in (7_680_000, 102_400, 9_999, 80)] == ["7.68 M", "102 k", "9,999", "80"]
+
+
 def test_verdict_checks_the_issues_goals_with_the_numbers(tmp_path):
     """2×ST-FCN ≤ 8 % and below the ST-FCN and the CNN, one sample budget for all four: each said met or
     missed from the final checkpoints, a miss with its size and what would close it."""
