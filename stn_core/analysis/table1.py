@@ -286,6 +286,24 @@ def _tps_on_e(by: Mapping[tuple[str, str], Cell], paper: bool = False) -> str:
     return ", ".join(parts)
 
 
+def ordering_miss_line(dist: str, st: Cell, base: Cell) -> str:
+    """A missed ordering (a transformer model not below its base model) with its size in test digits, the
+    binomial standard error of one run's error on that test set, and what would settle it."""
+    n = int(((st.meta or {}).get("test_set") or {}).get("size") or 10_000)
+    p = base.ours / 100
+    se = 100 * math.sqrt(p * (1 - p) / n)
+    digits = round((st.ours - base.ours) / 100 * n)
+    noise = abs(st.ours - base.ours) < 2 * se
+    runs = [c.seed_stats()[2] if c.seed_stats() else 1 for c in (st, base)]
+    seeds = "one seed each" if runs == [1, 1] else f"{runs[0]} and {runs[1]} seeds"
+    return (f"- {DIST_SHORT[dist]}: {MODEL_LABELS[st.key]} {st.ours:.2f} % does not beat the "
+            f"{MODEL_LABELS[base.key]}'s {base.ours:.2f} % ({digits:+d} of {n:,} test digits; {seeds}). "
+            f"One run's error here has a standard error of ±{se:.2f} pp from the test set alone (binomial), "
+            + f"so the difference is {'within' if noise else 'beyond'} two of them"
+            + f". What would settle it: more seeds of both (`python scripts/train_table1.py --recipe v2 --tasks "
+            f"{dist} --models {base.key} {st.key} --seeds 1 2`).")
+
+
 def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry] | None = None) -> str:
     """Issue #17's goals, each checked from the table's numbers: met or missed, by how much, and for a missed
     gap the training samples its column's ST-CNNs had against those of the columns that meet it."""
@@ -296,6 +314,7 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
     n_gap = n_cnn = n_fcn = 0
     rts_best = None
     missed, met_samples = [], []
+    unbeaten: list[tuple[str, Cell, Cell]] = []
     for d in DISTORTIONS:
         st_cnn = [by[(d, k)] for k in ("st-cnn-aff", "st-cnn-proj", "st-cnn-tps")]
         st_fcn = [by[(d, k)] for k in ("st-fcn-aff", "st-fcn-proj", "st-fcn-tps")]
@@ -315,6 +334,9 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
             return "yes" if not missing else "so far" + rest
 
         cnn, fcn = beats(st_cnn, by[(d, "cnn")]), beats(st_fcn, by[(d, "fcn")])
+        for sts, base in ((st_cnn, by[(d, "cnn")]), (st_fcn, by[(d, "fcn")])):
+            if base.status == "done":
+                unbeaten += [(d, c, base) for c in sts if c.status == "done" and c.ours >= base.ours]
         n_cnn += cnn == "yes"
         n_fcn += fcn == "yes"
         if best is None:
@@ -346,6 +368,7 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
             out.append(f"- What would close the {DIST_SHORT[d]} gap (+{gap:.2f} pp): its ST-CNNs saw at most "
                        f"{samples / 1e6:.2g} M training samples, the columns that meet the goal "
                        f"{min(met_samples) / 1e6:.2g} M or more: the same budget for this column.")
+    out += [ordering_miss_line(d, st, base) for d, st, base in unbeaten]
     finished = {k: e.meta for k, e in (long or {}).items() if (e.meta or {}).get("final")
                 and e.meta.get("test_error") is not None and k in by and _longer(e.meta, by[k].meta)}
     rts_long = [(m["test_error"], k) for (d, k), m in finished.items() if d == "rts" and k.startswith("st-cnn")]

@@ -128,6 +128,23 @@ def test_a_partly_trained_column_is_judged_on_its_trained_transformers(tmp_path)
     assert "| so far; not trained: ST-CNN Proj, ST-CNN TPS |" in row
 
 
+def test_a_missed_ordering_is_sized_in_test_digits_against_the_test_sets_noise(tmp_path):
+    """1.09 vs 1.06 % on 10,000 digits: +3 digits, binomial SE sqrt(0.0106·0.9894/10⁴) = 0.10 pp, within two;
+    0.90 vs 0.60 %: +30 digits, beyond two SEs (2 × 0.077 pp). Each says which seeds would settle it."""
+    ck = tmp_path / "ck"
+    _fill_rts_and_r(ck, {("tc", "cnn"): 1.06, ("tc", "st-cnn-aff"): 1.09, ("r", "fcn"): 0.6,
+                         ("r", "st-fcn-aff"): 0.9})
+    text = t1.goals_markdown(t1.table1_cells(ck))
+    assert ("- TC: ST-CNN Aff 1.09 % does not beat the CNN's 1.06 % (+3 of 10,000 test digits; one seed each). "
+            "One run's error here has a standard error of ±0.10 pp from the test set alone (binomial), so the "
+            "difference is within two of them.") in text
+    assert "--tasks tc --models cnn st-cnn-aff --seeds 1 2`" in text
+    assert "- R: ST-FCN Aff 0.90 % does not beat the FCN's 0.60 % (+30 of 10,000 test digits" in text
+    assert "±0.08 pp from the test set alone (binomial), so the difference is beyond two of them" in text
+    make_tiny_checkpoint(ck, "tc", "st-cnn-aff", test_error=1.0)
+    assert "- TC:" not in t1.goals_markdown(t1.table1_cells(ck))
+
+
 def test_longer_schedule_runs_are_reported_beside_the_table(tmp_path):
     ck = tmp_path / "ck"
     make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=2.6)
