@@ -456,7 +456,7 @@ def goal_lines(errs: Mapping[str, float], metas: Mapping[str, Mapping]) -> list[
         if e2 <= GOAL_2ST_FCN:
             out.append(f"- Goal: 2×ST-FCN at {GOAL_2ST_FCN:g} % or better: {e2:.2f} % (met).")
         else:
-            budget = (f"ours saw {n2 / 1e6:.2f} M samples, {n2 / paper:.0%} of the paper's {paper / 1e6:.1f} M "
+            budget = (f"ours saw {samples_text(n2)} samples, {n2 / paper:.0%} of the paper's {paper / 1e6:.1f} M "
                       "(150,000 × 256)") if n2 else "the paper trains on 38.4 M samples (150,000 × 256)"
             out.append(f"- Goal: 2×ST-FCN at {GOAL_2ST_FCN:g} % or better: {e2:.2f} % — **missed** by "
                        f"{e2 - GOAL_2ST_FCN:.1f} pp. What would close it: more training — {budget}; a GPU session "
@@ -467,11 +467,11 @@ def goal_lines(errs: Mapping[str, float], metas: Mapping[str, Mapping]) -> list[
                 unfair = n2 and seen.get(k) and seen[k] != n2
                 out.append(f"- Goal: 2×ST-FCN below the {ADDITION_LABELS[k]}: {'yes' if below else '**no**'} "
                            f"({e2:.2f} vs {errs[k]:.2f} %"
-                           + (f"; not a fair test: {n2 / 1e6:.2f} M against {seen[k] / 1e6:.2f} M samples)."
+                           + (f"; not a fair test: {samples_text(n2)} against {samples_text(seen[k])} samples)."
                               if unfair else ")."))
     if seen:
         one = len(seen) == len(ADDITION_KEYS) and None not in seen.values() and len(set(seen.values())) == 1
-        parts = ", ".join(f"{ADDITION_LABELS[k]} {seen[k] / 1e6:.2f} M" if seen.get(k) else f"{ADDITION_LABELS[k]} ?"
+        parts = ", ".join(f"{ADDITION_LABELS[k]} {samples_text(seen[k])}" if seen.get(k) else f"{ADDITION_LABELS[k]} ?"
                           for k in ADDITION_KEYS if k in seen)
         out.append(f"- Goal: one sample budget for all four: {'yes' if one else '**no**'} ({parts} samples)"
                    + ("." if one else "; `scripts/train_addition.py --recipe v2` trains all four on one budget "

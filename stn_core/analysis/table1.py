@@ -299,9 +299,9 @@ def ordering_miss_line(dist: str, st: Cell, base: Cell) -> str:
     return (f"- {DIST_SHORT[dist]}: {MODEL_LABELS[st.key]} {st.ours:.2f} % does not beat the "
             f"{MODEL_LABELS[base.key]}'s {base.ours:.2f} % ({digits:+d} of {n:,} test digits; {seeds}). "
             f"One run's error here has a standard error of ±{se:.2f} pp from the test set alone (binomial), "
-            + f"so the difference is {'within' if noise else 'beyond'} two of them"
-            + f". What would settle it: more seeds of both (`python scripts/train_table1.py --recipe v2 --tasks "
-            f"{dist} --models {base.key} {st.key} --seeds 1 2`).")
+            f"so the difference is {'within' if noise else 'beyond'} two of them. What would settle it: more seeds "
+            f"of both (`python scripts/train_table1.py --recipe v2 --tasks {dist} --models {base.key} {st.key} "
+            "--seeds 1 2`).")
 
 
 def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry] | None = None) -> str:

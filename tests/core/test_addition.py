@@ -330,9 +330,9 @@ def test_verdict_checks_the_issues_goals_with_the_numbers(tmp_path):
     assert "2×ST-FCN at 8 % or better: 14.34 % — **missed** by 6.3 pp" in text
     assert "ours saw 7.68 M samples, 20% of the paper's 38.4 M" in text
     assert "2×ST-FCN below the ST-FCN (1 transformer): yes (14.34 vs 30.00 %)" in text
-    assert "2×ST-FCN below the CNN: **no** (14.34 vs 12.00 %; not a fair test: 7.68 M against 0.10 M samples)" \
+    assert "2×ST-FCN below the CNN: **no** (14.34 vs 12.00 %; not a fair test: 7.68 M against 102 k samples)" \
         in text
-    assert "one sample budget for all four: **no** (FCN 7.68 M, CNN 0.10 M," in text
+    assert "one sample budget for all four: **no** (FCN 7.68 M, CNN 102 k," in text
     make_tiny_addition_checkpoint(tmp_path, "2st-fcn", test_error=5.5, train_args=one)
     make_tiny_addition_checkpoint(tmp_path, "cnn", test_error=12.0, train_args=one)
     text = "\n".join(verdict_lines(find_addition(tmp_path), None))
