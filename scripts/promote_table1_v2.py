@@ -93,7 +93,9 @@ def promote(src: Path, dst: Path, task: str, name: str, dry_run: bool = False) -
     stem = stem_name(task, name)
     meta = _final_meta(src / stem)
     if meta is None:
-        return add_seeds(src, dst, task, name, dry_run) or f"not final yet: {stem}"
+        staged = (src / stem).with_suffix(".json").exists()
+        return (add_seeds(src, dst, task, name, dry_run)
+                or (f"not final yet: {stem}" if staged else f"nothing staged for {stem} in {src}"))
     errors = seed_errors(src, task, name)
     meta["extra"] = {**(meta.get("extra") or {}), "seeds": seed_summary(errors)}
     if dry_run:

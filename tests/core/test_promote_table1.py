@@ -28,7 +28,7 @@ def _seeded(src: Path, dist: str, key: str, seed: int, error: float, final: bool
     tmp.rmdir()
 
 
-def test_a_finished_cell_is_promoted_with_its_seeds_and_loads(tmp_path):
+def test_a_finished_cell_is_promoted_with_its_seeds_and_loads(tmp_path, capsys):
     src, dst = tmp_path / "v2", tmp_path / "ckpt"
     src.mkdir()
     for seed, err in ((0, 1.0), (1, 2.0), (2, 3.0)):
@@ -36,6 +36,8 @@ def test_a_finished_cell_is_promoted_with_its_seeds_and_loads(tmp_path):
     _seeded(src, "r", "fcn", 0, 9.0, final=False)
     (src / "mnist_rts_cnn.train.safetensors").write_bytes(b"optimiser state")
     P.main(["--from", str(src), "--to", str(dst)])
+    said = capsys.readouterr().out
+    assert "not final yet: mnist_r_fcn" in said and f"nothing staged for mnist_p_cnn in {src}" in said
     meta = json.loads((dst / "mnist_rts_cnn.json").read_text())
     seeds = meta["extra"]["seeds"]
     assert seeds["errors"] == {"0": 1.0, "1": 2.0, "2": 3.0}
