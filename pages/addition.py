@@ -159,11 +159,11 @@ with right:
         for key in reg.ADDITION_KEYS:
             e = entries.get(key)
             err = None if e is None or e.meta is None else e.meta.get("test_error")
-            seen = None if e is None or e.meta is None else an_add.samples_seen(e.meta)
+            seen = None if e is None else reg.training_samples(e.meta)
             ours = ("not trained" if err is None else f"{err:.1f} %" + ("" if e.final else " (training)")
                     + ("" if seen is None else f" after {an_add.samples_text(seen)} samples"))
             st.markdown(f"- {reg.ADDITION_LABELS[key]}: {ours} · paper {reg.addition_paper_error(key)} % "
-                        "after 38.4 M")
+                        f"after {an_add.PAPER_SAMPLES / 1e6:.1f} M")
 if view is not None:
     st.plotly_chart(viz.probability_figure([(label, view.probs)], [str(i) for i in range(19)], true_sum,
                                            title="Probability of each sum", height=300),

@@ -42,7 +42,7 @@ import torch
 
 from stn_core.paper import PAPER_BATCH, PAPER_STEPS
 from stn_core.registry import (ADDITION_KEYS, ADDITION_LABELS, AdditionEntry, addition_paper_error,
-                               addition_train_command)
+                               addition_train_command, training_samples)
 
 #: An output with less ink than this (sum of pixel values, i.e. about one full pixel) is
 #: "empty": its transformer looks outside both digits and takes neither.
@@ -433,11 +433,8 @@ CLEAN_SPLIT = 0.9
 GOAL_2ST_FCN = 8.0
 
 
-def samples_seen(meta: Mapping) -> int | None:
-    """Training samples of a checkpoint (``train_args`` steps × batch), or None when not recorded."""
-    ta = meta.get("train_args") or {}
-    steps, batch = ta.get("steps"), ta.get("batch")
-    return int(steps) * int(batch) if isinstance(steps, int) and isinstance(batch, int) else None
+#: The paper's training samples per model (150,000 steps × 256).
+PAPER_SAMPLES = PAPER_STEPS * PAPER_BATCH
 
 
 def samples_text(n: int) -> str:
@@ -448,16 +445,17 @@ def samples_text(n: int) -> str:
 def goal_lines(errs: Mapping[str, float], metas: Mapping[str, Mapping]) -> list[str]:
     """Issue #17's addition goals from the final checkpoints: the 2×ST-FCN at 8 % or better and below the
     single ST-FCN and the CNN, all four at one sample budget; a missed goal with its numbers and its lever."""
-    paper = PAPER_STEPS * PAPER_BATCH
-    seen = {k: samples_seen(m) for k, m in metas.items()}
+    seen = {k: training_samples(m) for k, m in metas.items()}
     out = []
     if "2st-fcn" in errs:
         e2, n2 = errs["2st-fcn"], seen.get("2st-fcn")
         if e2 <= GOAL_2ST_FCN:
             out.append(f"- Goal: 2×ST-FCN at {GOAL_2ST_FCN:g} % or better: {e2:.2f} % (met).")
         else:
-            budget = (f"ours saw {samples_text(n2)} samples, {n2 / paper:.0%} of the paper's {paper / 1e6:.1f} M "
-                      "(150,000 × 256)") if n2 else "the paper trains on 38.4 M samples (150,000 × 256)"
+            budget = (f"ours saw {samples_text(n2)} samples, {n2 / PAPER_SAMPLES:.0%} of the paper's "
+                      f"{PAPER_SAMPLES / 1e6:.1f} M "
+                      f"({PAPER_STEPS:,} × {PAPER_BATCH})") if n2 else (
+                f"the paper trains on {PAPER_SAMPLES / 1e6:.1f} M samples ({PAPER_STEPS:,} × {PAPER_BATCH})")
             out.append(f"- Goal: 2×ST-FCN at {GOAL_2ST_FCN:g} % or better: {e2:.2f} % — **missed** by "
                        f"{e2 - GOAL_2ST_FCN:.1f} pp. What would close it: more training — {budget}; a GPU session "
                        "(`scripts/gpu_session.py`) has the compute.")

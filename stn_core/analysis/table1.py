@@ -294,7 +294,7 @@ def ordering_miss_line(dist: str, st: Cell, base: Cell) -> str:
     se = 100 * math.sqrt(p * (1 - p) / n)
     digits = round((st.ours - base.ours) / 100 * n)
     noise = abs(st.ours - base.ours) < 2 * se
-    runs = [c.seed_stats()[2] if c.seed_stats() else 1 for c in (st, base)]
+    runs = [stats[2] if stats else 1 for stats in (st.seed_stats(), base.seed_stats())]
     seeds = "one seed each" if runs == [1, 1] else f"{runs[0]} and {runs[1]} seeds"
     return (f"- {DIST_SHORT[dist]}: {MODEL_LABELS[st.key]} {st.ours:.2f} % does not beat the "
             f"{MODEL_LABELS[base.key]}'s {base.ours:.2f} % ({digits:+d} of {n:,} test digits; {seeds}). "
@@ -326,17 +326,15 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
         def beats(sts: list[Cell], base: Cell) -> str:
             if base.status != "done" or all(c.status != "done" for c in sts):
                 return "not all trained"
-            worse = [MODEL_LABELS[c.key] for c in sts if c.status == "done" and c.ours >= base.ours]
+            worse = [c for c in sts if c.status == "done" and c.ours >= base.ours]
+            unbeaten.extend((d, c, base) for c in worse)
             missing = [MODEL_LABELS[c.key] for c in sts if c.status != "done"]
             rest = f"; not trained: {', '.join(missing)}" if missing else ""
             if worse:
-                return "no: " + ", ".join(worse) + rest
+                return "no: " + ", ".join(MODEL_LABELS[c.key] for c in worse) + rest
             return "yes" if not missing else "so far" + rest
 
         cnn, fcn = beats(st_cnn, by[(d, "cnn")]), beats(st_fcn, by[(d, "fcn")])
-        for sts, base in ((st_cnn, by[(d, "cnn")]), (st_fcn, by[(d, "fcn")])):
-            if base.status == "done":
-                unbeaten += [(d, c, base) for c in sts if c.status == "done" and c.ours >= base.ours]
         n_cnn += cnn == "yes"
         n_fcn += fcn == "yes"
         if best is None:
