@@ -2,7 +2,7 @@
 
     python scripts/train_addition.py [--models fcn st-fcn 2st-fcn cnn] [--threads 1] [--time-limit 4800]
     python scripts/train_addition.py --recipe v2 [--time-limit S]     # issue #17: one budget for all four
-    python scripts/train_addition.py --promote                         # v2 runs → checkpoints/, all four at once
+    python scripts/train_addition.py --promote [--models cnn]          # final v2 runs → checkpoints/ (one budget)
 
 Paper appendix (MNIST addition): two 42×42 channels, each an independently RTS-distorted
 digit, label = their sum (19 classes); FCN, CNN, ST-FCN and 2×ST-FCN, all ≈400k weights.
@@ -32,7 +32,9 @@ Table 1's v2 recipe (SGD momentum 0.9, lr 0.05, cosine): on the 2×ST-FCN, after
 it was at 87.2 % test error where Adam (lr 0.001) with the same cosine schedule was at 84.9 % (chance ≈ 90 %;
 2026-12-06, not kept), and the earlier SGD schedule above never left chance. The CNN is the cost:
 ≈830 samples/s on one thread here with bf16 (results/bench-train.md), ≈2.6 h. ``--promote`` copies the
-four v2 runs into ``checkpoints/`` only when all four are final (one budget means one table), and
+v2 runs into ``checkpoints/`` only when they are final and the four shipped models then share one budget
+(one budget means one table; ``--models cnn`` promotes the CNN alone beside the FCN family trained earlier
+on the same 60,000 × 128 schedule in float32), and
 ``scripts/make_addition_results.py`` then rewrites results/mnist-addition.md.
 """
 
@@ -98,30 +100,41 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recipe", choices=["v1", "v2"], default="v1",
                     help="v1: the shipped schedules (the CNN 800 steps); v2: one budget for all four (issue #17)")
     ap.add_argument("--promote", action="store_true",
-                    help=f"copy the four final v2 runs ({V2_OUT_DIR}) into checkpoints/ (all four or none)")
+                    help=f"copy the final v2 runs of --models ({V2_OUT_DIR}) into checkpoints/ when the four then share one budget")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                     help="further arguments for every stn_core.train.mnist run (tests: --steps 2 ...)")
     a = ap.parse_args(argv)
     if a.promote:
-        raise SystemExit(promote(ROOT / V2_OUT_DIR, Path(a.checkpoints) if a.checkpoints else ROOT / "checkpoints"))
+        raise SystemExit(promote(ROOT / V2_OUT_DIR, Path(a.checkpoints) if a.checkpoints else ROOT / "checkpoints",
+                                 a.models))
     folder = Path(a.checkpoints) if a.checkpoints else (ROOT / V2_OUT_DIR if a.recipe == "v2" else None)
     jobs = [(out, lambda name=name, out=out: command(name, out, a.threads, a.extra, a.recipe))
             for name in MODELS if name in a.models for out in [stem(name, folder)]]
     run_queue(jobs, a.time_limit, parallel=a.jobs, log_dir=ROOT / "runs" / "logs" / Path(folder or "addition").name)
 
 
-def promote(src: Path, dst: Path) -> int:
-    """Copy the four final runs of ``src`` into ``dst`` (weights + JSON, checked by loading); none unless all
-    four are final. Returns the exit status (0 promoted, 1 not all final)."""
+def promote(src: Path, dst: Path, names: list[str] | None = None) -> int:
+    """Copy the final runs of ``names`` (default: all four) from ``src`` into ``dst`` (weights + JSON, checked
+    by loading) — none unless every one of them is final *and* the four checkpoints ``dst`` then holds share one
+    sample budget (steps × batch: one budget means one table; a model not named keeps its checkpoint in ``dst``,
+    e.g. the FCN family's, trained earlier on the same schedule). Returns the exit status (0 promoted, 1 not)."""
     from train_queue import read_meta
 
     sys.path.insert(0, str(ROOT))
     from stn_core.checkpoints import copy_checkpoint
+    from stn_core.registry import training_samples
 
-    metas = {name: read_meta(stem(name, src)) for name in MODELS}
+    names = list(MODELS) if names is None else [n for n in MODELS if n in names]
+    metas = {name: read_meta(stem(name, src)) for name in names}
     missing = [name for name, m in metas.items() if not (m or {}).get("final")]
     if missing:
         print(f"not promoted: not final yet in {src}: {', '.join(missing)}")
+        return 1
+    after = {name: metas[name] if name in metas else read_meta(stem(name, dst)) for name in MODELS}
+    budgets = {name: training_samples(m) for name, m in after.items()}
+    if None in budgets.values() or len(set(budgets.values())) != 1:
+        print("not promoted: the four would not share one sample budget: "
+              + ", ".join(f"{name} {b if b is not None else 'no checkpoint'}" for name, b in budgets.items()))
         return 1
     for name, meta in metas.items():
         copy_checkpoint(stem(name, src), stem(name, dst), meta)

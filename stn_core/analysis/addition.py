@@ -329,6 +329,19 @@ def optimizer_text(train_args: Mapping) -> str:
     return text + (f", localisation nets at {mult:g}× that lr" if mult != 1.0 else "")
 
 
+def precision_text(meta: Mapping) -> str:
+    """"bf16 autocast" or "float32": the precision a checkpoint's run trained in (its JSON's ``extra.precision``;
+    runs from before the engine's fast path recorded none and trained in float32)."""
+    prec = (meta.get("extra") or {}).get("precision") or "fp32"
+    return "float32" if prec == "fp32" else f"{prec} autocast"
+
+
+def threads_text(meta: Mapping) -> str:
+    """"one thread" or "2 threads", from a checkpoint's JSON (one when not recorded)."""
+    n = meta.get("threads") or 1
+    return "one thread" if n == 1 else f"{n} threads"
+
+
 def fmt_number(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
@@ -360,7 +373,7 @@ def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation 
                      f"{m.get('params', 0):,} | {status} | `{m.get('command', '')}` |")
     lines += ["", "## Schedules (ours vs the paper)", "",
               "The paper trains every model for 150,000 SGD steps of batch 256 (lr 0.01, ÷10 every 50k, plain SGD). "
-              "Ours are reduced to fit about one hour on one CPU thread; `scripts/train_addition.py` says why the FCN "
+              "Ours are reduced to fit this 2-core CPU; `scripts/train_addition.py` says why the FCN "
               "family uses Adam rather than the paper's SGD (what SGD did here):", ""]
     for key in ADDITION_KEYS:
         e = entries.get(key)
@@ -370,12 +383,16 @@ def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation 
         secs = e.meta.get("train_seconds")
         lines.append(f"- {ADDITION_LABELS[key]}: {ta.get('steps', 0):,} steps × {ta.get('batch')} "
                      f"({ta.get('steps', 0) * ta.get('batch', 0) / (150_000 * 256):.1%} of the paper's samples), "
-                     f"{optimizer_text(ta)}, ÷10 at 1/3 and 2/3 of the steps; "
-                     f"{fmt_number(secs / 60 if secs else None)} minutes of training (wall clock, one thread on a shared, "
-                     "busy 2-core machine)"
+                     f"{optimizer_text(ta)}, ÷10 at 1/3 and 2/3 of the steps, {precision_text(e.meta)}; "
+                     f"{fmt_number(secs / 60 if secs else None)} minutes of training (wall clock, {threads_text(e.meta)} "
+                     "on a shared, busy 2-core machine)"
                      f"{'' if not e.meta.get('samples_per_s') else ', ' + str(e.meta['samples_per_s']) + ' samples/s'}.")
-    lines += ["", "The CNN gets far fewer steps than the FCN family (a paper-sized CNN on 2×42×42 runs at only "
-              "≈90 samples/s on one thread here), so its error is not comparable with theirs.", ""]
+    budgets = {k: training_samples(e.meta) for k, e in entries.items() if e.meta is not None}
+    if budgets.get("cnn") and budgets.get("2st-fcn") and budgets["cnn"] < budgets["2st-fcn"]:
+        lines += ["", f"The CNN saw {samples_text(budgets['cnn'])} samples against the 2×ST-FCN's "
+                  f"{samples_text(budgets['2st-fcn'])}, so its error is not comparable with theirs.", ""]
+    else:
+        lines.append("")
     lines += ["## Has each transformer of the 2×ST-FCN taken one digit?", ""]
     if spec is None:
         lines += [spec_note or "No 2×ST-FCN checkpoint yet: nothing measured.", ""]
@@ -472,8 +489,9 @@ def goal_lines(errs: Mapping[str, float], metas: Mapping[str, Mapping]) -> list[
         parts = ", ".join(f"{ADDITION_LABELS[k]} {samples_text(seen[k])}" if seen.get(k) else f"{ADDITION_LABELS[k]} ?"
                           for k in ADDITION_KEYS if k in seen)
         out.append(f"- Goal: one sample budget for all four: {'yes' if one else '**no**'} ({parts} samples)"
-                   + ("." if one else "; `scripts/train_addition.py --recipe v2` trains all four on one budget "
-                      "(the CNN alone ≈2.6 h of a quiet core here, results/bench-train.md: a GPU session's job)."))
+                   + ("." if one else "; `scripts/train_addition.py --recipe v2 --models cnn --threads 2` trains the CNN on "
+                      "the FCN family's budget (≈2.6 h of one quiet core, results/bench-train.md; less on two), then "
+                      "`--promote --models cnn`."))
     return out
 
 

@@ -409,3 +409,28 @@ def test_v2_promote_is_all_four_or_none(tmp_path):
     (src / "mnist_addition_cnn.json").write_text(json.dumps({"final": False}))
     assert TA.promote(src, dst) == 1
     assert not dst.exists() or not any(dst.iterdir())
+
+
+def _fake_run(folder, name: str, steps: int, batch: int = 128, final: bool = True) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / f"mnist_addition_{name}.json").write_text(json.dumps(
+        {"final": final, "test_error": 10.0, "train_args": {"steps": steps, "batch": batch}}))
+
+
+def test_v2_promote_of_the_cnn_alone_needs_the_shipped_fcn_family_on_its_budget(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_addition as TA
+    import stn_core.checkpoints as ckpt
+
+    copied = []
+    monkeypatch.setattr(ckpt, "copy_checkpoint", lambda s, d, meta=None: copied.append(Path(d).name))
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _fake_run(src, "cnn", 60_000)
+    for name in ("fcn", "st-fcn"):
+        _fake_run(dst, name, 60_000)
+    _fake_run(dst, "2st-fcn", 30_000)  # a shipped model on another budget: the table would mix budgets
+    assert TA.promote(src, dst, ["cnn"]) == 1 and copied == []
+    _fake_run(dst, "2st-fcn", 30_000, batch=256)  # same samples (7.68 M), other batch: one budget
+    assert TA.promote(src, dst, ["cnn"]) == 0 and copied == ["mnist_addition_cnn"]
+    (dst / "mnist_addition_fcn.json").unlink()  # a model with no checkpoint at all: no table of four
+    assert TA.promote(src, dst, ["cnn"]) == 1 and copied == ["mnist_addition_cnn"]
