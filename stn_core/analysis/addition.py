@@ -489,9 +489,8 @@ def goal_lines(errs: Mapping[str, float], metas: Mapping[str, Mapping]) -> list[
         parts = ", ".join(f"{ADDITION_LABELS[k]} {samples_text(seen[k])}" if seen.get(k) else f"{ADDITION_LABELS[k]} ?"
                           for k in ADDITION_KEYS if k in seen)
         out.append(f"- Goal: one sample budget for all four: {'yes' if one else '**no**'} ({parts} samples)"
-                   + ("." if one else "; `scripts/train_addition.py --recipe v2 --models cnn --threads 2` trains the CNN on "
-                      "the FCN family's budget (≈2.6 h of one quiet core, results/bench-train.md; less on two), then "
-                      "`--promote --models cnn`."))
+                   + ("." if one else "; `scripts/train_addition.py --recipe v2 --models cnn` trains the CNN on the FCN "
+                      "family's budget (≈2.6 h of one quiet core, results/bench-train.md), then `--promote --models cnn`."))
     return out
 
 
