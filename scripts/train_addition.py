@@ -122,6 +122,7 @@ def promote(src: Path, dst: Path, names: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT))
     from stn_core.checkpoints import copy_checkpoint
+    from stn_core.analysis.addition import one_budget
     from stn_core.registry import training_samples
 
     names = list(MODELS) if names is None else [n for n in MODELS if n in names]
@@ -132,7 +133,7 @@ def promote(src: Path, dst: Path, names: list[str] | None = None) -> int:
         return 1
     after = {name: metas[name] if name in metas else read_meta(stem(name, dst)) for name in MODELS}
     budgets = {name: training_samples(m) for name, m in after.items()}
-    if None in budgets.values() or len(set(budgets.values())) != 1:
+    if not one_budget(budgets):
         print("not promoted: the four would not share one sample budget: "
               + ", ".join(f"{name} {b if b is not None else 'no checkpoint'}" for name, b in budgets.items()))
         return 1

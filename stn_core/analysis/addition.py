@@ -372,7 +372,8 @@ def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation 
         lines.append(f"| {ADDITION_LABELS[key]} | {fmt_number(m.get('test_error'), 2)} | {paper} (paper) | {sched} | "
                      f"{m.get('params', 0):,} | {status} | `{m.get('command', '')}` |")
     lines += ["", "## Schedules (ours vs the paper)", "",
-              "The paper trains every model for 150,000 SGD steps of batch 256 (lr 0.01, ÷10 every 50k, plain SGD). "
+              f"The paper trains every model for {PAPER_STEPS:,} SGD steps of batch {PAPER_BATCH} (lr 0.01, ÷10 every 50k, "
+              "plain SGD). "
               "Ours are reduced to fit this 2-core CPU; `scripts/train_addition.py` says why the FCN "
               "family uses Adam rather than the paper's SGD (what SGD did here):", ""]
     for key in ADDITION_KEYS:
@@ -382,7 +383,7 @@ def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation 
         ta = e.meta.get("train_args", {})
         secs = e.meta.get("train_seconds")
         lines.append(f"- {ADDITION_LABELS[key]}: {ta.get('steps', 0):,} steps × {ta.get('batch')} "
-                     f"({ta.get('steps', 0) * ta.get('batch', 0) / (150_000 * 256):.1%} of the paper's samples), "
+                     f"({ta.get('steps', 0) * ta.get('batch', 0) / PAPER_SAMPLES:.1%} of the paper's samples), "
                      f"{optimizer_text(ta)}, ÷10 at 1/3 and 2/3 of the steps, {precision_text(e.meta)}; "
                      f"{fmt_number(secs / 60 if secs else None)} minutes of training (wall clock, {threads_text(e.meta)} "
                      "on a shared, busy 2-core machine)"
@@ -454,6 +455,13 @@ GOAL_2ST_FCN = 8.0
 PAPER_SAMPLES = PAPER_STEPS * PAPER_BATCH
 
 
+def one_budget(budgets: Mapping[str, int | None]) -> bool:
+    """Whether ``budgets`` (model key → training samples, :func:`stn_core.registry.training_samples`) covers all
+    four addition models with one recorded sample budget."""
+    return (set(budgets) == set(ADDITION_KEYS) and None not in budgets.values()
+            and len(set(budgets.values())) == 1)
+
+
 def samples_text(n: int) -> str:
     """``7.68 M``, ``102 k`` or ``80``: a sample count for a caption."""
     return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.0f} k" if n >= 1e4 else f"{n:,}"
@@ -485,7 +493,7 @@ def goal_lines(errs: Mapping[str, float], metas: Mapping[str, Mapping]) -> list[
                            + (f"; not a fair test: {samples_text(n2)} against {samples_text(seen[k])} samples)."
                               if unfair else ")."))
     if seen:
-        one = len(seen) == len(ADDITION_KEYS) and None not in seen.values() and len(set(seen.values())) == 1
+        one = one_budget(seen)
         parts = ", ".join(f"{ADDITION_LABELS[k]} {samples_text(seen[k])}" if seen.get(k) else f"{ADDITION_LABELS[k]} ?"
                           for k in ADDITION_KEYS if k in seen)
         out.append(f"- Goal: one sample budget for all four: {'yes' if one else '**no**'} ({parts} samples)"
