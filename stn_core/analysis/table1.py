@@ -286,22 +286,38 @@ def _tps_on_e(by: Mapping[tuple[str, str], Cell], paper: bool = False) -> str:
     return ", ".join(parts)
 
 
-def ordering_miss_line(dist: str, st: Cell, base: Cell) -> str:
-    """A missed ordering (a transformer model not below its base model) with its size in test digits, the
-    binomial standard error of one run's error on that test set, and what would settle it."""
-    n = int(((st.meta or {}).get("test_set") or {}).get("size") or 10_000)
+def _and(items: list[str]) -> str:
+    """``["a", "b", "c"]`` → ``"a, b and c"``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def ordering_miss_line(dist: str, sts: list[Cell], base: Cell) -> str:
+    """Missed orderings of one column against one base model (transformer models ``sts`` not below ``base``):
+    each one's size in test digits, the binomial standard error of one run's error on that test set, the
+    paper's numbers where it has them, and what would settle it."""
+    n = int(((sts[0].meta or {}).get("test_set") or {}).get("size") or 10_000)
     p = base.ours / 100
     se = 100 * math.sqrt(p * (1 - p) / n)
-    digits = round((st.ours - base.ours) / 100 * n)
-    noise = abs(st.ours - base.ours) < 2 * se
-    runs = [stats[2] if stats else 1 for stats in (st.seed_stats(), base.seed_stats())]
-    seeds = "one seed each" if runs == [1, 1] else f"{runs[0]} and {runs[1]} seeds"
-    return (f"- {DIST_SHORT[dist]}: {MODEL_LABELS[st.key]} {st.ours:.2f} % does not beat the "
-            f"{MODEL_LABELS[base.key]}'s {base.ours:.2f} % ({digits:+d} of {n:,} test digits; {seeds}). "
+    digits = [round((st.ours - base.ours) / 100 * n) for st in sts]
+    beyond = [MODEL_LABELS[st.key] for st in sts if abs(st.ours - base.ours) >= 2 * se]
+    runs = {c.key: (c.seed_stats() or (None, None, 1))[2] for c in (*sts, base)}
+    more = [f"{MODEL_LABELS[k]} the mean of {r}" for k, r in runs.items() if r > 1]
+    seeds = "one seed each" + (f", {_and(more)}" if more else "")
+    names = _and([f"{MODEL_LABELS[st.key]} {st.ours:.2f} %" for st in sts])
+    verb = "does" if len(sts) == 1 else "do"
+    if not beyond:
+        noise = f"so the difference{'s are' if len(sts) > 1 else ' is'} within two of them"
+    elif len(beyond) == len(sts):
+        noise = f"so the difference{'s are' if len(sts) > 1 else ' is'} beyond two of them"
+    else:
+        noise = f"{_and(beyond)}'s {'is' if len(beyond) == 1 else 'are'} beyond two of them, the rest within"
+    paper = [f"{MODEL_LABELS[c.key]} {c.paper:g} %" for c in (base, *sts) if c.paper is not None]
+    paper_txt = f" The paper: {_and(paper)}." if len(paper) > 1 else ""
+    return (f"- {DIST_SHORT[dist]}: {names} {verb} not beat the {MODEL_LABELS[base.key]}'s {base.ours:.2f} % "
+            f"({_and([f'{d:+d}' for d in digits])} of {n:,} test digits; {seeds}). "
             f"One run's error here has a standard error of ±{se:.2f} pp from the test set alone (binomial), "
-            f"so the difference is {'within' if noise else 'beyond'} two of them. What would settle it: more seeds "
-            f"of both (`python scripts/train_table1.py --recipe v2 --tasks {dist} --models {base.key} {st.key} "
-            "--seeds 1 2`).")
+            f"{noise}.{paper_txt} What would settle it: more seeds of each (`python scripts/train_table1.py "
+            f"--recipe v2 --tasks {dist} --models {base.key} {' '.join(st.key for st in sts)} --seeds 1 2`).")
 
 
 def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry] | None = None) -> str:
@@ -314,7 +330,7 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
     n_gap = n_cnn = n_fcn = 0
     rts_best = None
     missed, met_samples = [], []
-    unbeaten: list[tuple[str, Cell, Cell]] = []
+    unbeaten: list[tuple[str, list[Cell], Cell]] = []
     for d in DISTORTIONS:
         st_cnn = [by[(d, k)] for k in ("st-cnn-aff", "st-cnn-proj", "st-cnn-tps")]
         st_fcn = [by[(d, k)] for k in ("st-fcn-aff", "st-fcn-proj", "st-fcn-tps")]
@@ -327,7 +343,8 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
             if base.status != "done" or all(c.status != "done" for c in sts):
                 return "not all trained"
             worse = [c for c in sts if c.status == "done" and c.ours >= base.ours]
-            unbeaten.extend((d, c, base) for c in worse)
+            if worse:
+                unbeaten.append((d, worse, base))
             missing = [MODEL_LABELS[c.key] for c in sts if c.status != "done"]
             rest = f"; not trained: {', '.join(missing)}" if missing else ""
             if worse:
@@ -366,7 +383,7 @@ def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry
             out.append(f"- What would close the {DIST_SHORT[d]} gap (+{gap:.2f} pp): its ST-CNNs saw at most "
                        f"{samples / 1e6:.2g} M training samples, the columns that meet the goal "
                        f"{min(met_samples) / 1e6:.2g} M or more: the same budget for this column.")
-    out += [ordering_miss_line(d, st, base) for d, st, base in unbeaten]
+    out += [ordering_miss_line(d, sts, base) for d, sts, base in unbeaten]
     finished = {k: e.meta for k, e in (long or {}).items() if (e.meta or {}).get("final")
                 and e.meta.get("test_error") is not None and k in by and _longer(e.meta, by[k].meta)}
     rts_long = [(m["test_error"], k) for (d, k), m in finished.items() if d == "rts" and k.startswith("st-cnn")]

@@ -145,6 +145,29 @@ def test_a_missed_ordering_is_sized_in_test_digits_against_the_test_sets_noise(t
     assert "- TC:" not in t1.goals_markdown(t1.table1_cells(ck))
 
 
+def test_missed_orderings_of_one_column_share_one_line_with_the_papers_numbers(tmp_path):
+    """Three ST-CNNs not below the CNN on TC: one line, each sized in digits; 1.40 % is +34 digits, beyond
+    2 × 0.10 pp, the others within."""
+    ck = tmp_path / "ck"
+    _fill_rts_and_r(ck, {("tc", "cnn"): 1.06, ("tc", "st-cnn-aff"): 1.09, ("tc", "st-cnn-proj"): 1.10,
+                         ("tc", "st-cnn-tps"): 1.21})
+    lines = [ln for ln in t1.goals_markdown(t1.table1_cells(ck)).splitlines() if ln.startswith("- TC:")]
+    assert len(lines) == 1
+    assert lines[0].startswith("- TC: ST-CNN Aff 1.09 %, ST-CNN Proj 1.10 % and ST-CNN TPS 1.21 % do not beat the "
+                               "CNN's 1.06 % (+3, +4 and +15 of 10,000 test digits; one seed each).")
+    assert "so the differences are within two of them. The paper: CNN 3.5 % and ST-CNN Aff 1.7 %." in lines[0]
+    assert "--tasks tc --models cnn st-cnn-aff st-cnn-proj st-cnn-tps --seeds 1 2`" in lines[0]
+    make_tiny_checkpoint(ck, "tc", "st-cnn-tps", test_error=1.40)
+    line = [ln for ln in t1.goals_markdown(t1.table1_cells(ck)).splitlines() if ln.startswith("- TC:")][0]
+    assert "(+3, +4 and +34 of 10,000" in line
+    assert "(binomial), ST-CNN TPS's is beyond two of them, the rest within." in line
+    seeds = {"errors": {"0": 1.09, "1": 1.13}, "mean": 1.11, "std": 0.028}
+    make_tiny_checkpoint(ck, "tc", "st-cnn-aff", test_error=1.09, extra={"seeds": seeds})
+    line = [ln for ln in t1.goals_markdown(t1.table1_cells(ck)).splitlines() if ln.startswith("- TC:")][0]
+    assert line.startswith("- TC: ST-CNN Aff 1.11 %, ST-CNN Proj 1.10 % and ST-CNN TPS 1.40 % do not beat")
+    assert "(+5, +4 and +34 of 10,000 test digits; one seed each, ST-CNN Aff the mean of 2)." in line
+
+
 def test_longer_schedule_runs_are_reported_beside_the_table(tmp_path):
     ck = tmp_path / "ck"
     make_tiny_checkpoint(ck, "rts", "st-cnn-aff", test_error=2.6)
