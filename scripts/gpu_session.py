@@ -13,8 +13,8 @@ last one to the time left:
 3. issue #17's retrain: every Table 1 / DCN cell not yet final on the v2 recipe (one 4.0 M-sample
    budget for all, the recipe study's SGD momentum + cosine), all at once:
    ``scripts/train_table1.py --recipe v2 --jobs 36`` into runs/table1-v2 (the CUDA tests run beside
-   it); then, with the time left, seeds 1 and 2 of the RTS column and of every ST-CNN cell
-   (``--seeds 1 2``), whose JSONs come back (their numbers, not their weights); beside the table runs,
+   it); then, with the time left, seeds 1 and 2 of the RTS column and of every ST-CNN cell and the CNN it
+   is judged against (``--seeds 1 2``), whose JSONs come back (their numbers, not their weights); beside the table runs,
    MNIST addition at one budget for all four models (``scripts/train_addition.py --recipe v2 --jobs 4``
    into runs/addition-v2, whose weights come back too). ``--plan v1`` runs
    the old step 3 (the shipped schedules into checkpoints/) and step 4 instead;
@@ -163,7 +163,8 @@ def addition_runs(s: Session) -> subprocess.Popen:
 
 
 def seed_runs(s: Session) -> None:
-    """Phase 3b (v2): seeds 1 and 2 of the RTS column and of the other columns' ST-CNN cells, with the time left."""
+    """Phase 3b (v2): seeds 1 and 2 of the RTS column and of the other columns' ST-CNN cells and CNN (the
+    ordering "every ST-CNN beats the CNN" compares seed means), with the time left."""
     if s.left() < 120:
         s.say("no time left for the extra seeds")
         return
@@ -172,7 +173,7 @@ def seed_runs(s: Session) -> None:
               "--jobs", "18", "--seeds", *map(str, V2_SEEDS)]
     rts = common + ["--tasks", "rts", "--time-limit", limit]
     st = common + ["--tasks", *(t for t in V2_TASKS if t != "rts"), "--models", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps",
-                   "--time-limit", limit]
+                   "cnn", "--time-limit", limit]
     if s.dry:
         rts += ["--models", "fcn", "--steps", "20"]
         st = st[:st.index("--models")] + ["--models", "st-cnn-aff", "--steps", "20", "--time-limit", limit]
