@@ -498,7 +498,7 @@ def goal_lines(errs: Mapping[str, float], metas: Mapping[str, Mapping]) -> list[
                           for k in ADDITION_KEYS if k in seen)
         out.append(f"- Goal: one sample budget for all four: {'yes' if one else '**no**'} ({parts} samples)"
                    + ("." if one else "; `scripts/train_addition.py --recipe v2 --models cnn` trains the CNN on the FCN "
-                      "family's budget (≈2.6 h of one quiet core, results/bench-train.md), then `--promote --models cnn`."))
+                      "family's budget (its step time: results/bench-train.md, data section), then `--promote --models cnn`."))
     return out
 
 
