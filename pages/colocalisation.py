@@ -152,6 +152,44 @@ if ss.pop(P + "want_sgd", False):
 elif done_sgd is not None and done_sgd[0] == key:
     _show_sgd(done_sgd[1].history_steps[-1], done_sgd[1], done_sgd[2])
 
+# ---------------------------------------------------------------------------- why SGD gets trapped: the basin
+st.markdown(
+    "**Why it gets trapped.** For most classes the same loss does pull windows back to their digits when *every* "
+    f"window starts near its own digit. Press the button to start each of the {n} windows {cl.BASIN_OFFSET:g} px off its digit in a "
+    f"random direction and run SGD on the windows themselves (no localisation net; {cl.BASIN_STEPS} steps, about half "
+    "a minute on a quiet CPU). The "
+    "start is placed with the true boxes, so this probes the loss — it is not a way to localise. From SGD's "
+    "shared start above, the windows begin outside this pull. Every class: the last table of "
+    "`results/colocalisation-sgd.md`.")
+st.button("Start near the digits", key=P + "basin", icon=":material/play_arrow:",
+          on_click=lambda: ss.__setitem__(P + "want_basin", True))
+basin_slots = [c.empty() for c in st.columns(cl.TRACK)]
+basin_chart, basin_status = st.empty(), st.empty()
+
+
+def _show_basin(trace: list[tuple[int, torch.Tensor, float]]) -> None:
+    """Draw the probe's latest windows, its loss/correct figure and the status line from its trace so far."""
+    step, windows, _ = trace[-1]
+    for slot, pic in zip(basin_slots, cl.pictures(data, windows)):
+        slot.image(pic, width="stretch")
+    correct = [C.share_correct(C.iou(C.boxes_of(w), data.boxes)) for _, w, _ in trace]
+    drawn = [(s_, loss) for s_, _, loss in trace if loss == loss]  # the start has no loss yet
+    if drawn:
+        basin_chart.plotly_chart(cl.basin_figure([s_ for s_, _ in drawn], [v for _, v in drawn],
+                                                 correct[-len(drawn):]), width="stretch", key=f"{P}basin_{step}")
+    basin_status.markdown(f"**Step {step}**: {100 * correct[-1]:.0f} % of the {n} windows correct "
+                          f"(at the start {100 * correct[0]:.0f} %).")
+
+
+done_basin = ss.get(P + "basin_result")
+if ss.pop(P + "want_basin", False):
+    trace: list[tuple[int, torch.Tensor, float]] = []
+    with st.spinner("SGD on windows started near their digits …"):
+        cl.run_basin(data, encoder, callback=lambda step, w, loss: (trace.append((step, w, loss)), _show_basin(trace)))
+    ss[P + "basin_result"] = (key, trace)
+elif done_basin is not None and done_basin[0] == key:
+    _show_basin(done_basin[1])
+
 # ---------------------------------------------------------------------------- the shipped localisation nets
 st.subheader("A localisation net that learned this class")
 bank_stem = reg.checkpoint_dir() / cl.bank_stem(bool(ss[P + "clutter"]))

@@ -60,6 +60,25 @@ def run_sgd(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.
     return C.train(data, encoder, dataclasses.replace(SGD_CONFIG, track=data.x.shape[0]), callback=callback)[1]
 
 
+#: The page's probe of the loss's pull (:func:`stn_core.colocalisation.basin_probe`): every window started this
+#: many px off its own digit, for the probe's default steps (as results/colocalisation-sgd.md), drawn every 25.
+BASIN_OFFSET = 10.0
+BASIN_STEPS = C.BASIN_STEPS
+
+
+def run_basin(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.BasinProbe:
+    """The page's live probe: free windows started :data:`BASIN_OFFSET` px off their digits, moved by SGD on the
+    loss; ``callback(step, windows (N, 3), loss)`` every 25 steps."""
+    return C.basin_probe(data, encoder, BASIN_OFFSET, steps=BASIN_STEPS, callback=callback)
+
+
+def basin_figure(steps: list[int], losses: list[float], correct: list[float], height: int = 300):
+    """The probe's triplet loss (left axis, whole set) and correct share (right axis) at its drawn steps."""
+    return _loss_and_correct(dict(x=steps, y=losses, mode="lines+markers", name="triplet loss (every image)", width=2),
+                             steps, correct, "Started near their digits: the loss and the correct windows",
+                             dict(title=dict(text="SGD step")), height, dtick=25)
+
+
 def start_lead(data: C.CoLocSet, encoder: torch.nn.Sequential) -> tuple[float, int]:
     """Where the loss sends the windows from SGD's shared start (:func:`stn_core.colocalisation.descent_alignment`
     at ``S_START``): (share of the windows with a gradient that it moves towards their digit, how many have one)."""
@@ -128,5 +147,5 @@ def bank_windows(bank: C.CoLocBank, data: C.CoLocSet, digit: int) -> tuple[torch
     return params, C.share_correct(C.iou(C.boxes_of(params), data.boxes))
 
 
-__all__ = ["SGD_CONFIG", "TRACK", "bank_stem", "bank_windows", "box_pictures", "loss_figure", "make_set", "picture",
-           "pictures", "run_sgd", "sgd_figure"]
+__all__ = ["BASIN_OFFSET", "BASIN_STEPS", "SGD_CONFIG", "TRACK", "basin_figure", "bank_stem", "bank_windows", "box_pictures", "loss_figure", "make_set", "picture",
+           "pictures", "run_basin", "run_sgd", "sgd_figure"]

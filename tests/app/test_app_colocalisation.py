@@ -78,6 +78,26 @@ def test_the_papers_sgd_runs_live_and_shows_its_windows_and_loss(monkeypatch, tm
     assert f"SGD step {steps}" in again and lead.group(0) in again
 
 
+def test_windows_started_near_their_digits_are_drawn_live_with_the_loss(monkeypatch, tmp_path):
+    """The basin probe's button: the six windows, the loss/correct figure and a status line that names the start's
+    share; a rerun shows the finished probe again. (Fewer steps than the page's: the wiring, not the result,
+    which results/colocalisation-sgd.md measures.)"""
+    _folder(monkeypatch, tmp_path, bank=False)
+    monkeypatch.setattr(cl, "BASIN_STEPS", 50)
+    at = open_page(PAGE, {"digit": "3", "seed": "0"})
+    at.button(key="co_basin").click().run()
+    assert_no_exception(at)
+    fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert [t["name"] for t in fig["data"]] == ["triplet loss (every image)", "correct (IoU > 0.5), %"]
+    assert _size(fig["data"][0]["y"]) == 2  # steps 25 and 50 (the start has no loss)
+    status = " ".join(m.value for m in at.markdown)
+    found = re.search(r"Step 50\*\*: (\d+) % of the (\d+) windows correct \(at the start (\d+) %\)", status)
+    assert found and int(found.group(2)) > 30 and int(found.group(3)) < 50  # 10 px off: most start incorrect
+    assert len(at.get("image")) == 2 * cl.TRACK  # the search's start and the probe's windows
+    at.run()
+    assert found.group(0) in " ".join(m.value for m in at.markdown)
+
+
 def test_the_lead_sentence_names_what_the_share_means():
     assert "no clear lead" in cl.lead_sentence((0.53, 90), 100) and "90 windows" in cl.lead_sentence((0.53, 90), 100)
     assert "no clear lead" in cl.lead_sentence((0.61, 44), 100)  # 2 SE of a coin toss over 44 windows: ±15 %

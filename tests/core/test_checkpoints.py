@@ -147,3 +147,31 @@ def test_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     assert meta["steps"] == 1
     x = _x()
     assert torch.equal(m2(x), old(x))
+
+
+def _recorded_sources(meta, path=()):
+    """Every ``{"checkpoint": name, "weights_sha256": sha}`` a checkpoint's JSON records of the checkpoints it
+    was made with (e.g. the co-localisation banks' encoder), as (where, name, sha)."""
+    if isinstance(meta, dict):
+        if "checkpoint" in meta and "weights_sha256" in meta and path:
+            yield "/".join(path), str(meta["checkpoint"]), meta["weights_sha256"]
+        for k, v in meta.items():
+            yield from _recorded_sources(v, (*path, k))
+
+
+def test_shipped_checkpoints_made_with_another_one_record_the_weights_that_ship():
+    """A checkpoint made with another shipped checkpoint (an encoder, a teacher) must name that one's current
+    weights: retraining the source without remaking what was made with it leaves results nobody can reproduce."""
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints"
+    sha = {p.stem: json.loads(p.read_text()).get("weights_sha256") for p in shipped.glob("*.json")}
+    found = []
+    for p in sorted(shipped.glob("*.json")):
+        for where, name, recorded in _recorded_sources(json.loads(p.read_text())):
+            source = Path(name).name
+            assert source in sha, f"{p.name} {where}: made with {name}, which does not ship"
+            assert recorded == sha[source], (f"{p.name} {where}: made with {source} weights {recorded[:12]}…, but "
+                                             f"{source} now ships {str(sha[source])[:12]}… — remake {p.stem}")
+            found.append(p.name)
+    assert "coloc_t.json" in found and "coloc_tc.json" in found  # the walker sees the records it guards

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -215,8 +216,46 @@ def test_the_sgd_results_script_writes_a_row_per_class_beside_the_paper(monkeypa
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "sgd.md"
-    mod.main(["--digits", "3", "--steps", "3", "--out", str(out)])
+    mod.main(["--digits", "3", "--steps", "3", "--basin-steps", "2", "--out", str(out)])
     text = out.read_text()
     assert "| 3 | " in text and "| paper | 100 % | | 75–93 % | |" in text and "3 steps" in text
-    assert "--digits 3 --steps 3" in text  # the command that made it
+    assert "--digits 3 --steps 3 --basin-steps 2" in text  # the command that made it
     assert "## Where the loss sends the windows from a shared start" in text and "| **all** | **" in text
+
+
+def test_the_basin_probe_keeps_windows_on_their_digits_and_reports_start_and_end():
+    """Windows started on their digits (offset 0) with no SGD step are all correct at distance 0; started 20 px
+    away none is; SGD steps change the end, not the start; fewer than two images are refused."""
+    from stn_core.models import build_model
+
+    torch.manual_seed(0)
+    data = C.make_set(_digits(6), False, torch.Generator().manual_seed(0))
+    encoder = build_model("cnn", None, 28).classifier.eval()
+    still = C.basin_probe(data, encoder, 0.0, steps=0)
+    assert still.correct_start == still.correct_end == 1.0 and still.dist_start < 1e-4
+    seen = []
+    far = C.basin_probe(data, encoder, 20.0, steps=3, every=2, callback=lambda *a: seen.append(a))
+    assert [a[0] for a in seen] == [0, 2, 3] and all(a[1].shape == (6, 3) for a in seen)
+    assert np.isnan(seen[0][2]) and not np.isnan(seen[-1][2])  # no loss before the first step
+    assert far.correct_start == 0.0 and 10.0 < far.dist_start <= 20.0 + 1e-4  # clamping inside the canvas may shorten it
+    assert far.dist_end != far.dist_start
+    with pytest.raises(ValueError, match="two images"):
+        C.basin_probe(C.CoLocSet(data.x[:1], data.boxes[:1]), encoder, 5.0)
+
+
+def test_the_results_sentence_on_sgd_after_teaching_names_the_classes_it_moved_off():
+    """scripts/colocalisation.py's closing sentence is computed from the rows: a fall of more than 5 pp on the set
+    names the class and both shares; none, no list."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "colocalisation.py"
+    spec = importlib.util.spec_from_file_location("colocalisation_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cell = lambda taught, after: (None, {"distilled": (taught, 0.5), "sgd": (after, 0.5)})  # noqa: E731
+    rows = [(7, {"T": cell(0.59, 0.24), "TC": cell(0.61, 0.60)}), (9, {"T": cell(1.0, 0.97), "TC": cell(1.0, 0.01)})]
+    text = mod._kept_sentence(rows, 2)
+    assert "for 1 of 2 classes without clutter and 1 with" in text
+    assert "T 7s (59 % → 24 %), TC 9s (100 % → 1 %)." in text
+    steady = [(7, {"T": cell(0.6, 0.6), "TC": cell(0.6, 0.58)})]
+    assert "moved them off" not in mod._kept_sentence(steady, 1) and "for 1 of 1 classes" in mod._kept_sentence(steady, 1)
