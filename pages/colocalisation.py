@@ -156,8 +156,8 @@ elif done_sgd is not None and done_sgd[0] == key:
 st.markdown(
     "**Why it gets trapped.** For most classes the same loss does pull windows back to their digits when *every* "
     f"window starts near its own digit. Press the button to start each of the {n} windows {cl.BASIN_OFFSET:g} px off its digit in a "
-    f"random direction and run SGD on the windows themselves (no localisation net; {cl.BASIN_STEPS} steps, about half "
-    "a minute on a quiet CPU). The "
+    f"random direction and run SGD on the windows themselves (no localisation net; {cl.BASIN_STEPS} steps, about a "
+    "minute on this CPU). The "
     "start is placed with the true boxes, so this probes the loss — it is not a way to localise. From SGD's "
     "shared start above, the windows begin outside this pull. Every class: the last table of "
     "`results/colocalisation-sgd.md`.")
