@@ -122,11 +122,17 @@ st.markdown(
     "on empty background where every crop looks alike, while the loss still falls — the trap that made us search "
     "instead. Every class, with and without clutter: `results/colocalisation-sgd.md`; the variants tried: "
     "`stn_core/colocalisation.py`.")
-st.button("Run SGD", key=P + "sgd", icon=":material/play_arrow:",
-          on_click=lambda: ss.__setitem__(P + "want_sgd", True))
-sgd_cols = st.columns(cl.TRACK)
-sgd_slots = [c.empty() for c in sgd_cols]
-sgd_chart, sgd_status = st.empty(), st.empty()
+
+
+def _live_area(label: str, name: str) -> tuple[list, object, object]:
+    """A run button (it sets ``want_<name>``), then the places a live run draws into: one per tracked image, a
+    chart and a status line."""
+    st.button(label, key=P + name, icon=":material/play_arrow:",
+              on_click=lambda: ss.__setitem__(P + "want_" + name, True))
+    return [c.empty() for c in st.columns(cl.TRACK)], st.empty(), st.empty()
+
+
+sgd_slots, sgd_chart, sgd_status = _live_area("Run SGD", "sgd")
 
 
 def _show_sgd(step: int, run: C.CoLocRun, lead: tuple[float, int] | None = None) -> None:
@@ -155,16 +161,12 @@ elif done_sgd is not None and done_sgd[0] == key:
 # ---------------------------------------------------------------------------- why SGD gets trapped: the basin
 st.markdown(
     "**Why it gets trapped.** For most classes the same loss does pull windows back to their digits when *every* "
-    f"window starts near its own digit. Press the button to start each of the {n} windows {cl.BASIN_OFFSET:g} px off its digit in a "
-    f"random direction and run SGD on the windows themselves (no localisation net; {cl.BASIN_STEPS} steps, about a "
-    "minute on this CPU). The "
-    "start is placed with the true boxes, so this probes the loss — it is not a way to localise. From SGD's "
-    "shared start above, the windows begin outside this pull. Every class: the last table of "
-    "`results/colocalisation-sgd.md`.")
-st.button("Start near the digits", key=P + "basin", icon=":material/play_arrow:",
-          on_click=lambda: ss.__setitem__(P + "want_basin", True))
-basin_slots = [c.empty() for c in st.columns(cl.TRACK)]
-basin_chart, basin_status = st.empty(), st.empty()
+    f"window starts near its own digit. Press the button to start each of the {n} windows {cl.BASIN_OFFSET:g} px "
+    f"off its digit in a random direction and run SGD on the windows themselves (no localisation net; "
+    f"{cl.BASIN_STEPS} steps, about a minute on this CPU). The start is placed with the true boxes, so this probes "
+    "the loss — it is not a way to localise. From SGD's shared start above, the windows begin outside this pull. "
+    "Every class: the last table of `results/colocalisation-sgd.md`.")
+basin_slots, basin_chart, basin_status = _live_area("Start near the digits", "basin")
 
 
 def _show_basin(trace: list[tuple[int, torch.Tensor, float]]) -> None:
