@@ -51,7 +51,8 @@ st.markdown(
     "localisation net got trapped on "
     "background in our runs (`stn_core/colocalisation.py` says what was tried). A localisation net *taught* the "
     "windows the search finds then predicts windows for images it never saw, and SGD on the paper's loss keeps "
-    "them there. Results for every class, the search and the taught net on held-out images: "
+    "them there for most classes (the results name those it moved off). Results for every class, the search and "
+    "the taught net on held-out images: "
     "`results/colocalisation.md`.")
 
 sb = st.sidebar
