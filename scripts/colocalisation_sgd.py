@@ -1,13 +1,16 @@
 """results/colocalisation-sgd.md: the paper's optimiser for co-localisation — SGD on a new localisation net.
 
     python scripts/colocalisation_sgd.py [--digits 0 1 ... 9] [--encoder checkpoints/mnist_r_cnn] [--seed 0]
+                                         [--basin-offsets 10] [--basin-steps 500]
 
 For each digit class, the same sets as ``scripts/colocalisation.py`` (the first 100 MNIST test digits of the
 class on 84×84 canvases placed with ``--seed``; TC with 16 clutter crops): a localisation net trained from
 scratch by SGD on the paper's triplet loss (:class:`stn_core.colocalisation.CoLocConfig`'s defaults, the
 run the co-localisation page makes live), every window starting centred at half the canvas. Reports the
 share of windows correct (IoU > 0.5) at the start and at the end, and the loss, beside the paper's numbers.
-No label and no box is used. Needs the MNIST files.
+No label and no box is used. Then two probes of why: where the loss's descent points from a shared centred
+start (``descent_alignment``), and whether SGD brings back windows that all start ``--basin-offsets`` px off
+their digits (``basin_probe``; its start uses the true boxes). Needs the MNIST files.
 """
 
 from __future__ import annotations
