@@ -221,6 +221,8 @@ def test_the_sgd_results_script_writes_a_row_per_class_beside_the_paper(monkeypa
     assert "| 3 | " in text and "| paper | 100 % | | 75–93 % | |" in text and "3 steps" in text
     assert "--digits 3 --steps 3 --basin-steps 2" in text  # the command that made it
     assert "## Where the loss sends the windows from a shared start" in text and "| **all** | **" in text
+    assert "## How far the loss pulls: windows started near their digits" in text and "| 3 | " in text.split("pulls")[1]
+    assert f"(momentum {C.BASIN_MOMENTUM:g}, lr {C.BASIN_LR:g} per window" in text  # the probe's own settings
 
 
 def test_the_basin_probe_keeps_windows_on_their_digits_and_reports_start_and_end():
