@@ -176,10 +176,9 @@ def _show_basin(trace: list[tuple[int, torch.Tensor, float]]) -> None:
     for slot, pic in zip(basin_slots, cl.pictures(data, windows)):
         slot.image(pic, width="stretch")
     correct = [C.share_correct(C.iou(C.boxes_of(w), data.boxes)) for _, w, _ in trace]
-    drawn = [(s_, loss) for s_, _, loss in trace if loss == loss]  # the start has no loss yet
-    if drawn:
-        basin_chart.plotly_chart(cl.basin_figure([s_ for s_, _ in drawn], [v for _, v in drawn],
-                                                 correct[-len(drawn):]), width="stretch", key=f"{P}basin_{step}")
+    if len(trace) > 1:  # trace[0] is the start, before any step: no loss yet
+        basin_chart.plotly_chart(cl.basin_figure([s_ for s_, _, _ in trace[1:]], [v for _, _, v in trace[1:]],
+                                                 correct[1:]), width="stretch", key=f"{P}basin_{step}")
     basin_status.markdown(f"**Step {step}**: {100 * correct[-1]:.0f} % of the {n} windows correct "
                           f"(at the start {100 * correct[0]:.0f} %).")
 

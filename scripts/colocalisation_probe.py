@@ -48,7 +48,7 @@ def main() -> None:
     x, y = ds.load_split("test")
     data = C.make_set(x[y == a.digit][:C.N_IMAGES], False, torch.Generator().manual_seed(0))
     n, b = data.x.shape[0], data.boxes
-    centre = ((b[:, :2] + b[:, 2:]) / 2) / C.CANVAS * 2 - 1
+    centre = C.box_centres(b)
     windows = {"true boxes": torch.cat([torch.full((n, 1), C.CROP / C.CANVAS), centre], 1),
                "empty corner": torch.tensor([[0.2, 0.8, 0.8]]).repeat(n, 1),
                "whole canvas": torch.tensor([[1.0, 0.0, 0.0]]).repeat(n, 1),

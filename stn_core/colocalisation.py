@@ -351,6 +351,11 @@ def train(data: CoLocSet, encoder: nn.Sequential, cfg: CoLocConfig = CoLocConfig
     return model, run
 
 
+def box_centres(boxes: torch.Tensor, side: int = CANVAS) -> torch.Tensor:
+    """The centres of pixel boxes ``(N, 4)`` = (x0, y0, x1, y1) in normalised coordinates ``(N, 2)`` (x, y)."""
+    return (boxes[:, :2] + boxes[:, 2:]) / side - 1
+
+
 def descent_alignment(data: CoLocSet, encoder: nn.Sequential, scale: float, reps: int = 5,
                       seed: int = 0) -> torch.Tensor:
     """Where the loss sends each window from a shared start: ``(N,)`` cosine between the steepest-descent
@@ -368,7 +373,7 @@ def descent_alignment(data: CoLocSet, encoder: nn.Sequential, scale: float, reps
         g = torch.Generator().manual_seed(seed)
         loss = sum(triplet_loss(f_t, encoder_features(encoder, random_crops(data.x, g))) for _ in range(reps))
         (grad,) = torch.autograd.grad(loss, t)
-    to_digit = (data.boxes[:, :2] + data.boxes[:, 2:]) / data.x.shape[-1] - 1   # digit centres, normalised
+    to_digit = box_centres(data.boxes, data.x.shape[-1])
     cos = F.cosine_similarity(-grad, to_digit, dim=1)
     return torch.where(grad.norm(dim=1) > 0, cos, torch.full_like(cos, float("nan")))
 
@@ -410,7 +415,7 @@ def basin_probe(data: CoLocSet, encoder: nn.Sequential, offset_px: float, steps:
         raise ValueError("the probe needs at least two images")
     s = CROP / side
     g = torch.Generator().manual_seed(seed)
-    centre = (data.boxes[:, :2] + data.boxes[:, 2:]) / side - 1                      # (N, 2) normalised
+    centre = box_centres(data.boxes, side)
     angle = 2 * torch.pi * torch.rand(n, generator=g)
     start = centre + offset_px * 2 / side * torch.stack([angle.cos(), angle.sin()], 1)
     t = start.clamp(-(1 - s), 1 - s).requires_grad_(True)
@@ -560,7 +565,7 @@ def search(data: CoLocSet, encoder: nn.Sequential, iters: int = 6, stride: int =
 
 
 __all__ = ["BANK_MODEL", "BANK_TASKS", "CoLocBank", "bank_from_meta", "S_MAX", "S_MIN", "bounded_attention", "CANVAS", "CLUTTER_PIECES", "CROP", "CoLocConfig", "CoLocOutput",
-           "BASIN_LR", "BASIN_MOMENTUM", "BASIN_STEPS", "BasinProbe", "CoLocRun", "CoLocSearch", "basin_probe", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "descent_alignment",
+           "BASIN_LR", "BASIN_MOMENTUM", "BASIN_STEPS", "BasinProbe", "box_centres", "CoLocRun", "CoLocSearch", "basin_probe", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "descent_alignment",
            "distil", "lead_share", "search",
            "window_features",
            "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set",
