@@ -6,8 +6,9 @@ the shipped test digits of the class (about 50; the paper uses 100) on 84×84 ca
 R CNN (``checkpoints/mnist_r_cnn``). Logic in :mod:`pages.lab.colocalisation` and
 :mod:`stn_core.colocalisation`.
 
-Widget keys (for AppTest): ``co_digit``, ``co_clutter``, ``co_seed``; buttons ``co_run`` (the search) and ``co_sgd``
-(the paper's SGD on a localisation net, live). Below: the shipped localisation nets (``checkpoints/coloc_t``,
+Widget keys (for AppTest): ``co_digit``, ``co_clutter``, ``co_seed``; buttons ``co_run`` (the search), ``co_sgd``
+(the paper's SGD on a localisation net, live), ``co_basin`` (the probe: windows started near their digits) and
+``co_tiled`` (SGD from a grid of starts per image, live). Below: the shipped localisation nets (``checkpoints/coloc_t``,
 ``coloc_tc``: one per class) on the same canvases.
 """
 
@@ -191,6 +192,41 @@ if ss.pop(P + "want_basin", False):
     ss[P + "basin_result"] = (key, trace)
 elif done_basin is not None and done_basin[0] == key:
     _show_basin(done_basin[1])
+
+# ---------------------------------------------------------------------------- SGD from many starts, no boxes
+st.subheader(f"SGD from {C.TILES ** 2} starts per image: no box needed")
+st.markdown(
+    f"So give SGD starts near the digits without knowing where they are: every image gets {C.TILES} × {C.TILES} "
+    "windows spread over its canvas (thin), each moved by SGD on the same loss against the other images' best "
+    "windows; every image's best window (orange) is its one of lowest loss, and each image keeps fewer of its "
+    f"windows at each phase ({' → '.join(str(k) for k, _ in cl.TILED_SCHEDULE)}) until one is left "
+    f"({cl.TILED_SCHEDULE[-1][1]} steps, one to two minutes on this CPU). No label and no box is used: the green "
+    "boxes are drawn for you only. These are windows per image, not a localisation net. Every class: "
+    "`results/colocalisation-tiled.md`.")
+tiled_slots, tiled_chart, tiled_status = _live_area(f"Run SGD from {C.TILES ** 2} starts", "tiled")
+
+
+def _show_tiled(trace: list[tuple[int, torch.Tensor, torch.Tensor, float]]) -> None:
+    """Draw the run's latest kept windows, its loss/correct figure and the status line from its trace so far."""
+    step, windows, best, _ = trace[-1]
+    for slot, pic in zip(tiled_slots, cl.tiled_pictures(data, windows, best)):
+        slot.image(pic, width="stretch")
+    correct = [C.share_correct(C.iou(C.boxes_of(w[torch.arange(n), b]), data.boxes)) for _, w, b, _ in trace]
+    if len(trace) > 1:  # trace[0] is the start, before any step: no loss yet
+        tiled_chart.plotly_chart(cl.tiled_figure([t[0] for t in trace[1:]], [t[3] for t in trace[1:]], correct[1:]),
+                                 width="stretch", key=f"{P}tiled_{step}")
+    tiled_status.markdown(f"**Step {step}**, {windows.shape[1]} window(s) kept per image: the best window is "
+                          f"correct for {100 * correct[-1]:.0f} % of the {n} images.")
+
+
+done_tiled = ss.get(P + "tiled_result")
+if ss.pop(P + "want_tiled", False):
+    tiled_trace: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
+    with st.spinner(f"SGD from {C.TILES ** 2} starts per image …"):
+        cl.run_tiled(data, encoder, callback=lambda *a: (tiled_trace.append(a), _show_tiled(tiled_trace)))
+    ss[P + "tiled_result"] = (key, tiled_trace)
+elif done_tiled is not None and done_tiled[0] == key:
+    _show_tiled(done_tiled[1])
 
 # ---------------------------------------------------------------------------- the shipped localisation nets
 st.subheader("A localisation net that learned this class")

@@ -14,7 +14,7 @@ from stn_core import colocalisation as C
 
 #: How many images the page draws (the paper's Figure 4 shows a handful).
 TRACK = 6
-WINDOW_COLOUR, TRUTH_COLOUR = (247, 103, 7), (55, 178, 77)
+WINDOW_COLOUR, TRUTH_COLOUR, CANDIDATE_COLOUR = (247, 103, 7), (55, 178, 77), (140, 110, 90)
 
 
 def make_set(images: np.ndarray, labels: np.ndarray, digit: int, clutter: bool, seed: int,
@@ -27,12 +27,15 @@ def make_set(images: np.ndarray, labels: np.ndarray, digit: int, clutter: bool, 
     return C.make_set(pick, clutter, torch.Generator().manual_seed(int(seed)), pool=torch.as_tensor(images))
 
 
-def picture(x: torch.Tensor, window: torch.Tensor, truth: torch.Tensor | None, scale: int = 3) -> np.ndarray:
+def picture(x: torch.Tensor, window: torch.Tensor, truth: torch.Tensor | None, scale: int = 3,
+            others: torch.Tensor | None = None) -> np.ndarray:
     """One canvas ``(1, 84, 84)`` with its window box (orange) and, for reference, the true box (green, thin):
-    an RGB uint8 image ``scale``× larger."""
+    an RGB uint8 image ``scale``× larger; ``others (k, 4)``: further candidate boxes, thin and pale."""
     a = (x[0].clamp(0, 1).numpy() * 255).astype(np.uint8)
     im = Image.fromarray(a).convert("RGB").resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(im)
+    for box in [] if others is None else others:
+        draw.rectangle([float(v) * scale for v in box], outline=CANDIDATE_COLOUR, width=1)
     if truth is not None:
         draw.rectangle([float(v) * scale for v in truth], outline=TRUTH_COLOUR, width=1)
     draw.rectangle([float(v) * scale for v in window], outline=WINDOW_COLOUR, width=3)
@@ -76,6 +79,33 @@ def basin_figure(steps: list[int], losses: list[float], correct: list[float], he
     """The probe's triplet loss (left axis, whole set) and correct share (right axis) at its drawn steps."""
     return _loss_and_correct(dict(x=steps, y=losses, mode="lines+markers", name="triplet loss (every image)", width=2),
                              steps, correct, "Started near their digits: the loss and the correct windows",
+                             dict(title=dict(text="SGD step")), height, dtick=25)
+
+
+#: The page's run of :func:`stn_core.colocalisation.tiled_sgd`: its default phases, as results/colocalisation-tiled.md.
+TILED_SCHEDULE = C.TILED_SCHEDULE
+
+
+def run_tiled(data: C.CoLocSet, encoder: torch.nn.Sequential, callback=None) -> C.TiledSGD:
+    """The page's live run of :func:`stn_core.colocalisation.tiled_sgd` (:data:`TILED_SCHEDULE`);
+    ``callback(step, windows (N, k, 3), best (N,), loss)`` at the start and every 10 steps."""
+    return C.tiled_sgd(data, encoder, schedule=TILED_SCHEDULE, callback=callback)
+
+
+def tiled_pictures(data: C.CoLocSet, windows: torch.Tensor, best: torch.Tensor, track: int = TRACK) -> list[np.ndarray]:
+    """The first ``track`` canvases with every kept window ``windows (N, k, 3)`` thin and each image's best one
+    (index ``best (N,)``) in orange."""
+    boxes = C.boxes_of(windows[:track].reshape(-1, 3)).view(-1, windows.shape[1], 4)
+    return [picture(data.x[i], boxes[i, int(best[i])], data.boxes[i], others=boxes[i])
+            for i in range(min(track, windows.shape[0]))]
+
+
+def tiled_figure(steps: list[int], losses: list[float], correct: list[float], height: int = 300):
+    """A tiled run's mean loss of the kept windows (left axis) and the share of images whose best window is correct
+    (right axis) at its drawn steps."""
+    return _loss_and_correct(dict(x=steps, y=losses, mode="lines+markers",
+                                  name="triplet loss (mean of the kept windows)", width=2),
+                             steps, correct, f"From {C.TILES ** 2} starts per image: the loss and the best windows",
                              dict(title=dict(text="SGD step")), height, dtick=25)
 
 
@@ -147,5 +177,5 @@ def bank_windows(bank: C.CoLocBank, data: C.CoLocSet, digit: int) -> tuple[torch
     return params, C.share_correct(C.iou(C.boxes_of(params), data.boxes))
 
 
-__all__ = ["BASIN_OFFSET", "BASIN_STEPS", "SGD_CONFIG", "TRACK", "basin_figure", "bank_stem", "bank_windows", "box_pictures", "loss_figure", "make_set", "picture",
-           "pictures", "run_basin", "run_sgd", "sgd_figure"]
+__all__ = ["BASIN_OFFSET", "BASIN_STEPS", "SGD_CONFIG", "TILED_SCHEDULE", "TRACK", "basin_figure", "bank_stem", "bank_windows", "box_pictures", "loss_figure", "make_set", "picture",
+           "pictures", "run_basin", "run_sgd", "run_tiled", "sgd_figure", "tiled_figure", "tiled_pictures"]

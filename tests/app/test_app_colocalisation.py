@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 from apptest_util import assert_no_exception, open_page
 
 from pages.lab import colocalisation as cl
@@ -96,6 +97,41 @@ def test_windows_started_near_their_digits_are_drawn_live_with_the_loss(monkeypa
     assert len(at.get("image")) == 2 * cl.TRACK  # the search's start and the probe's windows
     at.run()
     assert found.group(0) in " ".join(m.value for m in at.markdown)
+
+
+def test_sgd_from_tiled_starts_is_drawn_live_with_every_kept_window_and_the_loss(monkeypatch, tmp_path):
+    """The tiled run's button: the six canvases with their kept windows, the loss/correct figure at every drawn step
+    and a status line naming the windows kept; a rerun shows the finished run again. (Shorter phases than the
+    page's: the wiring, not the result, which results/colocalisation-tiled.md measures.)"""
+    _folder(monkeypatch, tmp_path, bank=False)
+    monkeypatch.setattr(cl, "TILED_SCHEDULE", ((C.TILES ** 2, 10), (4, 20), (1, 30)))
+    at = open_page(PAGE, {"digit": "3", "seed": "0"})
+    at.button(key="co_tiled").click().run()
+    assert_no_exception(at)
+    fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert [t["name"] for t in fig["data"]] == ["triplet loss (mean of the kept windows)", "correct (IoU > 0.5), %"]
+    assert _size(fig["data"][0]["y"]) == 3  # steps 10, 20 and 30 (the start has no loss)
+    status = " ".join(m.value for m in at.markdown)
+    found = re.search(r"Step 30\*\*, 1 window\(s\) kept per image: the best window is correct for (\d+) % of the "
+                      r"(\d+) images", status)
+    assert found and int(found.group(2)) > 30
+    assert len(at.get("image")) == 2 * cl.TRACK  # the search's start and the tiled run's canvases
+    at.run()
+    assert found.group(0) in " ".join(m.value for m in at.markdown)
+
+
+def test_tiled_pictures_draw_every_kept_window_thin_and_the_best_in_orange():
+    x, y = load_mnist_sample()
+    data = cl.make_set(x, y, 3, False, 0)
+    n, s = data.x.shape[0], C.CROP / C.CANVAS
+    windows = torch.cat([torch.full((n, 2, 1), s), torch.tensor([[-0.5, -0.5], [0.5, 0.5]]).expand(n, 2, 2)], 2)
+    pics = cl.tiled_pictures(data, windows, torch.ones(n, dtype=torch.long))
+    assert len(pics) == cl.TRACK
+    orange = np.all(pics[0] == cl.WINDOW_COLOUR, axis=2)
+    pale = np.all(pics[0] == cl.CANDIDATE_COLOUR, axis=2)
+    h = pics[0].shape[0]
+    assert orange[h // 2:, h // 2:].any() and not orange[:h // 2, :h // 2].any()  # the best: the lower-right one
+    assert pale[:h // 2, :h // 2].any()  # the other kept window, thin
 
 
 def test_the_lead_sentence_names_what_the_share_means():

@@ -261,3 +261,82 @@ def test_the_results_sentence_on_sgd_after_teaching_names_the_classes_it_moved_o
     assert "T 7s (59 % → 24 %), TC 9s (100 % → 1 %)." in text
     steady = [(7, {"T": cell(0.6, 0.6), "TC": cell(0.6, 0.58)})]
     assert "moved them off" not in mod._kept_sentence(steady, 1) and "for 1 of 1 classes" in mod._kept_sentence(steady, 1)
+
+
+def test_tiled_grid_spans_the_canvas_edge_to_edge_row_by_row():
+    t = C.tiled_grid(4)
+    assert t.shape == (16, 2)
+    s = C.CROP / C.CANVAS
+    assert torch.allclose(t[0], torch.tensor([-(1 - s), -(1 - s)])) and torch.allclose(t[-1], torch.tensor([1 - s, 1 - s]))
+    assert torch.allclose(t[1, 1], t[0, 1]) and t[1, 0] > t[0, 0]  # x varies first
+
+
+def test_tiled_sgd_prunes_to_one_window_per_image_and_reports_each_point():
+    """The schedule's kept counts appear in order at the history points; every image ends with one native-scale
+    window inside the canvas; a window already on its digit and kept alone with no step is scored correct; bad
+    schedules and single images are refused."""
+    from stn_core.models import build_model
+
+    torch.manual_seed(0)
+    data = C.make_set(_digits(6), False, torch.Generator().manual_seed(0))
+    encoder = build_model("cnn", None, 28).classifier.eval()
+    seen = []
+    res = C.tiled_sgd(data, encoder, tiles=3, schedule=((9, 2), (4, 4), (1, 6)), every=2,
+                      callback=lambda *a: seen.append(a))
+    assert res.steps == [0, 2, 4, 6] and res.kept == [9, 9, 4, 1]
+    assert [a[1].shape for a in seen] == [(6, 9, 3), (6, 9, 3), (6, 4, 3), (6, 1, 3)]
+    assert np.isnan(seen[0][3]) and not np.isnan(seen[-1][3]) and seen[-1][2].tolist() == [0] * 6
+    assert res.windows.shape == (6, 3) and torch.allclose(res.windows[:, 0], torch.tensor(C.CROP / C.CANVAS))
+    assert (res.windows[:, 1:].abs() <= 1 - C.CROP / C.CANVAS + 1e-6).all()
+    assert res.ious.shape == (6,) and res.correct[-1] == C.share_correct(res.ious)
+    with pytest.raises(ValueError, match="end with one window"):
+        C.tiled_sgd(data, encoder, tiles=2, schedule=((4, 2), (2, 4)))
+    for bad in (((2, 2), (1, 4)), ((4, 2), (4, 2), (1, 6)), ((4, 2), (2, 4), (3, 5), (1, 6))):
+        with pytest.raises(ValueError, match="start with all"):
+            C.tiled_sgd(data, encoder, tiles=2, schedule=bad)
+    with pytest.raises(ValueError, match="two images"):
+        C.tiled_sgd(C.CoLocSet(data.x[:1], data.boxes[:1]), encoder)
+
+
+def test_tiled_sgd_finds_shipped_digits_of_one_class_with_the_shipped_cnn():
+    # 12 shipped test "0"s and the shipped R CNN: SGD from the tiled starts (no labels, no boxes) should end with
+    # most windows on the digits (the full 100-image runs: results/colocalisation-tiled.md)
+    from stn_core.checkpoints import load_model
+    from stn_core.data.samples import load_mnist_sample
+    from stn_core.registry import checkpoint_dir
+
+    stem = checkpoint_dir() / "mnist_r_cnn"
+    if not stem.with_suffix(".json").is_file():
+        pytest.skip("the shipped R CNN checkpoint is missing")
+    x, y = load_mnist_sample()
+    data = C.make_set(torch.as_tensor(x[y == 0][:12]), clutter=False, generator=torch.Generator().manual_seed(0))
+    res = C.tiled_sgd(data, load_model(stem)[0].classifier.eval(), schedule=((16, 10), (4, 20), (1, 40)))
+    assert C.share_correct(res.ious) >= 0.75, res.correct
+
+
+def test_the_tiled_results_script_writes_a_row_per_class_with_its_phases(monkeypatch, tmp_path):
+    """scripts/colocalisation_tiled.py on the shipped sample (no MNIST files needed), one class, short phases: the
+    row gives the final share and the share at the start and at the end of every phase, beside the paper."""
+    import importlib.util
+
+    from stn_core.data import tasks as ds
+    from stn_core.data.samples import load_mnist_sample
+
+    x, y = load_mnist_sample()
+    monkeypatch.setattr(ds, "load_split", lambda split, *a, **k: (torch.as_tensor(x), torch.as_tensor(y)))
+    monkeypatch.setattr(C, "TILED_SCHEDULE", ((C.TILES ** 2, 10), (4, 20), (1, 30)))
+    monkeypatch.setattr(C, "N_IMAGES", 12)
+    path = Path(__file__).resolve().parents[2] / "scripts" / "colocalisation_tiled.py"
+    spec = importlib.util.spec_from_file_location("colocalisation_tiled", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "tiled.md"
+    mod.main(["--digits", "0", "--out", str(out)])
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 0 | "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].endswith("%") and cells[3].count("→") == 3 and cells[4].count("→") == 3  # start + 3 phases
+    assert cells[3].split(" → ")[-1] + " %" == cells[1]  # the last phase's end is the final share
+    assert "| paper (a localisation net, SGD) | 100 % | 75–93 % | | |" in text
+    assert "`python scripts/colocalisation_tiled.py --digits 0 --out" in text  # the command that made it
+    assert "16 until 10, 4 until 20, 1 until 30" in text
