@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(1)
     encoder = load_model(a.encoder)[0].classifier.eval()
     x, y = ds.load_split("test")
-    data = C.make_set(x[y == a.digit][:C.N_IMAGES], False, torch.Generator().manual_seed(0))
+    data = C.paper_set(x, y, a.digit, "T")
     n, b = data.x.shape[0], data.boxes
     centre = C.box_centres(b)
     windows = {"true boxes": torch.cat([torch.full((n, 1), C.CROP / C.CANVAS), centre], 1),

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     for d in a.digits:
         cells = {}
         for setting in ("T", "TC"):
-            data = C.make_set(x[y == d][:C.N_IMAGES], setting == "TC", torch.Generator().manual_seed(a.seed))
+            data = C.paper_set(x, y, d, setting, a.seed)
             _, run = C.train(data, encoder, dataclasses.replace(cfg, track=data.x.shape[0]))
             start = run.history_correct(data)[0]  # every window centred, before the first step
             k = min(20, len(run.losses))

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     for d in a.digits:
         cells = {}
         for setting in ("T", "TC"):
-            data = C.make_set(x[y == d][:C.N_IMAGES], setting == "TC", torch.Generator().manual_seed(a.seed))
+            data = C.paper_set(x, y, d, setting, a.seed)
             cells[setting] = C.tiled_sgd(data, encoder, schedule=C.TILED_SCHEDULE, seed=a.seed)
             print(f"digit {d} {setting}: {_phases(cells[setting])} % correct", flush=True)
         rows.append((d, cells))

@@ -119,6 +119,14 @@ def make_set(digits: torch.Tensor, clutter: bool, generator: torch.Generator,
     return CoLocSet(x, boxes)
 
 
+def paper_set(images: torch.Tensor, labels: torch.Tensor, digit: int, setting: str, seed: int = 0) -> CoLocSet:
+    """The results files' set of one class: the first :data:`N_IMAGES` digits of class ``digit`` in ``images
+    (M, 28, 28)`` with ``labels (M,)``, on canvases placed by ``seed``; ``setting`` "T" (no clutter) or "TC"."""
+    if setting not in ("T", "TC"):
+        raise ValueError(f"setting must be 'T' or 'TC', got {setting!r}")
+    return make_set(images[labels == digit][:N_IMAGES], setting == "TC", torch.Generator().manual_seed(seed))
+
+
 def bounded_attention(raw: torch.Tensor) -> torch.Tensor:
     """``(N, 3)`` unbounded (a, b_x, b_y) → attention (s, t_x, t_y) with s in [S_MIN, S_MAX] and the
     window inside the canvas: s = S_MIN + (S_MAX − S_MIN)·sigmoid(a), t = (1 − s)·tanh(b)."""
@@ -679,5 +687,5 @@ __all__ = ["BANK_MODEL", "BANK_TASKS", "CoLocBank", "bank_from_meta", "S_MAX", "
            "BASIN_LR", "BASIN_MOMENTUM", "TILED_SCHEDULE", "TILES", "TiledSGD", "tiled_grid", "tiled_sgd", "BASIN_STEPS", "BasinProbe", "box_centres", "CoLocRun", "CoLocSearch", "basin_probe", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "descent_alignment",
            "distil", "lead_share", "search",
            "window_features",
-           "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set",
+           "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set", "paper_set",
            "predict_boxes", "random_crops", "share_correct", "train", "triplet_loss"]

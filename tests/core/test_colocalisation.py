@@ -340,3 +340,14 @@ def test_the_tiled_results_script_writes_a_row_per_class_with_its_phases(monkeyp
     assert "| paper (a localisation net, SGD) | 100 % | 75–93 % | | |" in text
     assert "`python scripts/colocalisation_tiled.py --digits 0 --out" in text  # the command that made it
     assert "16 until 10, 4 until 20, 1 until 30" in text
+
+
+def test_the_paper_set_takes_the_first_digits_of_the_class_and_clutters_only_tc():
+    x = torch.zeros(6, 28, 28, dtype=torch.uint8)
+    x[:, 10:18, 10:18] = 255
+    y = torch.tensor([1, 2, 1, 1, 2, 1])
+    t, tc = C.paper_set(x, y, 1, "T"), C.paper_set(x, y, 1, "TC")
+    assert t.x.shape == (4, 1, C.CANVAS, C.CANVAS) and torch.equal(t.boxes, tc.boxes)  # same seed, same places
+    assert tc.x.sum() > t.x.sum()  # the clutter's ink
+    with pytest.raises(ValueError, match="'T' or 'TC'"):
+        C.paper_set(x, y, 1, "C")
