@@ -50,7 +50,8 @@ st.markdown(
     "digits. Here the loss is minimised by **coordinate descent over windows** (in each sweep every image takes "
     "the window with the lowest loss against the others' windows of the sweep before): the paper's SGD on a "
     "localisation net got trapped on "
-    "background in our runs (`stn_core/colocalisation.py` says what was tried). A localisation net *taught* the "
+    "background in our runs (`stn_core/colocalisation.py` says what was tried), while SGD from a grid of starts per "
+    "image finds the digits too (further down). A localisation net *taught* the "
     "windows the search finds then predicts windows for images it never saw, and SGD on the paper's loss keeps "
     "them there for most classes (the results name those it moved off). Results for every class, the search and "
     "the taught net on held-out images: "
@@ -213,7 +214,8 @@ def _show_tiled(trace: list[tuple[int, torch.Tensor, torch.Tensor, float]]) -> N
         slot.image(pic, width="stretch")
     correct = [C.share_correct(C.iou(C.boxes_of(w[torch.arange(n), b]), data.boxes)) for _, w, b, _ in trace]
     if len(trace) > 1:  # trace[0] is the start, before any step: no loss yet
-        tiled_chart.plotly_chart(cl.tiled_figure([t[0] for t in trace[1:]], [t[3] for t in trace[1:]], correct[1:]),
+        tiled_chart.plotly_chart(cl.tiled_figure([t[0] for t in trace[1:]], [t[3] for t in trace[1:]], correct[1:],
+                                                 cl.TILED_SCHEDULE),
                                  width="stretch", key=f"{P}tiled_{step}")
     tiled_status.markdown(f"**Step {step}**, {windows.shape[1]} window(s) kept per image: the best window is "
                           f"correct for {100 * correct[-1]:.0f} % of the {n} images.")

@@ -100,13 +100,21 @@ def tiled_pictures(data: C.CoLocSet, windows: torch.Tensor, best: torch.Tensor, 
             for i in range(min(track, windows.shape[0]))]
 
 
-def tiled_figure(steps: list[int], losses: list[float], correct: list[float], height: int = 300):
+def tiled_figure(steps: list[int], losses: list[float], correct: list[float],
+                 schedule: tuple[tuple[int, int], ...] = (), height: int = 300):
     """A tiled run's mean loss of the kept windows (left axis) and the share of images whose best window is correct
-    (right axis) at its drawn steps."""
+    (right axis) at its drawn steps; a dotted line where each phase of ``schedule`` (kept, until step) ends and
+    fewer windows are kept (the mean loss drops there because the worse windows go)."""
+    ends = [(until, nxt) for (_, until), (nxt, _) in zip(schedule, schedule[1:])]
+    marks = dict(shapes=[dict(type="line", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
+                              line=dict(color="#868e96", width=1, dash="dot")) for x, _ in ends],
+                 annotations=[dict(x=x, y=1, xref="x", yref="paper", text=f"keep {k}", showarrow=False,
+                                   xanchor="left", yanchor="top", font=dict(size=viz.FONT_SIZE - 2, color="#868e96"))
+                              for x, k in ends])
     return _loss_and_correct(dict(x=steps, y=losses, mode="lines+markers",
                                   name="triplet loss (mean of the kept windows)", width=2),
                              steps, correct, f"From {C.TILES ** 2} starts per image: the loss and the best windows",
-                             dict(title=dict(text="SGD step")), height, dtick=25)
+                             dict(title=dict(text="SGD step")), height, marks, dtick=25)
 
 
 def start_lead(data: C.CoLocSet, encoder: torch.nn.Sequential) -> tuple[float, int]:
@@ -140,9 +148,9 @@ def sgd_figure(run: C.CoLocRun, correct: list[float], height: int = 300):
 
 
 def _loss_and_correct(loss: dict, steps: list[int], correct: list[float], title: str, xaxis: dict,
-                      height: int, **yaxis2):
+                      height: int, extra: dict | None = None, **yaxis2):
     """The triplet loss (left axis; ``loss``: its scatter trace's x, y, mode, name and line width) and the correct
-    share in % at ``steps`` (right axis, 0–105, ``yaxis2`` extras)."""
+    share in % at ``steps`` (right axis, 0–105, ``yaxis2`` extras); ``extra``: more layout (shapes, annotations)."""
     loss = dict(loss)
     width = loss.pop("width")
     traces = [viz._trace("scatter", **loss, line=dict(color=viz.MODEL_COLOUR, width=width)),
@@ -152,7 +160,7 @@ def _loss_and_correct(loss: dict, steps: list[int], correct: list[float], title:
                   title=dict(text=title, x=0.0, xanchor="left"),
                   xaxis=xaxis, yaxis=dict(title=dict(text="loss"), rangemode="tozero"),
                   yaxis2=dict(title=dict(text="correct %"), overlaying="y", side="right", range=[0, 105], **yaxis2),
-                  legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0), plot_bgcolor="#ffffff")
+                  legend=dict(orientation="h", yanchor="top", y=-0.25, x=0.0), plot_bgcolor="#ffffff", **(extra or {}))
     return viz._figure(traces, layout)
 
 

@@ -111,6 +111,8 @@ def test_sgd_from_tiled_starts_is_drawn_live_with_every_kept_window_and_the_loss
     fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
     assert [t["name"] for t in fig["data"]] == ["triplet loss (mean of the kept windows)", "correct (IoU > 0.5), %"]
     assert _size(fig["data"][0]["y"]) == 3  # steps 10, 20 and 30 (the start has no loss)
+    marks = [(m["x0"], a["text"]) for m, a in zip(fig["layout"]["shapes"], fig["layout"]["annotations"])]
+    assert marks == [(10, "keep 4"), (20, "keep 1")]  # where each phase ends
     status = " ".join(m.value for m in at.markdown)
     found = re.search(r"Step 30\*\*, 1 window\(s\) kept per image: the best window is correct for (\d+) % of the "
                       r"(\d+) images", status)

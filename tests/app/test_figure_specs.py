@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
+from pages.lab import colocalisation as cl
 from pages.lab import figures as viz
 from pages.lab import sampler as sl
 from stn_core.transforms import affine_grid, compose_affine
@@ -35,6 +36,11 @@ BUILDERS = {
     "heatmap_panel": lambda: viz.heatmap_panel(np.random.default_rng(1).random((8, 9)), "diff", colorbar_title="|d|"),
     "zoom_figure": lambda: viz.zoom_figure(sl.zoom(_image(), _grid(), 3, 4)),
     "region_figure": lambda: viz.region_figure(_image(28, 28), REGION, _grid((28, 28)), LATTICE),
+    "colocalisation loss_figure": lambda: cl.loss_figure([3.0, 2.0, 1.5], [0.4, 0.8]),
+    "colocalisation sgd_figure": lambda: cl.sgd_figure(cl.C.CoLocRun(losses=[2.0, 1.0], history_steps=[0, 2]), [0.1, 0.2]),
+    "colocalisation basin_figure": lambda: cl.basin_figure([25, 50], [1.0, 0.5], [0.2, 0.6]),
+    "colocalisation tiled_figure": lambda: cl.tiled_figure([10, 20, 30], [2.0, 1.0, 0.5], [0.3, 0.5, 0.7],
+                                                           ((16, 10), (4, 20), (1, 30))),
     "loss_figure": lambda: viz.loss_figure(sl.align_experiment(np.eye(28, dtype=np.float32), steps=2).runs),
     "probability_figure": lambda: viz.probability_figure(
         [("model", np.full(10, 0.1)), ("CNN", np.eye(10)[3])], true_label=3),
