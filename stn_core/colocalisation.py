@@ -495,8 +495,8 @@ def tiled_sgd(data: CoLocSet, encoder: nn.Sequential, tiles: int = TILES,
     other images' *best* windows (of the previous step; at the first, their centred windows, as :func:`search`):
     mean over m ≠ n of max(0, ‖e(Tₙₖ) − e(Bₘ)‖² − ‖e(Tₙₖ) − e(Rₙ)‖² + α), Rₙ a random crop of image n redrawn
     every step; SGD (``lr`` per window) moves every kept window down its own loss, and an image's best window
-    is its kept one of lowest loss. At each ``schedule`` boundary (kept, until step) every image drops all but
-    its ``kept`` windows of lowest loss. Why: from one shared start the loss gives SGD no lead towards the
+    is its kept one of lowest loss. ``schedule`` is a list of phases (kept, until step): the first keeps all
+    ``tiles``² windows, and at the start of each later one every image keeps only its ``kept`` of lowest loss. Why: from one shared start the loss gives SGD no lead towards the
     digits, but windows that start near their digits come back (:func:`descent_alignment`,
     :func:`basin_probe`); a grid of starts puts one of them near every digit. The true boxes only score.
     ``callback(step, windows (N, k, 3) the kept windows, best (N,) index of each image's best, loss)`` is
