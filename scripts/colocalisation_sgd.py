@@ -85,22 +85,19 @@ def main(argv: list[str] | None = None) -> None:
     x, y = ds.load_split("test")
     cfg = C.CoLocConfig(steps=a.steps, seed=a.seed, every=10 ** 6)  # history at the start and the end only
     t0 = time.time()
-    rows = []
-    for d in a.digits:
-        cells = {}
-        for setting in ("T", "TC"):
-            data = C.paper_set(x, y, d, setting, a.seed)
-            _, run = C.train(data, encoder, dataclasses.replace(cfg, track=data.x.shape[0]))
-            start = run.history_correct(data)[0]  # every window centred, before the first step
-            k = min(20, len(run.losses))
-            first, last = sum(run.losses[:k]) / k, sum(run.losses[-k:]) / k
-            lead = {scale: C.descent_alignment(data, encoder, scale, seed=a.seed) for scale in LEAD_SCALES}
-            basin = {off: C.basin_probe(data, encoder, off, steps=a.basin_steps, seed=a.seed)
-                     for off in a.basin_offsets}
-            cells[setting] = (start, run.correct, first, last, lead, basin)
-            print(f"digit {d} {setting}: correct {100 * start:.0f} % → {100 * run.correct:.0f} %, "
-                  f"loss {first:.3f} → {last:.3f}", flush=True)
-        rows.append((d, cells))
+    cells: dict[int, dict[str, tuple]] = {}
+    for d, setting, data in C.paper_sets(x, y, a.digits, a.seed):
+        _, run = C.train(data, encoder, dataclasses.replace(cfg, track=data.x.shape[0]))
+        start = run.history_correct(data)[0]  # every window centred, before the first step
+        k = min(20, len(run.losses))
+        first, last = sum(run.losses[:k]) / k, sum(run.losses[-k:]) / k
+        lead = {scale: C.descent_alignment(data, encoder, scale, seed=a.seed) for scale in LEAD_SCALES}
+        basin = {off: C.basin_probe(data, encoder, off, steps=a.basin_steps, seed=a.seed)
+                 for off in a.basin_offsets}
+        cells.setdefault(d, {})[setting] = (start, run.correct, first, last, lead, basin)
+        print(f"digit {d} {setting}: correct {100 * start:.0f} % → {100 * run.correct:.0f} %, "
+              f"loss {first:.3f} → {last:.3f}", flush=True)
+    rows = list(cells.items())
     pct = lambda v: f"{100 * v:.0f} %"  # noqa: E731
     args = sys.argv[1:] if argv is None else argv
     cmd = "python scripts/colocalisation_sgd.py" + (" " + " ".join(args) if args else "")

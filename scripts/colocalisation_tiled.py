@@ -69,14 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     encoder = load_model(a.encoder)[0].classifier.eval()
     x, y = ds.load_split("test")
     t0 = time.time()
-    rows = []
-    for d in a.digits:
-        cells = {}
-        for setting in ("T", "TC"):
-            data = C.paper_set(x, y, d, setting, a.seed)
-            cells[setting] = C.tiled_sgd(data, encoder, schedule=C.TILED_SCHEDULE, seed=a.seed)
-            print(f"digit {d} {setting}: {_phases(cells[setting])} % correct", flush=True)
-        rows.append((d, cells))
+    cells: dict[int, dict[str, C.TiledSGD]] = {}
+    for d, setting, data in C.paper_sets(x, y, a.digits, a.seed):
+        run = cells.setdefault(d, {})[setting] = C.tiled_sgd(data, encoder, schedule=C.TILED_SCHEDULE, seed=a.seed)
+        print(f"digit {d} {setting}: {_phases(run)} % correct", flush=True)
+    rows = list(cells.items())
     args = sys.argv[1:] if argv is None else argv
     cmd = "python scripts/colocalisation_tiled.py" + (" " + " ".join(args) if args else "")
     lines = ["# Co-localisation by SGD from tiled starts (ours)", "",

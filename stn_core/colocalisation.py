@@ -127,6 +127,14 @@ def paper_set(images: torch.Tensor, labels: torch.Tensor, digit: int, setting: s
     return make_set(images[labels == digit][:N_IMAGES], setting == "TC", torch.Generator().manual_seed(seed))
 
 
+def paper_sets(images: torch.Tensor, labels: torch.Tensor, digits: list[int], seed: int = 0):
+    """Every results file's sets in order: ``(digit, setting, set)`` for each of ``digits`` and "T", "TC"
+    (:func:`paper_set`)."""
+    for d in digits:
+        for setting in ("T", "TC"):
+            yield d, setting, paper_set(images, labels, d, setting, seed)
+
+
 def bounded_attention(raw: torch.Tensor) -> torch.Tensor:
     """``(N, 3)`` unbounded (a, b_x, b_y) → attention (s, t_x, t_y) with s in [S_MIN, S_MAX] and the
     window inside the canvas: s = S_MIN + (S_MAX − S_MIN)·sigmoid(a), t = (1 − s)·tanh(b)."""
@@ -687,5 +695,5 @@ __all__ = ["BANK_MODEL", "BANK_TASKS", "CoLocBank", "bank_from_meta", "S_MAX", "
            "BASIN_LR", "BASIN_MOMENTUM", "TILED_SCHEDULE", "TILES", "TiledSGD", "tiled_grid", "tiled_sgd", "BASIN_STEPS", "BasinProbe", "box_centres", "CoLocRun", "CoLocSearch", "basin_probe", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "descent_alignment",
            "distil", "lead_share", "search",
            "window_features",
-           "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set", "paper_set",
+           "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set", "paper_set", "paper_sets",
            "predict_boxes", "random_crops", "share_correct", "train", "triplet_loss"]

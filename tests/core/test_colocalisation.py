@@ -351,3 +351,5 @@ def test_the_paper_set_takes_the_first_digits_of_the_class_and_clutters_only_tc(
     assert tc.x.sum() > t.x.sum()  # the clutter's ink
     with pytest.raises(ValueError, match="'T' or 'TC'"):
         C.paper_set(x, y, 1, "C")
+    order = [(d, st, ds.x.shape[0]) for d, st, ds in C.paper_sets(x, y, [2, 1])]
+    assert order == [(2, "T", 2), (2, "TC", 2), (1, "T", 4), (1, "TC", 4)]
