@@ -371,6 +371,13 @@ def train(data: CoLocSet, encoder: nn.Sequential, cfg: CoLocConfig = CoLocConfig
     return model, run
 
 
+def native_windows(t: torch.Tensor, side: int = CANVAS) -> torch.Tensor:
+    """Native-scale (28×28) attention windows from translations ``t (..., 2)``, kept inside the canvas:
+    ``(..., 3)`` = (s, t_x, t_y) with s = 28 / ``side``."""
+    s = CROP / side
+    return torch.cat([torch.full((*t.shape[:-1], 1), s, dtype=t.dtype), t.clamp(-(1 - s), 1 - s)], -1)
+
+
 def box_centres(boxes: torch.Tensor, side: int = CANVAS) -> torch.Tensor:
     """The centres of pixel boxes ``(N, 4)`` = (x0, y0, x1, y1) in normalised coordinates ``(N, 2)`` (x, y)."""
     return (boxes[:, :2] + boxes[:, 2:]) / side - 1
@@ -442,7 +449,7 @@ def basin_probe(data: CoLocSet, encoder: nn.Sequential, offset_px: float, steps:
     opt = torch.optim.SGD([t], lr=lr, momentum=momentum)
 
     def windows() -> torch.Tensor:  # (N, 3) attention params, the translations kept inside the canvas
-        return torch.cat([torch.full((n, 1), s), t.clamp(-(1 - s), 1 - s)], 1)
+        return native_windows(t, side)
 
     def score() -> tuple[float, float]:
         with torch.no_grad():
@@ -518,19 +525,18 @@ def tiled_sgd(data: CoLocSet, encoder: nn.Sequential, tiles: int = TILES,
     if schedule[0][0] != tiles ** 2 or any(b[0] > a[0] or b[1] <= a[1] for a, b in zip(schedule, schedule[1:])):
         raise ValueError("the schedule must start with all tiles² windows, keep fewer and end later at each phase")
     n, side = data.x.shape[0], data.x.shape[-1]
-    s = CROP / side
     g = torch.Generator().manual_seed(seed)
     off = torch.eye(n, dtype=torch.bool).view(n, 1, n)
     t = tiled_grid(tiles, side).unsqueeze(0).repeat(n, 1, 1)                  # (N, K, 2)
 
     def params(t: torch.Tensor) -> torch.Tensor:                             # (N, k, 2) → (N, k, 3)
-        return torch.cat([torch.full((*t.shape[:2], 1), s), t.clamp(-(1 - s), 1 - s)], 2)
+        return native_windows(t, side)
 
     with torch.no_grad():
-        centred = torch.tensor([[s, 0.0, 0.0]]).expand(n, 3)
+        centred = native_windows(torch.zeros(n, 2), side)
         best_f = encoder_features(encoder, sample(data.x, attention_grid(centred, (CROP, CROP))))
     best = t[0].norm(dim=1).argmin().repeat(n)                     # before any loss: the most central start
-    cost = torch.zeros(n, t.shape[1])
+    cost = None                                                    # each window's loss at the last step
     hist = TiledSGD(torch.empty(0), torch.empty(0), [], [], [], [])
 
     def record(step: int, loss: float) -> None:
@@ -626,7 +632,7 @@ def candidate_windows(stride: int = 4, side: int = CANVAS) -> torch.Tensor:
     cy, cx = torch.meshgrid(pos, pos, indexing="ij")
     centres = torch.stack([cx.flatten(), cy.flatten()], 1) + CROP / 2
     t = centres / side * 2 - 1
-    return torch.cat([torch.full((t.shape[0], 1), CROP / side), t], 1)
+    return native_windows(t, side)
 
 
 @torch.no_grad()
@@ -692,7 +698,7 @@ def search(data: CoLocSet, encoder: nn.Sequential, iters: int = 6, stride: int =
 
 
 __all__ = ["BANK_MODEL", "BANK_TASKS", "CoLocBank", "bank_from_meta", "S_MAX", "S_MIN", "bounded_attention", "CANVAS", "CLUTTER_PIECES", "CROP", "CoLocConfig", "CoLocOutput",
-           "BASIN_LR", "BASIN_MOMENTUM", "TILED_SCHEDULE", "TILES", "TiledSGD", "tiled_grid", "tiled_sgd", "BASIN_STEPS", "BasinProbe", "box_centres", "CoLocRun", "CoLocSearch", "basin_probe", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "descent_alignment",
+           "BASIN_LR", "BASIN_MOMENTUM", "TILED_SCHEDULE", "TILES", "TiledSGD", "tiled_grid", "tiled_sgd", "BASIN_STEPS", "BasinProbe", "box_centres", "native_windows", "CoLocRun", "CoLocSearch", "basin_probe", "CoLocSet", "CoLocaliser", "candidate_windows", "correct_fraction", "descent_alignment",
            "distil", "lead_share", "search",
            "window_features",
            "IOU_CORRECT", "LocalisationNet", "MARGIN", "N_IMAGES", "boxes_of", "encoder_features", "iou", "make_set", "paper_set", "paper_sets",
