@@ -1,18 +1,22 @@
 """Publish the volume models (3-D transformer, appendix A.3) from their training runs into checkpoints/.
 
     python scripts/promote_volume.py --st runs/volume/vol-st-cnn runs/volume/vol-st-cnn-s06 ... \\
-                                     --cnn runs/volume/vol-cnn [--to checkpoints]
+                                     --cnn runs/volume/vol-cnn [--to checkpoints] [--keep-earlier]
 
-The ST runs are variants of one recipe (``--start-scale``, ``--loc-lr-mult``); the one with the lowest
-test error is published as ``volume_st-cnn``, and every variant's settings, test error and command go
-into its JSON under ``extra.variants``, so ``scripts/make_volume_results.py`` can show them all. The
-choice is made on the test set (there is no validation split here): the table says so. Only final runs
-are used; weights and JSON are copied (never the optimiser state) and the copy is checked by loading it.
+The ST runs are variants of one recipe (``--start-scale``, ``--loc-lr-mult``); of those trained for as many
+steps as the CNN (one budget for the pair), the one with the lowest test error is published as
+``volume_st-cnn``, and every variant's settings, steps, test error and command go into its JSON under
+``extra.variants``, so ``scripts/make_volume_results.py`` can show them all. The choice is made on the
+test set (there is no validation split here): the table says so. ``--keep-earlier`` keeps the variants
+and CNN runs the JSONs already in ``--to`` list (earlier budgets whose run folders are gone); the CNN's
+runs go under its ``extra.runs``. Only final runs are used; weights and JSON are copied (never the
+optimiser state) and the copy is checked by loading it.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -20,14 +24,37 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stn_core import registry as reg  # noqa: E402
-from stn_core.checkpoints import copy_checkpoint, load_meta  # noqa: E402
+from stn_core.checkpoints import checkpoint_paths, copy_checkpoint, load_meta  # noqa: E402
+
+
+def run_name(stem: str, meta: dict) -> str:
+    """A run's name: the folder name of its command's ``--out`` (a published copy keeps its run's name)."""
+    found = re.search(r"--out\s+(\S+)", meta.get("command") or "")
+    return Path(found.group(1)).name if found else Path(stem).name
 
 
 def variant(stem: str, meta: dict) -> dict:
-    """One ST run's settings and result, as kept in the published JSON."""
+    """One run's settings and result, as kept in the published JSON."""
     args = meta.get("train_args") or {}
-    return {"run": Path(stem).name, "start_scale": args.get("start_scale", 1.0), "loc_lr_mult": args.get("loc_lr_mult"),
-            "steps": meta.get("steps"), "test_error": meta.get("test_error"), "command": meta.get("command")}
+    out = {"run": run_name(stem, meta), "steps": meta.get("steps"), "test_error": meta.get("test_error"),
+           "command": meta.get("command")}
+    if meta.get("model") == "vol-st-cnn":
+        out.update(start_scale=args.get("start_scale", 1.0), loc_lr_mult=args.get("loc_lr_mult"))
+    return out
+
+
+def merged(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """``earlier`` runs not redone in ``new`` (by name), then ``new``."""
+    names = {r["run"] for r in new}
+    return [r for r in earlier if r["run"] not in names] + new
+
+
+def published_runs(stem: Path, key: str) -> list[dict]:
+    """The runs a published JSON lists under ``extra[key]`` (itself when it lists none); [] if absent."""
+    if not checkpoint_paths(stem)["meta"].exists():
+        return []
+    meta = load_meta(stem)
+    return list((meta.get("extra") or {}).get(key) or [variant(str(stem), meta)])
 
 
 def main() -> None:
@@ -35,21 +62,33 @@ def main() -> None:
     ap.add_argument("--st", nargs="+", required=True, help="stems of the vol-st-cnn runs (variants)")
     ap.add_argument("--cnn", required=True, help="stem of the vol-cnn run")
     ap.add_argument("--to", default=str(reg.checkpoint_dir()))
+    ap.add_argument("--keep-earlier", action="store_true",
+                    help="keep the variants and CNN runs that the published JSONs in --to list")
     a = ap.parse_args()
-    runs = {s: load_meta(s) for s in a.st}
-    final = {s: m for s, m in runs.items() if m.get("final") and m.get("model") == "vol-st-cnn"}
-    if not final:
-        raise SystemExit("error: none of the --st runs is a finished vol-st-cnn run")
-    best = min(final, key=lambda s: final[s]["test_error"])
-    meta = dict(final[best])
-    meta["extra"] = {**(meta.get("extra") or {}), "variants": [variant(s, m) for s, m in final.items()],
-                     "chosen_by": "lowest test error among the variants (no validation split)"}
-    out = copy_checkpoint(best, Path(a.to) / reg.volume_stem_name("vol-st-cnn"), meta)
-    print(f"published {best} → volume_st-cnn ({out['test_error']} %)")
+    st_to, cnn_to = Path(a.to) / reg.volume_stem_name("vol-st-cnn"), Path(a.to) / reg.volume_stem_name("vol-cnn")
     cnn = load_meta(a.cnn)
     if not cnn.get("final") or cnn.get("model") != "vol-cnn":
         raise SystemExit(f"error: {a.cnn} is not a finished vol-cnn run")
-    out = copy_checkpoint(a.cnn, Path(a.to) / reg.volume_stem_name("vol-cnn"))
+    runs = {s: load_meta(s) for s in a.st}
+    final = {s: m for s, m in runs.items() if m.get("final") and m.get("model") == "vol-st-cnn"}
+    same = {s: m for s, m in final.items() if m.get("steps") == cnn.get("steps")}
+    if not same:
+        raise SystemExit(f"error: none of the --st runs is a finished vol-st-cnn run of {cnn.get('steps')} steps "
+                         "(the CNN's budget)")
+    best = min(same, key=lambda s: same[s]["test_error"])
+    variants = [variant(s, m) for s, m in final.items()]
+    cnn_runs = [variant(a.cnn, cnn)]
+    if a.keep_earlier:
+        variants = merged(published_runs(st_to, "variants"), variants)
+        cnn_runs = merged(published_runs(cnn_to, "runs"), cnn_runs)
+    meta = dict(same[best])
+    meta["extra"] = {**(meta.get("extra") or {}), "variants": variants,
+                     "chosen_by": "lowest test error among the variants of the CNN's budget (no validation split)"}
+    out = copy_checkpoint(best, st_to, meta)
+    print(f"published {best} → volume_st-cnn ({out['test_error']} %)")
+    meta = dict(cnn)
+    meta["extra"] = {**(meta.get("extra") or {}), "runs": cnn_runs}
+    out = copy_checkpoint(a.cnn, cnn_to, meta)
     print(f"published {a.cnn} → volume_cnn ({out['test_error']} %)")
 
 

@@ -165,14 +165,26 @@ def test_trainer_runs_resumes_and_records_its_recipe(tmp_path, monkeypatch):
     assert model.config["model"] == "vol-st-cnn"
 
 
-def test_facing_measure_of_the_results_script():
+def _script(name: str):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "make_volume_results.py"
-    spec = importlib.util.spec_from_file_location("make_volume_results", path)
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_results_budget_rows_pair_each_cnn_budget_with_the_best_st_variant_of_those_steps():
+    mod = _script("make_volume_results")
+    variants = [{"steps": 2000, "test_error": 27.5}, {"steps": 2000, "test_error": 18.7}, {"steps": 8000, "test_error": 9.0}]
+    cnn = [{"steps": 8000, "test_error": 10.0}, {"steps": 2000, "test_error": 14.75}, {"steps": 500, "test_error": 40.0}]
+    assert mod.budget_rows(variants, cnn) == [(500, 40.0, None), (2000, 14.75, 18.7), (8000, 10.0, 9.0)]
+
+
+def test_facing_measure_of_the_results_script():
+    mod = _script("make_volume_results")
     pose = V.sample_pose(64, torch.Generator().manual_seed(9))
     flat = {"angles": torch.zeros(2, 3, dtype=torch.float64), "shift": torch.zeros(2, 3, dtype=torch.float64)}
     assert torch.allclose(mod.facing(None, flat), torch.ones(2))               # no tilt: face-on
@@ -193,16 +205,11 @@ def test_start_scale_is_the_transformers_starting_zoom():
 
 
 def test_promote_volume_publishes_the_best_variant_with_all_variants_listed(tmp_path, monkeypatch):
-    import importlib.util
     import sys
-    from pathlib import Path
 
     from stn_core.checkpoints import load_meta
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "promote_volume.py"
-    spec = importlib.util.spec_from_file_location("promote_volume", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _script("promote_volume")
     runs = tmp_path / "runs"
     for name, key, err, args in (("a", "vol-st-cnn", 30.0, {"loc_lr_mult": 0.1}),
                                  ("b", "vol-st-cnn", 20.0, {"loc_lr_mult": 0.1, "start_scale": 0.6}),
@@ -220,3 +227,40 @@ def test_promote_volume_publishes_the_best_variant_with_all_variants_listed(tmp_
     assert [v["run"] for v in st_meta["extra"]["variants"]] == ["a", "b"]
     assert st_meta["extra"]["variants"][1]["start_scale"] == 0.6 and st_meta["extra"]["variants"][0]["start_scale"] == 1.0
     assert not (out / "volume_st-cnn.train.safetensors").exists()
+
+
+def _volume_run(folder, name: str, key: str, err: float, steps: int, args: dict) -> None:
+    model = build_volume_model(key)
+    save_checkpoint(folder / name, model, {"task": "mnist-volume", "model": key, "transform": model.config["transform"],
+                                           "input_size": 60, "num_classes": 10, "test_error": err, "final": True,
+                                           "steps": steps, "train_args": args,
+                                           "command": f"train --steps {steps} --out runs/volume/{name}"})
+
+
+def test_promote_volume_publishes_an_st_of_the_cnns_budget_and_keeps_earlier_budgets(tmp_path, monkeypatch):
+    import sys
+
+    from stn_core.checkpoints import load_meta
+
+    mod = _script("promote_volume")
+    runs, out = tmp_path / "runs", tmp_path / "ck"
+    _volume_run(runs, "st-short", "vol-st-cnn", 20.0, 5, {"start_scale": 0.6})
+    _volume_run(runs, "cnn-short", "vol-cnn", 15.0, 5, {})
+    monkeypatch.setattr(sys, "argv", ["promote_volume.py", "--st", str(runs / "st-short"), "--cnn",
+                                      str(runs / "cnn-short"), "--to", str(out)])
+    mod.main()
+    # a longer budget: the ST run of 10 steps has a higher error than the 5-step one, yet it is the one published
+    _volume_run(runs, "st-long", "vol-st-cnn", 12.0, 10, {"start_scale": 0.6})
+    _volume_run(runs, "cnn-long", "vol-cnn", 13.0, 10, {})
+    monkeypatch.setattr(sys, "argv", ["promote_volume.py", "--st", str(runs / "st-long"), "--cnn",
+                                      str(runs / "cnn-long"), "--to", str(out), "--keep-earlier"])
+    mod.main()
+    st_meta, cnn_meta = load_meta(out / "volume_st-cnn"), load_meta(out / "volume_cnn")
+    assert (st_meta["steps"], st_meta["test_error"]) == (10, 12.0) and cnn_meta["steps"] == 10
+    assert [(v["run"], v["steps"]) for v in st_meta["extra"]["variants"]] == [("st-short", 5), ("st-long", 10)]
+    assert [(r["run"], r["test_error"]) for r in cnn_meta["extra"]["runs"]] == [("cnn-short", 15.0), ("cnn-long", 13.0)]
+    # an ST variant of another budget than the CNN's is refused: the published pair shares one budget
+    monkeypatch.setattr(sys, "argv", ["promote_volume.py", "--st", str(runs / "st-short"), "--cnn",
+                                      str(runs / "cnn-long"), "--to", str(out)])
+    with pytest.raises(SystemExit, match="10 steps"):
+        mod.main()
