@@ -48,6 +48,7 @@ def _undo() -> None:
 
 cat = common.catalog()
 n_digits = len(cat.digit_labels)
+entries = reg.find_volume(reg.checkpoint_dir())
 if P + "init" not in ss:
     state0, warns = vl.parse_state(common.query_dict(), n_digits)
     _set_state(state0)
@@ -62,8 +63,7 @@ st.markdown(
     "looking along the depth axis sees a squashed, rotated digit. The **3-D ST-CNN** regresses θ from the "
     "volume, trained with class labels only; its output cube is flattened along depth, and a 2-D CNN classifies "
     "that picture. The ideal θ turns the slab back to face the camera and zooms onto it (try **by hand** → "
-    "*θ that undoes the pose*). Ours, trained for 2,000 steps on a CPU, zooms onto the digit but has not learned "
-    "to undo the tilt, and it loses to the plain CNN — `results/3d.md` has the numbers.")
+    "*θ that undoes the pose*). " + vl.trained_summary({k: e.meta for k, e in entries.items()}))
 for w in ss.get(P + "warns", []):
     st.warning(w)
 if cat.note:
@@ -94,7 +94,6 @@ common.copy_link(sb, state.query())
 digit = common.sample_image("mnist", state.index)[..., 0].astype(np.float32)
 label = cat.digit_labels[state.index] if n_digits else -1
 volume, pose = vl.make_volume(digit, state.seed)
-entries = reg.find_volume(reg.checkpoint_dir())
 models = common.load_keyed_models(entries, reg.VOLUME_LABELS)
 if not models:
     st.info("No trained volume model yet: the page shows the volume and the hand θ only. Train them with\n\n"

@@ -177,6 +177,20 @@ def image_png(image: torch.Tensor | np.ndarray, size_px: int = 240) -> bytes:
     return viz.png_bytes(a, upscale=max(1, size_px // a.shape[0]))
 
 
+def trained_summary(metas: Mapping[str, dict | None]) -> str:
+    """One sentence on the shipped pair, from their JSONs (``vol-st-cnn``, ``vol-cnn``): steps, test errors
+    and which wins; '' when either is missing or not final."""
+    st_m, cnn_m = metas.get("vol-st-cnn"), metas.get("vol-cnn")
+    if not (st_m and cnn_m and st_m.get("final") and cnn_m.get("final")):
+        return ""
+    st_e, cnn_e = st_m.get("test_error"), cnn_m.get("test_error")
+    if not isinstance(st_e, (int, float)) or not isinstance(cnn_e, (int, float)):
+        return ""
+    verb = "beats" if st_e < cnn_e else "loses to"
+    return (f"Ours, trained for {int(st_m.get('steps') or 0):,} steps on a CPU, {verb} the plain CNN "
+            f"({st_e:g} % against {cnn_e:g} % test error); `results/3d.md` also measures whether it undoes the tilt.")
+
+
 def probabilities(logits: torch.Tensor) -> np.ndarray:
     """``(1, 10)`` logits → class probabilities ``(10,)``."""
     return torch.softmax(logits.float(), 1)[0].numpy()
