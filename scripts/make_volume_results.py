@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stn_core import registry as reg  # noqa: E402
+from stn_core.analysis.paired import PairedComparison, mcnemar  # noqa: E402
 from stn_core.checkpoints import load_model  # noqa: E402
 from stn_core.data import tasks as ds  # noqa: E402
 from stn_core.data import volumes as V  # noqa: E402
+from stn_core.train.volume import test_set  # noqa: E402
 from stn_core.transforms3d import rotation_matrix_3d  # noqa: E402
 
 
@@ -51,6 +53,29 @@ def budget_rows(variants: list[dict], cnn_runs: list[dict]) -> list[tuple[int, f
     return rows
 
 
+def correct_mask(stem, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """bool ``(n,)``: the checkpoint's model is right on each float16-stored test volume (float32 forward)."""
+    model, _ = load_model(stem)
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + 100].float()).argmax(1) for i in range(0, x.shape[0], 100)])
+    return pred == y
+
+
+def paired_lines(entries: dict, images: torch.Tensor, labels: torch.Tensor) -> tuple[list[str], PairedComparison]:
+    """Both published models on the full fixed test set: their errors re-measured, the volumes only one of
+    them gets right, and McNemar's exact test (is the difference beyond chance on this test set?)."""
+    x, y = test_set(images, labels, V.TEST_SIZE, torch.device("cpu"))
+    ok = {k: correct_mask(entries[k].stem, x, y) for k in ("vol-st-cnn", "vol-cnn")}
+    r = mcnemar(ok["vol-st-cnn"], ok["vol-cnn"])
+    again = {k: 100 * (1 - v.float().mean().item()) for k, v in ok.items()}
+    return ["", f"Paired on the same {r.n:,} test volumes (re-measured here: 3-D ST-CNN {again['vol-st-cnn']:.2f} %, "
+                f"CNN {again['vol-cnn']:.2f} %): the 3-D ST-CNN alone is right on {r.a_only}, the CNN alone on "
+                f"{r.b_only}; McNemar's exact two-sided p = {r.p_value:.3g} "
+                f"({'beyond' if r.p_value < 0.05 else 'within'} chance at the 5 % level on this test set; "
+                "one training seed per model, so seed-to-seed spread is not in it)."], r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", default=str(reg.checkpoint_dir()))
@@ -59,7 +84,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     entries = reg.find_volume(a.folder)
-    images, _ = ds.load_split("test")
+    images, labels = ds.load_split("test")
     pose = V.test_poses(V.TEST_SIZE)
     pose = {k: v[:a.n] for k, v in pose.items()}
     x = V.make_volumes(images[:a.n], pose)
@@ -123,9 +148,13 @@ def main() -> None:
         lines.append(f"| the 3-D ST-CNN's output | {out.mean():.3f} | {100 * (out >= 0.95).float().mean():.1f} % |")
     if len(errs) == 2 and None not in errs.values():
         st_err, cnn_err = errs["vol-st-cnn"], errs["vol-cnn"]
+        paired, r = paired_lines(entries, images, labels)
         verdict = "meets" if st_err < cnn_err else "misses"
+        if r.p_value >= 0.05:
+            verdict += ", by a margin within chance on this test set (below)"
         lines += ["", f"Goal \"the 3-D ST-CNN beats the same classifier without the transformer\": **{verdict}** "
                       f"({st_err} % against {cnn_err} %)."]
+        lines += paired
         if st_err >= cnn_err:
             m = entries["vol-st-cnn"].meta
             batch = (m.get("train_args") or {}).get("batch") or 0

@@ -449,7 +449,7 @@ VOLUME_KEYS = ("vol-st-cnn", "vol-cnn")
 VOLUME_LABELS = {"vol-st-cnn": "3-D ST-CNN", "vol-cnn": "CNN on the raw projection"}
 #: Training steps of the shipped volume models (batch 32), and the shipped 3-D ST-CNN's starting zoom
 #: (results/3d.md compares it with the identity start).
-VOLUME_STEPS = 2000
+VOLUME_STEPS = 8000
 VOLUME_START_SCALE = 0.6
 
 

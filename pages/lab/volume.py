@@ -179,16 +179,18 @@ def image_png(image: torch.Tensor | np.ndarray, size_px: int = 240) -> bytes:
 
 def trained_summary(metas: Mapping[str, dict | None]) -> str:
     """One sentence on the shipped pair, from their JSONs (``vol-st-cnn``, ``vol-cnn``): steps, test errors
-    and which wins; '' when either is missing or not final."""
+    and which is lower ('' when either is missing or not final); whether the gap is beyond chance is
+    results/3d.md's (a paired test on the test set)."""
     st_m, cnn_m = metas.get("vol-st-cnn"), metas.get("vol-cnn")
     if not (st_m and cnn_m and st_m.get("final") and cnn_m.get("final")):
         return ""
     st_e, cnn_e = st_m.get("test_error"), cnn_m.get("test_error")
     if not isinstance(st_e, (int, float)) or not isinstance(cnn_e, (int, float)):
         return ""
-    verb = "beats" if st_e < cnn_e else "loses to"
-    return (f"Ours, trained for {int(st_m.get('steps') or 0):,} steps on a CPU, {verb} the plain CNN "
-            f"({st_e:g} % against {cnn_e:g} % test error); `results/3d.md` also measures whether it undoes the tilt.")
+    verb = "below" if st_e < cnn_e else "not below"
+    return (f"Ours, trained for {int(st_m.get('steps') or 0):,} steps on a CPU: {st_e:g} % test error, {verb} the "
+            f"plain CNN's {cnn_e:g} %; `results/3d.md` tests whether the gap is beyond chance and measures whether "
+            "the transformer undoes the tilt.")
 
 
 def probabilities(logits: torch.Tensor) -> np.ndarray:

@@ -4,4 +4,5 @@
 - :mod:`.inspect`: what a trained distorted-MNIST model does on an image (θ, grid, region, probabilities).
 - :mod:`.addition`: whether each transformer of the MNIST-addition model takes one digit.
 - :mod:`.cub`: which bird parts the CUB attention boxes hit.
+- :mod:`.paired`: two models on one test set, McNemar's exact test.
 """
