@@ -1033,15 +1033,17 @@ def probability_figure(series: list[tuple[str, np.ndarray]], classes: list[str] 
                        true_label: int | None = None, title: str = "Class probabilities",
                        height: int = 360) -> go.Figure:
     """Grouped bars of class probabilities: ``series`` = [(name, probs (C,)), ...]; the first is
-    drawn in blue, the others in grey. Each series' top class is labelled with its percentage;
+    drawn in blue, the others in grey. Each series' top class is labelled with its percentage, unless
+    an earlier series' top is the same class (side-by-side labels would overlap; hover shows it);
     the true class (if known) is marked under the axis."""
     n = len(series[0][1]) if series else 10
     classes = [str(i) for i in range(n)] if classes is None else list(classes)
-    traces = []
+    traces, labelled = [], set()
     for i, (name, probs) in enumerate(series):
         p = np.asarray(probs, dtype=np.float64)
         top = int(p.argmax())
-        text = [f"{100 * v:.0f}%" if j == top else "" for j, v in enumerate(p)]
+        text = [f"{100 * v:.0f}%" if j == top and j not in labelled else "" for j, v in enumerate(p)]
+        labelled.add(top)
         traces.append(_trace("bar", x=classes, y=p, name=name, text=text, textposition="outside", cliponaxis=False,
                              constraintext="none",
                              textfont=dict(size=FONT_SIZE, color="#222"),

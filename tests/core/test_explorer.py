@@ -292,6 +292,13 @@ def test_figures(ckdir):
     assert len(bars.data) == 2 and bars.layout.annotations[0].text == "true"
 
 
+def test_probability_bars_label_each_top_class_once():
+    agree = viz.probability_figure([("ST", np.array([0.1, 0.9])), ("CNN", np.array([0.2, 0.8]))])
+    assert list(agree.data[0].text) == ["", "90%"] and list(agree.data[1].text) == ["", ""]
+    differ = viz.probability_figure([("ST", np.array([0.1, 0.9])), ("CNN", np.array([0.7, 0.3]))])
+    assert list(differ.data[1].text) == ["70%", ""]
+
+
 def test_parse_drawing():
     px = [0] * 784
     px[28 * 14 + 14] = 255
