@@ -1052,7 +1052,9 @@ def probability_figure(series: list[tuple[str, np.ndarray]], classes: list[str] 
     ticks = [f"<b>{c}</b>" if true_label is not None and j == true_label else c for j, c in enumerate(classes)]
     layout = dict(**_plain_layout(title, height, showlegend=len(series) > 1, barmode="group", bargap=0.25),
                        xaxis=dict(type="category", tickmode="array", tickvals=classes, ticktext=ticks,
-                                  tickfont=dict(size=FONT_SIZE + 2), title=dict(text="class")),
+                                  tickfont=dict(size=FONT_SIZE + 2),
+                                  # below the "true" mark when there is one (it sits 30 px under the axis)
+                                  title=dict(text="class", standoff=30 if true_label is not None else 10)),
                        yaxis=dict(range=[0, 1.12], tickformat=".0%", dtick=0.25, title=dict(text="probability")),
                        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0,
                                    font=dict(size=FONT_SIZE - 1)))

@@ -290,6 +290,8 @@ def test_figures(ckdir):
                                               "control points"]
     bars = viz.probability_figure([("ST", preds[0].probs), ("CNN", preds[1].probs)], true_label=3)
     assert len(bars.data) == 2 and bars.layout.annotations[0].text == "true"
+    # the axis title moves below the "true" mark (30 px under the axis) instead of overlapping it
+    assert bars.layout.xaxis.title.standoff >= 30 > viz.probability_figure([("ST", preds[0].probs)]).layout.xaxis.title.standoff
 
 
 def test_probability_bars_label_each_top_class_once():
