@@ -13,6 +13,8 @@ def test_binomial_two_sided_matches_hand_computed_tails():
     assert binomial_two_sided(10, 10) == pytest.approx(2 / 1024)           # symmetric
     assert binomial_two_sided(1, 5) == pytest.approx(2 * 6 / 32)           # 2 × (1 + 5) / 2⁵
     assert binomial_two_sided(5, 10) == 1.0 and binomial_two_sided(0, 0) == 1.0
+    # a whole test set of disagreements (2.0 ** 3000 would overflow a float)
+    assert binomial_two_sided(1500, 3000) == 1.0 and binomial_two_sided(1300, 3000) < 1e-10
 
 
 def test_mcnemar_counts_only_the_items_the_models_disagree_on():
