@@ -6,7 +6,8 @@ For each crop (tight 64 px, loose 128 px) reads the three readers' checkpoints (
 re-evaluates each on the fixed test set of ``TEST_SIZE`` strings (sequence error overall and by string
 length, checked against the JSON) and measures where the transformers look (the area of the input the
 product of their affine maps reads, and how much of the string's box lies inside it). Their cost (the
-paper's "+6 %") is ``bench/multidigit_cost.py``'s. The paper's numbers are SVHN's (its Table 2), a different dataset, shown for reference.
+paper's "+6 %") is ``bench/multidigit_cost.py``'s. Other seeds (``scripts/promote_sequences.py --add-seeds``)
+show as mean ± std, and the goals compare those means where a reader has them. The paper's numbers are SVHN's (its Table 2), a different dataset, shown for reference.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from stn_core import registry as reg  # noqa: E402
 from stn_core.checkpoints import load_model  # noqa: E402
+from stn_core.checkpoints.seeds import seed_stats  # noqa: E402
 from stn_core.data import sequences as Q  # noqa: E402
 from stn_core.data import tasks as ds  # noqa: E402
 from stn_core.models.sequence import composite_theta, sequence_errors  # noqa: E402
@@ -90,14 +92,14 @@ def main() -> None:
         entries = reg.find_sequences(crop, a.folder)
         s = Q.test_strings(images, labels, crop)
         lines += [f"## {crop.capitalize()} crops, {side}×{side}", "",
-                  "| model | sequence error % | paper, SVHN % | error by length 1 / 2 / 3 / 4 / 5 | params | "
-                  "steps × batch | precision | train s | command |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | sequence error % | seeds: mean ± std | paper, SVHN % | error by length 1 / 2 / 3 / 4 / 5 | "
+                  "params | steps × batch | precision | train s | command |", "|---|---|---|---|---|---|---|---|---|---|"]
         errs, regions = {}, {}
         for key in reg.SEQUENCE_KEYS:
             paper = reg.SEQUENCE_PAPER[crop][key]
             e = entries.get(key)
             if e is None or e.meta is None:
-                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | {paper} | | | | | | "
+                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | | {paper} | | | | | | "
                              f"`{reg.sequence_train_command(key, crop)}` |")
                 continue
             m = e.meta
@@ -109,14 +111,16 @@ def main() -> None:
                 raise SystemExit(f"error: {e.stem} measures {err:.2f} % but its JSON says {m['test_error']} %")
             by_len = " / ".join(f"{100 * float(wrong[s.length == n].float().mean()):.1f}" for n in range(1, 6))
             state = "" if e.final else f" (partial: step {m.get('steps')})"
+            stats = seed_stats(m) if e.final else None
             if e.final:
-                errs[key] = round(err, 2)
+                errs[key] = (stats[0], f" (mean of {stats[2]} seeds)") if stats else (round(err, 2), "")
+            seeds_txt = f"{stats[0]:.2f} ± {stats[1]:.2f} ({stats[2]})" if stats else "1 seed"
             if region is not None:
                 regions[key] = region
             batch = (m.get("train_args") or {}).get("batch")
             extra = m.get("extra") or {}
             prec = str(extra.get("precision")) + (" + channels_last" if extra.get("channels_last") else "")
-            lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {err:.2f}{state} | {paper} | {by_len} | {m.get('params'):,} | "
+            lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {err:.2f}{state} | {seeds_txt} | {paper} | {by_len} | {m.get('params'):,} | "
                          f"{m.get('steps')} × {batch} | {prec} | {m.get('train_seconds')} | `{m.get('command')}` |")
         if regions:
             lines += ["", "Where the transformers look: the input region the product of a reader's affine maps reads "
@@ -137,10 +141,11 @@ def main() -> None:
                 lines.append(f"| {reg.SEQUENCE_LABELS[key]} | " + " | ".join(f"{h['test_error']:.2f}" for h in c) + " |")
         for st_key in ("seq-st-multi", "seq-st-single"):
             if st_key in errs and "seq-cnn" in errs:
-                ok = errs[st_key] < errs["seq-cnn"]
+                (st_e, st_n), (cnn_e, cnn_n) = errs[st_key], errs["seq-cnn"]
+                ok = st_e < cnn_e
                 goals.append(f"- {crop} ({side} px), {reg.SEQUENCE_LABELS[st_key]} beats the CNN (paper: "
                              f"{reg.SEQUENCE_PAPER[crop][st_key]} against {reg.SEQUENCE_PAPER[crop]['seq-cnn']} % on SVHN): "
-                             f"**{'met' if ok else 'missed'}** ({errs[st_key]} % against {errs['seq-cnn']} %).")
+                             f"**{'met' if ok else 'missed'}** ({st_e:g} %{st_n} against {cnn_e:g} %{cnn_n}).")
         lines.append("")
     lines += ["## Cost of the transformers (forward + backward)", "",
               "Measured by `python bench/multidigit_cost.py` → [bench-multidigit.md](bench-multidigit.md): one "

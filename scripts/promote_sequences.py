@@ -1,10 +1,15 @@
 """Publish the digit-string readers (Table 2's analogue) from their training runs into checkpoints/.
 
     python scripts/promote_sequences.py [--from runs/seq] [--to checkpoints] [--crops tight loose]
+    python scripts/promote_sequences.py --add-seeds [--from runs/seq] [--to checkpoints]
 
 A crop's three readers are published together or not at all (they share one sample budget, and the
 results compare them), and only finished runs (``"final": true``) with that budget. Weights and JSON are
 copied (never the optimiser state) and each copy is checked by loading it.
+
+``--add-seeds``: other seeds of the published readers (runs ``<stem>_s<seed>`` in ``--from``, finished,
+same recipe but the seed) add their test errors to the published JSON under ``extra.seeds``
+(:mod:`stn_core.checkpoints.seeds`); the shipped weights stay those of seed 0.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from stn_core import registry as reg  # noqa: E402
 from stn_core.checkpoints import CheckpointError, copy_checkpoint, load_meta  # noqa: E402
+from stn_core.checkpoints.seeds import same_recipe, seed_summary  # noqa: E402
 
 
 def ready_runs(folder: Path, crop: str) -> dict[str, Path] | str:
@@ -38,12 +44,44 @@ def ready_runs(folder: Path, crop: str) -> dict[str, Path] | str:
     return runs
 
 
+def add_seeds(src: Path, dst: Path, crop: str, key: str, max_seeds: int = 10) -> str | None:
+    """Add the finished other seeds in ``src`` of the reader published in ``dst`` to its JSON's
+    ``extra.seeds``; a line saying so, or None when there is nothing new."""
+    stem = reg.sequence_stem_name(key, crop)
+    try:
+        meta = load_meta(dst / stem)
+    except (CheckpointError, OSError):
+        return None
+    if not meta.get("final") or not isinstance(meta.get("test_error"), (int, float)):
+        return None
+    seed0 = str((meta.get("train_args") or {}).get("seed", 0))
+    old = ((meta.get("extra") or {}).get("seeds") or {}).get("errors") or {}
+    errors = {**old, seed0: float(meta["test_error"])}
+    for seed in range(1, max_seeds):
+        run = src / f"{stem}_s{seed}"
+        if not run.with_suffix(".json").exists():
+            continue
+        other = load_meta(run)
+        if other.get("final") and same_recipe(meta, other) and isinstance(other.get("test_error"), (int, float)):
+            errors[str(seed)] = float(other["test_error"])
+    if len(errors) < 2 or errors == old:
+        return None
+    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seed_summary(errors)}
+    copy_checkpoint(dst / stem, dst / stem, meta)  # the JSON rewritten atomically, the copy checked by loading
+    return f"added seeds to {stem}: {errors}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="src", default=str(ROOT / "runs" / "seq"))
     ap.add_argument("--to", default=str(reg.checkpoint_dir()))
     ap.add_argument("--crops", nargs="+", default=list(reg.SEQUENCE_STEPS), choices=list(reg.SEQUENCE_STEPS))
+    ap.add_argument("--add-seeds", action="store_true", help="add other seeds' test errors to the published JSONs")
     a = ap.parse_args(argv)
+    if a.add_seeds:
+        lines = [add_seeds(Path(a.src), Path(a.to), crop, key) for crop in a.crops for key in reg.SEQUENCE_KEYS]
+        print("\n".join(line for line in lines if line) or "no new seeds to add")
+        return 0
     status = 0
     for crop in a.crops:
         runs = ready_runs(Path(a.src), crop)

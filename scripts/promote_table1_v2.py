@@ -17,7 +17,6 @@ SHA-256 for checkpoints that lack it) and ``scripts/make_table1.py`` (results/ta
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from train_queue import read_meta  # noqa: E402
 from train_table1 import MODELS, V2_OUT_DIR, stem_name  # noqa: E402
 
 from stn_core.checkpoints import copy_checkpoint  # noqa: E402
+from stn_core.checkpoints.seeds import same_recipe, seed_summary  # noqa: E402
 from stn_core.registry import DISTORTIONS  # noqa: E402
 
 MAX_SEEDS = 10
@@ -49,22 +49,6 @@ def seed_errors(src: Path, task: str, name: str) -> dict[str, float]:
     return out
 
 
-def seed_summary(errors: dict[str, float]) -> dict:
-    """``extra.seeds`` of a cell: ``errors`` (seed → test error %) and, with two or more, their ``mean`` and
-    sample ``std``."""
-    seeds: dict = {"errors": errors}
-    if len(errors) >= 2:
-        seeds["mean"] = round(statistics.mean(errors.values()), 3)
-        seeds["std"] = round(statistics.stdev(errors.values()), 3)
-    return seeds
-
-
-def _same_recipe(a: dict, b: dict) -> bool:
-    """Two runs' ``train_args`` agree on everything but the seed (same cell, same recipe, same budget)."""
-    strip = lambda m: {k: v for k, v in (m.get("train_args") or {}).items() if k != "seed"}  # noqa: E731
-    return bool(strip(a)) and strip(a) == strip(b)
-
-
 def add_seeds(src: Path, dst: Path, task: str, name: str, dry_run: bool = False) -> str | None:
     """A cell promoted earlier (seed 0 in ``dst``, not in ``src``): add the finished other seeds of ``src``
     that used the same recipe to its JSON's ``extra.seeds`` (weights unchanged). None when there are none."""
@@ -75,7 +59,7 @@ def add_seeds(src: Path, dst: Path, task: str, name: str, dry_run: bool = False)
     errors = {"0": float(meta["test_error"])}
     for seed in range(1, MAX_SEEDS):
         other = _final_meta(src / stem_name(task, name, seed))
-        if other is not None and _same_recipe(meta, other) and isinstance(other.get("test_error"), (int, float)):
+        if other is not None and same_recipe(meta, other) and isinstance(other.get("test_error"), (int, float)):
             errors[str(seed)] = float(other["test_error"])
     old = ((meta.get("extra") or {}).get("seeds") or {}).get("errors") or {}
     errors = {**old, **errors}

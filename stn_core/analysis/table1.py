@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from stn_core.checkpoints.seeds import seed_stats
 from stn_core.data.distortions import describe
 from stn_core.paper import PAPER_BATCH, PAPER_LR, PAPER_STEPS
 from stn_core.registry import (DIST_SHORT, DISTORTIONS, LONG_SUBDIR, MODEL_KEYS, MODEL_LABELS, Entry, checkpoint_dir,
@@ -37,15 +38,7 @@ class Cell:
     def seed_stats(self) -> tuple[float, float, int] | None:
         """(mean, sample std, n) of the cell's finished seeds when n ≥ 2: ``extra.seeds`` of the JSON,
         written by ``scripts/promote_table1_v2.py``; None otherwise."""
-        extra = self.meta.get("extra")
-        seeds = extra.get("seeds") if isinstance(extra, dict) else None
-        if not isinstance(seeds, dict):
-            return None
-        errors, mean, std = seeds.get("errors"), seeds.get("mean"), seeds.get("std")
-        if (not isinstance(errors, dict) or len(errors) < 2 or not isinstance(mean, (int, float))
-                or not isinstance(std, (int, float))):
-            return None
-        return float(mean), float(std), len(errors)
+        return seed_stats(self.meta)
 
     def ours_text(self) -> str:
         """What the table shows for our run: its test error, or the mean ± std of its seeds (like the

@@ -241,6 +241,39 @@ def test_promote_publishes_a_crop_only_when_all_three_readers_are_finished(tmp_p
     assert not list(dest.glob("*.train.safetensors"))
 
 
+def test_add_seeds_puts_other_seeds_errors_beside_the_published_reader(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from stn_core import registry as reg
+    from stn_core.checkpoints import load_meta
+    from stn_core.checkpoints.seeds import seed_stats
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("promote_sequences", root / "scripts" / "promote_sequences.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs, dest = tmp_path / "runs", tmp_path / "ck"
+    stem = reg.sequence_stem_name("seq-st-multi", "tight")
+    model = build_sequence_model("seq-st-multi")
+    args = {"steps": 6000, "lr": 0.02, "seed": 0}
+
+    def save(folder, name, err, **changes):
+        save_checkpoint(folder / name, model, {"task": "mnist-strings-tight", "model": "seq-st-multi",
+                                               "transform": model.config["transform"], "input_size": 64,
+                                               "num_classes": 10, "test_error": err, "final": True, "steps": 6000,
+                                               "train_args": {**args, **changes}})
+
+    save(dest, stem, 7.5)
+    save(runs, f"{stem}_s1", 5.5, seed=1)
+    save(runs, f"{stem}_s2", 1.0, seed=2, lr=0.1)          # another recipe: not a seed of this reader
+    assert mod.main(["--from", str(runs), "--to", str(dest), "--crops", "tight", "--add-seeds"]) == 0
+    meta = load_meta(dest / stem)
+    assert meta["extra"]["seeds"]["errors"] == {"0": 7.5, "1": 5.5} and meta["test_error"] == 7.5
+    assert seed_stats(meta) == (6.5, pytest.approx(1.414, abs=1e-3), 2)
+    assert mod.add_seeds(runs, dest, "tight", "seq-st-multi") is None   # nothing new the second time
+
+
 def test_a_resumed_run_keeps_the_layout_of_its_own_precision(tmp_path, monkeypatch):
     """An fp32 run resumed with --precision auto continues in fp32, so its layout stays the default one
     (channels_last follows the precision the run uses, not the one auto would pick for a new run)."""
