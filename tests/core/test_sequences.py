@@ -212,16 +212,22 @@ def test_channels_last_training_records_it_and_evaluates_in_the_default_layout(t
     assert next(model.parameters()).is_contiguous()
 
 
-def test_promote_publishes_a_crop_only_when_all_three_readers_are_finished(tmp_path):
+def _promote_sequences():
+    """scripts/promote_sequences.py as a module."""
     import importlib.util
     from pathlib import Path
 
-    from stn_core import registry as reg
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("promote_sequences", root / "scripts" / "promote_sequences.py")
+    path = Path(__file__).resolve().parents[2] / "scripts" / "promote_sequences.py"
+    spec = importlib.util.spec_from_file_location("promote_sequences", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_promote_publishes_a_crop_only_when_all_three_readers_are_finished(tmp_path):
+    from stn_core import registry as reg
+
+    mod = _promote_sequences()
     runs, dest = tmp_path / "runs", tmp_path / "ck"
     for i, key in enumerate(reg.SEQUENCE_KEYS):
         model = build_sequence_model(key)
@@ -242,17 +248,11 @@ def test_promote_publishes_a_crop_only_when_all_three_readers_are_finished(tmp_p
 
 
 def test_add_seeds_puts_other_seeds_errors_beside_the_published_reader(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
     from stn_core import registry as reg
     from stn_core.checkpoints import load_meta
     from stn_core.checkpoints.seeds import seed_stats
 
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("promote_sequences", root / "scripts" / "promote_sequences.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _promote_sequences()
     runs, dest = tmp_path / "runs", tmp_path / "ck"
     stem = reg.sequence_stem_name("seq-st-multi", "tight")
     model = build_sequence_model("seq-st-multi")
