@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from stn_core import registry as reg  # noqa: E402
 from stn_core.checkpoints import CheckpointError, copy_checkpoint, load_meta  # noqa: E402
-from stn_core.checkpoints.seeds import same_recipe, seed_summary  # noqa: E402
+from stn_core.checkpoints.seeds import with_other_seeds  # noqa: E402
 
 
 def ready_runs(folder: Path, crop: str) -> dict[str, Path] | str:
@@ -52,21 +52,14 @@ def add_seeds(src: Path, dst: Path, crop: str, key: str, max_seeds: int = 10) ->
         meta = load_meta(dst / stem)
     except (CheckpointError, OSError):
         return None
-    if not meta.get("final") or not isinstance(meta.get("test_error"), (int, float)):
+    if not meta.get("final"):
         return None
-    seed0 = str((meta.get("train_args") or {}).get("seed", 0))
-    old = ((meta.get("extra") or {}).get("seeds") or {}).get("errors") or {}
-    errors = {**old, seed0: float(meta["test_error"])}
-    for seed in range(1, max_seeds):
-        run = src / f"{stem}_s{seed}"
-        if not run.with_suffix(".json").exists():
-            continue
-        other = load_meta(run)
-        if other.get("final") and same_recipe(meta, other) and isinstance(other.get("test_error"), (int, float)):
-            errors[str(seed)] = float(other["test_error"])
-    if len(errors) < 2 or errors == old:
+    runs = {str(seed): src / f"{stem}_s{seed}" for seed in range(1, max_seeds)}
+    meta = with_other_seeds(meta, {seed: load_meta(run) if run.with_suffix(".json").exists() else None
+                                   for seed, run in runs.items()})
+    if meta is None:
         return None
-    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seed_summary(errors)}
+    errors = meta["extra"]["seeds"]["errors"]
     copy_checkpoint(dst / stem, dst / stem, meta)  # the JSON rewritten atomically, the copy checked by loading
     return f"added seeds to {stem}: {errors}"
 

@@ -28,7 +28,7 @@ from train_queue import read_meta  # noqa: E402
 from train_table1 import MODELS, V2_OUT_DIR, stem_name  # noqa: E402
 
 from stn_core.checkpoints import copy_checkpoint  # noqa: E402
-from stn_core.checkpoints.seeds import same_recipe, seed_summary  # noqa: E402
+from stn_core.checkpoints.seeds import seed_summary, with_other_seeds  # noqa: E402
 from stn_core.registry import DISTORTIONS  # noqa: E402
 
 MAX_SEEDS = 10
@@ -56,16 +56,11 @@ def add_seeds(src: Path, dst: Path, task: str, name: str, dry_run: bool = False)
     meta = _final_meta(dst / stem)
     if meta is None:
         return None
-    errors = {"0": float(meta["test_error"])}
-    for seed in range(1, MAX_SEEDS):
-        other = _final_meta(src / stem_name(task, name, seed))
-        if other is not None and same_recipe(meta, other) and isinstance(other.get("test_error"), (int, float)):
-            errors[str(seed)] = float(other["test_error"])
-    old = ((meta.get("extra") or {}).get("seeds") or {}).get("errors") or {}
-    errors = {**old, **errors}
-    if len(errors) < 2 or errors == old:
+    meta = with_other_seeds(meta, {str(seed): _final_meta(src / stem_name(task, name, seed))
+                                   for seed in range(1, MAX_SEEDS)})
+    if meta is None:
         return None
-    meta["extra"] = {**(meta.get("extra") or {}), "seeds": seed_summary(errors)}
+    errors = meta["extra"]["seeds"]["errors"]
     if dry_run:
         return f"would add seeds to {stem}: {errors}"
     copy_checkpoint(dst / stem, dst / stem, meta)  # the JSON rewritten atomically, the copy checked by loading

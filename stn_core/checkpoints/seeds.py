@@ -35,3 +35,20 @@ def seed_stats(meta: dict | None) -> tuple[float, float, int] | None:
             or not isinstance(std, (int, float))):
         return None
     return float(mean), float(std), len(errors)
+
+
+def with_other_seeds(meta: dict, others: dict[str, dict | None]) -> dict | None:
+    """``meta`` (a published run's JSON) with the test errors of ``others`` (seed → JSON, None if absent) that
+    are finished and of the same recipe merged into its ``extra.seeds``; None when that adds nothing."""
+    if not isinstance(meta.get("test_error"), (int, float)):
+        return None
+    errors = {str((meta.get("train_args") or {}).get("seed", 0)): float(meta["test_error"])}
+    for seed, other in others.items():
+        if (other is not None and other.get("final") and same_recipe(meta, other)
+                and isinstance(other.get("test_error"), (int, float))):
+            errors[seed] = float(other["test_error"])
+    old = ((meta.get("extra") or {}).get("seeds") or {}).get("errors") or {}
+    errors = {**old, **errors}
+    if len(errors) < 2 or errors == old:
+        return None
+    return {**meta, "extra": {**(meta.get("extra") or {}), "seeds": seed_summary(errors)}}
