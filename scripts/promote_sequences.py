@@ -2,6 +2,7 @@
 
     python scripts/promote_sequences.py [--from runs/seq] [--to checkpoints] [--crops tight loose]
     python scripts/promote_sequences.py --add-seeds [--from runs/seq] [--to checkpoints]
+    python scripts/promote_sequences.py --lr-grid checkpoints runs/seq-lr01 runs/seq-lr04 [--crops tight]
 
 A crop's three readers are published together or not at all (they share one sample budget, and the
 results compare them), and only finished runs (``"final": true``) with that budget. Weights and JSON are
@@ -10,6 +11,13 @@ copied (never the optimiser state) and each copy is checked by loading it.
 ``--add-seeds``: other seeds of the published readers (runs ``<stem>_s<seed>`` in ``--from``, finished,
 same recipe but the seed) add their test errors to the published JSON under ``extra.seeds``
 (:mod:`stn_core.checkpoints.seeds`); the shipped weights stay those of seed 0.
+
+``--lr-grid DIR …``: each reader of a crop is published from its finished seed-0 run of the crop's budget
+with the lowest test error among those the folders hold (runs of one recipe but the learning rate; the
+``--to`` folder may be one of them, so the published reader stays a candidate). Every learning rate's run goes
+into the published JSON under ``extra.lr_grid`` (:mod:`stn_core.checkpoints.variants`), those listed there
+before included, and ``extra.chosen_by`` says the choice was made on the test set (there is no validation
+split). A reader whose chosen run is the one already published keeps its JSON's other seeds.
 """
 
 from __future__ import annotations
@@ -23,7 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 from stn_core import registry as reg  # noqa: E402
 from stn_core.checkpoints import CheckpointError, copy_checkpoint, load_meta  # noqa: E402
-from stn_core.checkpoints.seeds import with_other_seeds  # noqa: E402
+from stn_core.checkpoints import variants as V  # noqa: E402
+from stn_core.checkpoints.seeds import same_recipe, with_other_seeds  # noqa: E402
+
+#: What an lr-grid entry records of its run besides name, steps, test error and command.
+LR_SETTINGS = {"lr": None, "seed": 0}
+CHOSEN_BY = ("lowest test error among the learning rates of extra.lr_grid (seed 0), on the test set: there is "
+             "no validation split")
 
 
 def ready_runs(folder: Path, crop: str) -> dict[str, Path] | str:
@@ -64,13 +78,73 @@ def add_seeds(src: Path, dst: Path, crop: str, key: str, max_seeds: int = 10) ->
     return f"added seeds to {stem}: {errors}"
 
 
+def same_but_lr(a: dict, b: dict) -> bool:
+    """Two runs' ``train_args`` agree on everything but the learning rate and the seed."""
+    strip = lambda m: {"train_args": {k: v for k, v in (m.get("train_args") or {}).items() if k != "lr"}}  # noqa: E731
+    return same_recipe(strip(a), strip(b))
+
+
+def grid_runs(folders: list[Path], crop: str, key: str) -> dict[Path, dict]:
+    """The finished seed-0 runs of ``key`` at ``crop``'s budget in ``folders``, by stem → JSON."""
+    out = {}
+    for folder in folders:
+        stem = folder / reg.sequence_stem_name(key, crop)
+        try:
+            meta = load_meta(stem)
+        except (CheckpointError, OSError):
+            continue
+        args = meta.get("train_args") or {}
+        if (meta.get("final") and meta.get("model") == key and args.get("steps") == reg.SEQUENCE_STEPS[crop]
+                and args.get("seed", 0) == 0 and isinstance(meta.get("test_error"), (int, float))):
+            out[stem] = meta
+    return out
+
+
+def publish_lr_grid(folders: list[Path], dst: Path, crop: str, key: str) -> str:
+    """Publish ``key``'s best-lr run at ``crop`` from ``folders`` into ``dst`` (see the module docstring);
+    a line saying what was done."""
+    runs = grid_runs(folders, crop, key)
+    if not runs:
+        return f"{crop} {key}: no finished seed-0 run of {reg.SEQUENCE_STEPS[crop]} steps in the folders"
+    by_command = {}
+    for stem, meta in runs.items():                              # one candidate per run (a published copy
+        by_command.setdefault(meta.get("command"), (stem, meta))  # and its run folder share the command)
+    stems = {stem: meta for stem, meta in by_command.values()}
+    first = next(iter(stems.values()))
+    if not all(same_but_lr(first, m) for m in stems.values()):
+        return f"{crop} {key}: the runs differ in more than the learning rate: not published"
+    best = min(stems, key=lambda s: stems[s]["test_error"])
+    target = dst / reg.sequence_stem_name(key, crop)
+    try:
+        published = load_meta(target)
+    except (CheckpointError, OSError):
+        published = None
+    grid = [V.variant(s, m, LR_SETTINGS) for s, m in stems.items()]
+    as_variant = lambda m: V.variant(target, m, LR_SETTINGS)  # noqa: E731
+    grid = V.merged(V.listed_variants(published, "lr_grid", as_variant), grid, key="command")
+    grid.sort(key=lambda r: r.get("lr") or 0.0)
+    keep_seeds = published is not None and published.get("command") == stems[best].get("command")
+    meta = dict(published if keep_seeds else stems[best])
+    meta["extra"] = {**(meta.get("extra") or {}), "lr_grid": grid, "chosen_by": CHOSEN_BY}
+    out = copy_checkpoint(best, target, meta)
+    lrs = ", ".join(f"{r.get('lr')}: {r.get('test_error')} %" for r in grid)
+    return f"published {best} → {target.name} ({out['test_error']} %; lr grid {lrs})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="src", default=str(ROOT / "runs" / "seq"))
     ap.add_argument("--to", default=str(reg.checkpoint_dir()))
     ap.add_argument("--crops", nargs="+", default=list(reg.SEQUENCE_STEPS), choices=list(reg.SEQUENCE_STEPS))
     ap.add_argument("--add-seeds", action="store_true", help="add other seeds' test errors to the published JSONs")
+    ap.add_argument("--lr-grid", nargs="+", metavar="DIR",
+                    help="publish each reader's lowest-error learning rate among these folders' runs")
     a = ap.parse_args(argv)
+    if a.lr_grid:
+        folders = [Path(f) for f in a.lr_grid]
+        lines = [publish_lr_grid(folders, Path(a.to), crop, key) for crop in a.crops for key in reg.SEQUENCE_KEYS]
+        print("\n".join(lines))
+        return 0 if all(line.startswith("published") for line in lines) else 1
     if a.add_seeds:
         lines = [add_seeds(Path(a.src), Path(a.to), crop, key) for crop in a.crops for key in reg.SEQUENCE_KEYS]
         print("\n".join(line for line in lines if line) or "no new seeds to add")

@@ -16,7 +16,6 @@ optimiser state) and the copy is checked by loading it.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -25,36 +24,21 @@ sys.path.insert(0, str(ROOT))
 
 from stn_core import registry as reg  # noqa: E402
 from stn_core.checkpoints import checkpoint_paths, copy_checkpoint, load_meta  # noqa: E402
+from stn_core.checkpoints import variants as V  # noqa: E402
 
 
-def run_name(stem: str, meta: dict) -> str:
-    """A run's name: the folder name of its command's ``--out`` (a published copy keeps its run's name)."""
-    found = re.search(r"--out\s+(\S+)", meta.get("command") or "")
-    return Path(found.group(1)).name if found else Path(stem).name
+VOLUME_SETTINGS = {"start_scale": 1.0, "loc_lr_mult": None}
 
 
 def variant(stem: str, meta: dict) -> dict:
     """One run's settings and result, as kept in the published JSON."""
-    args = meta.get("train_args") or {}
-    out = {"run": run_name(stem, meta), "steps": meta.get("steps"), "test_error": meta.get("test_error"),
-           "command": meta.get("command")}
-    if meta.get("model") == "vol-st-cnn":
-        out.update(start_scale=args.get("start_scale", 1.0), loc_lr_mult=args.get("loc_lr_mult"))
-    return out
-
-
-def merged(earlier: list[dict], new: list[dict]) -> list[dict]:
-    """``earlier`` runs not redone in ``new`` (by name), then ``new``."""
-    names = {r["run"] for r in new}
-    return [r for r in earlier if r["run"] not in names] + new
+    return V.variant(stem, meta, VOLUME_SETTINGS if meta.get("model") == "vol-st-cnn" else {})
 
 
 def published_runs(stem: Path, key: str) -> list[dict]:
     """The runs a published JSON lists under ``extra[key]`` (itself when it lists none); [] if absent."""
-    if not checkpoint_paths(stem)["meta"].exists():
-        return []
-    meta = load_meta(stem)
-    return list((meta.get("extra") or {}).get(key) or [variant(str(stem), meta)])
+    meta = load_meta(stem) if checkpoint_paths(stem)["meta"].exists() else None
+    return V.listed_variants(meta, key, lambda m: variant(str(stem), m))
 
 
 def main() -> None:
@@ -79,8 +63,8 @@ def main() -> None:
     variants = [variant(s, m) for s, m in final.items()]
     cnn_runs = [variant(a.cnn, cnn)]
     if a.keep_earlier:
-        variants = merged(published_runs(st_to, "variants"), variants)
-        cnn_runs = merged(published_runs(cnn_to, "runs"), cnn_runs)
+        variants = V.merged(published_runs(st_to, "variants"), variants)
+        cnn_runs = V.merged(published_runs(cnn_to, "runs"), cnn_runs)
     meta = dict(same[best])
     meta["extra"] = {**(meta.get("extra") or {}), "variants": variants,
                      "chosen_by": "lowest test error among the variants of the CNN's budget (no validation split)"}

@@ -294,3 +294,44 @@ def test_the_steps_default_is_the_shipped_readers_budget_per_crop():
     assert TS.parse_args(["--crop", "tight", "--out", "x"]).steps == SEQUENCE_STEPS["tight"] == 6000
     assert TS.parse_args(["--crop", "loose", "--out", "x"]).steps == SEQUENCE_STEPS["loose"] == 3000
     assert TS.parse_args(["--crop", "loose", "--steps", "12", "--out", "x"]).steps == 12
+
+
+def test_lr_grid_publishes_each_readers_best_learning_rate_and_lists_the_grid(tmp_path):
+    from stn_core import registry as reg
+    from stn_core.checkpoints import load_meta
+
+    mod = _promote_sequences()
+    dest, lr01, odd = tmp_path / "ck", tmp_path / "lr01", tmp_path / "odd"
+    steps = reg.SEQUENCE_STEPS["tight"]
+
+    def save(folder, key, lr, err, **changes):
+        model = build_sequence_model(key)
+        out = f"{folder}/{reg.sequence_stem_name(key, 'tight')}"
+        save_checkpoint(folder / reg.sequence_stem_name(key, "tight"), model, {
+            "task": "mnist-strings-tight", "model": key, "transform": model.config["transform"], "input_size": 64,
+            "num_classes": 10, "test_error": err, "final": True, "steps": steps,
+            "command": f"python -m stn_core.train.sequence --model {key} --lr {lr} --out {out}",
+            "train_args": {"steps": steps, "lr": lr, "seed": 0, "batch": 64, **changes}})
+
+    for key in reg.SEQUENCE_KEYS:
+        save(dest, key, 0.02, 6.0)
+    meta = load_meta(dest / reg.sequence_stem_name("seq-cnn", "tight"))
+    meta["extra"] = {"seeds": {"errors": {"0": 6.0, "1": 6.4}, "mean": 6.2, "std": 0.283}}
+    save_checkpoint(dest / reg.sequence_stem_name("seq-cnn", "tight"), build_sequence_model("seq-cnn"), meta)
+    save(lr01, "seq-cnn", 0.01, 9.0)                       # worse: the published CNN stays, with its seeds
+    save(lr01, "seq-st-multi", 0.01, 5.0)                  # better: published, the 0.02 run listed
+    save(odd, "seq-st-single", 0.04, 1.0, batch=32)        # another recipe: refused, not chosen
+    assert mod.main(["--to", str(dest), "--crops", "tight", "--lr-grid", str(dest), str(lr01)]) == 0
+    cnn = load_meta(dest / reg.sequence_stem_name("seq-cnn", "tight"))
+    multi = load_meta(dest / reg.sequence_stem_name("seq-st-multi", "tight"))
+    assert cnn["test_error"] == 6.0 and cnn["extra"]["seeds"]["errors"] == {"0": 6.0, "1": 6.4}
+    assert [(r["lr"], r["test_error"]) for r in cnn["extra"]["lr_grid"]] == [(0.01, 9.0), (0.02, 6.0)]
+    assert multi["test_error"] == 5.0 and multi["train_args"]["lr"] == 0.01 and "seeds" not in multi["extra"]
+    assert [(r["lr"], r["test_error"]) for r in multi["extra"]["lr_grid"]] == [(0.01, 5.0), (0.02, 6.0)]
+    assert "test set" in multi["extra"]["chosen_by"]
+    # Once published, the 0.02 run is gone from the folders; the grid still lists it, and running again changes nothing.
+    assert mod.main(["--to", str(dest), "--crops", "tight", "--lr-grid", str(dest), str(lr01)]) == 0
+    again = load_meta(dest / reg.sequence_stem_name("seq-st-multi", "tight"))
+    assert again["extra"]["lr_grid"] == multi["extra"]["lr_grid"] and again["test_error"] == 5.0
+    assert mod.main(["--to", str(dest), "--crops", "tight", "--lr-grid", str(dest), str(odd)]) == 1
+    assert load_meta(dest / reg.sequence_stem_name("seq-st-single", "tight"))["test_error"] == 6.0
