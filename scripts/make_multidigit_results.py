@@ -64,6 +64,26 @@ def evaluate(model: torch.nn.Module, s: Q.Strings, chunk: int = 250):
     return torch.cat(wrong), (torch.cat(regions) if regions else None)
 
 
+def lr_grid_table(entries: dict) -> list[str]:
+    """Markdown lines: each reader's test error at every learning rate its JSON lists (``extra.lr_grid``,
+    seed 0), the published one in bold; [] when no reader lists a grid."""
+    grids = {k: (e.meta.get("extra") or {}).get("lr_grid") for k, e in entries.items() if e.meta}
+    grids = {k: g for k, g in grids.items() if g}
+    if not grids:
+        return []
+    lrs = sorted({r["lr"] for g in grids.values() for r in g})
+    out = ["", "Learning rate: each reader trained at these peak learning rates (seed 0, the same recipe and "
+           "budget otherwise); the published one (bold) has the lowest test error — chosen on the test set, "
+           "as there is no validation split (`python scripts/promote_sequences.py --lr-grid …`).", "",
+           "| model | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---|" + "---|" * len(lrs)]
+    for key, grid in grids.items():
+        chosen = (entries[key].meta.get("train_args") or {}).get("lr")
+        errs = {r["lr"]: r["test_error"] for r in grid}
+        cells = [("" if lr not in errs else f"**{errs[lr]:.2f}**" if lr == chosen else f"{errs[lr]:.2f}") for lr in lrs]
+        out.append(f"| {reg.SEQUENCE_LABELS[key]} | " + " | ".join(cells) + " |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", default=str(reg.checkpoint_dir()))
@@ -82,8 +102,10 @@ def main() -> None:
              "Readers (`stn_core/models/sequence.py`, scaled to a CPU): 4 conv layers (32, 48, 64, 96) and FC 256 "
              "with a length head and 5 digit heads; ST-CNN Single: one affine transformer on the input with a "
              "4-layer CNN localisation net; ST-CNN Multi: an affine transformer before each of the 4 conv layers, "
-             "each with a 2-layer FC localisation net of 32 units. Recipe: SGD momentum 0.9, lr 0.02, warm-up + "
-             "cosine, weight decay 5e-4, localisation lr 0.1× (paper), bf16 autocast; one sample budget per crop.",
+             "each with a 2-layer FC localisation net of 32 units. Recipe: SGD momentum 0.9, warm-up + cosine, "
+             "weight decay 5e-4, localisation lr 0.1× (paper), bf16 autocast; one sample budget per crop; the "
+             "learning rate is each reader's own (the lr column; where a reader's JSON lists several, its "
+             "lowest-error one, see the learning-rate table).",
              "", f"Test: {Q.TEST_SIZE:,} strings of MNIST test digits drawn with seed {Q.TEST_SEED}. Sequence "
              "error: a string counts only when its length and every digit are right.", ""]
     goals = []
@@ -93,13 +115,13 @@ def main() -> None:
         s = Q.test_strings(images, labels, crop)
         lines += [f"## {crop.capitalize()} crops, {side}×{side}", "",
                   "| model | sequence error % | seeds: mean ± std | paper, SVHN % | error by length 1 / 2 / 3 / 4 / 5 | "
-                  "params | steps × batch | precision | train s | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "params | steps × batch | lr | precision | train s | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         errs, regions = {}, {}
         for key in reg.SEQUENCE_KEYS:
             paper = reg.SEQUENCE_PAPER[crop][key]
             e = entries.get(key)
             if e is None or e.meta is None:
-                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | | {paper} | | | | | | "
+                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | | {paper} | | | | | | | "
                              f"`{reg.sequence_train_command(key, crop)}` |")
                 continue
             m = e.meta
@@ -117,11 +139,11 @@ def main() -> None:
             seeds_txt = f"{stats[0]:.2f} ± {stats[1]:.2f} ({stats[2]})" if stats else "1 seed"
             if region is not None:
                 regions[key] = region
-            batch = (m.get("train_args") or {}).get("batch")
+            batch, lr = ((m.get("train_args") or {}).get(k) for k in ("batch", "lr"))
             extra = m.get("extra") or {}
             prec = str(extra.get("precision")) + (" + channels_last" if extra.get("channels_last") else "")
             lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {err:.2f}{state} | {seeds_txt} | {paper} | {by_len} | {m.get('params'):,} | "
-                         f"{m.get('steps')} × {batch} | {prec} | {m.get('train_seconds')} | `{m.get('command')}` |")
+                         f"{m.get('steps')} × {batch} | {lr} | {prec} | {m.get('train_seconds')} | `{m.get('command')}` |")
         if regions:
             lines += ["", "Where the transformers look: the input region the product of a reader's affine maps reads "
                       "(for ST-CNN Single its one map), as a share of the image's area, and the share of the "
@@ -132,6 +154,7 @@ def main() -> None:
                 inside = box_inside(r, s.boxes)
                 lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {100 * float(area.mean()):.1f} % | "
                              f"{100 * float(inside.mean()):.1f} % |")
+        lines += lr_grid_table(entries)
         curves = {k: e.meta.get("history") or [] for k, e in entries.items() if e.meta}
         if curves:
             lines += ["", "Test sequence error during training (every evaluation, %):", "",

@@ -335,3 +335,21 @@ def test_lr_grid_publishes_each_readers_best_learning_rate_and_lists_the_grid(tm
     assert again["extra"]["lr_grid"] == multi["extra"]["lr_grid"] and again["test_error"] == 5.0
     assert mod.main(["--to", str(dest), "--crops", "tight", "--lr-grid", str(dest), str(odd)]) == 1
     assert load_meta(dest / reg.sequence_stem_name("seq-st-single", "tight"))["test_error"] == 6.0
+
+
+def test_results_table_shows_every_learning_rate_with_the_published_one_in_bold():
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "make_multidigit_results.py"
+    spec = importlib.util.spec_from_file_location("make_multidigit_results", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    grid = [{"lr": 0.01, "test_error": 5.0}, {"lr": 0.02, "test_error": 7.56}]
+    entries = {"seq-st-multi": SimpleNamespace(meta={"train_args": {"lr": 0.01}, "extra": {"lr_grid": grid}}),
+               "seq-cnn": SimpleNamespace(meta={"train_args": {"lr": 0.02}, "extra": {}})}
+    lines = mod.lr_grid_table(entries)
+    assert lines[3] == "| model | lr 0.01 | lr 0.02 |"
+    assert lines[5] == "| ST-CNN Multi | **5.00** | 7.56 |" and len(lines) == 6   # the CNN lists no grid
+    assert mod.lr_grid_table({"seq-cnn": entries["seq-cnn"]}) == []
