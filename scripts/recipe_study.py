@@ -4,6 +4,7 @@
     python scripts/recipe_study.py --deadline 3600       # ... or for 3600 s
     python scripts/recipe_study.py --report              # write results/recipe.md + results/recipe.png
     python scripts/recipe_study.py --list                # the grid, in priority order, and its state
+    python scripts/recipe_study.py --import-report results/recipe.md   # recover the record from a report
 
 A grid of ``python -m stn_core.train`` runs, task mnist-rts, batch 256, seed 0, one thread:
 
@@ -20,7 +21,9 @@ the next session (``--time-limit`` counts a run's training seconds over all its 
 script passes the seconds already trained + the seconds left). They run one at a time in PRIORITY
 order (the most informative first). Finished runs (``"final": true``) are skipped. A run that fails
 (e.g. diverges) leaves runs/recipe/<name>.failed with the error and is not retried unless that file
-is deleted. ``--report`` reads the JSONs only (no training). Several instances may share the grid, one
+is deleted. ``--report`` reads the JSONs only (no training); it keeps every finished run's results (not its
+weights) in results/recipe-runs.json, so the report can be rewritten where runs/recipe/ is gone (a fresh
+clone, a new machine) and a finished run is not trained again there. Several instances may share the grid, one
 per core (e.g. ``--models cnn`` beside ``--models st-cnn-aff``): each run is claimed by a lock file
 (runs/recipe/<name>.lock, its pid) and an instance skips a run that a live process holds.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import os
 import re
@@ -39,10 +43,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
 from train_queue import read_meta as read_stem_meta  # noqa: E402
+from stn_core.fileio import atomic_write_bytes  # noqa: E402
 
 RUN_DIR = ROOT / "runs" / "recipe"
 REPORT = ROOT / "results" / "recipe.md"
+#: The finished runs' results (no weights), kept by --report so the report can be rewritten where the run
+#: folders are gone (a fresh clone, a new machine): a run's own JSON in runs/recipe/ wins over its entry.
+RECORD = ROOT / "results" / "recipe-runs.json"
+RECORD_FIELDS = ("final", "steps", "test_error", "samples_per_s", "train_seconds", "command")
 FIGURE = ROOT / "results" / "recipe.png"
 BATCH = 256
 TASK = "mnist-rts"
@@ -119,9 +129,32 @@ def train_command(model: str, recipe: str, budget: str) -> list[str]:
     return cmd
 
 
+def load_record(path: Path | None = None) -> dict[str, dict]:
+    """Finished runs by name from the record (``RECORD``); {} when it is absent. A malformed record is an
+    error, never silently dropped (the report would lose its rows)."""
+    path = path or RECORD
+    if not path.exists():
+        return {}
+    if path.stat().st_size > 1_000_000:
+        raise SystemExit(f"error: {path} is larger than 1 MB: not a recipe record")
+    rec = json.loads(path.read_text())
+    names = {run_name(*g) for g in grid()}
+    if not isinstance(rec, dict) or any(k not in names or not isinstance(v, dict) or v.get("final") is not True
+                                        or not isinstance(v.get("test_error"), (int, float)) for k, v in rec.items()):
+        raise SystemExit(f"error: {path} is not a record of finished runs of this grid")
+    return rec
+
+
+def save_record(rec: dict[str, dict], path: Path | None = None) -> None:
+    """Write the record atomically, runs in grid order."""
+    order = [run_name(*g) for g in grid()]
+    rec = {k: rec[k] for k in order if k in rec}
+    atomic_write_bytes(path or RECORD, (json.dumps(rec, indent=1) + "\n").encode())
+
+
 def read_meta(name: str) -> dict | None:
-    """The JSON of run ``name`` in runs/recipe/, or None."""
-    return read_stem_meta(RUN_DIR / name)
+    """The JSON of run ``name`` in runs/recipe/; else its entry in the record (finished runs only); or None."""
+    return read_stem_meta(RUN_DIR / name) or load_record().get(name)
 
 
 def parse_deadline(text: str, now: dt.datetime | None = None) -> float:
@@ -348,7 +381,37 @@ def draw_figure(errors: dict, path: Path) -> None:
     img.save(path)
 
 
+def record_from_report(text: str) -> dict[str, dict]:
+    """The finished runs of a report this script wrote (its "Runs" table: name, state, test error, samples/s,
+    train s, command) as record entries — for a report whose run folders are gone (``--import-report``)."""
+    names = {run_name(*g): g[2] for g in grid()}
+    row = re.compile(r"^\| (\S+) \| final \| ([\d.]+) \| ([\d.]*) \| ([\d.]*) \| `([^`]+)` \|$")
+    rec = {}
+    for line in text.splitlines():
+        found = row.match(line)
+        if found and found.group(1) in names:
+            name, err, sps, secs, cmd = found.groups()
+            rec[name] = {"final": True, "steps": steps_of(names[name]), "test_error": float(err),
+                         "samples_per_s": float(sps) if sps else None,
+                         "train_seconds": float(secs) if secs else None, "command": cmd}
+    return rec
+
+
+def update_record() -> dict[str, dict]:
+    """The record with every finished run JSON in runs/recipe/ (re)entered; written when it changed."""
+    rec = load_record()
+    new = dict(rec)
+    for m, r, b in grid():
+        meta = read_stem_meta(RUN_DIR / run_name(m, r, b))
+        if meta and meta.get("final"):
+            new[run_name(m, r, b)] = {k: meta.get(k) for k in RECORD_FIELDS}
+    if new != rec:
+        save_record(new)
+    return new
+
+
 def report() -> None:
+    update_record()
     errors: dict = {}
     rows = []
     for model, (label, _, _) in MODELS.items():
@@ -364,8 +427,9 @@ def report() -> None:
 
     out = ["# Recipe study: optimiser and lr schedule on RTS MNIST",
            "",
-           "Made by `python scripts/recipe_study.py --report` from the checkpoint JSONs in `runs/recipe/`"
-           " (training: `python scripts/recipe_study.py --deadline HH:MM`, resumable; see the script's docstring).",
+           "Made by `python scripts/recipe_study.py --report` from the checkpoint JSONs in `runs/recipe/` and, for "
+           "finished runs whose folder is gone, their results kept in `results/recipe-runs.json` (training: "
+           "`python scripts/recipe_study.py --deadline HH:MM`, resumable; see the script's docstring).",
            f"Written {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
            "",
            "Task mnist-rts (42×42, the fixed 10 000-image test set, seed 20150605), batch 256, seed 0, one CPU "
@@ -403,7 +467,7 @@ def report() -> None:
     out += ["", "Continue the study (skips finished runs, resumes partial ones, stops cleanly at the deadline):",
             "", "```", "nohup .venv/bin/python scripts/recipe_study.py --deadline HH:MM > runs/recipe/study.log 2>&1 &",
             ".venv/bin/python scripts/recipe_study.py --report", "```", ""]
-    REPORT.write_text("\n".join(out))
+    atomic_write_bytes(REPORT, "\n".join(out).encode())
     print(f"wrote {REPORT.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}")
     print("\n".join(lines + [target]))
 
@@ -414,7 +478,15 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", choices=list(MODELS), help="train only these models (default: all)")
     ap.add_argument("--report", action="store_true", help="write results/recipe.md and results/recipe.png only")
     ap.add_argument("--list", action="store_true", help="print the grid in priority order with each run's state")
+    ap.add_argument("--import-report", metavar="MD", help="add the finished runs of a report this script wrote "
+                    "(e.g. results/recipe.md) to results/recipe-runs.json where the record lacks them")
     a = ap.parse_args()
+    if a.import_report:
+        rec = load_record()
+        found = record_from_report(Path(a.import_report).read_text())
+        save_record({**found, **rec})
+        print(f"{len(set(found) - set(rec))} runs added to {RECORD.relative_to(ROOT)} ({len({**found, **rec})} in all)")
+        return
     if a.list:
         for m, r, b in grid():
             print(f"{run_name(m, r, b):32s} {cell(run_name(m, r, b))[0]}")

@@ -148,3 +148,29 @@ def test_reports_describe_the_new_settings():
                            "warmup": 49, "loc_lr_mult": 0.1}) == \
         "AdamW (β = 0.9, 0.999) lr 0.001, weight decay 0.0001, 49 warm-up steps then cosine decay, " \
         "localisation nets at 0.1× that lr"
+
+
+def test_recipe_record_keeps_finished_runs_whose_folders_are_gone(tmp_path, monkeypatch):
+    """The report's finished rows come back from results/recipe-runs.json when runs/recipe/ is empty, a run's
+    own JSON wins over its entry, and a record naming runs outside the grid is refused, not dropped."""
+    S = _study()
+    monkeypatch.setattr(S, "RUN_DIR", tmp_path / "runs")
+    monkeypatch.setattr(S, "RECORD", tmp_path / "record.json")
+    cmd = "python -m stn_core.train --task mnist-rts --model cnn --out runs/recipe/cnn_paper_0.25M"
+    report = ("| run | state | test error % | samples/s | train s | command |\n|---|---|---|---|---|---|\n"
+              f"| cnn_paper_0.25M | final | 75.95 | 451.1 | 554.42 | `{cmd}` |\n"
+              "| cnn_paper_1M | partial 185/3906 |  | 986.3 | 48.02 | `x` |\n"
+              "| cnn_paper_2M | not run yet | | | | `y` |\n")
+    rec = S.record_from_report(report)
+    assert rec == {"cnn_paper_0.25M": {"final": True, "steps": 977, "test_error": 75.95, "samples_per_s": 451.1,
+                                       "train_seconds": 554.42, "command": cmd}}
+    S.save_record(rec)
+    assert S.load_record() == rec and S.cell("cnn_paper_0.25M") == ("**75.95**", 75.95)
+    assert S.cell("cnn_paper_1M") == ("not run yet", None)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "cnn_paper_0.25M.json").write_text(json.dumps({"final": True, "test_error": 70.0}))
+    assert S.cell("cnn_paper_0.25M") == ("**70.00**", 70.0)
+    assert S.update_record()["cnn_paper_0.25M"]["test_error"] == 70.0 == S.load_record()["cnn_paper_0.25M"]["test_error"]
+    (tmp_path / "bad.json").write_text('{"someone_else_1M": {"final": true, "test_error": 1.0}}')
+    with pytest.raises(SystemExit, match="not a record"):
+        S.load_record(tmp_path / "bad.json")
