@@ -17,6 +17,7 @@ from pages.lab import common
 from pages.lab import multidigit as md
 from pages.shell.navigation import require_app
 from stn_core import registry as reg
+from stn_core.checkpoints.seeds import seed_stats
 from stn_core.data import sequences as Q
 from stn_core.data.samples import load_mnist_sample
 
@@ -131,13 +132,17 @@ if chosen is not None and chosen.thetas:
 table = []
 for key in reg.SEQUENCE_KEYS:
     e = entries.get(key)
-    ours = e.meta.get("test_error") if e is not None and e.meta else None
-    table.append({"model": reg.SEQUENCE_LABELS[key], "sequence error (%), ours": ours,
+    meta = e.meta if e is not None and e.meta else {}
+    stats = seed_stats(meta)
+    table.append({"model": reg.SEQUENCE_LABELS[key], "sequence error (%), ours": meta.get("test_error"),
+                  "seeds: mean ± std (%)": f"{stats[0]:.2f} ± {stats[1]:.2f} ({stats[2]})" if stats else None,
                   "paper, SVHN (%)": reg.SEQUENCE_PAPER[state.crop][key],
-                  "steps": e.meta.get("steps") if e is not None and e.meta else None,
+                  "steps": meta.get("steps"), "lr": (meta.get("train_args") or {}).get("lr"),
                   "final": e.final if e is not None else None})
 st.subheader("Sequence error")
 st.dataframe(table, hide_index=True, width="stretch")
 st.caption(f"Ours: {Q.TEST_SIZE:,} strings of MNIST test digits drawn with a fixed seed ({md.CROPS[state.crop]}), "
-           "readers scaled to a CPU — `results/multidigit.md` has the commands and the cost of the transformers. "
+           "readers scaled to a CPU; the shipped weights are seed 0's, other seeds' errors beside them; each reader's "
+           "learning rate is its best of the ones tried — `results/multidigit.md` has them all, the commands "
+           "and the cost of the transformers. "
            "The paper's column is its SVHN result, a different dataset and a much larger network.")

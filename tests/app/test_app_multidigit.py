@@ -30,7 +30,9 @@ def ckdir(tmp_path_factory) -> Path:
             model = build_sequence_model(key, 64 if crop == "tight" else 128)
             meta = {"task": f"mnist-strings-{crop}", "model": key, "transform": model.config["transform"],
                     "input_size": model.input_size, "num_classes": 10, "test_error": err, "steps": 3, "final": True,
-                    "command": reg.sequence_train_command(key, crop)}
+                    "command": reg.sequence_train_command(key, crop), "train_args": {"lr": 0.02, "seed": 0}}
+            if key == "seq-st-multi":
+                meta["extra"] = {"seeds": {"errors": {"0": 7.5, "1": 8.5}, "mean": 8.0, "std": 0.707}}
             save_checkpoint(d / reg.sequence_stem_name(key, crop), model, meta)
     return d
 
@@ -55,7 +57,9 @@ def test_multi_shows_four_transformers_on_their_maps_and_every_reading(monkeypat
     readings = at.dataframe[0].value
     assert list(readings["model"]) == [reg.SEQUENCE_LABELS[k] for k in reg.SEQUENCE_KEYS]
     assert set(readings["right"]) <= {"✓", "✗"}
-    assert list(at.dataframe[-1].value["sequence error (%), ours"]) == [7.5, 8.25, 11.0]
+    table = at.dataframe[-1].value
+    assert list(table["sequence error (%), ours"]) == [7.5, 8.25, 11.0]
+    assert list(table["seeds: mean ± std (%)"])[0] == "8.00 ± 0.71 (2)" and list(table["lr"]) == [0.02] * 3
     assert "Transformer 4" in " ".join(m.value for m in at.markdown)
 
 
