@@ -31,6 +31,7 @@ from safetensors.torch import save as st_save
 from stn_core import checkpoints as C
 from stn_core.checkpoints import CheckpointError, load_meta, load_model, load_train_state, save_checkpoint
 from stn_core.models import build_model
+from script_util import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20150605
@@ -651,10 +652,7 @@ def test_load_weights_for_resume_checks_id_hash_and_values(base, tmp_path):
 
 
 def test_hash_script_adds_the_hash_only_to_matching_files(base, tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("hash_checkpoints", ROOT / "scripts" / "hash_checkpoints.py")
-    hc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hc)
+    hc = load_script("hash_checkpoints")
     stem = _copy(base, tmp_path)
     f = _files(stem)
     meta = json.loads(f["meta"].read_text())

@@ -3,13 +3,12 @@ the triplet loss, the encoder's features and the bounded transformer."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from stn_core import colocalisation as C
+from script_util import load_script
 
 
 def _digits(n: int = 5) -> torch.Tensor:
@@ -204,17 +203,13 @@ def test_descent_alignment_scores_each_window_and_leaves_windows_without_ink_out
 
 def test_the_sgd_results_script_writes_a_row_per_class_beside_the_paper(monkeypatch, tmp_path):
     """scripts/colocalisation_sgd.py on the shipped sample (no MNIST files needed): one class, a few steps."""
-    import importlib.util
 
     from stn_core.data import tasks as ds
     from stn_core.data.samples import load_mnist_sample
 
     x, y = load_mnist_sample()
     monkeypatch.setattr(ds, "load_split", lambda split, *a, **k: (torch.as_tensor(x), torch.as_tensor(y)))
-    path = Path(__file__).resolve().parents[2] / "scripts" / "colocalisation_sgd.py"
-    spec = importlib.util.spec_from_file_location("colocalisation_sgd", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("colocalisation_sgd")
     out = tmp_path / "sgd.md"
     mod.main(["--digits", "3", "--steps", "3", "--basin-steps", "2", "--out", str(out)])
     text = out.read_text()
@@ -248,12 +243,8 @@ def test_the_basin_probe_keeps_windows_on_their_digits_and_reports_start_and_end
 def test_the_results_sentence_on_sgd_after_teaching_names_the_classes_it_moved_off():
     """scripts/colocalisation.py's closing sentence is computed from the rows: a fall of more than 5 pp on the set
     names the class and both shares; none, no list."""
-    import importlib.util
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "colocalisation.py"
-    spec = importlib.util.spec_from_file_location("colocalisation_script", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("colocalisation")
     cell = lambda taught, after: (None, {"distilled": (taught, 0.5), "sgd": (after, 0.5)})  # noqa: E731
     rows = [(7, {"T": cell(0.59, 0.24), "TC": cell(0.61, 0.60)}), (9, {"T": cell(1.0, 0.97), "TC": cell(1.0, 0.01)})]
     text = mod._kept_sentence(rows, 2)
@@ -317,7 +308,6 @@ def test_tiled_sgd_finds_shipped_digits_of_one_class_with_the_shipped_cnn():
 def test_the_tiled_results_script_writes_a_row_per_class_with_its_phases(monkeypatch, tmp_path):
     """scripts/colocalisation_tiled.py on the shipped sample (no MNIST files needed), one class, short phases: the
     row gives the final share and the share at the start and at the end of every phase, beside the paper."""
-    import importlib.util
 
     from stn_core.data import tasks as ds
     from stn_core.data.samples import load_mnist_sample
@@ -326,10 +316,7 @@ def test_the_tiled_results_script_writes_a_row_per_class_with_its_phases(monkeyp
     monkeypatch.setattr(ds, "load_split", lambda split, *a, **k: (torch.as_tensor(x), torch.as_tensor(y)))
     monkeypatch.setattr(C, "TILED_SCHEDULE", ((C.TILES ** 2, 10), (4, 20), (1, 30)))
     monkeypatch.setattr(C, "N_IMAGES", 12)
-    path = Path(__file__).resolve().parents[2] / "scripts" / "colocalisation_tiled.py"
-    spec = importlib.util.spec_from_file_location("colocalisation_tiled", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("colocalisation_tiled")
     out = tmp_path / "tiled.md"
     mod.main(["--digits", "0", "--out", str(out)])
     text = out.read_text()

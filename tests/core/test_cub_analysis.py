@@ -12,6 +12,7 @@ from pages.lab import cub as ca
 from stn_core import registry as reg
 from stn_core.analysis import cub as an
 from stn_core.models.cub import build_cub_model
+from script_util import load_script
 
 torch.set_num_threads(1)
 NAMES = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
@@ -150,7 +151,6 @@ def test_cub_stem_names_of_both_sizes_and_the_variants():
 
 def test_make_cub_results_on_tiny_checkpoints(tmp_path):
     """scripts/make_cub_results.py end to end: tiny untrained checkpoints on a CUB-layout folder."""
-    import importlib.util
     import json
     import sys
     from pathlib import Path
@@ -172,10 +172,7 @@ def test_make_cub_results_on_tiny_checkpoints(tmp_path):
             "task": "cub", "model": name, "transform": "attention" if m.n_st else None, "input_size": 64,
             "num_classes": 3, "classes": [1, 12, 14], "final": key != "4st", "steps": 3,
             "command": f"python -m stn_core.train --task cub --model {name}", "extra": {"arch": arch_of(m)}})
-    spec = importlib.util.spec_from_file_location("make_cub_results",
-                                                  Path(__file__).parents[2] / "scripts" / "make_cub_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("make_cub_results")
     out = tmp_path / "cub.md"
     mod.main(["--data-root", str(root), "--checkpoints", str(ck), "--out", str(out)])
     text = out.read_text()

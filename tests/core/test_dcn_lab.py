@@ -15,6 +15,7 @@ from stn_core import registry as reg
 from stn_core.analysis import stn_vs_dcn as svd
 from stn_core.analysis import deformable as dfm
 from tiny_checkpoints import TINY, make_tiny
+from script_util import load_script
 
 def _dcn(side=28, seed=0, offsets=0.7):
     torch.manual_seed(seed)
@@ -199,12 +200,8 @@ def test_make_stn_vs_dcn_script(tmp_path):
 def test_stn_vs_dcn_timings_travel_between_machines(tmp_path):
     """--save-timings on one machine (a GPU), --timings-from on another: the devices not measured here
     come from the file, with its provenance printed."""
-    import importlib.util
 
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("make_stn_vs_dcn", root / "scripts" / "make_stn_vs_dcn.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("make_stn_vs_dcn")
     t = {"fwd_ms": 1.0, "fwd_bwd_ms": 2.0}
     saved = {"cpu": {28: {k: t for k in svd.COMPARE_KEYS}}}
     args = type("A", (), {"batch": 4, "repeats": 1})()

@@ -8,6 +8,7 @@ from stn_core.data import tasks as ds
 from stn_core.data import distortions as D
 from stn_core.data.mnist import write_idx
 from stn_core.data.samples import load_mnist_sample
+from script_util import load_script
 
 
 @pytest.fixture(scope="module")
@@ -282,14 +283,7 @@ def test_test_set_cache_is_keyed_by_the_generators_parameters(monkeypatch, tmp_p
 
 
 def _p_fidelity():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "p_fidelity.py"
-    spec = importlib.util.spec_from_file_location("p_fidelity", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("p_fidelity")
 
 
 def test_p_fidelity_ink_measure_and_decision_rule():

@@ -3,7 +3,6 @@ exact resume of a cosine run; plus the recipe study's grid and deadline arithmet
 (scripts/recipe_study.py). Training runs use the tiny MNIST fixture ``data_root`` (tests/conftest.py)."""
 
 import datetime as dt
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from stn_core.checkpoints import read_safetensors
 from stn_core.train import loop as L
 from stn_core.train import mnist as T
+from script_util import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,9 +118,7 @@ def test_cosine_sgd_momentum_resume_with_default_warmup(data_root, tmp_path):
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("recipe_study", ROOT / "scripts" / "recipe_study.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("recipe_study")
     return mod
 
 

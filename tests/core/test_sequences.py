@@ -12,6 +12,7 @@ from stn_core.data import sequences as Q
 from stn_core.data.samples import load_mnist_sample
 from stn_core.models.sequence import build_sequence_model, composite_theta, read_strings, sequence_errors, sequence_loss
 from stn_core.train import sequence as TS
+from script_util import load_script
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,18 +172,13 @@ def test_trainer_runs_resumes_and_records_its_recipe(tmp_path, monkeypatch):
 def test_check_checkpoints_reevaluates_a_string_reader(data_root, tmp_path):
     """scripts/check_checkpoints.py rebuilds the fixed test strings from the JSON (md5-checked) and gets the
     recorded sequence error back."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     ck = tmp_path / "ck"
     TS.main(["--model", "seq-cnn", "--steps", "3", "--batch", "8", "--test-size", "40", "--threads", "1",
              "--precision", "fp32", "--data-root", str(data_root), "--no-verify", "--out", str(ck / "seq64_cnn")])
     meta = json.loads((ck / "seq64_cnn.json").read_text())
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("check_checkpoints", root / "scripts" / "check_checkpoints.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("check_checkpoints")
     text = mod.main(["--checkpoints", str(ck), "--out", str(tmp_path / "check.md"), "--data-root", str(data_root),
                      "--no-verify", "--threads", "1"]).read_text()
     assert f"| seq64_cnn | cpu | {meta['test_error']:.2f} | {meta['test_error']:.2f} | 0 | difference counted in strings |" in text
@@ -214,14 +210,7 @@ def test_channels_last_training_records_it_and_evaluates_in_the_default_layout(t
 
 def _promote_sequences():
     """scripts/promote_sequences.py as a module."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "promote_sequences.py"
-    spec = importlib.util.spec_from_file_location("promote_sequences", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("promote_sequences")
 
 
 def test_promote_publishes_a_crop_only_when_all_three_readers_are_finished(tmp_path):
@@ -338,14 +327,9 @@ def test_lr_grid_publishes_each_readers_best_learning_rate_and_lists_the_grid(tm
 
 
 def test_results_table_shows_every_learning_rate_with_the_published_one_in_bold():
-    import importlib.util
-    from pathlib import Path
     from types import SimpleNamespace
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "make_multidigit_results.py"
-    spec = importlib.util.spec_from_file_location("make_multidigit_results", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("make_multidigit_results")
     grid = [{"lr": 0.01, "test_error": 5.0}, {"lr": 0.02, "test_error": 7.56}]
     entries = {"seq-st-multi": SimpleNamespace(meta={"train_args": {"lr": 0.01}, "extra": {"lr_grid": grid}}),
                "seq-cnn": SimpleNamespace(meta={"train_args": {"lr": 0.02}, "extra": {}})}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,15 +12,14 @@ import pytest
 from tiny_checkpoints import make_tiny_checkpoint
 from stn_core import registry as reg
 from stn_core.analysis import table1 as t1
+from script_util import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "make_table1.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("make_table1", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("make_table1")
     return mod
 
 

@@ -18,6 +18,7 @@ from stn_core.data import tasks as ds
 from stn_core.train import mnist as T
 from stn_core.checkpoints import load_model, read_safetensors
 from stn_core.models import build_model
+from script_util import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,7 +128,6 @@ def test_torchrun_two_processes_on_cpu(data_root, tmp_path):
 
 
 def test_check_checkpoints_reevaluates_the_recorded_error(data_root, tmp_path):
-    import importlib.util
 
     ck = tmp_path / "ck"
     T.main(_args(data_root, ck / "mnist_r_fcn", "--task", "mnist-r", "--model", "fcn", "--steps", "15", "--batch",
@@ -135,9 +135,7 @@ def test_check_checkpoints_reevaluates_the_recorded_error(data_root, tmp_path):
     T.main(_args(data_root, ck / "long" / "mnist_r_cnn", "--task", "mnist-r", "--model", "cnn", "--steps", "4",
                  "--stop-at", "2", "--batch", "16", "--test-limit", "50"))
     meta = json.loads((ck / "mnist_r_fcn.json").read_text())
-    spec = importlib.util.spec_from_file_location("check_checkpoints", ROOT / "scripts" / "check_checkpoints.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("check_checkpoints")
     out = mod.main(["--checkpoints", str(ck), "--out", str(tmp_path / "check.md"), "--data-root", str(data_root),
                     "--no-verify", "--threads", "1"])
     text = out.read_text()

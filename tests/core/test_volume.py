@@ -18,6 +18,7 @@ from stn_core.sampling3d import sample_3d
 from stn_core.train import volume as TV
 from stn_core.transforms3d import (affine_grid_3d, box_corners_3d, identity_theta_3d, invert_theta_3d,
                                    rotation_matrix_3d, theta_3d)
+from script_util import load_script
 
 
 def _digits(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,26 +166,15 @@ def test_trainer_runs_resumes_and_records_its_recipe(tmp_path, monkeypatch):
     assert model.config["model"] == "vol-st-cnn"
 
 
-def _script(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_results_budget_rows_pair_each_cnn_budget_with_the_best_st_variant_of_those_steps():
-    mod = _script("make_volume_results")
+    mod = load_script("make_volume_results")
     variants = [{"steps": 2000, "test_error": 27.5}, {"steps": 2000, "test_error": 18.7}, {"steps": 8000, "test_error": 9.0}]
     cnn = [{"steps": 8000, "test_error": 10.0}, {"steps": 2000, "test_error": 14.75}, {"steps": 500, "test_error": 40.0}]
     assert mod.budget_rows(variants, cnn) == [(500, 40.0, None), (2000, 14.75, 18.7), (8000, 10.0, 9.0)]
 
 
 def test_facing_measure_of_the_results_script():
-    mod = _script("make_volume_results")
+    mod = load_script("make_volume_results")
     pose = V.sample_pose(64, torch.Generator().manual_seed(9))
     flat = {"angles": torch.zeros(2, 3, dtype=torch.float64), "shift": torch.zeros(2, 3, dtype=torch.float64)}
     assert torch.allclose(mod.facing(None, flat), torch.ones(2))               # no tilt: face-on
@@ -209,7 +199,7 @@ def test_promote_volume_publishes_the_best_variant_with_all_variants_listed(tmp_
 
     from stn_core.checkpoints import load_meta
 
-    mod = _script("promote_volume")
+    mod = load_script("promote_volume")
     runs = tmp_path / "runs"
     for name, key, err, args in (("a", "vol-st-cnn", 30.0, {"loc_lr_mult": 0.1}),
                                  ("b", "vol-st-cnn", 20.0, {"loc_lr_mult": 0.1, "start_scale": 0.6}),
@@ -242,7 +232,7 @@ def test_promote_volume_publishes_an_st_of_the_cnns_budget_and_keeps_earlier_bud
 
     from stn_core.checkpoints import load_meta
 
-    mod = _script("promote_volume")
+    mod = load_script("promote_volume")
     runs, out = tmp_path / "runs", tmp_path / "ck"
     _volume_run(runs, "st-short", "vol-st-cnn", 20.0, 5, {"start_scale": 0.6})
     _volume_run(runs, "cnn-short", "vol-cnn", 15.0, 5, {})
