@@ -81,6 +81,10 @@ def lr_grid_table(entries: dict) -> list[str]:
         errs = {r["lr"]: r["test_error"] for r in grid}
         cells = [("" if lr not in errs else f"**{errs[lr]:.2f}**" if lr == chosen else f"{errs[lr]:.2f}") for lr in lrs]
         out.append(f"| {reg.SEQUENCE_LABELS[key]} | " + " | ".join(cells) + " |")
+    others = [f"- {reg.SEQUENCE_LABELS[key]}, lr {r['lr']:g}: `{r.get('command')}`" for key, grid in grids.items()
+              for r in grid if r["lr"] != (entries[key].meta.get("train_args") or {}).get("lr")]
+    if others:
+        out += ["", "The other learning rates' runs (the published ones' commands are in the table above):", ""] + others
     return out
 
 

@@ -330,10 +330,12 @@ def test_results_table_shows_every_learning_rate_with_the_published_one_in_bold(
     from types import SimpleNamespace
 
     mod = load_script("make_multidigit_results")
-    grid = [{"lr": 0.01, "test_error": 5.0}, {"lr": 0.02, "test_error": 7.56}]
+    grid = [{"lr": 0.01, "test_error": 5.0, "command": "python -m stn_core.train.sequence --lr 0.01"},
+            {"lr": 0.02, "test_error": 7.56, "command": "python -m stn_core.train.sequence --lr 0.02"}]
     entries = {"seq-st-multi": SimpleNamespace(meta={"train_args": {"lr": 0.01}, "extra": {"lr_grid": grid}}),
                "seq-cnn": SimpleNamespace(meta={"train_args": {"lr": 0.02}, "extra": {}})}
     lines = mod.lr_grid_table(entries)
     assert lines[3] == "| model | lr 0.01 | lr 0.02 |"
-    assert lines[5] == "| ST-CNN Multi | **5.00** | 7.56 |" and len(lines) == 6   # the CNN lists no grid
+    assert lines[5] == "| ST-CNN Multi | **5.00** | 7.56 |" and lines[6] == ""   # the CNN lists no grid
+    assert lines[-1] == "- ST-CNN Multi, lr 0.02: `python -m stn_core.train.sequence --lr 0.02`" and len(lines) == 10
     assert mod.lr_grid_table({"seq-cnn": entries["seq-cnn"]}) == []
