@@ -135,7 +135,7 @@ for key in reg.SEQUENCE_KEYS:
     meta = e.meta if e is not None and e.meta else {}
     stats = seed_stats(meta)
     table.append({"model": reg.SEQUENCE_LABELS[key], "sequence error (%), ours": meta.get("test_error"),
-                  "seeds: mean ± std (%)": f"{stats[0]:.2f} ± {stats[1]:.2f} ({stats[2]})" if stats else None,
+                  "seeds: mean ± std (%)": f"{stats[0]:.2f} ± {stats[1]:.2f} ({stats[2]})" if stats else "1 seed",
                   "paper, SVHN (%)": reg.SEQUENCE_PAPER[state.crop][key],
                   "steps": meta.get("steps"), "lr": (meta.get("train_args") or {}).get("lr"),
                   "final": e.final if e is not None else None})

@@ -59,7 +59,7 @@ def test_multi_shows_four_transformers_on_their_maps_and_every_reading(monkeypat
     assert set(readings["right"]) <= {"✓", "✗"}
     table = at.dataframe[-1].value
     assert list(table["sequence error (%), ours"]) == [7.5, 8.25, 11.0]
-    assert list(table["seeds: mean ± std (%)"])[0] == "8.00 ± 0.71 (2)" and list(table["lr"]) == [0.02] * 3
+    assert list(table["seeds: mean ± std (%)"]) == ["8.00 ± 0.71 (2)", "1 seed", "1 seed"] and list(table["lr"]) == [0.02] * 3
     assert "Transformer 4" in " ".join(m.value for m in at.markdown)
 
 
