@@ -40,6 +40,18 @@ CHOSEN_BY = ("lowest test error among the learning rates of extra.lr_grid (seed 
              "no validation split")
 
 
+def unpublishable(meta: dict, key: str, crop: str) -> str | None:
+    """Why a run's JSON is not a finished ``key`` run of ``crop``'s budget, or None when it is."""
+    steps = (meta.get("train_args") or {}).get("steps")
+    if not meta.get("final"):
+        return f"is not finished (step {meta.get('steps')} of {steps})"
+    if steps != reg.SEQUENCE_STEPS[crop] or meta.get("model") != key:
+        return f"is a {meta.get('model')} run of {steps} steps, not {key} with {reg.SEQUENCE_STEPS[crop]}"
+    if not isinstance(meta.get("test_error"), (int, float)):
+        return "has no test error"
+    return None
+
+
 def ready_runs(folder: Path, crop: str) -> dict[str, Path] | str:
     """The crop's runs by key, or why they cannot be published."""
     runs = {}
@@ -49,11 +61,9 @@ def ready_runs(folder: Path, crop: str) -> dict[str, Path] | str:
             meta = load_meta(stem.with_suffix(".json"))
         except (CheckpointError, OSError) as e:
             return f"{stem}: {e}"
-        steps = (meta.get("train_args") or {}).get("steps")
-        if not meta.get("final"):
-            return f"{stem} is not finished (step {meta.get('steps')} of {steps})"
-        if steps != reg.SEQUENCE_STEPS[crop] or meta.get("model") != key:
-            return f"{stem} is a {meta.get('model')} run of {steps} steps, not {key} with {reg.SEQUENCE_STEPS[crop]}"
+        why = unpublishable(meta, key, crop)
+        if why:
+            return f"{stem} {why}"
         runs[key] = stem
     return runs
 
@@ -93,9 +103,7 @@ def grid_runs(folders: list[Path], crop: str, key: str) -> dict[Path, dict]:
             meta = load_meta(stem)
         except (CheckpointError, OSError):
             continue
-        args = meta.get("train_args") or {}
-        if (meta.get("final") and meta.get("model") == key and args.get("steps") == reg.SEQUENCE_STEPS[crop]
-                and args.get("seed", 0) == 0 and isinstance(meta.get("test_error"), (int, float))):
+        if unpublishable(meta, key, crop) is None and (meta.get("train_args") or {}).get("seed", 0) == 0:
             out[stem] = meta
     return out
 
