@@ -33,6 +33,11 @@ the output has that dtype. Under ``torch.autocast`` (CPU or CUDA, float16/bfloat
 sampler switches autocast off and samples in float32 (or float64 if either input is
 float64), so a bfloat16 grid from low-precision code next to a float32 U works; the output
 has U's dtype. Sampling coordinates in bfloat16 would cost up to ~0.5 px at 256 px.
+There the cast to float32 also takes U to the sampler's NCHW layout in the same pass, and V back to U's
+layout (channels_last in a fast conv stack), and the backward does the same for the gradients
+(:class:`_LayoutCast`): a channels_last U otherwise costs a layout conversion inside ``grid_sample`` and
+another in the layer after it, each way (the values are the same; the cost of ST-CNN Multi's step is
+measured by ``bench/multidigit_cost.py``).
 """
 
 from __future__ import annotations
@@ -217,6 +222,29 @@ def _clamp_to_border(grid: torch.Tensor, height: int, width: int) -> torch.Tenso
     return torch.stack([grid[..., 0].clamp(lo_x, hi_x), grid[..., 1].clamp(lo_y, hi_y)], -1)
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a 4-D tensor laid out NHWC (and not also NCHW), else ``torch.contiguous_format``."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class _LayoutCast(torch.autograd.Function):
+    """``x.to(dtype, memory_format)`` in one pass, whose backward casts the gradient back to x's dtype and
+    layout in one pass (autograd's own ``to`` keeps the gradient's layout, so the layer before pays a
+    conversion of its own)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype, memory_format: torch.memory_format) -> torch.Tensor:  # noqa: D102
+        ctx.back = (x.dtype, memory_format_of(x))
+        return x.to(dtype=dtype, memory_format=memory_format)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        dtype, memory_format = ctx.back
+        return grad.to(dtype=dtype, memory_format=memory_format), None, None
+
+
 def _far_limit(dtype: torch.dtype) -> float:
     """:data:`_FAR_LIMIT`, lowered for float16 (max 65504) so that unnormalising to pixels of an image up
     to 4096 px wide cannot overflow either; always far outside [-1, 1]."""
@@ -267,7 +295,8 @@ def sample(u: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", backend:
             and grid.is_floating_point()):
         dt = torch.promote_types(torch.promote_types(u.dtype, grid.dtype), torch.float32)
         with torch.autocast(u.device.type, enabled=False):
-            return sample(u.to(dt), grid.to(dt), mode, backend, padding).to(u.dtype)
+            v = sample(_LayoutCast.apply(u, dt, torch.contiguous_format), grid.to(dt), mode, backend, padding)
+            return _LayoutCast.apply(v, u.dtype, memory_format_of(u))
     _check_inputs(u, grid, mode, backend, padding)
     grid, finite = _finite_grid(grid, padding)
     if backend == "fast":

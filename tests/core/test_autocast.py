@@ -205,6 +205,36 @@ def test_sample_float32_input_with_bf16_grid_under_autocast():
         S.sample(u, grid)
 
 
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_low_precision_u_keeps_its_layout_and_gets_its_gradient_in_it(layout):
+    """A bfloat16 U under autocast (a feature map in a channels_last conv stack) is sampled in float32;
+    V and ∂L/∂U come back in U's dtype and layout, with the values of the plain float32 path cast."""
+    g = torch.Generator().manual_seed(1)
+    u0 = torch.rand(2, 4, 9, 10, generator=g).to(torch.bfloat16).contiguous(memory_format=layout)
+    grid = 2.2 * torch.rand(2, 7, 8, 2, generator=g) - 1.1
+    w = torch.linspace(-1, 1, 2 * 4 * 7 * 8).view(2, 4, 7, 8)
+    u = u0.clone().requires_grad_()
+    with _cpu_autocast():
+        v = S.sample(u, grid)
+    (v.float() * w).sum().backward()
+    u32 = u0.float().contiguous().requires_grad_()
+    v32 = S.sample(u32, grid)
+    (v32.to(torch.bfloat16).float() * w).sum().backward()
+    assert v.dtype == torch.bfloat16 and u.grad.dtype == torch.bfloat16
+    assert v.is_contiguous(memory_format=layout) and u.grad.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(v.float(), v32.to(torch.bfloat16).float(), rtol=0, atol=0)
+    torch.testing.assert_close(u.grad.float(), u32.grad.to(torch.bfloat16).float(), rtol=0, atol=0)
+
+
+def test_memory_format_of_names_a_layout_only_where_it_is_unambiguous():
+    x = torch.zeros(2, 3, 4, 5)
+    assert S.sampling.memory_format_of(x) == torch.contiguous_format
+    assert S.sampling.memory_format_of(x.contiguous(memory_format=torch.channels_last)) == torch.channels_last
+    one = torch.zeros(2, 1, 4, 5).contiguous(memory_format=torch.channels_last)   # both layouts at once
+    assert S.sampling.memory_format_of(one) == torch.contiguous_format
+    assert S.sampling.memory_format_of(torch.zeros(3, 4)) == torch.contiguous_format
+
+
 def test_spatial_transformer_dtypes():
     st = S.SpatialTransformer("tps", (28, 28), in_channels=1, in_size=(28, 28))
     x, _ = _smooth_images(1, n=2)
