@@ -236,6 +236,19 @@ def test_promote_publishes_a_crop_only_when_all_three_readers_are_finished(tmp_p
     assert not list(dest.glob("*.train.safetensors"))
 
 
+def test_a_run_is_publishable_only_when_finished_with_the_crops_budget_and_a_test_error():
+    from stn_core import registry as reg
+
+    mod = _promote_sequences()
+    steps = reg.SEQUENCE_STEPS["tight"]
+    good = {"model": "seq-cnn", "final": True, "steps": steps, "test_error": 5.0, "train_args": {"steps": steps}}
+    assert mod.unpublishable(good, "seq-cnn", "tight") is None
+    assert "not finished" in mod.unpublishable(dict(good, final=False), "seq-cnn", "tight")
+    assert f"not seq-cnn with {steps}" in mod.unpublishable(dict(good, train_args={"steps": 12}), "seq-cnn", "tight")
+    assert "not seq-st-multi" in mod.unpublishable(good, "seq-st-multi", "tight")
+    assert "no test error" in mod.unpublishable(dict(good, test_error=None), "seq-cnn", "tight")
+
+
 def test_add_seeds_puts_other_seeds_errors_beside_the_published_reader(tmp_path):
     from stn_core import registry as reg
     from stn_core.checkpoints import load_meta
