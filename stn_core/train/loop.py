@@ -39,7 +39,7 @@ from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
 OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False, "schedule": "paper", "warmup": 0,
-                       "weight_decay": 0.0}
+                       "weight_decay": 0.0, "clip_loc_grad": None}
 
 
 def task_of(argv: list[str]) -> str | None:
@@ -255,6 +255,41 @@ def param_groups(model: torch.nn.Module, loc_lr_mult: float) -> list[dict]:
     loc_ids = {id(p) for p in loc}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
     return [{"params": rest, "lr_mult": 1.0}] + ([{"params": loc, "lr_mult": loc_lr_mult}] if loc else [])
+
+
+class LocGradClip:
+    """Clips the gradient norm of a model's localisation parameters (``model.localisation_parameters()``) to
+    ``max_norm`` after each backward (None: measures only), and keeps the largest norm seen since the last
+    :meth:`report` and how many steps it clipped. A transformer that one large step sends outside its input reads
+    only padding, its gradient vanishes and it never comes back (the digit-string readers: results/multidigit.md);
+    clipping the localisation net's gradient bounds that step and leaves every other weight's untouched."""
+
+    def __init__(self, model: torch.nn.Module, max_norm: float | None, clipped: int = 0) -> None:
+        if max_norm is not None and not max_norm > 0:
+            raise ValueError(f"the localisation gradient clip must be positive, got {max_norm}")
+        declared = getattr(model, "localisation_parameters", None)
+        self.params = list(declared()) if callable(declared) else []
+        self.max_norm, self.clipped, self.peak = max_norm, int(clipped), 0.0
+
+    def __call__(self) -> None:
+        """After ``loss.backward()``, before ``opt.step()``."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return
+        if self.max_norm is None:
+            norm = float(torch.nn.utils.get_total_norm(grads))
+        else:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.max_norm))
+            self.clipped += int(norm > self.max_norm)
+        self.peak = max(self.peak, norm) if math.isfinite(norm) else math.inf
+
+    def report(self) -> str:
+        """'localisation grad norm ≤ P (clipped at M: K steps so far)', and starts a new peak."""
+        text = f"localisation grad norm ≤ {self.peak:.3g}"
+        if self.max_norm is not None:
+            text += f" (clipped at {self.max_norm:g}: {self.clipped} steps so far)"
+        self.peak = 0.0
+        return text
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

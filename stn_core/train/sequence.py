@@ -28,12 +28,12 @@ from stn_core.data import sequences as Q
 from stn_core.data import tasks as ds
 from stn_core.models.sequence import SEQUENCE_MODELS, build_sequence_model, sequence_errors, sequence_loss
 from stn_core.registry import SEQUENCE_STEPS
-from stn_core.train.loop import (autocast_context, cli, command_line, default_warmup, make_optimizer, open_run,
-                                 param_groups, resume_state, rng_tensors, run_schedule, say_final, start_run)
+from stn_core.train.loop import (LocGradClip, autocast_context, cli, command_line, default_warmup, make_optimizer,
+                                 open_run, param_groups, resume_state, rng_tensors, run_schedule, say_final, start_run)
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "crop", "steps", "batch", "lr", "momentum", "weight_decay", "loc_lr_mult", "seed",
-                "schedule", "test_size")
+                "schedule", "test_size", "clip_loc_grad")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", choices=["cosine", "paper"], default="cosine")
     p.add_argument("--loc-lr-mult", type=float, default=0.1)
+    p.add_argument("--clip-loc-grad", type=float, default=None, metavar="NORM",
+                   help="clip the transformers' gradient norm to NORM each step (default: no clip; the log shows "
+                        "the largest norm every 50 steps either way)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-size", type=int, default=Q.TEST_SIZE)
     p.add_argument("--eval-every", type=int, default=1000)
@@ -70,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.steps = SEQUENCE_STEPS[a.crop]
     if a.steps < 1 or a.batch < 2 or a.test_size < 1:
         p.error("--steps, --batch (≥ 2) and --test-size must be positive")
+    if a.clip_loc_grad is not None and not a.clip_loc_grad > 0:
+        p.error("--clip-loc-grad must be positive")
     return a
 
 
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     opt = make_optimizer(param_groups(model, a.loc_lr_mult), "sgd", a.lr, a.momentum, a.weight_decay)
     warmup = default_warmup(a.steps) if a.schedule == "cosine" else 0
     start, history, train_seconds = 0, [], 0.0
+    clip = LocGradClip(model, a.clip_loc_grad, ((meta or {}).get("extra") or {}).get("loc_grad_clipped_steps", 0))
     if meta is not None:
         start, history, train_seconds = resume_state(paths, meta, model, opt, device)
         model.to(memory_format=memory_format(channels_last))
@@ -177,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "train_seconds": round(train_seconds, 2),
                 "samples_per_s": round(step * a.batch / train_seconds, 1) if train_seconds > 0 else None,
                 "extra": {"precision": precision, "channels_last": channels_last, "data": Q.__name__, "crop": a.crop,
+                          "loc_grad_clipped_steps": clip.clipped,
                           "error_metric": "sequence error: a string counts only when its length and every digit are right",
                           "dataset_note": ("SVHN format 1 from " + a.svhn) if a.svhn else
                           "MNIST digit strings, a synthetic analogue of SVHN (not SVHN)"}}
@@ -192,7 +199,10 @@ def main(argv: list[str] | None = None) -> dict:
             loss = sequence_loss(ll, dl, b.digits, b.length)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        clip()
         opt.step()
+        if clip.params and (step + 1) % 50 == 0:
+            say(f"step {step + 1}: {clip.report()}")
         return loss
 
     model.train()

@@ -169,6 +169,49 @@ def test_trainer_runs_resumes_and_records_its_recipe(tmp_path, monkeypatch):
         TS.main(args)                                 # a finished run is not overwritten by accident
 
 
+def test_the_localisation_gradient_clip_is_recorded_counted_and_fixed_on_resume(tmp_path, monkeypatch):
+    data = _digits()
+    monkeypatch.setattr(TS.ds, "load_split", lambda split, root=None, verify=True: data)
+    monkeypatch.setattr(TS.ds, "mnist_md5", lambda root=None, verify=True: "sample")
+    out = str(tmp_path / "clip")
+    lines = []
+    monkeypatch.setattr("builtins.print", lambda *x, **k: lines.append(" ".join(map(str, x))))
+    args = ["--model", "seq-st-single", "--steps", "50", "--batch", "4", "--test-size", "8", "--ckpt-every", "25",
+            "--eval-every", "100", "--threads", "1", "--precision", "fp32", "--out", out]
+    part = TS.main(args + ["--clip-loc-grad", "1e-6", "--time-limit", "0"])   # every step's norm is above 1e-6
+    assert part["train_args"]["clip_loc_grad"] == 1e-6 and part["extra"]["loc_grad_clipped_steps"] == 1
+    with pytest.raises(SystemExit, match="clip_loc_grad"):
+        TS.main(args + ["--resume"])                                           # another clip: refused
+    meta = TS.main(args + ["--clip-loc-grad", "1e-6", "--resume"])
+    assert meta["final"] and meta["extra"]["loc_grad_clipped_steps"] == 50    # the count survives the resume
+    assert any("step 50: localisation grad norm" in line and "50 steps so far" in line for line in lines)
+    with pytest.raises(SystemExit):
+        TS.parse_args(["--clip-loc-grad", "0", "--out", "x"])
+
+
+def test_loc_grad_clip_bounds_only_the_localisation_gradient():
+    from stn_core.train.loop import LocGradClip
+
+    torch.manual_seed(0)
+    model = build_sequence_model("seq-st-single")
+    x = torch.rand(3, 1, 64, 64)
+    ll, dl = model(x)
+    (ll.square().sum() + 100 * dl.square().sum() + 1e3 * model.transformers[0].regression.bias.sum()).backward()
+    rest_before = [p.grad.clone() for p in model.convs.parameters()]
+    clip = LocGradClip(model, 0.5)
+    clip()
+    loc = torch.nn.utils.get_total_norm([p.grad for p in model.localisation_parameters() if p.grad is not None])
+    assert float(loc) == pytest.approx(0.5, rel=1e-4) and clip.clipped == 1 and clip.peak > 1e3
+    assert all(torch.equal(a, p.grad) for a, p in zip(rest_before, model.convs.parameters()))
+    assert clip.report().startswith("localisation grad norm ≤ ") and clip.peak == 0.0
+    measure = LocGradClip(model, None)
+    measure()
+    assert measure.peak == pytest.approx(0.5, rel=1e-4) and measure.clipped == 0
+    assert LocGradClip(build_sequence_model("seq-cnn"), 1.0).params == []   # no transformer: nothing to clip
+    with pytest.raises(ValueError, match="positive"):
+        LocGradClip(model, 0.0)
+
+
 def test_check_checkpoints_reevaluates_a_string_reader(data_root, tmp_path):
     """scripts/check_checkpoints.py rebuilds the fixed test strings from the JSON (md5-checked) and gets the
     recorded sequence error back."""
