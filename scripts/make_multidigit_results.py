@@ -27,6 +27,7 @@ from stn_core.checkpoints import load_model  # noqa: E402
 from stn_core.checkpoints.seeds import seed_stats  # noqa: E402
 from stn_core.data import sequences as Q  # noqa: E402
 from stn_core.data import tasks as ds  # noqa: E402
+from stn_core.data.common import atomic_write_bytes  # noqa: E402
 from stn_core.models.sequence import composite_theta, sequence_errors  # noqa: E402
 
 def quad_of(theta: torch.Tensor) -> torch.Tensor:
@@ -86,6 +87,24 @@ def lr_grid_table(entries: dict) -> list[str]:
     if others:
         out += ["", "The other learning rates' runs (the published ones' commands are in the table above):", ""] + others
     return out
+
+
+def clip_lines(entries: dict) -> list[str]:
+    """Markdown lines naming the readers whose transformers' gradient norm was clipped in training
+    (``train_args.clip_loc_grad``) and how many steps it clipped; [] when none was."""
+    out = []
+    for key, e in entries.items():
+        m = e.meta or {}
+        clip = (m.get("train_args") or {}).get("clip_loc_grad")
+        if clip is not None:
+            n = (m.get("extra") or {}).get("loc_grad_clipped_steps")
+            out.append(f"- {reg.SEQUENCE_LABELS[key]}: the transformers' gradient norm clipped at {clip:g} each step "
+                       f"(`--clip-loc-grad`; {n if n is not None else '?'} of {m.get('steps')} steps clipped).")
+    if not out:
+        return []
+    return ["", "Localisation-gradient clip (`stn_core.train.loop.LocGradClip`: it bounds the step that can send a "
+            "transformer off its input, where it reads only padding and its gradient vanishes; the CNN has no "
+            "transformer and trains the same either way):", ""] + out
 
 
 def main() -> None:
@@ -158,6 +177,7 @@ def main() -> None:
                 inside = box_inside(r, s.boxes)
                 lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {100 * float(area.mean()):.1f} % | "
                              f"{100 * float(inside.mean()):.1f} % |")
+        lines += clip_lines(entries)
         lines += lr_grid_table(entries)
         curves = {k: e.meta.get("history") or [] for k, e in entries.items() if e.meta}
         if curves:
@@ -179,7 +199,7 @@ def main() -> None:
               "training step's compute of the three readers, side by side in one run (the paper: ST-CNN Multi only "
               "6 % slower than the CNN). Its goal line is there.", ""]
     lines += ["", "## Goals", ""] + goals
-    Path(a.out).write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(Path(a.out), ("\n".join(lines) + "\n").encode("utf-8"))
     print(f"wrote {a.out}")
 
 

@@ -395,3 +395,16 @@ def test_results_table_shows_every_learning_rate_with_the_published_one_in_bold(
     assert lines[5] == "| ST-CNN Multi | **5.00** | 7.56 |" and lines[6] == ""   # the CNN lists no grid
     assert lines[-1] == "- ST-CNN Multi, lr 0.02: `python -m stn_core.train.sequence --lr 0.02`" and len(lines) == 10
     assert mod.lr_grid_table({"seq-cnn": entries["seq-cnn"]}) == []
+
+
+def test_results_name_the_readers_trained_with_a_localisation_gradient_clip():
+    from types import SimpleNamespace
+
+    mod = load_script("make_multidigit_results")
+    entries = {"seq-st-single": SimpleNamespace(meta={"steps": 12000, "train_args": {"clip_loc_grad": 20.0},
+                                                      "extra": {"loc_grad_clipped_steps": 7}}),
+               "seq-cnn": SimpleNamespace(meta={"steps": 12000, "train_args": {}, "extra": {}})}
+    lines = mod.clip_lines(entries)
+    assert lines[-1] == ("- ST-CNN Single: the transformers' gradient norm clipped at 20 each step "
+                         "(`--clip-loc-grad`; 7 of 12000 steps clipped).") and len(lines) == 4
+    assert mod.clip_lines({"seq-cnn": entries["seq-cnn"]}) == []
