@@ -102,9 +102,8 @@ def clip_lines(entries: dict) -> list[str]:
                        f"(`--clip-loc-grad`; {n if n is not None else '?'} of {m.get('steps')} steps clipped).")
     if not out:
         return []
-    return ["", "Localisation-gradient clip (`stn_core.train.loop.LocGradClip`: it bounds the step that can send a "
-            "transformer off its input, where it reads only padding and its gradient vanishes; the CNN has no "
-            "transformer and trains the same either way):", ""] + out
+    return ["", "Localisation-gradient clip (`stn_core.train.loop.LocGradClip`; the CNN has no transformer and "
+            "trains the same either way):", ""] + out
 
 
 def main() -> None:
