@@ -522,7 +522,8 @@ def run_schedule(a, opt: torch.optim.Optimizer, start: int, history: list[dict],
     last_err, step, loss_avg = (history[-1]["test_error"] if history else None), start, None
     while step < a.steps:
         set_lr(opt, lr_at(step, a.steps, a.lr, a.schedule, warmup))
-        if step > start and step % a.eval_every == 0:
+        # every eval_every steps, once (a run stopped right after such a step evaluates it when resumed)
+        if step > 0 and step % a.eval_every == 0 and (not history or history[-1]["step"] != step):
             last_err, tl = evaluate_now()
             history.append({"step": step, "test_error": round(last_err, 4), "test_loss": round(tl, 5)})
             say(f"step {step}: {what} {last_err:.2f}%")
