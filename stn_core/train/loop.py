@@ -39,7 +39,7 @@ from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
 OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False, "schedule": "paper", "warmup": 0,
-                       "weight_decay": 0.0, "clip_loc_grad": None}
+                       "weight_decay": 0.0}
 
 
 def task_of(argv: list[str]) -> str | None:
@@ -246,12 +246,17 @@ def make_optimizer(groups: list[dict], name: str, lr: float, momentum: float = 0
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def localisation_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters ``model`` declares as its localisation net's (``model.localisation_parameters()``), or []."""
+    declared = getattr(model, "localisation_parameters", None)
+    return list(declared()) if callable(declared) else []
+
+
 def param_groups(model: torch.nn.Module, loc_lr_mult: float) -> list[dict]:
     """Optimiser parameter groups: everything at lr × 1, and the parameters the model declares as its
     localisation net's (``model.localisation_parameters()``: the transformers, or a DCN's offset
     predictors) at lr × ``loc_lr_mult``. Each group carries its ``lr_mult``."""
-    declared = getattr(model, "localisation_parameters", None)
-    loc = list(declared()) if callable(declared) else []
+    loc = localisation_parameters(model)
     loc_ids = {id(p) for p in loc}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
     return [{"params": rest, "lr_mult": 1.0}] + ([{"params": loc, "lr_mult": loc_lr_mult}] if loc else [])
@@ -268,8 +273,7 @@ class LocGradClip:
     def __init__(self, model: torch.nn.Module, max_norm: float | None, clipped: int = 0) -> None:
         if max_norm is not None and not max_norm > 0:
             raise ValueError(f"the localisation gradient clip must be positive, got {max_norm}")
-        declared = getattr(model, "localisation_parameters", None)
-        self.params = list(declared()) if callable(declared) else []
+        self.params = localisation_parameters(model)
         self.max_norm, self.clipped, self.peak = max_norm, int(clipped), 0.0
 
     def __call__(self) -> None:

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Recorded only when they differ from OPTIONAL_TRAIN_ARGS (the paper's SGD, step schedule, no weight
     # decay), so older checkpoints, which lack them, resume as before.
     for k, default in OPTIONAL_TRAIN_ARGS.items():
-        if k != "modulated" and getattr(a, k, default) != default:   # (another trainer's option: its default)
+        if k != "modulated" and getattr(a, k) != default:
             train_args[k] = getattr(a, k)
 
     # ---- data

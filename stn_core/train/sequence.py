@@ -33,7 +33,7 @@ from stn_core.train.loop import (LocGradClip, autocast_context, cli, command_lin
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "crop", "steps", "batch", "lr", "momentum", "weight_decay", "loc_lr_mult", "seed",
-                "schedule", "test_size", "clip_loc_grad")
+                "schedule", "test_size")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     a.task = f"{'svhn' if a.svhn else 'mnist-strings'}-{a.crop}"
     _, _, device, threads, precision, _, say, paths = start_run(a)
     train_args = {k: getattr(a, k) for k in RESUME_FIXED}
+    if a.clip_loc_grad is not None:   # recorded only when set: an unclipped run's recipe reads as before
+        train_args["clip_loc_grad"] = a.clip_loc_grad
     meta, precision = open_run(a, paths, train_args, say, precision, device)
     if meta is not None and meta.get("final"):
         return meta

@@ -162,6 +162,7 @@ def test_trainer_runs_resumes_and_records_its_recipe(tmp_path, monkeypatch):
     assert meta["final"] is True and meta["steps"] == 4 and 0 <= meta["test_error"] <= 100
     assert meta["command"].startswith("python -m stn_core.train.sequence ")
     assert meta["train_args"]["loc_lr_mult"] == 0.1 and meta["train_args"]["weight_decay"] == 5e-4
+    assert "clip_loc_grad" not in meta["train_args"]   # an unclipped run's recipe reads as before the option
     assert "not SVHN" in meta["extra"]["dataset_note"]
     model, _ = load_model(out)
     assert model.config["model"] == "seq-st-multi"
