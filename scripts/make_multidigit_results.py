@@ -89,6 +89,13 @@ def lr_grid_table(entries: dict) -> list[str]:
     return out
 
 
+def loc_lr_cell(key: str, meta: dict) -> str:
+    """The "loc lr ×" cell: the transformers' learning-rate multiplier (``train_args.loc_lr_mult``); "–" for the
+    CNN, which has no transformer, and for a JSON that does not record it."""
+    mult = (meta.get("train_args") or {}).get("loc_lr_mult")
+    return "–" if key == "seq-cnn" or mult is None else f"{mult:g}"
+
+
 def clip_lines(entries: dict) -> list[str]:
     """Markdown lines naming the readers whose transformers' gradient norm was clipped in training
     (``train_args.clip_loc_grad``) and how many steps it clipped; [] when none was."""
@@ -125,9 +132,9 @@ def main() -> None:
              "with a length head and 5 digit heads; ST-CNN Single: one affine transformer on the input with a "
              "4-layer CNN localisation net; ST-CNN Multi: an affine transformer before each of the 4 conv layers, "
              "each with a 2-layer FC localisation net of 32 units. Recipe: SGD momentum 0.9, warm-up + cosine, "
-             "weight decay 5e-4, localisation lr 0.1× (paper), bf16 autocast; one sample budget per crop; the "
-             "learning rate is each reader's own (the lr column; where a reader's JSON lists several, its "
-             "lowest-error one, see the learning-rate table).",
+             "weight decay 5e-4, bf16 autocast; one sample budget per crop; the learning rate is each reader's own "
+             "(the lr column; where a reader's JSON lists several, its lowest-error one, see the learning-rate "
+             "table), and so is the transformers' learning-rate multiplier (the loc lr × column; the paper's is 0.1).",
              "", f"Test: {Q.TEST_SIZE:,} strings of MNIST test digits drawn with seed {Q.TEST_SEED}. Sequence "
              "error: a string counts only when its length and every digit are right.", ""]
     goals = []
@@ -137,13 +144,14 @@ def main() -> None:
         s = Q.test_strings(images, labels, crop)
         lines += [f"## {crop.capitalize()} crops, {side}×{side}", "",
                   "| model | sequence error % | seeds: mean ± std | paper, SVHN % | error by length 1 / 2 / 3 / 4 / 5 | "
-                  "params | steps × batch | lr | precision | train s | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "params | steps × batch | lr | loc lr × | precision | train s | command |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         errs, regions = {}, {}
         for key in reg.SEQUENCE_KEYS:
             paper = reg.SEQUENCE_PAPER[crop][key]
             e = entries.get(key)
             if e is None or e.meta is None:
-                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | | {paper} | | | | | | | "
+                lines.append(f"| {reg.SEQUENCE_LABELS[key]} | not trained | | {paper} | | | | | | | | "
                              f"`{reg.sequence_train_command(key, crop)}` |")
                 continue
             m = e.meta
@@ -162,10 +170,11 @@ def main() -> None:
             if region is not None:
                 regions[key] = region
             batch, lr = ((m.get("train_args") or {}).get(k) for k in ("batch", "lr"))
+            loc = loc_lr_cell(key, m)
             extra = m.get("extra") or {}
             prec = str(extra.get("precision")) + (" + channels_last" if extra.get("channels_last") else "")
             lines.append(f"| {reg.SEQUENCE_LABELS[key]} | {err:.2f}{state} | {seeds_txt} | {paper} | {by_len} | {m.get('params'):,} | "
-                         f"{m.get('steps')} × {batch} | {lr} | {prec} | {m.get('train_seconds')} | `{m.get('command')}` |")
+                         f"{m.get('steps')} × {batch} | {lr} | {loc} | {prec} | {m.get('train_seconds')} | `{m.get('command')}` |")
         if regions:
             lines += ["", "Where the transformers look: the input region the product of a reader's affine maps reads "
                       "(for ST-CNN Single its one map), as a share of the image's area, and the share of the "

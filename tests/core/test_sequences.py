@@ -409,3 +409,11 @@ def test_results_name_the_readers_trained_with_a_localisation_gradient_clip():
     assert lines[-1] == ("- ST-CNN Single: the transformers' gradient norm clipped at 20 each step "
                          "(`--clip-loc-grad`; 7 of 12000 steps clipped).") and len(lines) == 4
     assert mod.clip_lines({"seq-cnn": entries["seq-cnn"]}) == []
+
+
+def test_results_table_gives_each_transformer_reader_its_own_localisation_lr_multiplier():
+    mod = load_script("make_multidigit_results")
+    assert mod.loc_lr_cell("seq-st-single", {"train_args": {"loc_lr_mult": 0.025}}) == "0.025"
+    assert mod.loc_lr_cell("seq-st-multi", {"train_args": {"loc_lr_mult": 0.1}}) == "0.1"
+    assert mod.loc_lr_cell("seq-cnn", {"train_args": {"loc_lr_mult": 0.1}}) == "–"   # no transformer to scale
+    assert mod.loc_lr_cell("seq-st-multi", {}) == "–"
