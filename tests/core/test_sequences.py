@@ -417,3 +417,16 @@ def test_results_table_gives_each_transformer_reader_its_own_localisation_lr_mul
     assert mod.loc_lr_cell("seq-st-multi", {"train_args": {"loc_lr_mult": 0.1}}) == "0.1"
     assert mod.loc_lr_cell("seq-cnn", {"train_args": {"loc_lr_mult": 0.1}}) == "–"   # no transformer to scale
     assert mod.loc_lr_cell("seq-st-multi", {}) == "–"
+
+
+def test_results_explain_a_localisation_lr_other_than_the_papers():
+    from types import SimpleNamespace
+
+    mod = load_script("make_multidigit_results")
+    paper = {"seq-st-multi": SimpleNamespace(meta={"train_args": {"loc_lr_mult": 0.1}}),
+             "seq-cnn": SimpleNamespace(meta={"train_args": {"loc_lr_mult": 0.1}})}
+    assert mod.loc_lr_lines(paper) == []
+    ours = dict(paper, **{"seq-st-single": SimpleNamespace(meta={"train_args": {"loc_lr_mult": 0.025}})})
+    lines = mod.loc_lr_lines(ours)
+    assert len(lines) == 2 and lines[1].startswith("Localisation learning rate (the loc lr × column): "
+                                                   "ST-CNN Single 0.025 instead of the paper's 0.1 [ours].")
