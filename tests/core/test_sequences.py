@@ -338,7 +338,7 @@ def test_the_steps_default_is_the_shipped_readers_budget_per_crop():
     from stn_core.train import sequence as TS
 
     assert TS.parse_args(["--crop", "tight", "--out", "x"]).steps == SEQUENCE_STEPS["tight"] == 6000
-    assert TS.parse_args(["--crop", "loose", "--out", "x"]).steps == SEQUENCE_STEPS["loose"] == 3000
+    assert TS.parse_args(["--crop", "loose", "--out", "x"]).steps == SEQUENCE_STEPS["loose"] == 6000
     assert TS.parse_args(["--crop", "loose", "--steps", "12", "--out", "x"]).steps == 12
 
 
