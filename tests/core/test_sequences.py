@@ -430,3 +430,7 @@ def test_results_explain_a_localisation_lr_other_than_the_papers():
     lines = mod.loc_lr_lines(ours)
     assert len(lines) == 2 and lines[1].startswith("Localisation learning rate (the loc lr × column): "
                                                    "ST-CNN Single 0.025 instead of the paper's 0.1 [ours].")
+    # The reason given is that of 0.025 (the loose readers'); another multiplier is named without it.
+    other = mod.loc_lr_lines({"seq-st-multi": SimpleNamespace(meta={"train_args": {"loc_lr_mult": 0.05}})})
+    assert other == ["", "Localisation learning rate (the loc lr × column): ST-CNN Multi 0.05 instead of the "
+                         "paper's 0.1 [ours]."]
