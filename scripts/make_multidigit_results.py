@@ -29,6 +29,7 @@ from stn_core.data import sequences as Q  # noqa: E402
 from stn_core.data import tasks as ds  # noqa: E402
 from stn_core.data.common import atomic_write_bytes  # noqa: E402
 from stn_core.models.sequence import composite_theta, sequence_errors  # noqa: E402
+from stn_core.train.sequence import PAPER_LOC_LR_MULT  # noqa: E402
 
 def quad_of(theta: torch.Tensor) -> torch.Tensor:
     """Corners ``(n, 4, 2)`` of the input region θ ``(n, 2, 3)`` reads."""
@@ -96,10 +97,6 @@ def loc_lr_cell(key: str, meta: dict) -> str:
     return "–" if key == "seq-cnn" or mult is None else f"{mult:g}"
 
 
-#: The paper's localisation-net learning rate, as a multiple of the base rate (its appendix, SVHN).
-PAPER_LOC_LR_MULT = 0.1
-
-
 def loc_lr_lines(entries: dict) -> list[str]:
     """Markdown lines explaining a transformer reader's localisation lr multiplier where it is not the paper's
     0.1; [] when every reader uses the paper's."""
@@ -110,7 +107,8 @@ def loc_lr_lines(entries: dict) -> list[str]:
     head = (f"Localisation learning rate (the loc lr × column): "
             f"{', '.join(f'{reg.SEQUENCE_LABELS[k]} {c}' for k, c in odd.items())} instead of the paper's "
             f"{PAPER_LOC_LR_MULT:g} [ours].")
-    if set(odd.values()) != {"0.025"}:  # the reason below is that of the loose readers' 0.025
+    scaled = PAPER_LOC_LR_MULT * (Q.SIZES["tight"] / Q.SIZES["loose"]) ** 2   # 0.1 × (64/128)², the loose readers'
+    if set(odd.values()) != {f"{scaled:g}"}:  # the reason below is that of this multiplier
         return ["", head]
     return ["", head + " At 128 px a step of the normalised θ moves the sampling points twice as "
             "many pixels as at 64 px and the loss's curvature in θ grows with the square, so 0.1 × (64/128)² = "

@@ -31,6 +31,9 @@ from stn_core.registry import SEQUENCE_STEPS
 from stn_core.train.loop import (LocGradClip, autocast_context, cli, command_line, default_warmup, make_optimizer,
                                  open_run, param_groups, resume_state, rng_tensors, run_schedule, say_final, start_run)
 
+#: The paper's localisation-net learning rate as a multiple of the base rate (its SVHN appendix): the default.
+PAPER_LOC_LR_MULT = 0.1
+
 #: Settings a resumed run must share with the run it continues.
 RESUME_FIXED = ("model", "crop", "steps", "batch", "lr", "momentum", "weight_decay", "loc_lr_mult", "seed",
                 "schedule", "test_size")
@@ -47,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", choices=["cosine", "paper"], default="cosine")
-    p.add_argument("--loc-lr-mult", type=float, default=0.1)
+    p.add_argument("--loc-lr-mult", type=float, default=PAPER_LOC_LR_MULT)
     p.add_argument("--clip-loc-grad", type=float, default=None, metavar="NORM",
                    help="clip the transformers' gradient norm to NORM each step (default: no clip; the log shows "
                         "the largest norm every 50 steps either way)")
