@@ -4,7 +4,11 @@
 
 Run from the repo root of a machine with a GPU and the MNIST files in data/cache/mnist (or
 $STN_LAB_DATA). Everything it does is a command of this repo; it only orders them and sizes the
-last one to the time left:
+last one to the time left. Getting there: the lent machine receives a copy of the working tree of at
+most 64 MiB, which the shipped weights alone exceed, so first ``python scripts/device_tree.py --hide``
+here (untracks + ignores checkpoints/*.safetensors, which this plan does not read; the JSONs stay),
+carry ``data/cache`` in the call, and ``python scripts/device_tree.py --restore`` after the last call,
+before any commit. The plan:
 
 1. smoke: two 5-step runs of the costliest models (stops here if they fail);
 2. CUDA timings of the CNN / ST-CNN / DCN comparison, of the sampler and of transformers in the conv
@@ -12,9 +16,11 @@ last one to the time left:
    ``bench/sampler.py --device cuda`` and ``bench/multidigit_cost.py --devices cuda``;
 3. issue #17's retrain: every Table 1 / DCN cell not yet final on the v2 recipe (one 4.0 M-sample
    budget for all, the recipe study's SGD momentum + cosine), all at once:
-   ``scripts/train_table1.py --recipe v2 --jobs 36`` into runs/table1-v2 (the CUDA tests run beside
-   it); then, with the time left, seeds 1 and 2 of the RTS column and of every ST-CNN cell and the CNN it
-   is judged against (``--seeds 1 2``), whose JSONs come back (their numbers, not their weights); beside the table runs,
+   ``scripts/train_table1.py --recipe v2 --jobs 36 --skip-published`` into runs/table1-v2 (the CUDA tests
+   run beside it; ``--skip-published``: a cell or seed that checkpoints/ already reports at the v2 budget
+   is not trained again, since the bare machine has no staging folder); then, with the time left,
+   seeds 1 and 2 of the RTS column and of every ST-CNN cell and the CNN it is judged against
+   (``--seeds 1 2``), whose JSONs come back (their numbers, not their weights); beside the table runs,
    MNIST addition at one budget for all four models (``scripts/train_addition.py --recipe v2 --jobs 4``
    into runs/addition-v2, whose weights come back too). ``--plan v1`` runs
    the old step 3 (the shipped schedules into checkpoints/) and step 4 instead;
@@ -143,7 +149,8 @@ def table_runs(s: Session, plan: str = "v2") -> subprocess.Popen:
     cmd = [sys.executable, "scripts/train_table1.py", "--jobs", "36" if plan == "v2" else "24",
            "--time-limit", str(int(s.left() - 60))]
     if plan == "v2":
-        cmd += ["--recipe", "v2", "--out-dir", str(s.v2_dir.relative_to(ROOT)), "--tasks", *V2_TASKS]
+        cmd += ["--recipe", "v2", "--out-dir", str(s.v2_dir.relative_to(ROOT)), "--skip-published",
+                "--tasks", *V2_TASKS]
     if s.dry:
         cmd = cmd[:cmd.index("--tasks")] if "--tasks" in cmd else cmd
         cmd += ["--tasks", "e", "--models", "fcn", "cnn", "--steps", "20"]
@@ -170,7 +177,7 @@ def seed_runs(s: Session) -> None:
         return
     limit = str(int(s.left() - 60))
     common = [sys.executable, "scripts/train_table1.py", "--recipe", "v2", "--out-dir", str(s.v2_dir.relative_to(ROOT)),
-              "--jobs", "18", "--seeds", *map(str, V2_SEEDS)]
+              "--jobs", "18", "--skip-published", "--seeds", *map(str, V2_SEEDS)]
     rts = common + ["--tasks", "rts", "--time-limit", limit]
     st = common + ["--tasks", *(t for t in V2_TASKS if t != "rts"), "--models", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps",
                    "cnn", "--time-limit", limit]

@@ -17,7 +17,9 @@ family's v1 budget) with the recipe study's choice (results/recipe.md: SGD momen
 5 % warm-up, cosine to 0; localisation nets at 0.1× the lr), into ``--out-dir`` (default
 runs/table1-v2, a staging folder: only final checkpoints are copied into checkpoints/ and
 committed). ``--seeds 0 1 2`` trains those seeds of every chosen cell (stems of seed s > 0 end in
-``_s<s>``).
+``_s<s>``). ``--skip-published`` leaves out every (cell, seed) that ``checkpoints/`` already reports at the
+same budget: the shipped run's own seed and the seeds in its JSON's ``extra.seeds`` (a fresh machine, a
+GPU's, has no staging folder, and would otherwise train the published cells again).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from train_queue import run_queue  # scripts/ is sys.path[0]
+from train_queue import read_meta, run_queue  # scripts/ is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +88,17 @@ def stem_name(task: str, name: str, seed: int = 0) -> str:
     return f"mnist_{task}_{name}" + (f"_s{seed}" if seed else "")
 
 
+def published_seeds(task: str, name: str, steps: int, folder: Path | None = None) -> set[int]:
+    """Seeds of cell (task, name) that the final checkpoint in ``folder`` (default checkpoints/) reports at
+    ``steps`` steps: its own seed and those of its JSON's ``extra.seeds``; empty when there is none or it
+    was trained at another budget."""
+    meta = read_meta((folder or ROOT / "checkpoints") / stem_name(task, name))
+    if not meta or not meta.get("final") or (meta.get("train_args") or {}).get("steps") != steps:
+        return set()
+    errors = (((meta.get("extra") or {}).get("seeds") or {}).get("errors")) or {}
+    return {int(meta["train_args"].get("seed", 0))} | {int(k) for k in errors if str(k).isdigit()}
+
+
 def command(task: str, name: str, stem: Path, threads: int, steps: int | None = None, recipe: str = "v1",
             seed: int = 0) -> list[str]:
     model, transform = MODELS[name]
@@ -116,6 +129,8 @@ def main() -> None:
     ap.add_argument("--out-dir", default=None,
                     help="folder of the checkpoints, relative to the repo (default: checkpoints, or "
                          f"{V2_OUT_DIR} for --recipe v2)")
+    ap.add_argument("--skip-published", action="store_true",
+                    help="leave out the seeds that checkpoints/ already reports at the same budget")
     args = ap.parse_args()
     if args.steps is not None and args.steps < 1:
         ap.error("--steps must be positive")
@@ -125,10 +140,21 @@ def main() -> None:
                  "has the old one (stn_core.data.distortions.P_CONVEX is False)")
     if args.out_dir is None:
         args.out_dir = "checkpoints" if args.recipe == "v1" else V2_OUT_DIR
+    budget = args.steps or (V2_STEPS if args.recipe == "v2" else None)
+
+    def wanted(task: str, name: str, seed: int) -> bool:
+        if family(name) not in args.families:
+            return False
+        flags = schedule(name)
+        steps = budget or int(flags[flags.index("--steps") + 1])  # v1: the family's own step count
+        return not (args.skip_published and seed in published_seeds(task, name, steps))
+
     jobs = [(stem, lambda task=task, name=name, stem=stem, seed=seed:
              command(task, name, stem, args.threads, args.steps, args.recipe, seed))
-            for seed in args.seeds for task in args.tasks for name in args.models if family(name) in args.families
+            for seed in args.seeds for task in args.tasks for name in args.models if wanted(task, name, seed)
             for stem in [ROOT / args.out_dir / stem_name(task, name, seed)]]
+    if args.skip_published:
+        print(f"--skip-published: {len(jobs)} run(s) left to train", flush=True)
     run_queue(jobs, args.time_limit, parallel=args.jobs, log_dir=ROOT / "runs" / "logs" / Path(args.out_dir).name)
 
 

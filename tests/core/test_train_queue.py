@@ -146,6 +146,36 @@ def test_the_v2_p_column_is_refused_until_its_new_generator_is_the_default(monke
     assert "mnist_p_st-cnn-aff" in ran and len(ran) == len(T1.MODELS)  # the 8 of Table 1 and the DCN
 
 
+def test_skip_published_leaves_out_the_seeds_checkpoints_already_report_at_that_budget(tmp_path, monkeypatch,
+                                                                                       capsys):
+    def publish(name: str, seed: int, steps: int, others: dict | None = None) -> None:
+        meta = {"final": True, "train_args": {"seed": seed, "steps": steps},
+                **({"extra": {"seeds": {"errors": others}}} if others else {})}
+        (tmp_path / f"{T1.stem_name('tc', name)}.json").write_text(json.dumps(meta))
+
+    publish("cnn", 0, T1.V2_STEPS)                                  # seed 0 only
+    publish("st-cnn-aff", 0, T1.V2_STEPS, {"0": 1.09, "1": 1.07})   # seeds 0 and 1
+    publish("st-cnn-tps", 0, 3000, {"0": 1.5, "1": 1.4})            # another budget: reports nothing here
+    assert T1.published_seeds("tc", "st-cnn-aff", T1.V2_STEPS, tmp_path) == {0, 1}
+    assert T1.published_seeds("tc", "st-cnn-tps", T1.V2_STEPS, tmp_path) == set()
+    assert T1.published_seeds("tc", "fcn", T1.V2_STEPS, tmp_path) == set()  # no checkpoint
+    real = T1.published_seeds
+    monkeypatch.setattr(T1, "published_seeds", lambda t, n, steps, folder=None: real(t, n, steps, tmp_path))
+    ran = []
+    monkeypatch.setattr(T1, "run_queue", lambda jobs, *a, **k: ran.extend(stem.name for stem, _ in jobs))
+    argv = ["train_table1.py", "--recipe", "v2", "--tasks", "tc", "--models", "cnn", "st-cnn-aff", "st-cnn-tps",
+            "--seeds", "0", "1", "2"]
+    monkeypatch.setattr(sys, "argv", argv + ["--skip-published"])
+    T1.main()
+    assert sorted(ran) == sorted(["mnist_tc_cnn_s1", "mnist_tc_cnn_s2", "mnist_tc_st-cnn-aff_s2", "mnist_tc_st-cnn-tps",
+                                  "mnist_tc_st-cnn-tps_s1", "mnist_tc_st-cnn-tps_s2"])
+    assert "6 run(s) left to train" in capsys.readouterr().out
+    ran.clear()
+    monkeypatch.setattr(sys, "argv", argv)  # without the flag: every chosen seed of every cell
+    T1.main()
+    assert len(ran) == 9
+
+
 # --------------------------------------------------------------------------- one process per checkpoint
 
 def test_the_queue_and_the_trainer_agree_on_the_running_elsewhere_status():
