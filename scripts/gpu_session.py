@@ -7,7 +7,8 @@ $STN_LAB_DATA). Everything it does is a command of this repo; it only orders the
 last one to the time left. Getting there: the lent machine receives a copy of the working tree of at
 most 64 MiB, which the shipped weights alone exceed, so first ``python scripts/device_tree.py --hide``
 here (untracks + ignores checkpoints/*.safetensors, which this plan does not read; the JSONs stay),
-carry ``data/cache`` in the call, and ``python scripts/device_tree.py --restore`` after the last call,
+``python -m stn_core.data mnist --from ../shared/data/mnist`` (into the ignored data/cache, 12 MiB), carry
+``data/cache`` in the call, and ``python scripts/device_tree.py --restore`` after the last call,
 before any commit. The plan:
 
 1. smoke: two 5-step runs of the costliest models (stops here if they fail);
