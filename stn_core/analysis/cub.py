@@ -218,3 +218,36 @@ def whole_image_iou(birds: Sequence[Bird]) -> float:
 __all__ = ["BODY_PARTS", "Bird", "HEAD_PARTS", "MIN_DIFF", "PartStats", "bbox_to_normalised", "box_contains",
            "centre_spread", "group_hit", "group_points", "head_detector_verdict", "mean_boxes", "paired_diff_ci", "part_stats", "start_boxes", "tiled_boxes",
            "to_normalised", "union_iou", "whole_image_iou"]
+
+
+# --------------------------------------------------------------------------- the loss's pull on each box
+def group_centroid(bird: Bird, group: Sequence[str]) -> np.ndarray:
+    """Mean (x, y) of a bird's visible parts of ``group`` (normalised); (NaN, NaN) when none is visible."""
+    pts = group_points(bird.parts, bird.part_names, group)
+    return pts.mean(0) if len(pts) else np.full(2, np.nan)
+
+
+def derangement(n: int, seed: int = 0) -> np.ndarray:
+    """A seeded permutation of range(n) with no fixed point (n ≥ 2): every bird paired with another bird."""
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got {n}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)  # one random cycle through all n birds: order[i] → order[i + 1]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.roll(order, -1)
+    return out
+
+
+def pull_cosines(descent: np.ndarray, centres: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Cosine between the loss's descent direction on each box and the way to a target.
+
+    descent (N, 2): −∂L/∂(tx, ty) of one transformer per bird; centres (N, 2): its box centres; targets
+    (N, 2): a point per bird (NaN rows: no target). Returns (N,) with NaN where the target is missing or
+    either vector is zero."""
+    d = np.asarray(descent, dtype=np.float64)
+    v = np.asarray(targets, dtype=np.float64) - np.asarray(centres, dtype=np.float64)
+    nd, nv = np.linalg.norm(d, axis=1), np.linalg.norm(v, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (d * v).sum(1) / (nd * nv)
+    cos[~np.isfinite(cos) | (nd == 0) | (nv == 0)] = np.nan
+    return cos

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from stn_core.data.common import repo_root
 from stn_core.localisers import HeatmapLocaliser
-from stn_core.sampling import sample
+from stn_core.grad_smoothing import sample_smoothed_grad
 from stn_core.torchvision_lazy import mobilenet_v2
 from stn_core.transforms import attention_grid
 
@@ -172,6 +172,9 @@ class CubNet(nn.Module):
         self.loc_size = None if loc_size is None or int(loc_size) == self.input_size else int(loc_size)
         self.learn_scale = bool(learn_scale) and n_st > 0
         self.detach_loc_features = detach_loc_features
+        #: σ (px of the input) of the boxes' smoothed gradient while training (0: the paper's exact sampler
+        #: gradient); a training setting, not part of the architecture (inference is the same either way)
+        self.grad_blur = 0.0
         self.features = mobilenet_v2_features(backbone_weights)
         # the paper: each transformer's crop goes through its own Inception branch; "shared" (ours, cheaper on a
         # CPU): every crop through self.features, which also serves the localisation net
@@ -277,11 +280,15 @@ class CubNet(nn.Module):
         return torch.stack([tx - s, ty - s, tx + s, ty + s], -1)
 
     def crops(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Crops (N, n_st, 3, c, c) of x (N, 3, H, W) in [0, 1] for params (N, n_st, 3)."""
+        """Crops (N, n_st, 3, c, c) of x (N, 3, H, W) in [0, 1] for params (N, n_st, 3).
+
+        With ``self.grad_blur`` σ > 0 [ours, a training option] the crops are the same, but while autograd
+        records, the boxes' gradient is taken on x blurred by σ px (:mod:`stn_core.grad_smoothing`)."""
         n, k = params.shape[:2]
         grid = attention_grid(params.reshape(n * k, 3), (self.crop_size, self.crop_size))
-        xr = x.unsqueeze(1).expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])
-        return sample(xr, grid, mode="bilinear").view(n, k, x.shape[1], self.crop_size, self.crop_size)
+        sigma = self.grad_blur if torch.is_grad_enabled() and grid.requires_grad else 0.0
+        v = sample_smoothed_grad(x, grid, sigma, repeat=k)
+        return v.view(n, k, x.shape[1], self.crop_size, self.crop_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, 3, H, W) RGB in [0, 1] → logits (N, len(classes))."""
@@ -294,6 +301,12 @@ class CubNet(nn.Module):
         if self.n_st == 0:
             return CubViews(self.classifier(self._embed(x)))
         params = self.attention_params(x)
+        return CubViews(self.logits_at(x, params), params, self.params_to_boxes(params))
+
+    def logits_at(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Logits (N, len(classes)) of x (N, 3, H, W) in [0, 1] read through the boxes ``params`` (N, n_st, 3)
+        (s, tx, ty), whatever predicted them: the classification half of :meth:`views`, differentiable in
+        ``params`` (e.g. the loss's pull on each box)."""
         n = x.shape[0]
         if self.crop_features is None:
             v = self.crops(x, params).flatten(0, 1)  # (N·n_st, 3, c, c): one batch through the shared backbone
@@ -301,8 +314,7 @@ class CubNet(nn.Module):
         else:  # crop j through branch j
             v = self.crops(x, params)
             feats = torch.cat([self._embed(v[:, j], b) for j, b in enumerate(self.crop_features)], 1)
-        feats = feats * self.n_st ** -0.5
-        return CubViews(self.classifier(feats), params, self.params_to_boxes(params))
+        return self.classifier(feats * self.n_st ** -0.5)
 
     def use_channels_last(self) -> None:
         self.to(memory_format=torch.channels_last)

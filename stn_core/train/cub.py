@@ -65,7 +65,8 @@ FULL_SCALE_COMMAND = ("torchrun --nproc_per_node 1 -m stn_core.train --task cub2
                       "--crop-scale 0.5 --seed 0 --device cuda --out checkpoints/cub200_2st_448")
 RESUME_FIXED = ("task", "model", "classes", "epochs", "steps", "batch", "lr", "momentum", "weight_decay",
                 "optimizer", "head_lr_mult", "loc_lr_mult", "seed", "input_size", "crop_size", "crop_scale",
-                "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction", "loc_head", "branches")
+                "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction", "loc_head", "branches",
+                "grad_blur")
 #: seed of the validation split carved from train (fixed: every setting of a search sees the same split)
 VAL_SEED = 20150605
 N_BOX_BIRDS = 6
@@ -109,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--branches", default="shared", choices=list(BRANCHES),
                    help="'shared': every crop through one backbone (ours, cheaper on a CPU); 'separate': one "
                         "backbone per transformer, all from the ImageNet weights (the paper's branches)")
+    p.add_argument("--grad-blur", type=float, default=0.0,
+                   help="[ours] σ (px of the input) of the boxes' smoothed gradient: crops unchanged, their gradient "
+                        "w.r.t. the boxes taken on the blurred image (stn_core.grad_smoothing); 0: the paper's")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="carve this fraction of each class's TRAINING images as a validation split, train on the "
                         "rest and evaluate there (never on the test split): for choosing settings")
@@ -252,6 +256,70 @@ def predict(model: CubNet, x: torch.Tensor, device: torch.device, chunk: int = 3
     return lg, (torch.cat(boxes) if boxes else None)
 
 
+def box_pull(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.device,
+             chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the classification loss pulls each attention box, in eval mode and float32.
+
+    x: uint8 images (N, 3, H, W); y_idx: class indices (N,). Returns (params (N, n_st, 3) the boxes the
+    model predicts, grads (N, n_st, 3) ∂L_i/∂params of each image's own cross-entropy L_i, losses (N,)).
+    −grads[..., 1:] is the way a gradient step would move each box centre (tx, ty)."""
+    if model.n_st == 0:
+        raise ValueError("the baseline has no attention boxes")
+    was = model.training
+    model.eval()
+    params, grads, losses = [], [], []
+    try:
+        for i in range(0, x.shape[0], chunk):
+            xb = x[i:i + chunk].to(device).float() / 255.0
+            with torch.no_grad():
+                p = model.attention_params(xb).float()
+            p.requires_grad_(True)
+            loss = F.cross_entropy(model.logits_at(xb, p).float(), y_idx[i:i + chunk].to(device), reduction="none")
+            (g,) = torch.autograd.grad(loss.sum(), p)  # images are independent: row i is ∂L_i/∂p_i
+            params.append(p.detach().cpu())
+            grads.append(g.cpu())
+            losses.append(loss.detach().cpu())
+    finally:
+        model.train(was)
+    return torch.cat(params), torch.cat(grads), torch.cat(losses)
+
+
+def box_slope(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.device, step: float,
+              chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss's slope over box position at a coarse scale: central differences of width ±``step``.
+
+    Each image's own cross-entropy with transformer k's box moved by ±step along x, then y (the other boxes
+    held), in eval mode and float32: (params (N, n_st, 3), slopes (N, n_st, 2) ≈ ∂L_i/∂(tx, ty)). Unlike
+    :func:`box_pull` (the gradient that training follows, a pixel-scale quantity for bilinear sampling) it
+    measures whether the loss itself falls towards a part over ``step`` (normalised units)."""
+    if model.n_st == 0:
+        raise ValueError("the baseline has no attention boxes")
+    if not step > 0:
+        raise ValueError(f"step must be positive, got {step}")
+    was = model.training
+    model.eval()
+    params, slopes = [], []
+    try:
+        with torch.no_grad():
+            for i in range(0, x.shape[0], chunk):
+                xb, yb = x[i:i + chunk].to(device).float() / 255.0, y_idx[i:i + chunk].to(device)
+                p = model.attention_params(xb).float()
+                sl = torch.zeros(p.shape[0], model.n_st, 2)
+                for k in range(model.n_st):
+                    for axis in (0, 1):
+                        loss = []
+                        for sign in (1.0, -1.0):
+                            q = p.clone()
+                            q[:, k, 1 + axis] += sign * step
+                            loss.append(F.cross_entropy(model.logits_at(xb, q).float(), yb, reduction="none"))
+                        sl[:, k, axis] = ((loss[0] - loss[1]) / (2 * step)).cpu()
+                params.append(p.cpu())
+                slopes.append(sl)
+    finally:
+        model.train(was)
+    return torch.cat(params), torch.cat(slopes)
+
+
 def evaluate(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.device,
              rank: int = 0, world: int = 1) -> tuple[float, float]:
     """(accuracy %, mean loss) on uint8 images ``x`` with class indices ``y_idx``; ranks share."""
@@ -350,6 +418,12 @@ def main(argv: list[str]) -> dict[str, Any]:
                                 branches=a.branches).to(device)
     except ValueError as e:  # WeightsError and bad architecture settings: a sentence, not a traceback
         raise SystemExit(f"error: {e}") from None
+    if not 0 <= a.grad_blur <= a.input_size / 4:
+        raise SystemExit(f"error: --grad-blur must be between 0 and a quarter of the input ({a.input_size / 4:g} px), "
+                         f"got {a.grad_blur:g}")
+    if a.grad_blur and not model.n_st:
+        raise SystemExit("error: --grad-blur smooths the attention boxes' gradient; the baseline has none")
+    model.grad_blur = float(a.grad_blur)
     if a.channels_last:
         model.use_channels_last()
     loc = model.localisation_parameters()
@@ -367,7 +441,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     train_args = {k: getattr(a, k) for k in RESUME_FIXED if k not in ("steps",)}
     # recorded when set: older runs resume as before
     for k, default in (("loc_size", None), ("learn_scale", False), ("loc_init", "tiled"), ("val_fraction", None),
-                       ("loc_head", "mlp"), ("branches", "shared")):
+                       ("loc_head", "mlp"), ("branches", "shared"), ("grad_blur", 0.0)):
         if train_args[k] == default:
             del train_args[k]
     train_args["steps"] = total

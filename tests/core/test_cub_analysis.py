@@ -224,3 +224,81 @@ def test_box_replay_frames_and_gif():
         ca.box_replay_frames(img, [0, 5], boxes[:3])
     assert ca.steps_per_epoch({"extra": {"steps_per_epoch": 93}}) == 93
     assert ca.steps_per_epoch({"extra": {}}) is None and ca.steps_per_epoch({}) is None
+
+
+# --------------------------------------------------------------------------- the loss's pull on each box
+def test_group_centroid_is_the_mean_of_the_visible_parts_and_nan_without_any():
+    b = bird((0.2, -0.4), (0.0, 0.3))
+    assert np.allclose(an.group_centroid(b, an.HEAD_PARTS), (0.2, -0.4))
+    b.parts[:, 2] = 0  # nothing visible
+    assert np.isnan(an.group_centroid(b, an.BODY_PARTS)).all()
+
+
+@pytest.mark.parametrize("n", [2, 3, 50])
+def test_derangement_pairs_every_bird_with_another_one_reproducibly(n):
+    p = an.derangement(n, seed=1)
+    assert sorted(p.tolist()) == list(range(n)) and (p != np.arange(n)).all()
+    assert (an.derangement(n, seed=1) == p).all()
+    with pytest.raises(ValueError):
+        an.derangement(1)
+
+
+def test_pull_cosines_measure_the_angle_to_the_target_and_skip_undefined_rows():
+    descent = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 0.0], [1.0, 1.0]])
+    centres = np.zeros((5, 2))
+    targets = np.array([[0.5, 0.0], [-0.5, 0.0], [0.3, 0.3], [0.1, 0.0], [np.nan, np.nan]])
+    cos = an.pull_cosines(descent, centres + 0.1, targets + 0.1)  # only the offset from the centre counts
+    assert np.allclose(cos[:3], [1.0, -1.0, np.sqrt(0.5)])
+    assert np.isnan(cos[3]) and np.isnan(cos[4])  # no pull; no target
+
+
+def test_box_pull_is_the_gradient_of_each_birds_loss_at_its_boxes():
+    from stn_core.train.cub import box_pull
+
+    torch.manual_seed(0)
+    m = build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None)
+    x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    y = torch.tensor([0, 2, 1])
+    params, grads, losses = box_pull(m, x, y, torch.device("cpu"), chunk=2)
+    assert params.shape == grads.shape == (3, 2, 3) and losses.shape == (3,) and m.training  # mode restored
+    m.eval()
+    xb = x.float() / 255
+    with torch.no_grad():
+        assert torch.allclose(params, m.attention_params(xb), atol=1e-6)
+        # a small step along −∂L_i/∂t lowers bird i's own loss by about η‖∂L_i/∂t‖² (first order)
+        eta = 1e-3
+        step = params.clone()
+        step[..., 1:] -= eta * grads[..., 1:]
+        ce = torch.nn.functional.cross_entropy
+        after = ce(m.logits_at(xb, step), y, reduction="none")
+        assert torch.allclose(losses, ce(m.logits_at(xb, params), y, reduction="none"), atol=1e-5)
+    predicted = eta * grads[..., 1:].pow(2).sum((1, 2))
+    assert torch.allclose(losses - after, predicted, rtol=0.2, atol=1e-6)
+    with pytest.raises(ValueError, match="no attention boxes"):
+        box_pull(build_cub_model("cub-baseline", [1, 2], input_size=64, backbone_weights=None), x, y,
+                 torch.device("cpu"))
+
+
+def test_the_grad_blur_experiment_trains_on_a_validation_split_with_the_448_protocol():
+    gb = load_script("cub_grad_blur")
+    cmd = gb.command(8.0, 5.0, threads=1)
+    assert cmd[cmd.index("--grad-blur") + 1] == "8" and cmd[cmd.index("--val-fraction") + 1] == "0.2"
+    assert cmd[cmd.index("--input-size") + 1] == "448" and cmd[cmd.index("--epochs") + 1] == "5"
+    assert "--grad-blur" not in gb.command(None, 5.0, threads=1)  # the baseline has no boxes to smooth
+    assert gb.stem_of(8.0, 5.0).name == "cub50_2st_448_blur8_e5" and gb.stem_of(None, 5.0).name.startswith("cub50_base")
+    assert "not run" in gb.report((8.0,), 99.0)  # no run of that length: said, not invented
+
+
+def test_the_pull_report_names_per_bird_pulls_only_where_the_interval_is_above_zero():
+    bp = load_script("cub_box_pull")
+    def row(lo: float) -> dict:
+        part = {"own": 0.2, "other": 0.1, "towards": 0.6, "n": 10, "diff": 0.1, "ci": (lo, 0.2)}
+        return {"grad_norm": 1.0, "head": part, "body": part}
+
+    r = {"n": 10, "loss": 0.5, "seconds": 1.0, "fd_step": 0.1, "transformers": [row(-0.01), row(-0.02)],
+         "smoothed": {8.0: [row(0.01), row(-0.1)]}, "slope": [row(0.05), row(0.02)]}
+    text = bp.report({"m": r}, "train", "python scripts/cub_box_pull.py")
+    blocks = text.split("Per-bird pull")
+    assert blocks[1].startswith(" (own above another bird's, CI above 0): **none**")  # the exact gradient
+    assert "transformer 1 towards the head, transformer 1 towards the body\n" in blocks[2]  # σ = 8: only 1
+    assert "σ = 8 px" in text and "over ±0.1" in text
