@@ -310,7 +310,8 @@ def ordering_miss_line(dist: str, sts: list[Cell], base: Cell) -> str:
             f"({_and([f'{d:+d}' for d in digits])} of {n:,} test digits; {seeds}). "
             f"One run's error here has a standard error of ±{se:.2f} pp from the test set alone (binomial), "
             f"{noise}.{paper_txt} What would settle it: more seeds of each (`python scripts/train_table1.py "
-            f"--recipe v2 --tasks {dist} --models {base.key} {' '.join(st.key for st in sts)} --seeds 1 2`).")
+            f"--recipe v2 --tasks {dist} --models {base.key} {' '.join(st.key for st in sts)} --seeds 1 2 "
+            "--skip-published`).")
 
 
 def goals_markdown(cells: list[list[Cell]], long: Mapping[tuple[str, str], Entry] | None = None) -> str:

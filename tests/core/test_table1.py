@@ -136,7 +136,7 @@ def test_a_missed_ordering_is_sized_in_test_digits_against_the_test_sets_noise(t
     assert ("- TC: ST-CNN Aff 1.09 % does not beat the CNN's 1.06 % (+3 of 10,000 test digits; one seed each). "
             "One run's error here has a standard error of ±0.10 pp from the test set alone (binomial), so the "
             "difference is within two of them.") in text
-    assert "--tasks tc --models cnn st-cnn-aff --seeds 1 2`" in text
+    assert "--tasks tc --models cnn st-cnn-aff --seeds 1 2 --skip-published`" in text
     assert "- R: ST-FCN Aff 0.90 % does not beat the FCN's 0.60 % (+30 of 10,000 test digits" in text
     assert "±0.08 pp from the test set alone (binomial), so the difference is beyond two of them" in text
     make_tiny_checkpoint(ck, "tc", "st-cnn-aff", test_error=1.0)
@@ -154,7 +154,7 @@ def test_missed_orderings_of_one_column_share_one_line_with_the_papers_numbers(t
     assert lines[0].startswith("- TC: ST-CNN Aff 1.09 %, ST-CNN Proj 1.10 % and ST-CNN TPS 1.21 % do not beat the "
                                "CNN's 1.06 % (+3, +4 and +15 of 10,000 test digits; one seed each).")
     assert "so the differences are within two of them. The paper: CNN 3.5 % and ST-CNN Aff 1.7 %." in lines[0]
-    assert "--tasks tc --models cnn st-cnn-aff st-cnn-proj st-cnn-tps --seeds 1 2`" in lines[0]
+    assert "--tasks tc --models cnn st-cnn-aff st-cnn-proj st-cnn-tps --seeds 1 2 --skip-published`" in lines[0]
     make_tiny_checkpoint(ck, "tc", "st-cnn-tps", test_error=1.40)
     line = [ln for ln in t1.goals_markdown(t1.table1_cells(ck)).splitlines() if ln.startswith("- TC:")][0]
     assert "(+3, +4 and +34 of 10,000" in line
