@@ -91,6 +91,29 @@ def probe(stem: Path, split: str, limit: int | None, fd_step: float, blurs: tupl
     return out
 
 
+def summary(results: dict[str, dict]) -> list[str]:
+    """One line per signal: its mean cosine with each bird's own part and with another bird's, over every
+    model × transformer × part row, and how many rows show a per-bird pull (CI above 0)."""
+    exact = "the exact gradient (what training follows)"
+    signals: dict[str, list[dict]] = {exact: []}
+    for r in results.values():
+        signals[exact] += [t[p] for t in r["transformers"] for p in ("head", "body")]
+        for sigma, rows in (r.get("smoothed") or {}).items():
+            signals.setdefault(f"the gradient on the image blurred by σ = {sigma:g} px", []).extend(
+                t[p] for t in rows for p in ("head", "body"))
+        if r.get("slope"):
+            signals.setdefault(f"the loss's slope over ±{r['fd_step']:g}", []).extend(
+                t[p] for t in r["slope"] for p in ("head", "body"))
+    out = ["**Summary** (means over every model × transformer × part row below):", ""]
+    for name, rows in signals.items():
+        if rows:
+            out.append(f"- {name}: cosine with the bird's own part {np.mean([x['own'] for x in rows]):+.3f}, with "
+                       f"another bird's {np.mean([x['other'] for x in rows]):+.3f}; points towards the own part for "
+                       f"{100 * np.mean([x['towards'] for x in rows]):.1f} % of birds; per-bird pull (CI above 0) in "
+                       f"{sum(x['ci'][0] > 0 for x in rows)} of {len(rows)} rows.")
+    return out
+
+
 def report(results: dict[str, dict], split: str, command: str) -> str:
     lines = ["# CUB: does the loss pull each attention box towards that bird's head?", "",
              f"Made by `{command}` (the docstring says how). Split: **{split}**. For each shipped model, each "
@@ -100,6 +123,7 @@ def report(results: dict[str, dict], split: str, command: str) -> str:
              "measured from this box, the control for a pull towards where heads usually are. A localisation "
              "net can learn per-bird boxes from this signal only if *own* exceeds *another bird's* (its 95 % "
              "paired bootstrap interval above 0).", ""]
+    lines += summary(results) + [""]
     for name, r in results.items():
         lines += [f"## {name}", "", f"{r['n']} birds, mean loss {r['loss']:.3f}, {r['seconds']:.0f} s (1 CPU thread, "
                   "float32).", ""]

@@ -51,6 +51,7 @@ from stn_core.data.cub import CubRecord, find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
 from stn_core.models.cub import BRANCHES, CUB_MODEL_NAMES, LOC_HEADS, LOC_INITS, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
+from stn_core.train.box_spsa import spsa_train_step
 from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, command_line, default_ckpt_every,
                                  keep_depthwise_fp32, make_grad_scaler, open_run, refuse_to_overwrite, resume_state,
                                  rng_tensors, scaler_tensors, set_lr, start_run, task_of, train_step, wrap_ddp)
@@ -66,7 +67,7 @@ FULL_SCALE_COMMAND = ("torchrun --nproc_per_node 1 -m stn_core.train --task cub2
 RESUME_FIXED = ("task", "model", "classes", "epochs", "steps", "batch", "lr", "momentum", "weight_decay",
                 "optimizer", "head_lr_mult", "loc_lr_mult", "seed", "input_size", "crop_size", "crop_scale",
                 "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction", "loc_head", "branches",
-                "grad_blur")
+                "grad_blur", "box_grad", "spsa_delta")
 #: seed of the validation split carved from train (fixed: every setting of a search sees the same split)
 VAL_SEED = 20150605
 N_BOX_BIRDS = 6
@@ -113,6 +114,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad-blur", type=float, default=0.0,
                    help="[ours] σ (px of the input) of the boxes' smoothed gradient: crops unchanged, their gradient "
                         "w.r.t. the boxes taken on the blurred image (stn_core.grad_smoothing); 0: the paper's")
+    p.add_argument("--box-grad", default="exact", choices=["exact", "spsa"],
+                   help="the boxes' training signal: the paper's exact sampler gradient, or [ours] an SPSA estimate of "
+                        "the loss's slope over ±--spsa-delta (stn_core.train.box_spsa)")
+    p.add_argument("--spsa-delta", type=float, default=0.1, help="the SPSA shift (normalised units) of --box-grad spsa")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="carve this fraction of each class's TRAINING images as a validation split, train on the "
                         "rest and evaluate there (never on the test split): for choosing settings")
@@ -424,6 +429,13 @@ def main(argv: list[str]) -> dict[str, Any]:
     if a.grad_blur and not model.n_st:
         raise SystemExit("error: --grad-blur smooths the attention boxes' gradient; the baseline has none")
     model.grad_blur = float(a.grad_blur)
+    if a.box_grad == "spsa":
+        why = ("the baseline has no boxes" if not model.n_st else "it moves (tx, ty) only, not a learned scale"
+               if a.learn_scale else "it runs in one process" if world > 1 else "it takes no gradient scaler (fp16)"
+               if precision == "fp16" else "--grad-blur smooths the exact gradient it replaces" if a.grad_blur
+               else "--spsa-delta must be positive" if not a.spsa_delta > 0 else None)
+        if why:
+            raise SystemExit(f"error: --box-grad spsa: {why}")
     if a.channels_last:
         model.use_channels_last()
     loc = model.localisation_parameters()
@@ -441,9 +453,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     train_args = {k: getattr(a, k) for k in RESUME_FIXED if k not in ("steps",)}
     # recorded when set: older runs resume as before
     for k, default in (("loc_size", None), ("learn_scale", False), ("loc_init", "tiled"), ("val_fraction", None),
-                       ("loc_head", "mlp"), ("branches", "shared"), ("grad_blur", 0.0)):
+                       ("loc_head", "mlp"), ("branches", "shared"), ("grad_blur", 0.0), ("box_grad", "exact")):
         if train_args[k] == default:
             del train_args[k]
+    if "box_grad" not in train_args:
+        del train_args["spsa_delta"]
     train_args["steps"] = total
     bird_idx = box_birds(y_te, image_ids=[r.image_id for r in te_recs] if a.val_fraction is None else None)
     birds = [{"image_id": te_recs[i].image_id, "class_id": te_recs[i].class_id,
@@ -534,7 +548,11 @@ def main(argv: list[str]) -> dict[str, Any]:
         xb, yb = xb.to(device), y_tr[idx].to(device)
         if a.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        logits, loss = train_step(net, opt, xb, yb, precision, scaler)
+        if a.box_grad == "spsa":  # the perturbations are seeded by the step: a resumed run draws the same ones
+            logits, loss = spsa_train_step(model, opt, xb, yb, a.spsa_delta, precision,
+                                           torch.Generator().manual_seed(a.seed * 104729 + step))
+        else:
+            logits, loss = train_step(net, opt, xb, yb, precision, scaler)
         step += 1
         n_win += 1
         loss_win += float(loss)

@@ -89,3 +89,58 @@ def test_a_cub_model_with_grad_blur_predicts_the_same_and_trains_its_boxes_on_th
 
     g0, g4 = loc_grad(0.0), loc_grad(4.0)
     assert g0.abs().sum() > 0 and g4.abs().sum() > 0 and not torch.allclose(g0, g4, rtol=1e-2, atol=0)
+
+
+# --------------------------------------------------------------------------- boxes trained on the coarse slope
+def _lively(m):
+    """A random-init CUB model whose loss depends on its boxes: BatchNorm statistics from a few random batches
+    (with zero-mean, unit-var defaults the random backbone's features vanish) and a non-tiny classifier."""
+    for b in m.features.modules():
+        if isinstance(b, torch.nn.BatchNorm2d):
+            b.reset_running_stats()
+            b.momentum = None
+    m.features.train()
+    with torch.no_grad():
+        m.features(torch.rand(16, 3, 32, 32))
+        m.classifier[1].weight.normal_(0.0, 0.05)
+    return m.train()
+
+def test_spsa_is_the_loss_difference_over_opposite_shifts_of_all_boxes_times_the_drawn_signs():
+    from stn_core.train.box_spsa import spsa_box_grad
+
+    torch.manual_seed(0)
+    m = _lively(build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None))
+    x, y = torch.rand(3, 3, 64, 64), torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        params = m.eval().attention_params(x)
+    m.train()  # the estimate reads the loss without dropout, whatever the mode, and restores it
+    g_hat = spsa_box_grad(m, x, y, params, 0.1, torch.Generator().manual_seed(5))
+    assert m.training and g_hat.shape == (3, 2, 2) and g_hat.abs().max() > 0
+    sign = torch.randint(0, 2, (3, 2, 2), generator=torch.Generator().manual_seed(5)).float() * 2 - 1
+    m.eval()
+    with torch.no_grad():
+        loss = []
+        for s in (1.0, -1.0):
+            q = params.clone()
+            q[..., 1:] += s * 0.1 * sign  # every box of an image moved at once, x and y
+            loss.append(torch.nn.functional.cross_entropy(m.logits_at(x, q), y, reduction="none"))
+    assert torch.allclose(g_hat, ((loss[0] - loss[1]) / 0.2).view(-1, 1, 1) * sign, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        spsa_box_grad(m, x, y, params, 0.0)
+
+
+def test_an_spsa_step_trains_the_localisation_net_on_the_estimate_and_the_rest_on_the_loss():
+    from stn_core.train.box_spsa import spsa_train_step
+
+    torch.manual_seed(0)
+    m = _lively(build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None))
+    x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 2, 1, 1])
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    logits, loss = spsa_train_step(m, opt, x, y, 0.1, generator=torch.Generator().manual_seed(1))
+    assert logits.shape == (4, 3) and torch.isfinite(loss) and m.training
+    moved = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
+    assert "loc.6.bias" in moved and "classifier.1.weight" in moved  # the boxes' start and the classifier
+    with pytest.raises(ValueError, match="no attention boxes"):
+        spsa_train_step(build_cub_model("cub-baseline", [1, 2], input_size=64, backbone_weights=None), opt, x,
+                        torch.tensor([0, 1, 0, 1]), 0.1)
