@@ -40,9 +40,12 @@ from stn_core.train.cub import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
 MODELS = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}
 #: 448-px 2×ST-CNN variants, reported separately (``--variants``): the learned scale (s, tx, ty), the
 #: heatmap localisation head at its best validation setting (loc lr × 0.1, results/cub-search.md) and the
-#: paper's separate backbone per transformer (not trained yet: ~2× the shared model's weights)
+#: paper's separate backbone per transformer (not trained yet: ~2× the shared model's weights); and [ours] the
+#: boxes trained on an SPSA estimate of the loss's coarse slope instead of the sampler's exact gradient, at its
+#: validation setting (±0.1, localisation lr × 3: results/cub-box-signal.md, after results/cub-pull.md)
 VARIANTS = {"2st-scale": ["--learn-scale"], "2st-heatmap": ["--loc-head", "heatmap", "--loc-lr-mult", "0.1"],
-            "2st-branches": ["--branches", "separate"]}
+            "2st-branches": ["--branches", "separate"],
+            "2st-spsa": ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3"]}
 SIZES = ("224", "448")
 EPOCHS = 5
 #: chosen on the validation split by scripts/cub_search.py (results/cub-search.md): × 1 and × 0.1 tied there,
@@ -116,7 +119,8 @@ def promote(names: list[str], sizes: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS),
+                    help="the models to train (none: only --variants)")
     ap.add_argument("--variants", nargs="*", default=[], choices=list(VARIANTS),
                     help="448-px 2×ST-CNN variants to train after the models (reported separately)")
     ap.add_argument("--threads", type=int, default=1)

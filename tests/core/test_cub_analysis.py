@@ -279,14 +279,18 @@ def test_box_pull_is_the_gradient_of_each_birds_loss_at_its_boxes():
                  torch.device("cpu"))
 
 
-def test_the_grad_blur_experiment_trains_on_a_validation_split_with_the_448_protocol():
-    gb = load_script("cub_grad_blur")
-    cmd = gb.command(8.0, 5.0, threads=1)
-    assert cmd[cmd.index("--grad-blur") + 1] == "8" and cmd[cmd.index("--val-fraction") + 1] == "0.2"
+def test_the_box_signal_experiment_trains_on_a_validation_split_with_the_448_protocol():
+    bs = load_script("cub_box_signal")
+    cmd = bs.command("spsa-loc3", 5.0, threads=1)
+    assert cmd[cmd.index("--box-grad") + 1] == "spsa" and cmd[cmd.index("--val-fraction") + 1] == "0.2"
     assert cmd[cmd.index("--input-size") + 1] == "448" and cmd[cmd.index("--epochs") + 1] == "5"
-    assert "--grad-blur" not in gb.command(None, 5.0, threads=1)  # the baseline has no boxes to smooth
-    assert gb.stem_of(8.0, 5.0).name == "cub50_2st_448_blur8_e5" and gb.stem_of(None, 5.0).name.startswith("cub50_base")
-    assert "not run" in gb.report((8.0,), 99.0)  # no run of that length: said, not invented
+    assert cmd.count("--loc-lr-mult") == 1 and cmd[cmd.index("--loc-lr-mult") + 1] == "3"  # the setting's, once
+    blur = bs.command("blur8", 5.0, threads=1)
+    assert blur[blur.index("--grad-blur") + 1] == "8" and "--box-grad" not in blur
+    base = bs.command("baseline", 5.0, threads=1)
+    assert "--grad-blur" not in base and base[base.index("--model") + 1] == "cub-baseline"
+    assert bs.stem_of("spsa-loc3", 5.0).name == "cub50_2st_448_spsa-loc3_e5"
+    assert "not run" in bs.report(("blur16",), 99.0)  # no run of that length: said, not invented
 
 
 def test_the_pull_report_names_per_bird_pulls_only_where_the_interval_is_above_zero():
