@@ -430,12 +430,14 @@ def main(argv: list[str]) -> dict[str, Any]:
         raise SystemExit("error: --grad-blur smooths the attention boxes' gradient; the baseline has none")
     model.grad_blur = float(a.grad_blur)
     if a.box_grad == "spsa":
-        why = ("the baseline has no boxes" if not model.n_st else "it moves (tx, ty) only, not a learned scale"
-               if a.learn_scale else "it runs in one process" if world > 1 else "it takes no gradient scaler (fp16)"
-               if precision == "fp16" else "--grad-blur smooths the exact gradient it replaces" if a.grad_blur
-               else "--spsa-delta must be positive" if not a.spsa_delta > 0 else None)
-        if why:
-            raise SystemExit(f"error: --box-grad spsa: {why}")
+        refusals = ((not model.n_st, "the baseline has no boxes"),
+                    (a.learn_scale, "it moves (tx, ty) only, not a learned scale"),
+                    (world > 1, "it runs in one process"), (precision == "fp16", "it takes no gradient scaler (fp16)"),
+                    (a.grad_blur, "--grad-blur smooths the exact gradient it replaces"),
+                    (not a.spsa_delta > 0, "--spsa-delta must be positive"))
+        for refused, why in refusals:
+            if refused:
+                raise SystemExit(f"error: --box-grad spsa: {why}")
     if a.channels_last:
         model.use_channels_last()
     loc = model.localisation_parameters()
