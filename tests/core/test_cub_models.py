@@ -305,6 +305,21 @@ def test_cli_validation_run_never_reads_the_test_split(tmp_path):
     assert st["images"] == meta["test_set"]["size"] and len(st["centre_std"]) == 2 and len(st["side_mean"]) == 2
 
 
+def test_cli_spsa_box_signal_records_itself_and_refuses_what_it_cannot_do(tmp_path):
+    """--box-grad spsa trains (recorded in train_args with its shift); the baseline and a learned scale are refused."""
+    from stn_core.train import main
+
+    root = make_tiny_cub(tmp_path / "cub")
+    meta = main(TINY + ["--data-root", str(root), "--model", "cub-2st", "--box-grad", "spsa", "--spsa-delta", "0.2",
+                        "--out", str(tmp_path / "s")])
+    assert meta["final"] and meta["train_args"]["box_grad"] == "spsa" and meta["train_args"]["spsa_delta"] == 0.2
+    plain = main(TINY + ["--data-root", str(root), "--model", "cub-2st", "--out", str(tmp_path / "p")])
+    assert "box_grad" not in plain["train_args"] and "spsa_delta" not in plain["train_args"]  # old runs resume
+    for extra, why in ((["--model", "cub-baseline"], "no boxes"), (["--model", "cub-2st", "--learn-scale"], "scale")):
+        with pytest.raises(SystemExit, match=why):
+            main(TINY + ["--data-root", str(root), *extra, "--box-grad", "spsa", "--out", str(tmp_path / "r")])
+
+
 def test_cli_help_and_dispatch(capsys):
     from stn_core.train.cub import is_cub_task, parse_args
 
