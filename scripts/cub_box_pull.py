@@ -125,8 +125,9 @@ def report(results: dict[str, dict], split: str, command: str) -> str:
              "paired bootstrap interval above 0).", ""]
     lines += summary(results) + [""]
     for name, r in results.items():
-        lines += [f"## {name}", "", f"{r['n']} birds, mean loss {r['loss']:.3f}, {r['seconds']:.0f} s (1 CPU thread, "
-                  "float32).", ""]
+        threads = torch.get_num_threads()
+        lines += [f"## {name}", "", f"{r['n']} birds, mean loss {r['loss']:.3f}, {r['seconds']:.0f} s ({threads} CPU "
+                  f"thread{'s' if threads > 1 else ''}, float32).", ""]
         tables = [("The gradient training follows, −∂L/∂(tx, ty) (bilinear sampler):", r["transformers"])]
         for sigma, rows in (r.get("smoothed") or {}).items():
             tables.append((f"The same gradient on the image blurred by σ = {sigma:g} px (the crops unchanged: "

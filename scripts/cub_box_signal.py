@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_cub_results import birds_of  # noqa: E402
+from cub_search import VAL_FRACTION  # noqa: E402  (the one validation split of the CUB protocol)
 from train_cub import protocol_args, with_overrides  # noqa: E402
 from train_queue import read_meta, run_queue  # noqa: E402
 
@@ -41,7 +42,6 @@ from stn_core.train.cub import carve_validation, decode_records, predict  # noqa
 
 OUT_DIR = ROOT / "runs" / "cub-box-signal"
 RESULTS = ROOT / "results" / "cub-box-signal.md"
-VAL_FRACTION = 0.2
 EPOCHS = 5.0
 #: setting → (what the boxes learn from, the flags added to the 448 protocol); "baseline": no boxes
 SETTINGS = {
