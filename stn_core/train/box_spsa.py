@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from stn_core.models.cub import CubNet
-from stn_core.train.loop import autocast_context
+from stn_core.train.loop import autocast_context, eval_mode
 
 
 def spsa_box_grad(model: CubNet, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor, delta: float,
@@ -31,17 +31,12 @@ def spsa_box_grad(model: CubNet, x: torch.Tensor, y: torch.Tensor, params: torch
         raise ValueError(f"delta must be positive, got {delta}")
     sign = torch.randint(0, 2, (params.shape[0], params.shape[1], 2), generator=generator).to(params.device)
     sign = sign.to(torch.float32) * 2 - 1
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            losses = []
-            for s in (1.0, -1.0):
-                q = params.detach().float().clone()
-                q[..., 1:] += s * delta * sign
-                losses.append(F.cross_entropy(model.logits_at(x, q).float(), y, reduction="none"))
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.no_grad():
+        losses = []
+        for s in (1.0, -1.0):
+            q = params.detach().float().clone()
+            q[..., 1:] += s * delta * sign
+            losses.append(F.cross_entropy(model.logits_at(x, q).float(), y, reduction="none"))
     return ((losses[0] - losses[1]) / (2 * delta)).view(-1, 1, 1) * sign
 
 

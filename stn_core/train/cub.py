@@ -53,8 +53,9 @@ from stn_core.models.cub import BRANCHES, CUB_MODEL_NAMES, LOC_HEADS, LOC_INITS,
 from stn_core.paper import PAPER_TABLE3
 from stn_core.train.box_spsa import spsa_train_step
 from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, command_line, default_ckpt_every,
-                                 keep_depthwise_fp32, make_grad_scaler, open_run, refuse_to_overwrite, resume_state,
-                                 rng_tensors, scaler_tensors, set_lr, start_run, task_of, train_step, wrap_ddp)
+                                 eval_mode, keep_depthwise_fp32, make_grad_scaler, open_run, refuse_to_overwrite,
+                                 resume_state, rng_tensors, scaler_tensors, set_lr, start_run, task_of, train_step,
+                                 wrap_ddp)
 
 #: task name -> class list (None: --classes required)
 CUB_TASKS: dict[str, Optional[str]] = {"cub50": "1-50", "cub200": "1-200", "cub": None}
@@ -246,17 +247,15 @@ def box_birds(test_y: torch.Tensor, n: int = N_BOX_BIRDS, image_ids: Optional[li
 def predict(model: CubNet, x: torch.Tensor, device: torch.device, chunk: int = 32,
             lo: int = 0, hi: Optional[int] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Logits (n, C) and boxes (n, n_st, 4) or None for uint8 images ``x[lo:hi]``."""
-    was = model.training
-    model.eval()
     hi = x.shape[0] if hi is None else hi
     logits, boxes = [], []
-    for i in range(lo, hi, chunk):
-        xb = x[i:min(i + chunk, hi)].to(device).float() / 255.0
-        out = model.views(xb)
-        logits.append(out.logits.float().cpu())
-        if out.boxes is not None:
-            boxes.append(out.boxes.float().cpu())
-    model.train(was)
+    with eval_mode(model):
+        for i in range(lo, hi, chunk):
+            xb = x[i:min(i + chunk, hi)].to(device).float() / 255.0
+            out = model.views(xb)
+            logits.append(out.logits.float().cpu())
+            if out.boxes is not None:
+                boxes.append(out.boxes.float().cpu())
     lg = torch.cat(logits) if logits else torch.zeros(0, len(model.classes))
     return lg, (torch.cat(boxes) if boxes else None)
 
@@ -270,10 +269,8 @@ def box_pull(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.
     −grads[..., 1:] is the way a gradient step would move each box centre (tx, ty)."""
     if model.n_st == 0:
         raise ValueError("the baseline has no attention boxes")
-    was = model.training
-    model.eval()
     params, grads, losses = [], [], []
-    try:
+    with eval_mode(model):
         for i in range(0, x.shape[0], chunk):
             xb = x[i:i + chunk].to(device).float() / 255.0
             with torch.no_grad():
@@ -284,8 +281,6 @@ def box_pull(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.
             params.append(p.detach().cpu())
             grads.append(g.cpu())
             losses.append(loss.detach().cpu())
-    finally:
-        model.train(was)
     return torch.cat(params), torch.cat(grads), torch.cat(losses)
 
 
@@ -301,27 +296,22 @@ def box_slope(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch
         raise ValueError("the baseline has no attention boxes")
     if not step > 0:
         raise ValueError(f"step must be positive, got {step}")
-    was = model.training
-    model.eval()
     params, slopes = [], []
-    try:
-        with torch.no_grad():
-            for i in range(0, x.shape[0], chunk):
-                xb, yb = x[i:i + chunk].to(device).float() / 255.0, y_idx[i:i + chunk].to(device)
-                p = model.attention_params(xb).float()
-                sl = torch.zeros(p.shape[0], model.n_st, 2)
-                for k in range(model.n_st):
-                    for axis in (0, 1):
-                        loss = []
-                        for sign in (1.0, -1.0):
-                            q = p.clone()
-                            q[:, k, 1 + axis] += sign * step
-                            loss.append(F.cross_entropy(model.logits_at(xb, q).float(), yb, reduction="none"))
-                        sl[:, k, axis] = ((loss[0] - loss[1]) / (2 * step)).cpu()
-                params.append(p.cpu())
-                slopes.append(sl)
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.no_grad():
+        for i in range(0, x.shape[0], chunk):
+            xb, yb = x[i:i + chunk].to(device).float() / 255.0, y_idx[i:i + chunk].to(device)
+            p = model.attention_params(xb).float()
+            sl = torch.zeros(p.shape[0], model.n_st, 2)
+            for k in range(model.n_st):
+                for axis in (0, 1):
+                    loss = []
+                    for sign in (1.0, -1.0):
+                        q = p.clone()
+                        q[:, k, 1 + axis] += sign * step
+                        loss.append(F.cross_entropy(model.logits_at(xb, q).float(), yb, reduction="none"))
+                    sl[:, k, axis] = ((loss[0] - loss[1]) / (2 * step)).cpu()
+            params.append(p.cpu())
+            slopes.append(sl)
     return torch.cat(params), torch.cat(slopes)
 
 

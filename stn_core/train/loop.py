@@ -130,6 +130,17 @@ def autocast_context(precision: str, device: torch.device | str):
     return torch.autocast(torch.device(device).type, dtype=_DTYPES[precision])
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """``model`` in eval mode inside the block, its previous train/eval mode restored after (errors too)."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
 class Float32Conv2d(torch.nn.Conv2d):
     """A ``Conv2d`` that computes in float32 under autocast (input upcast, autocast off inside) and
     returns its input's dtype, so the layers after it stay in the autocast dtype; same parameters and
@@ -382,21 +393,19 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
     """(test error %, mean loss) on ``x (N, 1, S, S)``, ``y (N,)``; ranks share the work. ``precision``
     (resolved) runs the forward pass under that autocast; the training CLIs evaluate in fp32, so a
     recorded test error is what ``load_model`` + this function give anywhere."""
-    was_training = model.training
-    model.eval()
     n = x.shape[0]
     lo, hi = rank * n // world, (rank + 1) * n // world
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # errors, loss sum, count
-    for i in range(lo, hi, chunk):
-        xb, yb = x[i:min(i + chunk, hi)].to(device), y[i:min(i + chunk, hi)].to(device)
-        with autocast_context(precision, device):
-            logits = model(xb)
-        logits = logits.float()
-        stats[0] += (logits.argmax(1) != yb).sum()
-        stats[1] += F.cross_entropy(logits, yb, reduction="sum").double()
-        stats[2] += yb.numel()
+    with eval_mode(model):
+        for i in range(lo, hi, chunk):
+            xb, yb = x[i:min(i + chunk, hi)].to(device), y[i:min(i + chunk, hi)].to(device)
+            with autocast_context(precision, device):
+                logits = model(xb)
+            logits = logits.float()
+            stats[0] += (logits.argmax(1) != yb).sum()
+            stats[1] += F.cross_entropy(logits, yb, reduction="sum").double()
+            stats[2] += yb.numel()
     all_reduce(stats, world)
-    model.train(was_training)
     cnt = max(1.0, float(stats[2]))
     return 100.0 * float(stats[0]) / cnt, float(stats[1]) / cnt
 

@@ -28,8 +28,9 @@ from stn_core.data import sequences as Q
 from stn_core.data import tasks as ds
 from stn_core.models.sequence import SEQUENCE_MODELS, build_sequence_model, sequence_errors, sequence_loss
 from stn_core.registry import SEQUENCE_STEPS
-from stn_core.train.loop import (LocGradClip, autocast_context, cli, command_line, default_warmup, make_optimizer,
-                                 open_run, param_groups, resume_state, rng_tensors, run_schedule, say_final, start_run)
+from stn_core.train.loop import (LocGradClip, autocast_context, cli, command_line, default_warmup, eval_mode,
+                                 make_optimizer, open_run, param_groups, resume_state, rng_tensors, run_schedule,
+                                 say_final, start_run)
 
 #: The paper's localisation-net learning rate as a multiple of the base rate (its SVHN appendix): the default.
 PAPER_LOC_LR_MULT = 0.1
@@ -118,12 +119,10 @@ def evaluate_strings(model: torch.nn.Module, s: Q.Strings, chunk: int = 250,
     """(sequence error %, mean loss) of ``model`` on strings ``s``, in float32 and the default memory format
     (what :func:`stn_core.load_model` gives anyone), whatever layout training uses (``channels_last``: the
     model's, restored afterwards)."""
-    was = model.training
-    model.eval()
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     errs, loss, n = 0, 0.0, s.images.shape[0]
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for i in range(0, n, chunk):
             sl = slice(i, i + chunk)
             ll, dl = model(s.images[sl].contiguous())
@@ -131,7 +130,6 @@ def evaluate_strings(model: torch.nn.Module, s: Q.Strings, chunk: int = 250,
             loss += float(sequence_loss(ll, dl, s.digits[sl], s.length[sl])) * ll.shape[0]
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    model.train(was)
     return 100.0 * errs / n, loss / n
 
 

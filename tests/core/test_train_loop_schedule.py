@@ -1,12 +1,14 @@
-"""stn_core.train.loop.run_schedule: the single-process loop of the volume and digit-string trainers."""
+"""stn_core.train.loop.run_schedule (the single-process loop of the volume and digit-string trainers) and
+eval_mode (the evaluation helpers' train/eval switch)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
-from stn_core.train.loop import run_schedule
+from stn_core.train.loop import eval_mode, run_schedule
 
 
 def _run(start: int, history: list[dict]) -> tuple[list[int], list[dict]]:
@@ -36,3 +38,14 @@ def test_every_eval_step_is_evaluated_once_also_when_a_run_stopped_right_after_i
     assert evaluated == [2, 4] and [h["step"] for h in history] == [2, 4]
     done = [{"step": 2, "test_error": 50.0, "test_loss": 1.0}]
     assert _run(2, done)[0] == [4]                                    # step 2 already in the history: not again
+
+
+@pytest.mark.parametrize("start", [True, False])
+def test_eval_mode_restores_the_previous_mode_also_when_the_block_raises(start):
+    net = torch.nn.Sequential(torch.nn.Dropout(0.5)).train(start)
+    with eval_mode(net):
+        assert not net.training and not net[0].training
+    assert net.training is start and net[0].training is start
+    with pytest.raises(RuntimeError), eval_mode(net):
+        raise RuntimeError("boom")
+    assert net.training is start and net[0].training is start
