@@ -43,7 +43,8 @@ from stn_core.train.cub import carve_validation, decode_records, predict  # noqa
 OUT_DIR = ROOT / "runs" / "cub-box-signal"
 RESULTS = ROOT / "results" / "cub-box-signal.md"
 EPOCHS = 5.0
-#: setting → (what the boxes learn from, the flags added to the 448 protocol); "baseline": no boxes
+#: setting → (what the boxes learn from, the flags added to the 448 protocol); "baseline": no boxes.
+#: Settings are 2×ST-CNN runs unless their name starts with "4st-".
 SETTINGS = {
     "exact": ("the paper's exact sampler gradient", ["--grad-blur", "0"]),
     "blur8": ("gradient on the image blurred by σ = 8 px [ours]", ["--grad-blur", "8"]),
@@ -52,21 +53,35 @@ SETTINGS = {
                   ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "1"]),
     "spsa-loc3": ("SPSA slope over ±0.1, localisation lr × 3 [ours]",
                   ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3"]),
+    "spsa-loc10": ("SPSA slope over ±0.1, localisation lr × 10 [ours]",
+                   ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "10"]),
+    "4st-spsa-loc3": ("4×ST-CNN: SPSA slope over ±0.1, localisation lr × 3 [ours]",
+                      ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3"]),
     "baseline": ("(no transformer: the 448-px baseline)", None),
 }
-DEFAULT = ("exact", "spsa-loc1", "spsa-loc3", "baseline")
+DEFAULT = ("exact", "spsa-loc1", "spsa-loc3", "spsa-loc10", "4st-spsa-loc3", "baseline")
 COLOURS = ("red", "green", "blue", "orange")
+MODEL_NAMES = {"cub-2st": "2×ST-CNN", "cub-4st": "4×ST-CNN"}
 
 
 def stem_of(setting: str, epochs: float) -> Path:
-    name = "cub50_baseline_448" if setting == "baseline" else f"cub50_2st_448_{setting}"
+    if setting == "baseline":
+        name = "cub50_baseline_448"
+    else:
+        n_st, _, rest = setting.partition("-") if setting.startswith("4st-") else ("2st", "", setting)
+        name = f"cub50_{n_st}_448_{rest}"
     return OUT_DIR / f"{name}_e{epochs:g}"
+
+
+def model_of(setting: str) -> str:
+    """The model a setting trains: ``cub-baseline``, ``cub-4st`` for "4st-…" settings, else ``cub-2st``."""
+    return "cub-baseline" if setting == "baseline" else "cub-4st" if setting.startswith("4st-") else "cub-2st"
 
 
 def command(setting: str, epochs: float, threads: int) -> list[str]:
     stem, flags = stem_of(setting, epochs), SETTINGS[setting][1]
     model = ["--model", "cub-baseline", *protocol_args("448", epochs=epochs)] if flags is None else \
-        ["--model", "cub-2st", *with_overrides(protocol_args("448", epochs=epochs), flags)]
+        ["--model", model_of(setting), *with_overrides(protocol_args("448", epochs=epochs), flags)]
     cmd = [sys.executable, "-m", "stn_core.train", "--task", "cub50", *model, "--val-fraction", str(VAL_FRACTION),
            "--threads", str(threads), "--out", str(stem.relative_to(ROOT)), "--log-every", "10", "--no-progress"]
     if read_meta(stem) is not None:
@@ -96,10 +111,11 @@ def val_parts(stem: Path) -> dict:
 def report(settings: tuple[str, ...], epochs: float) -> str:
     cmd = "python scripts/cub_box_signal.py" + (f" --settings {' '.join(settings)}" if tuple(settings) != DEFAULT
                                                 else "") + (f" --epochs {epochs:g}" if epochs != EPOCHS else "")
-    lines = ["# CUB 2×ST-CNN at 448 px: what the boxes learn from (validation experiment)", "",
+    lines = ["# CUB ST-CNNs at 448 px: what the boxes learn from (validation experiment)", "",
              f"Made by `{cmd}`; the docstring says how. Each row: one run of the 448-px protocol of "
              f"`scripts/train_cub.py` for {epochs:g} epochs on 80 % of each class's training images, scored on the "
-             "other 20 % (the official test split is never read); only the boxes' training signal differs. "
+             "other 20 % (the official test split is never read); only the boxes' training signal (and, where "
+             "the row says so, the number of transformers) differs. "
              "Head-hit: a box holds at least half of the bird's visible head parts. *Mean box*: each "
              "transformer's average box given to every bird, the control for boxes that sit where heads usually "
              "are; *per bird*: head-hit of the best head transformer minus that of its mean box (paired bootstrap "
@@ -127,12 +143,13 @@ def report(settings: tuple[str, ...], epochs: float) -> str:
         lines.append(f"| {label} | {acc} | {spread} | {hits} | {ctrl} | {COLOURS[p['best']]}: {100 * d:+.1f} "
                      f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {m['steps']} |")
         scored.append((round(100.0 - m["test_error"], 2), d, setting))
-    if scored:
-        best = max(scored)
-        lines += ["", f"Best setting: **{SETTINGS[best[2]][0]}** (rule: the highest validation accuracy of the "
-                  "transformer settings, a tie going to the larger per-bird gain over the mean box). "
-                  "`scripts/train_cub.py --variants 2st-spsa` trains the SPSA setting on all training images "
-                  "for the test split (results/cub.md)."]
+    for model in sorted({model_of(st) for _, _, st in scored}):
+        best = max(x for x in scored if model_of(x[2]) == model)
+        variant = "2st-spsa" if model == "cub-2st" else "4st-spsa"
+        lines += ["", f"Best {MODEL_NAMES[model]} setting: **{SETTINGS[best[2]][0]}** (rule: the highest validation "
+                  "accuracy of that model's settings, a tie going to the larger per-bird gain over the mean box). "
+                  f"`scripts/train_cub.py --models --variants {variant}` trains the chosen SPSA setting on all "
+                  "training images for the test split (results/cub.md)."]
     return "\n".join(lines) + "\n"
 
 

@@ -290,6 +290,9 @@ def test_the_box_signal_experiment_trains_on_a_validation_split_with_the_448_pro
     base = bs.command("baseline", 5.0, threads=1)
     assert "--grad-blur" not in base and base[base.index("--model") + 1] == "cub-baseline"
     assert bs.stem_of("spsa-loc3", 5.0).name == "cub50_2st_448_spsa-loc3_e5"
+    four = bs.command("4st-spsa-loc3", 5.0, threads=1)  # a "4st-" setting trains the 4×ST-CNN, same flags
+    assert four[four.index("--model") + 1] == "cub-4st" and four[four.index("--box-grad") + 1] == "spsa"
+    assert bs.stem_of("4st-spsa-loc3", 5.0).name == "cub50_4st_448_spsa-loc3_e5"
     assert "not run" in bs.report(("blur16",), 99.0)  # no run of that length: said, not invented
 
 
