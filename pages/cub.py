@@ -160,7 +160,8 @@ with tab_bird:
     st.caption(caption + (f" — true species: **{bird['class_name']}**" if bird is not None else ""))
     panels = []
     shown_keys = [k for k in status if k in reg.CUB_KEYS or k in models]
-    cols = st.columns(len(shown_keys), gap="medium")  # one column per model, fixed widths
+    n_rows, per_row = ca.column_grid(len(shown_keys))  # one column per model, equal widths, ≤ 4 a row
+    cols = [c for _ in range(n_rows) for c in st.columns(per_row, gap="medium")]
     if not models:
         drawn = ca.draw_boxes(image, np.zeros((0, 4)), overlay_parts, overlay_bbox, part_names)
         cols[0].image(drawn, caption="the bird", width="stretch")

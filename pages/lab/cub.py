@@ -343,6 +343,16 @@ def filter_birds(birds: Sequence[dict[str, Any]], cls: int) -> list[dict[str, An
     return [b for b in birds if cls == 0 or b["class_id"] == cls]
 
 
+def column_grid(n: int, max_per_row: int = 4) -> tuple[int, int]:
+    """(rows, columns per row) for ``n`` equal-width model columns: at most ``max_per_row`` a row, the rows as
+    even as they can be (6 → 2 rows of 3, 5 → 2 of 3 with one left empty), so a projector never gets a row of
+    thumbnails."""
+    if n < 1:
+        return 1, 1
+    rows = -(-n // max_per_row)
+    return rows, -(-n // rows)
+
+
 def side_by_side(images: Sequence[np.ndarray], height: int = 240, gap: int = 8) -> np.ndarray:
     """Images (any sizes, float or uint8) resized to ``height`` and joined left to right → uint8."""
     tiles = []

@@ -21,7 +21,7 @@ CLASSES = [1, 12, 14, 17, 36, 42, 47, 50]
 
 def make_tiny_cub_checkpoint(folder: Path, key: str, final: bool = True, size: int = 224) -> Path:
     """An untrained tiny CUB model saved as ``folder/cub50_<key>[_448]`` with a fake box history."""
-    name = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st", "2st-heatmap": "cub-2st"}[key]
+    name = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}[key.partition("-")[0]]
     torch.manual_seed(0)
     m = build_cub_model(name, CLASSES, input_size=64, crop_size=32, backbone_weights=None,
                         loc_head="heatmap" if key == "2st-heatmap" else "mlp")
@@ -175,3 +175,17 @@ def test_both_input_sizes(monkeypatch, tmp_path):
     bad = open_page(PAGE, {"res": "300"})
     assert_no_exception(bad)
     assert any("Unknown input size" in w.value for w in bad.warning) and _q(bad, "res") == "448"
+
+
+def test_six_models_at_448_each_get_a_labelled_panel_and_top5_table(monkeypatch, tmp_path):
+    """Three models and three variants (the row wraps: column_grid, tested in test_cub_analysis.py)."""
+    keys = ("baseline", "2st", "4st", "2st-heatmap", "2st-scale", "2st-spsa")
+    for k in keys:
+        make_tiny_cub_checkpoint(tmp_path, k, size=448)
+    monkeypatch.setenv("STN_LAB_CHECKPOINTS", str(tmp_path))
+    at = open_page(PAGE, {"res": "448"})
+    assert_no_exception(at)
+    from stn_core.registry import CUB_LABELS
+    md = [m.value for m in at.markdown]
+    assert all(f"**{CUB_LABELS[k]}**" in md for k in keys)
+    assert len(at.dataframe) >= len(keys)  # a top-5 table per model
