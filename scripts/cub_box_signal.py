@@ -55,11 +55,13 @@ SETTINGS = {
                   ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3"]),
     "spsa-loc10": ("SPSA slope over ±0.1, localisation lr × 10 [ours]",
                    ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "10"]),
+    "spsa-loc3-s035": ("SPSA slope over ±0.1, localisation lr × 3, boxes at scale 0.35 (the protocol: 0.5) [ours]",
+                       ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3", "--crop-scale", "0.35"]),
     "4st-spsa-loc3": ("4×ST-CNN: SPSA slope over ±0.1, localisation lr × 3 [ours]",
                       ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3"]),
     "baseline": ("(no transformer: the 448-px baseline)", None),
 }
-DEFAULT = ("exact", "spsa-loc1", "spsa-loc3", "spsa-loc10", "4st-spsa-loc3", "baseline")
+DEFAULT = ("exact", "spsa-loc1", "spsa-loc3", "spsa-loc10", "spsa-loc3-s035", "4st-spsa-loc3", "baseline")
 COLOURS = ("red", "green", "blue", "orange")
 MODEL_NAMES = {"cub-2st": "2×ST-CNN", "cub-4st": "4×ST-CNN"}
 
