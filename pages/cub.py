@@ -2,7 +2,8 @@
 
 URL path: ``/cub``; query parameters ``src`` (sample | dataset | upload), ``cls`` (class id, 0 =
 all), ``i`` (bird index within the class filter), ``parts`` / ``bbox`` (0/1 overlays), ``st``
-(2st | 4st | 2st-heatmap | 2st-scale | 2st-spsa: model of the gallery and replay tabs), ``res`` (224 | 448: the models' input size).
+(2st | 4st | a 448-px variant of ``registry.CUB_VARIANT_KEYS``: model of the gallery and replay tabs), ``res``
+(224 | 448: the models' input size).
 Checkpoints: ``checkpoints/cub50_{baseline,2st,4st}`` (224 px) and ``…_448`` (or
 ``$STN_LAB_CHECKPOINTS``). Logic in :mod:`pages.lab.cub`.
 

@@ -38,14 +38,19 @@ from stn_core.checkpoints import copy_checkpoint  # noqa: E402
 from stn_core.train.cub import FULL_SCALE_COMMAND as FULL_SCALE  # noqa: E402
 
 MODELS = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}
-#: 448-px 2×ST-CNN variants, reported separately (``--variants``): the learned scale (s, tx, ty), the
+#: 448-px variants, reported separately (``--variants``): 2×ST-CNNs with the learned scale (s, tx, ty), the
 #: heatmap localisation head at its best validation setting (loc lr × 0.1, results/cub-search.md) and the
 #: paper's separate backbone per transformer (not trained yet: ~2× the shared model's weights); and [ours] the
-#: boxes trained on an SPSA estimate of the loss's coarse slope instead of the sampler's exact gradient, at its
-#: validation setting (±0.1, localisation lr × 3: results/cub-box-signal.md, after results/cub-pull.md)
+#: 2× and 4×ST-CNN whose boxes train on an SPSA estimate of the loss's coarse slope instead of the sampler's
+#: exact gradient, each at its validation setting for accuracy (±0.1; localisation lr × 10 and × 3), and the
+#: 2×ST-CNN at that signal's best setting for localisation (boxes at scale 0.35, lr × 3; below the baseline's
+#: validation accuracy): results/cub-box-signal.md, after results/cub-pull.md
 VARIANTS = {"2st-scale": ["--learn-scale"], "2st-heatmap": ["--loc-head", "heatmap", "--loc-lr-mult", "0.1"],
             "2st-branches": ["--branches", "separate"],
-            "2st-spsa": ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3"]}
+            "2st-spsa": ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "10"],
+            "4st-spsa": ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3"],
+            "2st-spsa-s035": ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3",
+                              "--crop-scale", "0.35"]}
 SIZES = ("224", "448")
 EPOCHS = 5
 #: chosen on the validation split by scripts/cub_search.py (results/cub-search.md): × 1 and × 0.1 tied there,
@@ -122,7 +127,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS),
                     help="the models to train (none: only --variants)")
     ap.add_argument("--variants", nargs="*", default=[], choices=list(VARIANTS),
-                    help="448-px 2×ST-CNN variants to train after the models (reported separately)")
+                    help="448-px variants to train after the models (reported separately)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (logs in runs/logs/cub/)")
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting/continuing runs after this many s")

@@ -509,11 +509,12 @@ CUB_KEYS = ("baseline", "2st", "4st")
 CUB_LABELS = {"baseline": "CNN baseline", "2st": "2×ST-CNN", "4st": "4×ST-CNN"}
 #: input sizes of the shipped CUB models (the paper's two rows); 224 has no suffix in the stem
 CUB_SIZES = (224, 448)
-#: 448-px 2×ST-CNN variants, shown beside the three models when present (stem ``cub50_2st_448_<variant>``)
-CUB_VARIANT_KEYS = ("2st-heatmap", "2st-scale", "2st-branches", "2st-spsa")
+#: 448-px variants, shown beside the three models when present (stem ``cub50_<2st|4st>_448_<variant>``)
+CUB_VARIANT_KEYS = ("2st-heatmap", "2st-scale", "2st-branches", "2st-spsa", "4st-spsa", "2st-spsa-s035")
 CUB_LABELS.update({"2st-heatmap": "2×ST-CNN, heatmap head", "2st-scale": "2×ST-CNN, learned scale",
                    "2st-branches": "2×ST-CNN, a backbone per transformer",
-                   "2st-spsa": "2×ST-CNN, SPSA box signal (ours)"})
+                   "2st-spsa": "2×ST-CNN, SPSA box signal (ours)", "4st-spsa": "4×ST-CNN, SPSA box signal (ours)",
+                   "2st-spsa-s035": "2×ST-CNN, SPSA, boxes at scale 0.35 (ours)"})
 
 
 def cub_stem_name(key: str, size: int = 224) -> str:

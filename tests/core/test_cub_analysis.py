@@ -296,6 +296,13 @@ def test_the_box_signal_experiment_trains_on_a_validation_split_with_the_448_pro
     assert "not run" in bs.report(("blur16",), 99.0)  # no run of that length: said, not invented
 
 
+def test_each_variant_trained_for_the_test_split_has_exactly_its_validated_settings_flags():
+    bs, tc = load_script("cub_box_signal"), load_script("train_cub")
+    for setting, variant in bs.VARIANT_OF.items():
+        assert tc.VARIANTS[variant] == bs.SETTINGS[setting][1], (setting, variant)
+        assert bs.model_of(setting) == tc.MODELS[variant.partition("-")[0]]
+
+
 def test_the_pull_report_names_per_bird_pulls_only_where_the_interval_is_above_zero():
     bp = load_script("cub_box_pull")
     def row(lo: float) -> dict:
