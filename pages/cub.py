@@ -161,7 +161,7 @@ with tab_bird:
     st.caption(caption + (f" — true species: **{bird['class_name']}**" if bird is not None else ""))
     panels = []
     shown_keys = [k for k in status if k in reg.CUB_KEYS or k in models]
-    n_rows, per_row = ca.column_grid(len(shown_keys))  # one column per model, equal widths, ≤ 4 a row
+    n_rows, per_row = ca.column_grid(len(shown_keys))  # one column per model, equal widths, ≤ 3 a row
     cols = [c for _ in range(n_rows) for c in st.columns(per_row, gap="medium")]
     if not models:
         drawn = ca.draw_boxes(image, np.zeros((0, 4)), overlay_parts, overlay_bbox, part_names)
@@ -190,7 +190,9 @@ with tab_bird:
             truth = bird["class_id"] if bird is not None else None
             rows = [{"species": f"{cid:03d} {name}" + (" ✓" if cid == truth else ""), "probability": round(p, 3)}
                     for cid, name, p in pred.top5]
-            st.dataframe(rows, hide_index=True, width="stretch")
+            st.dataframe(rows, hide_index=True, width="stretch", column_config={  # both columns fit a narrow one
+                "species": st.column_config.TextColumn(width="medium"),
+                "probability": st.column_config.NumberColumn(width="small", format="%.3f")})
     common.png_download(lambda panels=panels: viz.png_bytes(ca.side_by_side(panels, 320)),
                         f"cub-bird-{bird['image_id'] if bird else 'upload'}.png",
                         label="Download these boxes (PNG)", key=P + "png_main")

@@ -343,10 +343,10 @@ def filter_birds(birds: Sequence[dict[str, Any]], cls: int) -> list[dict[str, An
     return [b for b in birds if cls == 0 or b["class_id"] == cls]
 
 
-def column_grid(n: int, max_per_row: int = 4) -> tuple[int, int]:
+def column_grid(n: int, max_per_row: int = 3) -> tuple[int, int]:
     """(rows, columns per row) for ``n`` equal-width model columns: at most ``max_per_row`` a row, the rows as
-    even as they can be (6 → 2 rows of 3, 5 → 2 of 3 with one left empty), so a projector never gets a row of
-    thumbnails."""
+    even as they can be (6 → 2 rows of 3, 8 → 3 rows of 3 with one left empty, 4 → 2 of 2), so a column on a
+    projector keeps room for its crops and its top-5 table."""
     if n < 1:
         return 1, 1
     rows = -(-n // max_per_row)
