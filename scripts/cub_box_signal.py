@@ -6,14 +6,16 @@
 results/cub-pull.md found that the gradient training follows (the paper's exact bilinear sampler gradient)
 does not point to each bird's parts, not even when taken on a blurred image, while the loss's slope over a
 coarser shift of the box does. This trains the 448-px 2×ST-CNN of ``scripts/train_cub.py``'s protocol (MLP
-head, tiled start) with each box signal of ``SETTINGS``: the paper's exact gradient; the gradient on the
+head, tiled start; the 4×ST-CNN for settings named ``4st-…``) with each box signal of ``SETTINGS``: the paper's exact gradient; the gradient on the
 image blurred by σ px (``--grad-blur``, ``stn_core.grad_smoothing``, ours); an SPSA estimate of the loss's
 slope over ±δ (``--box-grad spsa``, ``stn_core.train.box_spsa``, ours), whose smaller magnitude is met with a
 larger localisation lr. Each run trains on 80 % of each class's training images and is scored on the other
 20 % (``--val-fraction 0.2``; the official test split is never read): validation accuracy, the box-centre
 spread over birds, and the part analysis of ``results/cub.md`` on the validation birds (head-hit of the best
 head transformer against its own mean box given to every bird, paired bootstrap CI). Runs live in
-``runs/cub-box-signal/`` (resumable; finished ones are skipped).
+``runs/cub-box-signal/`` (resumable; finished ones are skipped). The report names the best setting of each
+model for accuracy and the best for localisation; ``VARIANT_OF`` maps those to the variants of
+``scripts/train_cub.py`` trained on all training images for the test split (results/cub.md).
 """
 
 from __future__ import annotations
