@@ -324,3 +324,20 @@ def test_the_cub_page_puts_at_most_three_models_in_a_row_and_balances_the_rows(n
     from pages.lab.cub import column_grid
     rows, per_row = column_grid(n)
     assert (rows, per_row) == grid and rows * per_row >= n and per_row <= 3
+
+
+def test_a_missed_per_bird_goal_states_the_cap_its_mean_box_leaves():
+    mod = load_script("make_cub_results")
+
+    def model(label: str, mean_hit: float, diff: float) -> dict:
+        return {"label": label, "accuracy": 80.0,
+                "per_bird_vs_mean_box": {"diff": diff, "ci": [diff - 0.01, diff + 0.01]},
+                "head_detector": {"best": 1, "diff": 0.3},
+                "transformers": [{"mean_box_head_hit": 0.3}, {"mean_box_head_hit": mean_hit}]}
+
+    lines = mod.goal_lines({"models": {"a": model("wide boxes", 0.92, 0.05), "b": model("small boxes", 0.5, 0.05),
+                                       "c": model("met", 0.92, 0.12)}})
+    wide, small, met = (next(s for s in lines if s.startswith(f"- {k}:")) for k in ("wide boxes", "small boxes", "met"))
+    assert "its mean box already holds 92.0 % of the heads, so at most 8.0 points were possible" in wide
+    assert "at most" not in small and "**missed**" in small  # room enough: no cap stated
+    assert "at most" not in met and "**met**" in met
