@@ -10,7 +10,7 @@ and the way from the box centre to the bird's head (mean of its visible head par
 body). The control gives each bird the head of another bird (a seeded derangement) at its own box: a
 pull towards where heads usually are scores the same on both, a pull towards this bird's head scores
 higher on its own. Paired bootstrap 95 % intervals over birds (``stn_core.analysis.cub``). Gradients in
-float32, eval mode (``stn_core.train.cub.box_pull``); the training split by default, since it is the
+float32, eval mode (``stn_core.analysis.box_pull``); the training split by default, since it is the
 signal the localisation net learns from. No model is trained or changed.
 """
 
@@ -35,7 +35,8 @@ from stn_core.analysis.cub import (BODY_PARTS, HEAD_PARTS, derangement, group_ce
 from stn_core.checkpoints import load_model  # noqa: E402
 from stn_core.data.cub import load_cub  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
-from stn_core.train.cub import box_pull, box_slope, decode_records  # noqa: E402
+from stn_core.analysis.box_pull import box_pull, box_slope  # noqa: E402
+from stn_core.train.cub import decode_records  # noqa: E402
 
 DEFAULT = ("cub50_2st_448", "cub50_2st_448_heatmap", "cub50_2st")
 COLOURS = ("red", "green", "blue", "orange")

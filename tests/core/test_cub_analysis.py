@@ -12,6 +12,7 @@ from pages.lab import cub as ca
 from stn_core import registry as reg
 from stn_core.analysis import cub as an
 from stn_core.models.cub import build_cub_model
+from cub_util import lively_cub_model
 from script_util import load_script
 
 torch.set_num_threads(1)
@@ -252,28 +253,28 @@ def test_pull_cosines_measure_the_angle_to_the_target_and_skip_undefined_rows():
     assert np.isnan(cos[3]) and np.isnan(cos[4])  # no pull; no target
 
 
-def test_box_pull_is_the_gradient_of_each_birds_loss_at_its_boxes():
-    from stn_core.train.cub import box_pull
+def test_box_pull_is_the_gradient_of_each_birds_own_loss_at_its_boxes():
+    """Row i of the chunked, summed backward pass is ∂L_i/∂params_i: the same as bird i's loss differentiated
+    alone (float32; the tolerance covers summation order). A random MobileNet's ReLU6 kinks make a finite-
+    difference check of this size fragile, so the check is against autograd on one bird at a time."""
+    from stn_core.analysis.box_pull import box_pull
 
-    torch.manual_seed(0)
-    m = build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None)
+    m = lively_cub_model()
     x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
     y = torch.tensor([0, 2, 1])
     params, grads, losses = box_pull(m, x, y, torch.device("cpu"), chunk=2)
     assert params.shape == grads.shape == (3, 2, 3) and losses.shape == (3,) and m.training  # mode restored
+    assert grads[..., 1:].abs().amin((1, 2)).min() > 1e-3, "the loss depends on every box (else nothing is checked)"
     m.eval()
     xb = x.float() / 255
     with torch.no_grad():
         assert torch.allclose(params, m.attention_params(xb), atol=1e-6)
-        # a small step along −∂L_i/∂t lowers bird i's own loss by about η‖∂L_i/∂t‖² (first order)
-        eta = 1e-3
-        step = params.clone()
-        step[..., 1:] -= eta * grads[..., 1:]
-        ce = torch.nn.functional.cross_entropy
-        after = ce(m.logits_at(xb, step), y, reduction="none")
-        assert torch.allclose(losses, ce(m.logits_at(xb, params), y, reduction="none"), atol=1e-5)
-    predicted = eta * grads[..., 1:].pow(2).sum((1, 2))
-    assert torch.allclose(losses - after, predicted, rtol=0.2, atol=1e-6)
+    for i in range(3):
+        p = params[i:i + 1].clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(m.logits_at(xb[i:i + 1], p), y[i:i + 1])
+        (g,) = torch.autograd.grad(loss, p)
+        assert torch.allclose(loss.detach(), losses[i], rtol=1e-5)
+        assert torch.allclose(g[0], grads[i], rtol=1e-3, atol=1e-3 * float(g.abs().max()))
     with pytest.raises(ValueError, match="no attention boxes"):
         box_pull(build_cub_model("cub-baseline", [1, 2], input_size=64, backbone_weights=None), x, y,
                  torch.device("cpu"))
@@ -341,3 +342,27 @@ def test_a_missed_per_bird_goal_states_the_cap_its_mean_box_leaves():
     assert "its mean box already holds 92.0 % of the heads, so at most 8.0 points were possible" in wide
     assert "at most" not in small and "**missed**" in small  # room enough: no cap stated
     assert "at most" not in met and "**met**" in met
+
+
+def test_box_slope_is_the_central_difference_of_each_birds_loss_moving_one_box_along_one_axis():
+    from stn_core.analysis.box_pull import box_slope
+
+    m = lively_cub_model()
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    y = torch.tensor([0, 2])
+    params, slopes = box_slope(m, x, y, torch.device("cpu"), step=0.1)
+    assert slopes.shape == (2, 2, 2) and m.training  # mode restored
+    assert slopes.abs().min() > 1e-3, "the loss depends on every box (else nothing is checked)"
+    m.eval()
+    xb, ce = x.float() / 255, torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        for k in range(2):
+            for axis in range(2):
+                up, down = params.clone(), params.clone()
+                up[:, k, 1 + axis] += 0.1   # box k only, the other box held where it was
+                down[:, k, 1 + axis] -= 0.1
+                want = (ce(m.logits_at(xb, up), y, reduction="none") - ce(m.logits_at(xb, down), y,
+                                                                          reduction="none")) / 0.2
+                assert torch.allclose(slopes[:, k, axis], want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="step must be positive"):
+        box_slope(m, x, y, torch.device("cpu"), step=0.0)

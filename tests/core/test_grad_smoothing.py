@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cub_util import lively_cub_model
 from stn_core.grad_smoothing import gaussian_blur, gaussian_kernel1d, sample_smoothed_grad
 from stn_core.models.cub import build_cub_model
 from stn_core.sampling import sample
@@ -92,24 +93,11 @@ def test_a_cub_model_with_grad_blur_predicts_the_same_and_trains_its_boxes_on_th
 
 
 # --------------------------------------------------------------------------- boxes trained on the coarse slope
-def _lively(m):
-    """A random-init CUB model whose loss depends on its boxes: BatchNorm statistics from a few random batches
-    (with zero-mean, unit-var defaults the random backbone's features vanish) and a non-tiny classifier."""
-    for b in m.features.modules():
-        if isinstance(b, torch.nn.BatchNorm2d):
-            b.reset_running_stats()
-            b.momentum = None
-    m.features.train()
-    with torch.no_grad():
-        m.features(torch.rand(16, 3, 32, 32))
-        m.classifier[1].weight.normal_(0.0, 0.05)
-    return m.train()
-
 def test_spsa_is_the_loss_difference_over_opposite_shifts_of_all_boxes_times_the_drawn_signs():
     from stn_core.train.box_spsa import spsa_box_grad
 
     torch.manual_seed(0)
-    m = _lively(build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None))
+    m = lively_cub_model()
     x, y = torch.rand(3, 3, 64, 64), torch.tensor([0, 2, 1])
     with torch.no_grad():
         params = m.eval().attention_params(x)
@@ -133,7 +121,7 @@ def test_an_spsa_step_trains_the_localisation_net_on_the_estimate_and_the_rest_o
     from stn_core.train.box_spsa import spsa_train_step
 
     torch.manual_seed(0)
-    m = _lively(build_cub_model("cub-2st", [1, 12, 14], input_size=64, crop_size=32, backbone_weights=None))
+    m = lively_cub_model()
     x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 2, 1, 1])
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
