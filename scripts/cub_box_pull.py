@@ -125,8 +125,8 @@ def report(results: dict[str, dict], split: str, command: str) -> str:
              "net can learn per-bird boxes from this signal only if *own* exceeds *another bird's* (its 95 % "
              "paired bootstrap interval above 0).", ""]
     lines += summary(results) + [""]
+    threads = torch.get_num_threads()
     for name, r in results.items():
-        threads = torch.get_num_threads()
         lines += [f"## {name}", "", f"{r['n']} birds, mean loss {r['loss']:.3f}, {r['seconds']:.0f} s ({threads} CPU "
                   f"thread{'s' if threads > 1 else ''}, float32).", ""]
         tables = [("The gradient training follows, −∂L/∂(tx, ty) (bilinear sampler):", r["transformers"])]

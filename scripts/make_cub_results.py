@@ -208,9 +208,9 @@ def goal_lines(data: dict) -> list[str]:
         hd, pb = v["head_detector"], v["per_bird_vs_mean_box"]
         per_bird = pb["diff"] >= GOAL_PER_BIRD and pb["ci"][0] > 0
         spec = np.isfinite(hd["diff"]) and hd["diff"] >= GOAL_SPECIALISE
-        ceiling = 1.0 - (v["transformers"][hd["best"]]["mean_box_head_hit"] or 0.0)
-        room = (f"; its mean box already holds {100 * (1 - ceiling):.1f} % of the heads, so at most "
-                f"{100 * ceiling:.1f} points were possible" if not per_bird and ceiling < 2 * GOAL_PER_BIRD else "")
+        held = v["transformers"][hd["best"]]["mean_box_head_hit"] or 0.0  # heads its mean box already holds
+        room = (f"; its mean box already holds {100 * held:.1f} % of the heads, so at most {100 * (1 - held):.1f} "
+                "points were possible" if not per_bird and 1 - held < 2 * GOAL_PER_BIRD else "")
         L.append(f"- {v['label']}: localises per bird (best head transformer ≥ {100 * GOAL_PER_BIRD:.0f} points above "
                  f"its mean box, CI above 0): **{'met' if per_bird else 'missed'}** ({100 * pb['diff']:+.1f} points, "
                  f"CI [{100 * pb['ci'][0]:.1f}, {100 * pb['ci'][1]:.1f}]{room}); one transformer's head-hit ≥ "
