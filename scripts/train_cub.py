@@ -45,12 +45,8 @@ MODELS = {"baseline": "cub-baseline", "2st": "cub-2st", "4st": "cub-4st"}
 #: exact gradient, each at its validation setting for accuracy (±0.1; localisation lr × 10 and × 3), and the
 #: 2×ST-CNN at that signal's best setting for localisation (boxes at scale 0.35, lr × 3; below the baseline's
 #: validation accuracy): results/cub-box-signal.md, after results/cub-pull.md
-VARIANTS = {"2st-scale": ["--learn-scale"], "2st-heatmap": ["--loc-head", "heatmap", "--loc-lr-mult", "0.1"],
-            "2st-branches": ["--branches", "separate"],
-            "2st-spsa": ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "10"],
-            "4st-spsa": ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3"],
-            "2st-spsa-s035": ["--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3",
-                              "--crop-scale", "0.35"]}
+#: (flags, labels and order: ``stn_core.registry.CUB_VARIANTS``, the one table of them)
+VARIANTS = {k: list(v.train_flags) for k, v in reg.CUB_VARIANTS.items()}
 SIZES = ("224", "448")
 EPOCHS = 5
 #: chosen on the validation split by scripts/cub_search.py (results/cub-search.md): × 1 and × 0.1 tied there,

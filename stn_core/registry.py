@@ -509,12 +509,38 @@ CUB_KEYS = ("baseline", "2st", "4st")
 CUB_LABELS = {"baseline": "CNN baseline", "2st": "2×ST-CNN", "4st": "4×ST-CNN"}
 #: input sizes of the shipped CUB models (the paper's two rows); 224 has no suffix in the stem
 CUB_SIZES = (224, 448)
-#: 448-px variants, shown beside the three models when present (stem ``cub50_<2st|4st>_448_<variant>``)
-CUB_VARIANT_KEYS = ("2st-heatmap", "2st-scale", "2st-branches", "2st-spsa", "4st-spsa", "2st-spsa-s035")
-CUB_LABELS.update({"2st-heatmap": "2×ST-CNN, heatmap head", "2st-scale": "2×ST-CNN, learned scale",
-                   "2st-branches": "2×ST-CNN, a backbone per transformer",
-                   "2st-spsa": "2×ST-CNN, SPSA box signal (ours)", "4st-spsa": "4×ST-CNN, SPSA box signal (ours)",
-                   "2st-spsa-s035": "2×ST-CNN, SPSA, boxes at scale 0.35 (ours)"})
+
+
+@dataclass(frozen=True)
+class CubVariant:
+    """A 448-px variant of a CUB model: its app label, its longer results/cub.md label, the flags that
+    ``scripts/train_cub.py --variants <key>`` adds to the 448-px protocol, and whether it is trained (reported)."""
+
+    label: str
+    report_label: str
+    train_flags: tuple[str, ...]
+    trained: bool = True
+
+
+#: 448-px variants, shown beside the three models when present (stem ``cub50_<2st|4st>_448_<variant>``), in
+#: the order of the app and of results/cub.md. Why each has its flags: ``scripts/train_cub.py``.
+CUB_VARIANTS: dict[str, CubVariant] = {
+    "2st-scale": CubVariant("2×ST-CNN, learned scale", "2×ST-CNN, learned scale", ("--learn-scale",)),
+    "2st-heatmap": CubVariant("2×ST-CNN, heatmap head", "2×ST-CNN, heatmap localisation head",
+                              ("--loc-head", "heatmap", "--loc-lr-mult", "0.1")),
+    "2st-branches": CubVariant("2×ST-CNN, a backbone per transformer", "2×ST-CNN, a backbone per transformer",
+                               ("--branches", "separate"), trained=False),
+    "2st-spsa": CubVariant("2×ST-CNN, SPSA box signal (ours)", "2×ST-CNN, boxes trained on the SPSA slope (ours)",
+                           ("--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "10")),
+    "4st-spsa": CubVariant("4×ST-CNN, SPSA box signal (ours)", "4×ST-CNN, boxes trained on the SPSA slope (ours)",
+                           ("--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3")),
+    "2st-spsa-s035": CubVariant("2×ST-CNN, SPSA, boxes at scale 0.35 (ours)",
+                                "2×ST-CNN, SPSA slope, boxes at scale 0.35 (ours)",
+                                ("--box-grad", "spsa", "--spsa-delta", "0.1", "--loc-lr-mult", "3",
+                                 "--crop-scale", "0.35")),
+}
+CUB_VARIANT_KEYS = tuple(CUB_VARIANTS)
+CUB_LABELS.update({k: v.label for k, v in CUB_VARIANTS.items()})
 
 
 def cub_stem_name(key: str, size: int = 224) -> str:

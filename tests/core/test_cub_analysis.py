@@ -150,6 +150,17 @@ def test_cub_stem_names_of_both_sizes_and_the_variants():
         reg.cub_stem_name("2st", 300)
 
 
+def test_one_table_of_cub_variants_feeds_the_app_the_trainer_and_the_report():
+    tc, mr = load_script("train_cub"), load_script("make_cub_results")
+    assert set(tc.VARIANTS) == set(reg.CUB_VARIANT_KEYS)
+    assert set(mr.VARIANT_RUNS) == {k for k, v in reg.CUB_VARIANTS.items() if v.trained}
+    assert "2st-branches" in reg.CUB_VARIANT_KEYS and "2st-branches" not in mr.VARIANT_RUNS  # untrained
+    for key, v in reg.CUB_VARIANTS.items():
+        assert key.partition("-")[0] in tc.MODELS and tc.VARIANTS[key] == list(v.train_flags)
+        assert reg.CUB_LABELS[key] == v.label and mr.NAMES[key] == v.report_label
+    assert len(set(reg.CUB_LABELS.values())) == len(reg.CUB_LABELS)  # every model told apart on the page
+
+
 def test_make_cub_results_on_tiny_checkpoints(tmp_path):
     """scripts/make_cub_results.py end to end: tiny untrained checkpoints on a CUB-layout folder."""
     import json
