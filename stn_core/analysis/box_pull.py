@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from stn_core.models.cub import CubNet
-from stn_core.train.loop import eval_mode
+from stn_core.modes import eval_mode
 
 
 def box_pull(model: CubNet, x: torch.Tensor, y_idx: torch.Tensor, device: torch.device,

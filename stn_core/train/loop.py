@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from stn_core.checkpoints import (CheckpointError, checkpoint_paths, load_meta, load_optimizer_tensors,
                                   load_train_state, load_weights, recover)
 from stn_core.train import run_lock
+from stn_core.modes import eval_mode  # noqa: F401  (re-exported: the training modules use it from here)
 from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
@@ -128,17 +129,6 @@ def autocast_context(precision: str, device: torch.device | str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=_DTYPES[precision])
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module):
-    """``model`` in eval mode inside the block, its previous train/eval mode restored after (errors too)."""
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
 
 
 class Float32Conv2d(torch.nn.Conv2d):

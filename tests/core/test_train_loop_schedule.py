@@ -1,5 +1,5 @@
 """stn_core.train.loop.run_schedule (the single-process loop of the volume and digit-string trainers) and
-eval_mode (the evaluation helpers' train/eval switch)."""
+stn_core.modes.eval_mode (the evaluation helpers' train/eval switch)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from stn_core.train.loop import eval_mode, run_schedule
+from stn_core.modes import eval_mode
+from stn_core.train.loop import run_schedule
 
 
 def _run(start: int, history: list[dict]) -> tuple[list[int], list[dict]]:
