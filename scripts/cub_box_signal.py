@@ -21,6 +21,7 @@ model for accuracy and the best for localisation; ``VARIANT_OF`` maps those to t
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from pathlib import Path
@@ -106,16 +107,38 @@ def command(setting: str, epochs: float, threads: int) -> list[str]:
     return cmd
 
 
+def val_cache_path(stem: Path, checkpoint_id: str) -> Path:
+    """``runs/cub_eval/val_<stem>_<checkpoint_id>.npz``: a finished run's validation boxes (a new checkpoint, a
+    new file, so a stale cache is never read)."""
+    return ROOT / "runs" / "cub_eval" / f"val_{stem.name}_{checkpoint_id}.npz"
+
+
+def val_boxes(stem: Path, meta: dict, val: list) -> np.ndarray:
+    """Boxes ``(N, K, 4)`` of the run ``stem`` on its validation records ``val``, cached by checkpoint id."""
+    cache = val_cache_path(stem, meta["checkpoint_id"])
+    ids = np.array([r.image_id for r in val])
+    if cache.is_file():
+        with np.load(cache) as z:
+            if np.array_equal(z["image_ids"], ids):
+                return z["boxes"]
+    model, _ = load_model(stem)
+    x, _, _ = decode_records(val, meta["input_size"])
+    boxes = predict(model, x, torch.device("cpu"))[1].numpy()
+    buf = io.BytesIO()
+    np.savez(buf, boxes=boxes, image_ids=ids)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(cache, buf.getvalue())
+    return boxes
+
+
 def val_parts(stem: Path) -> dict:
-    """Part analysis of a finished run on its validation birds (boxes recomputed from the weights)."""
-    model, meta = load_model(stem)
+    """Part analysis of a finished run on its validation birds (boxes from the weights, cached per checkpoint)."""
+    meta = read_meta(stem)
     root = (meta.get("extra") or {}).get("data_root")
     recs = load_cub(Path(root) if root and Path(root).is_dir() else None,
                     classes=",".join(str(c) for c in meta["classes"]), split="train")
     _, val = carve_validation(recs, VAL_FRACTION)
-    x, _, val = decode_records(val, meta["input_size"])
-    _, boxes = predict(model, x, torch.device("cpu"))
-    boxes = boxes.numpy()
+    boxes = val_boxes(stem, meta, val)
     birds = birds_of(val)
     stats, ctrl = part_stats(boxes, birds), part_stats(mean_boxes(boxes), birds)
     rates = [r["head_hit"] or 0.0 for r in stats.rates()]

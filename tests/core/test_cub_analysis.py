@@ -377,3 +377,22 @@ def test_box_slope_is_the_central_difference_of_each_birds_loss_moving_one_box_a
                 assert torch.allclose(slopes[:, k, axis], want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="step must be positive"):
         box_slope(m, x, y, torch.device("cpu"), step=0.0)
+
+
+def test_box_signal_report_reads_a_runs_validation_boxes_from_its_cache_once_computed(tmp_path, monkeypatch):
+    from cub_fixture import make_tiny_cub
+
+    from stn_core.train import main
+
+    bs = load_script("cub_box_signal")
+    monkeypatch.setattr(bs, "ROOT", tmp_path)
+    root = make_tiny_cub(tmp_path / "cub")
+    stem = tmp_path / "run"
+    main(["--task", "cub", "--classes", "1,12,14", "--backbone-weights", "none", "--input-size", "64",
+          "--crop-size", "32", "--batch", "2", "--steps", "2", "--threads", "1", "--no-progress", "--data-root",
+          str(root), "--model", "cub-2st", "--val-fraction", str(bs.VAL_FRACTION), "--out", str(stem)])
+    first = bs.val_parts(stem)
+    cid = bs.read_meta(stem)["checkpoint_id"]
+    assert bs.val_cache_path(stem, cid).is_file() and first["n"] > 0 and len(first["rates"]) == 2
+    monkeypatch.setattr(bs, "load_model", lambda *a, **k: pytest.fail("the cached boxes were not used"))
+    assert bs.val_parts(stem) == first
