@@ -324,9 +324,16 @@ def optimizer_text(train_args: Mapping) -> str:
     if train_args.get("weight_decay"):
         text += f", weight decay {train_args['weight_decay']:g}"
     if train_args.get("schedule", "paper") == "cosine":
-        text += f", {train_args.get('warmup', 0)} warm-up steps then cosine decay"
+        text += f", {train_args.get('warmup', 0)} warm-up steps then cosine decay to 0"
     mult = train_args.get("loc_lr_mult", 1.0)
     return text + (f", localisation nets at {mult:g}× that lr" if mult != 1.0 else "")
+
+
+def schedule_text(train_args: Mapping) -> str:
+    """The optimiser with its lr schedule: :func:`optimizer_text`, plus the paper schedule's two ÷10 drops
+    (a cosine run's warm-up and decay are in the optimiser's text already)."""
+    drops = "" if train_args.get("schedule", "paper") == "cosine" else ", ÷10 at 1/3 and 2/3 of the steps"
+    return optimizer_text(train_args) + drops
 
 
 def precision_text(meta: Mapping) -> str:
@@ -384,7 +391,7 @@ def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation 
         secs = e.meta.get("train_seconds")
         lines.append(f"- {ADDITION_LABELS[key]}: {ta.get('steps', 0):,} steps × {ta.get('batch')} "
                      f"({ta.get('steps', 0) * ta.get('batch', 0) / PAPER_SAMPLES:.1%} of the paper's samples), "
-                     f"{optimizer_text(ta)}, ÷10 at 1/3 and 2/3 of the steps, {precision_text(e.meta)}; "
+                     f"{schedule_text(ta)}, {precision_text(e.meta)}; "
                      f"{fmt_number(secs / 60 if secs else None)} minutes of training (wall clock, {threads_text(e.meta)} "
                      "on a shared, busy 2-core machine)"
                      f"{'' if not e.meta.get('samples_per_s') else ', ' + str(e.meta['samples_per_s']) + ' samples/s'}.")

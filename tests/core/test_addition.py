@@ -434,3 +434,12 @@ def test_v2_promote_of_the_cnn_alone_needs_the_shipped_fcn_family_on_its_budget(
     assert TA.promote(src, dst, ["cnn"]) == 0 and copied == ["mnist_addition_cnn"]
     (dst / "mnist_addition_fcn.json").unlink()  # a model with no checkpoint at all: no table of four
     assert TA.promote(src, dst, ["cnn"]) == 1 and copied == ["mnist_addition_cnn"]
+
+
+def test_schedule_text_gives_the_lr_drops_only_for_the_paper_schedule():
+    from stn_core.analysis.addition import schedule_text
+
+    step = {"optimizer": "adam", "lr": 0.001}
+    assert schedule_text(step).endswith("lr 0.001, ÷10 at 1/3 and 2/3 of the steps")
+    cos = schedule_text({**step, "schedule": "cosine", "warmup": 3000})
+    assert cos.endswith("3000 warm-up steps then cosine decay to 0") and "÷10" not in cos

@@ -144,7 +144,7 @@ def test_reports_describe_the_new_settings():
 
     assert optimizer_text({"optimizer": "adamw", "lr": 0.001, "weight_decay": 1e-4, "schedule": "cosine",
                            "warmup": 49, "loc_lr_mult": 0.1}) == \
-        "AdamW (β = 0.9, 0.999) lr 0.001, weight decay 0.0001, 49 warm-up steps then cosine decay, " \
+        "AdamW (β = 0.9, 0.999) lr 0.001, weight decay 0.0001, 49 warm-up steps then cosine decay to 0, " \
         "localisation nets at 0.1× that lr"
 
 
