@@ -22,8 +22,8 @@ before any commit. The plan:
    is not trained again, since the bare machine has no staging folder); then, with the time left,
    seeds 1 and 2 of the RTS column and of every ST-CNN cell and the CNN it is judged against
    (``--seeds 1 2``), whose JSONs come back (their numbers, not their weights); beside the table runs,
-   MNIST addition at one budget for all four models (``scripts/train_addition.py --recipe v2 --jobs 4``
-   into runs/addition-v2, whose weights come back too). ``--plan v1`` runs
+   MNIST addition at one budget for all four models (``scripts/train_addition.py --recipe <RECIPE> --jobs 4``,
+   its chosen recipe, into runs/addition-<RECIPE>, whose weights come back too). ``--plan v1`` runs
    the old step 3 (the shipped schedules into checkpoints/) and step 4 instead;
 4. (``--plan v1`` only) with the time left: the CNN family (by default CNN, ST-CNN Aff/Proj/TPS and DCN of every
    distortion) again on a longer schedule, into checkpoints/long/, all with the same step count,
@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from train_queue import is_final  # noqa: E402
 from train_addition import MODELS as ADDITION_MODELS  # noqa: E402
-from train_addition import V2_OUT_DIR as ADDITION_DIR  # noqa: E402
+from train_addition import OUT_DIRS, RECIPE as ADDITION_RECIPE  # noqa: E402
 from train_table1 import MODELS, V2_OUT_DIR, stem_name  # noqa: E402
 
 TASKS = ("r", "rts", "p", "e")
@@ -73,7 +73,7 @@ class Session:
         self.long_tasks, self.long_models = long_tasks, long_models
         # a dry run never writes into the real staging folder (its 20-step runs would count as final)
         self.v2_dir = ROOT / (V2_OUT_DIR + "-dry" if dry else V2_OUT_DIR)
-        self.addition_dir = ROOT / (ADDITION_DIR + "-dry" if dry else ADDITION_DIR)
+        self.addition_dir = ROOT / (OUT_DIRS[ADDITION_RECIPE] + ("-dry" if dry else ""))
         self.log = open(out / "session.log", "a")
 
     def left(self) -> float:
@@ -161,7 +161,7 @@ def table_runs(s: Session, plan: str = "v2") -> subprocess.Popen:
 
 def addition_runs(s: Session) -> subprocess.Popen:
     """Phase 3 (v2), beside the table: the four MNIST-addition models at one budget, all at once."""
-    cmd = [sys.executable, "scripts/train_addition.py", "--recipe", "v2", "--jobs", "4",
+    cmd = [sys.executable, "scripts/train_addition.py", "--recipe", ADDITION_RECIPE, "--jobs", "4",
            "--time-limit", str(int(s.left() - 60))]
     if s.dry:
         cmd += ["--checkpoints", str(s.addition_dir), "--models", "fcn", "2st-fcn",
@@ -283,7 +283,8 @@ def pack(s: Session, before: dict[str, float], long_steps: int | None, plan: str
                     if f.is_file() and before.get(str(f)) != f.stat().st_mtime]
         weights = [f for f in table if f.suffix == ".safetensors"] + addition
         total, n = pack_parts(s, weights, "v2_weights",
-                              lambda f: ("addition-v2/" if f.is_relative_to(s.addition_dir) else "table1-v2/") + f.name)
+                              lambda f: (f"addition-{ADDITION_RECIPE}/" if f.is_relative_to(s.addition_dir) else "table1-v2/")
+                              + f.name)
         s.say(f"packed {total / 2**20:.1f} MiB of v2 weights in {n} tar file(s), {len(table) + len(extra)} files changed")
         return
     table = changed(ROOT / "checkpoints")

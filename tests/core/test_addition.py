@@ -398,6 +398,22 @@ def test_v2_recipe_gives_the_cnn_the_fcn_familys_samples(tmp_path):
     assert "adam" in v2 and "adam" in fcn
 
 
+def test_v3_recipe_is_v2s_budget_and_optimiser_at_twice_the_lr_with_a_cosine_schedule_for_all_four(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_addition as TA
+
+    def flag(cmd: list[str], name: str) -> str | None:
+        return cmd[cmd.index(name) + 1] if name in cmd else None
+
+    for name in TA.MODELS:
+        v2, v3 = (TA.command(name, tmp_path / name, 1, recipe=r) for r in ("v2", "v3"))
+        assert flag(v3, "--schedule") == "cosine" and flag(v2, "--schedule") is None  # v2: the ÷10 steps
+        for same in ("--steps", "--batch", "--optimizer", "--loc-lr-mult", "--seed"):
+            assert flag(v3, same) == flag(v2, same), (name, same)
+        assert (flag(v2, "--lr"), flag(v3, "--lr")) == ("0.001", "0.002")
+    assert TA.RECIPE in TA.OUT_DIRS and TA.OUT_DIRS["v3"] == "runs/addition-v3"
+
+
 def test_v2_promote_is_all_four_or_none(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import train_addition as TA
