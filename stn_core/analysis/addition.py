@@ -336,6 +336,17 @@ def schedule_text(train_args: Mapping) -> str:
     return optimizer_text(train_args) + drops
 
 
+def recipe_groups(entries: Mapping[str, AdditionEntry]) -> dict[str, list[str]]:
+    """Models grouped by their optimiser and lr schedule (:func:`schedule_text` of their ``train_args``), in
+    ``ADDITION_KEYS`` order: one group when all trained models share one recipe."""
+    groups: dict[str, list[str]] = {}
+    for key in ADDITION_KEYS:
+        e = entries.get(key)
+        if e is not None and e.meta is not None:
+            groups.setdefault(schedule_text(e.meta.get("train_args", {})), []).append(key)
+    return groups
+
+
 def precision_text(meta: Mapping) -> str:
     """"bf16 autocast" or "float32": the precision a checkpoint's run trained in (its JSON's ``extra.precision``;
     runs from before the engine's fast path recorded none and trained in float32)."""
@@ -398,9 +409,13 @@ def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation 
     budgets = {k: training_samples(e.meta) for k, e in entries.items() if e.meta is not None}
     if budgets.get("cnn") and budgets.get("2st-fcn") and budgets["cnn"] < budgets["2st-fcn"]:
         lines += ["", f"The CNN saw {samples_text(budgets['cnn'])} samples against the 2×ST-FCN's "
-                  f"{samples_text(budgets['2st-fcn'])}, so its error is not comparable with theirs.", ""]
-    else:
-        lines.append("")
+                  f"{samples_text(budgets['2st-fcn'])}, so its error is not comparable with theirs."]
+    recipes = recipe_groups(entries)
+    if len(recipes) > 1:
+        lines += ["", "Not one recipe: " + "; ".join(
+            f"{', '.join(ADDITION_LABELS[k] for k in keys)}: {text}" for text, keys in recipes.items())
+            + ". Equal samples, but a model on a weaker recipe may be behind for that reason alone."]
+    lines.append("")
     lines += ["## Has each transformer of the 2×ST-FCN taken one digit?", ""]
     if spec is None:
         lines += [spec_note or "No 2×ST-FCN checkpoint yet: nothing measured.", ""]

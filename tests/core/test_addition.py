@@ -459,3 +459,36 @@ def test_schedule_text_gives_the_lr_drops_only_for_the_paper_schedule():
     assert schedule_text(step).endswith("lr 0.001, ÷10 at 1/3 and 2/3 of the steps")
     cos = schedule_text({**step, "schedule": "cosine", "warmup": 3000})
     assert cos.endswith("3000 warm-up steps then cosine decay to 0") and "÷10" not in cos
+
+
+def test_results_say_when_the_four_models_do_not_share_one_recipe(tmp_path):
+    from stn_core.analysis.addition import recipe_groups, results_markdown
+    from stn_core.registry import KeyedEntry
+
+    v2 = {"optimizer": "adam", "lr": 0.001, "steps": 60000, "batch": 128}
+    v3 = {**v2, "lr": 0.002, "schedule": "cosine", "warmup": 3000}
+    entries = {k: KeyedEntry(k, tmp_path / k, {"final": True, "steps": 60000, "test_error": 10.0,
+                                               "train_args": v2 if k == "cnn" else v3})
+               for k in ("fcn", "cnn", "st-fcn", "2st-fcn")}
+    groups = recipe_groups(entries)
+    assert sorted(map(sorted, groups.values())) == [["2st-fcn", "fcn", "st-fcn"], ["cnn"]]
+    text = results_markdown(entries, None, "cmd")
+    assert "Not one recipe: " in text and "CNN: Adam (β = 0.9, 0.999) lr 0.001, ÷10 at 1/3" in text
+    same = {k: KeyedEntry(k, e.stem, {**e.meta, "train_args": v3}) for k, e in entries.items()}
+    assert len(recipe_groups(same)) == 1 and "Not one recipe" not in results_markdown(same, None, "cmd")
+
+
+def test_check_checkpoints_reevaluates_an_addition_model(data_root, tmp_path):
+    """scripts/check_checkpoints.py covers the addition models too: the fixed test pairs rebuilt from the JSON
+    (md5-checked) give the recorded error back."""
+    from script_util import load_script
+
+    ck = tmp_path / "ck"
+    T.main(["--task", "mnist-addition", "--model", "2st-fcn", "--transform", "affine", "--steps", "2", "--batch", "8",
+            "--test-limit", "64", "--threads", "1", "--data-root", str(data_root), "--no-verify", "--no-progress",
+            "--out", str(ck / "mnist_addition_2st-fcn")])
+    meta = json.loads((ck / "mnist_addition_2st-fcn.json").read_text())
+    text = load_script("check_checkpoints").main(["--checkpoints", str(ck), "--out", str(tmp_path / "check.md"),
+                                                  "--data-root", str(data_root), "--no-verify", "--threads", "1"]).read_text()
+    assert f"| mnist_addition_2st-fcn | cpu | {meta['test_error']:.2f} | {meta['test_error']:.2f} | 0 |" in text
+    assert "1 of 1 checkpoints re-evaluated on their recorded test set" in text
