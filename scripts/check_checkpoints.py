@@ -1,4 +1,4 @@
-"""Re-evaluate every distorted-MNIST checkpoint (and the volume and digit-string models) here and compare with the test error in its JSON.
+"""Re-evaluate every distorted-MNIST checkpoint (and the MNIST-addition, volume and digit-string models) here and compare with the test error in its JSON.
 
 Usage: python scripts/check_checkpoints.py [--checkpoints DIR] [--out results/checkpoint-check.md] [--threads 2]
                                            [--data-root DIR] [--no-verify]
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> Path:
     command = "python scripts/check_checkpoints.py" + (" " + shlex.join(argv) if argv else "")
     folder = Path(a.checkpoints)
     stems = sorted(p.with_suffix("") for pattern in ("mnist_*.json", "long/mnist_*.json", "volume_*.json", "seq*_*.json")
-                   for p in folder.glob(pattern) if not p.name.startswith("mnist_addition"))
+                   for p in folder.glob(pattern))
     rows, t0 = [], time.time()
     for stem in stems:
         try:
