@@ -314,8 +314,9 @@ def specialisation(model: torch.nn.Module, x: torch.Tensor, chunk: int = 500, st
 
 # --------------------------------------------------------------------------- report
 
-def optimizer_text(train_args: Mapping) -> str:
-    """How a run was optimised, from its checkpoint's ``train_args`` (older runs lack "optimizer": SGD)."""
+def optimizer_text(train_args: Mapping, localisation: bool = True) -> str:
+    """How a run was optimised, from its checkpoint's ``train_args`` (older runs lack "optimizer": SGD); the
+    localisation nets' lr multiplier only for a model that has them (``localisation``)."""
     opt = train_args.get("optimizer", "sgd")
     if opt in ("adam", "adamw"):
         text = f"{'Adam' if opt == 'adam' else 'AdamW'} (β = 0.9, 0.999) lr {train_args.get('lr')}"
@@ -326,14 +327,19 @@ def optimizer_text(train_args: Mapping) -> str:
     if train_args.get("schedule", "paper") == "cosine":
         text += f", {train_args.get('warmup', 0)} warm-up steps then cosine decay to 0"
     mult = train_args.get("loc_lr_mult", 1.0)
-    return text + (f", localisation nets at {mult:g}× that lr" if mult != 1.0 else "")
+    return text + (f", localisation nets at {mult:g}× that lr" if mult != 1.0 and localisation else "")
 
 
-def schedule_text(train_args: Mapping) -> str:
+def schedule_text(train_args: Mapping, localisation: bool = True) -> str:
     """The optimiser with its lr schedule: :func:`optimizer_text`, plus the paper schedule's two ÷10 drops
     (a cosine run's warm-up and decay are in the optimiser's text already)."""
     drops = "" if train_args.get("schedule", "paper") == "cosine" else ", ÷10 at 1/3 and 2/3 of the steps"
-    return optimizer_text(train_args) + drops
+    return optimizer_text(train_args, localisation) + drops
+
+
+def has_localisation(meta: Mapping) -> bool:
+    """Whether a checkpoint's model has localisation nets (an ST model), from its JSON's ``model``."""
+    return meta.get("model") not in ("fcn", "cnn")
 
 
 def recipe_groups(entries: Mapping[str, AdditionEntry]) -> dict[str, list[str]]:
@@ -402,7 +408,7 @@ def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation 
         secs = e.meta.get("train_seconds")
         lines.append(f"- {ADDITION_LABELS[key]}: {ta.get('steps', 0):,} steps × {ta.get('batch')} "
                      f"({ta.get('steps', 0) * ta.get('batch', 0) / PAPER_SAMPLES:.1%} of the paper's samples), "
-                     f"{schedule_text(ta)}, {precision_text(e.meta)}; "
+                     f"{schedule_text(ta, has_localisation(e.meta))}, {precision_text(e.meta)}; "
                      f"{fmt_number(secs / 60 if secs else None)} minutes of training (wall clock, {threads_text(e.meta)} "
                      "on a shared, busy 2-core machine)"
                      f"{'' if not e.meta.get('samples_per_s') else ', ' + str(e.meta['samples_per_s']) + ' samples/s'}.")
@@ -413,7 +419,9 @@ def results_markdown(entries: Mapping[str, AdditionEntry], spec: Specialisation 
     recipes = recipe_groups(entries)
     if len(recipes) > 1:
         lines += ["", "Not one recipe: " + "; ".join(
-            f"{', '.join(ADDITION_LABELS[k] for k in keys)}: {text}" for text, keys in recipes.items())
+            f"{', '.join(ADDITION_LABELS[k] for k in keys)}: "
+            f"{schedule_text(entries[keys[0]].meta.get('train_args', {}), any(has_localisation(entries[k].meta) for k in keys))}"
+            for keys in recipes.values())
             + ". Equal samples, but a model on a weaker recipe may be behind for that reason alone."]
     lines.append("")
     lines += ["## Has each transformer of the 2×ST-FCN taken one digit?", ""]

@@ -465,15 +465,16 @@ def test_results_say_when_the_four_models_do_not_share_one_recipe(tmp_path):
     from stn_core.analysis.addition import recipe_groups, results_markdown
     from stn_core.registry import KeyedEntry
 
-    v2 = {"optimizer": "adam", "lr": 0.001, "steps": 60000, "batch": 128}
+    v2 = {"optimizer": "adam", "lr": 0.001, "steps": 60000, "batch": 128, "loc_lr_mult": 0.1}
     v3 = {**v2, "lr": 0.002, "schedule": "cosine", "warmup": 3000}
-    entries = {k: KeyedEntry(k, tmp_path / k, {"final": True, "steps": 60000, "test_error": 10.0,
+    entries = {k: KeyedEntry(k, tmp_path / k, {"final": True, "steps": 60000, "test_error": 10.0, "model": k,
                                                "train_args": v2 if k == "cnn" else v3})
                for k in ("fcn", "cnn", "st-fcn", "2st-fcn")}
     groups = recipe_groups(entries)
     assert sorted(map(sorted, groups.values())) == [["2st-fcn", "fcn", "st-fcn"], ["cnn"]]
     text = results_markdown(entries, None, "cmd")
     assert "Not one recipe: " in text and "CNN: Adam (β = 0.9, 0.999) lr 0.001, ÷10 at 1/3" in text
+    assert "localisation nets" not in text.split("- CNN: ")[1].split("\n")[0]  # the CNN has none
     same = {k: KeyedEntry(k, e.stem, {**e.meta, "train_args": v3}) for k, e in entries.items()}
     assert len(recipe_groups(same)) == 1 and "Not one recipe" not in results_markdown(same, None, "cmd")
 
