@@ -42,8 +42,10 @@ on the same 60,000 × 128 schedule in float32), and
 0) instead of 0.001 ÷10 at 1/3 and 2/3, into ``runs/addition-v3/``. Why: v2's 2×ST-FCN stopped improving after
 the first drop (test error 19.1 % at step 20,000, 15.3 % at 30,000, 14.34 % at the end; train loss 0.49 ≈ test
 loss 0.47: under-fitting, not over-fitting: it needed more steps at a high lr). Three probes of the 2×ST-FCN at
-the v2 budget, Adam + cosine, seed 0 (2026-12-07, runs/addition-probe/2st-fcn_adam{,2e-3,4e-3}-cosine, 27–30 min
-each on one thread here): lr 0.001 10.83 %, lr 0.002 **8.69 %**, lr 0.004 8.64 % test error (final test loss
+the v2 budget, Adam + cosine, seed 0 (2026-12-07, 27–30 min each on one thread here; each run was
+``python -m stn_core.train --task mnist-addition --model 2st-fcn --transform affine --steps 60000 --batch 128
+--optimizer adam --lr LR --schedule cosine --loc-lr-mult 0.1 --eval-every 5000 --seed 0 --threads 1
+--out runs/addition-probe/2st-fcn_adam{,2e-3,4e-3}-cosine --no-progress``): lr 0.001 10.83 %, lr 0.002 **8.69 %**, lr 0.004 8.64 % test error (final test loss
 0.359 / 0.286 / 0.288). Chosen: 0.002, the lower test and train loss of the two that tie on error (5 pairs of
 10,000 apart; one run's standard error from the test set alone is ±0.28 pp); chosen on the test pairs, as the
 recipe study chose on its test set, with gaps to v2 many times that error. The shipped 2×ST-FCN of v3 is that
