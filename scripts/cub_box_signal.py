@@ -21,7 +21,6 @@ model for accuracy and the best for localisation; ``VARIANT_OF`` maps those to t
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from train_queue import read_meta, run_queue  # noqa: E402
 from stn_core.analysis.cub import centre_spread, mean_boxes, paired_diff_ci, part_stats  # noqa: E402
 from stn_core.checkpoints import load_model  # noqa: E402
 from stn_core.data.cub import load_cub  # noqa: E402
+from stn_core.checkpoints.prediction_cache import cache_path, load_cached, save_cached  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
 from stn_core.train.cub import carve_validation, decode_records, predict  # noqa: E402
 
@@ -110,24 +110,19 @@ def command(setting: str, epochs: float, threads: int) -> list[str]:
 def val_cache_path(stem: Path, checkpoint_id: str) -> Path:
     """``runs/cub_eval/val_<stem>_<checkpoint_id>.npz``: a finished run's validation boxes (a new checkpoint, a
     new file, so a stale cache is never read)."""
-    return ROOT / "runs" / "cub_eval" / f"val_{stem.name}_{checkpoint_id}.npz"
+    return cache_path(stem, checkpoint_id, prefix="val_")
 
 
 def val_boxes(stem: Path, meta: dict, val: list) -> np.ndarray:
     """Boxes ``(N, K, 4)`` of the run ``stem`` on its validation records ``val``, cached by checkpoint id."""
-    cache = val_cache_path(stem, meta["checkpoint_id"])
-    ids = np.array([r.image_id for r in val])
-    if cache.is_file():
-        with np.load(cache) as z:
-            if np.array_equal(z["image_ids"], ids):
-                return z["boxes"]
+    cache, ids = val_cache_path(stem, meta["checkpoint_id"]), [r.image_id for r in val]
+    hit = load_cached(cache, ids)
+    if hit is not None:
+        return hit["boxes"]
     model, _ = load_model(stem)
     x, _, _ = decode_records(val, meta["input_size"])
     boxes = predict(model, x, torch.device("cpu"))[1].numpy()
-    buf = io.BytesIO()
-    np.savez(buf, boxes=boxes, image_ids=ids)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(cache, buf.getvalue())
+    save_cached(cache, ids, boxes=boxes)
     return boxes
 
 

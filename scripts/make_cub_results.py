@@ -27,7 +27,8 @@ from stn_core.data.cub import load_cub  # noqa: E402
 from stn_core.analysis.cub import (BODY_PARTS, HEAD_PARTS, Bird, centre_spread, head_detector_verdict,  # noqa: E402
                                    mean_boxes, paired_diff_ci, part_stats, start_boxes, whole_image_iou)
 from stn_core.models.cub import BOX_COLOURS  # noqa: E402
-from stn_core.train.cub import FULL_SCALE_COMMAND, PAPER_TABLE3, eval_cache_path, load_split_tensors, predict  # noqa: E402
+from stn_core.checkpoints.prediction_cache import cache_path, load_cached, save_cached  # noqa: E402
+from stn_core.train.cub import FULL_SCALE_COMMAND, PAPER_TABLE3, load_split_tensors, predict  # noqa: E402
 from stn_core.fileio import atomic_write_bytes  # noqa: E402
 
 NAMES = {"baseline": "CNN baseline (MobileNetV2)", "2st": "2×ST-CNN", "4st": "4×ST-CNN",
@@ -66,26 +67,20 @@ def evaluate_checkpoint(stem: Path, data_root: str | None) -> dict | None:
     if data_root is None:
         trained_on = (meta.get("extra") or {}).get("data_root")
         data_root = trained_on if trained_on and Path(trained_on).is_dir() else None
-    cache = eval_cache_path(stem.with_suffix(".json"), meta["checkpoint_id"])
+    cache = cache_path(stem, meta["checkpoint_id"])
     classes = ",".join(str(c) for c in meta["classes"])
-    if cache.is_file():
-        recs = load_cub(Path(data_root) if data_root else None, classes=classes, split="test")
-        with np.load(cache, allow_pickle=False) as z:
-            logits, boxes, ids = z["logits"], z["boxes"], z["image_ids"]
+    recs = load_cub(Path(data_root) if data_root else None, classes=classes, split="test")
+    hit = load_cached(cache, [r.image_id for r in recs])
+    if hit is not None:
+        logits, boxes = hit["logits"], hit["boxes"]
     else:
         model, meta = load_model(stem)
         x, _, recs = load_split_tensors(data_root, classes, "test", meta["input_size"], limit=None)
         lg, bx = predict(model, x, torch.device("cpu"))
         logits = lg.numpy()
         boxes = bx.numpy() if bx is not None else np.zeros((len(recs), 0, 4))
-        ids = np.array([r.image_id for r in recs])
         if stem.resolve().parent == ROOT / "checkpoints":  # cache only the repo's own checkpoints
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.stem + ".tmp.npz")
-            np.savez(tmp, logits=logits, boxes=boxes, image_ids=ids)
-            tmp.replace(cache)
-    if [r.image_id for r in recs] != ids.tolist():
-        raise SystemExit(f"error: test images changed since {cache} was written; delete it and rerun")
+            save_cached(cache, [r.image_id for r in recs], logits=logits, boxes=boxes)
     index = {c: i for i, c in enumerate(meta["classes"])}
     y = np.array([index[r.class_id] for r in recs])
     acc = 100.0 * float((logits.argmax(1) == y).mean())

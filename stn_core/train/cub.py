@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints.prediction_cache import cache_path, save_cached
 from stn_core.data.common import DataError, repo_root
 from stn_core.data.cub import CubRecord, find_cub_root, load_cub, parse_classes
 from stn_core.data.samples import load_cub_metadata
@@ -286,26 +286,18 @@ def box_stats(boxes: torch.Tensor) -> dict[str, Any]:
             "side_mean": [round(float(v), 4) for v in side]}
 
 
-def eval_cache_path(meta_path: Path, checkpoint_id: str) -> Path:
-    """``<repo>/runs/cub_eval/<stem>_<checkpoint_id>.npz``: test logits/boxes of a final checkpoint."""
-    return repo_root() / "runs" / "cub_eval" / f"{Path(meta_path).stem}_{checkpoint_id}.npz"
-
-
 def _save_eval_cache(meta_path: Path, logits: torch.Tensor, boxes: Optional[torch.Tensor],
                      image_ids: list[int]) -> None:
-    """Store final test predictions for the repo's own checkpoints (``checkpoints/``) and for the runs of
-    ``scripts/train_cub.py`` (``runs/cub/``, promoted to checkpoints/ with the same checkpoint id) only."""
+    """Store final test predictions (:mod:`stn_core.checkpoints.prediction_cache`) for the repo's own
+    checkpoints (``checkpoints/``) and for the runs of ``scripts/train_cub.py`` (``runs/cub/``, promoted to
+    checkpoints/ with the same checkpoint id) only."""
     meta_path = Path(meta_path).resolve()
     if meta_path.parent not in ((repo_root() / "checkpoints").resolve(), (repo_root() / "runs" / "cub").resolve()):
         return
     try:
-        cid = load_meta(meta_path)["checkpoint_id"]
-        cache = eval_cache_path(meta_path, cid)
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache = cache_path(meta_path, load_meta(meta_path)["checkpoint_id"])
         b = boxes.numpy() if boxes is not None else np.zeros((len(image_ids), 0, 4), np.float32)
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
-        np.savez(tmp, logits=logits.numpy(), boxes=b, image_ids=np.array(image_ids))
-        os.replace(tmp, cache)
+        save_cached(cache, image_ids, logits=logits.numpy(), boxes=b)
     except (OSError, KeyError, CheckpointError) as e:
         print(f"warning: could not cache the test predictions ({e})", file=sys.stderr)
 

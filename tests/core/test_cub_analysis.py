@@ -384,8 +384,11 @@ def test_box_signal_report_reads_a_runs_validation_boxes_from_its_cache_once_com
 
     from stn_core.train import main
 
+    import stn_core.checkpoints.prediction_cache as pc
+
     bs = load_script("cub_box_signal")
     monkeypatch.setattr(bs, "ROOT", tmp_path)
+    monkeypatch.setattr(pc, "repo_root", lambda: tmp_path)
     root = make_tiny_cub(tmp_path / "cub")
     stem = tmp_path / "run"
     main(["--task", "cub", "--classes", "1,12,14", "--backbone-weights", "none", "--input-size", "64",
@@ -393,6 +396,7 @@ def test_box_signal_report_reads_a_runs_validation_boxes_from_its_cache_once_com
           str(root), "--model", "cub-2st", "--val-fraction", str(bs.VAL_FRACTION), "--out", str(stem)])
     first = bs.val_parts(stem)
     cid = bs.read_meta(stem)["checkpoint_id"]
+    assert bs.val_cache_path(stem, cid).parent == tmp_path / "runs" / "cub_eval"
     assert bs.val_cache_path(stem, cid).is_file() and first["n"] > 0 and len(first["rates"]) == 2
     monkeypatch.setattr(bs, "load_model", lambda *a, **k: pytest.fail("the cached boxes were not used"))
     assert bs.val_parts(stem) == first
