@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from stn_core.paper import PAPER_BATCH, PAPER_STEPS
-from stn_core.registry import (ADDITION_KEYS, ADDITION_LABELS, AdditionEntry, addition_paper_error,
+from stn_core.registry import (ADDITION_KEYS, ADDITION_LABELS, ADDITION_SPECS, AdditionEntry, addition_paper_error,
                                addition_train_command, training_samples)
 
 #: An output with less ink than this (sum of pixel values, i.e. about one full pixel) is
@@ -338,8 +338,10 @@ def schedule_text(train_args: Mapping, localisation: bool = True) -> str:
 
 
 def has_localisation(meta: Mapping) -> bool:
-    """Whether a checkpoint's model has localisation nets (an ST model), from its JSON's ``model``."""
-    return meta.get("model") not in ("fcn", "cnn")
+    """Whether a checkpoint's model has localisation nets (an ST model): its JSON's ``model`` has a transform in
+    the registry's ``ADDITION_SPECS`` (a model the registry does not know is taken to have them)."""
+    spec = ADDITION_SPECS.get(meta.get("model"))
+    return spec is None or spec[1] is not None
 
 
 def recipe_groups(entries: Mapping[str, AdditionEntry]) -> dict[str, list[str]]:

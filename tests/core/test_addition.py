@@ -461,6 +461,19 @@ def test_schedule_text_gives_the_lr_drops_only_for_the_paper_schedule():
     assert cos.endswith("3000 warm-up steps then cosine decay to 0") and "÷10" not in cos
 
 
+def test_has_localisation_is_true_exactly_for_the_models_built_with_a_spatial_transformer():
+    from stn_core.analysis.addition import has_localisation
+    from stn_core.models.mnist import build_model
+    from stn_core.registry import ADDITION_SPECS
+    from stn_core.stn import SpatialTransformer
+
+    for key, (model, transform) in ADDITION_SPECS.items():
+        net = build_model(model, transform=transform, input_size=42, num_classes=19, in_channels=2)
+        has_st = any(isinstance(m, SpatialTransformer) for m in net.modules())
+        assert has_localisation({"model": key}) == has_st, key
+    assert has_localisation({"model": "fcn"}) is False and has_localisation({"model": "2st-fcn"}) is True
+
+
 def test_results_say_when_the_four_models_do_not_share_one_recipe(tmp_path):
     from stn_core.analysis.addition import recipe_groups, results_markdown
     from stn_core.registry import KeyedEntry
