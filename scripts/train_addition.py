@@ -48,7 +48,8 @@ the v2 budget, Adam + cosine, seed 0 (2026-12-07, 27–30 min each on one thread
 --out runs/addition-probe/2st-fcn_adam{,2e-3,4e-3}-cosine --no-progress``): lr 0.001 10.83 %, lr 0.002 **8.69 %**, lr 0.004 8.64 % test error (final test loss
 0.359 / 0.286 / 0.288). Chosen: 0.002, the lower test and train loss of the two that tie on error (5 pairs of
 10,000 apart; one run's standard error from the test set alone is ±0.28 pp); chosen on the test pairs, as the
-recipe study chose on its test set, with gaps to v2 many times that error. The shipped 2×ST-FCN of v3 is that
+recipe study chose on its test set (the CLI's ``--val-digits`` came later: a next choice holds out training
+digits instead), with gaps to v2 many times that error. The shipped 2×ST-FCN of v3 is that
 probe's run (its JSON names the command); ``--promote --recipe v3`` promotes from ``runs/addition-v3/``.
 """
 

@@ -211,13 +211,24 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval(), meta
 
 
+def evaluated_on_validation(meta: dict) -> bool:
+    """Whether a run's ``test_error`` is a validation error (trained with ``--val-digits`` / ``--val-fraction``:
+    its JSON's ``test_set.split`` starts with ``VALIDATION``): a run for choosing settings, never to publish."""
+    split = (meta.get("test_set") or {}).get("split") if isinstance(meta.get("test_set"), dict) else None
+    return isinstance(split, str) and split.startswith("VALIDATION")
+
+
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, meta: dict | None = None) -> dict:
     """Publish a finished checkpoint: copy its weights and JSON (never its train state) from stem ``src`` to
     stem ``dst``, the JSON replaced by ``meta`` when given (e.g. with numbers of other runs added under
     ``extra``). Written atomically, the JSON last; the copy is checked by loading it (CheckpointError if it
-    does not load). Returns the copy's metadata."""
+    does not load). A run evaluated on a validation split (:func:`evaluated_on_validation`) is refused: its
+    ``test_error`` is not a test error. Returns the copy's metadata."""
     s, d = checkpoint_paths(src), checkpoint_paths(dst)
     meta = load_meta(s["meta"]) if meta is None else meta
+    if evaluated_on_validation(meta):
+        raise CheckpointError(f"{s['meta']}: evaluated on a validation split ({meta['test_set']['split']}); "
+                              "train the chosen settings on all training data and publish that run")
     meta = {k: v for k, v in meta.items() if k != "integrity"}  # added by load_model, never stored
     d["meta"].parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(d["weights"], s["weights"].read_bytes())
@@ -291,6 +302,7 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "OPTIONAL_META", "REQUIRED_META", "commit",
            "INTEGRITY_UNVERIFIED", "INTEGRITY_VERIFIED", "MAX_JSON_DEPTH",
-           "MAX_META_BYTES", "MAX_TRAIN_BYTES", "MAX_WEIGHTS_BYTES", "checkpoint_paths", "copy_checkpoint", "load_meta",
+           "MAX_META_BYTES", "MAX_TRAIN_BYTES", "MAX_WEIGHTS_BYTES", "checkpoint_paths", "copy_checkpoint",
+           "evaluated_on_validation", "load_meta",
            "load_model", "load_optimizer_tensors", "load_train_state", "load_weights", "optimizer_tensors",
            "parse_json_bounded", "read_safetensors", "recover", "save_checkpoint"]

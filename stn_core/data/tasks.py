@@ -33,6 +33,8 @@ TASKS: dict[str, str | None] = {"mnist-r": "R", "mnist-rts": "RTS", "mnist-p": "
 PAIR_TASKS = ("mnist-addition",)
 #: Seed of the fixed test sets.
 TEST_SEED = 20150605
+#: Seed of the validation digits held out of the training split (:func:`hold_out`) and of their distortions.
+VAL_SEED = 20151207
 #: Bump when the distortion code changes what a seed produces (invalidates disk caches).
 DATA_VERSION = 1
 CLASSES = [str(i) for i in range(10)]
@@ -323,6 +325,29 @@ def fixed_test_set(task: str, seed: int = TEST_SEED, root: str | os.PathLike | N
     return x, y
 
 
+def hold_out(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int = VAL_SEED
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split the training digits ``(N, 28, 28)``, ``(N,)`` into ``(train images, train labels, validation
+    images, validation labels)``: ``n`` digits chosen by a permutation seeded by ``seed`` alone (the same
+    digits for every run, model and training seed) are held out; both parts keep the split's order."""
+    total = images.shape[0]
+    if not 0 < n < total:
+        raise ValueError(f"--val-digits must be in 1..{total - 1} (the training split has {total} digits), got {n}")
+    perm = torch.randperm(total, generator=D.make_generator(derive_seed(seed, 20)))
+    val, train = perm[:n].sort().values, perm[n:].sort().values
+    return images[train], labels[train], images[val], labels[val]
+
+
+def validation_set(images: torch.Tensor, labels: torch.Tensor, task: str, n: int, seed: int = VAL_SEED
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(train images, train labels, x_val, y_val)``: :func:`hold_out` ``n`` training digits and distort them
+    once, as the fixed test set is made (:func:`make_test_set`, seeded by ``seed``; the pair task pairs held-out
+    digits with each other, TC cuts its clutter from them): a validation set the training stream never sees."""
+    train_x, train_y, vi, vl = hold_out(images, labels, n, seed)
+    x_val, y_val = make_test_set(vi, vl, task, seed)
+    return train_x, train_y, x_val, y_val
+
+
 def test_set_md5(x: torch.Tensor, y: torch.Tensor) -> str:
     """md5 of a test set's arrays (identifies the exact images a test error was measured on)."""
     return _tensor_md5(x, y)
@@ -343,6 +368,6 @@ class FixedTestSet(Dataset):
 
 
 __all__ = ["CLASSES", "DistortedBatches", "FixedTestSet", "PAIR_TASKS", "TASKS", "TEST_SEED", "TrainStream",
-           "classes", "derive_seed", "fixed_test_set", "in_channels", "input_size", "is_pair_task", "load_split",
+           "VAL_SEED", "classes", "derive_seed", "fixed_test_set", "hold_out", "in_channels", "input_size", "is_pair_task", "load_split",
            "make_pair_test_set", "make_test_set", "mnist_md5", "num_classes", "pair_test_plan", "task_kind",
-           "test_set_md5", "warp_pair"]
+           "test_set_md5", "validation_set", "warp_pair"]

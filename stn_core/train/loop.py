@@ -40,7 +40,7 @@ from stn_core.train.heap import keep_freed_memory
 
 #: Settings recorded only when they differ from these defaults (older checkpoints lack them).
 OPTIONAL_TRAIN_ARGS = {"optimizer": "sgd", "modulated": False, "schedule": "paper", "warmup": 0,
-                       "weight_decay": 0.0}
+                       "weight_decay": 0.0, "val_digits": 0}
 
 
 def task_of(argv: list[str]) -> str | None:

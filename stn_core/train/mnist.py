@@ -102,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target-params", type=int, default=400_000, help="parameter budget of every model")
     p.add_argument("--test-seed", type=int, default=ds.TEST_SEED, help="seed of the fixed test set")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--val-digits", type=int, default=0,
+                   help="hold out this many training digits (a fixed seeded choice, the same for every run) as a "
+                        "validation set, distorted once, and evaluate on it instead of the test set, which is then "
+                        "never read (test_error is the validation error; the JSON's test_set says so): choose "
+                        "settings on it, then train the chosen one on all digits (0: no validation set)")
     p.add_argument("--data-root", default=None, help="folder with the MNIST idx files (default: auto)")
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check of the MNIST files")
     p.add_argument("--cache-dir", default=None, help="store/read the fixed test set as .npz here")
@@ -120,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.transform = a.transform if a.transform not in (None, "none") else "affine"
     if a.steps < 1 or a.batch < 1:
         p.error("--steps and --batch must be positive")
+    if a.val_digits < 0:
+        p.error("--val-digits must be >= 0")
     if a.optimizer != "sgd" and a.momentum:
         p.error("--momentum applies to --optimizer sgd only")
     if a.weight_decay is None:
@@ -159,7 +166,14 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- data
     verify = not a.no_verify
     images, labels = ds.load_split("train", a.data_root, verify)
-    x_test, y_test = ds.fixed_test_set(a.task, a.test_seed, a.data_root, a.test_limit, a.cache_dir, verify)
+    if a.val_digits:  # a validation set carved from train: the test split is never read
+        try:
+            images, labels, x_test, y_test = ds.validation_set(images, labels, a.task, a.val_digits)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        x_test, y_test = x_test[:a.test_limit], y_test[:a.test_limit]
+    else:
+        x_test, y_test = ds.fixed_test_set(a.task, a.test_seed, a.data_root, a.test_limit, a.cache_dir, verify)
     stream = ds.TrainStream(images, labels, a.task, a.seed, a.batch, rank, world, device)
     size = ds.input_size(a.task)
 
@@ -198,7 +212,10 @@ def main(argv: list[str] | None = None) -> dict:
             "classes": ds.classes(a.task), "test_error": test_err, "paper_error": paper_error(a.model, a.transform, a.task),
             "command": command, "steps": step, "seed": a.seed, "data_md5": data_md5,
             "torch_version": torch.__version__, "train_args": train_args, "final": final,
-            "test_set": {"seed": a.test_seed, "size": int(x_test.shape[0]), "md5": test_md5},
+            "test_set": ({"seed": a.test_seed, "size": int(x_test.shape[0]), "md5": test_md5} if not a.val_digits else
+                         {"split": f"VALIDATION: {a.val_digits} training digits held out (seed {ds.VAL_SEED}); "
+                                   "test_error is the validation error", "seed": ds.VAL_SEED,
+                          "size": int(x_test.shape[0]), "md5": test_md5}),
             "world_size": world, "device": str(device), "threads": threads, "history": history,
             "train_seconds": round(train_seconds, 2),
             "samples_per_s": round(step * a.batch / train_seconds, 1) if train_seconds > 0 else None,
@@ -214,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     data_md5 = ds.mnist_md5(a.data_root, verify) if main_proc else None
     test_md5 = ds.test_set_md5(x_test, y_test)
+    eval_name = "validation" if a.val_digits else "test"
 
     # ---- loop
     bar = tqdm(total=a.steps, initial=start, disable=not main_proc or a.no_progress, dynamic_ncols=True,
@@ -265,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
             last_err = err
             history.append({"step": step, "test_error": round(err, 4), "test_loss": round(tl, 5),
                             "train_loss": None if ema_loss is None else round(ema_loss, 5)})
-            bar.write(f"step {step}: test error {err:.2f}%  (test loss {tl:.4f})") if main_proc else None
+            bar.write(f"step {step}: {eval_name} error {err:.2f}%  ({eval_name} loss {tl:.4f})") if main_proc else None
         elapsed = train_seconds + time.perf_counter() - t_start
         out_of_time = a.time_limit is not None and elapsed > a.time_limit
         if world > 1 and a.time_limit is not None:  # all ranks must agree to stop
@@ -292,8 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "train_loss": None if ema_loss is None else round(ema_loss, 5)})
     checkpoint(step, round(err, 4), final=True)
     meta = meta_now(step, round(err, 4), True)
-    paper = "" if meta["paper_error"] is None else f" (paper: {meta['paper_error']}%)"
-    say_final(say, meta, f"test error {err:.2f}% on {x_test.shape[0]} images{paper}; wrote {paths['meta']}",
+    paper = "" if meta["paper_error"] is None or a.val_digits else f" (paper: {meta['paper_error']}%)"
+    say_final(say, meta, f"{eval_name} error {err:.2f}% on {x_test.shape[0]} images{paper}; wrote {paths['meta']}",
               ("task", "model", "transform", "steps", "test_error", "paper_error", "samples_per_s", "command"))
     if world > 1:
         torch.distributed.destroy_process_group()

@@ -147,3 +147,64 @@ def test_check_checkpoints_reevaluates_the_recorded_error(data_root, tmp_path):
     (ck / "mnist_r_fcn.json").write_text(json.dumps(meta))
     assert "| -3 |" in mod.main(["--checkpoints", str(ck), "--out", str(tmp_path / "c2.md"), "--data-root",
                                  str(data_root), "--no-verify"]).read_text()
+
+
+def test_hold_out_takes_the_same_disjoint_digits_for_every_run_and_keeps_the_rest():
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1).expand(50, 28, 28).contiguous()
+    labels = torch.arange(50) % 10
+    tr_x, tr_y, va_x, va_y = ds.hold_out(images, labels, 12)
+    tr, va = tr_x[:, 0, 0].tolist(), va_x[:, 0, 0].tolist()
+    assert len(va) == 12 and sorted(tr + va) == list(range(50)) and not set(tr) & set(va)
+    assert tr == sorted(tr) and va == sorted(va)  # both keep the split's order
+    assert tr_y.tolist() == [i % 10 for i in tr] and va_y.tolist() == [i % 10 for i in va]
+    assert ds.hold_out(images, labels, 12)[2].equal(va_x)  # fixed: no run seed involved
+    assert not ds.hold_out(images, labels, 12, seed=1)[2].equal(va_x)
+    for bad in (0, 50, -1):
+        with pytest.raises(ValueError, match="1..49"):
+            ds.hold_out(images, labels, bad)
+
+
+def test_val_digits_run_trains_without_them_and_never_reads_the_test_split(data_root, tmp_path, monkeypatch):
+    seen = []
+    real_stream = ds.TrainStream
+
+    def spy(images, *args, **kwargs):
+        seen.append(images.clone())
+        return real_stream(images, *args, **kwargs)
+
+    def no_test(*args, **kwargs):
+        raise AssertionError("the test split was read")
+
+    monkeypatch.setattr(ds, "TrainStream", spy)
+    monkeypatch.setattr(ds, "fixed_test_set", no_test)
+    out = tmp_path / "val"
+    common = ["--task", "mnist-rts", "--model", "fcn", "--steps", "4", "--batch", "16", "--seed", "2",
+              "--val-digits", "100", "--eval-every", "2"]
+    meta = T.main(_args(data_root, out, *common))
+    images, labels = ds.load_split("train", data_root, verify=False)
+    train_x, _, x_val, y_val = ds.validation_set(images, labels, "mnist-rts", 100)
+    assert len(seen) == 1 and seen[0].equal(train_x) and seen[0].shape[0] == 400  # 500 digits − 100 held out
+    assert meta["test_set"]["split"].startswith("VALIDATION: 100 training digits") and meta["test_set"]["size"] == 100
+    assert meta["train_args"]["val_digits"] == 100 and "--val-digits 100" in meta["command"]
+    m, saved = load_model(out)
+    err, _ = T.evaluate(m, x_val, y_val, torch.device("cpu"))
+    assert err == pytest.approx(saved["test_error"], abs=1e-3)  # the recorded error is the validation error
+    assert [h["step"] for h in saved["history"]] == [2, 4]
+    with pytest.raises(SystemExit, match="val_digits was 100, now 50"):
+        T.main(_args(data_root, out, *common[:-4], "--val-digits", "50", "--eval-every", "2", "--resume"))
+    with pytest.raises(SystemExit, match="1..499"):
+        T.main(_args(data_root, tmp_path / "all", *common[:-4], "--val-digits", "500"))
+
+
+def test_a_validation_run_is_never_published(data_root, tmp_path):
+    from stn_core.checkpoints import CheckpointError, copy_checkpoint, evaluated_on_validation
+
+    common = ["--task", "mnist", "--model", "fcn", "--steps", "2", "--batch", "8"]
+    val = T.main(_args(data_root, tmp_path / "val", *common, "--val-digits", "50"))
+    test = T.main(_args(data_root, tmp_path / "test", *common, "--test-limit", "10"))
+    assert evaluated_on_validation(val) and not evaluated_on_validation(test)
+    assert "val_digits" not in test["train_args"]  # recorded only when used: older runs resume as before
+    with pytest.raises(CheckpointError, match="validation split"):
+        copy_checkpoint(tmp_path / "val", tmp_path / "published")
+    assert not (tmp_path / "published.json").exists()
+    assert copy_checkpoint(tmp_path / "test", tmp_path / "published")["test_error"] == test["test_error"]
