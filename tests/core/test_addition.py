@@ -461,6 +461,22 @@ def test_schedule_text_gives_the_lr_drops_only_for_the_paper_schedule():
     assert cos.endswith("3000 warm-up steps then cosine decay to 0") and "÷10" not in cos
 
 
+def test_an_addition_run_trained_on_a_validation_split_is_not_offered_as_a_test_result(tmp_path):
+    from stn_core.checkpoints import save_checkpoint
+    from stn_core.models.mnist import build_model
+    from stn_core.registry import find_addition
+
+    net = build_model("fcn", input_size=42, num_classes=19, in_channels=2)
+    base = {"task": "mnist-addition", "model": "fcn", "transform": None, "input_size": 42, "num_classes": 19,
+            "test_error": 12.0, "final": True}
+    save_checkpoint(tmp_path / "mnist_addition_fcn", net, base)
+    save_checkpoint(tmp_path / "mnist_addition_cnn", build_model("cnn", input_size=42, num_classes=19, in_channels=2),
+                    {**base, "model": "cnn", "test_set": {"split": "VALIDATION: 10000 training digits held out"}})
+    found = find_addition(tmp_path)
+    assert found["fcn"].meta["test_error"] == 12.0 and not found["fcn"].error
+    assert found["cnn"].meta is None and "validation split" in found["cnn"].error
+
+
 def test_has_localisation_is_true_exactly_for_the_models_built_with_a_spatial_transformer():
     from stn_core.analysis.addition import has_localisation
     from stn_core.models.mnist import build_model

@@ -104,6 +104,18 @@ def test_broken_checkpoints_are_listed_with_a_reason(tmp_path, ckdir):
     assert cells[0][0].status == "broken" and cells[0][0].ours_text() == "unreadable checkpoint"
 
 
+def test_a_validation_run_is_listed_as_unusable_not_as_a_test_error(tmp_path, ckdir):
+    """A run trained with --val-digits records its validation error as test_error: Table 1 and the explorer
+    must not show it as one."""
+    meta = json.loads((ckdir / "mnist_rts_cnn.json").read_text())
+    meta["test_set"] = {"split": "VALIDATION: 10000 training digits held out (seed 20151207); test_error is the "
+                                 "validation error", "size": 10000}
+    (tmp_path / "mnist_rts_cnn.json").write_text(json.dumps(meta))
+    (tmp_path / "mnist_rts_cnn.safetensors").write_bytes((ckdir / "mnist_rts_cnn.safetensors").read_bytes())
+    e = reg.discover(tmp_path)[("rts", "cnn")]
+    assert not e.usable and "validation error, not a test error" in e.error
+
+
 def test_training_status():
     assert reg.training_status({"test_error": 0.61, "final": True}) == (0.61, "")
     assert reg.training_status({"test_error": 0.61}) == (0.61, "")  # older JSON without "final"
