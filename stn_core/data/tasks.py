@@ -368,6 +368,6 @@ class FixedTestSet(Dataset):
 
 
 __all__ = ["CLASSES", "DistortedBatches", "FixedTestSet", "PAIR_TASKS", "TASKS", "TEST_SEED", "TrainStream",
-           "VAL_SEED", "classes", "derive_seed", "fixed_test_set", "hold_out", "in_channels", "input_size", "is_pair_task", "load_split",
-           "make_pair_test_set", "make_test_set", "mnist_md5", "num_classes", "pair_test_plan", "task_kind",
-           "test_set_md5", "validation_set", "warp_pair"]
+           "VAL_SEED", "classes", "derive_seed", "fixed_test_set", "hold_out", "in_channels", "input_size",
+           "is_pair_task", "load_split", "make_pair_test_set", "make_test_set", "mnist_md5", "num_classes",
+           "pair_test_plan", "task_kind", "test_set_md5", "validation_set", "warp_pair"]
