@@ -292,7 +292,7 @@ def with_plain_conv1(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def section_conv1(a, log) -> None:
-    from stn_core.fold_conv import conv2d_input_grad, conv2d_input_grad_reference
+    from stn_core.fold_conv import conv2d_input_grad
 
     fast = fast_precision()
     keep_freed_memory()
@@ -337,9 +337,7 @@ def section_conv1(a, log) -> None:
              "oneDNN: weight gradient only (the CNN's conv 1)": lambda: bw(*args, [False, True, True]),
              "oneDNN: input gradient only": lambda: bw(*args, [True, False, False]),
              "fold: input gradient (matmul + col2im)": lambda: conv2d_input_grad(g, w, tuple(x.shape[-2:]),
-                                                                                 tuple(conv.padding)),
-             "fold, col2im tap by tap (the reference)": lambda: conv2d_input_grad_reference(
-                 g, w, tuple(x.shape[-2:]), tuple(conv.padding))}
+                                                                                 tuple(conv.padding))}
     pm = interleaved_median_ms(parts, 15, warmup=2)
     ref = bw(*args, [True, False, False])[0].float()
     diff = (conv2d_input_grad(g, w, tuple(x.shape[-2:]), tuple(conv.padding)) - ref).abs().max().item()
@@ -352,9 +350,7 @@ def section_conv1(a, log) -> None:
     for k, v in pm.items():
         log(f"| {k} | {v:.1f} |")
     log("")
-    fold_ms = pm["fold: input gradient (matmul + col2im)"]
-    log(f"Input gradient: oneDNN / fold = {pm['oneDNN: input gradient only'] / fold_ms:.1f}×; col2im by rows "
-        f"then columns against tap by tap: {pm['fold, col2im tap by tap (the reference)'] / fold_ms:.2f}×; "
+    log(f"Input gradient: oneDNN / fold = {pm['oneDNN: input gradient only'] / pm['fold: input gradient (matmul + col2im)']:.1f}×; "
         f"largest difference {diff:.3g} (oneDNN's result is rounded to {str(dt).replace('torch.', '')}, "
         f"largest magnitude {ref.abs().max().item():.3g}).")
 
