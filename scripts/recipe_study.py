@@ -296,6 +296,15 @@ def verdicts(errors: dict) -> tuple[list[str], str]:
         lines.append(f"- **{label}**: use **{best}** from now on — {errors[(model, best, b)]:.2f} % test error at "
                      f"{b} samples ({steps_of(b)} steps), the largest budget all three recipes reached "
                      f"(others: {others}).")
+        for later in list(BUDGETS)[list(BUDGETS).index(b) + 1:]:  # a larger budget some recipes finished
+            done = sorted((r for r in RECIPES if errors.get((model, r, later)) is not None),
+                          key=lambda r: errors[(model, r, later)])
+            if len(done) < 2:
+                continue
+            runs = ", ".join(f"{r} {errors[(model, r, later)]:.2f} %" for r in done)
+            lines.append(f"  At {later}, where {len(done)} of {len(RECIPES)} recipes finished: {runs}"
+                         + (f" — **{done[0]} is ahead of {best} there**, so the choice may change once all "
+                            f"{len(RECIPES)} finish at {later}." if done[0] != best else f"; {best} still leads."))
     # the target
     st = [(BUDGETS[b], r, b, errors[("st-cnn-aff", r, b)]) for b in BUDGETS for r in RECIPES
           if errors.get(("st-cnn-aff", r, b)) is not None]

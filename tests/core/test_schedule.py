@@ -139,6 +139,25 @@ def test_recipe_study_grid_and_deadline():
     assert S.parse_deadline("2026-01-01T04:00", now) - now.timestamp() == 90 * 60
 
 
+def test_recipe_verdict_says_when_a_larger_budget_reverses_the_order():
+    """The choice is made at the largest budget all three recipes finished; a larger budget where only some
+    finished is reported beside it, with a warning when the leader there is another recipe."""
+    S = _study()
+    errors = {(m, r, b): 5.0 for m in S.MODELS for r in S.RECIPES for b in ("0.25M", "0.5M", "1M")}
+    errors.update({("cnn", "sgdm-cosine", "1M"): 2.29, ("cnn", "adamw-cosine", "1M"): 2.71,
+                   ("cnn", "sgdm-cosine", "2M"): 1.83, ("cnn", "adamw-cosine", "2M"): 1.74,
+                   ("fcn", "sgdm-cosine", "1M"): 4.0, ("fcn", "sgdm-cosine", "2M"): 10.0,
+                   ("fcn", "adamw-cosine", "2M"): 11.8})
+    lines, _ = S.verdicts(errors)
+    text = "\n".join(lines)
+    assert "**CNN**: use **sgdm-cosine** from now on — 2.29 % test error at 1M" in text
+    assert ("At 2M, where 2 of 3 recipes finished: adamw-cosine 1.74 %, sgdm-cosine 1.83 % — **adamw-cosine is "
+            "ahead of sgdm-cosine there**") in text
+    assert "At 2M, where 2 of 3 recipes finished: sgdm-cosine 10.00 %, adamw-cosine 11.80 %; sgdm-cosine still leads." \
+        in text
+    assert text.count("At 2M") == 2  # the ST-CNN has no 2M run here: no line
+
+
 def test_reports_describe_the_new_settings():
     from stn_core.analysis.addition import optimizer_text
 
