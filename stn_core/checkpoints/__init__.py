@@ -211,11 +211,21 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval(), meta
 
 
+#: How a run's JSON marks a ``test_set`` that is a validation split carved from the training data.
+VALIDATION_MARK = "VALIDATION"
+
+
+def validation_split(what: str) -> str:
+    """``test_set.split`` of a run evaluated on a validation split: ``what`` says which training images."""
+    return f"{VALIDATION_MARK}: {what}; test_error is the validation error"
+
+
 def evaluated_on_validation(meta: dict) -> bool:
     """Whether a run's ``test_error`` is a validation error (trained with ``--val-digits`` / ``--val-fraction``:
-    its JSON's ``test_set.split`` starts with ``VALIDATION``): a run for choosing settings, never to publish."""
-    split = (meta.get("test_set") or {}).get("split") if isinstance(meta.get("test_set"), dict) else None
-    return isinstance(split, str) and split.startswith("VALIDATION")
+    its JSON's ``test_set.split`` is a :func:`validation_split`): a run for choosing settings, never to publish."""
+    test_set = meta.get("test_set")
+    split = test_set.get("split") if isinstance(test_set, dict) else None
+    return isinstance(split, str) and split.startswith(VALIDATION_MARK)
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, meta: dict | None = None) -> dict:
@@ -303,6 +313,6 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "OPTIONAL_META", "REQUIRED_META", "commit",
            "INTEGRITY_UNVERIFIED", "INTEGRITY_VERIFIED", "MAX_JSON_DEPTH",
            "MAX_META_BYTES", "MAX_TRAIN_BYTES", "MAX_WEIGHTS_BYTES", "checkpoint_paths", "copy_checkpoint",
-           "evaluated_on_validation", "load_meta",
+           "VALIDATION_MARK", "evaluated_on_validation", "load_meta", "validation_split",
            "load_model", "load_optimizer_tensors", "load_train_state", "load_weights", "optimizer_tensors",
            "parse_json_bounded", "read_safetensors", "recover", "save_checkpoint"]

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import CheckpointError, load_meta, optimizer_tensors, save_checkpoint, validation_split
 from stn_core.checkpoints.prediction_cache import cache_path, save_cached
 from stn_core.data.common import DataError, repo_root
 from stn_core.data.cub import CubRecord, find_cub_root, load_cub, parse_classes
@@ -429,8 +429,8 @@ def main(argv: list[str]) -> dict[str, Any]:
             "history": history, "train_seconds": round(train_seconds, 2),
             "samples_per_s": round(step * a.batch / train_seconds, 2) if train_seconds > 0 else None,
             "test_set": {"split": "official test" if a.val_fraction is None else
-                         f"VALIDATION: {a.val_fraction:g} of each class's training images (seed {VAL_SEED}); "
-                         f"test_error is the validation error", "size": int(len(y_te)), "md5": test_md5},
+                         validation_split(f"{a.val_fraction:g} of each class's training images (seed {VAL_SEED})"),
+                         "size": int(len(y_te)), "md5": test_md5},
             "extra": {
                 "test_accuracy": acc, "backbone": "mobilenet_v2 (ImageNet, torchvision layout)",
                 "backbone_weights": str(a.backbone_weights), "arch": arch_of(model),

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm import tqdm
 
-from stn_core.checkpoints import optimizer_tensors, save_checkpoint
+from stn_core.checkpoints import optimizer_tensors, save_checkpoint, validation_split
 from stn_core.data import tasks as ds
 from stn_core.dcn import set_backend
 from stn_core.models import ALL_MODEL_NAMES, ST_TRANSFORMS, build_model
@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
             "command": command, "steps": step, "seed": a.seed, "data_md5": data_md5,
             "torch_version": torch.__version__, "train_args": train_args, "final": final,
             "test_set": ({"seed": a.test_seed, "size": int(x_test.shape[0]), "md5": test_md5} if not a.val_digits else
-                         {"split": f"VALIDATION: {a.val_digits} training digits held out (seed {ds.VAL_SEED}); "
-                                   "test_error is the validation error", "seed": ds.VAL_SEED,
+                         {"split": validation_split(f"{a.val_digits} training digits held out (seed {ds.VAL_SEED})"),
+                          "seed": ds.VAL_SEED,
                           "size": int(x_test.shape[0]), "md5": test_md5}),
             "world_size": world, "device": str(device), "threads": threads, "history": history,
             "train_seconds": round(train_seconds, 2),
