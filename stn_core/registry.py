@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from stn_core.checkpoints import CheckpointError, checkpoint_paths, evaluated_on_validation, load_meta
+from stn_core.checkpoints import (CheckpointError, checkpoint_paths, evaluated_on_validation, load_meta,
+                                  validation_refusal)
 from stn_core.data.common import repo_root
 from stn_core import paper
 from stn_core.paper import PAPER_ADDITION
@@ -192,8 +193,7 @@ def read_entry(directory: str | os.PathLike, dist: str, key: str) -> Entry | Non
         elif not has_w:
             error = f"{paths['weights']}: weights missing (only the JSON is there)"
         elif evaluated_on_validation(meta):
-            error = (f"{paths['meta']}: trained with --val-digits, so its error is a validation error, not a test "
-                     "error; train the chosen settings on all digits for this table")
+            error = validation_refusal(paths["meta"])
     return Entry(dist, key, stem, meta, error, has_w, version(stem))
 
 
@@ -440,7 +440,7 @@ def _find_keyed(keys: tuple[str, ...], name_of, folder: str | os.PathLike | None
             out[key] = KeyedEntry(key, path, None, str(e))
             continue
         out[key] = KeyedEntry(key, path, meta) if not evaluated_on_validation(meta) else KeyedEntry(
-            key, path, None, f"{path}.json: trained on a validation split, so its error is not a test error")
+            key, path, None, validation_refusal(f"{path}.json"))
     return out
 
 

@@ -228,6 +228,13 @@ def evaluated_on_validation(meta: dict) -> bool:
     return isinstance(split, str) and split.startswith(VALIDATION_MARK)
 
 
+def validation_refusal(meta_path: str | os.PathLike) -> str:
+    """Why a run evaluated on a validation split (:func:`evaluated_on_validation`) is neither published nor shown:
+    the one message of the promote scripts and the app's registry."""
+    return (f"{meta_path}: trained with a validation split (--val-digits / --val-fraction), so its error is a "
+            "validation error, not a test error; train the chosen settings on all training data and publish that run")
+
+
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, meta: dict | None = None) -> dict:
     """Publish a finished checkpoint: copy its weights and JSON (never its train state) from stem ``src`` to
     stem ``dst``, the JSON replaced by ``meta`` when given (e.g. with numbers of other runs added under
@@ -237,8 +244,7 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, meta: dict |
     s, d = checkpoint_paths(src), checkpoint_paths(dst)
     meta = load_meta(s["meta"]) if meta is None else meta
     if evaluated_on_validation(meta):
-        raise CheckpointError(f"{s['meta']}: evaluated on a validation split ({meta['test_set']['split']}); "
-                              "train the chosen settings on all training data and publish that run")
+        raise CheckpointError(validation_refusal(s["meta"]))
     meta = {k: v for k, v in meta.items() if k != "integrity"}  # added by load_model, never stored
     d["meta"].parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(d["weights"], s["weights"].read_bytes())
@@ -313,6 +319,6 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "OPTIONAL_META", "REQUIRED_META", "commit",
            "INTEGRITY_UNVERIFIED", "INTEGRITY_VERIFIED", "MAX_JSON_DEPTH",
            "MAX_META_BYTES", "MAX_TRAIN_BYTES", "MAX_WEIGHTS_BYTES", "checkpoint_paths", "copy_checkpoint",
-           "VALIDATION_MARK", "evaluated_on_validation", "load_meta", "validation_split",
+           "VALIDATION_MARK", "evaluated_on_validation", "load_meta", "validation_refusal", "validation_split",
            "load_model", "load_optimizer_tensors", "load_train_state", "load_weights", "optimizer_tensors",
            "parse_json_bounded", "read_safetensors", "recover", "save_checkpoint"]
