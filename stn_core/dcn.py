@@ -89,19 +89,16 @@ def _base_grid(k: int, padding: int, out_hw: tuple[int, int], in_hw: tuple[int, 
     return (g.transpose(0, 1) if position_major else g).contiguous().to(dtype)
 
 
-def _sampled_chunk(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   mask: torch.Tensor | None, base: torch.Tensor) -> torch.Tensor:
-    """One chunk of the sampled path (plain autograd ops): ``(n, C_out, H', W')``.
+def _columns(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, base: torch.Tensor) -> torch.Tensor:
+    """The sampled columns of one chunk (plain autograd ops, differentiable w.r.t. x, offset, mask).
 
     ``grid_sample`` reads ``x`` transposed (``(n, C, W, H)``), so a grid of (y, x) pairs — the
     offsets' (dy, dx) order — samples ``x[y, x]``. One input channel: position-major grid
-    ``(n, H'W', kk, 2)`` (a free view of channels-last offsets), columns ``(n·H'W', kk)``, one mm,
-    channels-last output. Several channels: tap-major grid ``(n, kk, H'W', 2)``, columns
-    ``(n, C·kk, H'W')``, one batched matmul with the weight."""
+    ``(n, H'W', kk, 2)`` (a free view of channels-last offsets), columns ``(n·H'W', kk)``. Several
+    channels: tap-major grid ``(n, kk, H'W', 2)``, columns ``(n, C·kk, H'W')``."""
     n, c, h, w = x.shape
-    co, _, k, _ = weight.shape
     ho, wo = offset.shape[2:]
-    kk, hw = k * k, ho * wo
+    kk, hw = offset.shape[1] // 2, ho * wo
     scale = torch.tensor([2.0 / h, 2.0 / w], dtype=x.dtype, device=x.device)  # pixels → normalised (y, x)
     xt = x.transpose(2, 3)
     if c == 1:
@@ -110,19 +107,42 @@ def _sampled_chunk(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
         cols = F.grid_sample(xt, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (n, 1, hw, kk)
         if mask is not None:
             cols = cols * mask.permute(0, 2, 3, 1).reshape(n, 1, hw, kk)
-        w2 = weight.reshape(co, kk).t()
-        cols = cols.reshape(n * hw, kk)
-        out = torch.addmm(bias, cols, w2) if bias is not None else cols @ w2
-        return out.view(n, ho, wo, co).permute(0, 3, 1, 2)
+        return cols.reshape(n * hw, kk)
     off = offset.reshape(n, kk, 2, hw).transpose(2, 3)
     grid = torch.addcmul(base, off, scale).contiguous()
     cols = F.grid_sample(xt, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (n, C, kk, hw)
     if mask is not None:
         cols = cols * mask.reshape(n, 1, kk, hw)
-    out = torch.matmul(weight.reshape(co, c * kk), cols.reshape(n, c * kk, hw))
+    return cols.reshape(n, c * kk, hw)
+
+
+def _weighted(cols: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n: int,
+              out_hw: tuple[int, int]) -> torch.Tensor:
+    """The convolution's output ``(n, C_out, H', W')`` from one chunk's :func:`_columns`."""
+    co = weight.shape[0]
+    (ho, wo) = out_hw
+    if cols.dim() == 2:  # one input channel: (n·H'W', kk) @ (kk, C_out), channels-last output
+        w2 = weight.reshape(co, -1).t()
+        out = torch.addmm(bias, cols, w2) if bias is not None else cols @ w2
+        return out.view(n, ho, wo, co).permute(0, 3, 1, 2)
+    # bmm with the weight broadcast (a stride-0 batch): torch.matmul(2-D, 3-D) would fold the batch into the
+    # rows and copy all columns transposed first (a forward 4× slower)
+    out = torch.bmm(weight.reshape(1, co, -1).expand(n, -1, -1), cols)
     if bias is not None:
         out = out + bias.view(1, co, 1)
     return out.view(n, co, ho, wo)
+
+
+def _weighted_grads(cols: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`_weighted` (without bias) w.r.t. its columns and weight, given the output's ``grad
+    (n, C_out, H', W')``: ``(grad_cols, grad_weight)``, the latter shaped like ``weight``."""
+    n, co = grad.shape[:2]
+    if cols.dim() == 2:
+        g = grad.permute(0, 2, 3, 1).reshape(-1, co)  # (n·H'W', C_out)
+        return g @ weight.reshape(co, -1), (g.t() @ cols).view_as(weight)
+    g = grad.reshape(n, co, -1)  # (n, C_out, H'W')
+    wt = weight.reshape(1, co, -1).expand(n, -1, -1).transpose(1, 2)
+    return torch.bmm(wt, g), torch.bmm(g, cols.transpose(1, 2)).sum(0).view_as(weight)
 
 
 def _grid_base(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
@@ -131,18 +151,19 @@ def _grid_base(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padd
 
 
 class _SampledDeformConv(torch.autograd.Function):
-    """Chunked sampled deformable convolution; backward recomputes each chunk's columns."""
+    """Chunked sampled deformable convolution; backward recomputes each chunk's columns (not its output: the
+    matmul's gradients are written out by :func:`_weighted_grads`)."""
 
     @staticmethod
     def forward(ctx, x, offset, weight, bias, mask, padding, chunk):  # noqa: D102
         base = _grid_base(x, offset, weight, padding)
         ctx.save_for_backward(x, offset, weight, bias, mask)
         ctx.padding, ctx.chunk = padding, chunk
-        if chunk >= x.shape[0]:
-            return _sampled_chunk(x, offset, weight, bias, mask, base)
-        return torch.cat([_sampled_chunk(x[i:i + chunk], offset[i:i + chunk], weight, bias,
-                                         None if mask is None else mask[i:i + chunk], base)
-                          for i in range(0, x.shape[0], chunk)])
+        out_hw = tuple(offset.shape[2:])
+        parts = [_weighted(_columns(x[i:i + chunk], offset[i:i + chunk], None if mask is None else mask[i:i + chunk],
+                                    base), weight, bias, min(chunk, x.shape[0] - i), out_hw)
+                 for i in range(0, x.shape[0], chunk)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
@@ -159,16 +180,14 @@ class _SampledDeformConv(torch.autograd.Function):
                 with torch.enable_grad():
                     xc = x[sl].detach().requires_grad_(need[0])
                     oc = offset[sl].detach().requires_grad_(need[1])
-                    wc = weight.detach().requires_grad_(need[2])
                     mc = None if mask is None else mask[sl].detach().requires_grad_(want_m)
-                    out = _sampled_chunk(xc, oc, wc, None, mc, base)
-                    wanted = [(j, t) for j, t, on in ((0, xc, need[0]), (1, oc, need[1]), (2, wc, need[2]),
-                                                      (4, mc, want_m)) if on]
-                    grads = torch.autograd.grad(out, [t for _, t in wanted], grad[sl])
-                for (j, _), g in zip(wanted, grads):
-                    if j == 2:
-                        gw = g if gw is None else gw + g
-                    else:
+                    cols = _columns(xc, oc, mc, base)
+                gcols, gwc = _weighted_grads(cols.detach(), weight, grad[sl])
+                if need[2]:
+                    gw = gwc if gw is None else gw + gwc
+                wanted = [(j, t) for j, t, on in ((0, xc, need[0]), (1, oc, need[1]), (4, mc, want_m)) if on]
+                if wanted:
+                    for (j, _), g in zip(wanted, torch.autograd.grad(cols, [t for _, t in wanted], gcols)):
                         parts[j].append(g)
         cat = lambda j: (parts[j][0] if len(parts[j]) == 1 else torch.cat(parts[j])) if parts[j] else None  # noqa: E731
         return cat(0), cat(1), gw, gb, cat(4), None, None

@@ -249,11 +249,27 @@ def test_sampled_backend_integer_positions_and_outside_the_map():
                                b.view(1, -1, 1, 1).expand_as(ref), atol=1e-6, rtol=0)
 
 
-def test_sampled_backend_gradcheck_float64():
-    x, off, w, b, mask = _case(2, 2, 2, 6, 3, 1, True, seed=5, spread=2.0, dtype=torch.float64)
+@pytest.mark.parametrize("cin", [1, 2])  # one input channel takes the (n·H'W', kk) column layout, more the batched one
+def test_sampled_backend_gradcheck_float64(cin):
+    x, off, w, b, mask = _case(2, cin, 2, 6, 3, 1, True, seed=5, spread=2.0, dtype=torch.float64)
     ins = tuple(t.requires_grad_() for t in (x, off, w, b, mask))
     f = lambda x, o, w, b, m: deform_conv2d_sampled(x, o, w, b, 1, m, max_column_bytes=1)  # noqa: E731
     assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cin", [1, 3])
+def test_sampled_backend_gradients_when_only_some_inputs_need_them(cin):
+    """The backward computes only the gradients asked for (a frozen weight, a fixed input) and each equals the
+    one computed with all of them."""
+    x, off, w, b, mask = _case(3, cin, 4, 9, 5, 2, True, seed=8)
+    _, full = _run(deform_conv2d_sampled, x, off, w, b, mask, 2, max_column_bytes=1)
+    for wanted in ((0,), (1,), (2,), (4,), (1, 2)):
+        ins = [t.clone().requires_grad_(j in wanted) for j, t in enumerate((x, off, w, b, mask))]
+        y = deform_conv2d_sampled(ins[0], ins[1], ins[2], ins[3], padding=2, mask=ins[4], max_column_bytes=1)
+        up = torch.randn(y.shape, generator=torch.Generator().manual_seed(9), dtype=y.dtype)
+        grads = torch.autograd.grad((y * up).sum(), [ins[j] for j in wanted])
+        for j, g in zip(wanted, grads):
+            torch.testing.assert_close(g, full[j], atol=1e-5, rtol=1e-5)
 
 
 def test_chunking_does_not_change_results():
