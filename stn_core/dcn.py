@@ -141,8 +141,13 @@ def _weighted_grads(cols: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor
         g = grad.permute(0, 2, 3, 1).reshape(-1, co)  # (n·H'W', C_out)
         return g @ weight.reshape(co, -1), (g.t() @ cols).view_as(weight)
     g = grad.reshape(n, co, -1)  # (n, C_out, H'W')
-    wt = weight.reshape(1, co, -1).expand(n, -1, -1).transpose(1, 2)
-    return torch.bmm(wt, g), torch.bmm(g, cols.transpose(1, 2)).sum(0).view_as(weight)
+    hw = g.shape[2]
+    gcols = (weight.reshape(co, -1).t() @ g.transpose(0, 1).reshape(co, n * hw)).view(-1, n, hw).transpose(0, 1)
+    if co < hw:  # per-image products summed: writes n·C_out·C·kk, fewer than the columns' n·C·kk·H'W'
+        gw = torch.bmm(g, cols.transpose(1, 2)).sum(0)
+    else:  # one product over all (image, position) pairs: copies the columns once instead
+        gw = g.transpose(1, 2).reshape(n * hw, co).t() @ cols.transpose(0, 1).reshape(-1, n * hw).t()
+    return gcols, gw.view_as(weight)
 
 
 def _grid_base(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:

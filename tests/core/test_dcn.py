@@ -220,7 +220,7 @@ def _run(fn, x, off, w, b, mask, pad, seed=9, **kw):
 
 @pytest.mark.parametrize("modulated", [False, True])
 @pytest.mark.parametrize("n,cin,cout,side,k,pad", [(3, 1, 5, 14, 9, 0), (2, 4, 3, 9, 7, 0), (2, 3, 4, 8, 3, 1),
-                                                    (2, 1, 2, 10, 9, 4)])
+                                                    (2, 1, 2, 10, 9, 4), (2, 3, 12, 5, 3, 0)])
 def test_sampled_backend_matches_torchvision(n, cin, cout, side, k, pad, modulated):
     x, off, w, b, mask = _case(n, cin, cout, side, k, pad, modulated, seed=k + cin)
     assert (off.abs() > 1.5).any()
@@ -249,9 +249,11 @@ def test_sampled_backend_integer_positions_and_outside_the_map():
                                b.view(1, -1, 1, 1).expand_as(ref), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("cin", [1, 2])  # one input channel takes the (n·H'W', kk) column layout, more the batched one
-def test_sampled_backend_gradcheck_float64(cin):
-    x, off, w, b, mask = _case(2, cin, 2, 6, 3, 1, True, seed=5, spread=2.0, dtype=torch.float64)
+# one input channel takes the (n·H'W', kk) column layout, more the batched one, whose weight gradient is summed
+# per image when C_out < H'W' (2 < 36) and taken as one product otherwise (17 ≥ 16)
+@pytest.mark.parametrize("cin,cout,side", [(1, 2, 6), (2, 2, 6), (2, 17, 4)])
+def test_sampled_backend_gradcheck_float64(cin, cout, side):
+    x, off, w, b, mask = _case(2, cin, cout, side, 3, 1, True, seed=5, spread=2.0, dtype=torch.float64)
     ins = tuple(t.requires_grad_() for t in (x, off, w, b, mask))
     f = lambda x, o, w, b, m: deform_conv2d_sampled(x, o, w, b, 1, m, max_column_bytes=1)  # noqa: E731
     assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-6)
