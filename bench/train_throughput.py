@@ -78,6 +78,7 @@ FAMILIES = [
     ("ST-CNN Proj", "mnist-r", "st-cnn", "projective"),
     ("ST-CNN TPS", "mnist-r", "st-cnn", "tps"),
     ("DCN", "mnist-r", "dcn", None),
+    ("DCN (42×42)", "mnist-rts", "dcn", None),  # RTS's input: conv 1 has 34×34 outputs, conv 2 11×11
     ("2×ST-FCN (addition)", "mnist-addition", "2st-fcn", "affine"),
     ("CUB baseline", "cub", "cub-baseline", None),
     ("CUB 2×ST-CNN", "cub", "cub-2st", None),

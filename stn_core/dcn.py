@@ -133,21 +133,28 @@ def _weighted(cols: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return out.view(n, co, ho, wo)
 
 
-def _weighted_grads(cols: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _weighted_grads(cols: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, want_cols: bool,
+                    want_weight: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of :func:`_weighted` (without bias) w.r.t. its columns and weight, given the output's ``grad
-    (n, C_out, H', W')``: ``(grad_cols, grad_weight)``, the latter shaped like ``weight``."""
+    (n, C_out, H', W')``: ``(grad_cols, grad_weight)`` (the latter shaped like ``weight``), None where not wanted."""
     n, co = grad.shape[:2]
+    gcols = gw = None
     if cols.dim() == 2:
         g = grad.permute(0, 2, 3, 1).reshape(-1, co)  # (n·H'W', C_out)
-        return g @ weight.reshape(co, -1), (g.t() @ cols).view_as(weight)
+        if want_cols:
+            gcols = g @ weight.reshape(co, -1)
+        if want_weight:
+            gw = (g.t() @ cols).view_as(weight)
+        return gcols, gw
     g = grad.reshape(n, co, -1)  # (n, C_out, H'W')
     hw = g.shape[2]
-    gcols = (weight.reshape(co, -1).t() @ g.transpose(0, 1).reshape(co, n * hw)).view(-1, n, hw).transpose(0, 1)
-    if co < hw:  # per-image products summed: writes n·C_out·C·kk, fewer than the columns' n·C·kk·H'W'
-        gw = torch.bmm(g, cols.transpose(1, 2)).sum(0)
-    else:  # one product over all (image, position) pairs: copies the columns once instead
-        gw = g.transpose(1, 2).reshape(n * hw, co).t() @ cols.transpose(0, 1).reshape(-1, n * hw).t()
-    return gcols, gw.view_as(weight)
+    if want_cols:
+        gcols = (weight.reshape(co, -1).t() @ g.transpose(0, 1).reshape(co, n * hw)).view(-1, n, hw).transpose(0, 1)
+    if want_weight and co < hw:  # per-image products summed: writes n·C_out·C·kk, fewer than the n·C·kk·H'W' columns
+        gw = torch.bmm(g, cols.transpose(1, 2)).sum(0).view_as(weight)
+    elif want_weight:  # one product over all (image, position) pairs: copies the columns once instead
+        gw = (g.transpose(1, 2).reshape(n * hw, co).t() @ cols.transpose(0, 1).reshape(-1, n * hw).t()).view_as(weight)
+    return gcols, gw
 
 
 def _grid_base(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
@@ -187,10 +194,10 @@ class _SampledDeformConv(torch.autograd.Function):
                     oc = offset[sl].detach().requires_grad_(need[1])
                     mc = None if mask is None else mask[sl].detach().requires_grad_(want_m)
                     cols = _columns(xc, oc, mc, base)
-                gcols, gwc = _weighted_grads(cols.detach(), weight, grad[sl])
-                if need[2]:
-                    gw = gwc if gw is None else gw + gwc
                 wanted = [(j, t) for j, t, on in ((0, xc, need[0]), (1, oc, need[1]), (4, mc, want_m)) if on]
+                gcols, gwc = _weighted_grads(cols.detach(), weight, grad[sl], bool(wanted), need[2])
+                if gwc is not None:
+                    gw = gwc if gw is None else gw + gwc
                 if wanted:
                     for (j, _), g in zip(wanted, torch.autograd.grad(cols, [t for _, t in wanted], gcols)):
                         parts[j].append(g)
