@@ -150,7 +150,7 @@ def _weighted_grads(cols: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor
     hw = g.shape[2]
     if want_cols:
         gcols = (weight.reshape(co, -1).t() @ g.transpose(0, 1).reshape(co, n * hw)).view(-1, n, hw).transpose(0, 1)
-    if want_weight and co < hw:  # per-image products summed: writes n·C_out·C·kk, fewer than the n·C·kk·H'W' columns
+    if want_weight and co < hw:  # per-image products summed: n·C_out·C·kk written, fewer than n·C·kk·H'W' columns
         gw = torch.bmm(g, cols.transpose(1, 2)).sum(0).view_as(weight)
     elif want_weight:  # one product over all (image, position) pairs: copies the columns once instead
         gw = (g.transpose(1, 2).reshape(n * hw, co).t() @ cols.transpose(0, 1).reshape(-1, n * hw).t()).view_as(weight)
