@@ -280,22 +280,58 @@ def cell(name: str) -> tuple[str, float | None]:
     return txt, None
 
 
+#: Images of the fixed RTS test set every run is evaluated on.
+TEST_IMAGES = 10_000
+
+
+def difference_se(e1: float, e2: float, n: int = TEST_IMAGES) -> float:
+    """Standard error (percentage points) of the difference of two test errors (%) measured on ``n`` images,
+    binomial and as if independent: an upper bound, since two models on the same images err on some of the
+    same ones."""
+    p1, p2 = e1 / 100, e2 / 100
+    return 100 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+
+
 def verdicts(errors: dict) -> tuple[list[str], str]:
+    """One line per model family: the recipe it uses, chosen at the largest budget all recipes finished. A lead
+    smaller than one standard error of the difference (:func:`difference_se`) is a tie, and a tie goes to the
+    recipe that clearly wins the other families (one recipe for every model of a column) when it is among the
+    tied ones."""
     lines = []
-    for model, (label, _, _) in MODELS.items():
+    chosen: dict[str, tuple[str, list[str], list[str]]] = {}  # model → (budget, ranked, tied)
+    for model in MODELS:
         common = [b for b in BUDGETS if all(errors.get((model, r, b)) is not None for r in RECIPES)]
-        if not common:
+        if common:
+            b = common[-1]
+            ranked = sorted(RECIPES, key=lambda r: errors[(model, r, b)])
+            e0 = errors[(model, ranked[0], b)]
+            tied = [r for r in ranked if errors[(model, r, b)] - e0 < difference_se(e0, errors[(model, r, b)])]
+            chosen[model] = (b, ranked, tied)
+    clear = [tied[0] for _, _, tied in chosen.values() if len(tied) == 1]
+    shared = max(clear, key=clear.count) if clear else None
+    for model, (label, _, _) in MODELS.items():
+        if model not in chosen:
             got = [(b, r) for b in BUDGETS for r in RECIPES if errors.get((model, r, b)) is not None]
             lines.append(f"- **{label}**: no verdict yet — no budget has all three recipes finished "
                          f"({len(got)} run(s) finished).")
             continue
-        b = common[-1]
-        ranked = sorted(RECIPES, key=lambda r: errors[(model, r, b)])
-        best = ranked[0]
-        others = ", ".join(f"{r} {errors[(model, r, b)]:.2f} %" for r in ranked[1:])
-        lines.append(f"- **{label}**: use **{best}** from now on — {errors[(model, best, b)]:.2f} % test error at "
-                     f"{b} samples ({steps_of(b)} steps), the largest budget all three recipes reached "
-                     f"(others: {others}).")
+        b, ranked, tied = chosen[model]
+        best = shared if len(tied) > 1 and shared in tied else ranked[0]
+        others = ", ".join(f"{r} {errors[(model, r, b)]:.2f} %" for r in ranked if r != best)
+        where = (f"{b} samples ({steps_of(b)} steps), the largest budget all three recipes reached "
+                 f"(others: {others})")
+        if len(tied) == 1:
+            lines.append(f"- **{label}**: use **{best}** from now on — {errors[(model, best, b)]:.2f} % test error at "
+                         f"{where}.")
+        else:
+            e = [errors[(model, r, b)] for r in tied]
+            se = difference_se(min(e), max(e))
+            why = ("the tie goes to the recipe that clearly wins the other families, so that every model of a column "
+                   "trains with one recipe" if best == shared else "the lowest error is kept")
+            lines.append(f"- **{label}**: use **{best}** from now on — {errors[(model, best, b)]:.2f} % test error at "
+                         f"{where}. A tie: {' and '.join(f'{r} ({errors[(model, r, b)]:.2f} %)' for r in tied)} "
+                         f"differ by {max(e) - min(e):.2f} points, less than one standard error of the difference "
+                         f"({se:.2f} points: binomial, {TEST_IMAGES:,} test digits), and {why}.")
         for later in list(BUDGETS)[list(BUDGETS).index(b) + 1:]:  # a larger budget some recipes finished
             done = sorted((r for r in RECIPES if errors.get((model, r, later)) is not None),
                           key=lambda r: errors[(model, r, later)])

@@ -158,6 +158,23 @@ def test_recipe_verdict_says_when_a_larger_budget_reverses_the_order():
     assert text.count("At 2M") == 2  # the ST-CNN has no 2M run here: no line
 
 
+def test_recipe_verdict_calls_a_lead_within_noise_a_tie_and_gives_it_to_the_shared_recipe():
+    """A lead smaller than one binomial standard error of the difference (10,000 test digits: 0.19 points at
+    ~1.8 %) is a tie, which goes to the recipe that clearly wins the other families; a clear lead is kept."""
+    S = _study()
+    assert abs(S.difference_se(1.74, 1.83) - 0.1876) < 1e-3  # 100·sqrt((.0174·.9826 + .0183·.9817) / 10⁴)
+    errors = {(m, r, "2M"): e for m, es in {"st-cnn-aff": (8.36, 0.97, 1.14), "cnn": (25.69, 1.83, 1.74),
+                                            "fcn": (78.26, 10.03, 11.82)}.items()
+              for r, e in zip(("paper", "sgdm-cosine", "adamw-cosine"), es)}
+    text = "\n".join(S.verdicts(errors)[0])
+    assert "**CNN**: use **sgdm-cosine** from now on — 1.83 %" in text
+    assert "A tie: adamw-cosine (1.74 %) and sgdm-cosine (1.83 %) differ by 0.09 points" in text
+    assert "**ST-CNN Aff**: use **sgdm-cosine** from now on — 0.97 %" in text and text.count("A tie") == 1
+    errors[("cnn", "adamw-cosine", "2M")] = 1.40  # a clear lead (0.43 > 0.18 points) is not overruled
+    text = "\n".join(S.verdicts(errors)[0])
+    assert "**CNN**: use **adamw-cosine** from now on — 1.40 %" in text and "A tie" not in text
+
+
 def test_reports_describe_the_new_settings():
     from stn_core.analysis.addition import optimizer_text
 
