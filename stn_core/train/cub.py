@@ -13,8 +13,9 @@ or ``../shared/data/cub``). Every image is decoded once and resized to ``input �
 memory as uint8. Augmentation (training only, a pure function of (seed, step)): random
 horizontal flip, and a random crop covering 85-100 % of each side, resampled to the input size.
 
-Optimiser: SGD (momentum 0.9, weight decay 1e-4) or Adam; cosine learning-rate decay to 0 over
-the run; the new classifier learns at ``--head-lr-mult`` × lr, the localisation net at
+Optimiser: SGD (momentum 0.9, weight decay 1e-4), Adam or AdamW; cosine learning-rate decay to 0 over
+the run (``--warmup`` steps of linear warm-up first; ``--schedule paper``: ÷10 at 1/3 and 2/3 instead,
+``stn_core.train.loop.lr_at``); the new classifier learns at ``--head-lr-mult`` × lr, the localisation net at
 ``--loc-lr-mult`` × lr (the paper: "much smaller"; 1e-4 × over a long run, here 0.1 × over a
 short one). Backbone BatchNorm statistics stay frozen (see stn_core.models.cub).
 
@@ -52,10 +53,10 @@ from stn_core.data.samples import load_cub_metadata
 from stn_core.models.cub import BRANCHES, CUB_MODEL_NAMES, LOC_HEADS, LOC_INITS, CubNet, arch_of, build_cub_model
 from stn_core.paper import PAPER_TABLE3
 from stn_core.train.box_spsa import spsa_train_step
-from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, all_reduce, barrier, command_line, default_ckpt_every,
-                                 eval_mode, keep_depthwise_fp32, make_grad_scaler, open_run, refuse_to_overwrite,
-                                 resume_state, rng_tensors, scaler_tensors, set_lr, start_run, task_of, train_step,
-                                 wrap_ddp)
+from stn_core.train.loop import (PRECISION_HELP, PRECISIONS, SCHEDULES, all_reduce, barrier, command_line,
+                                 default_ckpt_every, eval_mode, keep_depthwise_fp32, lr_at, make_grad_scaler,
+                                 make_optimizer, open_run, refuse_to_overwrite, resume_state, rng_tensors,
+                                 scaler_tensors, set_lr, start_run, task_of, train_step, wrap_ddp)
 
 #: task name -> class list (None: --classes required)
 CUB_TASKS: dict[str, Optional[str]] = {"cub50": "1-50", "cub200": "1-200", "cub": None}
@@ -68,7 +69,7 @@ FULL_SCALE_COMMAND = ("torchrun --nproc_per_node 1 -m stn_core.train --task cub2
 RESUME_FIXED = ("task", "model", "classes", "epochs", "steps", "batch", "lr", "momentum", "weight_decay",
                 "optimizer", "head_lr_mult", "loc_lr_mult", "seed", "input_size", "crop_size", "crop_scale",
                 "train_limit", "aug", "loc_size", "learn_scale", "loc_init", "val_fraction", "loc_head", "branches",
-                "grad_blur", "box_grad", "spsa_delta")
+                "grad_blur", "box_grad", "spsa_delta", "schedule", "warmup")
 #: seed of the validation split carved from train (fixed: every setting of a search sees the same split)
 VAL_SEED = 20150605
 N_BOX_BIRDS = 6
@@ -92,8 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the training images")
     p.add_argument("--steps", type=int, default=None, help="total steps (overrides --epochs)")
     p.add_argument("--batch", type=int, default=16, help="global batch size")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float, default=0.005, help="backbone learning rate (cosine decay to 0)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--lr", type=float, default=0.005, help="backbone learning rate (peak of --schedule)")
+    p.add_argument("--schedule", default="cosine", choices=list(SCHEDULES),
+                   help="cosine: decay to 0 (after --warmup steps); paper: ÷10 at 1/3 and 2/3 of the steps")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps of the cosine schedule")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--head-lr-mult", type=float, default=2.0, help="lr multiplier of the new classifier")
@@ -339,6 +343,10 @@ def main(argv: list[str]) -> dict[str, Any]:
         f"{a.input_size}px ({time.perf_counter() - t0:.1f}s to load)")
     steps_per_epoch = max(1, len(y_tr) // a.batch)
     total = a.steps if a.steps is not None else max(1, round(a.epochs * steps_per_epoch))
+    if a.schedule == "paper" and a.warmup:
+        raise SystemExit("error: --warmup applies to --schedule cosine only")
+    if not 0 <= a.warmup <= total:
+        raise SystemExit(f"error: --warmup must be in 0..{total} (the run's steps), got {a.warmup}")
     ckpt_every = default_ckpt_every(total, cap=20) if a.ckpt_every is None else a.ckpt_every
 
     # ---- model and optimiser
@@ -374,15 +382,13 @@ def main(argv: list[str]) -> dict[str, Any]:
     groups = [{"params": body, "lr_mult": 1.0}, {"params": head, "lr_mult": a.head_lr_mult}]
     if loc:
         groups.append({"params": loc, "lr_mult": a.loc_lr_mult})
-    if a.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
-    else:
-        opt = torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay)
+    opt = make_optimizer(groups, a.optimizer, a.lr, a.momentum, a.weight_decay)
 
     train_args = {k: getattr(a, k) for k in RESUME_FIXED if k not in ("steps",)}
     # recorded when set: older runs resume as before
     for k, default in (("loc_size", None), ("learn_scale", False), ("loc_init", "tiled"), ("val_fraction", None),
-                       ("loc_head", "mlp"), ("branches", "shared"), ("grad_blur", 0.0), ("box_grad", "exact")):
+                       ("loc_head", "mlp"), ("branches", "shared"), ("grad_blur", 0.0), ("box_grad", "exact"),
+                       ("schedule", "cosine"), ("warmup", 0)):
         if train_args[k] == default:
             del train_args[k]
     if "box_grad" not in train_args:
@@ -466,7 +472,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     step, stopped = start, False
     local_b = a.batch // world
     while step < stop_at:
-        lr = a.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+        lr = lr_at(step, total, a.lr, a.schedule, a.warmup)
         set_lr(opt, lr)
         epoch, k = divmod(step, steps_per_epoch)
         perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(a.seed * 7919 + epoch))

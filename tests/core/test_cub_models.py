@@ -219,6 +219,42 @@ def test_cli_tiny_run_and_resume(tmp_path):
         main(common + ["--out", str(tmp_path / "a"), "--resume", "--lr", "0.1"])
 
 
+def test_cli_takes_the_recipe_studys_optimisers_and_schedules(tmp_path, monkeypatch):
+    """--optimizer adamw and --schedule paper / --warmup reach the optimiser and each step's lr (lr_at, as the
+    MNIST CLI); they are recorded only when not the default (older runs resume), a resume with another schedule
+    is refused, and a warm-up the schedule cannot take is an error before any training."""
+    from stn_core.train import cub as C
+    from stn_core.train import loop as L
+    from stn_core.train import main
+
+    seen: list[tuple[str, float]] = []  # (optimiser class, lr) of every step
+    real_set_lr = C.set_lr
+
+    def spy(opt, lr):
+        seen.append((type(opt).__name__, lr))
+        real_set_lr(opt, lr)
+
+    monkeypatch.setattr(C, "set_lr", spy)
+    root = make_tiny_cub(tmp_path / "cub")
+    common = TINY + ["--data-root", str(root), "--model", "cub-baseline", "--lr", "0.01"]
+    meta = main(common + ["--optimizer", "adamw", "--schedule", "paper", "--out", str(tmp_path / "p")])
+    assert meta["train_args"]["schedule"] == "paper" and meta["train_args"]["optimizer"] == "adamw"
+    assert seen == [("AdamW", L.lr_at(s, 4, 0.01, "paper")) for s in range(4)]
+    assert [lr for _, lr in seen] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
+    seen.clear()
+    meta = main(common + ["--warmup", "2", "--out", str(tmp_path / "w")])
+    assert meta["train_args"]["warmup"] == 2 and "schedule" not in meta["train_args"]
+    assert [lr for _, lr in seen] == pytest.approx([L.lr_at(s, 4, 0.01, "cosine", 2) for s in range(4)])
+    assert seen[0] == ("SGD", pytest.approx(0.005))
+    assert "warmup" not in main(common + ["--out", str(tmp_path / "d")])["train_args"]
+    with pytest.raises(SystemExit, match="different settings"):
+        main(common + ["--schedule", "paper", "--out", str(tmp_path / "w"), "--resume"])
+    with pytest.raises(SystemExit, match="--warmup applies to --schedule cosine only"):
+        main(common + ["--schedule", "paper", "--warmup", "1", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match=r"--warmup must be in 0\.\.4"):
+        main(common + ["--warmup", "5", "--out", str(tmp_path / "y")])
+
+
 def test_cli_448_protocol_with_learned_scale(tmp_path):
     """--loc-size and --learn-scale reach the model and the checkpoint, which load_model rebuilds."""
     from stn_core.train import main
