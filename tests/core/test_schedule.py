@@ -125,7 +125,7 @@ def _study():
 def test_recipe_study_grid_and_deadline():
     S = _study()
     g = S.grid()
-    assert len(g) == len(set(g)) == 3 * 3 * 4
+    assert len(g) == len(set(g)) == 3 * 3 * 4 + 3 * 3  # 3 MNIST models × 3 recipes × 4 budgets; CUB: 3 × 3 epochs
     assert g[:6] == [("st-cnn-aff", r, b) for b in ("0.25M", "0.5M") for r in S.RUN_ORDER]
     assert sorted(S.RUN_ORDER) == sorted(S.RECIPES)
     assert [S.steps_of(b) for b in S.BUDGETS] == [977, 1953, 3906, 7812]  # 2M: 7812.5 rounds to even
@@ -173,6 +173,35 @@ def test_recipe_verdict_calls_a_lead_within_noise_a_tie_and_gives_it_to_the_shar
     errors[("cnn", "adamw-cosine", "2M")] = 1.40  # a clear lead (0.43 > 0.18 points) is not overruled
     text = "\n".join(S.verdicts(errors)[0])
     assert "**CNN**: use **adamw-cosine** from now on — 1.40 %" in text and "A tie" not in text
+
+
+def test_recipe_study_has_one_cub_model_with_its_own_budgets_and_the_same_verdict_rule():
+    """Issue #16's CUB model: the CUB baseline's runs come last in the grid, one per recipe and epoch budget, each
+    a valid CUB CLI command with that recipe's optimiser and schedule; its verdict uses the tie rule with its own
+    test set (1,389 birds: one standard error of a difference at ~25 % error is ~1.6 points)."""
+    from stn_core.train import cub as C
+
+    S = _study()
+    cub_runs = [g for g in S.grid() if g[0] == S.CUB]
+    assert S.grid()[-len(cub_runs):] == cub_runs and len(cub_runs) == len(S.RECIPES) * len(S.CUB_BUDGETS)
+    for _, recipe, budget in cub_runs:
+        a = C.parse_args(S.train_command(S.CUB, recipe, budget))
+        assert (a.model, a.task, a.epochs, a.input_size, a.batch) == ("cub-baseline", "cub50", S.CUB_BUDGETS[budget],
+                                                                       224, 16)
+        assert (a.optimizer, a.schedule) == {"paper": ("sgd", "paper"), "sgdm-cosine": ("sgd", "cosine"),
+                                             "adamw-cosine": ("adamw", "cosine")}[recipe]
+        assert a.momentum == (0.0 if recipe == "paper" else 0.9) and a.out.endswith(f"cub_{recipe}_{budget}")
+    assert abs(S.difference_se(25.0, 26.0, S.CUB_TEST_IMAGES) - 1.65) < 0.01
+    errors = {(m, r, "2M"): e for m, es in {"st-cnn-aff": (8.36, 0.97, 1.14), "cnn": (25.69, 1.83, 1.74),
+                                            "fcn": (78.26, 10.03, 11.82)}.items()
+              for r, e in zip(("paper", "sgdm-cosine", "adamw-cosine"), es)}
+    errors.update({(S.CUB, r, "4ep"): e for r, e in (("paper", 27.0), ("sgdm-cosine", 25.9), ("adamw-cosine", 25.0))})
+    errors[(S.CUB, "sgdm-cosine", "8ep")] = 24.0
+    text = "\n".join(S.verdicts(errors)[0])
+    assert ("**CUB baseline**: use **sgdm-cosine** from now on — 25.90 % test error at 4 epochs, the largest budget "
+            "all three recipes reached (others: adamw-cosine 25.00 %, paper 27.00 %). A tie: adamw-cosine (25.00 %) "
+            "and sgdm-cosine (25.90 %)") in text and "1,389 test birds" in text
+    assert "At 8ep" not in text  # one recipe at 8 epochs: nothing to compare there yet
 
 
 def test_reports_describe_the_new_settings():
