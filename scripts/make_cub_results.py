@@ -105,6 +105,16 @@ def pct(v) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
 
 
+def cub_optimiser_text(ta: dict) -> str:
+    """The optimiser and lr schedule of a CUB run from its ``train_args`` (the CUB CLI's defaults where absent:
+    SGD, cosine without warm-up), e.g. "SGD lr 0.001 (cosine)"."""
+    name = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get(ta.get("optimizer", "sgd"), ta.get("optimizer"))
+    if ta.get("schedule", "cosine") == "paper":
+        return f"{name} lr {ta.get('lr')} (÷10 at 1/3 and 2/3)"
+    warm = ta.get("warmup", 0)
+    return f"{name} lr {ta.get('lr')} (cosine{f' after {warm} warm-up steps' if warm else ''})"
+
+
 def protocol_line(meta: dict) -> str:
     """One sentence of a run's protocol, read from its JSON."""
     ta, ex = meta.get("train_args") or {}, meta.get("extra") or {}
@@ -119,7 +129,7 @@ def protocol_line(meta: dict) -> str:
                  + (f", boxes trained on an SPSA estimate of the loss's slope over ±{ta.get('spsa_delta')} [ours]"
                     if ta.get("box_grad") == "spsa" else ""))
     return (f"{meta.get('input_size')}-px input{crops}; {ex.get('epochs')} epochs × {ex.get('steps_per_epoch')} steps of "
-            f"batch {ta.get('batch')}, SGD lr {ta.get('lr')} (cosine), head × {ta.get('head_lr_mult')}, "
+            f"batch {ta.get('batch')}, {cub_optimiser_text(ta)}, head × {ta.get('head_lr_mult')}, "
             f"{ex.get('precision')}")
 
 

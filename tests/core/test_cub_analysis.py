@@ -161,6 +161,15 @@ def test_one_table_of_cub_variants_feeds_the_app_the_trainer_and_the_report():
     assert len(set(reg.CUB_LABELS.values())) == len(reg.CUB_LABELS)  # every model told apart on the page
 
 
+def test_the_cub_report_names_each_runs_optimiser_and_schedule():
+    """A run's protocol line says its optimiser and schedule from train_args, with the CUB CLI's defaults (SGD,
+    cosine, no warm-up) for the shipped runs, which do not record them."""
+    text = load_script("make_cub_results").cub_optimiser_text
+    assert text({"lr": 0.001, "optimizer": "sgd"}) == "SGD lr 0.001 (cosine)"
+    assert text({"lr": 0.0001, "optimizer": "adamw", "warmup": 9}) == "AdamW lr 0.0001 (cosine after 9 warm-up steps)"
+    assert text({"lr": 0.01, "optimizer": "sgd", "schedule": "paper"}) == "SGD lr 0.01 (÷10 at 1/3 and 2/3)"
+
+
 def test_make_cub_results_on_tiny_checkpoints(tmp_path):
     """scripts/make_cub_results.py end to end: tiny untrained checkpoints on a CUB-layout folder."""
     import json
