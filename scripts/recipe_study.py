@@ -370,8 +370,10 @@ def verdicts(errors: dict) -> tuple[list[str], str]:
         others = ", ".join(f"{r} {errors[(model, r, b)]:.2f} %" for r in ranked if r != best)
         where = f"{budget_text(model, b)}, the largest budget all three recipes reached (others: {others})"
         if len(tied) == 1:
-            lines.append(f"- **{label}**: use **{best}** from now on — {errors[(model, best, b)]:.2f} % test error at "
-                         f"{where}.")
+            e1, e2 = errors[(model, best, b)], errors[(model, ranked[1], b)]
+            lead = (e2 - e1) / difference_se(e1, e2, n_test)
+            lines.append(f"- **{label}**: use **{best}** from now on — {e1:.2f} % test error at {where}; its lead over "
+                         f"{ranked[1]} is {lead:.1f} standard errors of the difference (binomial, {n_test:,} {unit}).")
         else:
             e = [errors[(model, r, b)] for r in tied]
             se = difference_se(min(e), max(e), n_test)
@@ -506,6 +508,25 @@ def update_record() -> dict[str, dict]:
     return new
 
 
+#: Classes of the CUB model's task: a run at chance errs on 1 − 1/50 = 98 % of the test birds.
+CUB_CLASSES = 50
+
+
+def collapsed_note(errors: dict) -> list[str]:
+    """A line naming the finished CUB runs that ended at chance (≥ 95 % test error), or none."""
+    chance = 100 * (1 - 1 / CUB_CLASSES)
+    runs = [(r, b) for r in RECIPES for b in CUB_BUDGETS if (errors.get((CUB, r, b)) or 0) >= 95]
+    if not runs:
+        return []
+    names = ", ".join(f"{r} at {CUB_BUDGETS[b]} epochs ({errors[(CUB, r, b)]:.2f} %)" for r, b in runs)
+    spared = [f"{r} at {CUB_BUDGETS[b]} epochs ({errors[(CUB, r, b)]:.2f} %)" for r in {r for r, _ in runs}
+              for b in CUB_BUDGETS if errors.get((CUB, r, b)) is not None and (r, b) not in runs]
+    return ["", f"At chance ({chance:.0f} % error for {CUB_CLASSES} classes): {names}: the learning rate is too high "
+            "for fine-tuning the pretrained backbone for that many steps"
+            + (f" (not collapsed: {', '.join(spared)}, shorter runs, fewer steps at the first rate)" if spared else "")
+            + "; a verdict on that rate, not on the schedule's shape (a lower rate was not run)."]
+
+
 def report() -> None:
     update_record()
     errors: dict = {}
@@ -559,7 +580,7 @@ def report() -> None:
             "| model | recipe | " + " | ".join(f"{b} ({steps_of(b)} steps)" for b in BUDGETS) + " |",
             "|---|---|" + "---|" * len(BUDGETS)] + rows + [
             "", "| model | recipe | " + " | ".join(f"{b} ({e} epochs)" for b, e in CUB_BUDGETS.items()) + " |",
-            "|---|---|" + "---|" * len(CUB_BUDGETS)] + cub_rows
+            "|---|---|" + "---|" * len(CUB_BUDGETS)] + cub_rows + collapsed_note(errors)
     out += ["", "Bold: finished run (final test error). \"partial\": stopped by the deadline; it resumes where it "
             "stopped (the test error shown is its last intermediate evaluation, taken before the schedule "
             "ended, so not comparable).", "", "![test error vs samples](recipe.png)", "",

@@ -202,6 +202,14 @@ def test_recipe_study_has_one_cub_model_with_its_own_budgets_and_the_same_verdic
             "all three recipes reached (others: adamw-cosine 25.00 %, paper 27.00 %). A tie: adamw-cosine (25.00 %) "
             "and sgdm-cosine (25.90 %)") in text and "1,389 test birds" in text
     assert "At 8ep" not in text  # one recipe at 8 epochs: nothing to compare there yet
+    errors.update({(S.CUB, "paper", "8ep"): 97.91, (S.CUB, "sgdm-cosine", "8ep"): 25.20,
+                   (S.CUB, "adamw-cosine", "8ep"): 23.18})  # a lead of 2.02 > 1.62 points: clear
+    text = "\n".join(S.verdicts(errors)[0])
+    assert ("**CUB baseline**: use **adamw-cosine** from now on — 23.18 % test error at 8 epochs") in text
+    assert "its lead over sgdm-cosine is 1.2 standard errors of the difference (binomial, 1,389 test birds)" in text
+    note = " ".join(S.collapsed_note(errors))
+    assert "At chance (98 % error for 50 classes): paper at 8 epochs (97.91 %)" in note
+    assert "not collapsed: paper at 4 epochs (27.00 %)" in note and S.collapsed_note({}) == []
 
 
 def test_reports_describe_the_new_settings():
