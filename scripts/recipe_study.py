@@ -530,23 +530,14 @@ def collapsed_note(errors: dict) -> list[str]:
 def report() -> None:
     update_record()
     errors: dict = {}
-    rows = []
-    for model, (label, _, _) in MODELS.items():
+    rows, cub_rows = [], []
+    for model, label, budgets, _, _ in families():  # one table row per (family, recipe), one cell per budget
         for r in RECIPES:
             cells = []
-            for b in BUDGETS:
-                txt, err = cell(run_name(model, r, b))
-                errors[(model, r, b)] = err
+            for b in budgets:
+                txt, errors[(model, r, b)] = cell(run_name(model, r, b))
                 cells.append(txt)
-            rows.append(f"| {label} | {r} | " + " | ".join(cells) + " |")
-    cub_rows = []
-    for r in RECIPES:
-        cells = []
-        for b in CUB_BUDGETS:
-            txt, err = cell(run_name(CUB, r, b))
-            errors[(CUB, r, b)] = err
-            cells.append(txt)
-        cub_rows.append(f"| {CUB_LABEL} | {r} | " + " | ".join(cells) + " |")
+            (cub_rows if model == CUB else rows).append(f"| {label} | {r} | " + " | ".join(cells) + " |")
     lines, target = verdicts(errors)
     draw_figure(errors, FIGURE)
 
