@@ -519,8 +519,9 @@ def collapsed_note(errors: dict) -> list[str]:
     if not runs:
         return []
     names = ", ".join(f"{r} at {CUB_BUDGETS[b]} epochs ({errors[(CUB, r, b)]:.2f} %)" for r, b in runs)
-    spared = [f"{r} at {CUB_BUDGETS[b]} epochs ({errors[(CUB, r, b)]:.2f} %)" for r in {r for r, _ in runs}
-              for b in CUB_BUDGETS if errors.get((CUB, r, b)) is not None and (r, b) not in runs]
+    collapsed = [r for r in RECIPES if any(r == c for c, _ in runs)]  # in RECIPES order: a stable report
+    spared = [f"{r} at {CUB_BUDGETS[b]} epochs ({errors[(CUB, r, b)]:.2f} %)" for r in collapsed for b in CUB_BUDGETS
+              if errors.get((CUB, r, b)) is not None and (r, b) not in runs]
     return ["", f"At chance ({chance:.0f} % error for {CUB_CLASSES} classes): {names}: the learning rate is too high "
             "for fine-tuning the pretrained backbone for that many steps"
             + (f" (not collapsed: {', '.join(spared)}, shorter runs, fewer steps at the first rate)" if spared else "")
