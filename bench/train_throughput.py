@@ -351,7 +351,8 @@ def section_conv1(a, log) -> None:
     for k, v in pm.items():
         log(f"| {k} | {v:.1f} |")
     log("")
-    log(f"Input gradient: oneDNN / fold = {pm['oneDNN: input gradient only'] / pm['fold: input gradient (matmul + col2im)']:.1f}×; "
+    fold_ms = pm["fold: input gradient (matmul + col2im)"]
+    log(f"Input gradient: oneDNN / fold = {pm['oneDNN: input gradient only'] / fold_ms:.1f}×; "
         f"largest difference {diff:.3g} (oneDNN's result is rounded to {str(dt).replace('torch.', '')}, "
         f"largest magnitude {ref.abs().max().item():.3g}).")
 
